@@ -1,0 +1,1 @@
+"""What every hutch role shares: errors, ids, paths, generated protocol code."""
