@@ -1,0 +1,1 @@
+"""envd's filesystem domain: paths, permissions, entries, metadata, writes, watches."""

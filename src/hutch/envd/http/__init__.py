@@ -1,0 +1,1 @@
+"""envd's plain-HTTP transport: health, init, envs, metrics, files, multipart uploads."""

@@ -1,0 +1,1 @@
+"""envd's process domain: spawning as a user, output fan-out, stdin, signals, PTYs."""

@@ -1,0 +1,1 @@
+"""envd's Connect-RPC transport: the ``filesystem.Filesystem`` and ``process.Process`` services."""
