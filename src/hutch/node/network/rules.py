@@ -1,0 +1,173 @@
+"""The nftables and iproute2 text hutch feeds to ``nft -f`` and ``ip -batch`` (pure).
+
+Kept apart from the adapter so that what we ask the kernel for can be read, and unit
+tested, without root. Every script is written to be applied atomically and repeatedly.
+
+The firewall lives in two tables of our own and never touches anyone else's:
+
+``inet <table>``
+    * ``forward``: nothing passes between two sandboxes (``iifname B oifname B``, which
+      also catches bridged frames when ``br_netfilter`` is loaded); a sandbox's packets
+      leave only if its address is in the ``allowed`` set (fail closed: a sandbox is
+      offline until setup says otherwise) and not to ``denied_egress``; nothing from
+      outside opens a connection into a sandbox.
+    * ``input``: a sandbox can answer the host (the proxy's connections) but never open a
+      connection to a service on the host, on any of its addresses.
+    * ``postrouting``: masquerade the subnet out of every interface but the bridge.
+
+``bridge <table>``
+    * ``prerouting``: a sandbox port may only send frames from its own MAC and IPv4
+      address (also in ARP), and only IPv4 and ARP, so no sandbox can borrow another's
+      address to get around ``allowed`` or to steal the proxy's traffic.
+"""
+
+from __future__ import annotations
+
+from ipaddress import IPv4Address
+
+from hutch.node.network.base import NetworkSettings
+
+
+def firewall_script(settings: NetworkSettings) -> str:
+    """The nft script that creates or repairs our tables, keeping their set elements.
+
+    ``add`` is a no-op for what exists and every chain is flushed before its rules are
+    added, so running it again on a live node changes nothing and drops no sandbox.
+    """
+    t = settings.table
+    br = f'"{settings.bridge}"'
+    ports = f'"{settings.veth_prefix}*"'
+    lines = [
+        f"add table inet {t}",
+        f"add set inet {t} allowed {{ type ipv4_addr; }}",
+        f"add set inet {t} denied_egress {{ type ipv4_addr; flags interval; auto-merge; }}",
+        f"flush set inet {t} denied_egress",
+    ]
+    if settings.denied_egress:
+        nets = ", ".join(str(n) for n in settings.denied_egress)
+        lines.append(f"add element inet {t} denied_egress {{ {nets} }}")
+    lines += [
+        f"add chain inet {t} forward {{ type filter hook forward priority filter; policy accept; }}",
+        f"flush chain inet {t} forward",
+        f"add rule inet {t} forward iifname {br} oifname {br} drop",
+        f"add rule inet {t} forward iifname {br} meta nfproto != ipv4 drop",
+        f"add rule inet {t} forward iifname {br} ip saddr != @allowed drop",
+        f"add rule inet {t} forward iifname {br} ip daddr @denied_egress drop",
+        f"add rule inet {t} forward oifname {br} ct state established,related accept",
+        f"add rule inet {t} forward oifname {br} drop",
+        f"add chain inet {t} input {{ type filter hook input priority filter; policy accept; }}",
+        f"flush chain inet {t} input",
+        f"add rule inet {t} input iifname {br} ct state established,related accept",
+        f"add rule inet {t} input iifname {br} drop",
+        f"add chain inet {t} postrouting"
+        " { type nat hook postrouting priority srcnat; policy accept; }",
+        f"flush chain inet {t} postrouting",
+        f"add rule inet {t} postrouting oifname != {br} ip saddr {settings.subnet} masquerade",
+        f"add table bridge {t}",
+        f"add set bridge {t} ports {{ type ifname . ether_addr; }}",
+        f"add set bridge {t} addrs {{ type ifname . ipv4_addr; }}",
+        f"add chain bridge {t} prerouting"
+        " { type filter hook prerouting priority filter; policy accept; }",
+        f"flush chain bridge {t} prerouting",
+        # `meta ibrname` would be exact, but kernels without nft_meta_bridge refuse it; the
+        # veth prefix is ours alone (NetworkSettings checks it against the bridge name).
+        f"add rule bridge {t} prerouting iifname != {ports} accept",
+        f"add rule bridge {t} prerouting iifname . ether saddr != @ports drop",
+        f"add rule bridge {t} prerouting ether type ip iifname . ip saddr != @addrs drop",
+        f"add rule bridge {t} prerouting ether type arp iifname . arp saddr ip != @addrs drop",
+        f"add rule bridge {t} prerouting ether type arp iifname . arp saddr ether != @ports drop",
+        f"add rule bridge {t} prerouting ether type != {{ ip, arp }} drop",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def remove_firewall_script(settings: NetworkSettings) -> str:
+    """The nft script that deletes our tables (``add`` first, so it works if absent)."""
+    t = settings.table
+    return (
+        f"add table inet {t}\ndelete table inet {t}\n"
+        f"add table bridge {t}\ndelete table bridge {t}\n"
+    )
+
+
+def _ensure_absent(family_table_set: str, element: str) -> list[str]:
+    # nft 1.0.6 (Debian 12) has no `destroy`; adding first makes the delete always valid.
+    return [
+        f"add element {family_table_set} {{ {element} }}",
+        f"delete element {family_table_set} {{ {element} }}",
+    ]
+
+
+def attach_elements_script(
+    settings: NetworkSettings,
+    *,
+    host_veth: str,
+    address: IPv4Address,
+    mac: str,
+    allow_internet: bool,
+) -> str:
+    """Set elements that admit one sandbox's port and, if allowed, its egress."""
+    t = settings.table
+    lines = [
+        f'add element bridge {t} ports {{ "{host_veth}" . {mac} }}',
+        f'add element bridge {t} addrs {{ "{host_veth}" . {address} }}',
+    ]
+    if allow_internet:
+        lines.append(f"add element inet {t} allowed {{ {address} }}")
+    else:
+        # A stale element from an earlier sandbox with this address must not leak egress.
+        lines += _ensure_absent(f"inet {t} allowed", str(address))
+    return "\n".join(lines) + "\n"
+
+
+def detach_elements_script(
+    settings: NetworkSettings, *, host_veth: str, address: IPv4Address, mac: str
+) -> str:
+    """Remove one sandbox's set elements; valid whether or not they exist."""
+    t = settings.table
+    lines = [
+        *_ensure_absent(f"inet {t} allowed", str(address)),
+        *_ensure_absent(f"bridge {t} ports", f'"{host_veth}" . {mac}'),
+        *_ensure_absent(f"bridge {t} addrs", f'"{host_veth}" . {address}'),
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def host_link_batch(
+    settings: NetworkSettings, *, netns: str, host_veth: str, mac: str, alias: str
+) -> list[str]:
+    """``ip -batch`` lines, run in the host netns, that create the netns and the veth pair."""
+    return [
+        f"netns add {netns}",
+        f"link add {host_veth} type veth peer name {settings.sandbox_ifname}"
+        f" address {mac} netns {netns}",
+        f'link set dev {host_veth} alias "{alias}"',
+        f"link set dev {host_veth} master {settings.bridge}",
+        # L2 isolation: the bridge forwards a port's frames only to non-isolated ports,
+        # i.e. the host, never to another sandbox.
+        f"link set dev {host_veth} type bridge_slave isolated on",
+        f"link set dev {host_veth} up",
+    ]
+
+
+def sandbox_link_batch(settings: NetworkSettings, *, address: IPv4Address) -> list[str]:
+    """``ip -batch`` lines, run inside the sandbox's netns, that configure its side."""
+    ifname = settings.sandbox_ifname
+    return [
+        "link set dev lo up",
+        # No IPv6 link-local address: sandboxes are IPv4 only and the bridge drops IPv6.
+        f"link set dev {ifname} addrgenmode none",
+        f"addr add {address}/{settings.subnet.prefixlen} dev {ifname}",
+        f"link set dev {ifname} up",
+        f"route add default via {settings.gateway} dev {ifname}",
+    ]
+
+
+def bridge_batch(settings: NetworkSettings, *, exists: bool) -> list[str]:
+    """``ip -batch`` lines that create (if needed) and configure the bridge."""
+    lines = [] if exists else [f"link add {settings.bridge} type bridge"]
+    return [
+        *lines,
+        f"addr replace {settings.gateway}/{settings.subnet.prefixlen} dev {settings.bridge}",
+        f"link set dev {settings.bridge} up",
+    ]
