@@ -82,9 +82,6 @@ class NetworkSettings:
                 f"veth_prefix {self.veth_prefix!r} is too long: at most "
                 f"{IFNAME_MAX - _MIN_VETH_HASH_CHARS} characters"
             )
-        if self.bridge.startswith(self.veth_prefix):
-            # The bridge-family rules match sandbox ports by this prefix.
-            raise InvalidArgumentError("bridge name must not start with veth_prefix")
         for what, name in (("netns_prefix", self.netns_prefix), ("table", self.table)):
             if not _NAME_RE.match(name):
                 raise InvalidArgumentError(f"{what} {name!r} is not valid")

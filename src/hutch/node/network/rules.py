@@ -70,7 +70,7 @@ def firewall_script(settings: NetworkSettings) -> str:
         " { type filter hook prerouting priority filter; policy accept; }",
         f"flush chain bridge {t} prerouting",
         # `meta ibrname` would be exact, but kernels without nft_meta_bridge refuse it; the
-        # veth prefix is ours alone (NetworkSettings checks it against the bridge name).
+        # veth prefix is ours alone, and a bridge is never a port of itself.
         f"add rule bridge {t} prerouting iifname != {ports} accept",
         f"add rule bridge {t} prerouting iifname . ether saddr != @ports drop",
         f"add rule bridge {t} prerouting ether type ip iifname . ip saddr != @addrs drop",
