@@ -1,0 +1,212 @@
+"""The control plane's domain objects: plain frozen dataclasses, no SQL, no HTTP.
+
+The store (``api/store``) returns these; the service layer passes them around; only
+``api/http/schemas.py`` turns them into E2B's camelCase wire shapes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+from typing import Final
+
+from hutch.shared.errors import ConflictError
+from hutch.shared.ids import ApiKeyID, NodeID, SandboxID, TeamID, TemplateID
+
+
+class SandboxState(StrEnum):
+    """Where a sandbox is in its life (ARCHITECTURE.md, "Lifecycle").
+
+    ``creating → running → (pausing → paused → resuming → running) → killing → killed``.
+    The E2B API only ever shows ``running`` or ``paused``; the transient states exist so
+    that every transition is recorded *before* it is acted on and can be reconciled after
+    a crash.
+    """
+
+    CREATING = "creating"
+    RUNNING = "running"
+    PAUSING = "pausing"
+    PAUSED = "paused"
+    RESUMING = "resuming"
+    KILLING = "killing"
+    KILLED = "killed"
+
+
+#: States in which a sandbox holds resources on its node (what a node's limit counts).
+NODE_BUSY_STATES: Final = frozenset(
+    {
+        SandboxState.CREATING,
+        SandboxState.RUNNING,
+        SandboxState.PAUSING,
+        SandboxState.RESUMING,
+        SandboxState.KILLING,
+    }
+)
+
+#: States that are over: the sandbox can no longer change except by deletion.
+TERMINAL_STATES: Final = frozenset({SandboxState.KILLING, SandboxState.KILLED})
+
+
+class SortOrder(StrEnum):
+    """Order of a sandbox listing by ``started_at`` (ties broken by id)."""
+
+    ASC = "asc"
+    DESC = "desc"
+
+
+class TemplateBuildState(StrEnum):
+    """Build status of a template, as E2B's build-status endpoint names it."""
+
+    WAITING = "waiting"
+    BUILDING = "building"
+    READY = "ready"
+    ERROR = "error"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Team:
+    """A tenant. Every sandbox, template and key belongs to exactly one team."""
+
+    id: TeamID
+    name: str
+    created_at: datetime
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ApiKey:
+    """An API key as stored: never the key itself, only a mask for display."""
+
+    id: ApiKeyID
+    team_id: TeamID
+    name: str
+    #: e.g. ``"e2b_3f…9a1c"``: enough to recognise a key, useless to an attacker.
+    mask: str
+    created_at: datetime
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CreatedApiKey:
+    """The result of creating a key: the only time the plaintext ``secret`` exists."""
+
+    api_key: ApiKey
+    secret: str = field(repr=False)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Template:
+    """A template (or, later, a snapshot) that sandboxes are created from."""
+
+    id: TemplateID
+    team_id: TeamID
+    alias: str | None
+    build_state: TemplateBuildState
+    cpu_count: int
+    memory_mb: int
+    disk_mb: int
+    envd_version: str | None
+    public: bool
+    created_at: datetime
+    updated_at: datetime
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class NewTemplate:
+    """What :meth:`TemplateStore.create_template` needs."""
+
+    team_id: TeamID
+    alias: str | None = None
+    id: TemplateID | None = None
+    build_state: TemplateBuildState = TemplateBuildState.WAITING
+    cpu_count: int = 2
+    memory_mb: int = 512
+    disk_mb: int = 1024
+    envd_version: str | None = None
+    public: bool = False
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Sandbox:
+    """One sandbox as the control plane knows it."""
+
+    id: SandboxID
+    team_id: TeamID
+    template_id: TemplateID
+    #: The template alias the sandbox was created by, if any (E2B's ``alias``).
+    alias: str | None
+    state: SandboxState
+    metadata: Mapping[str, str]
+    #: Kept for resume and pool personalisation (E2B keeps them too); see docs/store.md
+    #: on secrets at rest.
+    env_vars: Mapping[str, str] = field(repr=False)
+    cpu_count: int
+    memory_mb: int
+    disk_mb: int
+    started_at: datetime
+    #: The timeout deadline: the reaper acts once ``end_at <= now``.
+    end_at: datetime
+    envd_access_token: str | None = field(repr=False)
+    envd_version: str
+    node_id: NodeID | None
+    #: Where the proxy reaches the sandbox (its private IP), once it has one.
+    address: str | None
+    auto_pause: bool
+    allow_internet: bool
+    #: Bumped by every write: lets callers do optimistic concurrency.
+    version: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class NewSandbox:
+    """What :meth:`SandboxStore.create_sandbox` needs; the store adds id and version."""
+
+    team_id: TeamID
+    template_id: TemplateID
+    started_at: datetime
+    end_at: datetime
+    envd_version: str
+    cpu_count: int
+    memory_mb: int
+    disk_mb: int
+    id: SandboxID | None = None
+    alias: str | None = None
+    state: SandboxState = SandboxState.CREATING
+    metadata: Mapping[str, str] = field(default_factory=dict)
+    env_vars: Mapping[str, str] = field(default_factory=dict, repr=False)
+    envd_access_token: str | None = field(default=None, repr=False)
+    node_id: NodeID | None = None
+    address: str | None = None
+    auto_pause: bool = False
+    allow_internet: bool = True
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CreatedSandbox:
+    """The result of an (idempotent) create: ``created`` is False for a replayed request."""
+
+    sandbox: Sandbox
+    created: bool
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SandboxPage:
+    """One page of a listing; ``next_token`` is ``None`` on the last page."""
+
+    items: list[Sandbox]
+    next_token: str | None
+
+
+class SandboxStateConflictError(ConflictError):
+    """A sandbox was not in a state the operation allows; ``state`` is the one it was in.
+
+    The service tells apart e.g. "already paused" (E2B's 409 for pause) by ``state``.
+    """
+
+    def __init__(self, sandbox_id: SandboxID, state: SandboxState, *, wanted: str) -> None:
+        super().__init__(
+            f"sandbox {sandbox_id} is {state} (expected {wanted})",
+            public_message=f"Sandbox {sandbox_id} is {state}",
+        )
+        self.sandbox_id = sandbox_id
+        self.state = state

@@ -1,0 +1,145 @@
+"""What the service layer may rely on: the store's Protocols (no SQLAlchemy imported here).
+
+The SQL implementations (``Sql*Store``) satisfy these structurally; ``app.py`` hands them
+to the services, and tests may hand in fakes. Errors are the shared tree's:
+:class:`~hutch.shared.errors.NotFoundError` for absent (or another team's) records,
+:class:`~hutch.shared.errors.AlreadyExistsError` for taken names and ids,
+:class:`~hutch.api.models.SandboxStateConflictError` for a failed compare-and-set.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Collection, Mapping
+from datetime import UTC, datetime
+from typing import Protocol
+
+from hutch.api.models import (
+    ApiKey,
+    CreatedApiKey,
+    CreatedSandbox,
+    NewSandbox,
+    NewTemplate,
+    Sandbox,
+    SandboxPage,
+    SandboxState,
+    SortOrder,
+    Team,
+    Template,
+    TemplateBuildState,
+)
+from hutch.shared.ids import ApiKeyID, NodeID, TeamID, TemplateID
+
+#: Where the store gets "now" for the timestamps it sets itself (created_at, ...).
+Clock = Callable[[], datetime]
+
+
+def utc_now() -> datetime:
+    """The current time, timezone-aware UTC."""
+    return datetime.now(UTC)
+
+
+class TeamStore(Protocol):
+    """Teams. See :class:`hutch.api.store.teams.SqlTeamStore`."""
+
+    async def create_team(self, *, name: str, team_id: TeamID | None = None) -> Team: ...
+    async def ensure_default_team(self) -> Team: ...
+    async def find_team(self, team_id: TeamID) -> Team | None: ...
+    async def get_team(self, team_id: TeamID) -> Team: ...
+    async def find_team_by_name(self, name: str) -> Team | None: ...
+    async def get_team_by_name(self, name: str) -> Team: ...
+    async def list_teams(self) -> list[Team]: ...
+    async def delete_team(self, team_id: TeamID) -> None: ...
+
+
+class ApiKeyStore(Protocol):
+    """API keys. See :class:`hutch.api.store.keys.SqlApiKeyStore`."""
+
+    async def create_api_key(self, team_id: TeamID, *, name: str = "") -> CreatedApiKey: ...
+    async def find_team_by_api_key(self, key: str) -> Team | None: ...
+    async def get_team_by_api_key(self, key: str) -> Team: ...
+    async def list_api_keys(self, team_id: TeamID) -> list[ApiKey]: ...
+    async def delete_api_key(self, key_id: ApiKeyID, *, team_id: TeamID) -> None: ...
+
+
+class TemplateStore(Protocol):
+    """Templates. See :class:`hutch.api.store.templates.SqlTemplateStore`."""
+
+    async def create_template(self, new: NewTemplate) -> Template: ...
+    async def find_template_any_team(self, id_or_alias: str) -> Template | None: ...
+    async def find_template(self, id_or_alias: str, *, team_id: TeamID) -> Template | None: ...
+    async def get_template(self, id_or_alias: str, *, team_id: TeamID) -> Template: ...
+    async def list_templates(self, *, team_id: TeamID) -> list[Template]: ...
+    async def set_build_state(
+        self,
+        template_id: TemplateID,
+        state: TemplateBuildState,
+        *,
+        envd_version: str | None = None,
+    ) -> Template: ...
+    async def delete_template(self, template_id: TemplateID, *, team_id: TeamID) -> None: ...
+
+
+class SandboxStore(Protocol):
+    """Sandboxes. See :class:`hutch.api.store.sandboxes.SqlSandboxStore` for semantics."""
+
+    async def create_sandbox(
+        self,
+        new: NewSandbox,
+        *,
+        idempotency_key: str | None = None,
+        request_hash: str | None = None,
+    ) -> CreatedSandbox: ...
+    async def find_sandbox(self, sandbox_id: str, *, team_id: TeamID | None) -> Sandbox | None: ...
+    async def get_sandbox(self, sandbox_id: str, *, team_id: TeamID | None) -> Sandbox: ...
+    async def list_sandboxes(
+        self,
+        *,
+        team_id: TeamID,
+        states: Collection[SandboxState] | None = None,
+        metadata: Mapping[str, str] | None = None,
+        started_after: datetime | None = None,
+        template: str | None = None,
+        order: SortOrder = SortOrder.DESC,
+        limit: int = 100,
+        next_token: str | None = None,
+    ) -> SandboxPage: ...
+    async def list_expired(
+        self,
+        now: datetime,
+        *,
+        states: Collection[SandboxState] = ...,
+        limit: int = 100,
+    ) -> list[Sandbox]: ...
+    async def count_on_node(
+        self, node_id: NodeID, *, states: Collection[SandboxState] = ...
+    ) -> int: ...
+    async def set_state(
+        self,
+        sandbox_id: str,
+        *,
+        team_id: TeamID | None,
+        expected: SandboxState | Collection[SandboxState],
+        new: SandboxState,
+        expected_version: int | None = None,
+        end_at: datetime | None = None,
+        node_id: NodeID | None = None,
+        address: str | None = None,
+    ) -> Sandbox: ...
+    async def set_end_at(
+        self,
+        sandbox_id: str,
+        *,
+        team_id: TeamID | None,
+        end_at: datetime,
+        extend_only: bool = False,
+    ) -> Sandbox: ...
+    async def mark_killed(self, sandbox_id: str, *, team_id: TeamID | None) -> Sandbox: ...
+    async def delete_sandbox(self, sandbox_id: str, *, team_id: TeamID | None) -> None: ...
+    async def patch_metadata(
+        self,
+        sandbox_id: str,
+        patch: Mapping[str, str | None],
+        *,
+        team_id: TeamID | None,
+        required_states: Collection[SandboxState] | None = ...,
+    ) -> dict[str, str]: ...

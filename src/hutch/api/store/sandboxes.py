@@ -1,0 +1,401 @@
+"""The sandbox store: every sandbox's record, state machine guard and metadata.
+
+Concurrency rules (docs/store.md):
+
+* state changes are compare-and-set (``UPDATE ... WHERE state IN (expected)``), atomic on
+  both databases; a loser gets :class:`SandboxStateConflictError` naming the actual state;
+* a metadata patch reads, merges and writes inside one transaction that holds the
+  sandbox's row lock (``SELECT ... FOR UPDATE`` on PostgreSQL; ``BEGIN IMMEDIATE`` on
+  SQLite, which serialises writers), so concurrent patches end with the union of their
+  effects;
+* every write bumps ``version``, for callers that want optimistic concurrency.
+
+``team_id`` is a required keyword everywhere: API callers pass their team (another team's
+sandbox is then simply not found); internal callers (reaper, proxy, node reconciliation)
+pass ``None`` on purpose.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Mapping
+from datetime import datetime
+from typing import Final
+
+from sqlalchemy import case, delete, func, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from hutch.api.models import (
+    NODE_BUSY_STATES,
+    TERMINAL_STATES,
+    CreatedSandbox,
+    NewSandbox,
+    Sandbox,
+    SandboxPage,
+    SandboxState,
+    SandboxStateConflictError,
+    SortOrder,
+)
+from hutch.api.store.base import Clock, utc_now
+from hutch.api.store.engine import read_transaction, write_transaction
+from hutch.api.store.errors import is_foreign_key_violation, is_unique_violation
+from hutch.api.store.pagination import Cursor, decode_cursor, encode_cursor
+from hutch.api.store.sandbox_rows import (
+    fetch_sandbox,
+    listing_query,
+    load_metadata,
+    metadata_values,
+    rows_to_sandboxes,
+    sandbox_values,
+    scoped,
+)
+from hutch.api.store.tables import idempotency_keys, sandbox_metadata, sandboxes
+from hutch.shared.errors import (
+    AlreadyExistsError,
+    ConflictError,
+    InvalidArgumentError,
+    NotFoundError,
+)
+from hutch.shared.ids import NodeID, SandboxID, TeamID, new_sandbox_id
+
+#: The ``operation`` recorded with an idempotency key used to create a sandbox.
+CREATE_OPERATION: Final = "sandbox.create"
+#: The largest page :meth:`SqlSandboxStore.list_sandboxes` returns.
+MAX_PAGE_SIZE: Final = 1000
+
+
+def _not_found(sandbox_id: str) -> NotFoundError:
+    return NotFoundError(f"sandbox {sandbox_id} not found")
+
+
+def _describe(states: Collection[SandboxState]) -> str:
+    return " or ".join(sorted(s.value for s in states))
+
+
+class SqlSandboxStore:
+    """:class:`~hutch.api.store.base.SandboxStore` on SQL."""
+
+    def __init__(self, engine: AsyncEngine, *, clock: Clock = utc_now) -> None:
+        self._engine = engine
+        self._clock = clock
+
+    # -- create ---------------------------------------------------------------------------
+
+    async def create_sandbox(
+        self,
+        new: NewSandbox,
+        *,
+        idempotency_key: str | None = None,
+        request_hash: str | None = None,
+    ) -> CreatedSandbox:
+        """Record a new sandbox (state ``new.state``, ``creating`` by default).
+
+        With ``idempotency_key``, a second create of the same team with the same key
+        returns the first sandbox with ``created=False`` instead of making another, even
+        when both race. A key reused with a different ``request_hash`` (or for another
+        operation) is a :class:`ConflictError`. An unknown team is :class:`NotFoundError`.
+        """
+        sandbox_id = new.id or new_sandbox_id()
+        try:
+            async with write_transaction(self._engine) as conn:
+                if idempotency_key is not None:
+                    replay = await self._replay(conn, new.team_id, idempotency_key, request_hash)
+                    if replay is not None:
+                        return CreatedSandbox(sandbox=replay, created=False)
+                await self._insert(conn, sandbox_id, new)
+                if idempotency_key is not None:
+                    await conn.execute(
+                        idempotency_keys.insert().values(
+                            team_id=new.team_id,
+                            key=idempotency_key,
+                            operation=CREATE_OPERATION,
+                            request_hash=request_hash,
+                            sandbox_id=sandbox_id,
+                            created_at=self._clock(),
+                        )
+                    )
+                sandbox = await fetch_sandbox(conn, sandbox_id, team_id=None)
+                assert sandbox is not None
+                return CreatedSandbox(sandbox=sandbox, created=True)
+        except IntegrityError as exc:
+            if is_foreign_key_violation(exc):
+                raise NotFoundError(f"team {new.team_id} not found") from exc
+            if not is_unique_violation(exc):
+                raise
+            collision = exc
+        # A unique violation: either we lost a race for the idempotency key (PostgreSQL
+        # makes the loser wait for the winner's commit, then fail), or the id was taken.
+        if idempotency_key is not None:
+            async with read_transaction(self._engine) as conn:
+                replay = await self._replay(conn, new.team_id, idempotency_key, request_hash)
+            if replay is not None:
+                return CreatedSandbox(sandbox=replay, created=False)
+        raise AlreadyExistsError(f"sandbox {sandbox_id} already exists") from collision
+
+    async def _insert(self, conn: AsyncConnection, sandbox_id: SandboxID, new: NewSandbox) -> None:
+        await conn.execute(sandboxes.insert().values(**sandbox_values(sandbox_id, new)))
+        if new.metadata:
+            await conn.execute(
+                sandbox_metadata.insert(), metadata_values(sandbox_id, new.metadata)
+            )
+
+    async def _replay(
+        self, conn: AsyncConnection, team_id: TeamID, key: str, request_hash: str | None
+    ) -> Sandbox | None:
+        k = idempotency_keys.c
+        row = (
+            await conn.execute(select(idempotency_keys).where(k.team_id == team_id, k.key == key))
+        ).first()
+        if row is None:
+            return None
+        if row.operation != CREATE_OPERATION or (
+            request_hash is not None
+            and row.request_hash is not None
+            and row.request_hash != request_hash
+        ):
+            raise ConflictError(
+                f"idempotency key {key!r} was already used for a different request"
+            )
+        return await fetch_sandbox(conn, row.sandbox_id, team_id=team_id)
+
+    # -- read -----------------------------------------------------------------------------
+
+    async def find_sandbox(self, sandbox_id: str, *, team_id: TeamID | None) -> Sandbox | None:
+        """The sandbox, or ``None`` if absent or (with ``team_id``) another team's."""
+        async with read_transaction(self._engine) as conn:
+            return await fetch_sandbox(conn, sandbox_id, team_id=team_id)
+
+    async def get_sandbox(self, sandbox_id: str, *, team_id: TeamID | None) -> Sandbox:
+        """The sandbox; :class:`NotFoundError` if absent or another team's."""
+        sandbox = await self.find_sandbox(sandbox_id, team_id=team_id)
+        if sandbox is None:
+            raise _not_found(sandbox_id)
+        return sandbox
+
+    async def list_sandboxes(
+        self,
+        *,
+        team_id: TeamID,
+        states: Collection[SandboxState] | None = None,
+        metadata: Mapping[str, str] | None = None,
+        started_after: datetime | None = None,
+        template: str | None = None,
+        order: SortOrder = SortOrder.DESC,
+        limit: int = 100,
+        next_token: str | None = None,
+    ) -> SandboxPage:
+        """One page of the team's sandboxes, newest first by default.
+
+        Filters are AND-ed: ``states`` (any of), ``metadata`` (every pair must match
+        exactly), ``started_after`` (strictly), ``template`` (id or alias). ``next_token``
+        is the previous page's token; it is only meaningful with the same filters and order.
+        """
+        if not 1 <= limit <= MAX_PAGE_SIZE:
+            raise InvalidArgumentError(f"limit must be between 1 and {MAX_PAGE_SIZE}")
+        after = decode_cursor(next_token) if next_token else None
+        query = listing_query(
+            team_id=team_id,
+            states=states,
+            metadata=metadata,
+            started_after=started_after,
+            template=template,
+            order=order,
+            after=after,
+            limit=limit + 1,  # one more tells whether there is a next page
+        )
+        async with read_transaction(self._engine) as conn:
+            rows = list(await conn.execute(query))
+            items = await rows_to_sandboxes(conn, rows[:limit])
+        token = None
+        if len(rows) > limit:
+            last = items[-1]
+            token = encode_cursor(Cursor(started_at=last.started_at, sandbox_id=last.id))
+        return SandboxPage(items=items, next_token=token)
+
+    async def list_expired(
+        self,
+        now: datetime,
+        *,
+        states: Collection[SandboxState] = frozenset({SandboxState.RUNNING}),
+        limit: int = 100,
+    ) -> list[Sandbox]:
+        """Sandboxes of any team whose deadline ``end_at`` is at or before ``now``.
+
+        For the reaper; soonest-expired first.
+        """
+        s = sandboxes.c
+        query = (
+            select(sandboxes)
+            .where(s.state.in_([st.value for st in states]), s.end_at <= now)
+            .order_by(s.end_at, s.id)
+            .limit(limit)
+        )
+        async with read_transaction(self._engine) as conn:
+            return await rows_to_sandboxes(conn, await conn.execute(query))
+
+    async def count_on_node(
+        self, node_id: NodeID, *, states: Collection[SandboxState] = NODE_BUSY_STATES
+    ) -> int:
+        """How many sandboxes in ``states`` are placed on ``node_id`` (the node's load)."""
+        s = sandboxes.c
+        query = select(func.count()).where(
+            s.node_id == node_id, s.state.in_([st.value for st in states])
+        )
+        async with read_transaction(self._engine) as conn:
+            return int((await conn.execute(query)).scalar_one())
+
+    # -- write ----------------------------------------------------------------------------
+
+    async def set_state(
+        self,
+        sandbox_id: str,
+        *,
+        team_id: TeamID | None,
+        expected: SandboxState | Collection[SandboxState],
+        new: SandboxState,
+        expected_version: int | None = None,
+        end_at: datetime | None = None,
+        node_id: NodeID | None = None,
+        address: str | None = None,
+    ) -> Sandbox:
+        """Move the sandbox from one of ``expected`` to ``new``, atomically.
+
+        Compare-and-set: if the sandbox is in another state, nothing changes and
+        :class:`SandboxStateConflictError` names the state it is in (with
+        ``expected_version``, a changed version is a :class:`ConflictError`). ``end_at``,
+        ``node_id`` and ``address``, when given, are written in the same statement.
+        """
+        wanted = frozenset({expected} if isinstance(expected, SandboxState) else expected)
+        values: dict[str, object] = {"state": new.value, "version": sandboxes.c.version + 1}
+        for column, value in (("end_at", end_at), ("node_id", node_id), ("address", address)):
+            if value is not None:
+                values[column] = value
+        cas = (
+            update(sandboxes)
+            .where(sandboxes.c.id == sandbox_id)
+            .where(sandboxes.c.state.in_([s.value for s in wanted]))
+            .values(**values)
+        )
+        if team_id is not None:
+            cas = cas.where(sandboxes.c.team_id == team_id)
+        if expected_version is not None:
+            cas = cas.where(sandboxes.c.version == expected_version)
+        async with write_transaction(self._engine) as conn:
+            result = await conn.execute(cas)
+            if result.rowcount == 0:
+                current = await fetch_sandbox(conn, sandbox_id, team_id=team_id)
+                if current is None:
+                    raise _not_found(sandbox_id)
+                if current.state not in wanted:
+                    raise SandboxStateConflictError(
+                        current.id, current.state, wanted=_describe(wanted)
+                    )
+                raise ConflictError(
+                    f"sandbox {sandbox_id} changed concurrently "
+                    f"(version {current.version}, expected {expected_version})"
+                )
+            sandbox = await fetch_sandbox(conn, sandbox_id, team_id=team_id)
+            assert sandbox is not None
+            return sandbox
+
+    async def set_end_at(
+        self,
+        sandbox_id: str,
+        *,
+        team_id: TeamID | None,
+        end_at: datetime,
+        extend_only: bool = False,
+    ) -> Sandbox:
+        """Set the timeout deadline (``POST /sandboxes/{id}/timeout``).
+
+        With ``extend_only`` (v2 ``connect``), an earlier ``end_at`` leaves it as it is.
+        A sandbox being killed or killed is a :class:`SandboxStateConflictError`.
+        """
+        s = sandboxes.c
+        new_end = case((s.end_at < end_at, end_at), else_=s.end_at) if extend_only else end_at
+        stmt = (
+            update(sandboxes)
+            .where(s.id == sandbox_id, s.state.not_in([st.value for st in TERMINAL_STATES]))
+            .values(end_at=new_end, version=s.version + 1)
+        )
+        if team_id is not None:
+            stmt = stmt.where(s.team_id == team_id)
+        async with write_transaction(self._engine) as conn:
+            result = await conn.execute(stmt)
+            sandbox = await fetch_sandbox(conn, sandbox_id, team_id=team_id)
+        if sandbox is None:
+            raise _not_found(sandbox_id)
+        if result.rowcount == 0:
+            live = frozenset(SandboxState) - TERMINAL_STATES
+            raise SandboxStateConflictError(sandbox.id, sandbox.state, wanted=_describe(live))
+        return sandbox
+
+    async def mark_killed(self, sandbox_id: str, *, team_id: TeamID | None) -> Sandbox:
+        """Record that the sandbox is gone (any state to ``killed``; idempotent)."""
+        s = sandboxes.c
+        stmt = (
+            update(sandboxes)
+            .where(s.id == sandbox_id, s.state != SandboxState.KILLED.value)
+            .values(state=SandboxState.KILLED.value, version=s.version + 1)
+        )
+        if team_id is not None:
+            stmt = stmt.where(s.team_id == team_id)
+        async with write_transaction(self._engine) as conn:
+            await conn.execute(stmt)
+            sandbox = await fetch_sandbox(conn, sandbox_id, team_id=team_id)
+        if sandbox is None:
+            raise _not_found(sandbox_id)
+        return sandbox
+
+    async def delete_sandbox(self, sandbox_id: str, *, team_id: TeamID | None) -> None:
+        """Remove the record, its metadata and idempotency keys for good."""
+        s = sandboxes.c
+        stmt = delete(sandboxes).where(s.id == sandbox_id)
+        if team_id is not None:
+            stmt = stmt.where(s.team_id == team_id)
+        async with write_transaction(self._engine) as conn:
+            result = await conn.execute(stmt)
+        if result.rowcount == 0:
+            raise _not_found(sandbox_id)
+
+    async def patch_metadata(
+        self,
+        sandbox_id: str,
+        patch: Mapping[str, str | None],
+        *,
+        team_id: TeamID | None,
+        required_states: Collection[SandboxState] | None = frozenset({SandboxState.RUNNING}),
+    ) -> dict[str, str]:
+        """Merge ``patch`` into the sandbox's metadata and return the resulting map.
+
+        A string value sets its key; ``None`` or ``""`` removes it; keys not in ``patch``
+        are untouched. Runs under the sandbox's row lock, so concurrent patches serialise
+        and end with the union of their effects. A sandbox not in ``required_states``
+        (``None``: any) is a :class:`SandboxStateConflictError`.
+        """
+        s = sandboxes.c
+        lock = scoped(select(s.id, s.state), sandbox_id, team_id).with_for_update()
+        upserts = {k: v for k, v in patch.items() if v is not None and v != ""}
+        async with write_transaction(self._engine) as conn:
+            row = (await conn.execute(lock)).first()
+            if row is None:
+                raise _not_found(sandbox_id)
+            state = SandboxState(row.state)
+            if required_states is not None and state not in required_states:
+                raise SandboxStateConflictError(
+                    SandboxID(row.id), state, wanted=_describe(required_states)
+                )
+            m = sandbox_metadata.c
+            if patch:
+                # Delete-then-insert is a portable upsert; the row lock makes it atomic.
+                await conn.execute(
+                    delete(sandbox_metadata).where(m.sandbox_id == row.id, m.key.in_(list(patch)))
+                )
+            if upserts:
+                await conn.execute(
+                    sandbox_metadata.insert(), metadata_values(SandboxID(row.id), upserts)
+                )
+            await conn.execute(
+                update(sandboxes).where(s.id == row.id).values(version=s.version + 1)
+            )
+            return (await load_metadata(conn, [row.id]))[row.id]

@@ -1,0 +1,197 @@
+"""The schema, as SQLAlchemy Core tables (the migrations in ``migrations/`` create it).
+
+Portable by construction: only types that mean the same on SQLite and PostgreSQL, times as
+UTC (:class:`UTCDateTime`), JSON kept as text where nothing queries inside it, and sandbox
+metadata in its own key/value table so that the list filter is a plain indexed join on
+both databases (docs/store.md explains the choice).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    Boolean,
+    Column,
+    DateTime,
+    Dialect,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    PrimaryKeyConstraint,
+    String,
+    Table,
+    Text,
+)
+from sqlalchemy.types import TypeDecorator
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """A timezone-aware UTC ``datetime`` on both databases, with microseconds.
+
+    PostgreSQL stores ``timestamptz``. SQLite has no time type: SQLAlchemy stores a
+    fixed-width ``YYYY-MM-DD HH:MM:SS.ffffff`` string, which sorts and compares correctly
+    as text as long as every value is UTC, so this type converts to UTC on the way in and
+    attaches UTC on the way out. Naive datetimes are refused: they are always a bug.
+    """
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError(f"naive datetime {value!r} given to the store; use UTC")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        assert isinstance(value, datetime)
+        if value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value.astimezone(UTC)
+
+
+metadata = MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+        "ck": "ck_%(table_name)s_%(constraint_name)s",
+    }
+)
+
+teams = Table(
+    "teams",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("name", String(255), nullable=False, unique=True),
+    Column("created_at", UTCDateTime(), nullable=False),
+)
+
+api_keys = Table(
+    "api_keys",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column(
+        "team_id", String(64), ForeignKey("teams.id", ondelete="CASCADE"), nullable=False
+    ),
+    # sha256 hex of the whole key; the key itself is never stored.
+    Column("key_hash", String(64), nullable=False, unique=True),
+    Column("mask", String(64), nullable=False),
+    Column("name", String(255), nullable=False),
+    Column("created_at", UTCDateTime(), nullable=False),
+    Index(None, "team_id"),
+)
+
+templates = Table(
+    "templates",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column(
+        "team_id", String(64), ForeignKey("teams.id", ondelete="CASCADE"), nullable=False
+    ),
+    # Globally unique, as E2B's aliases are ("base" means one template for everybody).
+    Column("alias", String(255), nullable=True, unique=True),
+    Column("build_state", String(16), nullable=False),
+    Column("cpu_count", Integer, nullable=False),
+    Column("memory_mb", Integer, nullable=False),
+    Column("disk_mb", Integer, nullable=False),
+    Column("envd_version", String(32), nullable=True),
+    Column("public", Boolean, nullable=False),
+    Column("created_at", UTCDateTime(), nullable=False),
+    Column("updated_at", UTCDateTime(), nullable=False),
+    Index(None, "team_id"),
+)
+
+sandboxes = Table(
+    "sandboxes",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column(
+        "team_id", String(64), ForeignKey("teams.id", ondelete="CASCADE"), nullable=False
+    ),
+    # No foreign key: a template may be deleted while sandboxes made from it live on, and
+    # snapshots (issue 6) will be templates owned by other rows' lifecycles.
+    Column("template_id", String(64), nullable=False),
+    Column("alias", String(255), nullable=True),
+    Column("state", String(16), nullable=False),
+    Column("cpu_count", Integer, nullable=False),
+    Column("memory_mb", Integer, nullable=False),
+    Column("disk_mb", Integer, nullable=False),
+    Column("started_at", UTCDateTime(), nullable=False),
+    Column("end_at", UTCDateTime(), nullable=False),
+    Column("envd_access_token", String(255), nullable=True),
+    Column("envd_version", String(32), nullable=False),
+    Column("node_id", String(64), nullable=True),
+    Column("address", String(64), nullable=True),
+    Column("auto_pause", Boolean, nullable=False),
+    Column("allow_internet", Boolean, nullable=False),
+    # JSON object of the create request's env vars (kept for resume and pool
+    # personalisation; nothing queries inside it, so text is the portable choice).
+    Column("env_vars", Text, nullable=False),
+    Column("version", Integer, nullable=False),
+    # The listing's keyset: WHERE team_id = ? ORDER BY started_at, id.
+    Index(None, "team_id", "started_at", "id"),
+    # The reaper: WHERE state = 'running' AND end_at <= now.
+    Index(None, "state", "end_at"),
+    # A node's load: WHERE node_id = ? AND state IN (...).
+    Index(None, "node_id", "state"),
+)
+
+sandbox_metadata = Table(
+    "sandbox_metadata",
+    metadata,
+    Column(
+        "sandbox_id",
+        String(64),
+        ForeignKey("sandboxes.id", ondelete="CASCADE"),
+        nullable=False,
+    ),
+    Column("key", String(256), nullable=False),
+    Column("value", Text, nullable=False),
+    PrimaryKeyConstraint("sandbox_id", "key"),
+    # The list filter: EXISTS (... WHERE key = ? AND value = ? AND sandbox_id = s.id).
+    Index(None, "key", "value"),
+)
+
+idempotency_keys = Table(
+    "idempotency_keys",
+    metadata,
+    Column(
+        "team_id", String(64), ForeignKey("teams.id", ondelete="CASCADE"), nullable=False
+    ),
+    Column("key", String(255), nullable=False),
+    # What the key was used for ("sandbox.create"); reusing it for another operation is a
+    # conflict rather than a silent replay.
+    Column("operation", String(64), nullable=False),
+    # A digest of the request, when the caller gives one: a different body under the same
+    # key is a conflict (the client reused a key by mistake).
+    Column("request_hash", String(64), nullable=True),
+    Column(
+        "sandbox_id",
+        String(64),
+        ForeignKey("sandboxes.id", ondelete="CASCADE"),
+        nullable=True,
+    ),
+    Column("created_at", UTCDateTime(), nullable=False),
+    PrimaryKeyConstraint("team_id", "key"),
+    # ON DELETE CASCADE from sandboxes would scan the table without it.
+    Index(None, "sandbox_id"),
+)
+
+#: Every table, children before parents (the order to empty them in).
+ALL_TABLES_CHILDREN_FIRST = (
+    idempotency_keys,
+    sandbox_metadata,
+    sandboxes,
+    templates,
+    api_keys,
+    teams,
+)
