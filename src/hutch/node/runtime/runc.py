@@ -1,0 +1,234 @@
+"""``RuncRuntime``: the :class:`~hutch.node.runtime.base.Runtime` seam over the runc CLI.
+
+Each instance owns one runc ``--root`` state directory, so hutch lists and touches only its
+own containers, never another user's. runc's failures are translated here, once: an unknown
+id becomes ``NotFoundError``, everything else ``RuntimeFailedError`` with runc's message.
+
+Two traps from HOST-NOTES shape this module:
+
+* ``runc create`` hands its own stdio to the container's process, which keeps them open for
+  its whole life. A pipe we waited on would never reach EOF, so ``create`` gets a file (or
+  ``/dev/null``) and runc's own diagnostics go to a ``--log`` file instead.
+* ``delete --force`` on a live container is slow and racy; a KILL first makes it quick.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import signal as signals
+import tempfile
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from hutch.node.runtime.base import ExecResult, RuntimeFailedError, RuntimeState, RuntimeStatus
+from hutch.shared.errors import ConflictError, DeadlineExceededError, NotFoundError
+
+#: Messages with which runc says that an id is unknown.
+_NOT_FOUND_MARKERS = ("container does not exist", "container not found")
+#: Messages with which runc says that a container has no live process to signal.
+_NOT_RUNNING_MARKERS = ("container not running", "process already finished")
+
+
+class RuncRuntime:
+    """Drive ``runc`` with a private state directory.
+
+    ``root`` is runc's ``--root`` (created on first use, mode 0700). ``timeout`` bounds
+    every runc invocation in seconds, so that a wedged runtime cannot hang the node.
+    """
+
+    def __init__(
+        self, *, root: Path, binary: str = "runc", timeout: float | None = 60.0
+    ) -> None:
+        self._root = Path(root)
+        self._binary = binary
+        self._timeout = timeout
+
+    @property
+    def root(self) -> Path:
+        """The runtime's state directory."""
+        return self._root
+
+    def _global_args(self) -> list[str]:
+        # JSON logs let us pick runc's message out of stderr without parsing logrus text.
+        return [self._binary, "--root", str(self._root), "--log-format", "json"]
+
+    async def create(
+        self, bundle_dir: Path, *, sandbox_id: str, output_path: Path | None = None
+    ) -> None:
+        """Create the container from ``bundle_dir/config.json``; see ``Runtime.create``."""
+        bundle_dir = Path(bundle_dir)
+        if not (bundle_dir / "config.json").is_file():
+            raise NotFoundError(f"no config.json in bundle {bundle_dir}")
+        self._root.mkdir(mode=0o700, parents=True, exist_ok=True)
+        log_fd, log_name = tempfile.mkstemp(prefix=".runc-create-", suffix=".log", dir=bundle_dir)
+        os.close(log_fd)
+        log_path = Path(log_name)
+        out_target = str(output_path) if output_path is not None else os.devnull
+        try:
+            with open(out_target, "ab") as out:
+                args = [
+                    *self._global_args(),
+                    "--log",
+                    str(log_path),
+                    "create",
+                    "--bundle",
+                    str(bundle_dir),
+                    sandbox_id,
+                ]
+                code, _, _ = await self._exec(args, stdout=out, stderr=out)
+            if code != 0:
+                self._raise(_last_error(log_path.read_text(errors="replace")), sandbox_id, "create")
+        finally:
+            log_path.unlink(missing_ok=True)
+
+    async def start(self, sandbox_id: str) -> None:
+        """Run the user process of a created container."""
+        await self._checked("start", sandbox_id)
+
+    async def kill(self, sandbox_id: str, *, signal: int = signals.SIGKILL) -> None:
+        """Signal the container's init process; a container with no process is a no-op."""
+        try:
+            await self._checked("kill", sandbox_id, str(int(signal)))
+        except ConflictError:
+            return
+
+    async def delete(self, sandbox_id: str, *, force: bool = False) -> None:
+        """Remove the container, killing it first when ``force`` is set."""
+        current = await self.state(sandbox_id)
+        if force and current.status is not RuntimeStatus.STOPPED:
+            # A KILL first: runc's own forced delete of a live container polls for ~100 ms.
+            await self.kill(sandbox_id)
+        args = ["delete", "--force", sandbox_id] if force else ["delete", sandbox_id]
+        await self._checked(*args)
+
+    async def state(self, sandbox_id: str) -> RuntimeState:
+        """Report the container's status; ``NotFoundError`` when it does not exist."""
+        out = await self._checked("state", sandbox_id)
+        return _parse_state(json.loads(out))
+
+    async def list(self) -> list[str]:
+        """The ids of every container under this runtime's ``--root``."""
+        if not self._root.exists():
+            return []
+        out = await self._checked("list", "--format", "json")
+        entries = json.loads(out) or []
+        return sorted(str(e["id"]) for e in entries)
+
+    async def pause(self, sandbox_id: str) -> None:
+        """Freeze the container's processes (cgroup freezer)."""
+        await self._checked("pause", sandbox_id)
+
+    async def resume(self, sandbox_id: str) -> None:
+        """Thaw a paused container."""
+        await self._checked("resume", sandbox_id)
+
+    async def exec(
+        self,
+        sandbox_id: str,
+        args: Sequence[str],
+        *,
+        env: Mapping[str, str] | None = None,
+        cwd: str | None = None,
+        user: tuple[int, int] | None = None,
+    ) -> ExecResult:
+        """Run ``args`` inside the container and wait; see ``Runtime.exec``."""
+        if not args:
+            raise ConflictError("exec needs a command")
+        self._root.mkdir(mode=0o700, parents=True, exist_ok=True)
+        cmd = ["exec"]
+        for key, value in (env or {}).items():
+            cmd += ["--env", f"{key}={value}"]
+        if cwd is not None:
+            cmd += ["--cwd", cwd]
+        if user is not None:
+            cmd += ["--user", f"{user[0]}:{user[1]}"]
+        cmd += [sandbox_id, *args]
+        # runc's own failure must not be mistaken for the command's exit status 1: runc
+        # logs it at level "error" to --log, the command never writes there.
+        with tempfile.NamedTemporaryFile(prefix="hutch-runc-exec-", suffix=".log") as log:
+            full = [*self._global_args(), "--log", log.name, *cmd]
+            code, out, err = await self._exec(
+                full, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+            )
+            failure = _last_error(Path(log.name).read_text(errors="replace"))
+        if failure is not None:
+            self._raise(failure, sandbox_id, "exec")
+        return ExecResult(exit_code=code, stdout=out, stderr=err)
+
+    async def _checked(self, *args: str) -> bytes:
+        """Run a short runc command that never hands its stdio on; raise on failure."""
+        code, out, err = await self._exec(
+            [*self._global_args(), *args],
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        if code != 0:
+            sandbox_id = args[-1] if args[0] != "list" else ""
+            self._raise(_last_error(err.decode(errors="replace")), sandbox_id, args[0])
+        return out
+
+    async def _exec(self, argv: list[str], *, stdout: Any, stderr: Any) -> tuple[int, bytes, bytes]:
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                *argv, stdin=asyncio.subprocess.DEVNULL, stdout=stdout, stderr=stderr
+            )
+        except OSError as exc:
+            raise RuntimeFailedError(f"cannot run {argv[0]}: {exc}") from exc
+        try:
+            out, err = await asyncio.wait_for(proc.communicate(), timeout=self._timeout)
+        except (TimeoutError, asyncio.CancelledError) as exc:
+            # Only the runc process we started, by its pid; then reap it.
+            with contextlib.suppress(ProcessLookupError):
+                proc.kill()
+            await proc.wait()
+            if isinstance(exc, TimeoutError):
+                raise DeadlineExceededError(
+                    f"{' '.join(argv[3:6])}... did not finish in {self._timeout} s"
+                ) from exc
+            raise
+        return proc.returncode or 0, out or b"", err or b""
+
+    def _raise(self, message: str | None, sandbox_id: str, verb: str) -> None:
+        text = message or f"runc {verb} failed without a message"
+        lowered = text.lower()
+        if any(m in lowered for m in _NOT_FOUND_MARKERS):
+            raise NotFoundError(
+                f"runtime has no sandbox {sandbox_id!r}", public_message="sandbox not found"
+            )
+        if verb == "kill" and any(m in lowered for m in _NOT_RUNNING_MARKERS):
+            raise ConflictError(f"sandbox {sandbox_id!r} is not running")
+        raise RuntimeFailedError(f"runc {verb} {sandbox_id}: {text}")
+
+
+def _last_error(log_text: str) -> str | None:
+    """The last error-level message in runc's JSON log (or the last plain line)."""
+    message: str | None = None
+    for line in log_text.splitlines():
+        line = line.strip()
+        if not line:
+            continue
+        try:
+            entry = json.loads(line)
+        except ValueError:
+            message = line
+            continue
+        if isinstance(entry, dict) and entry.get("level") in ("error", "fatal", "panic"):
+            message = str(entry.get("msg", line))
+    return message
+
+
+def _parse_state(raw: dict[str, Any]) -> RuntimeState:
+    status = RuntimeStatus(raw["status"])
+    pid = int(raw.get("pid") or 0)
+    bundle = raw.get("bundle")
+    return RuntimeState(
+        sandbox_id=str(raw["id"]),
+        status=status,
+        # runc reports pid 0 for a stopped container: there is no process to speak of.
+        pid=pid if pid > 0 and status is not RuntimeStatus.STOPPED else None,
+        bundle=Path(bundle) if bundle else None,
+    )
