@@ -1,0 +1,64 @@
+#!/usr/bin/env bash
+# Installs hutch on a Debian 12 host, as root: the system packages it drives, a virtual
+# environment with the Python package, and `hutch` on the PATH. Idempotent: a second run
+# checks and changes nothing.
+#
+#   ./install.sh                 install (or update) hutch
+#   HUTCH_PREFIX=/opt/hutch      where the virtual environment lives (default)
+set -euo pipefail
+
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+prefix="${HUTCH_PREFIX:-/opt/hutch}"
+venv="$prefix/venv"
+bin_link="${HUTCH_BIN_LINK:-/usr/local/bin/hutch}"
+
+# What hutch drives on the host. Keep this list the one place that names them.
+system_packages=(
+  python3 python3-venv python3-dev   # the interpreter hutch and envd run on
+  attr                               # getfattr/setfattr, for operators inspecting file metadata
+  e2fsprogs                          # mkfs.ext4 for sealed artifacts and volumes
+  util-linux                         # mount, nsenter, unshare
+  iproute2 nftables                  # per-sandbox network namespaces, bridge, NAT
+  runc                               # the default OCI runtime
+  busybox-static                     # the tiny `busybox` template
+  patchelf                           # envd's relocatable, self-contained bundle
+)
+
+log() { printf 'install.sh: %s\n' "$*" >&2; }
+
+if [ "$(id -u)" -ne 0 ]; then
+  log "must run as root (it installs system packages)"; exit 1
+fi
+
+missing=()
+for pkg in "${system_packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  log "installing system packages: ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get -o DPkg::Lock::Timeout=300 update -qq
+  apt-get -o DPkg::Lock::Timeout=300 install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+python="${HUTCH_PYTHON:-$(command -v python3)}"
+if [ ! -x "$venv/bin/python" ]; then
+  log "creating virtual environment $venv"
+  mkdir -p "$prefix"
+  "$python" -m venv "$venv"
+fi
+
+# Reinstall only when the source changed: the stamp is a digest of what pip would install.
+stamp="$venv/.hutch-source-sha256"
+digest="$(cd "$here" && find pyproject.toml src -type f ! -name '*.pyc' -print0 | sort -z \
+  | xargs -0 sha256sum | sha256sum | cut -d' ' -f1)"
+if [ "$(cat "$stamp" 2>/dev/null)" != "$digest" ]; then
+  log "installing the hutch package into $venv"
+  "$venv/bin/pip" install -q --disable-pip-version-check "$here"
+  echo "$digest" > "$stamp"
+fi
+
+if [ "$(readlink "$bin_link" 2>/dev/null)" != "$venv/bin/hutch" ]; then
+  ln -sfn "$venv/bin/hutch" "$bin_link"
+fi
+log "hutch $("$venv/bin/hutch" --version | awk '{print $NF}') is installed: $(command -v hutch || echo "$bin_link")"

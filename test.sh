@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Runs hutch's whole test suite on a fresh Debian 12 host, as root: installs hutch (through
+# install.sh, so a missing install step fails here), the test-only system packages and a
+# development virtual environment, then runs pytest. Extra arguments go to pytest.
+set -euo pipefail
+
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+cd "$here"
+
+./install.sh
+
+# Test-only system packages: a real PostgreSQL server for the store tests, dosfstools for a
+# filesystem without user xattrs.
+test_packages=(postgresql dosfstools)
+missing=()
+for pkg in "${test_packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get -o DPkg::Lock::Timeout=300 update -qq
+  apt-get -o DPkg::Lock::Timeout=300 install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+venv="$here/.venv"
+[ -x "$venv/bin/python" ] || "$(command -v python3)" -m venv "$venv"
+"$venv/bin/pip" install -q --disable-pip-version-check -e ".[test]"
+
+exec "$venv/bin/python" -m pytest "$@"
