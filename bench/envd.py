@@ -1,0 +1,168 @@
+"""envd benchmark: start time, idle memory, command latency, file throughput.
+
+Run as root from the repository:  .venv/bin/python bench/envd.py [--size-mib 256]
+It starts its own envd on a free loopback port, drives it with the official e2b SDK in
+debug mode (and plain HTTP for multipart uploads), prints a table, and cleans up.
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures
+import os
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+import httpx
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _start(state: Path) -> tuple[subprocess.Popen[bytes], str, float]:
+    port = _free_port()
+    url = f"http://127.0.0.1:{port}"
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "hutch.envd", "--host", "127.0.0.1", "--port", str(port),
+         "--state-dir", str(state), "--log-level", "warning"],
+        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    while True:
+        try:
+            with urllib.request.urlopen(url + "/health", timeout=1) as r:
+                if r.status == 204:
+                    return proc, url, time.perf_counter() - t0
+        except OSError:
+            if proc.poll() is not None:
+                raise SystemExit("envd exited during start") from None
+            time.sleep(0.002)
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    proc.terminate()
+    proc.wait(timeout=10)
+
+
+def _rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def _pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
+
+
+def _mib_s(size: int, seconds: float) -> str:
+    return f"{size / 2**20 / seconds:,.0f} MiB/s"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--size-mib", type=int, default=256)
+    parser.add_argument("--runs", type=int, default=200, help="commands.run samples")
+    args = parser.parse_args()
+    size = args.size_mib * 2**20
+    work = Path(tempfile.mkdtemp(prefix="hutch-bench-", dir="/var/tmp"))
+    rows: list[tuple[str, str]] = []
+    try:
+        starts = []
+        for i in range(5):
+            proc, _, seconds = _start(work / f"s{i}")
+            starts.append(seconds)
+            _stop(proc)
+        rows.append(("envd start to healthy (median of 5)", f"{statistics.median(starts)*1000:.0f} ms"))
+
+        proc, url, _ = _start(work / "state")
+        os.environ.update(E2B_DEBUG="true", E2B_SANDBOX_URL=url, E2B_API_KEY="e2b_" + "0" * 40)
+        from e2b import Sandbox
+
+        time.sleep(0.5)
+        rows.append(("envd idle RSS", f"{_rss_mib(proc.pid):.1f} MiB"))
+        sbx = Sandbox.create()
+        sbx.commands.run("true", user="root")  # warm the connection pool
+        lat = []
+        for _ in range(args.runs):
+            t0 = time.perf_counter()
+            sbx.commands.run("true", user="root")
+            lat.append(time.perf_counter() - t0)
+        rows.append((f'commands.run("true") median ({args.runs} runs)', f"{statistics.median(lat)*1000:.1f} ms"))
+        rows.append(('commands.run("true") p95', f"{_pct(lat, 0.95)*1000:.1f} ms"))
+        rows.append(("envd RSS after the runs", f"{_rss_mib(proc.pid):.1f} MiB"))
+
+        src = work / "src.bin"
+        with open(src, "wb") as f:
+            for _ in range(size // 2**20):
+                f.write(os.urandom(2**20))
+        os.sync()
+
+        t0 = time.perf_counter()
+        shutil.copyfile(src, work / "cp.bin")
+        os.sync()
+        rows.append((f"cp {args.size_mib} MiB, same disk (+sync)", _mib_s(size, time.perf_counter() - t0)))
+
+        dest = str(work / "up.bin")
+        t0 = time.perf_counter()
+        with open(src, "rb") as f:
+            sbx.files.write(dest, f, user="root")
+        rows.append((f"SDK files.write {args.size_mib} MiB", _mib_s(size, time.perf_counter() - t0)))
+
+        t0 = time.perf_counter()
+        got = 0
+        for chunk in sbx.files.read(dest, format="stream", user="root"):
+            got += len(chunk)
+        assert got == size, (got, size)
+        rows.append((f"SDK files.read {args.size_mib} MiB (stream)", _mib_s(size, time.perf_counter() - t0)))
+
+        for parallel in (1, 4, 8):
+            part = -(-size // (parallel * 2))  # two parts per worker
+            rows.append((
+                f"multipart upload, {parallel} parallel, {part // 2**20} MiB parts",
+                _mib_s(size, _multipart(url, src, str(work / f"mp{parallel}.bin"), size, part, parallel)),
+            ))
+        _stop(proc)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+    width = max(len(name) for name, _ in rows)
+    print(f"\nenvd on this machine ({os.cpu_count()} CPUs)\n")
+    print(f"| {'measure'.ljust(width)} | value |")
+    print(f"|{'-' * (width + 2)}|-------|")
+    for name, value in rows:
+        print(f"| {name.ljust(width)} | {value} |")
+
+
+def _multipart(url: str, src: Path, dest: str, size: int, part: int, parallel: int) -> float:
+    with httpx.Client(base_url=url, timeout=120) as client:
+        t0 = time.perf_counter()
+        r = client.post("/files/upload/init", json={"path": dest, "totalSize": size, "partSize": part})
+        r.raise_for_status()
+        upload_id, parts = r.json()["uploadId"], r.json()["numParts"]
+
+        def put(n: int) -> None:
+            with open(src, "rb") as f:
+                f.seek(n * part)
+                body = f.read(part)
+            client.put(f"/files/upload/{upload_id}", params={"part": n}, content=body).raise_for_status()
+
+        with concurrent.futures.ThreadPoolExecutor(parallel) as pool:
+            list(pool.map(put, range(parts)))
+        client.post(f"/files/upload/{upload_id}/complete").raise_for_status()
+        return time.perf_counter() - t0
+
+
+if __name__ == "__main__":
+    main()
