@@ -1,0 +1,55 @@
+"""Templates (the minimal set issue 5 needs), on both databases."""
+
+from __future__ import annotations
+
+import pytest
+
+from hutch.api.models import NewTemplate, TemplateBuildState
+from hutch.api.store.sql import SqlStore
+from hutch.shared.errors import AlreadyExistsError, NotFoundError
+from hutch.shared.ids import TemplateID
+
+
+async def test_templates_visibility_own_and_public(store: SqlStore) -> None:
+    a = await store.teams.create_team(name="a")
+    b = await store.teams.create_team(name="b")
+    base = await store.templates.create_template(
+        NewTemplate(team_id=a.id, alias="base", public=True, cpu_count=1, memory_mb=256)
+    )
+    private = await store.templates.create_template(NewTemplate(team_id=a.id, alias="mine"))
+    assert (await store.templates.get_template("base", team_id=b.id)).id == base.id
+    assert (await store.templates.get_template(base.id, team_id=b.id)).cpu_count == 1
+    assert await store.templates.find_template("mine", team_id=b.id) is None
+    with pytest.raises(NotFoundError):
+        await store.templates.get_template(private.id, team_id=b.id)
+    assert await store.templates.find_template_any_team("mine") == private
+    assert [t.id for t in await store.templates.list_templates(team_id=a.id)] == [
+        base.id,
+        private.id,
+    ]
+    assert await store.templates.list_templates(team_id=b.id) == []
+
+
+async def test_templates_alias_is_unique(store: SqlStore) -> None:
+    a = await store.teams.create_team(name="a")
+    b = await store.teams.create_team(name="b")
+    await store.templates.create_template(NewTemplate(team_id=a.id, alias="base"))
+    with pytest.raises(AlreadyExistsError):
+        await store.templates.create_template(NewTemplate(team_id=b.id, alias="base"))
+
+
+async def test_templates_build_state_and_delete(store: SqlStore) -> None:
+    a = await store.teams.create_team(name="a")
+    t = await store.templates.create_template(NewTemplate(team_id=a.id, alias="x"))
+    assert t.build_state is TemplateBuildState.WAITING
+    done = await store.templates.set_build_state(
+        t.id, TemplateBuildState.READY, envd_version="0.6.13"
+    )
+    assert (done.build_state, done.envd_version) == (TemplateBuildState.READY, "0.6.13")
+    with pytest.raises(NotFoundError):
+        await store.templates.set_build_state(TemplateID("nope"), TemplateBuildState.ERROR)
+    other = await store.teams.create_team(name="b")
+    with pytest.raises(NotFoundError):
+        await store.templates.delete_template(t.id, team_id=other.id)
+    await store.templates.delete_template(t.id, team_id=a.id)
+    assert await store.templates.find_template_any_team("x") is None
