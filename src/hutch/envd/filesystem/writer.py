@@ -1,0 +1,303 @@
+"""Atomic file writes for uploads: a temporary file in the target directory, renamed into place.
+
+Why a temporary file *in the target directory*: ``rename`` is atomic only within one
+filesystem, and the target directory is the one place certain to be on the destination's
+filesystem. Readers therefore see the old file or the whole new one, never a partial write,
+and a failed upload leaves nothing under the target name.
+
+Ownership and mode: envd runs as root, so every created parent directory (0755) and the file
+are chowned to the requesting user. A new file gets 0644 (what a umask of 022 gives); a file
+that replaces another keeps the permission bits of the one it replaces, so an overwritten
+script stays executable. Foreign ``user.*`` xattrs of the replaced file are copied over (they
+would otherwise vanish with the old inode); ``user.e2b.*`` is replaced by the upload's set.
+
+fsync policy: none. A sandbox's filesystem lives as long as the sandbox; pausing it goes
+through a filesystem freeze/sync, and E2B's envd does not fsync either. Skipping it keeps
+upload throughput close to ``cp`` (docs/envd/files.md).
+
+Everything here is blocking; callers run it in a worker thread (``AtomicFile`` does).
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import posixpath
+import secrets
+import stat
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import anyio.to_thread
+
+from hutch.envd.filesystem.permissions import check_write
+from hutch.envd.filesystem.xattrs import XATTR_PREFIX, read_metadata, write_metadata
+from hutch.envd.users import User
+from hutch.shared.errors import InvalidArgumentError, from_os_error
+
+#: Marker in the names of envd's temporary upload files (``.<name>.hutch-upload-<token>``).
+TEMP_MARKER = ".hutch-upload-"
+#: Bytes buffered before one ``writev`` in a worker thread: large writes, few thread hops.
+FLUSH_BYTES = 1 << 20
+_MAX_IOV = 512  # below IOV_MAX (1024) with room to spare
+_NEW_FILE_MODE = 0o644
+_DIR_MODE = 0o755
+_NAME_MAX = 255
+
+
+@dataclass(frozen=True, kw_only=True)
+class WrittenFile:
+    """What an upload put on disk: the answer ``POST /files`` gives for each file."""
+
+    path: str
+    name: str
+    metadata: dict[str, str]
+
+
+@dataclass(kw_only=True)
+class Target:
+    """A validated destination: where the file goes and the directory it goes in."""
+
+    path: str  # as the client named it (resolved); reported back
+    real_path: str  # where the bytes go: symlinks at the final component followed
+    directory: str
+    user: User
+
+
+def prepare_target(path: str, *, user: User) -> Target:
+    """Check that ``user`` may write ``path`` and create its missing parents (owned by them).
+
+    Raises ``InvalidArgumentError`` when ``path`` is a directory or a parent is not one,
+    ``PermissionDeniedError`` when the user may not write there.
+    """
+    # A symlink at the final component is written through, like open(2) would (E2B's envd
+    # opens the path); replacing the link itself would silently break it.
+    real_path = os.path.realpath(path) if os.path.islink(path) else path
+    if real_path in ("/", "") or os.path.isdir(real_path):
+        raise InvalidArgumentError(f"{path}: is a directory")
+    check_write(real_path, user)
+    directory = posixpath.dirname(real_path) or "/"
+    _make_parents(directory, user=user, what=path)
+    return Target(path=path, real_path=real_path, directory=directory, user=user)
+
+
+def _make_parents(directory: str, *, user: User, what: str) -> None:
+    missing: list[str] = []
+    current = directory
+    while not os.path.isdir(current):
+        if os.path.lexists(current) and not os.path.islink(current):
+            raise InvalidArgumentError(f"{what}: {current} is not a directory")
+        missing.append(current)
+        parent = posixpath.dirname(current)
+        if parent == current:
+            break
+        current = parent
+    for d in reversed(missing):
+        try:
+            os.mkdir(d, _DIR_MODE)
+        except FileExistsError:
+            if os.path.isdir(d):
+                continue  # created concurrently: fine
+            raise InvalidArgumentError(f"{what}: {d} is not a directory") from None
+        except OSError as exc:
+            raise from_os_error(exc, what) from exc
+        try:
+            os.chown(d, user.uid, user.gid)
+        except OSError as exc:
+            raise from_os_error(exc, what) from exc
+
+
+def temp_name(target: Target, token: str) -> str:
+    """The hidden, recognisable temporary name for ``target`` (kept under NAME_MAX)."""
+    suffix = TEMP_MARKER + token
+    base = posixpath.basename(target.real_path)
+    room = _NAME_MAX - len(suffix) - 1
+    return posixpath.join(target.directory, "." + base.encode()[:room].decode(errors="ignore") + suffix)
+
+
+def create_temp(target: Target, *, token: str | None = None) -> tuple[int, str]:
+    """Create the temporary file for ``target``: (fd, path), 0600 and owned by the user.
+
+    0600 while it is written, so nobody reads a half-written file under its hidden name.
+    """
+    temp = temp_name(target, token or secrets.token_hex(8))
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | os.O_NOFOLLOW
+    try:
+        fd = os.open(temp, flags, 0o600)
+    except OSError as exc:
+        raise from_os_error(exc, target.path) from exc
+    try:
+        os.fchown(fd, target.user.uid, target.user.gid)
+    except OSError as exc:
+        discard(fd, temp)
+        raise from_os_error(exc, target.path) from exc
+    return fd, temp
+
+
+def write_buffers(fd: int, buffers: Sequence[bytes | memoryview], *, offset: int | None, what: str) -> int:
+    """Write all of ``buffers`` (at ``offset``, or at the file position); returns the bytes written.
+
+    No joining: the buffers go to the kernel as an iovec, so nothing is copied.
+    """
+    pending = list(buffers)
+    written_total = 0
+    while pending:
+        batch = pending[:_MAX_IOV]
+        try:
+            if offset is None:
+                n = os.writev(fd, batch)
+            else:
+                n = os.pwritev(fd, batch, offset + written_total)
+        except OSError as exc:
+            raise from_os_error(exc, what) from exc
+        if n == 0:
+            raise from_os_error(OSError(errno.ENOSPC, os.strerror(errno.ENOSPC)), what)
+        written_total += n
+        # Drop what was written; a short write (rare on regular files) resumes mid-buffer.
+        while n and pending:
+            size = len(pending[0])
+            if n >= size:
+                n -= size
+                pending.pop(0)
+            else:
+                pending[0] = memoryview(pending[0])[n:]
+                n = 0
+    return written_total
+
+
+def _copy_foreign_xattrs(source: str, fd: int) -> None:
+    try:
+        names = os.listxattr(source)
+    except OSError:
+        return
+    for name in names:
+        if not name.startswith("user.") or name.startswith(XATTR_PREFIX):
+            continue
+        try:
+            os.setxattr(fd, name, os.getxattr(source, name))
+        except OSError:
+            continue  # best effort: these are not ours to guarantee
+
+
+def finalize(fd: int, temp: str, target: Target, *, metadata: dict[str, str]) -> WrittenFile:
+    """Give the temp file its mode and metadata, then rename it over the target.
+
+    Metadata is set on the temp file *before* the rename so content and metadata appear
+    together. Consumes ``fd``; on failure the temp file is removed.
+    """
+    try:
+        try:
+            existing = os.stat(target.real_path)
+        except FileNotFoundError:
+            existing = None
+        except OSError as exc:
+            raise from_os_error(exc, target.path) from exc
+        if existing is not None and stat.S_ISDIR(existing.st_mode):
+            raise InvalidArgumentError(f"{target.path}: is a directory")
+        mode = stat.S_IMODE(existing.st_mode) if existing is not None else _NEW_FILE_MODE
+        try:
+            os.fchmod(fd, mode)
+        except OSError as exc:
+            raise from_os_error(exc, target.path) from exc
+        if existing is not None:
+            _copy_foreign_xattrs(target.real_path, fd)
+        write_metadata(fd, metadata, what=target.path)
+        try:
+            os.close(fd)
+        except OSError as exc:  # NFS-like filesystems report deferred write errors here
+            fd = -1
+            raise from_os_error(exc, target.path) from exc
+        fd = -1
+        try:
+            os.rename(temp, target.real_path)
+        except OSError as exc:
+            raise from_os_error(exc, target.path) from exc
+    except BaseException:
+        discard(fd, temp)
+        raise
+    return WrittenFile(
+        path=target.path,
+        name=posixpath.basename(target.path),
+        metadata=read_metadata(target.real_path),
+    )
+
+
+def discard(fd: int, temp: str) -> None:
+    """Close ``fd`` (when >= 0) and remove ``temp``; never raises (it runs on error paths)."""
+    if fd >= 0:
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+    try:
+        os.unlink(temp)
+    except OSError:
+        pass
+
+
+@dataclass(kw_only=True)
+class AtomicFile:
+    """One streamed upload: ``feed`` bytes, ``flush`` when asked, then ``commit`` or ``discard``.
+
+    Blocking work runs in a worker thread so the event loop keeps serving; writes are
+    batched (``FLUSH_BYTES``) to keep per-chunk overhead off the hot path.
+    """
+
+    target: Target
+    metadata: dict[str, str]
+    fd: int
+    temp: str
+    size: int = 0
+    _buffers: list[bytes | memoryview] = field(default_factory=list)
+    _buffered: int = 0
+    _done: bool = False
+
+    @classmethod
+    async def create(cls, path: str, *, user: User, metadata: dict[str, str]) -> AtomicFile:
+        """Validate ``path`` for ``user``, create parents and the temporary file."""
+
+        def _open() -> AtomicFile:
+            target = prepare_target(path, user=user)
+            fd, temp = create_temp(target)
+            return cls(target=target, metadata=metadata, fd=fd, temp=temp)
+
+        return await anyio.to_thread.run_sync(_open)
+
+    def feed(self, data: bytes | memoryview) -> bool:
+        """Buffer ``data`` (kept by reference); True when it is time to ``flush``."""
+        if data:
+            self._buffers.append(data)
+            self._buffered += len(data)
+        return self._buffered >= FLUSH_BYTES or len(self._buffers) >= _MAX_IOV
+
+    async def flush(self) -> None:
+        """Write what is buffered, in a worker thread."""
+        if not self._buffers:
+            return
+        buffers, self._buffers, self._buffered = self._buffers, [], 0
+        self.size += await anyio.to_thread.run_sync(self._write, buffers)
+
+    def _write(self, buffers: list[bytes | memoryview]) -> int:
+        return write_buffers(self.fd, buffers, offset=None, what=self.target.path)
+
+    async def commit(self) -> WrittenFile:
+        """Flush, then rename into place with the upload's metadata."""
+        try:
+            await self.flush()
+        except BaseException:
+            self.discard()
+            raise
+        # From here ``finalize`` owns the descriptor (and removes the temp file on failure):
+        # forget it first so no error path can close a number another thread reused.
+        fd, self.fd, self._done = self.fd, -1, True
+        return await anyio.to_thread.run_sync(
+            lambda: finalize(fd, self.temp, self.target, metadata=self.metadata)
+        )
+
+    def discard(self) -> None:
+        """Drop the upload (idempotent, synchronous so it also runs under cancellation)."""
+        if self._done:
+            return
+        self._done = True
+        discard(self.fd, self.temp)
+        self.fd = -1
