@@ -213,9 +213,10 @@ def _validate(spec: SandboxSpec) -> None:
     for key, value in spec.env.items():
         if not key or "=" in key or "\0" in key or "\0" in value:
             raise InvalidArgumentError(f"invalid environment variable name {key!r}")
-    for name, n in (("uid", spec.uid), ("gid", spec.gid), *(("gid", g) for g in spec.additional_gids)):
+    for n in (spec.uid, spec.gid, *spec.additional_gids):
+        # 2**32 - 1 is (uid_t)-1, "no change" to the kernel: never a real id.
         if not 0 <= n < 2**32 - 1:
-            raise InvalidArgumentError(f"invalid {name} {n}")
+            raise InvalidArgumentError(f"invalid uid or gid {n}")
     if not 0 < spec.cpu_count <= 1024:
         raise InvalidArgumentError(f"cpu_count must be in (0, 1024]: {spec.cpu_count}")
     if spec.memory_mb < 8:

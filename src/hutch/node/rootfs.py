@@ -163,9 +163,7 @@ def _unescape(field: str) -> str:
 
 
 def _mount(source: str, target: Path, fstype: str, flags: int, options: str) -> None:
-    rc = _libc.mount(
-        source.encode(), os.fsencode(target), fstype.encode(), flags, options.encode()
-    )
+    rc = _libc.mount(source.encode(), os.fsencode(target), fstype.encode(), flags, options.encode())
     if rc != 0:
         err = ctypes.get_errno()
         raise from_os_error(OSError(err, os.strerror(err)), f"mount {fstype} at {target}")

@@ -96,7 +96,9 @@ def template_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
         link = root / "bin" / applet
         if not link.exists():
             link.symlink_to("busybox")
-    (root / "etc/passwd").write_text("root:x:0:0:root:/root:/bin/sh\nuser:x:1000:1000::/home/user:/bin/sh\n")
+    (root / "etc/passwd").write_text(
+        "root:x:0:0:root:/root:/bin/sh\nuser:x:1000:1000::/home/user:/bin/sh\n"
+    )
     (root / "etc/group").write_text("root:x:0:\nuser:x:1000:\n")
     return root
 

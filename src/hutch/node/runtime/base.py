@@ -93,6 +93,10 @@ class Runtime(Protocol):
         """Send ``signal`` to the container's init process (a stopped container is a no-op)."""
         ...
 
+    async def wait(self, sandbox_id: str) -> None:
+        """Return once the container's init process has exited (at once if it has)."""
+        ...
+
     async def delete(self, sandbox_id: str, *, force: bool = False) -> None:
         """Remove the container; ``force`` kills it first if it still runs."""
         ...

@@ -40,9 +40,7 @@ class RuncRuntime:
     every runc invocation in seconds, so that a wedged runtime cannot hang the node.
     """
 
-    def __init__(
-        self, *, root: Path, binary: str = "runc", timeout: float | None = 60.0
-    ) -> None:
+    def __init__(self, *, root: Path, binary: str = "runc", timeout: float | None = 60.0) -> None:
         self._root = Path(root)
         self._binary = binary
         self._timeout = timeout
@@ -95,6 +93,35 @@ class RuncRuntime:
             await self._checked("kill", sandbox_id, str(int(signal)))
         except ConflictError:
             return
+
+    async def wait(self, sandbox_id: str) -> None:
+        """Return once the container's init process has exited; no polling.
+
+        A pidfd (Linux 5.3) becomes readable when its process exits, even for a process
+        that is not our child (runc's init is reparented away from us).
+        """
+        current = await self.state(sandbox_id)
+        if current.pid is None:
+            return
+        try:
+            pidfd = os.pidfd_open(current.pid)
+        except ProcessLookupError:
+            return
+        try:
+            # The pid may have exited and been reused between state and pidfd_open: ask
+            # runc again, now that the pidfd pins whichever process holds the number.
+            again = await self.state(sandbox_id)
+            if again.pid != current.pid:
+                return
+            loop = asyncio.get_running_loop()
+            exited: asyncio.Future[None] = loop.create_future()
+            loop.add_reader(pidfd, lambda: exited.done() or exited.set_result(None))
+            try:
+                await exited
+            finally:
+                loop.remove_reader(pidfd)
+        finally:
+            os.close(pidfd)
 
     async def delete(self, sandbox_id: str, *, force: bool = False) -> None:
         """Remove the container, killing it first when ``force`` is set."""
@@ -171,7 +198,9 @@ class RuncRuntime:
             self._raise(_last_error(err.decode(errors="replace")), sandbox_id, args[0])
         return out
 
-    async def _exec(self, argv: list[str], *, stdout: Any, stderr: Any) -> tuple[int, bytes, bytes]:
+    async def _exec(
+        self, argv: Sequence[str], *, stdout: Any, stderr: Any
+    ) -> tuple[int, bytes, bytes]:
         try:
             proc = await asyncio.create_subprocess_exec(
                 *argv, stdin=asyncio.subprocess.DEVNULL, stdout=stdout, stderr=stderr
@@ -187,7 +216,7 @@ class RuncRuntime:
             await proc.wait()
             if isinstance(exc, TimeoutError):
                 raise DeadlineExceededError(
-                    f"{' '.join(argv[3:6])}... did not finish in {self._timeout} s"
+                    f"{' '.join(argv)} did not finish in {self._timeout} s"
                 ) from exc
             raise
         return proc.returncode or 0, out or b"", err or b""
