@@ -102,6 +102,7 @@ class SandboxNetwork:
     netns_name: str
     address: IPv4Address
     gateway: IPv4Address
+    #: Always 32: the sandbox reaches everything, the host included, through the gateway.
     prefixlen: int
     host_veth: str
     sandbox_ifname: str

@@ -74,6 +74,8 @@ class LinuxSandboxNetworks:
         self._write_sysctl(_PROC_IPV4 / "conf" / s.bridge / "forwarding", "1")
         # A sandbox asking the gateway for another sandbox must not learn a direct route.
         self._write_sysctl(_PROC_IPV4 / "conf" / s.bridge / "send_redirects", "0")
+        # Sandboxes are IPv4 only: the host must not talk IPv6 (MLD, RAs) to them either.
+        self._write_sysctl(Path("/proc/sys/net/ipv6/conf") / s.bridge / "disable_ipv6", "1")
         if s.manage_ip_forward:
             self._write_sysctl(_PROC_IPV4 / "ip_forward", "1")
         await self._nft_script(rules.firewall_script(s))
@@ -132,7 +134,7 @@ class LinuxSandboxNetworks:
             netns_name=netns,
             address=address,
             gateway=s.gateway,
-            prefixlen=s.subnet.prefixlen,
+            prefixlen=32,
             host_veth=veth,
             sandbox_ifname=s.sandbox_ifname,
             mac=mac,

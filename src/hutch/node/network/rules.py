@@ -6,6 +6,7 @@ tested, without root. Every script is written to be applied atomically and repea
 The firewall lives in two tables of our own and never touches anyone else's:
 
 ``inet <table>``
+    * ``prerouting``: a sandbox's packets to another sandbox are refused.
     * ``forward``: nothing passes between two sandboxes (``iifname B oifname B``, which
       also catches bridged frames when ``br_netfilter`` is loaded); a sandbox's packets
       leave only if its address is in the ``allowed`` set (fail closed: a sandbox is
@@ -26,6 +27,12 @@ from __future__ import annotations
 from ipaddress import IPv4Address
 
 from hutch.node.network.base import NetworkSettings
+from hutch.node.network.names import mac_for
+
+# Refuse rather than drop what a sandbox may not do: its programs fail at once (pip with
+# no internet access says so instead of hanging), and it learns nothing it could not
+# learn from a drop. Only traffic *into* sandboxes from outside is dropped silently.
+_REJECT = "reject with icmpx admin-prohibited"
 
 
 def firewall_script(settings: NetworkSettings) -> str:
@@ -47,18 +54,25 @@ def firewall_script(settings: NetworkSettings) -> str:
         nets = ", ".join(str(n) for n in settings.denied_egress)
         lines.append(f"add element inet {t} denied_egress {{ {nets} }}")
     lines += [
+        # Sandbox to sandbox is refused before routing: in `forward` the kernel would
+        # already have sent an ICMP redirect ("go direct") and then swallowed our reject.
+        f"add chain inet {t} prerouting"
+        " { type filter hook prerouting priority filter; policy accept; }",
+        f"flush chain inet {t} prerouting",
+        f"add rule inet {t} prerouting iifname {br} ip daddr {settings.subnet}"
+        f" ip daddr != {settings.gateway} {_REJECT}",
         f"add chain inet {t} forward {{ type filter hook forward priority filter; policy accept; }}",
         f"flush chain inet {t} forward",
         f"add rule inet {t} forward iifname {br} oifname {br} drop",
-        f"add rule inet {t} forward iifname {br} meta nfproto != ipv4 drop",
-        f"add rule inet {t} forward iifname {br} ip saddr != @allowed drop",
-        f"add rule inet {t} forward iifname {br} ip daddr @denied_egress drop",
+        f"add rule inet {t} forward iifname {br} meta nfproto != ipv4 {_REJECT}",
+        f"add rule inet {t} forward iifname {br} ip saddr != @allowed {_REJECT}",
+        f"add rule inet {t} forward iifname {br} ip daddr @denied_egress {_REJECT}",
         f"add rule inet {t} forward oifname {br} ct state established,related accept",
         f"add rule inet {t} forward oifname {br} drop",
         f"add chain inet {t} input {{ type filter hook input priority filter; policy accept; }}",
         f"flush chain inet {t} input",
         f"add rule inet {t} input iifname {br} ct state established,related accept",
-        f"add rule inet {t} input iifname {br} drop",
+        f"add rule inet {t} input iifname {br} {_REJECT}",
         f"add chain inet {t} postrouting"
         " { type nat hook postrouting priority srcnat; policy accept; }",
         f"flush chain inet {t} postrouting",
@@ -73,6 +87,8 @@ def firewall_script(settings: NetworkSettings) -> str:
         # veth prefix is ours alone, and a bridge is never a port of itself.
         f"add rule bridge {t} prerouting iifname != {ports} accept",
         f"add rule bridge {t} prerouting iifname . ether saddr != @ports drop",
+        # Dropped, not refused: bridge-family reject is missing from some kernels (this
+        # one), and only a sandbox forging its source address ever meets these rules.
         f"add rule bridge {t} prerouting ether type ip iifname . ip saddr != @addrs drop",
         f"add rule bridge {t} prerouting ether type arp iifname . arp saddr ip != @addrs drop",
         f"add rule bridge {t} prerouting ether type arp iifname . arp saddr ether != @ports drop",
@@ -151,21 +167,45 @@ def host_link_batch(
 
 
 def sandbox_link_batch(settings: NetworkSettings, *, address: IPv4Address) -> list[str]:
-    """``ip -batch`` lines, run inside the sandbox's netns, that configure its side."""
+    """``ip -batch`` lines, run inside the sandbox's netns, that configure its side.
+
+    The address is a /32 with only the gateway on-link: the sandbox sends everything,
+    other sandboxes included, to the host, whose firewall refuses what is not allowed
+    (an on-link /16 would have it ARP for its neighbours into the void and hang). The
+    gateway's MAC is a permanent entry, so no ARP is needed at all and the anti-spoofing
+    rules can be strict.
+    """
     ifname = settings.sandbox_ifname
+    gw = settings.gateway
     return [
         "link set dev lo up",
         # No IPv6 link-local address: sandboxes are IPv4 only and the bridge drops IPv6.
         f"link set dev {ifname} addrgenmode none",
-        f"addr add {address}/{settings.subnet.prefixlen} dev {ifname}",
+        f"addr add {address}/32 dev {ifname}",
         f"link set dev {ifname} up",
-        f"route add default via {settings.gateway} dev {ifname}",
+        f"neigh replace {gw} lladdr {bridge_mac(settings)} dev {ifname} nud permanent",
+        f"route add {gw} dev {ifname} scope link src {address}",
+        f"route add default via {gw} dev {ifname} src {address}",
     ]
 
 
+def bridge_mac(settings: NetworkSettings) -> str:
+    """The bridge's fixed MAC: 02:68 and the gateway address, like a sandbox's."""
+    return mac_for(settings.gateway)
+
+
 def bridge_batch(settings: NetworkSettings, *, exists: bool) -> list[str]:
-    """``ip -batch`` lines that create (if needed) and configure the bridge."""
-    lines = [] if exists else [f"link add {settings.bridge} type bridge"]
+    """``ip -batch`` lines that create (if needed) and configure the bridge.
+
+    The bridge gets a fixed MAC: by default a bridge takes its lowest port's MAC, which
+    would change as sandboxes come and go and break their permanent gateway entries.
+    """
+    mac = bridge_mac(settings)
+    lines = (
+        [f"link set dev {settings.bridge} address {mac}"]
+        if exists
+        else [f"link add {settings.bridge} address {mac} type bridge"]
+    )
     return [
         *lines,
         f"addr replace {settings.gateway}/{settings.subnet.prefixlen} dev {settings.bridge}",
