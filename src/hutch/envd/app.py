@@ -21,8 +21,9 @@ from hutch.envd.http import system as system_http
 from hutch.envd.http import uploads as uploads_http
 from hutch.envd.http.responses import EXCEPTION_HANDLERS
 from hutch.envd.process.manager import ProcessManager
+from hutch.envd.rpc.codecs import codecs as strict_codecs
 from hutch.envd.rpc.errors import ErrorInterceptor
-from hutch.envd.rpc.filesystem import FilesystemService
+from hutch.envd.rpc.filesystem import DisconnectSignal, FilesystemService
 from hutch.envd.rpc.process import ProcessService
 from hutch.envd.settings import EnvdSettings
 from hutch.envd.state import EnvdState
@@ -108,8 +109,13 @@ def create_app(settings: EnvdSettings, *, envd: Envd | None = None) -> Callable:
     interceptors = [ErrorInterceptor()]
     read_max = settings.max_rpc_message_bytes
     services: dict[str, Callable] = {
-        "filesystem.Filesystem": FilesystemASGIApplication(
-            service=FilesystemService(envd), interceptors=interceptors, read_max_bytes=read_max
+        "filesystem.Filesystem": DisconnectSignal(
+            FilesystemASGIApplication(
+                service=FilesystemService(envd),
+                interceptors=interceptors,
+                read_max_bytes=read_max,
+                codecs=strict_codecs(),
+            )
         ),
         "process.Process": ProcessASGIApplication(
             service=ProcessService(envd), interceptors=interceptors, read_max_bytes=read_max
