@@ -60,9 +60,9 @@ def cgroup_dirs(leaf: str) -> list[Path]:
     out = []
     for line in Path("/proc/self/cgroup").read_text().splitlines():
         _, controllers, path = line.split(":", 2)
-        if not controllers:
-            continue  # the v2 unified hierarchy: runc does not use it in hybrid mode
-        name = controllers.split(",")[0].removeprefix("name=")
+        # "0::" is the v2 hierarchy, mounted at .../unified in hybrid mode; runc creates
+        # the sandbox's directory there too.
+        name = controllers.split(",")[0].removeprefix("name=") if controllers else "unified"
         base = CGROUP_ROOT / name
         if not base.is_dir():
             continue
@@ -107,7 +107,7 @@ def template_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def _cgroup_parent_cleanup() -> Iterator[None]:
     yield
     # runc removes each sandbox's leaf cgroup but leaves the parent it created.
-    for leaf_parent in (p.parent for p in cgroup_dirs("x")):
+    for leaf_parent in (p.parent for p in cgroup_dirs("any-leaf")):
         with contextlib.suppress(FileNotFoundError):
             leaf_parent.rmdir()
 

@@ -128,7 +128,9 @@ class RuncRuntime:
         current = await self.state(sandbox_id)
         if force and current.status is not RuntimeStatus.STOPPED:
             # A KILL first: runc's own forced delete of a live container polls for ~100 ms.
-            await self.kill(sandbox_id)
+            # Best effort: delete --force below kills whatever this one could not.
+            with contextlib.suppress(RuntimeFailedError):
+                await self.kill(sandbox_id)
         args = ["delete", "--force", sandbox_id] if force else ["delete", sandbox_id]
         await self._checked(*args)
 
