@@ -179,8 +179,8 @@ def _copy_foreign_xattrs(source: str, fd: int) -> None:
             continue  # best effort: these are not ours to guarantee
 
 
-def finalize(fd: int, temp: str, target: Target, *, metadata: dict[str, str]) -> WrittenFile:
-    """Give the temp file its mode and metadata, then rename it over the target.
+def seal(fd: int, temp: str, target: Target, *, metadata: dict[str, str]) -> None:
+    """Give the temp file its mode and metadata, and close it: all but the rename.
 
     Metadata is set on the temp file *before* the rename so content and metadata appear
     together. Consumes ``fd``; on failure the temp file is removed.
@@ -207,19 +207,29 @@ def finalize(fd: int, temp: str, target: Target, *, metadata: dict[str, str]) ->
         except OSError as exc:  # NFS-like filesystems report deferred write errors here
             fd = -1
             raise from_os_error(exc, target.path) from exc
-        fd = -1
-        try:
-            os.rename(temp, target.real_path)
-        except OSError as exc:
-            raise from_os_error(exc, target.path) from exc
     except BaseException:
         discard(fd, temp)
         raise
+
+
+def publish(temp: str, target: Target) -> WrittenFile:
+    """Rename a sealed temp file over the target; on failure the temp file is removed."""
+    try:
+        os.rename(temp, target.real_path)
+    except OSError as exc:
+        discard(-1, temp)
+        raise from_os_error(exc, target.path) from exc
     return WrittenFile(
         path=target.path,
         name=posixpath.basename(target.path),
         metadata=read_metadata(target.real_path),
     )
+
+
+def finalize(fd: int, temp: str, target: Target, *, metadata: dict[str, str]) -> WrittenFile:
+    """``seal`` then ``publish``: the temp file becomes the target, metadata and all."""
+    seal(fd, temp, target, metadata=metadata)
+    return publish(temp, target)
 
 
 def discard(fd: int, temp: str) -> None:
@@ -280,19 +290,29 @@ class AtomicFile:
     def _write(self, buffers: list[bytes | memoryview]) -> int:
         return write_buffers(self.fd, buffers, offset=None, what=self.target.path)
 
-    async def commit(self) -> WrittenFile:
-        """Flush, then rename into place with the upload's metadata."""
+    async def seal(self) -> None:
+        """Flush, set mode and metadata, close: ready for ``publish``, not yet visible."""
         try:
             await self.flush()
         except BaseException:
             self.discard()
             raise
-        # From here ``finalize`` owns the descriptor (and removes the temp file on failure):
+        # ``seal`` owns the descriptor from here (and removes the temp file on failure):
         # forget it first so no error path can close a number another thread reused.
-        fd, self.fd, self._done = self.fd, -1, True
-        return await anyio.to_thread.run_sync(
-            lambda: finalize(fd, self.temp, self.target, metadata=self.metadata)
+        fd, self.fd = self.fd, -1
+        await anyio.to_thread.run_sync(
+            lambda: seal(fd, self.temp, self.target, metadata=self.metadata)
         )
+
+    def publish(self) -> WrittenFile:
+        """Rename into place (blocking; run in a worker thread)."""
+        self._done = True
+        return publish(self.temp, self.target)
+
+    async def commit(self) -> WrittenFile:
+        """``seal`` then ``publish``."""
+        await self.seal()
+        return await anyio.to_thread.run_sync(self.publish)
 
     def discard(self) -> None:
         """Drop the upload (idempotent, synchronous so it also runs under cancellation)."""

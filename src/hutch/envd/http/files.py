@@ -229,7 +229,7 @@ def routes(envd: Envd) -> list[Route]:
             raise InvalidArgumentError("multipart/form-data without a boundary")
         form = _FormEvents()
         parser = MultipartParser(boundary, form.callbacks())
-        results: list[WrittenFile] = []
+        sealed: list[AtomicFile] = []
         seen_paths: set[str] = set()
         writer: AtomicFile | None = None
         skipping = False
@@ -256,18 +256,22 @@ def routes(envd: Envd) -> list[Route]:
                             await writer.flush()
                     elif kind == "end" and writer is not None and not skipping:
                         current, writer = writer, None
-                        results.append(await current.commit())
+                        sealed.append(current)
+                        await current.seal()
             parser.finalize()
+            if not form.ended:
+                raise InvalidArgumentError("malformed multipart body: it ends before its final boundary")
+            if not sealed:
+                raise InvalidArgumentError("no part named 'file' in the multipart body")
+            # Every file arrived whole: only now do they appear, so a request that fails
+            # half-way writes none of its files.
+            return await anyio.to_thread.run_sync(lambda: [f.publish() for f in sealed])
         except MultipartParseError as exc:
             raise InvalidArgumentError(f"malformed multipart body: {exc}") from None
         finally:
-            if writer is not None:
-                writer.discard()
-        if not form.ended:
-            raise InvalidArgumentError("malformed multipart body: it ends before its final boundary")
-        if not results:
-            raise InvalidArgumentError("no part named 'file' in the multipart body")
-        return results
+            for pending in (*sealed, writer):
+                if pending is not None:
+                    pending.discard()
 
     return [
         Route("/files", download, methods=["GET"]),
