@@ -146,3 +146,11 @@ async def test_remove_bridge_removes_everything_of_ours(networks: LinuxSandboxNe
     await networks.remove_bridge()
     assert our_objects() == {"netns": [], "links": [], "tables": []}
     await networks.remove_bridge()  # idempotent
+
+
+async def test_teardown_after_remove_bridge(networks: LinuxSandboxNetworks) -> None:
+    a = await networks.setup("sbxa", allow_internet=True)
+    await networks.remove_bridge()  # our tables (and the bridge) go first
+    await networks.teardown("sbxa")
+    assert not exists(netns=a.netns_name) and not exists(link=a.host_veth)
+    assert our_objects() == {"netns": [], "links": [], "tables": []}

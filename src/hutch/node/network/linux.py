@@ -156,10 +156,12 @@ class LinuxSandboxNetworks:
         veth = names.veth_name(s, sandbox_id)
         if address is None:
             address = await self._find_address(veth)
-        if address is not None and await self._tables_exist():
+        if address is not None:
             mac = names.mac_for(address)
+            # ENOENT here means our tables are gone (remove_bridge): nothing to detach.
             await self._nft_script(
-                rules.detach_elements_script(s, host_veth=veth, address=address, mac=mac)
+                rules.detach_elements_script(s, host_veth=veth, address=address, mac=mac),
+                tolerate=_GONE,
             )
         lines = []
         if (_SYS_NET / veth).exists():
@@ -167,7 +169,9 @@ class LinuxSandboxNetworks:
         if (NETNS_DIR / netns).exists():
             lines.append(f"netns del {netns}")
         if lines:
-            await self._ip_lines(lines)
+            # Either may vanish between the check and the command (a netns deleted by
+            # someone else takes its veth along, asynchronously); gone is what we want.
+            await self._ip_lines(lines, tolerate=_GONE)
         if address is not None:
             self.pool.release(address)
 
@@ -237,11 +241,6 @@ class LinuxSandboxNetworks:
                     return IPv4Address(concat[1])
         return None
 
-    async def _tables_exist(self) -> bool:
-        t = self.settings.table
-        result = await self._run([self._nft, "list", "table", "inet", t], check=False)
-        return result.returncode == 0
-
     def _write_sysctl(self, path: Path, value: str) -> None:
         try:
             if path.read_text().strip() != value:
@@ -249,16 +248,29 @@ class LinuxSandboxNetworks:
         except OSError as exc:
             raise from_os_error(exc, str(path)) from exc
 
-    async def _nft_script(self, script: str) -> None:
-        await self._run([self._nft, "-f", "-"], stdin=script)
+    async def _nft_script(self, script: str, *, tolerate: tuple[str, ...] = ()) -> None:
+        """Apply ``script`` atomically; errors containing one of ``tolerate`` are ignored."""
+        argv = [self._nft, "-f", "-"]
+        result = await self._run(argv, stdin=script, check=not tolerate)
+        if result.returncode != 0 and not _only_tolerated(result.stderr, tolerate):
+            raise _command_error(argv, result, script)
 
-    async def _ip_lines(self, lines: list[str], *, netns: str | None = None) -> None:
+    async def _ip_lines(
+        self, lines: list[str], *, netns: str | None = None, tolerate: tuple[str, ...] = ()
+    ) -> None:
+        """Run ``ip`` commands; errors whose text contains one of ``tolerate`` are ignored."""
         prefix = [self._ip] if netns is None else [self._ip, "-n", netns]
-        if self._batch:
-            await self._run([*prefix, "-batch", "-"], stdin="\n".join(lines) + "\n")
-            return
-        for line in lines:
-            await self._run([*prefix, *_split(line)])
+        if tolerate:
+            prefix.append("-force")  # go on after a tolerated error in a batch
+        batches = (
+            [([*prefix, "-batch", "-"], "\n".join(lines) + "\n")]
+            if self._batch
+            else [([*prefix, *_split(line)], None) for line in lines]
+        )
+        for argv, stdin in batches:
+            result = await self._run(argv, stdin=stdin, check=not tolerate)
+            if result.returncode != 0 and not _only_tolerated(result.stderr, tolerate):
+                raise _command_error(argv, result, stdin)
 
     async def _run(
         self, argv: list[str], *, stdin: str | None = None, check: bool = True
@@ -275,12 +287,29 @@ class LinuxSandboxNetworks:
         out, err = await proc.communicate(stdin.encode() if stdin is not None else None)
         result = _Result(proc.returncode or 0, out.decode(), err.decode())
         if check and result.returncode != 0:
-            detail = f"\n{stdin}" if stdin else ""
-            raise NetworkCommandError(
-                f"{' '.join(argv)} exited {result.returncode}: {result.stderr.strip()}{detail}",
-                public_message="sandbox networking failed",
-            )
+            raise _command_error(argv, result, stdin)
         return result
+
+
+#: ``ip`` errors that mean "already gone" (link del, netns del).
+_GONE = ("Cannot find device", "No such file or directory")
+
+
+def _only_tolerated(stderr: str, tolerate: tuple[str, ...]) -> bool:
+    lines = [ln.strip() for ln in stderr.splitlines() if ln.strip()]
+    # nft echoes the failing command and marks it with carets; its messages say "Error:".
+    errors = [ln for ln in lines if "Error:" in ln] or [
+        ln for ln in lines if not ln.startswith("Command failed")
+    ]
+    return bool(tolerate) and all(any(t in ln for t in tolerate) for ln in errors)
+
+
+def _command_error(argv: list[str], result: _Result, stdin: str | None) -> NetworkCommandError:
+    detail = f"\n{stdin}" if stdin else ""
+    return NetworkCommandError(
+        f"{' '.join(argv)} exited {result.returncode}: {result.stderr.strip()}{detail}",
+        public_message="sandbox networking failed",
+    )
 
 
 def _split(line: str) -> list[str]:
