@@ -106,7 +106,9 @@ def build_envd_bundle(
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.building-", dir=out.parent))
     try:
-        info = _build_into(staging, python=python_path, source=source_dir, requirements=requirements)
+        info = _build_into(
+            staging, python=python_path, source=source_dir, requirements=requirements
+        )
         _replace_dir(staging, out)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
@@ -199,7 +201,9 @@ def _bundle_libraries(root: Path, *, interpreter: Path, stdlib_dir: Path) -> str
     to_strip = [interpreter, *extensions]
     to_strip += [p for p in copied if not p.name.startswith(("libc.so", "ld-linux"))]
     tools.strip_symbols(to_strip)
-    tools.set_interpreter(interpreter, interpreter=f"{ENVD_BUNDLE_DIR_IN_SANDBOX}/lib/{loader.name}")
+    tools.set_interpreter(
+        interpreter, interpreter=f"{ENVD_BUNDLE_DIR_IN_SANDBOX}/lib/{loader.name}"
+    )
     # $ORIGIN of the *main program* is read from /proc/self/exe, which a sandbox without /proc
     # lacks; the absolute path is the fallback there (PT_INTERP is absolute anyway).
     tools.set_rpath(interpreter, rpath=f"$ORIGIN/../lib:{ENVD_BUNDLE_DIR_IN_SANDBOX}/lib")
@@ -268,7 +272,9 @@ def _replace_dir(new: Path, out: Path) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m hutch.node.envd_bundle build --out DIR [--python P] [--source DIR]``."""
-    parser = argparse.ArgumentParser(prog="python -m hutch.node.envd_bundle", description=(__doc__ or "").splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m hutch.node.envd_bundle", description=(__doc__ or "").splitlines()[0]
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     build = sub.add_parser("build", help="build the bundle into DIR (replacing it)")
     build.add_argument("--out", required=True, type=Path, help="directory to create")

@@ -68,8 +68,8 @@ def main() -> None:
     json.dump(
         {
             "executable": os.path.realpath(getattr(sys, "_base_executable", sys.executable)),
-            "version": "%d.%d.%d" % sys.version_info[:3],
-            "version_short": "%d.%d" % sys.version_info[:2],
+            "version": ".".join(map(str, sys.version_info[:3])),
+            "version_short": ".".join(map(str, sys.version_info[:2])),
             "implementation": sys.implementation.name,
             "machine": os.uname().machine,
             "stdlib": os.path.realpath(stdlib),

@@ -41,7 +41,12 @@ class LibraryClosure:
 def _run(argv: Sequence[str], *, what: str, env: Mapping[str, str] | None = None) -> str:
     try:
         done = subprocess.run(
-            list(argv), capture_output=True, text=True, check=False, env=env, stdin=subprocess.DEVNULL
+            list(argv),
+            capture_output=True,
+            text=True,
+            check=False,
+            env=env,
+            stdin=subprocess.DEVNULL,
         )
     except OSError as exc:
         raise EnvdBundleError(f"{what}: cannot run {argv[0]}: {exc.strerror or exc}") from exc

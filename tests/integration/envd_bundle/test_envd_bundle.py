@@ -188,8 +188,12 @@ def test_bundle_runs_real_envd(bundle: BundleInfo, rootfs: Path, netns: str) -> 
     ]
     _poison(rootfs)
     proc = subprocess.Popen(
-        argv, env=POISONED_ENV, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE, text=True,
+        argv,
+        env=POISONED_ENV,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     try:
         # envd prints nothing when ready, so ask until it answers; the server's exit ends
@@ -217,7 +221,9 @@ def test_bundle_metadata_names_the_argv_and_contents(bundle: BundleInfo) -> None
     stdlib = bundle.path / "lib" / "python3.11"
     for absent in ("test", "idlelib", "tkinter", "ensurepip", "lib2to3", "turtledemo"):
         assert not (stdlib / absent).exists(), absent
-    sources = [p for p in bundle.path.rglob("*.py") if "bin" not in p.relative_to(bundle.path).parts]
+    sources = [
+        p for p in bundle.path.rglob("*.py") if "bin" not in p.relative_to(bundle.path).parts
+    ]
     missing = [p for p in sources if not list(p.parent.glob(f"__pycache__/{p.stem}.cpython-*.pyc"))]
     assert not missing, missing[:5]
 
