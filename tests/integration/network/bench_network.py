@@ -46,7 +46,8 @@ async def main(rounds: int) -> None:
                 mode = "ip -batch" if batch else "ip per command"
                 print(
                     f"{mode:15} allow_internet={allow!s:5} "
-                    f"setup {setup_ms:6.1f} ms  teardown {teardown_ms:6.1f} ms  (median of {rounds})"
+                    f"setup {setup_ms:6.1f} ms  teardown {teardown_ms:6.1f} ms"
+                    f"  (median of {rounds})"
                 )
     finally:
         purge_test_objects()

@@ -10,6 +10,7 @@ from ipaddress import IPv4Address
 
 import pytest
 from nethelpers import (
+    DENIED_NET,
     DUMMY_ADDR,
     DUMMY_LINK,
     UPSTREAM_ADDR,
@@ -17,7 +18,6 @@ from nethelpers import (
     UPSTREAM_HOST_ADDR,
     UPSTREAM_HOST_LINK,
     UPSTREAM_NETNS,
-    DENIED_NET,
     Processes,
     Upstream,
     missing_system,

@@ -109,7 +109,10 @@ class Processes:
     def start(self, argv: list[str]) -> tuple[subprocess.Popen[str], int]:
         """Start ``argv``, wait for its ``ready PORT`` line, and return it and the port."""
         proc = subprocess.Popen(
-            argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
             text=True,
         )
         self._procs.append(proc)

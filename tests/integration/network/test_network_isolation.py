@@ -109,8 +109,6 @@ async def test_sandbox_cannot_borrow_another_sandboxes_address(
     assert probe(attacker.netns_name, "udp-send", *target, str(victim.address), "spoofed") == (
         "sent"
     )
-    assert probe(victim.netns_name, "udp-send", *target, str(victim.address), "genuine") == (
-        "sent"
-    )
+    assert probe(victim.netns_name, "udp-send", *target, str(victim.address), "genuine") == ("sent")
     # Datagrams are handled in order; had the forged one passed, it would come first.
     assert processes.output(receiver) == f"genuine {upstream.host_address}"

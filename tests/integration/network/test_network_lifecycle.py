@@ -61,9 +61,7 @@ async def test_setup_twice_is_refused(networks: LinuxSandboxNetworks) -> None:
         await networks.setup("sbxa", allow_internet=False)
 
 
-async def test_failed_setup_leaves_nothing(
-    networks: LinuxSandboxNetworks, tmp_path: Path
-) -> None:
+async def test_failed_setup_leaves_nothing(networks: LinuxSandboxNetworks, tmp_path: Path) -> None:
     # An `ip` that fails inside the netns: the last of setup's three steps.
     ip = tmp_path / "ip"
     ip.write_text('#!/bin/sh\n[ "$1" = "-n" ] && { echo injected >&2; exit 1; }\nexec ip "$@"\n')

@@ -67,9 +67,7 @@ class NetworkSettings:
     def __post_init__(self) -> None:
         subnet = IPv4Network(self.subnet)
         object.__setattr__(self, "subnet", subnet)
-        object.__setattr__(
-            self, "denied_egress", tuple(IPv4Network(n) for n in self.denied_egress)
-        )
+        object.__setattr__(self, "denied_egress", tuple(IPv4Network(n) for n in self.denied_egress))
         if subnet.prefixlen > 29:
             raise InvalidArgumentError(f"subnet {subnet} is too small for sandboxes")
         for what, name in (("bridge", self.bridge), ("sandbox_ifname", self.sandbox_ifname)):
@@ -143,4 +141,3 @@ class SandboxNetworks(Protocol):
     async def list_attached(self) -> list[AttachedNetwork]:
         """Every sandbox network that exists on the host, known to this node or not."""
         ...
-

@@ -231,7 +231,9 @@ class LinuxSandboxNetworks:
                 return parsed[1]
         # The veth is gone (or never got its alias): our bridge set still pins it.
         t = self.settings.table
-        result = await self._run([self._nft, "-j", "list", "set", "bridge", t, "addrs"], check=False)
+        result = await self._run(
+            [self._nft, "-j", "list", "set", "bridge", t, "addrs"], check=False
+        )
         if result.returncode != 0:
             return None
         for item in json.loads(result.stdout).get("nftables", []):
@@ -262,7 +264,7 @@ class LinuxSandboxNetworks:
         prefix = [self._ip] if netns is None else [self._ip, "-n", netns]
         if tolerate:
             prefix.append("-force")  # go on after a tolerated error in a batch
-        batches = (
+        batches: list[tuple[list[str], str | None]] = (
             [([*prefix, "-batch", "-"], "\n".join(lines) + "\n")]
             if self._batch
             else [([*prefix, *_split(line)], None) for line in lines]
