@@ -193,8 +193,13 @@ class PostgresDatabases:
         return make_url(self.server_url).set(database=name).render_as_string(hide_password=False)
 
     def drop_all(self) -> None:
-        for name in self._created:
-            run_async(lambda n=name: _admin(self.server_url, f'DROP DATABASE IF EXISTS "{n}"'))  # type: ignore[misc]
+        statements = [f'DROP DATABASE IF EXISTS "{name}"' for name in self._created]
+
+        async def drop() -> None:
+            for statement in statements:
+                await _admin(self.server_url, statement)
+
+        run_async(drop)
 
 
 @pytest.fixture(scope="session")

@@ -170,7 +170,8 @@ async def test_listing_filters_by_state_time_and_template(
     ).sandbox
 
     async def ids(**filters) -> set[str]:
-        return {s.id for s in (await store.sandboxes.list_sandboxes(team_id=team_id, **filters)).items}
+        page = await store.sandboxes.list_sandboxes(team_id=team_id, **filters)
+        return {s.id for s in page.items}
 
     visible = {SandboxState.RUNNING, SandboxState.PAUSED}
     assert await ids(states=visible) == {running.id, paused.id, other_tpl.id}
