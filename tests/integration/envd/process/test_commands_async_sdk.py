@@ -1,0 +1,73 @@
+"""Commands and terminals through the official asynchronous SDK."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+
+import pytest
+from e2b import CommandExitException, PtySize, TimeoutException
+
+from tests.integration.envd.process.conftest import pid_alive
+
+
+async def test_async_run_and_callbacks(async_sandbox) -> None:  # noqa: ANN001
+    out: list[str] = []
+    err: list[str] = []
+    result = await async_sandbox.commands.run(
+        "echo a; echo b >&2; echo c", on_stdout=out.append, on_stderr=err.append
+    )
+    assert result.stdout == "a\nc\n"
+    assert "".join(out) == "a\nc\n"
+    assert "".join(err) == "b\n"
+
+
+async def test_async_exit_code(async_sandbox) -> None:  # noqa: ANN001
+    with pytest.raises(CommandExitException) as info:
+        await async_sandbox.commands.run("exit 5")
+    assert info.value.exit_code == 5
+
+
+async def test_async_background_stdin_connect_and_kill(async_sandbox) -> None:  # noqa: ANN001
+    handle = await async_sandbox.commands.run("cat", background=True, stdin=True, timeout=0)
+    await async_sandbox.commands.send_stdin(handle.pid, "ping\n")
+    await handle.disconnect()
+    assert handle.pid in [p.pid for p in await async_sandbox.commands.list()]
+    seen: list[str] = []
+    again = await async_sandbox.commands.connect(handle.pid, on_stdout=seen.append)
+    await async_sandbox.commands.send_stdin(handle.pid, "pong\n")
+    await async_sandbox.commands.close_stdin(handle.pid)
+    result = await again.wait()
+    assert result.stdout.endswith("pong\n")  # "ping" too, if cat echoed it after re-attach
+    assert await async_sandbox.commands.kill(handle.pid) is False
+
+
+async def test_async_deadline(async_sandbox, tmp_path) -> None:  # noqa: ANN001
+    marker = tmp_path / "pid"
+    with pytest.raises(TimeoutException):
+        await async_sandbox.commands.run(f"echo $$ > {marker}; exec sleep 30", timeout=1)
+    pid = int(marker.read_text())
+    for _ in range(200):
+        if not pid_alive(pid):
+            break
+        await asyncio.sleep(0.05)
+    assert not pid_alive(pid)
+
+
+async def test_async_pty(async_sandbox, test_user) -> None:  # noqa: ANN001
+    got = bytearray()
+    seen = asyncio.Event()
+
+    def on_data(chunk: bytes) -> None:
+        got.extend(chunk)
+        if re.search(rb"[\r\n]42\r\n", got):
+            seen.set()
+
+    handle = await async_sandbox.pty.create(
+        PtySize(rows=24, cols=80), on_data=on_data, user=test_user.pw_name
+    )
+    await async_sandbox.pty.send_stdin(handle.pid, b"echo $((6*7))\n")
+    await asyncio.wait_for(seen.wait(), timeout=30)
+    assert await async_sandbox.pty.kill(handle.pid)
+    with pytest.raises(CommandExitException):
+        await handle.wait()
