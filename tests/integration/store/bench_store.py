@@ -81,9 +81,7 @@ async def bench(url: str) -> dict[str, str]:
         async def concurrent_patches(round_: int) -> None:
             await asyncio.gather(
                 *(
-                    store.sandboxes.patch_metadata(
-                        sbx_id, {f"c{round_}-{j}": "v"}, team_id=team.id
-                    )
+                    store.sandboxes.patch_metadata(sbx_id, {f"c{round_}-{j}": "v"}, team_id=team.id)
                     for j in range(20)
                 )
             )

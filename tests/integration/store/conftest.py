@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import glob
 import os
 import pwd
@@ -146,10 +147,8 @@ class _PrivateCluster:
             stopped = self._run("pg_ctl", "-D", str(self.data), "-m", "immediate", "-w", "stop")
             if stopped.returncode != 0:
                 # Only the postmaster we started, by its PID.
-                try:
+                with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
         shutil.rmtree(self.base, ignore_errors=True)
 
 

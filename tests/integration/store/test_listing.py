@@ -121,9 +121,7 @@ async def test_listing_filters_by_metadata_pairs_anded(store: SqlStore, team_id:
     assert page.items[0].metadata == specials
 
 
-async def test_listing_filters_metadata_with_pagination(
-    store: SqlStore, team_id: TeamID
-) -> None:
+async def test_listing_filters_metadata_with_pagination(store: SqlStore, team_id: TeamID) -> None:
     tagged = set()
     for n in range(40):
         md = {"tag": "yes"} if n % 3 == 0 else {"tag": "no"}
@@ -145,16 +143,12 @@ async def test_listing_filters_metadata_with_pagination(
     assert len(seen) == len(tagged) and set(seen) == tagged
 
 
-async def test_listing_filters_by_state_time_and_template(
-    store: SqlStore, team_id: TeamID
-) -> None:
+async def test_listing_filters_by_state_time_and_template(store: SqlStore, team_id: TeamID) -> None:
     create = store.sandboxes.create_sandbox
     running = (await create(new_sandbox(team_id, started_at=T0))).sandbox
     paused = (
         await create(
-            new_sandbox(
-                team_id, state=SandboxState.PAUSED, started_at=T0 + timedelta(seconds=2)
-            )
+            new_sandbox(team_id, state=SandboxState.PAUSED, started_at=T0 + timedelta(seconds=2))
         )
     ).sandbox
     killed = (await create(new_sandbox(team_id, state=SandboxState.KILLED))).sandbox

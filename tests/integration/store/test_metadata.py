@@ -132,9 +132,7 @@ async def test_metadata_concurrent_patches_and_state_change_never_interleave(
 
 
 async def test_metadata_dies_with_the_sandbox(store: SqlStore, team_id: TeamID) -> None:
-    sbx = (
-        await store.sandboxes.create_sandbox(new_sandbox(team_id, metadata={"x": "y"}))
-    ).sandbox
+    sbx = (await store.sandboxes.create_sandbox(new_sandbox(team_id, metadata={"x": "y"}))).sandbox
     await store.sandboxes.delete_sandbox(sbx.id, team_id=team_id)
     again = await store.sandboxes.create_sandbox(new_sandbox(team_id, id=sbx.id))
     assert again.sandbox.metadata == {}

@@ -25,9 +25,7 @@ from .conftest import PostgresDatabases
 
 
 @pytest.fixture
-def empty_db_url(
-    backend: str, tmp_path: Path, request: pytest.FixtureRequest
-) -> Callable[[], str]:
+def empty_db_url(backend: str, tmp_path: Path, request: pytest.FixtureRequest) -> Callable[[], str]:
     """A factory of fresh, empty databases of the current backend."""
     if backend == "sqlite":
         counter = iter(range(1_000))

@@ -75,9 +75,7 @@ async def test_sandboxes_other_team_sees_not_found(store: SqlStore, team_id: Tea
     assert await store.sandboxes.get_sandbox(sbx.id, team_id=None) == sbx
 
 
-async def test_sandboxes_duplicate_id_is_already_exists(
-    store: SqlStore, team_id: TeamID
-) -> None:
+async def test_sandboxes_duplicate_id_is_already_exists(store: SqlStore, team_id: TeamID) -> None:
     await store.sandboxes.create_sandbox(new_sandbox(team_id, id=SandboxID("iabc")))
     with pytest.raises(AlreadyExistsError):
         await store.sandboxes.create_sandbox(new_sandbox(team_id, id=SandboxID("iabc")))
@@ -201,9 +199,7 @@ async def test_sandboxes_set_state_concurrent_transitions_have_one_winner(
 async def test_sandboxes_set_end_at_and_extend_only(store: SqlStore, team_id: TeamID) -> None:
     sbx = (await store.sandboxes.create_sandbox(new_sandbox(team_id))).sandbox
     later = T0 + timedelta(hours=1)
-    assert (
-        await store.sandboxes.set_end_at(sbx.id, team_id=team_id, end_at=later)
-    ).end_at == later
+    assert (await store.sandboxes.set_end_at(sbx.id, team_id=team_id, end_at=later)).end_at == later
     # Shortening is allowed unless extend_only.
     earlier = T0 + timedelta(seconds=10)
     kept = await store.sandboxes.set_end_at(
@@ -215,9 +211,7 @@ async def test_sandboxes_set_end_at_and_extend_only(store: SqlStore, team_id: Te
     ).end_at == earlier
     further = T0 + timedelta(hours=2)
     assert (
-        await store.sandboxes.set_end_at(
-            sbx.id, team_id=team_id, end_at=further, extend_only=True
-        )
+        await store.sandboxes.set_end_at(sbx.id, team_id=team_id, end_at=further, extend_only=True)
     ).end_at == further
     await store.sandboxes.mark_killed(sbx.id, team_id=team_id)
     with pytest.raises(SandboxStateConflictError) as info:
@@ -246,8 +240,9 @@ async def test_sandboxes_mark_killed_then_delete(store: SqlStore, team_id: TeamI
 async def test_sandboxes_list_expired_for_the_reaper(store: SqlStore, team_id: TeamID) -> None:
     other = (await store.teams.create_team(name="team-b")).id
     due = [
-        (await store.sandboxes.create_sandbox(new_sandbox(t, end_at=T0 + timedelta(seconds=s))))
-        .sandbox.id
+        (
+            await store.sandboxes.create_sandbox(new_sandbox(t, end_at=T0 + timedelta(seconds=s)))
+        ).sandbox.id
         for t, s in ((team_id, 5), (other, 1), (team_id, 10))
     ]
     await store.sandboxes.create_sandbox(new_sandbox(team_id, end_at=T0 + timedelta(seconds=11)))

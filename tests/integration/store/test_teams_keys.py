@@ -66,9 +66,7 @@ async def test_keys_lookup_finds_the_owning_team(store: SqlStore) -> None:
 @pytest.mark.parametrize(
     "bad", ["", "e2b_", "e2b_" + "0" * 40, "E2B_" + "a" * 40, "x" * 44, "e2b_" + "g" * 40]
 )
-async def test_keys_unknown_or_malformed_key_is_unauthenticated(
-    store: SqlStore, bad: str
-) -> None:
+async def test_keys_unknown_or_malformed_key_is_unauthenticated(store: SqlStore, bad: str) -> None:
     team = await store.teams.ensure_default_team()
     await store.keys.create_api_key(team.id)
     assert await store.keys.find_team_by_api_key(bad) is None

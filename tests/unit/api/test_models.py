@@ -18,7 +18,7 @@ def test_models_states_are_strings_on_the_wire() -> None:
 def test_models_state_sets() -> None:
     assert SandboxState.PAUSED not in NODE_BUSY_STATES
     assert SandboxState.KILLED not in NODE_BUSY_STATES
-    assert TERMINAL_STATES == {SandboxState.KILLING, SandboxState.KILLED}
+    assert {SandboxState.KILLING, SandboxState.KILLED} == TERMINAL_STATES
 
 
 def test_models_state_conflict_names_the_actual_state() -> None:

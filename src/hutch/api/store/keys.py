@@ -130,4 +130,3 @@ class SqlApiKeyStore:
             )
         if result.rowcount == 0:
             raise NotFoundError(f"API key {key_id} not found")
-

@@ -142,9 +142,7 @@ def listing_query(
         # One EXISTS per pair: portable, uses (key, value) and the primary key, and the
         # values are bound parameters, so '&', '=', '%' and unicode need no escaping.
         m = sandbox_metadata.c
-        query = query.where(
-            exists().where(m.sandbox_id == s.id, m.key == key, m.value == value)
-        )
+        query = query.where(exists().where(m.sandbox_id == s.id, m.key == key, m.value == value))
     if after is not None:
         if order is SortOrder.ASC:
             query = query.where(

@@ -135,9 +135,7 @@ class SqlSandboxStore:
     async def _insert(self, conn: AsyncConnection, sandbox_id: SandboxID, new: NewSandbox) -> None:
         await conn.execute(sandboxes.insert().values(**sandbox_values(sandbox_id, new)))
         if new.metadata:
-            await conn.execute(
-                sandbox_metadata.insert(), metadata_values(sandbox_id, new.metadata)
-            )
+            await conn.execute(sandbox_metadata.insert(), metadata_values(sandbox_id, new.metadata))
 
     async def _replay(
         self, conn: AsyncConnection, team_id: TeamID, key: str, request_hash: str | None
@@ -153,9 +151,7 @@ class SqlSandboxStore:
             and row.request_hash is not None
             and row.request_hash != request_hash
         ):
-            raise ConflictError(
-                f"idempotency key {key!r} was already used for a different request"
-            )
+            raise ConflictError(f"idempotency key {key!r} was already used for a different request")
         return await fetch_sandbox(conn, row.sandbox_id, team_id=team_id)
 
     # -- read -----------------------------------------------------------------------------

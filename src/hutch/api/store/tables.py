@@ -79,9 +79,7 @@ api_keys = Table(
     "api_keys",
     metadata,
     Column("id", String(64), primary_key=True),
-    Column(
-        "team_id", String(64), ForeignKey("teams.id", ondelete="CASCADE"), nullable=False
-    ),
+    Column("team_id", String(64), ForeignKey("teams.id", ondelete="CASCADE"), nullable=False),
     # sha256 hex of the whole key; the key itself is never stored.
     Column("key_hash", String(64), nullable=False, unique=True),
     Column("mask", String(64), nullable=False),
@@ -94,9 +92,7 @@ templates = Table(
     "templates",
     metadata,
     Column("id", String(64), primary_key=True),
-    Column(
-        "team_id", String(64), ForeignKey("teams.id", ondelete="CASCADE"), nullable=False
-    ),
+    Column("team_id", String(64), ForeignKey("teams.id", ondelete="CASCADE"), nullable=False),
     # Globally unique, as E2B's aliases are ("base" means one template for everybody).
     Column("alias", String(255), nullable=True, unique=True),
     Column("build_state", String(16), nullable=False),
@@ -114,9 +110,7 @@ sandboxes = Table(
     "sandboxes",
     metadata,
     Column("id", String(64), primary_key=True),
-    Column(
-        "team_id", String(64), ForeignKey("teams.id", ondelete="CASCADE"), nullable=False
-    ),
+    Column("team_id", String(64), ForeignKey("teams.id", ondelete="CASCADE"), nullable=False),
     # No foreign key: a template may be deleted while sandboxes made from it live on, and
     # snapshots (issue 6) will be templates owned by other rows' lifecycles.
     Column("template_id", String(64), nullable=False),
@@ -164,9 +158,7 @@ sandbox_metadata = Table(
 idempotency_keys = Table(
     "idempotency_keys",
     metadata,
-    Column(
-        "team_id", String(64), ForeignKey("teams.id", ondelete="CASCADE"), nullable=False
-    ),
+    Column("team_id", String(64), ForeignKey("teams.id", ondelete="CASCADE"), nullable=False),
     Column("key", String(255), nullable=False),
     # What the key was used for ("sandbox.create"); reusing it for another operation is a
     # conflict rather than a silent replay.

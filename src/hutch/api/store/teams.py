@@ -33,15 +33,17 @@ class SqlTeamStore:
 
     async def create_team(self, *, name: str, team_id: TeamID | None = None) -> Team:
         """Create a team; :class:`AlreadyExistsError` if the name is taken."""
-        row = {"id": team_id or new_team_id(), "name": name, "created_at": self._clock()}
+        team = Team(id=team_id or new_team_id(), name=name, created_at=self._clock())
         try:
             async with write_transaction(self._engine) as conn:
-                await conn.execute(teams.insert().values(**row))
+                await conn.execute(
+                    teams.insert().values(id=team.id, name=name, created_at=team.created_at)
+                )
         except IntegrityError as exc:
             if is_unique_violation(exc):
                 raise AlreadyExistsError(f"team {name!r} already exists") from exc
             raise
-        return Team(id=TeamID(row["id"]), name=name, created_at=row["created_at"])
+        return team
 
     async def ensure_default_team(self) -> Team:
         """The default team, created on first call; safe to call concurrently."""
