@@ -24,7 +24,7 @@ from hutch.envd.process.manager import ProcessManager
 from hutch.envd.rpc.codecs import codecs as strict_codecs
 from hutch.envd.rpc.errors import ErrorInterceptor
 from hutch.envd.rpc.filesystem import DisconnectSignal, FilesystemService
-from hutch.envd.rpc.process import ProcessService
+from hutch.envd.rpc.process import DisconnectWatch, ProcessService
 from hutch.envd.settings import EnvdSettings
 from hutch.envd.state import EnvdState
 from hutch.shared.proto.filesystem.filesystem_connect import FilesystemASGIApplication
@@ -117,8 +117,13 @@ def create_app(settings: EnvdSettings, *, envd: Envd | None = None) -> Callable:
                 codecs=strict_codecs(),
             )
         ),
-        "process.Process": ProcessASGIApplication(
-            service=ProcessService(envd), interceptors=interceptors, read_max_bytes=read_max
+        "process.Process": DisconnectWatch(
+            ProcessASGIApplication(
+                service=ProcessService(envd),
+                interceptors=interceptors,
+                read_max_bytes=read_max,
+                codecs=strict_codecs(),
+            )
         ),
     }
     app: Callable = _Router(envd, http_app, services)

@@ -34,6 +34,12 @@ class Subscription:
         self._items: deque[Output] = deque()
         self._end: ProcessEnd | None = None
         self._wakeup = asyncio.Event()
+        self._closed = False
+
+    @property
+    def closed(self) -> bool:
+        """Whether ``close`` was called (``next`` then returns None at once)."""
+        return self._closed
 
     @property
     def full(self) -> bool:
@@ -51,9 +57,12 @@ class Subscription:
     async def next(self, *, timeout: float | None = None) -> Output | ProcessEnd | None:
         """The next chunk, or the end once every chunk was taken; None if ``timeout`` passed.
 
-        Cancel-safe: a cancelled wait takes nothing from the queue.
+        Cancel-safe: a cancelled wait takes nothing from the queue. Returns None at once
+        (and wakes a waiting ``next``) once the subscription is closed.
         """
         while True:
+            if self._closed:
+                return None
             if self._items:
                 was_full = self.full
                 item = self._items.popleft()
@@ -69,7 +78,10 @@ class Subscription:
                 return None
 
     def close(self) -> None:
-        """Detach: the process no longer waits for this stream."""
+        """Detach: the process no longer waits for this stream; a pending ``next`` returns."""
+        self._closed = True
+        self._items.clear()
+        self._wakeup.set()
         self._fanout._unsubscribe(self)
 
 

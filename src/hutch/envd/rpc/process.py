@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import signal
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from contextvars import ContextVar
 from typing import Any
 
 from protobuf import Oneof
@@ -27,6 +28,61 @@ from hutch.shared.proto.process import process_pb as pb
 _SIGNALS = {pb.Signal.SIGKILL: signal.SIGKILL, pb.Signal.SIGTERM: signal.SIGTERM}
 #: After a Start deadline killed the command, how long to wait for it to be reaped.
 _KILL_REAP_WAIT_S = 5.0
+
+
+class _Disconnect:
+    """Callbacks to run when the HTTP client of the current request goes away."""
+
+    def __init__(self) -> None:
+        self.happened = False
+        self._callbacks: list[Callable[[], None]] = []
+
+    def on_disconnect(self, callback: Callable[[], None]) -> None:
+        if self.happened:
+            callback()
+        else:
+            self._callbacks.append(callback)
+
+    def fire(self) -> None:
+        if not self.happened:
+            self.happened = True
+            for callback in self._callbacks:
+                callback()
+
+
+_current_disconnect: ContextVar[_Disconnect | None] = ContextVar(
+    "hutch_envd_disconnect", default=None
+)
+
+
+class DisconnectWatch:
+    """ASGI wrapper for the process service: lets a stream notice its client left at once.
+
+    connectrpc only checks for a disconnect when the handler yields its next message; a
+    stream idling on a quiet process would hold its request task (and uvicorn's graceful
+    shutdown) until the next keepalive, up to 90 s. This wrapper sees ``http.disconnect``
+    on the way to connectrpc's own watcher and tells the stream through a context var.
+    """
+
+    def __init__(self, app: Callable) -> None:
+        self._app = app
+
+    async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
+        if scope["type"] != "http":
+            return await self._app(scope, receive, send)
+        disconnect = _Disconnect()
+
+        async def watched_receive() -> dict:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                disconnect.fire()
+            return message
+
+        token = _current_disconnect.set(disconnect)
+        try:
+            return await self._app(scope, watched_receive, send)
+        finally:
+            _current_disconnect.reset(token)
 
 
 def _selector(selector: pb.ProcessSelector | None) -> dict[str, Any]:
@@ -85,6 +141,9 @@ async def _events(
     handle: ProcessHandle, subscription: Subscription, ctx: Any, *, kill_at_deadline: bool
 ) -> AsyncIterator[pb.ProcessEvent]:
     """The events of one attached stream after ``start``: data, keepalives, then end."""
+    disconnect = _current_disconnect.get()
+    if disconnect is not None:
+        disconnect.on_disconnect(subscription.close)
     try:
         interval = keepalive_interval(ctx)
         loop = asyncio.get_running_loop()
@@ -105,6 +164,8 @@ async def _events(
                         )
                     raise DeadlineExceededError("deadline exceeded")
             item = await subscription.next(timeout=wait)
+            if subscription.closed:
+                return  # the client went away: detach, the process keeps running
             if item is None and deadline is not None and loop.time() >= deadline:
                 continue  # the deadline, not the keepalive, woke us
             yield _event(item)
