@@ -1,4 +1,6 @@
-"""One-off benchmark for docs/runtime.md: ``sudo .venv/bin/python tests/integration/runtime/bench_runtime.py``.
+"""One-off benchmark for docs/runtime.md (as root).
+
+    .venv/bin/python tests/integration/runtime/bench_runtime.py
 
 Not collected by pytest (no test_ prefix) and never asserts on time. Builds a busybox
 template in a temporary directory, then measures overlay mounts (mount(2) via ctypes vs
@@ -20,6 +22,7 @@ from pathlib import Path
 from hutch.node import rootfs
 from hutch.node.bundle import SandboxSpec, build_spec, write_bundle
 from hutch.node.runtime.runc import RuncRuntime
+from hutch.node.runtime.runsc import RunscRuntime
 
 N = 20
 
@@ -36,7 +39,8 @@ def _template(root: Path) -> Path:
 
 
 def _ms(samples: list[float]) -> str:
-    return f"median {statistics.median(samples) * 1000:.2f} ms (min {min(samples) * 1000:.2f}, n={len(samples)})"
+    median, low = statistics.median(samples) * 1000, min(samples) * 1000
+    return f"median {median:.2f} ms (min {low:.2f}, n={len(samples)})"
 
 
 def _timed(fn: Callable[[], object]) -> float:
@@ -49,18 +53,13 @@ def bench_mounts(root: Path, tpl: Path) -> None:
     sb = root / "mnt-bench"
     sb.mkdir()
     m_ctypes, u_ctypes, m_bin, u_bin = [], [], [], []
+    opts = rootfs.overlay_options([tpl], upper=sb / "upper", work=sb / "work")
+    target = str(rootfs.rootfs_dir(sb))
+    mount_cmd = ["mount", "-t", "overlay", "overlay", "-o", opts, target]
     for _ in range(N):
         m_ctypes.append(_timed(lambda: rootfs.mount_rootfs(sb, lower=[tpl])))
         u_ctypes.append(_timed(lambda: rootfs.unmount_rootfs(sb)))
-        opts = rootfs.overlay_options([tpl], upper=sb / "upper", work=sb / "work")
-        target = str(rootfs.rootfs_dir(sb))
-        m_bin.append(
-            _timed(
-                lambda: subprocess.run(
-                    ["mount", "-t", "overlay", "overlay", "-o", opts, target], check=True
-                )
-            )
-        )
+        m_bin.append(_timed(lambda: subprocess.run(mount_cmd, check=True)))
         u_bin.append(_timed(lambda: subprocess.run(["umount", target], check=True)))
     rootfs.remove_rootfs(sb)
     print("overlay mount  ctypes mount(2): ", _ms(m_ctypes))
@@ -69,8 +68,7 @@ def bench_mounts(root: Path, tpl: Path) -> None:
     print("overlay umount umount(8):       ", _ms(u_bin))
 
 
-async def bench_runc(root: Path, tpl: Path) -> None:
-    rt = RuncRuntime(root=root / "runc-state")
+async def bench_runtime(rt: RuncRuntime, root: Path, tpl: Path, n: int) -> None:
     steps: dict[str, list[float]] = {
         k: []
         for k in (
@@ -85,8 +83,9 @@ async def bench_runc(root: Path, tpl: Path) -> None:
         )
     }
     nofile = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
-    for i in range(N):
-        sid = f"hutchrt-bench-{i}"
+    name = type(rt).__name__
+    for i in range(n):
+        sid = f"hutchrt-bench-{name.lower()}-{i}"
         sb = root / sid
         sb.mkdir()
         mounted = rootfs.mount_rootfs(sb, lower=[tpl])
@@ -123,8 +122,8 @@ async def bench_runc(root: Path, tpl: Path) -> None:
             await rt.delete(sid)
             steps["delete"].append(t() - t0)
         rootfs.remove_rootfs(sb)
-    for name, samples in steps.items():
-        print(f"runc {name:26}", _ms(samples))
+    for step, samples in steps.items():
+        print(f"{name} {step:26}", _ms(samples))
 
 
 def main() -> None:
@@ -132,7 +131,9 @@ def main() -> None:
         root = Path(tmp)
         tpl = _template(root)
         bench_mounts(root, tpl)
-        asyncio.run(bench_runc(root, tpl))
+        asyncio.run(bench_runtime(RuncRuntime(root=root / "runc"), root, tpl, N))
+        if shutil.which("runsc"):
+            asyncio.run(bench_runtime(RunscRuntime(root=root / "runsc"), root, tpl, 6))
     for ctrl in Path("/sys/fs/cgroup").iterdir():
         for leftover in ctrl.glob("**/hutchrt-bench"):
             leftover.rmdir()

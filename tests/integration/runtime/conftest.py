@@ -6,7 +6,6 @@ even when a test fails. Nothing here signals a process it did not start.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import os
 import resource
@@ -23,6 +22,7 @@ from hutch.node import rootfs
 from hutch.node.bundle import SandboxSpec, build_spec, write_bundle
 from hutch.node.runtime.base import Runtime
 from hutch.node.runtime.runc import RuncRuntime
+from hutch.node.runtime.runsc import RunscRuntime
 from hutch.shared.errors import NotFoundError
 
 BUSYBOX = Path("/bin/busybox")
@@ -113,13 +113,33 @@ def _cgroup_parent_cleanup() -> Iterator[None]:
 
 
 @pytest.fixture
+def netns() -> Iterator[Path]:
+    """A throwaway network namespace (the network module makes real ones)."""
+    name = f"hutchrt-test-{uuid.uuid4().hex[:8]}"
+    subprocess.run(["ip", "netns", "add", name], check=True)
+    try:
+        # As the network module leaves it: loopback up (runsc copies only live links).
+        subprocess.run(["ip", "-n", name, "link", "set", "lo", "up"], check=True)
+        yield Path("/run/netns") / name
+    finally:
+        subprocess.run(["ip", "netns", "delete", name], check=True)
+
+
+@pytest.fixture
 def runc_root(tmp_path: Path) -> Path:
     return tmp_path / "runc-state"
 
 
-@pytest.fixture
-async def runtime(runc_root: Path) -> AsyncIterator[Runtime]:
-    rt = RuncRuntime(root=runc_root)
+@pytest.fixture(params=["runc", "runsc"])
+async def runtime(request: pytest.FixtureRequest, runc_root: Path) -> AsyncIterator[Runtime]:
+    """Each test runs on every runtime; runc-only tests narrow it with indirect params."""
+    rt: RuncRuntime
+    if request.param == "runsc":
+        if shutil.which("runsc") is None:
+            pytest.skip("runsc (gVisor) is not installed (apt-get install runsc)")
+        rt = RunscRuntime(root=runc_root)
+    else:
+        rt = RuncRuntime(root=runc_root)
     yield rt
     # Finalizer: whatever a test left in *this* runtime's private root goes.
     for sandbox_id in await rt.list():
@@ -138,9 +158,6 @@ class Sandbox:
     @property
     def rootfs(self) -> Path:
         return rootfs.rootfs_dir(self.sandbox_dir)
-
-
-SandboxFactory = Callable[..., "asyncio.Future[Sandbox]"]
 
 
 @pytest.fixture

@@ -1,4 +1,9 @@
-"""RuncRuntime against real runc, a busybox overlay rootfs and real cgroups."""
+"""The Runtime seam against real runc and runsc, a busybox overlay rootfs, real cgroups.
+
+Tests that look at host-kernel state of the sandbox's processes (their /proc status,
+seccomp, pids accounting, the freezer) run on runc only: under gVisor those processes
+live in gVisor's own kernel.
+"""
 
 from __future__ import annotations
 
@@ -10,9 +15,10 @@ import pytest
 from hutch.node import rootfs
 from hutch.node.runtime.base import RuntimeFailedError, RuntimeStatus
 from hutch.node.runtime.runc import RuncRuntime
-from hutch.shared.errors import NotFoundError
+from hutch.shared.errors import AlreadyExistsError, NotFoundError
 
 pytestmark = pytest.mark.root
+runc_only = pytest.mark.parametrize("runtime", ["runc"], indirect=True)
 
 
 def _alive(pid: int) -> bool:
@@ -52,12 +58,29 @@ async def test_runc_sandbox_has_own_pid_namespace(runtime, make_sandbox):
     result = await runtime.exec(box.sandbox_id, ["cat", "/proc/1/cmdline"])
     assert result.stdout.split(b"\0")[0] == b"/sbin/tini"
     host_pid = (await runtime.state(box.sandbox_id)).pid
-    assert os.readlink(f"/proc/{host_pid}/ns/pid") != os.readlink("/proc/self/ns/pid")
     ps = await runtime.exec(box.sandbox_id, ["ps", "-o", "pid"])
     pids = {int(line) for line in ps.stdout.decode().split()[1:]}
     assert 1 in pids and host_pid not in pids, ps.stdout  # a numbering of its own
 
 
+async def test_runc_sandbox_in_a_prepared_netns_starts(runtime, make_sandbox, netns):
+    # runsc needs its /proc/sys/net workaround for exactly this case (HOST-NOTES).
+    box = await make_sandbox(netns_path=netns)
+    assert (await runtime.state(box.sandbox_id)).status is RuntimeStatus.RUNNING
+    result = await runtime.exec(box.sandbox_id, ["cat", "/proc/net/dev"])
+    assert b"lo:" in result.stdout
+
+
+@runc_only
+async def test_runc_sandbox_namespaces_differ_from_the_hosts(runtime, make_sandbox):
+    # (gVisor's sandbox process stays in the host's pid namespace; its kernel makes its own.)
+    box = await make_sandbox()
+    host_pid = (await runtime.state(box.sandbox_id)).pid
+    for ns in ("pid", "mnt", "uts", "ipc", "net", "cgroup"):
+        assert os.readlink(f"/proc/{host_pid}/ns/{ns}") != os.readlink(f"/proc/self/ns/{ns}")
+
+
+@runc_only
 async def test_runc_sandbox_runs_as_requested_user(runtime, make_sandbox):
     box = await make_sandbox(uid=1000, gid=1000, additional_gids=[27], cwd="/home/user")
     result = await runtime.exec(box.sandbox_id, ["id"], user=(1000, 1000))
@@ -83,6 +106,7 @@ async def test_runc_memory_cpu_pids_limits_reach_the_cgroup(runtime, make_sandbo
     assert str(pid) in (dirs["memory"] / "cgroup.procs").read_text().split()
 
 
+@runc_only
 async def test_runc_pids_limit_stops_a_fork_bomb(runtime, make_sandbox, cgroups):
     box = await make_sandbox(pids_limit=32)
     # Forks until fork fails; tini reaps. The count stays at the limit, the host is untouched.
@@ -103,6 +127,7 @@ async def test_runc_pids_limit_stops_a_fork_bomb(runtime, make_sandbox, cgroups)
         await runtime.state(box.sandbox_id)
 
 
+@runc_only
 async def test_runc_seccomp_denies_user_namespaces_with_eperm(runtime, make_sandbox):
     control = await make_sandbox(use_seccomp=False)
     baseline = await runtime.exec(control.sandbox_id, ["unshare", "-U", "true"])
@@ -114,6 +139,7 @@ async def test_runc_seccomp_denies_user_namespaces_with_eperm(runtime, make_sand
     assert b"Operation not permitted" in result.stderr
 
 
+@runc_only
 async def test_runc_seccomp_filter_is_installed_and_denies_swapoff(runtime, make_sandbox):
     box = await make_sandbox()
     status = Path(f"/proc/{(await runtime.state(box.sandbox_id)).pid}/status").read_text()
@@ -123,6 +149,7 @@ async def test_runc_seccomp_filter_is_installed_and_denies_swapoff(runtime, make
     assert b"Operation not permitted" in result.stderr, result.stderr
 
 
+@runc_only
 async def test_runc_pause_and_resume_use_the_freezer(runtime, make_sandbox, cgroups):
     box = await make_sandbox()
     await runtime.pause(box.sandbox_id)
@@ -187,28 +214,16 @@ async def test_runc_bad_bundle_raises_runtime_failed(runtime, tmp_path):
     assert await runtime.list() == []
 
 
-async def test_runc_duplicate_id_raises_runtime_failed(runtime, make_sandbox):
+async def test_runc_duplicate_id_raises_already_exists(runtime, make_sandbox):
     box = await make_sandbox()
-    with pytest.raises(RuntimeFailedError):
+    with pytest.raises(AlreadyExistsError):
         await runtime.create(box.sandbox_dir, sandbox_id=box.sandbox_id)
     assert (await runtime.state(box.sandbox_id)).status is RuntimeStatus.RUNNING
 
 
 async def test_runc_output_goes_to_the_output_file(runtime, make_sandbox):
-    box = await make_sandbox(
-        args=[
-            "/sbin/tini",
-            "--",
-            "sh",
-            "-c",
-            "echo hello-out; echo hello-err >&2; exec sleep 100000",
-        ]
-    )
-    # exec waits for nothing in the sandbox, so read the file once the process has written.
-    await runtime.exec(
-        box.sandbox_id,
-        ["sh", "-c", "while ! grep -q hello-err /proc/1/fd/1 2>/dev/null; do :; done; true"],
-    )
+    box = await make_sandbox(args=["sh", "-c", "echo hello-out; echo hello-err >&2"])
+    await runtime.wait(box.sandbox_id)  # the process has written and exited
     text = box.output.read_text()
     assert "hello-out" in text and "hello-err" in text
 

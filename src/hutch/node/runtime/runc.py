@@ -25,12 +25,12 @@ from pathlib import Path
 from typing import Any
 
 from hutch.node.runtime.base import ExecResult, RuntimeFailedError, RuntimeState, RuntimeStatus
-from hutch.shared.errors import ConflictError, DeadlineExceededError, NotFoundError
-
-#: Messages with which runc says that an id is unknown.
-_NOT_FOUND_MARKERS = ("container does not exist", "container not found")
-#: Messages with which runc says that a container has no live process to signal.
-_NOT_RUNNING_MARKERS = ("container not running", "process already finished")
+from hutch.shared.errors import (
+    AlreadyExistsError,
+    ConflictError,
+    DeadlineExceededError,
+    NotFoundError,
+)
 
 
 class RuncRuntime:
@@ -39,6 +39,11 @@ class RuncRuntime:
     ``root`` is runc's ``--root`` (created on first use, mode 0700). ``timeout`` bounds
     every runc invocation in seconds, so that a wedged runtime cannot hang the node.
     """
+
+    #: Messages with which the runtime says that an id is unknown.
+    not_found_markers: tuple[str, ...] = ("container does not exist", "container not found")
+    #: Messages with which the runtime says that a container has no live process to signal.
+    not_running_markers: tuple[str, ...] = ("container not running", "process already finished")
 
     def __init__(self, *, root: Path, binary: str = "runc", timeout: float | None = 60.0) -> None:
         self._root = Path(root)
@@ -51,6 +56,7 @@ class RuncRuntime:
         return self._root
 
     def _global_args(self) -> list[str]:
+        """The runtime binary and the flags every invocation takes (adapters extend this)."""
         # JSON logs let us pick runc's message out of stderr without parsing logrus text.
         return [self._binary, "--root", str(self._root), "--log-format", "json"]
 
@@ -62,6 +68,10 @@ class RuncRuntime:
         if not (bundle_dir / "config.json").is_file():
             raise NotFoundError(f"no config.json in bundle {bundle_dir}")
         self._root.mkdir(mode=0o700, parents=True, exist_ok=True)
+        if await self._exists(sandbox_id):
+            # Checked here because runsc, unlike runc, replaces a live container's state
+            # on a duplicate create and orphans its processes.
+            raise AlreadyExistsError(f"runtime already has a sandbox {sandbox_id!r}")
         log_fd, log_name = tempfile.mkstemp(prefix=".runc-create-", suffix=".log", dir=bundle_dir)
         os.close(log_fd)
         log_path = Path(log_name)
@@ -83,16 +93,25 @@ class RuncRuntime:
         finally:
             log_path.unlink(missing_ok=True)
 
+    async def _exists(self, sandbox_id: str) -> bool:
+        """Whether the runtime holds state for ``sandbox_id`` (runc: ``<root>/<id>``)."""
+        return (self._root / sandbox_id / "state.json").exists()
+
     async def start(self, sandbox_id: str) -> None:
         """Run the user process of a created container."""
-        await self._checked("start", sandbox_id)
+        await self._checked("start", sandbox_id, sandbox_id=sandbox_id)
 
     async def kill(self, sandbox_id: str, *, signal: int = signals.SIGKILL) -> None:
         """Signal the container's init process; a container with no process is a no-op."""
         try:
-            await self._checked("kill", sandbox_id, str(int(signal)))
+            await self._checked("kill", sandbox_id, str(int(signal)), sandbox_id=sandbox_id)
         except ConflictError:
             return
+        except RuntimeFailedError:
+            # runsc reports a stopped sandbox as an unreachable control server: ask again.
+            if (await self.state(sandbox_id)).status is RuntimeStatus.STOPPED:
+                return
+            raise
 
     async def wait(self, sandbox_id: str) -> None:
         """Return once the container's init process has exited; no polling.
@@ -132,11 +151,11 @@ class RuncRuntime:
             with contextlib.suppress(RuntimeFailedError):
                 await self.kill(sandbox_id)
         args = ["delete", "--force", sandbox_id] if force else ["delete", sandbox_id]
-        await self._checked(*args)
+        await self._checked(*args, sandbox_id=sandbox_id)
 
     async def state(self, sandbox_id: str) -> RuntimeState:
         """Report the container's status; ``NotFoundError`` when it does not exist."""
-        out = await self._checked("state", sandbox_id)
+        out = await self._checked("state", sandbox_id, sandbox_id=sandbox_id)
         return _parse_state(json.loads(out))
 
     async def list(self) -> list[str]:
@@ -149,11 +168,11 @@ class RuncRuntime:
 
     async def pause(self, sandbox_id: str) -> None:
         """Freeze the container's processes (cgroup freezer)."""
-        await self._checked("pause", sandbox_id)
+        await self._checked("pause", sandbox_id, sandbox_id=sandbox_id)
 
     async def resume(self, sandbox_id: str) -> None:
         """Thaw a paused container."""
-        await self._checked("resume", sandbox_id)
+        await self._checked("resume", sandbox_id, sandbox_id=sandbox_id)
 
     async def exec(
         self,
@@ -188,15 +207,14 @@ class RuncRuntime:
             self._raise(failure, sandbox_id, "exec")
         return ExecResult(exit_code=code, stdout=out, stderr=err)
 
-    async def _checked(self, *args: str) -> bytes:
-        """Run a short runc command that never hands its stdio on; raise on failure."""
+    async def _checked(self, *args: str, sandbox_id: str = "") -> bytes:
+        """Run a short runtime command that never hands its stdio on; raise on failure."""
         code, out, err = await self._exec(
             [*self._global_args(), *args],
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
         )
         if code != 0:
-            sandbox_id = args[-1] if args[0] != "list" else ""
             self._raise(_last_error(err.decode(errors="replace")), sandbox_id, args[0])
         return out
 
@@ -224,15 +242,16 @@ class RuncRuntime:
         return proc.returncode or 0, out or b"", err or b""
 
     def _raise(self, message: str | None, sandbox_id: str, verb: str) -> None:
-        text = message or f"runc {verb} failed without a message"
+        name = Path(self._binary).name
+        text = message or f"{name} {verb} failed without a message"
         lowered = text.lower()
-        if any(m in lowered for m in _NOT_FOUND_MARKERS):
+        if any(m in lowered for m in self.not_found_markers):
             raise NotFoundError(
                 f"runtime has no sandbox {sandbox_id!r}", public_message="sandbox not found"
             )
-        if verb == "kill" and any(m in lowered for m in _NOT_RUNNING_MARKERS):
+        if verb == "kill" and any(m in lowered for m in self.not_running_markers):
             raise ConflictError(f"sandbox {sandbox_id!r} is not running")
-        raise RuntimeFailedError(f"runc {verb} {sandbox_id}: {text}")
+        raise RuntimeFailedError(f"{name} {verb} {sandbox_id}: {text}")
 
 
 def _last_error(log_text: str) -> str | None:
