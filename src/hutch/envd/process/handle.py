@@ -229,7 +229,9 @@ class ProcessHandle:
         async with self._stdin_lock:
             await self._write_all(lambda: self._pty_fd, data, what="terminal")
 
-    async def _write_all(self, current_fd: Callable[[], int | None], data: bytes, *, what: str) -> None:
+    async def _write_all(
+        self, current_fd: Callable[[], int | None], data: bytes, *, what: str
+    ) -> None:
         view = memoryview(data)
         while view:
             # Re-read the fd each round: CloseStdin or the exit may have closed it meanwhile.
@@ -237,7 +239,7 @@ class ProcessHandle:
             if fd is None:
                 raise ConflictError(f"process {self.pid}: {what} is not enabled or was closed")
             try:
-                view = view[os.write(fd, view):]
+                view = view[os.write(fd, view) :]
             except BlockingIOError:
                 await self._writable(fd)
             except (BrokenPipeError, OSError) as exc:

@@ -118,11 +118,9 @@ class ProcessManager:
         return handle
 
     @staticmethod
-    def _find(handles, *, pid: int | None, tag: str | None) -> ProcessHandle | None:  # noqa: ANN001
+    def _find(handles, *, pid: int | None, tag: str | None) -> ProcessHandle | None:
         for handle in handles:
-            if (pid is not None and handle.pid == pid) or (
-                tag is not None and handle.tag == tag
-            ):
+            if (pid is not None and handle.pid == pid) or (tag is not None and handle.tag == tag):
                 return handle
         return None
 

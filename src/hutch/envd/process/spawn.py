@@ -55,7 +55,9 @@ def validate_spec(spec: ProcessSpec) -> None:
         raise InvalidArgumentError("pty.size: cols and rows must fit in 16 bits")
 
 
-def build_env(*, user: User, init_env: dict[str, str], request_env: dict[str, str]) -> dict[str, str]:
+def build_env(
+    *, user: User, init_env: dict[str, str], request_env: dict[str, str]
+) -> dict[str, str]:
     """The child's environment: login basics, then ``/init`` vars, then the request's (wins)."""
     env = {
         "PATH": DEFAULT_PATH,
@@ -130,7 +132,7 @@ def spawn(spec: ProcessSpec, *, user: User, cwd: str, env: dict[str, str]) -> Sp
                 stdin = subprocess.DEVNULL
             preexec = None
         try:
-            popen = subprocess.Popen(  # noqa: S603 - running the client's command is the point
+            popen = subprocess.Popen(
                 [spec.cmd, *spec.args],
                 stdin=stdin,
                 stdout=stdout,
@@ -138,7 +140,7 @@ def spawn(spec: ProcessSpec, *, user: User, cwd: str, env: dict[str, str]) -> Sp
                 cwd=cwd,
                 env=env,
                 start_new_session=True,
-                preexec_fn=preexec,  # noqa: PLW1509 - one ioctl, needed for a controlling tty
+                preexec_fn=preexec,
                 **creds,  # type: ignore[arg-type]
             )
         except (FileNotFoundError, PermissionError, NotADirectoryError) as exc:
@@ -163,8 +165,14 @@ def spawn(spec: ProcessSpec, *, user: User, cwd: str, env: dict[str, str]) -> Sp
     for fd in ours:
         os.set_blocking(fd, False)
     if spec.pty is not None:
-        return Spawned(popen=popen, pid=popen.pid, stdin_fd=None, stdout_fd=None,
-                       stderr_fd=None, pty_fd=ours[0])
+        return Spawned(
+            popen=popen,
+            pid=popen.pid,
+            stdin_fd=None,
+            stdout_fd=None,
+            stderr_fd=None,
+            pty_fd=ours[0],
+        )
     return Spawned(
         popen=popen,
         pid=popen.pid,

@@ -98,7 +98,9 @@ def _size(pty: pb.PTY | None) -> PtySize | None:
     if pty is None:
         return None
     size = pty.size
-    return PtySize(cols=size.cols, rows=size.rows) if size is not None else PtySize(cols=80, rows=24)
+    return (
+        PtySize(cols=size.cols, rows=size.rows) if size is not None else PtySize(cols=80, rows=24)
+    )
 
 
 def _spec(request: pb.StartRequest) -> ProcessSpec:
@@ -133,7 +135,9 @@ def _start_event(pid: int) -> pb.ProcessEvent:
 
 def _info(handle: ProcessHandle) -> pb.ProcessInfo:
     spec = handle.spec
-    config = pb.ProcessConfig(cmd=spec.cmd, args=list(spec.args), envs=dict(spec.envs), cwd=handle.cwd)
+    config = pb.ProcessConfig(
+        cmd=spec.cmd, args=list(spec.args), envs=dict(spec.envs), cwd=handle.cwd
+    )
     return pb.ProcessInfo(config=config, pid=handle.pid, tag=spec.tag)
 
 
@@ -157,8 +161,9 @@ async def _events(
                     if kill_at_deadline:
                         handle.kill_all()
                         # Let the kill be reaped, so List no longer shows it once we answer.
-                        await asyncio.wait([asyncio.ensure_future(handle.wait())],
-                                           timeout=_KILL_REAP_WAIT_S)
+                        await asyncio.wait(
+                            [asyncio.ensure_future(handle.wait())], timeout=_KILL_REAP_WAIT_S
+                        )
                         raise DeadlineExceededError(
                             f"deadline exceeded: process {handle.pid} was killed"
                         )
@@ -197,7 +202,9 @@ class ProcessService:
         finally:
             await events.aclose()
 
-    async def connect(self, request: pb.ConnectRequest, ctx: Any) -> AsyncIterator[pb.ConnectResponse]:
+    async def connect(
+        self, request: pb.ConnectRequest, ctx: Any
+    ) -> AsyncIterator[pb.ConnectResponse]:
         """Re-attach to a running (or just ended) process's events (server stream)."""
         handle = self._processes.get(**_selector(request.process))
         events = _events(handle, handle.subscribe(), ctx, kill_at_deadline=False)
@@ -239,7 +246,9 @@ class ProcessService:
                         handle = self._processes.get_running(**_selector(start.process))
                     case Oneof(field="data", value=data):
                         if handle is None:
-                            raise InvalidArgumentError("StreamInput: the first message must be 'start'")
+                            raise InvalidArgumentError(
+                                "StreamInput: the first message must be 'start'"
+                            )
                         await self._write(handle, data.input, ctx=None)
                     case _:
                         pass  # keepalives (and empty messages) carry nothing
@@ -270,7 +279,9 @@ class ProcessService:
         """Send SIGTERM or SIGKILL to a process."""
         sig = _SIGNALS.get(request.signal)
         if sig is None:
-            raise InvalidArgumentError(f"unsupported signal {request.signal!r}: use SIGTERM or SIGKILL")
+            raise InvalidArgumentError(
+                f"unsupported signal {request.signal!r}: use SIGTERM or SIGKILL"
+            )
         self._processes.get_running(**_selector(request.process)).send_signal(sig)
         return pb.SendSignalResponse()
 

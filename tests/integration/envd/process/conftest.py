@@ -66,7 +66,7 @@ def open_stream(
     *,
     user: str = "root",
     headers: dict[str, str] | None = None,
-):  # noqa: ANN201 - httpx stream context manager
+):
     """Start a streaming call (``with open_stream(...) as response``)."""
     all_headers = {
         "Content-Type": "application/connect+json",
@@ -82,7 +82,10 @@ def run_stream(
     envd: EnvdProcess, method: str, message: dict[str, Any], **kwargs: Any
 ) -> list[tuple[int, dict[str, Any]]]:
     """Every frame of a whole streaming call."""
-    with httpx.Client(timeout=60) as client, open_stream(client, envd, method, message, **kwargs) as r:
+    with (
+        httpx.Client(timeout=60) as client,
+        open_stream(client, envd, method, message, **kwargs) as r,
+    ):
         assert r.status_code == 200, r.read()
         return list(frames(r))
 

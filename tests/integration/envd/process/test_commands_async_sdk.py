@@ -11,7 +11,7 @@ from e2b import CommandExitException, PtySize, TimeoutException
 from tests.integration.envd.process.conftest import pid_alive
 
 
-async def test_async_run_and_callbacks(async_sandbox) -> None:  # noqa: ANN001
+async def test_async_run_and_callbacks(async_sandbox) -> None:
     out: list[str] = []
     err: list[str] = []
     result = await async_sandbox.commands.run(
@@ -22,13 +22,13 @@ async def test_async_run_and_callbacks(async_sandbox) -> None:  # noqa: ANN001
     assert "".join(err) == "b\n"
 
 
-async def test_async_exit_code(async_sandbox) -> None:  # noqa: ANN001
+async def test_async_exit_code(async_sandbox) -> None:
     with pytest.raises(CommandExitException) as info:
         await async_sandbox.commands.run("exit 5")
     assert info.value.exit_code == 5
 
 
-async def test_async_background_stdin_connect_and_kill(async_sandbox) -> None:  # noqa: ANN001
+async def test_async_background_stdin_connect_and_kill(async_sandbox) -> None:
     handle = await async_sandbox.commands.run("cat", background=True, stdin=True, timeout=0)
     await async_sandbox.commands.send_stdin(handle.pid, "ping\n")
     await handle.disconnect()
@@ -42,7 +42,7 @@ async def test_async_background_stdin_connect_and_kill(async_sandbox) -> None:  
     assert await async_sandbox.commands.kill(handle.pid) is False
 
 
-async def test_async_deadline(async_sandbox, tmp_path) -> None:  # noqa: ANN001
+async def test_async_deadline(async_sandbox, tmp_path) -> None:
     marker = tmp_path / "pid"
     with pytest.raises(TimeoutException):
         await async_sandbox.commands.run(f"echo $$ > {marker}; exec sleep 30", timeout=1)
@@ -54,7 +54,7 @@ async def test_async_deadline(async_sandbox, tmp_path) -> None:  # noqa: ANN001
     assert not pid_alive(pid)
 
 
-async def test_async_pty(async_sandbox, test_user) -> None:  # noqa: ANN001
+async def test_async_pty(async_sandbox, test_user) -> None:
     got = bytearray()
     seen = asyncio.Event()
 

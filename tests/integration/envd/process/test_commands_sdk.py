@@ -14,7 +14,7 @@ from tests.conftest import EnvdProcess
 from tests.integration.envd.process.conftest import assert_healthy, eventually, pid_alive
 
 
-def test_run_returns_stdout_stderr_and_exit_code(sandbox) -> None:  # noqa: ANN001
+def test_run_returns_stdout_stderr_and_exit_code(sandbox) -> None:
     result = sandbox.commands.run("echo hi; echo oops >&2")
     assert result.stdout == "hi\n"
     assert result.stderr == "oops\n"
@@ -22,7 +22,7 @@ def test_run_returns_stdout_stderr_and_exit_code(sandbox) -> None:  # noqa: ANN0
     assert result.error is None
 
 
-def test_run_nonzero_exit_raises_with_code(sandbox) -> None:  # noqa: ANN001
+def test_run_nonzero_exit_raises_with_code(sandbox) -> None:
     with pytest.raises(CommandExitException) as info:
         sandbox.commands.run("echo partial; exit 7")
     assert info.value.exit_code == 7
@@ -30,7 +30,7 @@ def test_run_nonzero_exit_raises_with_code(sandbox) -> None:  # noqa: ANN001
     assert info.value.error == "exit status 7"
 
 
-def test_run_callbacks_stream_incrementally(sandbox) -> None:  # noqa: ANN001
+def test_run_callbacks_stream_incrementally(sandbox) -> None:
     # The command waits for a file the stdout callback creates: it only finishes if the
     # first line reached the client while the command was still running.
     flag = f"/tmp/hutch-flag-{os.getpid()}-{threading.get_ident()}"
@@ -52,14 +52,14 @@ def test_run_callbacks_stream_incrementally(sandbox) -> None:  # noqa: ANN001
     assert result.stdout == "first\nsecond\n"
 
 
-def test_background_command_and_wait(sandbox) -> None:  # noqa: ANN001
+def test_background_command_and_wait(sandbox) -> None:
     handle = sandbox.commands.run("echo bg; exit 0", background=True)
     assert handle.pid > 0
     result = handle.wait()
     assert result.stdout == "bg\n"
 
 
-def test_connect_after_disconnect_sees_later_output_and_end(sandbox, tmp_path) -> None:  # noqa: ANN001
+def test_connect_after_disconnect_sees_later_output_and_end(sandbox, tmp_path) -> None:
     gate, said = tmp_path / "gate", tmp_path / "said"
     handle = sandbox.commands.run(
         f"echo early; touch {said}; while [ ! -e {gate} ]; do sleep 0.01; done; echo late; exit 3",
@@ -79,7 +79,7 @@ def test_connect_after_disconnect_sees_later_output_and_end(sandbox, tmp_path) -
     assert info.value.stdout == "late\n"  # nothing replayed from before the re-attach
 
 
-def test_list_shows_running_commands(sandbox) -> None:  # noqa: ANN001
+def test_list_shows_running_commands(sandbox) -> None:
     handle = sandbox.commands.run("sleep 30", background=True, envs={"K": "v"}, cwd="/tmp")
     try:
         listed = {p.pid: p for p in sandbox.commands.list()}
@@ -94,7 +94,7 @@ def test_list_shows_running_commands(sandbox) -> None:  # noqa: ANN001
     assert eventually(lambda: handle.pid not in [p.pid for p in sandbox.commands.list()])
 
 
-def test_send_stdin_then_close_stdin(sandbox) -> None:  # noqa: ANN001
+def test_send_stdin_then_close_stdin(sandbox) -> None:
     handle = sandbox.commands.run("cat; echo done", background=True, stdin=True)
     sandbox.commands.send_stdin(handle.pid, "line 1\n")
     sandbox.commands.send_stdin(handle.pid, b"line 2\n")
@@ -102,11 +102,11 @@ def test_send_stdin_then_close_stdin(sandbox) -> None:  # noqa: ANN001
     assert handle.wait().stdout == "line 1\nline 2\ndone\n"
 
 
-def test_stdin_false_reads_dev_null(sandbox) -> None:  # noqa: ANN001
+def test_stdin_false_reads_dev_null(sandbox) -> None:
     assert sandbox.commands.run("cat; readlink /proc/self/fd/0").stdout == "/dev/null\n"
 
 
-def test_kill_true_then_false_once_gone(sandbox) -> None:  # noqa: ANN001
+def test_kill_true_then_false_once_gone(sandbox) -> None:
     handle = sandbox.commands.run("sleep 100", background=True)
     assert sandbox.commands.kill(handle.pid) is True
     with pytest.raises(CommandExitException) as info:
@@ -117,7 +117,7 @@ def test_kill_true_then_false_once_gone(sandbox) -> None:  # noqa: ANN001
     assert not pid_alive(handle.pid)
 
 
-def test_envs_from_init_and_request_request_wins(sandbox, sdk_env: EnvdProcess) -> None:  # noqa: ANN001
+def test_envs_from_init_and_request_request_wins(sandbox, sdk_env: EnvdProcess) -> None:
     httpx.post(sdk_env.url + "/init", json={"envVars": {"FROM_INIT": "i", "BOTH": "init"}})
     result = sandbox.commands.run(
         'echo "$FROM_INIT $BOTH $FROM_REQ"', envs={"BOTH": "request", "FROM_REQ": "r"}
@@ -125,7 +125,7 @@ def test_envs_from_init_and_request_request_wins(sandbox, sdk_env: EnvdProcess) 
     assert result.stdout == "i request r\n"
 
 
-def test_login_environment(sandbox) -> None:  # noqa: ANN001
+def test_login_environment(sandbox) -> None:
     out = sandbox.commands.run('echo "$HOME|$USER|$LOGNAME|$SHELL"', user="root").stdout
     assert out == "/root|root|root|" + pwd.getpwnam("root").pw_shell + "\n"
     # A login shell's profile may rewrite PATH: read what envd handed to the shell.
@@ -133,16 +133,18 @@ def test_login_environment(sandbox) -> None:  # noqa: ANN001
     assert sandbox.commands.run(initial).stdout == (
         "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin\n"
     )
-    assert sandbox.commands.run(initial, envs={"PATH": "/opt/x:/bin"}).stdout == "PATH=/opt/x:/bin\n"
+    assert (
+        sandbox.commands.run(initial, envs={"PATH": "/opt/x:/bin"}).stdout == "PATH=/opt/x:/bin\n"
+    )
 
 
-def test_cwd_absolute_relative_and_default(sandbox, tmp_path) -> None:  # noqa: ANN001
+def test_cwd_absolute_relative_and_default(sandbox, tmp_path) -> None:
     assert sandbox.commands.run("pwd", cwd=str(tmp_path)).stdout == f"{tmp_path}\n"
     assert sandbox.commands.run("pwd", user="root").stdout == "/root\n"
     assert sandbox.commands.run("pwd", cwd="~", user="root").stdout == "/root\n"
 
 
-def test_missing_cwd_is_an_error_naming_it(sandbox, sdk_env: EnvdProcess) -> None:  # noqa: ANN001
+def test_missing_cwd_is_an_error_naming_it(sandbox, sdk_env: EnvdProcess) -> None:
     from e2b import InvalidArgumentException
 
     with pytest.raises(InvalidArgumentException, match="/no/such/dir"):
@@ -150,7 +152,7 @@ def test_missing_cwd_is_an_error_naming_it(sandbox, sdk_env: EnvdProcess) -> Non
     assert_healthy(sdk_env)
 
 
-def test_runs_as_test_user(sandbox, test_user, tmp_path) -> None:  # noqa: ANN001
+def test_runs_as_test_user(sandbox, test_user, tmp_path) -> None:
     name = test_user.pw_name
     result = sandbox.commands.run("id -u; id -g; echo $HOME; pwd; touch made-here", user=name)
     uid, gid, home, cwd = result.stdout.split()
@@ -166,11 +168,11 @@ def test_runs_as_test_user(sandbox, test_user, tmp_path) -> None:  # noqa: ANN00
     assert sorted(map(int, groups)) == sorted(os.getgrouplist(name, test_user.pw_gid))
 
 
-def test_root_user(sandbox) -> None:  # noqa: ANN001
+def test_root_user(sandbox) -> None:
     assert sandbox.commands.run("id -u", user="root").stdout == "0\n"
 
 
-def test_deadline_kills_the_command(sandbox, tmp_path) -> None:  # noqa: ANN001
+def test_deadline_kills_the_command(sandbox, tmp_path) -> None:
     marker = tmp_path / "pid"
     with pytest.raises(TimeoutException):
         sandbox.commands.run(f"echo $$ > {marker}; exec sleep 30", timeout=1)
@@ -179,7 +181,7 @@ def test_deadline_kills_the_command(sandbox, tmp_path) -> None:  # noqa: ANN001
     assert eventually(lambda: pid not in [p.pid for p in sandbox.commands.list()])
 
 
-def test_client_disconnect_leaves_process_running(sandbox) -> None:  # noqa: ANN001
+def test_client_disconnect_leaves_process_running(sandbox) -> None:
     handle = sandbox.commands.run("sleep 30", background=True, timeout=0)
     handle.disconnect()
     # A later request on the same envd proves the disconnect was processed.

@@ -19,7 +19,7 @@ from tests.integration.envd.process.conftest import assert_healthy, eventually, 
 class Terminal:
     """Reads a PTY handle's output until expected text shows up."""
 
-    def __init__(self, handle) -> None:  # noqa: ANN001 - e2b CommandHandle
+    def __init__(self, handle) -> None:
         self.handle = handle
         self._events: Iterator = iter(handle)
         self.seen = b""
@@ -39,7 +39,7 @@ class Terminal:
                 self.seen += chunk
 
 
-def test_pty_runs_an_interactive_shell(sandbox, test_user) -> None:  # noqa: ANN001
+def test_pty_runs_an_interactive_shell(sandbox, test_user) -> None:
     handle = sandbox.pty.create(PtySize(rows=24, cols=80), user=test_user.pw_name)
     term = Terminal(handle)
     sandbox.pty.send_stdin(handle.pid, b"echo $((6*7))\n")
@@ -50,7 +50,7 @@ def test_pty_runs_an_interactive_shell(sandbox, test_user) -> None:  # noqa: ANN
     assert handle.wait().exit_code == 0
 
 
-def test_pty_resize_is_seen_by_the_terminal(sandbox, test_user) -> None:  # noqa: ANN001
+def test_pty_resize_is_seen_by_the_terminal(sandbox, test_user) -> None:
     handle = sandbox.pty.create(PtySize(rows=24, cols=80), user=test_user.pw_name)
     term = Terminal(handle)
     sandbox.pty.resize(handle.pid, PtySize(rows=30, cols=100))
@@ -59,7 +59,7 @@ def test_pty_resize_is_seen_by_the_terminal(sandbox, test_user) -> None:  # noqa
     assert sandbox.pty.kill(handle.pid)
 
 
-def test_pty_job_control_and_kill_reaches_background_jobs(sandbox, test_user) -> None:  # noqa: ANN001
+def test_pty_job_control_and_kill_reaches_background_jobs(sandbox, test_user) -> None:
     handle = sandbox.pty.create(PtySize(rows=24, cols=80), user=test_user.pw_name)
     term = Terminal(handle)
     sandbox.pty.send_stdin(handle.pid, b"sleep 100 &\necho JOB=$!\njobs\n")
@@ -76,7 +76,7 @@ def test_pty_job_control_and_kill_reaches_background_jobs(sandbox, test_user) ->
     assert sandbox.pty.kill(handle.pid) is False
 
 
-def test_pty_stream_input(sandbox, test_user) -> None:  # noqa: ANN001
+def test_pty_stream_input(sandbox, test_user) -> None:
     handle = sandbox.pty.create(PtySize(rows=24, cols=80), user=test_user.pw_name)
     term = Terminal(handle)
     sandbox.pty.stream_input(handle.pid, [b"echo $((", b"6*", b"7))\n"])
@@ -84,7 +84,7 @@ def test_pty_stream_input(sandbox, test_user) -> None:  # noqa: ANN001
     assert sandbox.pty.kill(handle.pid)
 
 
-def test_pty_connect_reattaches(sandbox, test_user) -> None:  # noqa: ANN001
+def test_pty_connect_reattaches(sandbox, test_user) -> None:
     handle = sandbox.pty.create(PtySize(rows=24, cols=80), user=test_user.pw_name, timeout=0)
     handle.disconnect()
     again = sandbox.pty.connect(handle.pid)
@@ -94,7 +94,7 @@ def test_pty_connect_reattaches(sandbox, test_user) -> None:  # noqa: ANN001
     assert sandbox.pty.kill(handle.pid)
 
 
-def test_pty_as_test_user(sandbox, test_user) -> None:  # noqa: ANN001
+def test_pty_as_test_user(sandbox, test_user) -> None:
     handle = sandbox.pty.create(PtySize(rows=24, cols=80), user=test_user.pw_name)
     term = Terminal(handle)
     sandbox.pty.send_stdin(handle.pid, b"echo U=$(id -u)\n")
@@ -102,7 +102,7 @@ def test_pty_as_test_user(sandbox, test_user) -> None:  # noqa: ANN001
     assert sandbox.pty.kill(handle.pid)
 
 
-def test_stdin_only_calls_refuse_a_pty(sandbox, test_user, sdk_env: EnvdProcess) -> None:  # noqa: ANN001
+def test_stdin_only_calls_refuse_a_pty(sandbox, test_user, sdk_env: EnvdProcess) -> None:
     handle = sandbox.pty.create(PtySize(rows=24, cols=80), user=test_user.pw_name)
     with pytest.raises(Exception, match="PTY"):
         sandbox.commands.close_stdin(handle.pid)

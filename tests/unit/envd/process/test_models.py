@@ -21,8 +21,12 @@ def test_end_from_exit_statuses() -> None:
 
 @pytest.mark.parametrize(
     ("status", "text"),
-    [(9, "signal: killed"), (15, "signal: terminated"), (1, "signal: hangup"),
-     (11 | 0x80, "signal: segmentation fault (core dumped)")],
+    [
+        (9, "signal: killed"),
+        (15, "signal: terminated"),
+        (1, "signal: hangup"),
+        (11 | 0x80, "signal: segmentation fault (core dumped)"),
+    ],
 )
 def test_end_from_signals(status: int, text: str) -> None:
     end = ProcessEnd.from_wait_status(status)
@@ -33,10 +37,18 @@ USER = User(name="u", uid=1000, gid=1000, home="/home/u", shell="/bin/sh", group
 
 
 def test_env_layers_request_over_init_over_login() -> None:
-    env = build_env(user=USER, init_env={"A": "init", "B": "init", "HOME": "/x"},
-                    request_env={"B": "req"})
-    assert env == {"PATH": DEFAULT_PATH, "HOME": "/x", "USER": "u", "LOGNAME": "u",
-                   "SHELL": "/bin/sh", "A": "init", "B": "req"}
+    env = build_env(
+        user=USER, init_env={"A": "init", "B": "init", "HOME": "/x"}, request_env={"B": "req"}
+    )
+    assert env == {
+        "PATH": DEFAULT_PATH,
+        "HOME": "/x",
+        "USER": "u",
+        "LOGNAME": "u",
+        "SHELL": "/bin/sh",
+        "A": "init",
+        "B": "req",
+    }
 
 
 @pytest.mark.parametrize(
