@@ -20,8 +20,10 @@ system_packages=(
   util-linux                         # mount, nsenter, unshare
   iproute2 nftables                  # per-sandbox network namespaces, bridge, NAT
   runc                               # the default OCI runtime
+  runsc                              # gVisor, the stronger-isolation runtime (ptrace platform)
+  tini                               # PID 1 in sandboxes: reaps zombies
   busybox-static                     # the tiny `busybox` template
-  patchelf                           # envd's relocatable, self-contained bundle
+  patchelf binutils libc-bin         # envd's relocatable, self-contained bundle (patchelf, strip, ldd)
 )
 
 log() { printf 'install.sh: %s\n' "$*" >&2; }

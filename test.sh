@@ -10,8 +10,8 @@ cd "$here"
 ./install.sh
 
 # Test-only system packages: a real PostgreSQL server for the store tests, dosfstools for a
-# filesystem without user xattrs.
-test_packages=(postgresql dosfstools)
+# filesystem without user xattrs, musl to prove envd's bundle runs in a musl image.
+test_packages=(postgresql dosfstools musl)
 missing=()
 for pkg in "${test_packages[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
