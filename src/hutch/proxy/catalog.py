@@ -1,0 +1,88 @@
+"""Which sandboxes exist and where they listen: the one thing the proxy asks the outside.
+
+:class:`SandboxCatalog` is the seam (infra's client-proxy ``SandboxesCatalog``): the embedded
+``hutch serve`` hands in an :class:`InMemorySandboxCatalog` that its node keeps current; a
+scale-out proxy would implement the same Protocol over the shared store.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Protocol
+from urllib.parse import parse_qs
+
+from hutch.shared.ids import SandboxID
+from hutch.shared.signatures import FILE_OPERATIONS, signature_matches
+
+
+@dataclass(frozen=True, slots=True)
+class SandboxRoute:
+    """Where one sandbox is reached, and what routing by signature needs to know of it.
+
+    ``ports`` remaps a sandbox port to another port at ``host``: for sandboxes sharing the
+    host's network (a bare envd in tests and development) whose envd is not on 49983.
+    """
+
+    sandbox_id: SandboxID
+    host: str
+    envd_access_token: str | None = None
+    running: bool = True
+    ports: Mapping[int, int] = field(default_factory=dict)
+
+    def address(self, port: int) -> tuple[str, int]:
+        """The ``(host, port)`` to connect to for the sandbox's ``port``."""
+        return self.host, self.ports.get(port, port)
+
+
+class SandboxCatalog(Protocol):
+    """Looks sandboxes up for the proxy; implementations must be cheap to call per request."""
+
+    def find(self, sandbox_id: SandboxID) -> SandboxRoute | None:
+        """The sandbox's route, or None when it does not exist (or no longer)."""
+        ...
+
+    def find_by_file_signature(self, query_string: bytes, method: str) -> SandboxRoute | None:
+        """The one running sandbox whose envd token made the signed ``/files`` query, or None."""
+        ...
+
+
+def _signed_by(route: SandboxRoute, query: Mapping[str, list[str]], operation: str) -> bool:
+    token = route.envd_access_token
+    return route.running and token is not None and signature_matches(
+        query, operation=operation, token=token
+    )
+
+
+class InMemorySandboxCatalog:
+    """A :class:`SandboxCatalog` in a dict: for the single-process ``hutch serve`` and tests.
+
+    Routing by signature tries every token: one sha256 per running secure sandbox, which is
+    microseconds for the hundreds of sandboxes a node holds.
+    """
+
+    def __init__(self, routes: Mapping[SandboxID, SandboxRoute] | None = None) -> None:
+        self._routes: dict[SandboxID, SandboxRoute] = dict(routes or {})
+
+    def put(self, route: SandboxRoute) -> None:
+        """Add or replace the route of ``route.sandbox_id``."""
+        self._routes[route.sandbox_id] = route
+
+    def remove(self, sandbox_id: SandboxID) -> None:
+        """Forget a sandbox (killed); unknown ids are ignored."""
+        self._routes.pop(sandbox_id, None)
+
+    def find(self, sandbox_id: SandboxID) -> SandboxRoute | None:
+        """See :meth:`SandboxCatalog.find`."""
+        return self._routes.get(sandbox_id)
+
+    def find_by_file_signature(self, query_string: bytes, method: str) -> SandboxRoute | None:
+        """See :meth:`SandboxCatalog.find_by_file_signature`."""
+        operation = FILE_OPERATIONS.get(method)
+        if operation is None:
+            return None
+        query = parse_qs(query_string.decode("latin-1"), keep_blank_values=True)
+        for route in list(self._routes.values()):
+            if _signed_by(route, query, operation):
+                return route
+        return None

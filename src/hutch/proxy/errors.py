@@ -1,0 +1,52 @@
+"""The proxy's own answers: errors raised while routing, and their E2B JSON bodies.
+
+The 502 messages are matched by the SDK (``e2b/exceptions.py``): ``"was not found"`` raises
+``SandboxNotRunningException`` and ``"port is not open"`` ``SandboxUnreachableException``, so
+their wording is part of the wire contract (e2b-compat.md §1.2, §6.20). Bodies never say
+which other sandboxes exist.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Final
+
+from hutch.shared.errors import InvalidArgumentError
+
+SANDBOX_NOT_FOUND: Final = "The sandbox was not found"
+PORT_NOT_OPEN: Final = "The sandbox is running but port is not open"
+INVALID_SIGNATURE: Final = "missing or invalid signature"
+
+
+class RoutingError(InvalidArgumentError):
+    """The request names no sandbox, or names one badly (answered with 400)."""
+
+
+def json_body(status: int, message: str, **fields: object) -> bytes:
+    """An E2B error body: ``{"code": status, "message": ..., **fields}``."""
+    return json.dumps({**fields, "message": message, "code": status}).encode()
+
+
+def bad_request(message: str) -> tuple[int, bytes]:
+    """400 for a request the proxy cannot route."""
+    return 400, json_body(400, message)
+
+
+def sandbox_not_found(sandbox_id: str) -> tuple[int, bytes]:
+    """502 for an unknown, killed or not-running sandbox."""
+    return 502, json_body(502, SANDBOX_NOT_FOUND, sandboxId=sandbox_id)
+
+
+def port_not_open(sandbox_id: str, port: int) -> tuple[int, bytes]:
+    """502 when nothing accepts connections on the sandbox's port."""
+    return 502, json_body(502, PORT_NOT_OPEN, sandboxId=sandbox_id, port=port)
+
+
+def invalid_signature() -> tuple[int, bytes]:
+    """401 for a signed URL no sandbox's token verifies: the same for every sandbox."""
+    return 401, json_body(401, INVALID_SIGNATURE)
+
+
+def upstream_failed(sandbox_id: str, port: int) -> tuple[int, bytes]:
+    """502 when the sandbox's server broke the exchange before it answered."""
+    return 502, json_body(502, "The sandbox did not answer", sandboxId=sandbox_id, port=port)

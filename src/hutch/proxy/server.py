@@ -1,0 +1,268 @@
+"""The proxy's ASGI app: route each request to ``(sandbox, port)`` and stream it both ways.
+
+Design (docs/proxy.md): one pooled ``httpx.AsyncClient`` per app. The request body is an
+async iterator over ASGI ``receive()`` chunks and the response is relayed with
+``aiter_raw()``, so no body is ever held whole and ``Content-Encoding`` passes untouched.
+While the response streams, a watcher waits for the client's ``http.disconnect`` and
+cancels the exchange, which closes the upstream connection: the SDK cancels a Connect
+stream by closing its connection (e2b-compat.md §4.1), and envd must see that at once.
+
+WebSocket upgrades never reach this app; :mod:`hutch.proxy.websocket` relays them below
+ASGI.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
+from http.cookiejar import CookieJar, DefaultCookiePolicy
+from typing import Any, Final
+
+import httpx
+
+from hutch.proxy import errors
+from hutch.proxy.catalog import SandboxCatalog, SandboxRoute
+from hutch.proxy.routing import SandboxTarget, SignedFileTarget, route
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+
+#: RFC 9110 §7.6.1 hop-by-hop headers, plus those the proxy sets itself. ``Host`` is
+#: rewritten to the upstream address; headers named in ``Connection`` are dropped too.
+HOP_BY_HOP: Final = frozenset(
+    {
+        b"connection", b"keep-alive", b"proxy-connection", b"te", b"trailer", b"trailers",
+        b"transfer-encoding", b"upgrade", b"proxy-authenticate", b"proxy-authorization",
+    }
+)
+_REQUEST_DROP: Final = HOP_BY_HOP | {b"host"}
+
+
+class _ClientDisconnected(Exception):
+    """The client went away while its request body was being read."""
+
+
+def create_client() -> httpx.AsyncClient:
+    """The pooled upstream client.
+
+    No timeouts but connect: Connect streams and watches legitimately idle for minutes (the
+    SDK's own deadlines bound them). ``trust_env=False``: an ``HTTP_PROXY`` in the
+    environment must not divert sandbox traffic. Cookies are refused, or one client's
+    cookies would leak into another's requests through the shared jar.
+    """
+    return httpx.AsyncClient(
+        timeout=httpx.Timeout(None, connect=10.0),
+        limits=httpx.Limits(max_connections=None, max_keepalive_connections=200),
+        follow_redirects=False,
+        trust_env=False,
+        cookies=CookieJar(policy=DefaultCookiePolicy(allowed_domains=[])),
+    )
+
+
+def _drop_set(headers: list[tuple[bytes, bytes]], base: frozenset[bytes]) -> set[bytes]:
+    """``base`` plus every header the ``Connection`` header names (RFC 9110 §7.6.1)."""
+    drop = set(base)
+    for key, value in headers:
+        if key.lower() == b"connection":
+            drop.update(token.strip().lower() for token in value.split(b","))
+    return drop
+
+
+def _forwarded(scope: Scope, headers: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
+    """``X-Forwarded-For/-Host/-Proto``: append to the chain, keep the original host."""
+    client = scope.get("client")
+    client_ip = client[0].encode() if client else b""
+    prior = [v for k, v in headers if k.lower() == b"x-forwarded-for"]
+    host = next((v for k, v in headers if k.lower() == b"host"), b"")
+    return [
+        (b"x-forwarded-for", b", ".join([*prior, client_ip]) if prior else client_ip),
+        (b"x-forwarded-host", host),
+        (b"x-forwarded-proto", str(scope.get("scheme", "http")).encode()),
+    ]
+
+
+def upstream_headers(scope: Scope) -> list[tuple[bytes, bytes]]:
+    """The request headers to send upstream (hop-by-hop removed, forwarding added)."""
+    headers: list[tuple[bytes, bytes]] = list(scope["headers"])
+    drop = _drop_set(headers, _REQUEST_DROP) | {b"x-forwarded-for", b"x-forwarded-host", b"x-forwarded-proto"}
+    kept = [(k, v) for k, v in headers if k.lower() not in drop]
+    return kept + _forwarded(scope, headers)
+
+
+def downstream_headers(response: httpx.Response) -> list[tuple[bytes, bytes]]:
+    """The response headers to send back (hop-by-hop removed; uvicorn re-frames the body)."""
+    raw = list(response.headers.raw)
+    drop = _drop_set(raw, HOP_BY_HOP)
+    return [(k, v) for k, v in raw if k.lower() not in drop]
+
+
+def _has_body(scope: Scope) -> bool:
+    for key, value in scope["headers"]:
+        name = key.lower()
+        if name == b"transfer-encoding" or (name == b"content-length" and value.strip() != b"0"):
+            return True
+    return False
+
+
+async def _respond(send: Send, answer: tuple[int, bytes]) -> None:
+    status, body = answer
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+class ProxyApp:
+    """The ASGI app (module docstring). Build it with :func:`create_app`."""
+
+    def __init__(self, catalog: SandboxCatalog, client: httpx.AsyncClient | None) -> None:
+        self.catalog = catalog
+        self._owns_client = client is None
+        self._client = client
+
+    @property
+    def client(self) -> httpx.AsyncClient:
+        # Created lazily, inside the server's event loop: an httpx pool is loop-bound.
+        if self._client is None:
+            self._client = create_client()
+        return self._client
+
+    async def aclose(self) -> None:
+        """Close the upstream pool if this app created it."""
+        if self._owns_client and self._client is not None:
+            await self._client.aclose()
+            self._client = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            await self._lifespan(receive, send)
+        elif scope["type"] == "http":
+            await self._http(scope, receive, send)
+        # "websocket" scopes only exist when a server without our relay upgrades; refuse them
+        # by returning, which the server turns into a 403.
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await self.aclose()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    def _resolve(self, scope: Scope) -> tuple[SandboxRoute, int] | tuple[int, bytes]:
+        """The sandbox and port a request goes to, or the error answer to give instead."""
+        try:
+            target = route(
+                method=scope["method"], path=scope["path"],
+                query_string=scope.get("query_string", b""), headers=scope["headers"],
+            )
+        except errors.RoutingError as exc:
+            return errors.bad_request(exc.public_message)
+        if isinstance(target, SignedFileTarget):
+            found = self.catalog.find_by_file_signature(scope.get("query_string", b""), scope["method"])
+            return (found, target.port) if found is not None else errors.invalid_signature()
+        assert isinstance(target, SandboxTarget)
+        found = self.catalog.find(target.sandbox_id)
+        if found is None or not found.running:
+            return errors.sandbox_not_found(target.sandbox_id)
+        return found, target.port
+
+    async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
+        resolved = self._resolve(scope)
+        if isinstance(resolved[0], int):
+            await _respond(send, resolved)  # type: ignore[arg-type]
+            return
+        sandbox, port = resolved  # type: ignore[misc]
+        await _Exchange(self.client, scope, receive, send, sandbox, port).run()
+
+
+class _Exchange:
+    """One proxied request/response, cancelled as a whole when the client disconnects."""
+
+    def __init__(
+        self, client: httpx.AsyncClient, scope: Scope, receive: Receive, send: Send,
+        sandbox: SandboxRoute, port: int,
+    ) -> None:
+        self.client, self.scope, self.receive, self.send = client, scope, receive, send
+        self.sandbox, self.port = sandbox, port
+        self.body_done = asyncio.Event()
+        self.started = False
+
+    def _url(self) -> str:
+        host, port = self.sandbox.address(self.port)
+        target = self.scope.get("raw_path") or self.scope["path"].encode()
+        query = self.scope.get("query_string", b"")
+        if query:
+            target += b"?" + query
+        return f"http://{host}:{port}{target.decode('latin-1')}"
+
+    async def _body(self) -> AsyncIterator[bytes]:
+        try:
+            while True:
+                message = await self.receive()
+                if message["type"] == "http.disconnect":
+                    raise _ClientDisconnected
+                chunk = message.get("body", b"")
+                if chunk:
+                    yield chunk
+                if not message.get("more_body", False):
+                    return
+        finally:
+            self.body_done.set()
+
+    async def _forward(self) -> None:
+        content = self._body() if _has_body(self.scope) else None
+        if content is None:
+            self.body_done.set()
+        request = httpx.Request(
+            self.scope["method"], self._url(), headers=upstream_headers(self.scope), content=content
+        )
+        try:
+            response = await self.client.send(request, stream=True)
+        except (httpx.ConnectError, httpx.ConnectTimeout):
+            await _respond(self.send, errors.port_not_open(self.sandbox.sandbox_id, self.port))
+            return
+        except httpx.TransportError:
+            if not self.body_done.is_set():
+                raise  # the client stopped sending: nobody left to answer
+            await _respond(self.send, errors.upstream_failed(self.sandbox.sandbox_id, self.port))
+            return
+        try:
+            await self.send(
+                {"type": "http.response.start", "status": response.status_code,
+                 "headers": downstream_headers(response)}
+            )
+            self.started = True
+            # aiter_raw: bytes as they arrive, still encoded; a Connect stream's frames reach
+            # the client as soon as envd writes them.
+            async for chunk in response.aiter_raw():
+                await self.send({"type": "http.response.body", "body": chunk, "more_body": True})
+            await self.send({"type": "http.response.body", "body": b""})
+        finally:
+            await response.aclose()
+
+    async def _watch_disconnect(self) -> None:
+        await self.body_done.wait()
+        while (await self.receive())["type"] != "http.disconnect":
+            pass
+
+    async def run(self) -> None:
+        forward = asyncio.ensure_future(self._forward())
+        watch = asyncio.ensure_future(self._watch_disconnect())
+        try:
+            await asyncio.wait({forward, watch}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in (forward, watch):
+                task.cancel()
+            for task in (forward, watch):
+                with contextlib.suppress(asyncio.CancelledError, _ClientDisconnected):
+                    await task
+
+
+def create_app(catalog: SandboxCatalog, *, client: httpx.AsyncClient | None = None) -> ProxyApp:
+    """The proxy app over ``catalog``; ``client`` is the upstream pool (default: its own)."""
+    return ProxyApp(catalog, client)
