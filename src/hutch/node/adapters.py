@@ -1,0 +1,68 @@
+"""Small adapters for the sandbox domain's own ports: overlay rootfs and the envd client.
+
+``OverlayRootfs`` wraps ``rootfs.py``'s mount calls; ``HttpEnvdClient`` speaks envd's HTTP
+API with httpx (the node may use httpx; envd itself may not).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+
+import httpx
+
+from hutch.node import rootfs
+from hutch.shared.errors import HutchError
+
+
+class OverlayRootfs:
+    """Satisfies ``RootfsLayer`` with one overlayfs mount per sandbox (``rootfs.py``)."""
+
+    def mount(self, sandbox_dir: Path, *, lower: Path) -> Path:
+        """Mount ``<sandbox_dir>/rootfs`` over ``lower``."""
+        return rootfs.mount_rootfs(sandbox_dir, lower=[lower])
+
+    def remove(self, sandbox_dir: Path) -> None:
+        """Unmount and delete rootfs, upper and work."""
+        rootfs.remove_rootfs(sandbox_dir)
+
+    def mounted_under(self, directory: Path) -> list[Path]:
+        """Mount points at or below ``directory``, deepest first."""
+        return rootfs.find_mounts_under(directory)
+
+
+class EnvdInitError(HutchError):
+    """envd refused ``/init`` (its status and body are in the message)."""
+
+
+class HttpEnvdClient:
+    """Satisfies ``EnvdClient`` over one pooled ``httpx.AsyncClient``.
+
+    ``trust_env=False``: an operator's ``HTTP_PROXY`` must never route node-to-sandbox
+    traffic through a proxy that cannot reach the sandbox bridge.
+    """
+
+    def __init__(self, *, timeout_s: float = 5.0, probe_timeout_s: float = 1.0) -> None:
+        self._client = httpx.AsyncClient(timeout=timeout_s, trust_env=False)
+        self._probe_timeout = probe_timeout_s
+
+    async def healthy(self, envd_url: str) -> bool:
+        """``GET /health`` answered 204."""
+        try:
+            resp = await self._client.get(envd_url + "/health", timeout=self._probe_timeout)
+        except httpx.HTTPError:
+            return False
+        return resp.status_code == 204
+
+    async def init(self, envd_url: str, body: Mapping[str, object]) -> None:
+        """``POST /init``; raise :class:`EnvdInitError` unless it answers 204."""
+        try:
+            resp = await self._client.post(envd_url + "/init", json=dict(body))
+        except httpx.HTTPError as exc:
+            raise EnvdInitError(f"POST {envd_url}/init failed: {exc!r}") from exc
+        if resp.status_code != 204:
+            raise EnvdInitError(f"POST {envd_url}/init: {resp.status_code} {resp.text[:500]}")
+
+    async def aclose(self) -> None:
+        """Close the connection pool."""
+        await self._client.aclose()

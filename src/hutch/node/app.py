@@ -1,0 +1,86 @@
+"""The node's composition root: build a :class:`SandboxManager` from ``NodeSettings``.
+
+The only place where the sandbox domain meets its real adapters (runc or runsc, Linux
+networking, overlayfs, templates on disk, envd over HTTP).
+"""
+
+from __future__ import annotations
+
+import resource
+from dataclasses import dataclass
+
+from hutch.node.adapters import HttpEnvdClient, OverlayRootfs
+from hutch.node.envd_bundle import build_envd_bundle
+from hutch.node.network.base import NetworkSettings
+from hutch.node.network.linux import LinuxSandboxNetworks
+from hutch.node.runtime.runc import RuncRuntime
+from hutch.node.runtime.runsc import RunscRuntime
+from hutch.node.sandbox.manager import SandboxManager
+from hutch.node.sandbox.models import ManagerConfig
+from hutch.node.settings import NodeSettings
+from hutch.node.templates.artifact import DirTemplateStore
+from hutch.shared.errors import NotFoundError
+
+
+@dataclass(frozen=True, slots=True)
+class Node:
+    """A built node: its manager and the pieces the caller may close or inspect."""
+
+    manager: SandboxManager
+    envd: HttpEnvdClient
+    networks: LinuxSandboxNetworks
+    templates: DirTemplateStore
+
+    async def aclose(self) -> None:
+        """Release the node's own resources (sandboxes keep running)."""
+        await self.envd.aclose()
+
+
+def network_settings(settings: NodeSettings) -> NetworkSettings:
+    """The network adapter's settings from the node's."""
+    return NetworkSettings(
+        bridge=settings.bridge,
+        subnet=settings.subnet,
+        netns_prefix=settings.netns_prefix,
+        veth_prefix=settings.veth_prefix,
+        table=settings.nft_table,
+        manage_ip_forward=settings.manage_ip_forward,
+    )
+
+
+def build_node(settings: NodeSettings, *, build_bundle: bool = True) -> Node:
+    """Wire a node; build envd's bundle first when it is missing and ``build_bundle``.
+
+    Call ``await node.manager.start()`` and then ``reconcile`` with the store's ids.
+    """
+    if not settings.tini_path.is_file():
+        raise NotFoundError(f"{settings.tini_path} is missing (apt-get install tini)")
+    bundle = settings.envd_bundle_path
+    if not (bundle / "SHA256").is_file():
+        if not build_bundle:
+            raise NotFoundError(f"envd bundle missing at {bundle}")
+        build_envd_bundle(bundle)
+    runtime = (
+        RunscRuntime(root=settings.runtime_root, platform=settings.runsc_platform)
+        if settings.runtime == "runsc"
+        else RuncRuntime(root=settings.runtime_root)
+    )
+    networks = LinuxSandboxNetworks(network_settings(settings))
+    templates = DirTemplateStore(settings.templates_dir)
+    envd = HttpEnvdClient()
+    config = ManagerConfig(
+        sandboxes_dir=settings.sandboxes_dir,
+        envd_bundle_dir=bundle,
+        tini_path=settings.tini_path,
+        cgroup_parent=settings.cgroup_parent,
+        max_sandboxes=settings.max_sandboxes,
+        ready_timeout_s=settings.envd_ready_timeout_s,
+        dns_servers=settings.dns_servers,
+        pids_limit=settings.pids_limit,
+        max_nofile=resource.getrlimit(resource.RLIMIT_NOFILE)[1],
+    )
+    manager = SandboxManager(
+        config=config, runtime=runtime, networks=networks, rootfs=OverlayRootfs(),
+        templates=templates, envd=envd,
+    )  # fmt: skip
+    return Node(manager=manager, envd=envd, networks=networks, templates=templates)

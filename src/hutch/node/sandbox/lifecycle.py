@@ -1,0 +1,112 @@
+"""Pure-ish steps of a sandbox's creation: its per-sandbox files and its OCI spec.
+
+Kept apart from ``manager.py`` so the manager reads as the ordered flow (and its rollback)
+and these stay testable without a runtime.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from ipaddress import IPv4Address
+from pathlib import Path
+from typing import Any, Final
+
+from hutch.node.bundle import BindMount, SandboxSpec, build_spec
+from hutch.node.envd_bundle import envd_argv
+from hutch.node.sandbox.models import ManagerConfig
+from hutch.node.templates.artifact import TemplateArtifact
+from hutch.shared.paths import ENVD_BUNDLE_DIR_IN_SANDBOX, ENVD_PORT
+
+#: tini sits beside envd's bundle, under the directory hutch owns inside every sandbox.
+TINI_IN_SANDBOX: Final = "/.hutch/tini"
+
+
+def write_etc_files(
+    upper: Path, *, sandbox_id: str, address: IPv4Address, dns_servers: Sequence[str]
+) -> None:
+    """Put ``/etc/resolv.conf`` and ``/etc/hosts`` into the overlay's upper layer.
+
+    Written into the upper directory *before* the overlay is mounted, they shadow the
+    template's files like any user edit would: the sandbox can change them, nothing is
+    bind-mounted over them, and the template stays untouched. The resolvers must be
+    reachable through NAT (the host's own resolver is firewalled off from sandboxes).
+    """
+    etc = upper / "etc"
+    etc.mkdir(mode=0o755, parents=True, exist_ok=True)
+    os.chmod(etc, 0o755)
+    resolv = "".join(f"nameserver {server}\n" for server in dns_servers)
+    hosts = (
+        "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n"
+        f"{address}\t{sandbox_id}\n"
+    )
+    for name, text in (("resolv.conf", resolv), ("hosts", hosts)):
+        path = etc / name
+        path.write_text(text)
+        os.chmod(path, 0o644)
+
+
+def sandbox_spec(
+    *,
+    sandbox_id: str,
+    rootfs: Path,
+    template: TemplateArtifact,
+    cpu_count: float,
+    memory_mb: int,
+    netns_path: Path,
+    config: ManagerConfig,
+) -> SandboxSpec:
+    """tini as PID 1 (it reaps zombies; see HOST-NOTES) running envd as root.
+
+    envd is told the template's default user, which user processes run as; envd itself
+    needs root to switch to any user a request names.
+    """
+    args = [
+        TINI_IN_SANDBOX,
+        "--",
+        *envd_argv(),
+        "--host", "0.0.0.0",
+        "--port", str(ENVD_PORT),
+        "--user", template.default_user,
+        "--workdir", template.workdir,
+    ]  # fmt: skip
+    return SandboxSpec(
+        sandbox_id=sandbox_id,
+        rootfs=rootfs,
+        args=args,
+        env=dict(template.env),
+        cwd="/",
+        cpu_count=cpu_count,
+        memory_mb=memory_mb,
+        pids_limit=config.pids_limit,
+        netns_path=netns_path,
+        bind_mounts=(
+            BindMount(config.envd_bundle_dir, ENVD_BUNDLE_DIR_IN_SANDBOX, read_only=True),
+            BindMount(config.tini_path, TINI_IN_SANDBOX, read_only=True),
+        ),
+    )
+
+
+def oci_config(spec: SandboxSpec, *, config: ManagerConfig) -> dict[str, Any]:
+    """``config.json`` for ``spec`` with the node's cgroup parent and nofile cap."""
+    return build_spec(spec, cgroup_parent=config.cgroup_parent, max_nofile=config.max_nofile)
+
+
+def init_body(
+    *,
+    env_vars: Mapping[str, str],
+    access_token: str | None,
+    default_user: str,
+    workdir: str,
+    timestamp: float,
+) -> dict[str, object]:
+    """envd's ``/init`` request (E2B's field names)."""
+    body: dict[str, object] = {
+        "envVars": dict(env_vars),
+        "defaultUser": default_user,
+        "defaultWorkdir": workdir,
+        "timestamp": timestamp,
+    }
+    if access_token:
+        body["accessToken"] = access_token
+    return body

@@ -1,0 +1,335 @@
+"""``SandboxManager``: create, kill, list and reconcile the sandboxes of one node.
+
+Create is one ordered flow, and every step that leaves something on the host pushes its
+undo onto a stack, so a failure anywhere (or a cancellation) unwinds exactly what was done::
+
+    sandbox dir -> network (netns, veth, address) -> /etc files in the upper layer
+    -> overlay rootfs -> config.json -> runtime create + start -> envd /health -> envd /init
+
+Boot (everything up to a healthy envd) and personalisation (``/init``: env vars, access
+token, user, workdir) are separate methods, so a warm pool can boot sandboxes ahead of
+demand and initialise one when a request comes. Nothing in the OCI spec depends on the
+request beyond id, template, resources and internet access.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import shutil
+import time
+from collections.abc import Awaitable, Callable, Iterable
+from ipaddress import IPv4Address
+from pathlib import Path
+
+from hutch.node.bundle import validate_sandbox_id, write_bundle
+from hutch.node.runtime.base import Runtime, RuntimeFailedError, RuntimeStatus
+from hutch.node.sandbox import lifecycle
+from hutch.node.sandbox.models import (
+    ManagerConfig,
+    ReconcileReport,
+    RunningSandbox,
+    SandboxNotFoundError,
+    SandboxRequest,
+)
+from hutch.node.sandbox.ports import EnvdClient, NodeNetworks, RootfsLayer, TemplateStore
+from hutch.node.templates.artifact import TemplateArtifact
+from hutch.shared.errors import (
+    AlreadyExistsError,
+    DeadlineExceededError,
+    HutchError,
+    NotFoundError,
+    ResourceExhaustedError,
+)
+from hutch.shared.paths import ENVD_PORT
+
+log = logging.getLogger("hutch.node.sandbox")
+
+_RECORD = "sandbox.json"
+_ENVD_LOG = "envd.log"
+#: Readiness polling: start fast (envd is usually up within a few hundred ms), back off.
+_POLL_FIRST_S = 0.005
+_POLL_MAX_S = 0.05
+#: How often, while polling, to ask the runtime whether PID 1 died (fail fast, with its log).
+_LIVENESS_EVERY_S = 0.5
+
+Undo = Callable[[], Awaitable[None]]
+
+
+class SandboxManager:
+    """Owns this node's sandboxes: their directories, networks, rootfs and containers."""
+
+    def __init__(
+        self,
+        *,
+        config: ManagerConfig,
+        runtime: Runtime,
+        networks: NodeNetworks,
+        rootfs: RootfsLayer,
+        templates: TemplateStore,
+        envd: EnvdClient,
+    ) -> None:
+        self._config = config
+        self._runtime = runtime
+        self._networks = networks
+        self._rootfs = rootfs
+        self._templates = templates
+        self._envd = envd
+        self._running: dict[str, RunningSandbox] = {}
+        #: Ids being created or killed: they count against the limit and cannot be reused.
+        self._busy: set[str] = set()
+
+    @property
+    def config(self) -> ManagerConfig:
+        """The node-level facts this manager was built with."""
+        return self._config
+
+    async def start(self) -> None:
+        """Prepare the host (bridge, firewall, directories). Call once before anything else."""
+        self._config.sandboxes_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        await self._networks.ensure_bridge()
+
+    # ---- create -------------------------------------------------------------------------
+
+    async def create(self, request: SandboxRequest) -> RunningSandbox:
+        """Boot a sandbox from ``request.template`` and initialise its envd.
+
+        Raises:
+            InvalidArgumentError: a bad id or resource value.
+            TemplateNotFoundError: the template is not built on this node.
+            AlreadyExistsError: the id is in use here.
+            ResourceExhaustedError: the node runs ``max_sandboxes`` already.
+            RuntimeFailedError, DeadlineExceededError: the sandbox did not come up; nothing
+                of it is left behind.
+        """
+        sandbox_id = validate_sandbox_id(request.sandbox_id)
+        template = await self._templates.get(request.template)
+        self._claim(sandbox_id)
+        undo: list[Undo] = []
+        try:
+            sandbox = await self._boot(request, template=template, undo=undo)
+            await self._envd.init(
+                sandbox.envd_url,
+                lifecycle.init_body(
+                    env_vars=request.env_vars,
+                    access_token=request.access_token,
+                    default_user=sandbox.default_user,
+                    workdir=sandbox.workdir,
+                    timestamp=time.time(),
+                ),
+            )
+            (sandbox.sandbox_dir / _RECORD).write_text(sandbox.dumps())
+        except BaseException:
+            await _unwind(undo, sandbox_id=sandbox_id)
+            raise
+        finally:
+            self._busy.discard(sandbox_id)
+        self._running[sandbox_id] = sandbox
+        log.info("sandbox %s running at %s", sandbox_id, sandbox.address)
+        return sandbox
+
+    def _claim(self, sandbox_id: str) -> None:
+        if sandbox_id in self._running or sandbox_id in self._busy:
+            raise AlreadyExistsError(f"sandbox {sandbox_id} already exists on this node")
+        if len(self._running) + len(self._busy) >= self._config.max_sandboxes:
+            raise ResourceExhaustedError(
+                f"node runs {self._config.max_sandboxes} sandboxes already",
+                public_message="this node runs as many sandboxes as it is allowed to",
+            )
+        self._busy.add(sandbox_id)
+
+    async def _boot(
+        self, request: SandboxRequest, *, template: TemplateArtifact, undo: list[Undo]
+    ) -> RunningSandbox:
+        cfg = self._config
+        sid = request.sandbox_id
+        sandbox_dir = cfg.sandboxes_dir / sid
+        try:
+            sandbox_dir.mkdir(mode=0o700)
+        except FileExistsError:
+            raise AlreadyExistsError(f"leftovers of sandbox {sid} exist; reconcile first") from None
+        undo.append(_async(lambda: shutil.rmtree(sandbox_dir, ignore_errors=True)))
+
+        net = await self._networks.setup(sid, allow_internet=request.allow_internet)
+        undo.append(lambda: self._networks.teardown(sid, address=net.address))
+
+        lifecycle.write_etc_files(
+            sandbox_dir / "upper", sandbox_id=sid, address=net.address, dns_servers=cfg.dns_servers
+        )
+        undo.append(_async(lambda: self._rootfs.remove(sandbox_dir)))
+        rootfs = self._rootfs.mount(sandbox_dir, lower=template.rootfs)
+
+        cpu = request.cpu_count if request.cpu_count is not None else template.cpu_count
+        memory = request.memory_mb if request.memory_mb is not None else template.memory_mb
+        spec = lifecycle.sandbox_spec(
+            sandbox_id=sid, rootfs=rootfs, template=template, cpu_count=cpu, memory_mb=memory,
+            netns_path=Path(net.netns_path), config=cfg,
+        )  # fmt: skip
+        write_bundle(sandbox_dir, lifecycle.oci_config(spec, config=cfg))
+
+        undo.append(lambda: self._delete_container(sid))
+        await self._runtime.create(sandbox_dir, sandbox_id=sid, output_path=sandbox_dir / _ENVD_LOG)
+        await self._runtime.start(sid)
+        state = await self._runtime.state(sid)
+        envd_url = f"http://{net.address}:{ENVD_PORT}"
+        await self._wait_healthy(sid, envd_url, sandbox_dir=sandbox_dir)
+        return RunningSandbox(
+            sandbox_id=sid, template=template.name, address=net.address, envd_url=envd_url,
+            pid=state.pid or 0, cpu_count=cpu, memory_mb=memory,
+            default_user=template.default_user, workdir=template.workdir,
+            started_at=time.time(), sandbox_dir=sandbox_dir,
+        )  # fmt: skip
+
+    async def _wait_healthy(self, sandbox_id: str, envd_url: str, *, sandbox_dir: Path) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._config.ready_timeout_s
+        next_liveness = loop.time() + _LIVENESS_EVERY_S
+        pause = _POLL_FIRST_S
+        while not await self._envd.healthy(envd_url):
+            now = loop.time()
+            if now >= deadline:
+                raise DeadlineExceededError(
+                    f"envd of {sandbox_id} not healthy after {self._config.ready_timeout_s}s: "
+                    + _tail(sandbox_dir / _ENVD_LOG),
+                    public_message="the sandbox did not become ready in time",
+                )
+            if now >= next_liveness:
+                next_liveness = now + _LIVENESS_EVERY_S
+                state = await self._runtime.state(sandbox_id)
+                if state.status is RuntimeStatus.STOPPED:
+                    raise RuntimeFailedError(
+                        f"sandbox {sandbox_id} exited before envd was ready: "
+                        + _tail(sandbox_dir / _ENVD_LOG)
+                    )
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, _POLL_MAX_S)
+
+    # ---- kill, list ---------------------------------------------------------------------
+
+    async def kill(self, sandbox_id: str) -> bool:
+        """Remove everything of ``sandbox_id``; True if anything was there. Idempotent."""
+        validate_sandbox_id(sandbox_id)
+        if sandbox_id in self._busy:
+            raise AlreadyExistsError(f"sandbox {sandbox_id} is being created or killed")
+        self._busy.add(sandbox_id)
+        try:
+            known = self._running.get(sandbox_id)
+            found = await self._destroy(sandbox_id, address=known.address if known else None)
+        finally:
+            self._busy.discard(sandbox_id)
+            self._running.pop(sandbox_id, None)
+        return found or known is not None
+
+    async def _destroy(self, sandbox_id: str, *, address: IPv4Address | None = None) -> bool:
+        """Container, rootfs, network, directory: in the reverse order of creation."""
+        sandbox_dir = self._config.sandboxes_dir / sandbox_id
+        found = sandbox_dir.exists()
+        found = await self._delete_container(sandbox_id) or found
+        self._rootfs.remove(sandbox_dir)
+        await self._networks.teardown(sandbox_id, address=address)
+        shutil.rmtree(sandbox_dir, ignore_errors=True)
+        return found
+
+    async def _delete_container(self, sandbox_id: str) -> bool:
+        try:
+            await self._runtime.delete(sandbox_id, force=True)
+        except NotFoundError:
+            return False
+        return True
+
+    def list(self) -> list[RunningSandbox]:
+        """The sandboxes this manager runs, oldest first."""
+        return sorted(self._running.values(), key=lambda s: s.started_at)
+
+    def get(self, sandbox_id: str) -> RunningSandbox:
+        """The running sandbox; raise :class:`SandboxNotFoundError` if there is none."""
+        try:
+            return self._running[sandbox_id]
+        except KeyError:
+            raise SandboxNotFoundError(f"sandbox {sandbox_id} not found") from None
+
+    # ---- reconcile ----------------------------------------------------------------------
+
+    async def reconcile(self, known_ids: Iterable[str]) -> ReconcileReport:
+        """Make the host agree with ``known_ids`` (the store's view), e.g. after a crash.
+
+        Anything present (container, mount, network, directory) whose id is not known is
+        destroyed. A known id whose container runs with its record and network intact is
+        adopted; any other known id is reported missing and its leftovers are removed.
+        """
+        known = set(known_ids)
+        attached = {a.sandbox_id: a for a in await self._networks.recover()}
+        containers = set(await self._runtime.list())
+        present = set(attached) | containers | self._dirs_and_mounts()
+        removed, missing, adopted = [], [], []
+        for sid in sorted(present - known):
+            if sid in self._busy:
+                continue  # being created right now: not an orphan
+            address = attached[sid].address if sid in attached else None
+            await self._destroy(sid, address=address)
+            self._running.pop(sid, None)
+            removed.append(sid)
+        for sid in sorted(known):
+            if sid in self._busy:
+                continue
+            sandbox = await self._adoptable(sid, attached=sid in attached)
+            if sandbox is not None:
+                self._running[sid] = sandbox
+                adopted.append(sid)
+                continue
+            missing.append(sid)
+            if sid in present:
+                await self._destroy(sid, address=attached[sid].address if sid in attached else None)
+            self._running.pop(sid, None)
+        return ReconcileReport(removed=removed, missing=missing, adopted=adopted)
+
+    async def _adoptable(self, sandbox_id: str, *, attached: bool) -> RunningSandbox | None:
+        sandbox_dir = self._config.sandboxes_dir / sandbox_id
+        try:
+            record = json.loads((sandbox_dir / _RECORD).read_text())
+            state = await self._runtime.state(sandbox_id)
+        except (OSError, ValueError, NotFoundError):
+            return None
+        if not attached or state.status is not RuntimeStatus.RUNNING:
+            return None
+        return RunningSandbox.from_json(record, sandbox_dir=sandbox_dir)
+
+    def _dirs_and_mounts(self) -> set[str]:
+        root = self._config.sandboxes_dir
+        ids = {p.relative_to(root).parts[0] for p in self._rootfs.mounted_under(root) if p != root}
+        if root.is_dir():
+            ids |= {p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")}
+        return ids
+
+
+def _async(fn: Callable[[], object]) -> Undo:
+    async def run() -> None:
+        fn()
+
+    return run
+
+
+async def _unwind(undo: list[Undo], *, sandbox_id: str) -> None:
+    """Run the undo stack in reverse; one failing step must not keep the others from running.
+
+    Shielded so that a cancelled create still cleans up what it made.
+    """
+
+    async def run_all() -> None:
+        for step in reversed(undo):
+            try:
+                await step()
+            except (HutchError, OSError):
+                log.exception("rollback of sandbox %s: a step failed", sandbox_id)
+
+    with contextlib.suppress(asyncio.CancelledError):
+        await asyncio.shield(run_all())
+
+
+def _tail(path: Path, limit: int = 2000) -> str:
+    try:
+        return path.read_text(errors="replace")[-limit:] or "(no output)"
+    except OSError:
+        return "(no output)"

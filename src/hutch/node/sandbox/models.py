@@ -1,0 +1,122 @@
+"""The sandbox domain's values: what a create asks for, what a running sandbox is."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from ipaddress import IPv4Address
+from pathlib import Path
+from typing import Any
+
+from hutch.shared.errors import NotFoundError
+
+
+class SandboxNotFoundError(NotFoundError):
+    """This node has no sandbox of that id (404)."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SandboxRequest:
+    """One sandbox to create. ``None`` resources fall back to the template's defaults.
+
+    ``env_vars`` and ``access_token`` reach envd through ``/init`` only (never the OCI
+    spec), so a sandbox prepared ahead of demand can be personalised later.
+    """
+
+    sandbox_id: str
+    template: str
+    env_vars: Mapping[str, str] = field(default_factory=dict)
+    access_token: str | None = None
+    cpu_count: float | None = None
+    memory_mb: int | None = None
+    allow_internet: bool = True
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RunningSandbox:
+    """A sandbox whose envd answered and was initialised.
+
+    ``pid`` is the host pid of its PID 1 (tini); ``started_at`` is wall-clock (epoch s).
+    """
+
+    sandbox_id: str
+    template: str
+    address: IPv4Address
+    envd_url: str
+    pid: int
+    cpu_count: float
+    memory_mb: int
+    default_user: str
+    workdir: str
+    started_at: float
+    sandbox_dir: Path
+
+    def to_json(self) -> dict[str, Any]:
+        """The record kept in ``<sandbox_dir>/sandbox.json`` (re-adopted after a restart)."""
+        return {
+            "sandbox_id": self.sandbox_id,
+            "template": self.template,
+            "address": str(self.address),
+            "envd_url": self.envd_url,
+            "pid": self.pid,
+            "cpu_count": self.cpu_count,
+            "memory_mb": self.memory_mb,
+            "default_user": self.default_user,
+            "workdir": self.workdir,
+            "started_at": self.started_at,
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any], *, sandbox_dir: Path) -> RunningSandbox:
+        """Inverse of :meth:`to_json`."""
+        return cls(
+            sandbox_id=str(data["sandbox_id"]),
+            template=str(data["template"]),
+            address=IPv4Address(data["address"]),
+            envd_url=str(data["envd_url"]),
+            pid=int(data["pid"]),
+            cpu_count=float(data["cpu_count"]),
+            memory_mb=int(data["memory_mb"]),
+            default_user=str(data["default_user"]),
+            workdir=str(data["workdir"]),
+            started_at=float(data["started_at"]),
+            sandbox_dir=sandbox_dir,
+        )
+
+    def dumps(self) -> str:
+        """``sandbox.json``'s text."""
+        return json.dumps(self.to_json(), indent=1) + "\n"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ReconcileReport:
+    """What :meth:`SandboxManager.reconcile` found and did.
+
+    ``removed``: present on the host but unknown to the caller; destroyed.
+    ``missing``: known to the caller but not running here (leftovers cleaned up).
+    ``adopted``: known and running, taken back under management after a restart.
+    """
+
+    removed: Sequence[str] = ()
+    missing: Sequence[str] = ()
+    adopted: Sequence[str] = ()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ManagerConfig:
+    """The node-level facts a :class:`SandboxManager` needs (built from ``NodeSettings``).
+
+    ``envd_bundle_dir`` and ``tini_path`` are host paths bind-mounted read-only into every
+    sandbox. ``max_nofile`` caps the sandbox's RLIMIT_NOFILE at the node's own hard limit.
+    """
+
+    sandboxes_dir: Path
+    envd_bundle_dir: Path
+    tini_path: Path
+    cgroup_parent: str = "/hutch"
+    max_sandboxes: int = 100
+    ready_timeout_s: float = 30.0
+    dns_servers: Sequence[str] = ("1.1.1.1", "8.8.8.8")
+    pids_limit: int = 1024
+    max_nofile: int | None = None

@@ -1,0 +1,58 @@
+"""The Protocols the sandbox domain depends on; adapters satisfy them structurally.
+
+``Runtime`` (``node/runtime/base.py``) and ``SandboxNetworks`` (``node/network/base.py``)
+are the existing seams; the three below are this package's own.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Protocol
+
+from hutch.node.network.base import AttachedNetwork, SandboxNetworks
+from hutch.node.templates.artifact import TemplateArtifact
+
+
+class NodeNetworks(SandboxNetworks, Protocol):
+    """Sandbox networks plus the restart path: find what exists and reserve its addresses."""
+
+    async def recover(self) -> list[AttachedNetwork]:
+        """Every attached sandbox network; their addresses are marked used."""
+        ...
+
+
+class TemplateStore(Protocol):
+    """Published templates on this node."""
+
+    async def get(self, name: str) -> TemplateArtifact:
+        """The artifact; raise ``TemplateNotFoundError`` if it is not built."""
+        ...
+
+
+class RootfsLayer(Protocol):
+    """A sandbox's writable root over a template's read-only tree."""
+
+    def mount(self, sandbox_dir: Path, *, lower: Path) -> Path:
+        """Mount ``<sandbox_dir>/rootfs`` (upper in ``<sandbox_dir>/upper``); return it."""
+        ...
+
+    def remove(self, sandbox_dir: Path) -> None:
+        """Unmount and delete rootfs, upper and work; a no-op for what is not there."""
+        ...
+
+    def mounted_under(self, directory: Path) -> list[Path]:
+        """Mount points at or below ``directory``, deepest first."""
+        ...
+
+
+class EnvdClient(Protocol):
+    """The two envd calls a node makes: readiness and personalisation."""
+
+    async def healthy(self, envd_url: str) -> bool:
+        """Whether ``GET /health`` answers 204 now (False on any connection error)."""
+        ...
+
+    async def init(self, envd_url: str, body: Mapping[str, object]) -> None:
+        """``POST /init`` with ``body``; raise ``HutchError`` if envd refuses it."""
+        ...

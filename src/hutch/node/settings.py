@@ -1,0 +1,78 @@
+"""``NodeSettings``: the node's configuration, read once from ``HUTCH_NODE_*`` variables.
+
+Parsed once in the composition root (``node/app.py``) and passed down; nothing else in the
+node reads the environment.
+"""
+
+from __future__ import annotations
+
+from ipaddress import IPv4Network
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class NodeSettings(BaseSettings):
+    """Where the node keeps its state and how it lays out sandboxes on the host.
+
+    Every global name (bridge, netns and veth prefixes, nft table, cgroup parent) must be
+    unique per node on one host: a second instance (tests, benchmarks) changes all of them.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="HUTCH_NODE_", frozen=True, extra="forbid")
+
+    #: Templates, sandbox directories, runc state and the envd bundle live below this.
+    home: Path = Path("/var/lib/hutch")
+    runtime: Literal["runc", "runsc"] = "runc"
+    #: runsc's ``--platform`` (``systrap`` needs bookworm-backports' runsc).
+    runsc_platform: str = "ptrace"
+    bridge: str = "hutch0"
+    subnet: IPv4Network = IPv4Network("10.11.0.0/16")
+    netns_prefix: str = "hutch-"
+    veth_prefix: str = "hutch"
+    nft_table: str = "hutch"
+    #: Leave ``net.ipv4.ip_forward`` alone (tests); production sets it for NAT.
+    manage_ip_forward: bool = True
+    #: Absolute (from each hierarchy's root) or relative to the node's own cgroup.
+    cgroup_parent: str = "/hutch"
+    max_sandboxes: int = Field(default=100, ge=1)
+    #: How long a new sandbox's envd may take to answer ``/health``.
+    envd_ready_timeout_s: float = Field(default=30.0, gt=0)
+    #: Written into each sandbox's /etc/resolv.conf: the host's own resolver is unreachable
+    #: from sandboxes (the firewall refuses input from the bridge), so these go through NAT.
+    dns_servers: tuple[str, ...] = ("1.1.1.1", "8.8.8.8")
+    #: The static tini every sandbox runs as PID 1 (Debian package ``tini``).
+    tini_path: Path = Path("/usr/bin/tini-static")
+    #: envd's bundle; default ``<home>/envd``. Built there on first start when missing.
+    envd_bundle_dir: Path | None = None
+    pids_limit: int = Field(default=1024, ge=16)
+
+    @model_validator(mode="after")
+    def _check(self) -> NodeSettings:
+        if not self.home.is_absolute():
+            raise ValueError(f"home must be an absolute path: {self.home}")
+        if not self.tini_path.is_absolute():
+            raise ValueError(f"tini_path must be absolute: {self.tini_path}")
+        return self
+
+    @property
+    def templates_dir(self) -> Path:
+        """``<home>/templates``: one directory per template."""
+        return self.home / "templates"
+
+    @property
+    def sandboxes_dir(self) -> Path:
+        """``<home>/sandboxes``: one directory (= OCI bundle) per sandbox."""
+        return self.home / "sandboxes"
+
+    @property
+    def runtime_root(self) -> Path:
+        """The OCI runtime's private ``--root`` state directory."""
+        return self.home / "runtime" / self.runtime
+
+    @property
+    def envd_bundle_path(self) -> Path:
+        """Where envd's bundle is (or will be built)."""
+        return self.envd_bundle_dir or self.home / "envd"

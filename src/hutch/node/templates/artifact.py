@@ -1,0 +1,144 @@
+"""The template artifact format and the directory store that reads it.
+
+One template is one directory::
+
+    <home>/templates/<name>/
+        template.json   format, name, default user, workdir, env, cpu, memory, build info
+        rootfs/         the read-only tree: the overlay's lower layer for every sandbox
+
+A template is published by renaming a fully built temporary directory into place, so a
+reader never sees half a template and a crashed build leaves only a ``.tmp-*`` directory
+(removed by the next build). Later formats (a sealed ext4/erofs image, an OCI import) add a
+``kind`` and keep :class:`TemplateArtifact` as the one thing the node consumes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Final
+
+from hutch.shared.errors import InvalidArgumentError, NotFoundError
+
+FORMAT: Final = 1
+_NAME_RE: Final = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}$")
+
+
+class TemplateNotFoundError(NotFoundError):
+    """No template of that name is published on this node (404)."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TemplateArtifact:
+    """What the node needs to start a sandbox from a template.
+
+    ``rootfs`` is a read-only directory (the overlay's lower layer). ``default_user`` runs
+    user processes; ``workdir`` is where they start; ``env`` is the template's environment;
+    ``cpu_count`` and ``memory_mb`` are the defaults a request may override.
+    """
+
+    name: str
+    rootfs: Path
+    default_user: str = "user"
+    workdir: str = "/home/user"
+    env: Mapping[str, str] = field(default_factory=dict)
+    cpu_count: float = 1.0
+    memory_mb: int = 512
+    #: Free-form facts about the build (builder, sources, duration); not interpreted.
+    build: Mapping[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        """``template.json``'s content (the rootfs path is implied by the directory)."""
+        data = asdict(self)
+        data.pop("rootfs")
+        data["env"] = dict(self.env)
+        data["build"] = dict(self.build)
+        return {"format": FORMAT, **data}
+
+
+def validate_template_name(name: str) -> str:
+    """Return ``name`` if it is usable as a directory name, else raise."""
+    if not _NAME_RE.match(name):
+        raise InvalidArgumentError(f"invalid template name {name!r}: want [a-z0-9._-], 1-63")
+    return name
+
+
+def read_artifact(template_dir: Path) -> TemplateArtifact:
+    """Load the artifact published in ``template_dir``."""
+    meta = template_dir / "template.json"
+    try:
+        data = json.loads(meta.read_text())
+    except FileNotFoundError:
+        raise TemplateNotFoundError(f"template {template_dir.name!r} is not built") from None
+    if data.get("format") != FORMAT:
+        raise InvalidArgumentError(f"{meta}: unknown template format {data.get('format')!r}")
+    return TemplateArtifact(
+        name=data["name"],
+        rootfs=template_dir / "rootfs",
+        default_user=data["default_user"],
+        workdir=data["workdir"],
+        env=dict(data.get("env", {})),
+        cpu_count=float(data["cpu_count"]),
+        memory_mb=int(data["memory_mb"]),
+        build=dict(data.get("build", {})),
+    )
+
+
+def publish(staging: Path, artifact: TemplateArtifact, *, templates_dir: Path) -> TemplateArtifact:
+    """Write ``template.json`` into ``staging`` (which holds ``rootfs/``) and rename it live.
+
+    An existing template of the same name is replaced: the old directory is renamed aside
+    first and removed afterwards, so readers see either the old or the new one. Sandboxes
+    already running on the old tree keep it through their overlay until they end.
+    """
+    validate_template_name(artifact.name)
+    (staging / "template.json").write_text(json.dumps(artifact.to_json(), indent=1) + "\n")
+    target = templates_dir / artifact.name
+    old = templates_dir / f".old-{artifact.name}-{os.getpid()}"
+    if target.exists():
+        os.rename(target, old)
+    os.rename(staging, target)
+    if old.exists():
+        shutil.rmtree(old, ignore_errors=True)
+    return read_artifact(target)
+
+
+def staging_dir(templates_dir: Path, name: str) -> Path:
+    """A fresh temporary directory beside the published templates (same filesystem)."""
+    validate_template_name(name)
+    templates_dir.mkdir(mode=0o755, parents=True, exist_ok=True)
+    for stale in templates_dir.glob(f".tmp-{name}-*"):
+        shutil.rmtree(stale, ignore_errors=True)  # a crashed earlier build
+    path = templates_dir / f".tmp-{name}-{os.getpid()}"
+    path.mkdir(mode=0o755)
+    return path
+
+
+class DirTemplateStore:
+    """Templates published under one directory; satisfies the domain's ``TemplateStore``."""
+
+    def __init__(self, templates_dir: Path) -> None:
+        self._dir = Path(templates_dir)
+
+    async def get(self, name: str) -> TemplateArtifact:
+        """The artifact of ``name``; raise :class:`TemplateNotFoundError` if not built."""
+        try:
+            validate_template_name(name)
+        except InvalidArgumentError:
+            raise TemplateNotFoundError(f"template {name!r} not found") from None
+        return read_artifact(self._dir / name)
+
+    async def list(self) -> list[TemplateArtifact]:
+        """Every published template, by name."""
+        if not self._dir.is_dir():
+            return []
+        out = []
+        for entry in sorted(self._dir.iterdir()):
+            if not entry.name.startswith(".") and (entry / "template.json").is_file():
+                out.append(read_artifact(entry))
+        return out
