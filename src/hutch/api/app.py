@@ -1,0 +1,125 @@
+"""The composition root of the ``api`` role: ``create_app(settings, node=..., store=...)``.
+
+Wires the store (opened in the lifespan, inside the server's event loop, unless one is
+handed in), the services, the reaper loop and the routes. Routes match the decoded path;
+that is safe because every path parameter is a sandbox id (``[a-z0-9]``, optionally
+``-<clientID>``): an encoded ``/`` can never form a valid id, and such a path is a JSON 404.
+No trailing-slash redirects: the SDK does not follow them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from typing import Any, Protocol
+
+from starlette.applications import Starlette
+
+from hutch.api.http import routes_health, routes_sandboxes, routes_templates
+from hutch.api.http.auth import HttpContext
+from hutch.api.http.errors import EXCEPTION_HANDLERS
+from hutch.api.service.keys import KeyService
+from hutch.api.service.ports import NodeClient
+from hutch.api.service.reaper import Reaper
+from hutch.api.service.sandboxes import SandboxPolicy, SandboxService
+from hutch.api.service.templates import TemplateService
+from hutch.api.settings import ApiSettings
+from hutch.api.store.base import (
+    ApiKeyStore,
+    Clock,
+    SandboxStore,
+    TeamStore,
+    TemplateStore,
+    utc_now,
+)
+
+
+class ApiStore(Protocol):
+    """Every store the API uses (``SqlStore`` satisfies it)."""
+
+    @property
+    def teams(self) -> TeamStore: ...
+    @property
+    def keys(self) -> ApiKeyStore: ...
+    @property
+    def templates(self) -> TemplateStore: ...
+    @property
+    def sandboxes(self) -> SandboxStore: ...
+
+
+def build_context(
+    settings: ApiSettings, *, node: NodeClient, store: ApiStore, clock: Clock = utc_now
+) -> tuple[HttpContext, Reaper]:
+    """The services over ``store`` and ``node``, and the reaper that shares them."""
+    policy = SandboxPolicy(
+        default_timeout_v2_s=settings.default_timeout_v2_s,
+        default_timeout_v1_s=settings.default_timeout_v1_s,
+        envd_version=settings.envd_version,
+        max_sandboxes_per_node=settings.max_sandboxes_per_node or None,
+    )
+    sandboxes = SandboxService(
+        sandboxes=store.sandboxes, templates=store.templates, node=node, policy=policy, clock=clock
+    )
+    ctx = HttpContext(
+        sandboxes=sandboxes,
+        keys=KeyService(teams=store.teams, keys=store.keys),
+        templates=TemplateService(templates=store.templates),
+        domain=settings.domain,
+        envd_version=settings.envd_version,
+    )
+    reaper = Reaper(
+        sandboxes=store.sandboxes,
+        service=sandboxes,
+        clock=clock,
+        interval_s=settings.reaper_interval_s,
+    )
+    return ctx, reaper
+
+
+def create_app(
+    settings: ApiSettings,
+    *,
+    node: NodeClient,
+    store: ApiStore | None = None,
+    clock: Clock = utc_now,
+    run_reaper: bool = True,
+) -> Starlette:
+    """The ASGI app. Without ``store``, the SQL store at the settings' URL is opened (and
+    migrated when ``settings.migrate``) at startup and closed at shutdown."""
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        opened: Any = None
+        the_store = store
+        if the_store is None:
+            from hutch.api.store.sql import open_sql_store  # keeps SQLAlchemy out of imports
+
+            settings.home.mkdir(parents=True, exist_ok=True)
+            opened = await open_sql_store(
+                settings.effective_database_url(), migrate=settings.migrate
+            )
+            the_store = opened
+        ctx, reaper = build_context(settings, node=node, store=the_store, clock=clock)
+        app.state.ctx = ctx
+        app.state.reaper = reaper
+        # The loop the store's connections belong to (tests submit work to it).
+        app.state.loop = asyncio.get_running_loop()
+        task = asyncio.create_task(reaper.run(), name="hutch-reaper") if run_reaper else None
+        try:
+            yield
+        finally:
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+            if opened is not None:
+                await opened.close()
+
+    app = Starlette(
+        routes=[*routes_health.ROUTES, *routes_sandboxes.ROUTES, *routes_templates.ROUTES],
+        exception_handlers=dict(EXCEPTION_HANDLERS),
+        lifespan=lifespan,
+    )
+    app.router.redirect_slashes = False
+    return app

@@ -1,0 +1,41 @@
+"""Who is calling: ``X-API-Key`` → team, and the services a route may use.
+
+The SDK sends ``X-API-KEY`` (header names are case-insensitive). ``GET /health`` is the
+only route without a key.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from starlette.requests import Request
+
+from hutch.api.models import Team
+from hutch.api.service.keys import KeyService
+from hutch.api.service.sandboxes import SandboxService
+from hutch.api.service.templates import TemplateService
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class HttpContext:
+    """What the routes need, set on ``app.state.ctx`` by ``app.py``."""
+
+    sandboxes: SandboxService
+    keys: KeyService
+    templates: TemplateService
+    #: ``domain`` of create/connect responses (``get_host()``); ``None``: not configured.
+    domain: str | None
+    envd_version: str
+
+
+def context(request: Request) -> HttpContext:
+    """The app's :class:`HttpContext`."""
+    ctx = request.app.state.ctx
+    assert isinstance(ctx, HttpContext)
+    return ctx
+
+
+async def authenticate(request: Request) -> Team:
+    """The caller's team; :class:`~hutch.shared.errors.UnauthenticatedError` (401) if the
+    key is missing or wrong."""
+    return await context(request).keys.authenticate(api_key=request.headers.get("x-api-key"))

@@ -1,0 +1,75 @@
+"""The one mapping from errors to HTTP: status, E2B's JSON body, and ``Should-Retry``.
+
+E2B's body is ``{"code": <status>, "message": <str>}``; the SDK's ``Error.from_dict``
+requires both, so every error, including unknown routes and crashes, gets this shape.
+
+``Should-Retry`` (e2b-compat §1.5): the SDK retries 429/502/503/504 unless told otherwise,
+and any status when told ``true``. Every 5xx carries the error's ``retryable`` as this
+header, so a failure after which a sandbox may exist (a failed create whose rollback
+failed, or any unexpected crash) says ``false``.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from pydantic import ValidationError
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from hutch.shared.errors import HutchError, http_status
+
+_log = logging.getLogger(__name__)
+
+
+def error_response(status: int, message: str, *, retryable: bool | None = None) -> JSONResponse:
+    """E2B's error JSON with ``status``."""
+    headers = {}
+    if status >= 500:
+        headers["Should-Retry"] = "true" if retryable else "false"
+    return JSONResponse({"code": status, "message": message}, status_code=status, headers=headers)
+
+
+def validation_message(exc: ValidationError) -> str:
+    """A pydantic error as one line naming the field (``metadata.key: ...``)."""
+    parts = []
+    for err in exc.errors():
+        where = ".".join(str(p) for p in err["loc"]) or "body"
+        parts.append(f"{where}: {err['msg']}")
+    return "; ".join(parts)
+
+
+async def hutch_error_handler(request: Request, exc: Exception) -> Response:
+    """A domain error: its status and public message."""
+    assert isinstance(exc, HutchError)
+    status = http_status(exc)
+    if status >= 500:
+        _log.error("%s %s failed: %s", request.method, request.url.path, exc.message)
+    return error_response(status, exc.public_message, retryable=exc.retryable)
+
+
+async def validation_error_handler(request: Request, exc: Exception) -> Response:
+    """A body or query that does not have the wire shape: 400 naming the field."""
+    assert isinstance(exc, ValidationError)
+    return error_response(400, validation_message(exc))
+
+
+async def http_exception_handler(request: Request, exc: Exception) -> Response:
+    """Starlette's own errors (unknown route 404, wrong method 405) as E2B JSON."""
+    assert isinstance(exc, HTTPException)
+    return error_response(exc.status_code, exc.detail, retryable=False)
+
+
+async def unexpected_error_handler(request: Request, exc: Exception) -> Response:
+    """A bug: 500, logged with its traceback, never retried (a sandbox may exist)."""
+    _log.exception("%s %s crashed", request.method, request.url.path, exc_info=exc)
+    return error_response(500, "Internal server error", retryable=False)
+
+
+EXCEPTION_HANDLERS = {
+    HutchError: hutch_error_handler,
+    ValidationError: validation_error_handler,
+    HTTPException: http_exception_handler,
+    Exception: unexpected_error_handler,
+}

@@ -1,0 +1,248 @@
+"""``/sandboxes`` and ``/v2/sandboxes``: E2B's sandbox endpoints (e2b-compat §2.1).
+
+Success statuses are exactly those the SDK's generated client lists (create 201, kill /
+timeout / refresh 204, connect 200); any other makes the SDK fail with "Body of the
+request is None".
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Final
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from hutch.api.http.auth import authenticate, context
+from hutch.api.http.query import (
+    parse_limit,
+    parse_metadata_filter,
+    parse_order,
+    parse_states,
+    parse_time,
+    parse_unix,
+    read_body,
+    sandbox_id_param,
+)
+from hutch.api.http.schemas import (
+    ConnectBody,
+    NewSandboxBody,
+    RefreshBody,
+    TimeoutBody,
+    listed_sandbox_body,
+    logs_v1_body,
+    logs_v2_body,
+    metric_body,
+    sandbox_body,
+    sandbox_detail_body,
+)
+from hutch.api.service.sandboxes import CreateSandboxRequest, ListSandboxesQuery
+from hutch.shared.errors import InvalidArgumentError
+
+#: v1 ``GET /sandboxes`` has no pagination: it returns everything, up to this many.
+_V1_LIST_CAP: Final = 10_000
+
+
+async def _create(request: Request, *, api_version: int) -> Response:
+    team = await authenticate(request)
+    body = await read_body(request, NewSandboxBody)
+    unsupported = body.unsupported()
+    if unsupported:
+        raise InvalidArgumentError(f"{', '.join(unsupported)}: not supported by this server")
+    ctx = context(request)
+    sandbox = await ctx.sandboxes.create_sandbox(
+        team_id=team.id,
+        request=CreateSandboxRequest(
+            template=body.template_id,
+            timeout_s=body.timeout,
+            metadata=body.metadata or {},
+            env_vars=body.env_vars or {},
+            # v2 is always secured (NewSandboxV2 has no ``secure``); v1 only when asked.
+            secure=True if api_version >= 2 else bool(body.secure),
+            allow_internet=True if body.allow_internet_access is None else body.allow_internet_access,
+            auto_pause=bool(body.auto_pause),
+            api_version=api_version,
+        ),
+        idempotency_key=request.headers.get("idempotency-key"),
+    )
+    return JSONResponse(sandbox_body(sandbox, domain=ctx.domain), status_code=201)
+
+
+async def create_v2(request: Request) -> Response:
+    """``POST /v2/sandboxes`` → 201 ``Sandbox``."""
+    return await _create(request, api_version=2)
+
+
+async def create_v1(request: Request) -> Response:
+    """``POST /sandboxes`` (legacy) → 201 ``Sandbox``."""
+    return await _create(request, api_version=1)
+
+
+def _list_query(request: Request, *, limit: int, next_token: str | None) -> ListSandboxesQuery:
+    q = request.query_params
+    return ListSandboxesQuery(
+        states=parse_states(q.getlist("state")),
+        metadata=parse_metadata_filter(q.get("metadata")),
+        started_after=parse_time(q.get("startedAfter"), field="startedAfter"),
+        template=q.get("template") or None,
+        order=parse_order(q.get("order")),
+        limit=limit,
+        next_token=next_token,
+    )
+
+
+async def list_v2(request: Request) -> Response:
+    """``GET /v2/sandboxes`` → 200 ``[ListedSandbox]`` and ``X-Next-Token``."""
+    team = await authenticate(request)
+    q = request.query_params
+    query = _list_query(
+        request, limit=parse_limit(q.get("limit")), next_token=q.get("nextToken") or None
+    )
+    page = await context(request).sandboxes.list_sandboxes(team_id=team.id, query=query)
+    headers = {"X-Next-Token": page.next_token} if page.next_token else {}
+    return JSONResponse([listed_sandbox_body(s) for s in page.items], headers=headers)
+
+
+async def list_v1(request: Request) -> Response:
+    """``GET /sandboxes`` (legacy, unpaginated) → 200 ``[ListedSandbox]``."""
+    team = await authenticate(request)
+    service = context(request).sandboxes
+    items: list[dict[str, object]] = []
+    token: str | None = None
+    while len(items) < _V1_LIST_CAP:
+        page = await service.list_sandboxes(
+            team_id=team.id, query=_list_query(request, limit=100, next_token=token)
+        )
+        items.extend(listed_sandbox_body(s) for s in page.items)
+        token = page.next_token
+        if token is None:
+            break
+    return JSONResponse(items)
+
+
+async def get_sandbox(request: Request) -> Response:
+    """``GET /sandboxes/{id}`` → 200 ``SandboxDetail``."""
+    team = await authenticate(request)
+    ctx = context(request)
+    sandbox = await ctx.sandboxes.get_sandbox(team_id=team.id, sandbox_id=sandbox_id_param(request))
+    return JSONResponse(sandbox_detail_body(sandbox, domain=ctx.domain))
+
+
+async def kill_sandbox(request: Request) -> Response:
+    """``DELETE /sandboxes/{id}`` → 204; 404 once it is gone (``kill()`` → False)."""
+    team = await authenticate(request)
+    await context(request).sandboxes.kill_sandbox(
+        team_id=team.id, sandbox_id=sandbox_id_param(request)
+    )
+    return Response(status_code=204)
+
+
+async def set_timeout(request: Request) -> Response:
+    """``POST /sandboxes/{id}/timeout`` ``{timeout}`` → 204."""
+    team = await authenticate(request)
+    body = await read_body(request, TimeoutBody)
+    await context(request).sandboxes.set_timeout(
+        team_id=team.id, sandbox_id=sandbox_id_param(request), timeout_s=body.timeout
+    )
+    return Response(status_code=204)
+
+
+async def refresh(request: Request) -> Response:
+    """``POST /sandboxes/{id}/refreshes`` ``{duration?}`` → 204."""
+    team = await authenticate(request)
+    body = await read_body(request, RefreshBody, optional=True)
+    await context(request).sandboxes.refresh(
+        team_id=team.id, sandbox_id=sandbox_id_param(request), duration_s=body.duration
+    )
+    return Response(status_code=204)
+
+
+async def _connect(request: Request, *, api_version: int) -> Response:
+    team = await authenticate(request)
+    body = await read_body(request, ConnectBody, optional=api_version >= 2)
+    ctx = context(request)
+    sandbox = await ctx.sandboxes.connect(
+        team_id=team.id,
+        sandbox_id=sandbox_id_param(request),
+        timeout_s=body.timeout,
+        api_version=api_version,
+    )
+    # 200: it was running (201 would mean "resumed", which hutch does not do yet).
+    return JSONResponse(sandbox_body(sandbox, domain=ctx.domain), status_code=200)
+
+
+async def connect_v2(request: Request) -> Response:
+    """``POST /v2/sandboxes/{id}/connect`` → 200 ``Sandbox``."""
+    return await _connect(request, api_version=2)
+
+
+async def connect_v1(request: Request) -> Response:
+    """``POST /sandboxes/{id}/connect`` ``{timeout}`` → 200 ``Sandbox``."""
+    return await _connect(request, api_version=1)
+
+
+async def metrics(request: Request) -> Response:
+    """``GET /sandboxes/{id}/metrics?start=&end=`` (unix seconds) → 200 ``[SandboxMetric]``."""
+    team = await authenticate(request)
+    q = request.query_params
+    samples = await context(request).sandboxes.get_metrics(
+        team_id=team.id,
+        sandbox_id=sandbox_id_param(request),
+        start=parse_unix(q.get("start"), field="start"),
+        end=parse_unix(q.get("end"), field="end"),
+    )
+    return JSONResponse([metric_body(m) for m in samples])
+
+
+async def logs_v1(request: Request) -> Response:
+    """``GET /sandboxes/{id}/logs?start=&limit=`` → 200 ``SandboxLogs``."""
+    team = await authenticate(request)
+    q = request.query_params
+    lines = await context(request).sandboxes.get_logs(
+        team_id=team.id,
+        sandbox_id=sandbox_id_param(request),
+        start=parse_unix_ms(q.get("start")),
+        limit=parse_limit(q.get("limit"), default=1000, maximum=10_000),
+    )
+    return JSONResponse(logs_v1_body(lines))
+
+
+async def logs_v2(request: Request) -> Response:
+    """``GET /v2/sandboxes/{id}/logs?cursor=&limit=`` → 200 ``SandboxLogsV2Response``."""
+    team = await authenticate(request)
+    q = request.query_params
+    lines = await context(request).sandboxes.get_logs(
+        team_id=team.id,
+        sandbox_id=sandbox_id_param(request),
+        start=parse_unix_ms(q.get("cursor")),
+        limit=parse_limit(q.get("limit"), default=1000, maximum=10_000),
+    )
+    return JSONResponse(logs_v2_body(lines))
+
+
+def parse_unix_ms(value: str | None) -> datetime | None:
+    """Log cursors are unix milliseconds (infra's ``start``/``cursor``)."""
+    if not value:
+        return None
+    try:
+        return parse_unix(str(int(value) // 1000), field="start")
+    except ValueError as exc:
+        raise InvalidArgumentError(f"start must be unix milliseconds, not {value!r}") from exc
+
+
+ROUTES: Final = [
+    Route("/v2/sandboxes", create_v2, methods=["POST"]),
+    Route("/v2/sandboxes", list_v2, methods=["GET"]),
+    Route("/sandboxes", create_v1, methods=["POST"]),
+    Route("/sandboxes", list_v1, methods=["GET"]),
+    Route("/sandboxes/{sandbox_id}", get_sandbox, methods=["GET"]),
+    Route("/sandboxes/{sandbox_id}", kill_sandbox, methods=["DELETE"]),
+    Route("/sandboxes/{sandbox_id}/timeout", set_timeout, methods=["POST"]),
+    Route("/sandboxes/{sandbox_id}/refreshes", refresh, methods=["POST"]),
+    Route("/sandboxes/{sandbox_id}/connect", connect_v1, methods=["POST"]),
+    Route("/v2/sandboxes/{sandbox_id}/connect", connect_v2, methods=["POST"]),
+    Route("/sandboxes/{sandbox_id}/metrics", metrics, methods=["GET"]),
+    Route("/sandboxes/{sandbox_id}/logs", logs_v1, methods=["GET"]),
+    Route("/v2/sandboxes/{sandbox_id}/logs", logs_v2, methods=["GET"]),
+]

@@ -1,0 +1,186 @@
+"""E2B's wire shapes (SDK 2.63's generated models): the only place camelCase exists.
+
+Request bodies are pydantic models with aliases; only types are checked here (strict: a
+string ``"30"`` is not a timeout), ranges and limits are the service's. Responses are
+built from domain objects by the ``*_body`` functions, following the SDK's ``to_dict``:
+required fields always present, optional ones omitted rather than ``null`` (``from_dict``
+of ``network``/``lifecycle`` crashes on ``null``), except ``domain`` on ``Sandbox``, which
+is nullable and always sent so that ``get_host()`` knows there is none.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from typing import Any, Final
+
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr
+
+from hutch.api.models import Sandbox, Template
+from hutch.api.service.ports import SandboxLogLine, SandboxMetrics
+from hutch.api.service.sandboxes import public_state
+from hutch.shared.ids import CLIENT_ID
+
+#: Fields of ``NewSandbox``/``NewSandboxV2`` hutch does not implement yet: refused rather
+#: than silently ignored (an ignored egress rule or volume would surprise).
+UNSUPPORTED_CREATE_FIELDS: Final = ("network", "mcp", "iam", "volumeMounts")
+_NAMESPACE: Final = uuid.UUID("6c1f6a8e-5d2b-4f57-9a0e-8d1d3b0c2a61")
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(populate_by_name=True, extra="allow", frozen=True)
+
+
+class NewSandboxBody(_Body):
+    """``NewSandbox`` (v1, has ``secure``) and ``NewSandboxV2`` (no ``secure``)."""
+
+    template_id: StrictStr = Field(alias="templateID")
+    timeout: StrictInt | None = None
+    metadata: dict[str, StrictStr] | None = None
+    env_vars: dict[str, StrictStr] | None = Field(default=None, alias="envVars")
+    secure: StrictBool | None = None
+    allow_internet_access: StrictBool | None = None
+    auto_pause: StrictBool | None = Field(default=None, alias="autoPause")
+
+    def unsupported(self) -> list[str]:
+        """Names of unsupported features the request actually asks for."""
+        extra = self.model_extra or {}
+        return [name for name in UNSUPPORTED_CREATE_FIELDS if extra.get(name)]
+
+
+class TimeoutBody(_Body):
+    """``SandboxTimeoutRequest``."""
+
+    timeout: StrictInt
+
+
+class RefreshBody(_Body):
+    """``SandboxRefreshRequest``."""
+
+    duration: StrictInt | None = None
+
+
+class ConnectBody(_Body):
+    """``ConnectSandbox`` (v1, ``timeout`` required) and ``ConnectSandboxV2``."""
+
+    timeout: StrictInt | None = None
+    memory: StrictBool | None = None
+
+
+def iso(ts: datetime) -> str:
+    """RFC 3339 in UTC with ``Z``, as infra sends it."""
+    return ts.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+def sandbox_body(sandbox: Sandbox, *, domain: str | None) -> dict[str, Any]:
+    """``Sandbox``: the create and connect response."""
+    body: dict[str, Any] = {
+        "templateID": sandbox.template_id,
+        "sandboxID": sandbox.id,
+        "clientID": CLIENT_ID,
+        "envdVersion": sandbox.envd_version,
+        "domain": domain,
+    }
+    if sandbox.alias is not None:
+        body["alias"] = sandbox.alias
+    if sandbox.envd_access_token is not None:
+        body["envdAccessToken"] = sandbox.envd_access_token
+    return body
+
+
+def listed_sandbox_body(sandbox: Sandbox) -> dict[str, Any]:
+    """``ListedSandbox``: one item of a listing."""
+    body: dict[str, Any] = {
+        "templateID": sandbox.template_id,
+        "sandboxID": sandbox.id,
+        "clientID": CLIENT_ID,
+        "startedAt": iso(sandbox.started_at),
+        "endAt": iso(sandbox.end_at),
+        "cpuCount": sandbox.cpu_count,
+        "memoryMB": sandbox.memory_mb,
+        "diskSizeMB": sandbox.disk_mb,
+        "state": public_state(sandbox.state) or "running",
+        "envdVersion": sandbox.envd_version,
+        "metadata": dict(sandbox.metadata),
+    }
+    if sandbox.alias is not None:
+        body["alias"] = sandbox.alias
+    return body
+
+
+def sandbox_detail_body(sandbox: Sandbox, *, domain: str | None) -> dict[str, Any]:
+    """``SandboxDetail``: ``GET /sandboxes/{id}`` (no ``network``/``lifecycle``)."""
+    body = listed_sandbox_body(sandbox)
+    body["allowInternetAccess"] = sandbox.allow_internet
+    if domain is not None:
+        body["domain"] = domain
+    if sandbox.envd_access_token is not None:
+        body["envdAccessToken"] = sandbox.envd_access_token
+    return body
+
+
+def metric_body(metric: SandboxMetrics) -> dict[str, Any]:
+    """``SandboxMetric``."""
+    return {
+        "timestamp": iso(metric.timestamp),
+        "timestampUnix": int(metric.timestamp.timestamp()),
+        "cpuCount": metric.cpu_count,
+        "cpuUsedPct": metric.cpu_used_pct,
+        "memUsed": metric.mem_used,
+        "memTotal": metric.mem_total,
+        "memCache": metric.mem_cache,
+        "diskUsed": metric.disk_used,
+        "diskTotal": metric.disk_total,
+    }
+
+
+def _level(level: str) -> str:
+    # SandboxLogEntry.level is LogLevel: debug | info | warn | error.
+    return level if level in {"debug", "info", "warn", "error"} else "info"
+
+
+def logs_v1_body(lines: list[SandboxLogLine]) -> dict[str, Any]:
+    """``SandboxLogs``: ``{logs: [{timestamp, line}], logEntries: [...]}``."""
+    return {
+        "logs": [{"timestamp": iso(x.timestamp), "line": x.message} for x in lines],
+        "logEntries": [_entry(x) for x in lines],
+    }
+
+
+def logs_v2_body(lines: list[SandboxLogLine]) -> dict[str, Any]:
+    """``SandboxLogsV2Response``: ``{logs: [SandboxLogEntry]}``."""
+    return {"logs": [_entry(x) for x in lines]}
+
+
+def _entry(line: SandboxLogLine) -> dict[str, Any]:
+    return {
+        "timestamp": iso(line.timestamp),
+        "message": line.message,
+        "level": _level(line.level),
+        "fields": dict(line.fields),
+    }
+
+
+def template_body(template: Template, *, default_envd_version: str) -> dict[str, Any]:
+    """``Template``. Build bookkeeping hutch does not keep yet gets neutral values; the
+    ``buildID`` is a stable UUID derived from the template's id and last change."""
+    names = [template.alias] if template.alias else []
+    build = uuid.uuid5(_NAMESPACE, f"{template.id}@{iso(template.updated_at)}")
+    return {
+        "templateID": template.id,
+        "buildID": str(build),
+        "cpuCount": template.cpu_count,
+        "memoryMB": template.memory_mb,
+        "diskSizeMB": template.disk_mb,
+        "public": template.public,
+        "aliases": names,
+        "names": names,
+        "createdAt": iso(template.created_at),
+        "updatedAt": iso(template.updated_at),
+        "createdBy": None,
+        "lastSpawnedAt": None,
+        "spawnCount": 0,
+        "buildCount": 1,
+        "envdVersion": template.envd_version or default_envd_version,
+        "buildStatus": template.build_state.value,
+    }

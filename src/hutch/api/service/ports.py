@@ -1,0 +1,117 @@
+"""What the control plane needs from a node: the :class:`NodeClient` Protocol.
+
+The node role (``hutch.node``) owns the sandboxes on one host; the API never imports it.
+An adapter (an in-process one for the embedded ``hutch serve``, an HTTP one for
+scale-out) satisfies this Protocol structurally and ``api/app.py`` hands it in; the tests
+hand in ``tests/fakes/node.py``.
+
+Division of labour: the API owns identity, state, metadata and **timeouts** (the reaper
+calls :meth:`NodeClient.kill`); the node owns processes, filesystems and networks. So the
+node is never told a deadline, and every method is keyed by sandbox id alone.
+
+Errors: implementations raise the shared tree (``hutch.shared.errors``) only:
+:class:`~hutch.shared.errors.ResourceExhaustedError` when the node is full (HTTP 429),
+:class:`~hutch.shared.errors.UnavailableError` when the node cannot be reached (503),
+:class:`~hutch.shared.errors.NotFoundError` for metrics of an unknown sandbox; anything
+else is a failure of the operation.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Protocol
+
+from hutch.shared.ids import NodeID, SandboxID, TeamID, TemplateID
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SandboxSpec:
+    """Everything a node needs to start one sandbox."""
+
+    sandbox_id: SandboxID
+    team_id: TeamID
+    template_id: TemplateID
+    cpu_count: int
+    memory_mb: int
+    disk_mb: int
+    #: Passed to envd's ``/init`` (``envVars``).
+    env_vars: Mapping[str, str] = field(default_factory=dict, repr=False)
+    #: Passed to envd's ``/init`` (``accessToken``); ``None`` for an unsecured sandbox.
+    envd_access_token: str | None = field(default=None, repr=False)
+    allow_internet: bool = True
+    metadata: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PlacedSandbox:
+    """A sandbox a node has started: where the proxy reaches it."""
+
+    sandbox_id: SandboxID
+    node_id: NodeID
+    #: The sandbox's private address (IP) where envd listens on 49983.
+    address: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SandboxMetrics:
+    """One resource sample of a sandbox (E2B's ``SandboxMetric``)."""
+
+    timestamp: datetime
+    cpu_count: int
+    cpu_used_pct: float
+    mem_used: int
+    mem_total: int
+    mem_cache: int
+    disk_used: int
+    disk_total: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SandboxLogLine:
+    """One log line of a sandbox (its envd's and its start command's output)."""
+
+    timestamp: datetime
+    message: str
+    level: str = "info"
+    fields: Mapping[str, str] = field(default_factory=dict)
+
+
+class NodeClient(Protocol):
+    """One node, as the control plane sees it. Every method is safe to retry."""
+
+    @property
+    def node_id(self) -> NodeID:
+        """The node's stable id (recorded on each sandbox row)."""
+        ...
+
+    async def create(self, spec: SandboxSpec) -> PlacedSandbox:
+        """Start the sandbox and return once envd answers (initialised with the spec).
+
+        On failure the node leaves nothing behind for ``spec.sandbox_id``, or at least
+        nothing that a following :meth:`kill` does not release.
+        """
+        ...
+
+    async def kill(self, sandbox_id: SandboxID) -> None:
+        """Stop the sandbox and release everything it held. Idempotent: an unknown or
+        already killed sandbox is not an error (the API calls this to roll back)."""
+        ...
+
+    async def list_running(self) -> Sequence[SandboxID]:
+        """The ids of every sandbox the node runs (for reconciliation)."""
+        ...
+
+    async def metrics(
+        self, sandbox_id: SandboxID, *, start: datetime | None, end: datetime | None
+    ) -> Sequence[SandboxMetrics]:
+        """Resource samples between ``start`` and ``end`` (either may be open)."""
+        ...
+
+    async def logs(
+        self, sandbox_id: SandboxID, *, start: datetime | None, limit: int
+    ) -> Sequence[SandboxLogLine]:
+        """Up to ``limit`` log lines at or after ``start``, oldest first; empty when the
+        node keeps none (e.g. after the sandbox was killed)."""
+        ...

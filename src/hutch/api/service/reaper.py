@@ -1,0 +1,84 @@
+"""The timeout reaper: kills sandboxes whose deadline has passed.
+
+The API owns timeouts (the node is never told a deadline), so one loop per API instance
+asks the store for expired sandboxes and kills them through the same path as
+``DELETE /sandboxes/{id}``. Several API instances may reap at once: the kill's
+compare-and-set (``running → killing``) lets exactly one of them act on each sandbox.
+
+``reap_once(now)`` is the unit of work and takes the time as an argument, so tests never
+depend on the wall clock; :meth:`Reaper.run` is the background loop ``app.py`` starts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from datetime import datetime
+from typing import Final
+
+from hutch.api.models import SandboxState
+from hutch.api.service.sandboxes import SandboxService
+from hutch.api.store.base import Clock, SandboxStore, utc_now
+from hutch.shared.errors import HutchError, NotFoundError
+
+_log = logging.getLogger(__name__)
+_BATCH: Final = 100
+
+
+class Reaper:
+    """Kills expired sandboxes; see the module docstring."""
+
+    def __init__(
+        self,
+        *,
+        sandboxes: SandboxStore,
+        service: SandboxService,
+        clock: Clock = utc_now,
+        interval_s: float = 1.0,
+    ) -> None:
+        self._sandboxes = sandboxes
+        self._service = service
+        self._clock = clock
+        self._interval_s = interval_s
+
+    async def reap_once(self, now: datetime) -> int:
+        """Kill every sandbox running past its deadline at ``now``; return how many.
+
+        A sandbox whose kill fails stays ``killing`` with its old deadline and is retried
+        on the next pass (killing is idempotent on the node).
+        """
+        killed = 0
+        seen: set[str] = set()
+        while True:
+            expired = await self._sandboxes.list_expired(
+                now, states=frozenset({SandboxState.RUNNING, SandboxState.KILLING}), limit=_BATCH
+            )
+            todo = [s for s in expired if s.id not in seen]
+            if not todo:
+                return killed
+            for sandbox in todo:
+                seen.add(sandbox.id)
+                try:
+                    if sandbox.state is SandboxState.KILLING:
+                        await self._finish_kill(sandbox.id)
+                    else:
+                        await self._service.kill_sandbox(team_id=None, sandbox_id=sandbox.id)
+                    killed += 1
+                except NotFoundError:
+                    pass  # killed by someone else meanwhile
+                except HutchError as exc:
+                    _log.warning("reaper: killing %s failed: %s", sandbox.id, exc.message)
+
+    async def _finish_kill(self, sandbox_id: str) -> None:
+        await self._service.finish_kill(sandbox_id)
+
+    async def run(self) -> None:
+        """Reap every ``interval_s`` until cancelled; errors are logged, never fatal."""
+        while True:
+            try:
+                await self.reap_once(self._clock())
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                _log.exception("reaper pass failed")
+            await asyncio.sleep(self._interval_s)

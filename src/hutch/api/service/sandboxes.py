@@ -1,0 +1,417 @@
+"""Sandbox lifecycle as the control plane runs it: create, get, list, timeouts, kill.
+
+Ordering rule (ARCHITECTURE.md, "Data that must never be lost"): every change is recorded
+in the store *before* the node acts, and undone if the node fails, so that store and node
+never disagree for long:
+
+* create: row ``creating`` → ``node.create`` → row ``running``; on any failure (including
+  cancellation) ``node.kill`` and the row is deleted, which also frees its idempotency key
+  so that a retry starts afresh. If even that rollback fails, the outcome is unknown and
+  :class:`CreateOutcomeUnknownError` (not retryable) says so;
+* kill: row ``running|paused|creating`` → ``killing`` → ``node.kill`` → ``killed``.
+
+Another team's sandbox is simply not found (the store scopes every call by team).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import secrets
+from collections.abc import Collection, Mapping
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timedelta
+from typing import Final
+
+from hutch.api.models import (
+    TERMINAL_STATES,
+    NewSandbox,
+    Sandbox,
+    SandboxPage,
+    SandboxState,
+    SandboxStateConflictError,
+    SortOrder,
+    TemplateBuildState,
+)
+from hutch.api.service.ports import NodeClient, SandboxLogLine, SandboxMetrics, SandboxSpec
+from hutch.api.service.validation import (
+    check_env_vars,
+    check_idempotency_key,
+    check_metadata,
+    check_timeout,
+)
+from hutch.api.store.base import Clock, SandboxStore, TemplateStore, utc_now
+from hutch.shared.errors import (
+    ConflictError,
+    HutchError,
+    InvalidArgumentError,
+    NotFoundError,
+    ResourceExhaustedError,
+)
+from hutch.shared.ids import SandboxID, TeamID
+
+#: Where a sandbox may be killed from (paused sandboxes hold a snapshot on the node).
+_KILLABLE: Final = frozenset({SandboxState.CREATING, SandboxState.RUNNING, SandboxState.PAUSED})
+#: States a client sees as ``running`` / ``paused`` (the E2B API knows only those two).
+RUNNING_VIEW: Final = frozenset(
+    {SandboxState.CREATING, SandboxState.RUNNING, SandboxState.RESUMING}
+)
+PAUSED_VIEW: Final = frozenset({SandboxState.PAUSING, SandboxState.PAUSED})
+#: How long a replayed create waits for the original request still in flight.
+_REPLAY_WAIT_S: Final = 60.0
+_REPLAY_POLL_S: Final = 0.05
+
+
+class CreateOutcomeUnknownError(HutchError):
+    """A create failed and its rollback failed too: a sandbox may exist, do not retry."""
+
+    retryable = False
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SandboxPolicy:
+    """The service's knobs (from ``ApiSettings``)."""
+
+    default_timeout_v2_s: int = 300
+    default_timeout_v1_s: int = 15
+    #: The envd version reported when a template does not record one (e2b-compat §1.6).
+    envd_version: str = "0.6.13"
+    #: Sandboxes in node-busy states allowed on the node; more is 429. ``None``: no limit.
+    max_sandboxes_per_node: int | None = 100
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CreateSandboxRequest:
+    """A validated-by-type create request (v1 ``NewSandbox`` or v2 ``NewSandboxV2``)."""
+
+    template: str
+    #: ``None``: the version's default.
+    timeout_s: int | None = None
+    metadata: Mapping[str, str] = field(default_factory=dict)
+    env_vars: Mapping[str, str] = field(default_factory=dict, repr=False)
+    #: v2 sandboxes are always secured; v1 only when asked.
+    secure: bool = True
+    allow_internet: bool = True
+    auto_pause: bool = False
+    #: 1 for ``POST /sandboxes``, 2 for ``POST /v2/sandboxes`` (default timeout differs).
+    api_version: int = 2
+
+    def fingerprint(self) -> str:
+        """A hash of the request, to tell a retry from a different body under one key."""
+        raw = json.dumps(asdict(self), sort_keys=True, default=dict, separators=(",", ":"))
+        return hashlib.sha256(raw.encode()).hexdigest()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ListSandboxesQuery:
+    """Filters of a listing; ``states`` ``None`` means running and paused."""
+
+    states: Collection[str] | None = None
+    metadata: Mapping[str, str] = field(default_factory=dict)
+    started_after: datetime | None = None
+    template: str | None = None
+    order: SortOrder = SortOrder.DESC
+    limit: int = 100
+    next_token: str | None = None
+
+
+def public_state(state: SandboxState) -> str | None:
+    """``"running"``, ``"paused"``, or ``None`` for a sandbox that is gone."""
+    if state in RUNNING_VIEW:
+        return "running"
+    if state in PAUSED_VIEW:
+        return "paused"
+    return None
+
+
+def _not_found(sandbox_id: str) -> NotFoundError:
+    return NotFoundError(
+        f"sandbox {sandbox_id} not found", public_message=f"Sandbox {sandbox_id} not found"
+    )
+
+
+class SandboxService:
+    """The sandbox verbs; one instance per app, safe for concurrent use."""
+
+    def __init__(
+        self,
+        *,
+        sandboxes: SandboxStore,
+        templates: TemplateStore,
+        node: NodeClient,
+        policy: SandboxPolicy,
+        clock: Clock = utc_now,
+    ) -> None:
+        self._sandboxes = sandboxes
+        self._templates = templates
+        self._node = node
+        self._policy = policy
+        self._clock = clock
+
+    # -- create ---------------------------------------------------------------------------
+
+    async def create_sandbox(
+        self,
+        *,
+        team_id: TeamID,
+        request: CreateSandboxRequest,
+        idempotency_key: str | None = None,
+    ) -> Sandbox:
+        """Start a sandbox from ``request.template`` and return it ``running``."""
+        default = (
+            self._policy.default_timeout_v2_s
+            if request.api_version >= 2
+            else self._policy.default_timeout_v1_s
+        )
+        timeout_s = check_timeout(
+            request.timeout_s if request.timeout_s is not None else default, field="timeout"
+        )
+        metadata = check_metadata(request.metadata)
+        env_vars = check_env_vars(request.env_vars)
+        if idempotency_key is not None:
+            check_idempotency_key(idempotency_key)
+        template = await self._templates.find_template(request.template, team_id=team_id)
+        if template is None:
+            raise NotFoundError(
+                f"template {request.template!r} not found",
+                public_message=f"Template '{request.template}' not found",
+            )
+        if template.build_state is not TemplateBuildState.READY:
+            raise InvalidArgumentError(
+                f"template {request.template!r} is not ready ({template.build_state})"
+            )
+        await self._check_capacity()
+        now = self._clock()
+        new = NewSandbox(
+            team_id=team_id,
+            template_id=template.id,
+            alias=template.alias if request.template == template.alias else None,
+            started_at=now,
+            end_at=now + timedelta(seconds=timeout_s),
+            envd_version=template.envd_version or self._policy.envd_version,
+            cpu_count=template.cpu_count,
+            memory_mb=template.memory_mb,
+            disk_mb=template.disk_mb,
+            metadata=metadata,
+            env_vars=env_vars,
+            envd_access_token=secrets.token_hex(32) if request.secure else None,
+            node_id=self._node.node_id,
+            auto_pause=request.auto_pause,
+            allow_internet=request.allow_internet,
+        )
+        fingerprint = request.fingerprint()
+        created = await self._sandboxes.create_sandbox(
+            new, idempotency_key=idempotency_key, request_hash=fingerprint
+        )
+        if not created.created:
+            return await self._replayed(created.sandbox, team_id=team_id, request=request,
+                                        idempotency_key=idempotency_key)
+        return await self._start(created.sandbox)
+
+    async def _check_capacity(self) -> None:
+        limit = self._policy.max_sandboxes_per_node
+        if limit is None:
+            return
+        if await self._sandboxes.count_on_node(self._node.node_id) >= limit:
+            raise ResourceExhaustedError(
+                f"node {self._node.node_id} runs {limit} sandboxes, its limit",
+                public_message="Too many sandboxes on this host: the limit is "
+                f"{limit}; kill some or retry later",
+            )
+
+    async def _start(self, sandbox: Sandbox) -> Sandbox:
+        spec = SandboxSpec(
+            sandbox_id=sandbox.id,
+            team_id=sandbox.team_id,
+            template_id=sandbox.template_id,
+            cpu_count=sandbox.cpu_count,
+            memory_mb=sandbox.memory_mb,
+            disk_mb=sandbox.disk_mb,
+            env_vars=sandbox.env_vars,
+            envd_access_token=sandbox.envd_access_token,
+            allow_internet=sandbox.allow_internet,
+            metadata=sandbox.metadata,
+        )
+        try:
+            placed = await self._node.create(spec)
+            return await self._sandboxes.set_state(
+                sandbox.id,
+                team_id=None,
+                expected=SandboxState.CREATING,
+                new=SandboxState.RUNNING,
+                node_id=placed.node_id,
+                address=placed.address,
+            )
+        except BaseException as exc:
+            # Cancellation too: a half-made sandbox must not outlive its request. Shielded
+            # so that a second cancellation cannot interrupt the rollback itself.
+            await asyncio.shield(self._roll_back(sandbox.id, exc))
+            if isinstance(exc, SandboxStateConflictError):
+                raise ConflictError(
+                    f"sandbox {sandbox.id} was killed while it was being created"
+                ) from exc
+            raise
+
+    async def _roll_back(self, sandbox_id: SandboxID, cause: BaseException) -> None:
+        try:
+            await self._node.kill(sandbox_id)
+            try:
+                await self._sandboxes.delete_sandbox(sandbox_id, team_id=None)
+            except NotFoundError:
+                pass  # a concurrent kill got there first
+        except Exception as exc:
+            raise CreateOutcomeUnknownError(
+                f"creating sandbox {sandbox_id} failed ({cause!r}) and so did the rollback "
+                f"({exc!r})",
+                public_message="Creating the sandbox failed and it may still exist; "
+                "do not retry with a new request, list your sandboxes first",
+            ) from exc
+
+    async def _replayed(
+        self,
+        sandbox: Sandbox,
+        *,
+        team_id: TeamID,
+        request: CreateSandboxRequest,
+        idempotency_key: str | None,
+    ) -> Sandbox:
+        """The result of a retried create: the first request's sandbox, once it runs."""
+        waited = 0.0
+        while sandbox.state is SandboxState.CREATING and waited < _REPLAY_WAIT_S:
+            await asyncio.sleep(_REPLAY_POLL_S)
+            waited += _REPLAY_POLL_S
+            found = await self._sandboxes.find_sandbox(sandbox.id, team_id=team_id)
+            if found is None:
+                # The first request failed and was rolled back (its key went with it).
+                return await self.create_sandbox(
+                    team_id=team_id, request=request, idempotency_key=idempotency_key
+                )
+            sandbox = found
+        if sandbox.state in TERMINAL_STATES:
+            raise ConflictError(
+                f"the sandbox {sandbox.id} created with this Idempotency-Key is {sandbox.state}"
+            )
+        return sandbox
+
+    # -- read -----------------------------------------------------------------------------
+
+    async def get_sandbox(self, *, team_id: TeamID, sandbox_id: str) -> Sandbox:
+        """The team's sandbox; killed ones (and others' ones) are not found."""
+        sandbox = await self._sandboxes.find_sandbox(sandbox_id, team_id=team_id)
+        if sandbox is None or public_state(sandbox.state) is None:
+            raise _not_found(sandbox_id)
+        return sandbox
+
+    async def list_sandboxes(self, *, team_id: TeamID, query: ListSandboxesQuery) -> SandboxPage:
+        """One page of the team's live sandboxes, newest first by default."""
+        if not 1 <= query.limit <= 100:
+            raise InvalidArgumentError("limit must be between 1 and 100")
+        wanted = set(query.states) if query.states else {"running", "paused"}
+        unknown = wanted - {"running", "paused"}
+        if unknown:
+            raise InvalidArgumentError(f"state: unknown value(s) {sorted(unknown)}")
+        states: set[SandboxState] = set()
+        if "running" in wanted:
+            states |= RUNNING_VIEW
+        if "paused" in wanted:
+            states |= PAUSED_VIEW
+        return await self._sandboxes.list_sandboxes(
+            team_id=team_id,
+            states=states,
+            metadata=check_metadata(query.metadata),
+            started_after=query.started_after,
+            template=query.template,
+            order=query.order,
+            limit=query.limit,
+            next_token=query.next_token,
+        )
+
+    async def get_metrics(
+        self,
+        *,
+        team_id: TeamID,
+        sandbox_id: str,
+        start: datetime | None = None,
+        end: datetime | None = None,
+    ) -> list[SandboxMetrics]:
+        """The node's resource samples of a live sandbox."""
+        sandbox = await self.get_sandbox(team_id=team_id, sandbox_id=sandbox_id)
+        return list(await self._node.metrics(sandbox.id, start=start, end=end))
+
+    async def get_logs(
+        self, *, team_id: TeamID, sandbox_id: str, start: datetime | None = None, limit: int = 1000
+    ) -> list[SandboxLogLine]:
+        """The sandbox's log lines; also for a killed sandbox, while the node keeps them."""
+        sandbox = await self._sandboxes.get_sandbox(sandbox_id, team_id=team_id)
+        if limit < 0:
+            raise InvalidArgumentError("limit must not be negative")
+        return list(await self._node.logs(sandbox.id, start=start, limit=limit))
+
+    # -- timeouts -------------------------------------------------------------------------
+
+    async def set_timeout(self, *, team_id: TeamID, sandbox_id: str, timeout_s: int) -> Sandbox:
+        """Make the sandbox expire ``timeout_s`` from now (shorter or longer; 0: now)."""
+        check_timeout(timeout_s, field="timeout", minimum=0)
+        return await self._set_end(team_id, sandbox_id, timeout_s, extend_only=False)
+
+    async def refresh(self, *, team_id: TeamID, sandbox_id: str, duration_s: int | None) -> None:
+        """Keep the sandbox alive at least ``duration_s`` more (v1 ``refreshes``)."""
+        duration = self._policy.default_timeout_v1_s if duration_s is None else duration_s
+        check_timeout(duration, field="duration", minimum=0)
+        await self._set_end(team_id, sandbox_id, duration, extend_only=True)
+
+    async def connect(
+        self, *, team_id: TeamID, sandbox_id: str, timeout_s: int | None, api_version: int = 2
+    ) -> Sandbox:
+        """Attach to a running sandbox; ``timeout_s`` only ever extends its deadline."""
+        if timeout_s is None:
+            if api_version < 2:
+                raise InvalidArgumentError("timeout is required")
+            timeout_s = self._policy.default_timeout_v2_s
+        check_timeout(timeout_s, field="timeout", minimum=0)
+        sandbox = await self.get_sandbox(team_id=team_id, sandbox_id=sandbox_id)
+        if sandbox.state in PAUSED_VIEW:
+            raise ConflictError(
+                f"sandbox {sandbox.id} is paused; resuming is not supported yet"
+            )
+        return await self._set_end(team_id, sandbox.id, timeout_s, extend_only=True)
+
+    async def _set_end(
+        self, team_id: TeamID, sandbox_id: str, seconds: int, *, extend_only: bool
+    ) -> Sandbox:
+        try:
+            return await self._sandboxes.set_end_at(
+                sandbox_id,
+                team_id=team_id,
+                end_at=self._clock() + timedelta(seconds=seconds),
+                extend_only=extend_only,
+            )
+        except SandboxStateConflictError as exc:  # being killed or killed: gone for clients
+            raise _not_found(sandbox_id) from exc
+
+    # -- kill -----------------------------------------------------------------------------
+
+    async def kill_sandbox(self, *, team_id: TeamID | None, sandbox_id: str) -> Sandbox:
+        """Kill the sandbox (``team_id`` ``None``: any team's, for the reaper).
+
+        A sandbox already being killed, or killed, is not found: ``kill()`` then says False.
+        """
+        try:
+            sandbox = await self._sandboxes.set_state(
+                sandbox_id, team_id=team_id, expected=_KILLABLE, new=SandboxState.KILLING
+            )
+        except SandboxStateConflictError as exc:
+            raise _not_found(sandbox_id) from exc
+        except NotFoundError as exc:
+            raise _not_found(sandbox_id) from exc
+        await self._node.kill(sandbox.id)
+        try:
+            return await self._sandboxes.mark_killed(sandbox.id, team_id=None)
+        except NotFoundError:
+            return sandbox  # a create that was rolled back deleted the row meanwhile
+
+    async def finish_kill(self, sandbox_id: str) -> None:
+        """Complete a kill left half-done (row ``killing``): node kill, then ``killed``."""
+        await self._node.kill(SandboxID(sandbox_id))
+        await self._sandboxes.mark_killed(sandbox_id, team_id=None)

@@ -1,0 +1,42 @@
+"""``ApiSettings``: the control plane's configuration, read from the environment once.
+
+Every field can be set as ``HUTCH_<FIELD>`` (``HUTCH_HOME``, ``HUTCH_DATABASE_URL``,
+``HUTCH_API_PORT``, ...); ``main()`` builds one instance and passes it down.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class ApiSettings(BaseSettings):
+    """Configuration of the ``api`` role."""
+
+    model_config = SettingsConfigDict(env_prefix="HUTCH_", frozen=True, extra="ignore")
+
+    #: Where hutch keeps its state (the SQLite database by default).
+    home: Path = Path("/var/lib/hutch")
+    #: ``sqlite+aiosqlite:///...`` or ``postgresql+asyncpg://...``; default: SQLite in home.
+    database_url: str | None = None
+    #: Migrate the database on start (the embedded default); scale-out migrates once.
+    migrate: bool = True
+    api_host: str = "0.0.0.0"  # noqa: S104 - a sandbox server is reached from other hosts
+    api_port: int = Field(default=3000, ge=0, le=65535)
+    proxy_port: int = Field(default=49983, ge=0, le=65535)
+    #: The ``domain`` returned at create (``<port>-<id>.<domain>`` hosts); None: not set.
+    domain: str | None = None
+    default_timeout_v2_s: int = Field(default=300, ge=1, le=86_400)
+    default_timeout_v1_s: int = Field(default=15, ge=1, le=86_400)
+    #: Sandboxes one node may hold before creates get 429; 0: no limit at the API.
+    max_sandboxes_per_node: int = Field(default=100, ge=0)
+    reaper_interval_s: float = Field(default=1.0, gt=0)
+    envd_version: str = "0.6.13"
+
+    def effective_database_url(self) -> str:
+        """``database_url``, or SQLite at ``<home>/hutch.db``."""
+        if self.database_url:
+            return self.database_url
+        return f"sqlite+aiosqlite:///{self.home.resolve() / 'hutch.db'}"

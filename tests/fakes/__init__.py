@@ -1,0 +1,1 @@
+"""Real, typed in-memory implementations of hutch's seams, for tests."""

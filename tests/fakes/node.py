@@ -1,0 +1,87 @@
+"""``FakeNodeClient``: an in-memory node satisfying ``hutch.api.service.ports.NodeClient``.
+
+It keeps a dict of "running" sandboxes, can be made full (``capacity``) or made to fail
+the next create (``fail_next_create``), and records every call, so tests can check that
+store and node agree.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from hutch.api.service.ports import PlacedSandbox, SandboxLogLine, SandboxMetrics, SandboxSpec
+from hutch.shared.errors import HutchError, ResourceExhaustedError
+from hutch.shared.ids import NodeID, SandboxID
+
+
+@dataclass
+class FakeNodeClient:
+    """See the module docstring. Not thread-safe; tests read it between requests."""
+
+    node_id: NodeID = NodeID("fake-node")
+    capacity: int | None = None
+    #: Raised by the next ``create`` (after the node "started" the sandbox, so a leak
+    #: would show), then cleared.
+    fail_next_create: BaseException | None = None
+    #: Raised by every ``kill`` while set (to test failed rollbacks).
+    fail_kill: HutchError | None = None
+    #: Set to make ``create`` wait until it is set (to test in-flight retries).
+    create_gate: asyncio.Event | None = None
+    running: dict[SandboxID, SandboxSpec] = field(default_factory=dict)
+    created: list[SandboxID] = field(default_factory=list)
+    killed: list[SandboxID] = field(default_factory=list)
+    logs_by_id: dict[SandboxID, list[SandboxLogLine]] = field(default_factory=dict)
+
+    async def create(self, spec: SandboxSpec) -> PlacedSandbox:
+        if self.capacity is not None and len(self.running) >= self.capacity:
+            raise ResourceExhaustedError(f"node {self.node_id} is full")
+        self.running[spec.sandbox_id] = spec
+        self.created.append(spec.sandbox_id)
+        if self.create_gate is not None:
+            await self.create_gate.wait()
+        if self.fail_next_create is not None:
+            exc, self.fail_next_create = self.fail_next_create, None
+            raise exc
+        n = len(self.created)
+        return PlacedSandbox(
+            sandbox_id=spec.sandbox_id, node_id=self.node_id, address=f"10.11.0.{n % 250 + 2}"
+        )
+
+    async def kill(self, sandbox_id: SandboxID) -> None:
+        if self.fail_kill is not None:
+            raise self.fail_kill
+        self.running.pop(sandbox_id, None)
+        self.killed.append(sandbox_id)
+
+    async def list_running(self) -> Sequence[SandboxID]:
+        return list(self.running)
+
+    async def metrics(
+        self, sandbox_id: SandboxID, *, start: datetime | None, end: datetime | None
+    ) -> Sequence[SandboxMetrics]:
+        if sandbox_id not in self.running:
+            return []
+        spec = self.running[sandbox_id]
+        return [
+            SandboxMetrics(
+                timestamp=datetime(2025, 1, 1, tzinfo=UTC),
+                cpu_count=spec.cpu_count,
+                cpu_used_pct=1.5,
+                mem_used=16 * 2**20,
+                mem_total=spec.memory_mb * 2**20,
+                mem_cache=2**20,
+                disk_used=2**20,
+                disk_total=spec.disk_mb * 2**20,
+            )
+        ]
+
+    async def logs(
+        self, sandbox_id: SandboxID, *, start: datetime | None, limit: int
+    ) -> Sequence[SandboxLogLine]:
+        lines = self.logs_by_id.get(sandbox_id, [])
+        if start is not None:
+            lines = [x for x in lines if x.timestamp >= start]
+        return lines[:limit]
