@@ -1,0 +1,182 @@
+"""Error cases and wire details over plain httpx."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import httpx
+import pytest
+
+from tests.integration.api.conftest import ApiServer, reap_now
+
+
+def _client(api: ApiServer, key: str | None = None) -> httpx.Client:
+    headers = {"X-API-Key": key if key is not None else api.key}
+    return httpx.Client(base_url=api.url, headers=headers, timeout=30)
+
+
+def _create(c: httpx.Client, **body: object) -> httpx.Response:
+    return c.post("/v2/sandboxes", json={"templateID": "base", **body})
+
+
+def test_health_needs_no_key(api: ApiServer) -> None:
+    assert httpx.get(f"{api.url}/health").status_code == 200
+
+
+@pytest.mark.parametrize("key", ["", "e2b_" + "1" * 40, "garbage"])
+def test_missing_or_wrong_key_is_401_json(api: ApiServer, key: str) -> None:
+    r = httpx.get(f"{api.url}/v2/sandboxes", headers={"X-API-Key": key} if key else {})
+    assert r.status_code == 401
+    assert r.json()["code"] == 401 and r.json()["message"]
+
+
+def test_unknown_route_and_trailing_slash_are_json_404(api: ApiServer) -> None:
+    with _client(api) as c:
+        for path in ("/nope", "/v2/sandboxes/", "/sandboxes/a%2Fb"):
+            r = c.get(path)
+            assert r.status_code == 404, path
+            assert set(r.json()) >= {"code", "message"}
+
+
+def test_create_shape_v2_and_v1(api: ApiServer) -> None:
+    with _client(api) as c:
+        r = _create(c)
+        assert r.status_code == 201
+        body = r.json()
+        assert body["clientID"] == "6532622b"
+        assert body["envdVersion"] == "0.6.13"
+        assert body["envdAccessToken"]
+        assert body["domain"] is None
+        r1 = c.post("/sandboxes", json={"templateID": "base"})
+        assert r1.status_code == 201 and "envdAccessToken" not in r1.json()
+        r2 = c.post("/sandboxes", json={"templateID": "base", "secure": True})
+        assert r2.json()["envdAccessToken"]
+        detail = c.get(f"/sandboxes/{r1.json()['sandboxID']}").json()
+        started = datetime.fromisoformat(detail["startedAt"])
+        assert datetime.fromisoformat(detail["endAt"]) - started == timedelta(seconds=15)
+        assert "network" not in detail and "lifecycle" not in detail
+        # infra's <id>-<clientID> form
+        assert c.get(f"/sandboxes/{body['sandboxID']}-6532622b").status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("body", "names"),
+    [
+        ({"timeout": 0}, "timeout"),
+        ({"timeout": 86401}, "timeout"),
+        ({"timeout": "30"}, "timeout"),
+        ({"metadata": {"k": 1}}, "metadata.k"),
+        ({"metadata": {"k": "x" * 3000}}, "metadata.k"),
+        ({"envVars": {"1BAD": "x"}}, "1BAD"),
+        ({"envVars": {"A": None}}, "envVars.A"),
+        ({"volumeMounts": [{"name": "v", "path": "/v"}]}, "volumeMounts"),
+    ],
+)
+def test_create_validation_is_400_naming_the_field(
+    api: ApiServer, body: dict[str, object], names: str
+) -> None:
+    with _client(api) as c:
+        r = _create(c, **body)
+    assert r.status_code == 400, r.text
+    assert names in r.json()["message"]
+    assert api.node.running == {}
+
+
+def test_create_unknown_or_unbuilt_template(api: ApiServer) -> None:
+    with _client(api) as c:
+        assert c.post("/v2/sandboxes", json={"templateID": "nope"}).status_code == 404
+        assert c.post("/v2/sandboxes", json={"templateID": "unbuilt"}).status_code == 400
+        assert c.post("/v2/sandboxes", content=b"{").status_code == 400
+
+
+def test_node_full_is_429_and_leaves_nothing(api: ApiServer) -> None:
+    api.node.capacity = 1
+    with _client(api) as c:
+        assert _create(c).status_code == 201
+        r = c.post(
+            "/v2/sandboxes", json={"templateID": "base"}, headers={"Should-Retry": "x"}
+        )
+        assert r.status_code == 429
+        listed = c.get("/v2/sandboxes").json()
+    assert len(listed) == 1 and len(api.node.running) == 1
+
+
+def test_node_failure_rolls_back_and_is_not_retried(api: ApiServer) -> None:
+    from hutch.shared.errors import HutchError
+
+    api.node.fail_next_create = HutchError("runc exploded")
+    with _client(api) as c:
+        r = _create(c)
+        assert r.status_code == 500
+        assert r.headers["Should-Retry"] == "false"
+        assert c.get("/v2/sandboxes").json() == []
+    assert api.node.running == {}
+    assert api.node.killed == api.node.created
+
+
+def test_idempotency_key_replays_and_refuses_a_different_body(api: ApiServer) -> None:
+    with _client(api) as c:
+        h = {"Idempotency-Key": "req-1"}
+        a = c.post("/v2/sandboxes", json={"templateID": "base"}, headers=h)
+        b = c.post("/v2/sandboxes", json={"templateID": "base"}, headers=h)
+        assert a.status_code == b.status_code == 201
+        assert a.json()["sandboxID"] == b.json()["sandboxID"]
+        assert len(api.node.created) == 1
+        other = c.post("/v2/sandboxes", json={"templateID": "busybox"}, headers=h)
+        assert other.status_code == 409
+        bad = c.post("/v2/sandboxes", json={"templateID": "base"}, headers={"Idempotency-Key": "UP"})
+        assert bad.status_code == 400
+
+
+def test_other_team_sees_404(api: ApiServer) -> None:
+    with _client(api) as c:
+        sid = _create(c).json()["sandboxID"]
+    with _client(api, api.other_key) as o:
+        assert o.get(f"/sandboxes/{sid}").status_code == 404
+        assert o.delete(f"/sandboxes/{sid}").status_code == 404
+        assert o.post(f"/sandboxes/{sid}/timeout", json={"timeout": 5}).status_code == 404
+        assert o.get("/v2/sandboxes").json() == []
+        assert o.get("/templates").json() == []
+    assert sid in api.node.running
+
+
+def test_list_params_are_checked(api: ApiServer) -> None:
+    with _client(api) as c:
+        for q in ("limit=0", "limit=101", "limit=x", "nextToken=%%%", "state=dead", "metadata=novalue"):
+            r = c.get(f"/v2/sandboxes?{q}")
+            assert r.status_code == 400, q
+
+
+def test_timeout_refresh_connect_logs_metrics_templates(api: ApiServer) -> None:
+    with _client(api) as c:
+        sid = _create(c, timeout=100).json()["sandboxID"]
+        assert c.post(f"/sandboxes/{sid}/timeout", json={"timeout": 10}).status_code == 204
+        assert c.post(f"/sandboxes/{sid}/timeout", json={}).status_code == 400
+        assert c.post(f"/sandboxes/{sid}/refreshes", json={"duration": 50}).status_code == 204
+        assert c.post(f"/sandboxes/{sid}/refreshes").status_code == 204
+        r = c.post(f"/sandboxes/{sid}/connect", json={"timeout": 20})
+        assert r.status_code == 200 and r.json()["sandboxID"] == sid
+        assert c.post(f"/sandboxes/{sid}/connect", json={}).status_code == 400
+        assert c.post(f"/v2/sandboxes/{sid}/connect", json={}).status_code == 200
+        assert c.get(f"/sandboxes/{sid}/logs").json() == {"logs": [], "logEntries": []}
+        assert c.get(f"/v2/sandboxes/{sid}/logs").json() == {"logs": []}
+        assert len(c.get(f"/sandboxes/{sid}/metrics").json()) == 1
+        templates = c.get("/templates").json()
+        assert {t["aliases"][0] for t in templates} == {"base", "busybox", "unbuilt"}
+        assert c.delete(f"/sandboxes/{sid}").status_code == 204
+        assert c.post(f"/sandboxes/{sid}/timeout", json={"timeout": 10}).status_code == 404
+        assert c.post(f"/v2/sandboxes/{sid}/connect", json={}).status_code == 404
+
+
+def test_reaper_kills_expired_sandboxes(api: ApiServer) -> None:
+    with _client(api) as c:
+        short = _create(c, timeout=10).json()["sandboxID"]
+        long = _create(c, timeout=1000).json()["sandboxID"]
+        started = datetime.fromisoformat(c.get(f"/sandboxes/{short}").json()["startedAt"])
+        assert reap_now(api, started + timedelta(seconds=9)) == 0
+        assert reap_now(api, started + timedelta(seconds=11)) == 1
+        assert c.get(f"/sandboxes/{short}").status_code == 404
+        assert c.get(f"/sandboxes/{long}").status_code == 200
+    assert short not in api.node.running and long in api.node.running
+    assert reap_now(api, datetime(2100, 1, 1, tzinfo=UTC)) == 1
+    assert api.node.running == {}
