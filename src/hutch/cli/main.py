@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING
+
 import click
 
 from hutch import __version__
+
+if TYPE_CHECKING:
+    from hutch.serve.settings import ServeSettings
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -25,6 +32,66 @@ def envd(ctx: click.Context) -> None:
     from hutch.envd.main import main as envd_main
 
     raise SystemExit(envd_main(list(ctx.args)))
+
+
+_HOME = click.option(
+    "--home",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="State directory (env HUTCH_HOME, default /var/lib/hutch).",
+)
+
+
+def _serve_settings(**values: object) -> ServeSettings:
+    """Settings from the environment, with the options that were given on top."""
+    from hutch.serve.settings import ServeSettings
+
+    return ServeSettings(**{k: v for k, v in values.items() if v is not None})  # type: ignore[arg-type]
+
+
+@cli.command("serve")
+@_HOME
+@click.option("--api-port", type=int, default=None, help="API port (HUTCH_API_PORT, 3000).")
+@click.option(
+    "--proxy-port", type=int, default=None, help="Sandbox proxy port (HUTCH_PROXY_PORT, 49983)."
+)
+@click.option("--host", default=None, help="Address to listen on (HUTCH_HOST, 0.0.0.0).")
+@click.option(
+    "--runtime", type=click.Choice(["runc", "runsc"]), default=None, help="OCI runtime."
+)
+def serve(
+    home: Path | None, api_port: int | None, proxy_port: int | None, host: str | None,
+    runtime: str | None,
+) -> None:  # fmt: skip
+    """Run the API, the node and the sandbox proxy in this process."""
+    from hutch.serve.main import run
+
+    run(_serve_settings(home=home, api_port=api_port, proxy_port=proxy_port, host=host,
+                        runtime=runtime))  # fmt: skip
+
+
+@cli.group("keys")
+def keys() -> None:
+    """API keys."""
+
+
+@keys.command("create")
+@_HOME
+@click.option("--name", default="", help="A label shown with the key's mask.")
+@click.option("--json", "as_json", is_flag=True, help="Print id, team and mask as JSON too.")
+def keys_create(home: Path | None, name: str, as_json: bool) -> None:
+    """Print a new API key for the default team (stdout carries the key alone)."""
+    import asyncio
+
+    from hutch.serve.keys import create_key
+
+    created = asyncio.run(create_key(_serve_settings(home=home), name=name))
+    if as_json:
+        key = created.api_key
+        click.echo(json.dumps({"key": created.secret, "id": key.id, "teamId": key.team_id,
+                               "name": key.name, "mask": key.mask}))  # fmt: skip
+    else:
+        click.echo(created.secret)
 
 
 def main(argv: list[str]) -> int:

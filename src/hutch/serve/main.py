@@ -1,0 +1,114 @@
+"""``run(settings)``: the api and the proxy on two uvicorn servers, one event loop, one node.
+
+Startup order (each step needs the one before):
+
+1. open the store (migrating it): the api's source of truth;
+2. build the node (``build_node``) and seed template rows from its templates on disk;
+3. ``manager.start()`` (bridge, firewall), then reconcile store rows with the node
+   (``serve/reconcile.py``) and give adopted sandboxes their proxy routes back;
+4. serve the proxy, then the api: ``GET /health`` on the api answering 200 means ready.
+
+SIGTERM/SIGINT stop both servers and close the store, but **leave sandboxes running**: the
+next start adopts them (or cleans them up if their rows are gone).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from collections.abc import Generator
+
+import uvicorn
+
+from hutch.api.app import create_app
+from hutch.api.store.sql import open_sql_store
+from hutch.node.app import build_node
+from hutch.proxy.catalog import InMemorySandboxCatalog
+from hutch.proxy.runner import create_config as proxy_config
+from hutch.serve.node_client import LocalNodeClient
+from hutch.serve.reconcile import reconcile
+from hutch.serve.settings import ServeSettings
+from hutch.serve.templates import seed_templates
+from hutch.shared.ids import NodeID
+
+log = logging.getLogger("hutch.serve")
+
+
+class _Server(uvicorn.Server):
+    """A uvicorn server that leaves signals to :func:`serve`.
+
+    uvicorn's own handling re-raises a captured SIGTERM after shutdown, which would end
+    the process before the other server and the store are closed.
+    """
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Generator[None, None, None]:
+        yield
+
+
+async def serve(settings: ServeSettings) -> None:
+    """Run hutch until SIGTERM/SIGINT (see the module docstring)."""
+    api_settings = settings.api_settings()
+    node_settings = settings.node_settings()
+    api_settings.home.mkdir(parents=True, exist_ok=True)
+    store = await open_sql_store(api_settings.effective_database_url(), migrate=True)
+    node = build_node(node_settings)
+    try:
+        await seed_templates(store, await node.templates.list())
+        await node.manager.start()
+        catalog = InMemorySandboxCatalog()
+        await reconcile(store, node.manager, catalog)
+        client = LocalNodeClient(node.manager, catalog, node_id=NodeID(settings.node_id))
+        api = _Server(
+            uvicorn.Config(
+                create_app(api_settings, node=client, store=store),
+                host=settings.host,
+                port=settings.api_port,
+                lifespan="on",
+                log_level="warning",
+                access_log=False,
+                server_header=False,
+            )
+        )
+        proxy = _Server(proxy_config(catalog, host=settings.host, port=settings.proxy_port))
+        await _run_both(proxy, api)
+    finally:
+        await node.aclose()
+        await store.close()
+
+
+async def _run_both(proxy: uvicorn.Server, api: uvicorn.Server) -> None:
+    """Serve until a signal, or until either server stops (e.g. its port was taken)."""
+    loop = asyncio.get_running_loop()
+
+    def stop() -> None:
+        proxy.should_exit = api.should_exit = True
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop)
+    tasks = [asyncio.create_task(proxy.serve(), name="hutch-proxy")]
+    # The api last: its /health is the readiness signal, so the proxy must be up first.
+    while not proxy.started and not tasks[0].done():
+        await asyncio.sleep(0.01)
+    tasks.append(asyncio.create_task(api.serve(), name="hutch-api"))
+    try:
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        stop()
+        await asyncio.gather(*tasks)
+    finally:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
+    if not (proxy.started and api.started):
+        raise SystemExit("hutch serve: a server failed to start (is its port in use?)")
+    log.info("stopped; sandboxes keep running until the next start reconciles them")
+
+
+def run(settings: ServeSettings) -> None:
+    """Blocking entry point for the CLI."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    # One line per envd request from the node's client would drown everything else.
+    for noisy in ("httpx", "httpcore", "alembic"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    asyncio.run(serve(settings))
