@@ -1,0 +1,56 @@
+"""Fixtures for the end-to-end tests: one real ``hutch serve`` per session, driven by the
+official ``e2b`` SDK through ``E2B_API_URL`` / ``E2B_SANDBOX_URL`` / ``E2B_API_KEY``.
+
+The envd bundle comes from the node tests' cache (``/var/tmp/hutch-test-cache``); the
+busybox template is built into the session's home (milliseconds). The finalizer stops
+serve by its pid, destroys whatever sandboxes are left, removes the bridge, and requires
+that nothing leaked.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from hutch.node.templates.busybox import build_busybox
+
+from .serveproc import Serve, nodehelpers
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    reason = nodehelpers.missing_system()
+    here = Path(__file__).parent
+    for item in items:
+        if here in Path(item.path).parents:
+            item.add_marker(pytest.mark.root)
+            if reason is not None:
+                item.add_marker(pytest.mark.skip(reason=reason))
+
+
+@pytest.fixture(scope="session")
+def serve(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Serve]:
+    home = tmp_path_factory.mktemp("serve-home")
+    build_busybox(home / "templates")
+    server = Serve(home=home, envd_bundle=nodehelpers.cached_envd_bundle())
+    key = server.hutch("keys", "create").strip()
+    saved = {k: os.environ.get(k) for k in ("E2B_API_URL", "E2B_SANDBOX_URL", "E2B_API_KEY")}
+    os.environ.update(
+        E2B_API_URL=server.api_url, E2B_SANDBOX_URL=server.sandbox_url, E2B_API_KEY=key
+    )
+    try:
+        server.start()
+        yield server
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+        if server.proc is not None:
+            server.stop()
+        server.destroy_everything()
+    leaks = server.leaks()
+    assert leaks.total() == 0, leaks

@@ -1,0 +1,150 @@
+"""A real ``hutch serve`` subprocess for the end-to-end tests, and the host-side checks.
+
+Everything global it creates is named ``hse2e*`` (bridge ``hse2e0`` on 10.215.33.0/24,
+netns ``hse2e-*``, veths ``hxe*``, nft table ``hse2e``, cgroup parent ``hse2e-<pid>``),
+distinct from the node tests' ``hsm*`` and the network tests' ``hn*``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+sys.path.insert(0, str(Path(__file__).parents[1] / "integration" / "node"))
+import nodehelpers  # noqa: E402
+
+from hutch.node.app import build_node  # noqa: E402
+from hutch.node.runtime.runc import RuncRuntime  # noqa: E402
+from hutch.node.settings import NodeSettings  # noqa: E402
+
+NODE_ENV = {
+    "HUTCH_NODE_BRIDGE": "hse2e0",
+    "HUTCH_NODE_SUBNET": "10.215.33.0/24",
+    "HUTCH_NODE_NETNS_PREFIX": "hse2e-",
+    "HUTCH_NODE_VETH_PREFIX": "hxe",
+    "HUTCH_NODE_NFT_TABLE": "hse2e",
+    "HUTCH_NODE_CGROUP_PARENT": f"hse2e-{os.getpid()}",
+    "HUTCH_NODE_MANAGE_IP_FORWARD": "false",
+    "HUTCH_NODE_ENVD_READY_TIMEOUT_S": "60",
+}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class Serve:
+    """One ``hutch serve`` on its own home and ports; restartable on the same ones."""
+
+    home: Path
+    envd_bundle: Path
+    api_port: int = field(default_factory=free_port)
+    proxy_port: int = field(default_factory=free_port)
+    proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def env(self) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if "proxy" not in k.lower()}
+        env.update(NODE_ENV, HUTCH_NODE_ENVD_BUNDLE_DIR=str(self.envd_bundle))
+        return env
+
+    @property
+    def api_url(self) -> str:
+        return f"http://127.0.0.1:{self.api_port}"
+
+    @property
+    def sandbox_url(self) -> str:
+        return f"http://127.0.0.1:{self.proxy_port}"
+
+    def hutch(self, *args: str) -> str:
+        """Run a ``hutch`` command against this home; its stdout."""
+        return subprocess.run(
+            [sys.executable, "-m", "hutch", *args, "--home", str(self.home)],
+            env=self.env, check=True, capture_output=True, text=True,
+        ).stdout  # fmt: skip
+
+    def start(self) -> None:
+        """Start and wait until ``GET /health`` answers 200 (or the process dies)."""
+        log = open(self.home / "serve.log", "ab")  # noqa: SIM115 - owned by the child
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "hutch", "serve", "--home", str(self.home), "--host",
+             "127.0.0.1", "--api-port", str(self.api_port), "--proxy-port", str(self.proxy_port)],
+            env=self.env, stdout=log, stderr=log, stdin=subprocess.DEVNULL,
+        )  # fmt: skip
+        log.close()
+        while True:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"hutch serve exited: {self.log_tail()}")
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(f"{self.api_url}/health", timeout=1).status_code == 200:
+                    return
+            time.sleep(0.05)
+
+    def stop(self, sig: int = signal.SIGTERM) -> int:
+        """Stop the process by its pid and reap it; its exit code."""
+        assert self.proc is not None
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        code = self.proc.wait(timeout=60)
+        self.proc = None
+        return code
+
+    def log_tail(self) -> str:
+        return (self.home / "serve.log").read_text(errors="replace")[-3000:]
+
+    def node_settings(self) -> NodeSettings:
+        """The node's settings exactly as the child reads them."""
+        return NodeSettings(
+            home=self.home, bridge="hse2e0", subnet="10.215.33.0/24",  # type: ignore[arg-type]
+            netns_prefix="hse2e-", veth_prefix="hxe", nft_table="hse2e",
+            cgroup_parent=NODE_ENV["HUTCH_NODE_CGROUP_PARENT"], manage_ip_forward=False,
+            envd_bundle_dir=self.envd_bundle,
+        )  # fmt: skip
+
+    def leaks(self) -> nodehelpers.Leaks:
+        """What the node's sandboxes hold on the host (the node tests' counter, our names)."""
+        settings = self.node_settings()
+        saved = (nodehelpers.NETNS_PREFIX, nodehelpers.VETH_PREFIX, nodehelpers.CGROUP_PARENT)
+        nodehelpers.NETNS_PREFIX, nodehelpers.VETH_PREFIX = "hse2e-", "hxe"
+        nodehelpers.CGROUP_PARENT = settings.cgroup_parent
+        try:
+            return asyncio.run(
+                nodehelpers.count_leaks(settings, RuncRuntime(root=settings.runtime_root))
+            )
+        finally:
+            nodehelpers.NETNS_PREFIX, nodehelpers.VETH_PREFIX, nodehelpers.CGROUP_PARENT = saved
+
+    def destroy_everything(self) -> None:
+        """With serve stopped: kill every sandbox left and remove the bridge."""
+
+        async def run() -> None:
+            node = build_node(self.node_settings(), build_bundle=False)
+            try:
+                await node.manager.start()
+                await node.manager.reconcile([])
+            finally:
+                await node.networks.remove_bridge()
+                await node.aclose()
+
+        asyncio.run(run())
+        saved = nodehelpers.CGROUP_PARENT
+        nodehelpers.CGROUP_PARENT = NODE_ENV["HUTCH_NODE_CGROUP_PARENT"]
+        try:
+            for parent in nodehelpers.cgroup_parents():
+                with contextlib.suppress(OSError):
+                    parent.rmdir()
+        finally:
+            nodehelpers.CGROUP_PARENT = saved
