@@ -5,6 +5,7 @@
 #
 #   ./install.sh                 install (or update) hutch
 #   HUTCH_PREFIX=/opt/hutch      where the virtual environment lives (default)
+#   HUTCH_HOME=/var/lib/hutch    where envd's bundle and the templates are built (default)
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -23,6 +24,7 @@ system_packages=(
   runsc                              # gVisor, the stronger-isolation runtime (ptrace platform)
   tini                               # PID 1 in sandboxes: reaps zombies
   busybox-static                     # the tiny `busybox` template
+  debootstrap                        # the Debian 12 `base` template
   patchelf binutils libc-bin         # envd's relocatable, self-contained bundle (patchelf, strip, ldd)
 )
 
@@ -59,6 +61,29 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$digest" ]; then
   "$venv/bin/pip" install -q --disable-pip-version-check "$here"
   echo "$digest" > "$stamp"
 fi
+
+# envd's bundle, rebuilt only when the installed source changed (same digest as above).
+# Built aside and renamed into place; the previous one is kept as envd.prev because
+# running sandboxes bind-mount it (they keep the old inode across the rename).
+home="${HUTCH_HOME:-/var/lib/hutch}"
+mkdir -p "$home" && chmod 700 "$home"
+if [ "$(cat "$home/envd/.hutch-source-sha256" 2>/dev/null)" != "$digest" ]; then
+  log "building envd's bundle into $home/envd"
+  rm -rf "$home/.envd-build"
+  "$venv/bin/python" -m hutch.node.envd_bundle build --out "$home/.envd-build" >/dev/null
+  echo "$digest" > "$home/.envd-build/.hutch-source-sha256"
+  if [ -d "$home/envd" ]; then rm -rf "$home/envd.prev"; mv "$home/envd" "$home/envd.prev"; fi
+  mv "$home/.envd-build" "$home/envd"
+fi
+
+# The default templates; the builder keeps an already published template (seconds for
+# busybox, about a minute of debootstrap for base on the first run only).
+for template in busybox base; do
+  if [ ! -f "$home/templates/$template/template.json" ]; then
+    log "building the $template template into $home/templates"
+    "$venv/bin/python" -m hutch.node.templates build "$template" --home "$home" >/dev/null
+  fi
+done
 
 if [ "$(readlink "$bin_link" 2>/dev/null)" != "$venv/bin/hutch" ]; then
   ln -sfn "$venv/bin/hutch" "$bin_link"
