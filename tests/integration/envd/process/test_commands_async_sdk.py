@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import re
+import uuid
+from pathlib import Path
 
 import pytest
 from e2b import CommandExitException, PtySize, TimeoutException
@@ -42,11 +44,16 @@ async def test_async_background_stdin_connect_and_kill(async_sandbox) -> None:
     assert await async_sandbox.commands.kill(handle.pid) is False
 
 
-async def test_async_deadline(async_sandbox, tmp_path) -> None:
-    marker = tmp_path / "pid"
+async def test_async_deadline(async_sandbox, test_user) -> None:
+    # As the test account: a deadline may land while a login shell runs its profile,
+    # and root's profile on a dev host may hold locks (pyenv) that a kill leaves behind.
+    marker = Path(test_user.pw_dir) / f"deadline-pid-{uuid.uuid4().hex}"
     with pytest.raises(TimeoutException):
-        await async_sandbox.commands.run(f"echo $$ > {marker}; exec sleep 30", timeout=1)
+        await async_sandbox.commands.run(
+            f"echo $$ > {marker}; exec sleep 30", timeout=1, user=test_user.pw_name
+        )
     pid = int(marker.read_text())
+    marker.unlink()
     for _ in range(200):
         if not pid_alive(pid):
             break

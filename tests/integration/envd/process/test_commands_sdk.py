@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 import pwd
 import threading
+import uuid
+from pathlib import Path
 
 import httpx
 import pytest
@@ -12,6 +14,18 @@ from e2b import CommandExitException, TimeoutException
 
 from tests.conftest import EnvdProcess
 from tests.integration.envd.process.conftest import assert_healthy, eventually, pid_alive
+
+
+def background_started(sandbox, tmp_path, cmd: str, **kwargs):
+    """Run ``cmd`` in the background and wait until the login shell has reached it.
+
+    Killing ``bash -l`` while it still runs the host's profile can leave that profile's
+    lock files behind (pyenv's rehash lock), which then stalls every later login shell.
+    """
+    marker = tmp_path / f"started-{len(list(tmp_path.iterdir()))}"
+    handle = sandbox.commands.run(f"touch {marker}; {cmd}", background=True, **kwargs)
+    assert eventually(marker.exists)
+    return handle
 
 
 def test_run_returns_stdout_stderr_and_exit_code(sandbox) -> None:
@@ -79,14 +93,14 @@ def test_connect_after_disconnect_sees_later_output_and_end(sandbox, tmp_path) -
     assert info.value.stdout == "late\n"  # nothing replayed from before the re-attach
 
 
-def test_list_shows_running_commands(sandbox) -> None:
-    handle = sandbox.commands.run("sleep 30", background=True, envs={"K": "v"}, cwd="/tmp")
+def test_list_shows_running_commands(sandbox, tmp_path) -> None:
+    handle = background_started(sandbox, tmp_path, "sleep 30", envs={"K": "v"}, cwd="/tmp")
     try:
         listed = {p.pid: p for p in sandbox.commands.list()}
         assert handle.pid in listed
         info = listed[handle.pid]
         assert info.cmd == "/bin/bash"
-        assert info.args == ["-l", "-c", "sleep 30"]
+        assert info.args[:2] == ["-l", "-c"] and info.args[2].endswith("; sleep 30")
         assert info.envs == {"K": "v"}
         assert info.cwd == "/tmp"
     finally:
@@ -106,8 +120,8 @@ def test_stdin_false_reads_dev_null(sandbox) -> None:
     assert sandbox.commands.run("cat; readlink /proc/self/fd/0").stdout == "/dev/null\n"
 
 
-def test_kill_true_then_false_once_gone(sandbox) -> None:
-    handle = sandbox.commands.run("sleep 100", background=True)
+def test_kill_true_then_false_once_gone(sandbox, tmp_path) -> None:
+    handle = background_started(sandbox, tmp_path, "sleep 100")
     assert sandbox.commands.kill(handle.pid) is True
     with pytest.raises(CommandExitException) as info:
         handle.wait()
@@ -172,17 +186,22 @@ def test_root_user(sandbox) -> None:
     assert sandbox.commands.run("id -u", user="root").stdout == "0\n"
 
 
-def test_deadline_kills_the_command(sandbox, tmp_path) -> None:
-    marker = tmp_path / "pid"
+def test_deadline_kills_the_command(sandbox, test_user) -> None:
+    # As the test account: a deadline may land while a login shell runs its profile,
+    # and root's profile on a dev host may hold locks (pyenv) that a kill leaves behind.
+    marker = Path(test_user.pw_dir) / f"deadline-pid-{uuid.uuid4().hex}"
     with pytest.raises(TimeoutException):
-        sandbox.commands.run(f"echo $$ > {marker}; exec sleep 30", timeout=1)
+        sandbox.commands.run(
+            f"echo $$ > {marker}; exec sleep 30", timeout=1, user=test_user.pw_name
+        )
     pid = int(marker.read_text())
+    marker.unlink()
     assert eventually(lambda: not pid_alive(pid))
     assert eventually(lambda: pid not in [p.pid for p in sandbox.commands.list()])
 
 
-def test_client_disconnect_leaves_process_running(sandbox) -> None:
-    handle = sandbox.commands.run("sleep 30", background=True, timeout=0)
+def test_client_disconnect_leaves_process_running(sandbox, tmp_path) -> None:
+    handle = background_started(sandbox, tmp_path, "sleep 30", timeout=0)
     handle.disconnect()
     # A later request on the same envd proves the disconnect was processed.
     assert sandbox.commands.run("true").exit_code == 0
