@@ -22,9 +22,10 @@ from hutch.envd.http import uploads as uploads_http
 from hutch.envd.http.responses import EXCEPTION_HANDLERS
 from hutch.envd.process.manager import ProcessManager
 from hutch.envd.rpc.codecs import codecs as strict_codecs
+from hutch.envd.rpc.disconnect import DisconnectWatch
 from hutch.envd.rpc.errors import ErrorInterceptor
-from hutch.envd.rpc.filesystem import DisconnectSignal, FilesystemService
-from hutch.envd.rpc.process import DisconnectWatch, ProcessService
+from hutch.envd.rpc.filesystem import FilesystemService
+from hutch.envd.rpc.process import ProcessService
 from hutch.envd.settings import EnvdSettings
 from hutch.envd.state import EnvdState
 from hutch.shared.proto.filesystem.filesystem_connect import FilesystemASGIApplication
@@ -109,7 +110,7 @@ def create_app(settings: EnvdSettings, *, envd: Envd | None = None) -> Callable:
     interceptors = [ErrorInterceptor()]
     read_max = settings.max_rpc_message_bytes
     services: dict[str, Callable] = {
-        "filesystem.Filesystem": DisconnectSignal(
+        "filesystem.Filesystem": DisconnectWatch(
             FilesystemASGIApplication(
                 service=FilesystemService(envd),
                 interceptors=interceptors,

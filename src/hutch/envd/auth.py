@@ -7,59 +7,18 @@ once let ``POST /files`` match ``POST /filesystem.Filesystem/*``.
 
 from __future__ import annotations
 
-import base64
-import hashlib
-import hmac
 import json
 import time
 from collections.abc import Callable
 from urllib.parse import parse_qs
 
 from hutch.envd.state import EnvdState
+from hutch.shared.signatures import check_signature
 
 #: Routes that never need the token.
 _OPEN_ROUTES = frozenset({("GET", "/health")})
 #: Routes that accept a valid signature instead of the token, and the operation it signs.
 _SIGNED_ROUTES = {("GET", "/files"): "read", ("POST", "/files"): "write"}
-
-
-def file_signature(
-    *, path: str, operation: str, username: str, token: str, expiration: int | None
-) -> str:
-    """The v1 signature the SDKs put on download and upload URLs."""
-    raw = f"{path}:{operation}:{username}:{token}"
-    if expiration is not None:
-        raw += f":{expiration}"
-    digest = hashlib.sha256(raw.encode()).digest()
-    return "v1_" + base64.b64encode(digest).rstrip(b"=").decode("ascii")
-
-
-def check_signature(
-    query: dict[str, list[str]], *, operation: str, token: str, now: float
-) -> str | None:
-    """None when the query carries a valid, unexpired signature; otherwise why not."""
-    signature = query.get("signature", [""])[0]
-    if not signature:
-        return "missing access token or signature"
-    raw_expiration = query.get("signature_expiration", [None])[0]
-    expiration: int | None = None
-    if raw_expiration not in (None, ""):
-        try:
-            expiration = int(raw_expiration)  # type: ignore[arg-type]
-        except ValueError:
-            return "invalid signature_expiration"
-    expected = file_signature(
-        path=query.get("path", [""])[0],
-        operation=operation,
-        username=query.get("username", [""])[0],
-        token=token,
-        expiration=expiration,
-    )
-    if not hmac.compare_digest(signature.encode(), expected.encode()):
-        return "invalid signature"
-    if expiration is not None and expiration < now:
-        return "signature expired"
-    return None
 
 
 def _header(scope: dict, name: bytes) -> str | None:

@@ -31,7 +31,7 @@ class StrictCodec:
             return self._inner.decode(data, message_class)
         except ConnectError:
             raise
-        except Exception as exc:  # noqa: BLE001 - any parse failure is the client's
+        except Exception as exc:
             raise ConnectError(
                 Code.INVALID_ARGUMENT,
                 f"malformed {self._inner.name()} request body: {exc}",

@@ -9,8 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Callable
-from contextvars import ContextVar
+from collections.abc import AsyncIterator
 from typing import Any
 
 from protobuf import Oneof
@@ -22,6 +21,7 @@ from hutch.envd.filesystem.entries import Entry, EntryType
 from hutch.envd.filesystem.permissions import check_read
 from hutch.envd.filesystem.watcher import EventKind, WatchEvent
 from hutch.envd.rpc.context import deadline_s, keepalive_interval, request_user
+from hutch.envd.rpc.disconnect import current_disconnect
 from hutch.shared.errors import DeadlineExceededError
 from hutch.shared.proto.filesystem import filesystem_pb as pb
 
@@ -39,10 +39,6 @@ _EVENT_TYPES = {
     EventKind.RENAME: pb.EventType.RENAME,
     EventKind.CHMOD: pb.EventType.CHMOD,
 }
-
-#: Set by ``DisconnectSignal`` for the current request: fires when the client goes away.
-_CLIENT_GONE: ContextVar[asyncio.Event | None] = ContextVar("envd_client_gone", default=None)
-
 
 def entry_info(entry: Entry) -> pb.EntryInfo:
     """The wire ``EntryInfo`` of a domain ``Entry``."""
@@ -70,36 +66,6 @@ def filesystem_event(event: WatchEvent) -> pb.FilesystemEvent:
         type=_EVENT_TYPES[event.kind],
         entry=entry_info(event.entry) if event.entry is not None else None,
     )
-
-
-class DisconnectSignal:
-    """ASGI wrapper telling long-lived streams that their client went away.
-
-    connectrpc notices a disconnect only when the handler yields its next message, so an
-    idle watch would keep its inotify instance until the next keepalive (50 s by default).
-    This wrapper sees ``http.disconnect`` pass through ``receive`` and sets an event that
-    the stream handler waits on alongside its events.
-    """
-
-    def __init__(self, app: Callable) -> None:
-        self._app = app
-
-    async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
-        if scope["type"] != "http":
-            return await self._app(scope, receive, send)
-        gone = asyncio.Event()
-
-        async def watched_receive() -> dict:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                gone.set()
-            return message
-
-        token = _CLIENT_GONE.set(gone)
-        try:
-            await self._app(scope, watched_receive, send)
-        finally:
-            _CLIENT_GONE.reset(token)
 
 
 _START = pb.WatchDirResponse(event=Oneof("start", pb.WatchDirResponse.StartEvent()))
@@ -162,7 +128,8 @@ class FilesystemService:
         )
         try:
             yield _START
-            gone = _CLIENT_GONE.get()
+            disconnect = current_disconnect()
+            gone = disconnect.event if disconnect is not None else None
             interval = keepalive_interval(ctx)
             next_keepalive = time.monotonic() + interval
             while True:

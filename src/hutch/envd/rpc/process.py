@@ -11,8 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
-from collections.abc import AsyncIterator, Callable
-from contextvars import ContextVar
+from collections.abc import AsyncIterator
 from typing import Any
 
 from protobuf import Oneof
@@ -22,67 +21,13 @@ from hutch.envd.process.fanout import Subscription
 from hutch.envd.process.handle import ProcessHandle
 from hutch.envd.process.models import Output, ProcessEnd, ProcessSpec, PtySize
 from hutch.envd.rpc.context import deadline_s, keepalive_interval, request_user
+from hutch.envd.rpc.disconnect import current_disconnect
 from hutch.shared.errors import DeadlineExceededError, InvalidArgumentError
 from hutch.shared.proto.process import process_pb as pb
 
 _SIGNALS = {pb.Signal.SIGKILL: signal.SIGKILL, pb.Signal.SIGTERM: signal.SIGTERM}
 #: After a Start deadline killed the command, how long to wait for it to be reaped.
 _KILL_REAP_WAIT_S = 5.0
-
-
-class _Disconnect:
-    """Callbacks to run when the HTTP client of the current request goes away."""
-
-    def __init__(self) -> None:
-        self.happened = False
-        self._callbacks: list[Callable[[], None]] = []
-
-    def on_disconnect(self, callback: Callable[[], None]) -> None:
-        if self.happened:
-            callback()
-        else:
-            self._callbacks.append(callback)
-
-    def fire(self) -> None:
-        if not self.happened:
-            self.happened = True
-            for callback in self._callbacks:
-                callback()
-
-
-_current_disconnect: ContextVar[_Disconnect | None] = ContextVar(
-    "hutch_envd_disconnect", default=None
-)
-
-
-class DisconnectWatch:
-    """ASGI wrapper for the process service: lets a stream notice its client left at once.
-
-    connectrpc only checks for a disconnect when the handler yields its next message; a
-    stream idling on a quiet process would hold its request task (and uvicorn's graceful
-    shutdown) until the next keepalive, up to 90 s. This wrapper sees ``http.disconnect``
-    on the way to connectrpc's own watcher and tells the stream through a context var.
-    """
-
-    def __init__(self, app: Callable) -> None:
-        self._app = app
-
-    async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
-        if scope["type"] != "http":
-            return await self._app(scope, receive, send)
-        disconnect = _Disconnect()
-
-        async def watched_receive() -> dict:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                disconnect.fire()
-            return message
-
-        token = _current_disconnect.set(disconnect)
-        try:
-            return await self._app(scope, watched_receive, send)
-        finally:
-            _current_disconnect.reset(token)
 
 
 def _selector(selector: pb.ProcessSelector | None) -> dict[str, Any]:
@@ -145,7 +90,7 @@ async def _events(
     handle: ProcessHandle, subscription: Subscription, ctx: Any, *, kill_at_deadline: bool
 ) -> AsyncIterator[pb.ProcessEvent]:
     """The events of one attached stream after ``start``: data, keepalives, then end."""
-    disconnect = _current_disconnect.get()
+    disconnect = current_disconnect()
     if disconnect is not None:
         disconnect.on_disconnect(subscription.close)
     try:

@@ -6,7 +6,7 @@ from urllib.parse import parse_qs
 
 from e2b.sandbox.signature import get_signature
 
-from hutch.envd.auth import check_signature
+from hutch.shared.signatures import check_signature
 
 
 def _query(path: str, user: str | None, sig: dict) -> dict[str, list[str]]:
