@@ -34,6 +34,11 @@ if [ "$(id -u)" -ne 0 ]; then
   log "must run as root (it installs system packages)"; exit 1
 fi
 
+# One install at a time: two concurrent runs would race on apt, the venv and the template
+# builds (debootstrap into one home). The second waits for the first, then finds it done.
+exec 9>/var/lock/hutch-install.lock
+flock 9
+
 missing=()
 for pkg in "${system_packages[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
