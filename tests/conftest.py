@@ -103,7 +103,7 @@ def sdk_env(envd: EnvdProcess, monkeypatch: pytest.MonkeyPatch) -> EnvdProcess:
 
 
 @pytest.fixture
-def sandbox(sdk_env: EnvdProcess):  # noqa: ANN201 - e2b.Sandbox
+def sandbox(sdk_env: EnvdProcess):
     """The official synchronous SDK's ``Sandbox``, talking to the test's envd."""
     from e2b import Sandbox
 
@@ -111,7 +111,7 @@ def sandbox(sdk_env: EnvdProcess):  # noqa: ANN201 - e2b.Sandbox
 
 
 @pytest.fixture
-async def async_sandbox(sdk_env: EnvdProcess):  # noqa: ANN201 - e2b.AsyncSandbox
+async def async_sandbox(sdk_env: EnvdProcess):
     """The official asynchronous SDK's ``AsyncSandbox``, talking to the test's envd."""
     from e2b import AsyncSandbox
 

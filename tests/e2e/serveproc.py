@@ -21,11 +21,11 @@ from pathlib import Path
 import httpx
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "integration" / "node"))
-import nodehelpers  # noqa: E402
+import nodehelpers
 
-from hutch.node.app import build_node  # noqa: E402
-from hutch.node.runtime.runc import RuncRuntime  # noqa: E402
-from hutch.node.settings import NodeSettings  # noqa: E402
+from hutch.node.app import build_node
+from hutch.node.runtime.runc import RuncRuntime
+from hutch.node.settings import NodeSettings
 
 NODE_ENV = {
     "HUTCH_NODE_BRIDGE": "hse2e0",

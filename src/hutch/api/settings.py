@@ -23,7 +23,7 @@ class ApiSettings(BaseSettings):
     database_url: str | None = None
     #: Migrate the database on start (the embedded default); scale-out migrates once.
     migrate: bool = True
-    api_host: str = "0.0.0.0"  # noqa: S104 - a sandbox server is reached from other hosts
+    api_host: str = "0.0.0.0"
     api_port: int = Field(default=3000, ge=0, le=65535)
     proxy_port: int = Field(default=49983, ge=0, le=65535)
     #: The ``domain`` returned at create (``<port>-<id>.<domain>`` hosts); None: not set.

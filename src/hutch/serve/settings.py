@@ -24,7 +24,7 @@ class ServeSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="HUTCH_", frozen=True, extra="ignore")
 
     home: Path = Path("/var/lib/hutch")
-    host: str = "0.0.0.0"  # noqa: S104 - a sandbox server is reached from other hosts
+    host: str = "0.0.0.0"
     api_port: int = Field(default=3000, ge=0, le=65535)
     proxy_port: int = Field(default=49983, ge=0, le=65535)
     #: Returned at create as ``domain`` (``<port>-<id>.<domain>`` hosts); None: not set.

@@ -14,7 +14,13 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from nodehelpers import cached_envd_bundle, cgroup_parents, count_leaks, missing_system, node_settings
+from nodehelpers import (
+    cached_envd_bundle,
+    cgroup_parents,
+    count_leaks,
+    missing_system,
+    node_settings,
+)
 
 from hutch.node.app import Node, build_node
 from hutch.node.settings import NodeSettings
@@ -66,7 +72,7 @@ async def node(settings: NodeSettings, monkeypatch: pytest.MonkeyPatch) -> Async
     finally:
         try:
             await built.manager.reconcile([])
-            leaks = await count_leaks(settings, built.manager._runtime)  # noqa: SLF001
+            leaks = await count_leaks(settings, built.manager._runtime)
         finally:
             await built.networks.remove_bridge()
             await built.aclose()

@@ -47,7 +47,7 @@ async def main(n: int) -> None:
     node = build_node(settings, build_bundle=False)
     manager = node.manager
     await manager.start()
-    rt = manager._runtime  # noqa: SLF001
+    rt = manager._runtime
     timed(node.networks, "setup", "network setup")
     timed(rt, "create", "runc create")
     timed(rt, "start", "runc start")

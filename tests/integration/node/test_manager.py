@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import uuid
-from pathlib import Path
 
 import httpx
 import pytest
@@ -60,7 +59,7 @@ async def test_manager_create_runs_envd_in_the_sandbox(
 
     assert await node.manager.kill(sid) is True
     assert node.manager.list() == []
-    assert (await count_leaks(settings, node.manager._runtime)).total() == 0  # noqa: SLF001
+    assert (await count_leaks(settings, node.manager._runtime)).total() == 0
     # Idempotent: a second kill finds nothing and does not fail.
     assert await node.manager.kill(sid) is False
 
@@ -83,7 +82,7 @@ async def test_manager_create_rolls_back_when_envd_fails(
     with pytest.raises(HutchError):
         await node.manager.create(SandboxRequest(sandbox_id=new_id(), template="badinit"))
     assert node.manager.list() == []
-    assert (await count_leaks(settings, node.manager._runtime)).total() == 0  # noqa: SLF001
+    assert (await count_leaks(settings, node.manager._runtime)).total() == 0
 
 
 async def test_manager_refuses_unknown_template_duplicate_id_and_over_limit(
@@ -99,4 +98,4 @@ async def test_manager_refuses_unknown_template_duplicate_id_and_over_limit(
     with pytest.raises(ResourceExhaustedError):
         await node.manager.create(SandboxRequest(sandbox_id=new_id(), template="busybox"))
     await node.manager.kill(sid)
-    assert (await count_leaks(settings, node.manager._runtime)).total() == 0  # noqa: SLF001
+    assert (await count_leaks(settings, node.manager._runtime)).total() == 0

@@ -47,7 +47,7 @@ async def test_reconcile_adopts_known_removes_unknown_reports_missing(
         )
     finally:
         await restarted.aclose()
-    assert (await count_leaks(settings, restarted.manager._runtime)).total() == 0  # noqa: SLF001
+    assert (await count_leaks(settings, restarted.manager._runtime)).total() == 0
 
 
 async def test_reconcile_cleans_half_made_sandboxes(node: Node, settings: NodeSettings) -> None:
@@ -57,7 +57,7 @@ async def test_reconcile_cleans_half_made_sandboxes(node: Node, settings: NodeSe
     (settings.sandboxes_dir / sid / "upper").mkdir(parents=True)
     report = await node.manager.reconcile([sid])
     assert list(report.missing) == [sid]
-    assert (await count_leaks(settings, node.manager._runtime)).total() == 0  # noqa: SLF001
+    assert (await count_leaks(settings, node.manager._runtime)).total() == 0
 
 
 async def test_manager_create_kill_cycles_leave_nothing(
@@ -66,7 +66,7 @@ async def test_manager_create_kill_cycles_leave_nothing(
     for _ in range(CYCLES):
         sbx = await node.manager.create(SandboxRequest(sandbox_id=new_id(), template="busybox"))
         assert await node.manager.kill(sbx.sandbox_id)
-    assert (await count_leaks(settings, node.manager._runtime)).total() == 0  # noqa: SLF001
+    assert (await count_leaks(settings, node.manager._runtime)).total() == 0
 
 
 async def test_manager_concurrent_creates_then_kills_leave_nothing(
@@ -78,7 +78,7 @@ async def test_manager_concurrent_creates_then_kills_leave_nothing(
     )
     assert len({s.address for s in made}) == len(ids)
     await asyncio.gather(*(node.manager.kill(i) for i in ids))
-    assert (await count_leaks(settings, node.manager._runtime)).total() == 0  # noqa: SLF001
+    assert (await count_leaks(settings, node.manager._runtime)).total() == 0
 
 
 async def test_manager_cancelled_create_rolls_back(node: Node, settings: NodeSettings) -> None:
@@ -91,4 +91,4 @@ async def test_manager_cancelled_create_rolls_back(node: Node, settings: NodeSet
     task.cancel()
     await asyncio.gather(task, return_exceptions=True)
     assert node.manager.list() == []
-    assert (await count_leaks(settings, node.manager._runtime)).total() == 0  # noqa: SLF001
+    assert (await count_leaks(settings, node.manager._runtime)).total() == 0

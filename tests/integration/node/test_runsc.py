@@ -33,7 +33,7 @@ async def test_manager_on_runsc_creates_and_kills(
         assert await node.manager.kill(sid)
     finally:
         await node.manager.reconcile([])
-        leaks = await count_leaks(settings, node.manager._runtime)  # noqa: SLF001
+        leaks = await count_leaks(settings, node.manager._runtime)
         await node.networks.remove_bridge()
         await node.aclose()
     assert leaks.total() == 0, leaks

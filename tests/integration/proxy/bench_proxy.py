@@ -78,7 +78,7 @@ def download(url: str, path: str) -> float:
 def upload(url: str, path: str) -> float:
     block = os.urandom(1 << 20)
 
-    def body():  # noqa: ANN202
+    def body():
         for _ in range(SIZE >> 20):
             yield block
 

@@ -97,7 +97,7 @@ def start_upstream() -> Iterator[Callable[[Handler], Upstream]]:
             def _any(self) -> None:
                 handler(self, holder[0])
 
-            do_GET = do_POST = do_PUT = do_DELETE = do_HEAD = _any  # noqa: N815
+            do_GET = do_POST = do_PUT = do_DELETE = do_HEAD = _any
 
         server = ThreadingHTTPServer(("127.0.0.1", 0), _Req)
         server.daemon_threads = True

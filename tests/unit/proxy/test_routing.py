@@ -11,7 +11,7 @@ from hutch.shared.ids import SandboxID
 from hutch.shared.signatures import check_signature, file_signature, signature_matches
 
 
-def _route(headers: dict[str, str], path: str = "/", query: bytes = b"", method: str = "GET"):  # noqa: ANN202
+def _route(headers: dict[str, str], path: str = "/", query: bytes = b"", method: str = "GET"):
     raw = [(k.lower().encode(), v.encode()) for k, v in headers.items()]
     return route(method=method, path=path, query_string=query, headers=raw)
 

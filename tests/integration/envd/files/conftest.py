@@ -54,7 +54,7 @@ def files_sdk_env(files_envd: EnvdProcess) -> Iterator[EnvdProcess]:
 
 
 @pytest.fixture(scope="module")
-def sbx(files_sdk_env: EnvdProcess):  # noqa: ANN201 - e2b.Sandbox
+def sbx(files_sdk_env: EnvdProcess):
     """The official sync SDK's ``Sandbox`` on the module's envd."""
     from e2b import Sandbox
 

@@ -64,7 +64,7 @@ def open_stream(
     message: dict[str, Any],
     *,
     headers: dict[str, str] | None = None,
-):  # noqa: ANN201 - httpx stream context manager
+):
     """Start a server-streaming call (``with open_stream(...) as response``)."""
     all_headers = {
         "Content-Type": "application/connect+json",
