@@ -129,3 +129,14 @@ def test_read_permission_denied_for_user(sbx, files_envd: EnvdProcess, shared_di
     assert r.status_code == 403
     (shared_dir / "roots" / "open").write_text("o")
     assert sbx.files.read(str(shared_dir / "roots" / "open"), user=test_user.pw_name) == "o"
+
+
+def test_default_client_accept_encoding_gets_identity(files_envd: EnvdProcess, work: Path) -> None:
+    # httpx (and so the SDK without gzip=True) sends "gzip, deflate" by default: that is no
+    # request for compression, and compressing every download would make it CPU-bound.
+    data = b"plain " * 1000
+    (work / "plain.txt").write_bytes(data)
+    with httpx.stream("GET", files_envd.url + "/files", params={"path": str(work / "plain.txt")},
+                      headers={"Accept-Encoding": "gzip, deflate"}) as r:
+        assert "content-encoding" not in r.headers
+        assert r.read() == data
