@@ -78,6 +78,7 @@ def main() -> None:
     size = args.size_mib * 2**20
     work = Path(tempfile.mkdtemp(prefix="hutch-bench-", dir="/var/tmp"))
     rows: list[tuple[str, str]] = []
+    proc: subprocess.Popen[bytes] | None = None
     try:
         starts = []
         for i in range(5):
@@ -142,8 +143,9 @@ def main() -> None:
             seconds = _multipart(url, src, str(work / f"mp{parallel}.bin"), size, part, parallel, work)
             rows.append((f"multipart upload (curl), {parallel} parallel, {part // 2**20} MiB parts",
                          _mib_s(size, seconds)))
-        _stop(proc)
     finally:
+        if proc is not None and proc.poll() is None:
+            _stop(proc)  # also when a measurement failed: never leave an envd behind
         shutil.rmtree(work, ignore_errors=True)
 
     width = max(len(name) for name, _ in rows)
