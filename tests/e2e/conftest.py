@@ -16,18 +16,17 @@ from pathlib import Path
 import pytest
 
 from hutch.node.templates.busybox import build_busybox
+from tests.conftest import require_for_dir
 
 from .serveproc import Serve, nodehelpers
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    reason = nodehelpers.missing_system()
     here = Path(__file__).parent
     for item in items:
         if here in Path(item.path).parents:
             item.add_marker(pytest.mark.root)
-            if reason is not None:
-                item.add_marker(pytest.mark.skip(reason=reason))
+    require_for_dir(items, here, nodehelpers.missing_system())
 
 
 @pytest.fixture(scope="session")

@@ -22,6 +22,7 @@ import hutch
 from hutch.node.envd_bundle import BundleInfo, build_envd_bundle
 from hutch.node.envd_bundle_files import copy_hutch_subset
 from hutch.shared.paths import ENVD_BUNDLE_DIR_IN_SANDBOX
+from tests.conftest import machine_lacks, require_for_dir
 
 BUSYBOX = Path("/bin/busybox")
 #: Debian's ``musl`` package: the libc that is also musl's dynamic loader.
@@ -46,13 +47,7 @@ def _missing() -> str | None:
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    reason = _missing()
-    if reason is None:
-        return
-    here = Path(__file__).parent
-    for item in items:
-        if here in Path(item.path).parents:
-            item.add_marker(pytest.mark.skip(reason=reason))
+    require_for_dir(items, Path(__file__).parent, _missing())
 
 
 @pytest.fixture(scope="session")
@@ -84,7 +79,7 @@ def _make_rootfs(root: Path, kind: str) -> None:
     if kind == "empty":
         return
     if not BUSYBOX.is_file():
-        pytest.skip("busybox-static is not installed (apt-get install busybox-static)")
+        machine_lacks("busybox-static is not installed (apt-get install busybox-static)")
     (root / "bin").mkdir()
     shutil.copy2(BUSYBOX, root / "bin" / "busybox")
     for applet in ("sh", "ls", "cat", "wget"):
@@ -94,7 +89,7 @@ def _make_rootfs(root: Path, kind: str) -> None:
     (root / "tmp").mkdir(mode=0o1777)
     if kind == "musl":
         if not MUSL_LIBC.is_file():
-            pytest.skip("musl is not installed (apt-get install musl)")
+            machine_lacks("musl is not installed (apt-get install musl)")
         # Alpine's layout: the loader is the libc, and libc.musl-*.so.1 points at it.
         (root / "lib").mkdir()
         shutil.copy2(MUSL_LIBC, root / "lib" / "ld-musl-x86_64.so.1")

@@ -28,13 +28,14 @@ from nethelpers import (
 )
 
 from hutch.node.network.linux import LinuxSandboxNetworks
+from tests.conftest import machine_lacks
 
 
 @pytest.fixture(autouse=True)
 def _require_system() -> None:
     reason = missing_system()
     if reason:
-        pytest.skip(reason)
+        machine_lacks(reason)
 
 
 @pytest.fixture

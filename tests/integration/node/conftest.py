@@ -25,16 +25,11 @@ from nodehelpers import (
 from hutch.node.app import Node, build_node
 from hutch.node.settings import NodeSettings
 from hutch.node.templates.busybox import build_busybox
+from tests.conftest import require_for_dir
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    reason = missing_system()
-    if reason is None:
-        return
-    here = Path(__file__).parent
-    for item in items:
-        if here in Path(item.path).parents:
-            item.add_marker(pytest.mark.skip(reason=reason))
+    require_for_dir(items, Path(__file__).parent, missing_system())
 
 
 @pytest.fixture(scope="session")

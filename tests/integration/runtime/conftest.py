@@ -24,6 +24,7 @@ from hutch.node.runtime.base import Runtime
 from hutch.node.runtime.runc import RuncRuntime
 from hutch.node.runtime.runsc import RunscRuntime
 from hutch.shared.errors import NotFoundError
+from tests.conftest import machine_lacks, require_for_dir
 
 BUSYBOX = Path("/bin/busybox")
 TINI = Path("/usr/bin/tini-static")
@@ -46,13 +47,7 @@ def _missing() -> str | None:
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    reason = _missing()
-    if reason is None:
-        return
-    here = Path(__file__).parent
-    for item in items:
-        if here in Path(item.path).parents:
-            item.add_marker(pytest.mark.skip(reason=reason))
+    require_for_dir(items, Path(__file__).parent, _missing())
 
 
 def cgroup_dirs(leaf: str) -> list[Path]:
@@ -136,7 +131,7 @@ async def runtime(request: pytest.FixtureRequest, runc_root: Path) -> AsyncItera
     rt: RuncRuntime
     if request.param == "runsc":
         if shutil.which("runsc") is None:
-            pytest.skip("runsc (gVisor) is not installed (apt-get install runsc)")
+            machine_lacks("runsc (gVisor) is not installed (apt-get install runsc)")
         rt = RunscRuntime(root=runc_root)
     else:
         rt = RuncRuntime(root=runc_root)

@@ -17,7 +17,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import EnvdProcess, start_envd, stop_envd
+from tests.conftest import EnvdProcess, machine_lacks, start_envd, stop_envd
 
 TEMP_MARKER = ".hutch-upload-"
 
@@ -94,7 +94,7 @@ def _mount(fstype: str, target: Path, options: str | None) -> None:
 def mount_fs(tmp_path: Path) -> Iterator:
     """``mount_fs(fstype, options)`` mounts a fresh filesystem under tmp_path (root only)."""
     if os.geteuid() != 0:
-        pytest.skip("mounting needs root")
+        machine_lacks("mounting needs root")
     mounted: list[Path] = []
 
     def mount(fstype: str, options: str | None = None) -> Path:
@@ -103,7 +103,7 @@ def mount_fs(tmp_path: Path) -> Iterator:
         try:
             _mount(fstype, target, options)
         except subprocess.CalledProcessError as exc:
-            pytest.skip(f"cannot mount {fstype}: {exc.stderr.decode(errors='replace').strip()}")
+            machine_lacks(f"cannot mount {fstype}: {exc.stderr.decode(errors='replace').strip()}")
         mounted.append(target)
         target.chmod(0o755)
         return target
