@@ -11,6 +11,8 @@ from pathlib import Path
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from hutch.shared.paths import ENVD_VERSION
+
 
 class ApiSettings(BaseSettings):
     """Configuration of the ``api`` role."""
@@ -33,7 +35,7 @@ class ApiSettings(BaseSettings):
     #: Sandboxes one node may hold before creates get 429; 0: no limit at the API.
     max_sandboxes_per_node: int = Field(default=100, ge=0)
     reaper_interval_s: float = Field(default=1.0, gt=0)
-    envd_version: str = "0.6.13"
+    envd_version: str = ENVD_VERSION
 
     def effective_database_url(self) -> str:
         """``database_url``, or SQLite at ``<home>/hutch.db``."""

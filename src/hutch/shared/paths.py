@@ -1,4 +1,4 @@
-"""Paths that more than one role must agree on.
+"""Paths and envd facts that more than one role must agree on.
 
 Defined here once, so that the injector, the runtime mount and the entrypoint wrapper can
 never disagree about where envd lives inside a sandbox (a mismatch once left sandboxes
@@ -13,3 +13,7 @@ ENVD_BUNDLE_DIR_IN_SANDBOX: Final = "/.hutch/envd"
 
 #: The port envd listens on inside every sandbox (fixed by the E2B SDKs).
 ENVD_PORT: Final = 49983
+
+#: The E2B envd version whose wire behaviour hutch's envd implements, reported to SDKs as
+#: ``envdVersion``. They gate features on it (e2b-compat.md §1.6): a PEP 440 version >= 0.6.13.
+ENVD_VERSION: Final = "0.6.13"

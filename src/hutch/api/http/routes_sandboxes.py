@@ -195,30 +195,25 @@ async def metrics(request: Request) -> Response:
     return JSONResponse([metric_body(m) for m in samples])
 
 
-async def logs_v1(request: Request) -> Response:
-    """``GET /sandboxes/{id}/logs?start=&limit=`` → 200 ``SandboxLogs``."""
+async def _log_lines(request: Request, *, cursor_param: str) -> list:
     team = await authenticate(request)
     q = request.query_params
-    lines = await context(request).sandboxes.get_logs(
+    return await context(request).sandboxes.get_logs(
         team_id=team.id,
         sandbox_id=sandbox_id_param(request),
-        start=parse_unix_ms(q.get("start")),
+        start=parse_unix_ms(q.get(cursor_param)),
         limit=parse_limit(q.get("limit"), default=1000, maximum=10_000),
     )
-    return JSONResponse(logs_v1_body(lines))
+
+
+async def logs_v1(request: Request) -> Response:
+    """``GET /sandboxes/{id}/logs?start=&limit=`` → 200 ``SandboxLogs``."""
+    return JSONResponse(logs_v1_body(await _log_lines(request, cursor_param="start")))
 
 
 async def logs_v2(request: Request) -> Response:
     """``GET /v2/sandboxes/{id}/logs?cursor=&limit=`` → 200 ``SandboxLogsV2Response``."""
-    team = await authenticate(request)
-    q = request.query_params
-    lines = await context(request).sandboxes.get_logs(
-        team_id=team.id,
-        sandbox_id=sandbox_id_param(request),
-        start=parse_unix_ms(q.get("cursor")),
-        limit=parse_limit(q.get("limit"), default=1000, maximum=10_000),
-    )
-    return JSONResponse(logs_v2_body(lines))
+    return JSONResponse(logs_v2_body(await _log_lines(request, cursor_param="cursor")))
 
 
 def parse_unix_ms(value: str | None) -> datetime | None:

@@ -50,6 +50,7 @@ from hutch.shared.errors import (
     ResourceExhaustedError,
 )
 from hutch.shared.ids import SandboxID, TeamID
+from hutch.shared.paths import ENVD_VERSION
 
 #: Where a sandbox may be killed from (paused sandboxes hold a snapshot on the node).
 _KILLABLE: Final = frozenset({SandboxState.CREATING, SandboxState.RUNNING, SandboxState.PAUSED})
@@ -76,7 +77,7 @@ class SandboxPolicy:
     default_timeout_v2_s: int = 300
     default_timeout_v1_s: int = 15
     #: The envd version reported when a template does not record one (e2b-compat §1.6).
-    envd_version: str = "0.6.13"
+    envd_version: str = ENVD_VERSION
     #: Sandboxes in node-busy states allowed on the node; more is 429. ``None``: no limit.
     max_sandboxes_per_node: int | None = 100
 

@@ -36,14 +36,6 @@ class ErrorInterceptor:
         except HutchError as exc:
             raise to_connect_error(exc) from exc
 
-    async def intercept_client_stream(
-        self, call_next: Callable[[Any, Any], Awaitable[Any]], request: Any, ctx: Any, /
-    ) -> Any:
-        try:
-            return await call_next(request, ctx)
-        except HutchError as exc:
-            raise to_connect_error(exc) from exc
-
     async def intercept_server_stream(
         self, call_next: Callable[[Any, Any], AsyncIterator[Any]], request: Any, ctx: Any, /
     ) -> AsyncIterator[Any]:
@@ -53,11 +45,7 @@ class ErrorInterceptor:
         except HutchError as exc:
             raise to_connect_error(exc) from exc
 
-    async def intercept_bidi_stream(
-        self, call_next: Callable[[Any, Any], AsyncIterator[Any]], request: Any, ctx: Any, /
-    ) -> AsyncIterator[Any]:
-        try:
-            async for message in call_next(request, ctx):
-                yield message
-        except HutchError as exc:
-            raise to_connect_error(exc) from exc
+    # Client streams end in one awaited response, like unary calls; bidi streams yield
+    # messages, like server streams: the same translation serves each pair.
+    intercept_client_stream = intercept_unary
+    intercept_bidi_stream = intercept_server_stream
