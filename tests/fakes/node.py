@@ -8,12 +8,12 @@ store and node agree.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from hutch.api.service.ports import PlacedSandbox, SandboxLogLine, SandboxMetrics, SandboxSpec
-from hutch.shared.errors import HutchError, ResourceExhaustedError
+from hutch.shared.errors import HutchError, NotFoundError, ResourceExhaustedError
 from hutch.shared.ids import NodeID, SandboxID
 
 
@@ -30,6 +30,13 @@ class FakeNodeClient:
     fail_kill: HutchError | None = None
     #: Set to make ``create`` wait until it is set (to test in-flight retries).
     create_gate: asyncio.Event | None = None
+    #: Raised by the next ``set_metadata`` (the fault between the store and node steps of
+    #: a metadata patch), then cleared.
+    fail_next_set_metadata: BaseException | None = None
+    #: Set to make ``set_metadata`` wait until it is set (to test serialisation).
+    set_metadata_gate: asyncio.Event | None = None
+    #: The node's live copy of each running sandbox's metadata.
+    metadata: dict[SandboxID, dict[str, str]] = field(default_factory=dict)
     running: dict[SandboxID, SandboxSpec] = field(default_factory=dict)
     created: list[SandboxID] = field(default_factory=list)
     killed: list[SandboxID] = field(default_factory=list)
@@ -39,6 +46,7 @@ class FakeNodeClient:
         if self.capacity is not None and len(self.running) >= self.capacity:
             raise ResourceExhaustedError(f"node {self.node_id} is full")
         self.running[spec.sandbox_id] = spec
+        self.metadata[spec.sandbox_id] = dict(spec.metadata)
         self.created.append(spec.sandbox_id)
         if self.create_gate is not None:
             await self.create_gate.wait()
@@ -54,7 +62,20 @@ class FakeNodeClient:
         if self.fail_kill is not None:
             raise self.fail_kill
         self.running.pop(sandbox_id, None)
+        self.metadata.pop(sandbox_id, None)
         self.killed.append(sandbox_id)
+
+    async def set_metadata(self, sandbox_id: SandboxID, metadata: Mapping[str, str]) -> None:
+        if self.set_metadata_gate is not None:
+            await self.set_metadata_gate.wait()
+        if self.fail_next_set_metadata is not None:
+            exc, self.fail_next_set_metadata = self.fail_next_set_metadata, None
+            raise exc
+        if sandbox_id not in self.running:
+            raise NotFoundError(f"sandbox {sandbox_id} is not running on {self.node_id}")
+        # Yield once, as a real node would: interleavings show up in the concurrency test.
+        await asyncio.sleep(0)
+        self.metadata[sandbox_id] = dict(metadata)
 
     async def list_running(self) -> Sequence[SandboxID]:
         return list(self.running)

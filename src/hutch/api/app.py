@@ -16,10 +16,12 @@ from typing import Any, Protocol
 
 from starlette.applications import Starlette
 
-from hutch.api.http import routes_health, routes_sandboxes, routes_templates
+from hutch.api.http import routes_health, routes_metadata, routes_sandboxes, routes_templates
 from hutch.api.http.auth import HttpContext
 from hutch.api.http.errors import EXCEPTION_HANDLERS
 from hutch.api.service.keys import KeyService
+from hutch.api.service.locks import SandboxLocks
+from hutch.api.service.metadata import MetadataService
 from hutch.api.service.ports import NodeClient
 from hutch.api.service.reaper import Reaper
 from hutch.api.service.sandboxes import SandboxPolicy, SandboxService
@@ -61,10 +63,12 @@ def build_context(
     sandboxes = SandboxService(
         sandboxes=store.sandboxes, templates=store.templates, node=node, policy=policy, clock=clock
     )
+    locks = SandboxLocks()
     ctx = HttpContext(
         sandboxes=sandboxes,
         keys=KeyService(teams=store.teams, keys=store.keys),
         templates=TemplateService(templates=store.templates),
+        metadata=MetadataService(sandboxes=store.sandboxes, node=node, locks=locks),
         domain=settings.domain,
         envd_version=settings.envd_version,
     )
@@ -117,7 +121,12 @@ def create_app(
                 await opened.close()
 
     app = Starlette(
-        routes=[*routes_health.ROUTES, *routes_sandboxes.ROUTES, *routes_templates.ROUTES],
+        routes=[
+            *routes_health.ROUTES,
+            *routes_sandboxes.ROUTES,
+            *routes_metadata.ROUTES,
+            *routes_templates.ROUTES,
+        ],
         exception_handlers=dict(EXCEPTION_HANDLERS),
         lifespan=lifespan,
     )

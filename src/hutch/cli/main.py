@@ -94,6 +94,15 @@ def keys_create(home: Path | None, name: str, as_json: bool) -> None:
         click.echo(created.secret)
 
 
+def _register_subgroups() -> None:
+    from hutch.cli import sandbox
+
+    sandbox.register(cli, _HOME, _serve_settings)
+
+
+_register_subgroups()
+
+
 def main(argv: list[str]) -> int:
     """Entry point used by ``hutch.__main__``."""
     cli.main(args=argv, prog_name="hutch", standalone_mode=True)

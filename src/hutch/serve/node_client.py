@@ -11,7 +11,7 @@ its directory name (``serve/templates.py``), so ``spec.template_id`` is the node
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 
 from hutch.api.service.ports import PlacedSandbox, SandboxLogLine, SandboxMetrics, SandboxSpec
@@ -49,6 +49,7 @@ class LocalNodeClient:
                 cpu_count=spec.cpu_count,
                 memory_mb=spec.memory_mb,
                 allow_internet=spec.allow_internet,
+                metadata=dict(spec.metadata),
             )
         )
         self._catalog.put(
@@ -66,6 +67,13 @@ class LocalNodeClient:
     async def list_running(self) -> Sequence[SandboxID]:
         """See ``NodeClient.list_running``."""
         return [SandboxID(s.sandbox_id) for s in self._manager.list()]
+
+    async def set_metadata(self, sandbox_id: SandboxID, metadata: Mapping[str, str]) -> None:
+        """See ``NodeClient.set_metadata``."""
+        try:
+            self._manager.set_metadata(sandbox_id, metadata)
+        except SandboxNotFoundError as exc:
+            raise NotFoundError(f"sandbox {sandbox_id} is not running here") from exc
 
     async def metrics(
         self, sandbox_id: SandboxID, *, start: datetime | None, end: datetime | None

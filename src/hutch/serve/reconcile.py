@@ -4,7 +4,8 @@ Only rows in ``running`` are *known* to the node: a ``creating`` row is a create
 ``hutch serve`` died in the middle of (its caller got no answer), a ``killing`` row a kill
 that did not finish. The node destroys whatever is not known, adopts what is known and
 still running, and cleans the leftovers of known ones that are gone; every live row that
-was not adopted is then marked killed. Adopted sandboxes get their proxy route back.
+was not adopted is then marked killed. Adopted sandboxes get their proxy route back, and
+the store's metadata (the source of truth, ADR 0005) if the node's copy differs.
 """
 
 from __future__ import annotations
@@ -61,6 +62,10 @@ async def reconcile(
     for sid, row in rows.items():
         if sid in adopted:
             running = manager.get(sid)
+            if dict(running.metadata) != dict(row.metadata):
+                # The store is the source of truth (ADR 0005): a crash between a patch's
+                # store step and its node step is repaired here.
+                running = manager.set_metadata(sid, row.metadata)
             catalog.put(route_for(sid, str(running.address), row.envd_access_token))
         else:
             await store.sandboxes.mark_killed(sid, team_id=None)

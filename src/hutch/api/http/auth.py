@@ -12,6 +12,7 @@ from starlette.requests import Request
 
 from hutch.api.models import Team
 from hutch.api.service.keys import KeyService
+from hutch.api.service.metadata import MetadataService
 from hutch.api.service.sandboxes import SandboxService
 from hutch.api.service.templates import TemplateService
 
@@ -23,6 +24,7 @@ class HttpContext:
     sandboxes: SandboxService
     keys: KeyService
     templates: TemplateService
+    metadata: MetadataService
     #: ``domain`` of create/connect responses (``get_host()``); ``None``: not configured.
     domain: str | None
     envd_version: str

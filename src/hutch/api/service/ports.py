@@ -103,6 +103,14 @@ class NodeClient(Protocol):
         """The ids of every sandbox the node runs (for reconciliation)."""
         ...
 
+    async def set_metadata(self, sandbox_id: SandboxID, metadata: Mapping[str, str]) -> None:
+        """Replace the running sandbox's live metadata with ``metadata`` (the whole map).
+
+        Idempotent. :class:`~hutch.shared.errors.NotFoundError` if the node does not run
+        the sandbox (ADR 0005).
+        """
+        ...
+
     async def metrics(
         self, sandbox_id: SandboxID, *, start: datetime | None, end: datetime | None
     ) -> Sequence[SandboxMetrics]:

@@ -61,6 +61,28 @@ def check_metadata(metadata: Mapping[str, str], *, field: str = "metadata") -> d
     return dict(metadata)
 
 
+def check_metadata_patch(patch: object, *, field: str = "metadata") -> dict[str, str | None]:
+    """A metadata PATCH body: an object of keys to a string (set) or ``null``/``""`` (remove).
+
+    The keys and the values that set something obey :func:`check_metadata`'s limits; the
+    total after merging is checked by the caller (:func:`check_metadata` on the result).
+    """
+    if not isinstance(patch, Mapping):
+        raise InvalidArgumentError(f"{field}: the body must be a JSON object")
+    sets: dict[str, str] = {}
+    for key, value in patch.items():
+        if value is not None and not isinstance(value, str):
+            raise InvalidArgumentError(
+                f"{field}.{key}: the value must be a string (set) or null (remove), "
+                f"not {type(value).__name__}"
+            )
+        sets[key] = value or "-"  # removals: only the key is checked
+    if len(patch) > MAX_METADATA_KEYS:
+        raise InvalidArgumentError(f"{field} has more than {MAX_METADATA_KEYS} keys")
+    check_metadata(sets, field=field)
+    return {key: (value if value else None) for key, value in patch.items()}
+
+
 def check_env_vars(env_vars: Mapping[str, str], *, field: str = "envVars") -> dict[str, str]:
     """``env_vars`` if every name is a portable variable name and every value a string."""
     if len(env_vars) > MAX_ENV_VARS:

@@ -16,11 +16,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import logging
+import os
 import shutil
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from ipaddress import IPv4Address
 from pathlib import Path
 
@@ -120,7 +122,8 @@ class SandboxManager:
                     timestamp=time.time(),
                 ),
             )
-            (sandbox.sandbox_dir / _RECORD).write_text(sandbox.dumps())
+            sandbox = dataclasses.replace(sandbox, metadata=dict(request.metadata))
+            _write_record(sandbox)
         except BaseException:
             await _unwind(undo, sandbox_id=sandbox_id)
             raise
@@ -239,6 +242,19 @@ class SandboxManager:
             return False
         return True
 
+    def set_metadata(self, sandbox_id: str, metadata: Mapping[str, str]) -> RunningSandbox:
+        """Replace the sandbox's live metadata (memory and ``sandbox.json``, atomically).
+
+        The whole map, not a patch: the control plane computes it under its per-sandbox
+        lock, so a retried call is harmless (ADR 0005). Raises
+        :class:`SandboxNotFoundError` for a sandbox this node does not run.
+        """
+        current = self.get(sandbox_id)
+        updated = dataclasses.replace(current, metadata=dict(metadata))
+        _write_record(updated)
+        self._running[sandbox_id] = updated
+        return updated
+
     def list(self) -> list[RunningSandbox]:
         """The sandboxes this manager runs, oldest first."""
         return sorted(self._running.values(), key=lambda s: s.started_at)
@@ -302,6 +318,14 @@ class SandboxManager:
         if root.is_dir():
             ids |= {p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")}
         return ids
+
+
+def _write_record(sandbox: RunningSandbox) -> None:
+    """``sandbox.json``, replaced atomically (a crash leaves the old or the new one)."""
+    path = sandbox.sandbox_dir / _RECORD
+    tmp = path.with_name(f".{_RECORD}.tmp")
+    tmp.write_text(sandbox.dumps())
+    os.replace(tmp, path)
 
 
 def _async(fn: Callable[[], object]) -> Undo:

@@ -31,6 +31,8 @@ class SandboxRequest:
     cpu_count: float | None = None
     memory_mb: int | None = None
     allow_internet: bool = True
+    #: The control plane's metadata of the sandbox: the node keeps the live copy (ADR 0005).
+    metadata: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -51,6 +53,8 @@ class RunningSandbox:
     workdir: str
     started_at: float
     sandbox_dir: Path
+    #: The live metadata (``SandboxManager.set_metadata`` replaces it; ADR 0005).
+    metadata: Mapping[str, str] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         """The record kept in ``<sandbox_dir>/sandbox.json`` (re-adopted after a restart)."""
@@ -65,6 +69,7 @@ class RunningSandbox:
             "default_user": self.default_user,
             "workdir": self.workdir,
             "started_at": self.started_at,
+            "metadata": dict(self.metadata),
         }
 
     @classmethod
@@ -82,6 +87,7 @@ class RunningSandbox:
             workdir=str(data["workdir"]),
             started_at=float(data["started_at"]),
             sandbox_dir=sandbox_dir,
+            metadata={str(k): str(v) for k, v in (data.get("metadata") or {}).items()},
         )
 
     def dumps(self) -> str:
