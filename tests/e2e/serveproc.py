@@ -36,6 +36,8 @@ NODE_ENV = {
     "HUTCH_NODE_CGROUP_PARENT": f"hse2e-{os.getpid()}",
     "HUTCH_NODE_MANAGE_IP_FORWARD": "false",
     "HUTCH_NODE_ENVD_READY_TIMEOUT_S": "60",
+    # A sample a second, so that metrics tests wait little.
+    "HUTCH_NODE_METRICS_INTERVAL_S": "1",
 }
 
 

@@ -1,7 +1,8 @@
-"""Small adapters for the sandbox domain's own ports: overlay rootfs and the envd client.
+"""Small adapters for the sandbox domain's own ports: overlay rootfs, envd client, usage.
 
 ``OverlayRootfs`` wraps ``rootfs.py``'s mount calls; ``HttpEnvdClient`` speaks envd's HTTP
-API with httpx (the node may use httpx; envd itself may not).
+API with httpx (the node may use httpx; envd itself may not); ``HostUsageProbe`` reads a
+sandbox's cgroup and upper directory (``usage.py``).
 """
 
 from __future__ import annotations
@@ -11,7 +12,9 @@ from pathlib import Path
 
 import httpx
 
-from hutch.node import rootfs
+from hutch.node import rootfs, usage
+from hutch.node.sandbox.models import RunningSandbox
+from hutch.node.sandbox.ports import SandboxUsage
 from hutch.shared.errors import HutchError
 
 
@@ -29,6 +32,28 @@ class OverlayRootfs:
     def mounted_under(self, directory: Path) -> list[Path]:
         """Mount points at or below ``directory``, deepest first."""
         return rootfs.find_mounts_under(directory)
+
+
+class HostUsageProbe:
+    """Satisfies ``UsageProbe``: cgroup counters of PID 1's cgroups, bytes of the upper dir.
+
+    ``disk_total`` is what the upper directory holds plus what its filesystem has free: no
+    quota caps a sandbox's writes yet, so that is what it could grow to (ADR 0010).
+    """
+
+    def read(self, sandbox: RunningSandbox, *, with_disk: bool) -> SandboxUsage:
+        """See ``UsageProbe.read``."""
+        cg = usage.read_cgroup_usage(usage.cgroup_dirs(sandbox.pid))
+        disk_used = disk_total = None
+        if with_disk:
+            upper = sandbox.sandbox_dir / "upper"
+            disk_used = usage.disk_usage(upper)
+            disk_total = disk_used + usage.free_bytes(sandbox.sandbox_dir)
+        return SandboxUsage(
+            cpu_time_ns=cg.cpu_time_ns, cpu_limit=cg.cpu_limit, mem_used=cg.mem_used,
+            mem_limit=cg.mem_limit, mem_cache=cg.mem_cache, disk_used=disk_used,
+            disk_total=disk_total,
+        )  # fmt: skip
 
 
 class EnvdInitError(HutchError):

@@ -9,7 +9,7 @@ from __future__ import annotations
 import resource
 from dataclasses import dataclass
 
-from hutch.node.adapters import HttpEnvdClient, OverlayRootfs
+from hutch.node.adapters import HostUsageProbe, HttpEnvdClient, OverlayRootfs
 from hutch.node.envd_bundle import build_envd_bundle
 from hutch.node.network.base import NetworkSettings
 from hutch.node.network.linux import LinuxSandboxNetworks
@@ -17,6 +17,7 @@ from hutch.node.runtime.runc import RuncRuntime
 from hutch.node.runtime.runsc import RunscRuntime
 from hutch.node.sandbox.manager import SandboxManager
 from hutch.node.sandbox.models import ManagerConfig
+from hutch.node.sandbox.sampler import UsageSampler
 from hutch.node.settings import NodeSettings
 from hutch.node.templates.artifact import DirTemplateStore
 from hutch.shared.errors import NotFoundError
@@ -30,9 +31,12 @@ class Node:
     envd: HttpEnvdClient
     networks: LinuxSandboxNetworks
     templates: DirTemplateStore
+    #: Resource samples of the running sandboxes; the caller ``start()``s it.
+    sampler: UsageSampler
 
     async def aclose(self) -> None:
         """Release the node's own resources (sandboxes keep running)."""
+        await self.sampler.aclose()
         await self.envd.aclose()
 
 
@@ -83,4 +87,8 @@ def build_node(settings: NodeSettings, *, build_bundle: bool = True) -> Node:
         config=config, runtime=runtime, networks=networks, rootfs=OverlayRootfs(),
         templates=templates, envd=envd,
     )  # fmt: skip
-    return Node(manager=manager, envd=envd, networks=networks, templates=templates)
+    sampler = UsageSampler(
+        sandboxes=manager.list, probe=HostUsageProbe(),
+        interval_s=settings.metrics_interval_s, keep=settings.metrics_keep,
+    )  # fmt: skip
+    return Node(manager=manager, envd=envd, networks=networks, templates=templates, sampler=sampler)

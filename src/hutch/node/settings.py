@@ -48,6 +48,10 @@ class NodeSettings(BaseSettings):
     #: envd's bundle; default ``<home>/envd``. Built there on first start when missing.
     envd_bundle_dir: Path | None = None
     pids_limit: int = Field(default=1024, ge=16)
+    #: Resource samples of running sandboxes (``GET /sandboxes/{id}/metrics``): how often,
+    #: and how many are kept per sandbox (720 x 5 s: the last hour).
+    metrics_interval_s: float = Field(default=5.0, gt=0)
+    metrics_keep: int = Field(default=720, ge=1)
 
     @model_validator(mode="after")
     def _check(self) -> NodeSettings:

@@ -60,7 +60,10 @@ async def serve(settings: ServeSettings) -> None:
         await node.manager.start()
         catalog = InMemorySandboxCatalog()
         await reconcile(store, node.manager, catalog)
-        client = LocalNodeClient(node.manager, catalog, node_id=NodeID(settings.node_id))
+        node.sampler.start()
+        client = LocalNodeClient(
+            node.manager, catalog, node_id=NodeID(settings.node_id), sampler=node.sampler
+        )
         api = _Server(
             uvicorn.Config(
                 create_app(api_settings, node=client, store=store),

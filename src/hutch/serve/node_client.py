@@ -11,27 +11,42 @@ its directory name (``serve/templates.py``), so ``spec.template_id`` is the node
 
 from __future__ import annotations
 
+import contextlib
+from collections import OrderedDict
 from collections.abc import Mapping, Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 
 from hutch.api.service.ports import PlacedSandbox, SandboxLogLine, SandboxMetrics, SandboxSpec
+from hutch.node.sandbox.envd_log import EnvdLogEntry
 from hutch.node.sandbox.manager import SandboxManager
 from hutch.node.sandbox.models import SandboxNotFoundError, SandboxRequest
+from hutch.node.sandbox.sampler import UsageSample, UsageSampler
 from hutch.proxy.catalog import InMemorySandboxCatalog
 from hutch.serve.catalog import route_for
 from hutch.shared.errors import NotFoundError
 from hutch.shared.ids import NodeID, SandboxID
+
+#: Killed sandboxes whose last log lines are kept, and how much of each log.
+_KEEP_KILLED = 256
+_KILLED_LOG_BYTES = 64 * 1024
 
 
 class LocalNodeClient:
     """A :class:`hutch.api.service.ports.NodeClient` for the node in this process."""
 
     def __init__(
-        self, manager: SandboxManager, catalog: InMemorySandboxCatalog, *, node_id: NodeID
+        self,
+        manager: SandboxManager,
+        catalog: InMemorySandboxCatalog,
+        *,
+        node_id: NodeID,
+        sampler: UsageSampler,
     ) -> None:
         self._manager = manager
         self._catalog = catalog
         self._node_id = node_id
+        self._sampler = sampler
+        self._killed_logs: OrderedDict[str, tuple[SandboxLogLine, ...]] = OrderedDict()
 
     @property
     def node_id(self) -> NodeID:
@@ -52,16 +67,23 @@ class LocalNodeClient:
                 metadata=dict(spec.metadata),
             )
         )
-        self._catalog.put(
-            route_for(spec.sandbox_id, str(running.address), spec.envd_access_token)
-        )
+        self._catalog.put(route_for(spec.sandbox_id, str(running.address), spec.envd_access_token))
         return PlacedSandbox(
             sandbox_id=spec.sandbox_id, node_id=self._node_id, address=str(running.address)
         )
 
     async def kill(self, sandbox_id: SandboxID) -> None:
-        """Unroute first, then destroy; idempotent like the manager's ``kill``."""
+        """Unroute first, then destroy; idempotent like the manager's ``kill``.
+
+        The last lines of its envd log are kept (for ``_KEEP_KILLED`` sandboxes), so that
+        ``/logs`` still answers for a sandbox that just ended.
+        """
         self._catalog.remove(sandbox_id)
+        with contextlib.suppress(SandboxNotFoundError):
+            tail = self._manager.envd_log(sandbox_id, max_bytes=_KILLED_LOG_BYTES)
+            self._killed_logs[sandbox_id] = tuple(_log_line(e) for e in tail)
+            while len(self._killed_logs) > _KEEP_KILLED:
+                self._killed_logs.popitem(last=False)
         await self._manager.kill(sandbox_id)
 
     async def list_running(self) -> Sequence[SandboxID]:
@@ -78,15 +100,44 @@ class LocalNodeClient:
     async def metrics(
         self, sandbox_id: SandboxID, *, start: datetime | None, end: datetime | None
     ) -> Sequence[SandboxMetrics]:
-        """No samples yet: the node keeps no metrics history (docs/serve.md)."""
+        """The sampler's samples of a running sandbox (empty until its first tick)."""
         try:
             self._manager.get(sandbox_id)
         except SandboxNotFoundError as exc:
             raise NotFoundError(f"sandbox {sandbox_id} is not running here") from exc
-        return []
+        samples = self._sampler.samples(
+            sandbox_id,
+            start=start.timestamp() if start is not None else None,
+            end=end.timestamp() if end is not None else None,
+        )
+        return [_metrics(s) for s in samples]
 
-    async def logs(
-        self, sandbox_id: SandboxID, *, start: datetime | None, limit: int
-    ) -> Sequence[SandboxLogLine]:
-        """Empty: the node does not expose sandbox logs yet."""
-        return []
+    async def logs(self, sandbox_id: SandboxID) -> Sequence[SandboxLogLine]:
+        """The envd log of a running sandbox; the kept tail of a killed one."""
+        try:
+            entries = self._manager.envd_log(sandbox_id)
+        except SandboxNotFoundError:
+            return list(self._killed_logs.get(sandbox_id, ()))
+        return [_log_line(e) for e in entries]
+
+
+def _metrics(sample: UsageSample) -> SandboxMetrics:
+    return SandboxMetrics(
+        timestamp=datetime.fromtimestamp(sample.timestamp, tz=UTC),
+        cpu_count=sample.cpu_count,
+        cpu_used_pct=sample.cpu_used_pct,
+        mem_used=sample.mem_used,
+        mem_total=sample.mem_total,
+        mem_cache=sample.mem_cache,
+        disk_used=sample.disk_used,
+        disk_total=sample.disk_total,
+    )
+
+
+def _log_line(entry: EnvdLogEntry) -> SandboxLogLine:
+    return SandboxLogLine(
+        timestamp=datetime.fromtimestamp(entry.timestamp, tz=UTC),
+        message=entry.message,
+        level=entry.level,
+        fields=dict(entry.fields),
+    )

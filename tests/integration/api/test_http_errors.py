@@ -180,3 +180,53 @@ def test_reaper_kills_expired_sandboxes(api: ApiServer) -> None:
     assert short not in api.node.running and long in api.node.running
     assert reap_now(api, datetime(2100, 1, 1, tzinfo=UTC)) == 1
     assert api.node.running == {}
+
+
+def test_logs_cursor_direction_level_search_and_validation(api: ApiServer) -> None:
+    from hutch.api.service.ports import SandboxLogLine
+    from hutch.shared.ids import SandboxID
+
+    t0 = datetime(2026, 1, 1, tzinfo=UTC)
+    with _client(api) as c:
+        sid = _create(c).json()["sandboxID"]
+        api.node.logs_by_id[SandboxID(sid)] = [
+            SandboxLogLine(timestamp=t0 + timedelta(seconds=i), message=f"line {i}", level=x)
+            for i, x in enumerate(["info", "warn", "error"])
+        ]
+        ms = int(t0.timestamp() * 1000)
+        v1 = c.get(f"/sandboxes/{sid}/logs", params={"start": ms + 1000}).json()
+        assert [x["line"] for x in v1["logs"]] == ["line 1", "line 2"]
+        assert v1["logEntries"][0]["level"] == "warn"
+        assert v1["logEntries"][0]["timestamp"].startswith("2026-01-01T00:00:01")
+        backward = {"direction": "backward", "limit": 2}
+        r = c.get(f"/v2/sandboxes/{sid}/logs", params=backward)
+        assert [x["message"] for x in r.json()["logs"]] == ["line 2", "line 1"]
+        r = c.get(f"/v2/sandboxes/{sid}/logs", params={"cursor": ms + 1500, "level": "warn"})
+        assert [x["message"] for x in r.json()["logs"]] == ["line 2"]
+        r = c.get(f"/v2/sandboxes/{sid}/logs", params={"search": "line 0"})
+        assert [x["message"] for x in r.json()["logs"]] == ["line 0"]
+        for bad in ({"direction": "up"}, {"level": "fatal"}, {"limit": "1001"},
+                    {"cursor": "-1"}, {"cursor": "x"}, {"search": "s" * 257}):  # fmt: skip
+            assert c.get(f"/v2/sandboxes/{sid}/logs", params=bad).status_code == 400, bad
+        assert c.get("/v2/sandboxes/nosuchsandbox/logs").status_code == 404
+        # Killed: the node's kept lines are still served.
+        assert c.delete(f"/sandboxes/{sid}").status_code == 204
+        assert len(c.get(f"/v2/sandboxes/{sid}/logs").json()["logs"]) == 3
+
+
+def test_metrics_of_many_sandboxes(api: ApiServer) -> None:
+    with _client(api) as c:
+        a = _create(c).json()["sandboxID"]
+        b = _create(c).json()["sandboxID"]
+        gone = _create(c).json()["sandboxID"]
+        assert c.delete(f"/sandboxes/{gone}").status_code == 204
+        r = c.get("/sandboxes/metrics", params={"sandbox_ids": f"{a},{b},{gone},nosuch"})
+        assert r.status_code == 200
+        assert set(r.json()["sandboxes"]) == {a, b}
+        assert r.json()["sandboxes"][a]["cpuCount"] == 2
+        assert c.get("/sandboxes/metrics").status_code == 400
+        too_many = ",".join(f"s{i}" for i in range(101))
+        assert c.get("/sandboxes/metrics", params={"sandbox_ids": too_many}).status_code == 400
+    with _client(api, api.other_key) as other:
+        r = other.get("/sandboxes/metrics", params={"sandbox_ids": a})
+        assert r.json() == {"sandboxes": {}}

@@ -7,7 +7,7 @@ request is None".
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Final
 
 from starlette.requests import Request
@@ -37,6 +37,8 @@ from hutch.api.http.schemas import (
     sandbox_body,
     sandbox_detail_body,
 )
+from hutch.api.service.logs import LogDirection, LogsQuery
+from hutch.api.service.ports import SandboxLogLine
 from hutch.api.service.sandboxes import CreateSandboxRequest, ListSandboxesQuery
 from hutch.shared.errors import InvalidArgumentError
 
@@ -195,35 +197,72 @@ async def metrics(request: Request) -> Response:
     return JSONResponse([metric_body(m) for m in samples])
 
 
-async def _log_lines(request: Request, *, cursor_param: str) -> list:
+async def metrics_many(request: Request) -> Response:
+    """``GET /sandboxes/metrics?sandbox_ids=a,b`` → 200 ``SandboxesWithMetrics`` (the newest
+    sample of each running sandbox of the team; others are left out)."""
+    team = await authenticate(request)
+    raw = ",".join(request.query_params.getlist("sandbox_ids"))
+    ids = list(dict.fromkeys(x.strip() for x in raw.split(",") if x.strip()))
+    if not ids:
+        raise InvalidArgumentError("sandbox_ids is required")
+    latest = await context(request).sandboxes.get_latest_metrics(team_id=team.id, sandbox_ids=ids)
+    return JSONResponse({"sandboxes": {sid: metric_body(m) for sid, m in latest.items()}})
+
+
+async def _log_lines(request: Request, *, v2: bool) -> list[SandboxLogLine]:
     team = await authenticate(request)
     q = request.query_params
-    return await context(request).sandboxes.get_logs(
-        team_id=team.id,
-        sandbox_id=sandbox_id_param(request),
-        start=parse_unix_ms(q.get(cursor_param)),
-        limit=parse_limit(q.get("limit"), default=1000, maximum=10_000),
+    direction = q.get("direction") or "forward"
+    if v2 and direction not in {d.value for d in LogDirection}:
+        raise InvalidArgumentError(f"direction must be forward or backward, not {direction!r}")
+    cursor_field = "cursor" if v2 else "start"
+    query = LogsQuery(
+        cursor=parse_unix_ms(q.get(cursor_field), field=cursor_field),
+        limit=_log_limit(q.get("limit"), maximum=1000 if v2 else 10_000),
+        direction=LogDirection(direction) if v2 else LogDirection.FORWARD,
+        min_level=(q.get("level") or None) if v2 else None,
+        search=(q.get("search") or None) if v2 else None,
     )
+    return await context(request).sandboxes.get_logs(
+        team_id=team.id, sandbox_id=sandbox_id_param(request), query=query
+    )
+
+
+def _log_limit(value: str | None, *, maximum: int) -> int:
+    # The spec allows 0 here (unlike the list endpoints' 1..100).
+    if not value:
+        return 1000
+    try:
+        limit = int(value)
+    except ValueError as exc:
+        raise InvalidArgumentError(f"limit must be an integer, not {value!r}") from exc
+    if not 0 <= limit <= maximum:
+        raise InvalidArgumentError(f"limit must be between 0 and {maximum}")
+    return limit
 
 
 async def logs_v1(request: Request) -> Response:
     """``GET /sandboxes/{id}/logs?start=&limit=`` → 200 ``SandboxLogs``."""
-    return JSONResponse(logs_v1_body(await _log_lines(request, cursor_param="start")))
+    return JSONResponse(logs_v1_body(await _log_lines(request, v2=False)))
 
 
 async def logs_v2(request: Request) -> Response:
-    """``GET /v2/sandboxes/{id}/logs?cursor=&limit=`` → 200 ``SandboxLogsV2Response``."""
-    return JSONResponse(logs_v2_body(await _log_lines(request, cursor_param="cursor")))
+    """``GET /v2/sandboxes/{id}/logs?cursor=&limit=&direction=&level=&search=`` → 200
+    ``SandboxLogsV2Response``."""
+    return JSONResponse(logs_v2_body(await _log_lines(request, v2=True)))
 
 
-def parse_unix_ms(value: str | None) -> datetime | None:
+def parse_unix_ms(value: str | None, *, field: str) -> datetime | None:
     """Log cursors are unix milliseconds (infra's ``start``/``cursor``)."""
     if not value:
         return None
     try:
-        return parse_unix(str(int(value) // 1000), field="start")
-    except ValueError as exc:
-        raise InvalidArgumentError(f"start must be unix milliseconds, not {value!r}") from exc
+        ms = int(value)
+        if ms < 0:
+            raise ValueError(value)
+        return datetime.fromtimestamp(ms / 1000, UTC)
+    except (ValueError, OverflowError, OSError) as exc:
+        raise InvalidArgumentError(f"{field} must be unix milliseconds, not {value!r}") from exc
 
 
 ROUTES: Final = [
@@ -231,6 +270,8 @@ ROUTES: Final = [
     Route("/v2/sandboxes", list_v2, methods=["GET"]),
     Route("/sandboxes", create_v1, methods=["POST"]),
     Route("/sandboxes", list_v1, methods=["GET"]),
+    # Before ``/sandboxes/{sandbox_id}``, which would take "metrics" for an id.
+    Route("/sandboxes/metrics", metrics_many, methods=["GET"]),
     Route("/sandboxes/{sandbox_id}", get_sandbox, methods=["GET"]),
     Route("/sandboxes/{sandbox_id}", kill_sandbox, methods=["DELETE"]),
     Route("/sandboxes/{sandbox_id}/timeout", set_timeout, methods=["POST"]),

@@ -117,9 +117,7 @@ class NodeClient(Protocol):
         """Resource samples between ``start`` and ``end`` (either may be open)."""
         ...
 
-    async def logs(
-        self, sandbox_id: SandboxID, *, start: datetime | None, limit: int
-    ) -> Sequence[SandboxLogLine]:
-        """Up to ``limit`` log lines at or after ``start``, oldest first; empty when the
-        node keeps none (e.g. after the sandbox was killed)."""
+    async def logs(self, sandbox_id: SandboxID) -> Sequence[SandboxLogLine]:
+        """Every log line the node keeps of the sandbox (a bounded tail), oldest first;
+        empty when it keeps none. The api selects from them (``service/logs.py``)."""
         ...

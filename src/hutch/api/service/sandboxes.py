@@ -16,10 +16,11 @@ Another team's sandbox is simply not found (the store scopes every call by team)
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 import secrets
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 from typing import Final
@@ -34,6 +35,7 @@ from hutch.api.models import (
     SortOrder,
     TemplateBuildState,
 )
+from hutch.api.service.logs import LogsQuery, select_log_lines
 from hutch.api.service.ports import NodeClient, SandboxLogLine, SandboxMetrics, SandboxSpec
 from hutch.api.service.validation import (
     check_env_vars,
@@ -340,14 +342,31 @@ class SandboxService:
         sandbox = await self.get_sandbox(team_id=team_id, sandbox_id=sandbox_id)
         return list(await self._node.metrics(sandbox.id, start=start, end=end))
 
+    async def get_latest_metrics(
+        self, *, team_id: TeamID, sandbox_ids: Collection[str]
+    ) -> dict[SandboxID, SandboxMetrics]:
+        """The newest sample of each of the team's running sandboxes among ``sandbox_ids``;
+        ids that are unknown, another team's, killed or not sampled yet are left out."""
+        if len(sandbox_ids) > 100:
+            raise InvalidArgumentError("sandbox_ids: at most 100 ids")
+        out: dict[SandboxID, SandboxMetrics] = {}
+        for sandbox_id in sandbox_ids:
+            sandbox = await self._sandboxes.find_sandbox(sandbox_id, team_id=team_id)
+            if sandbox is None or public_state(sandbox.state) != "running":
+                continue
+            samples: Sequence[SandboxMetrics] = ()
+            with contextlib.suppress(NotFoundError):  # killed meanwhile
+                samples = await self._node.metrics(sandbox.id, start=None, end=None)
+            if samples:
+                out[sandbox.id] = samples[-1]
+        return out
+
     async def get_logs(
-        self, *, team_id: TeamID, sandbox_id: str, start: datetime | None = None, limit: int = 1000
+        self, *, team_id: TeamID, sandbox_id: str, query: LogsQuery
     ) -> list[SandboxLogLine]:
         """The sandbox's log lines; also for a killed sandbox, while the node keeps them."""
         sandbox = await self._sandboxes.get_sandbox(sandbox_id, team_id=team_id)
-        if limit < 0:
-            raise InvalidArgumentError("limit must not be negative")
-        return list(await self._node.logs(sandbox.id, start=start, limit=limit))
+        return select_log_lines(await self._node.logs(sandbox.id), query)
 
     # -- timeouts -------------------------------------------------------------------------
 

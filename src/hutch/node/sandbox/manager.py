@@ -29,6 +29,7 @@ from pathlib import Path
 from hutch.node.bundle import validate_sandbox_id, write_bundle
 from hutch.node.runtime.base import Runtime, RuntimeFailedError, RuntimeStatus
 from hutch.node.sandbox import lifecycle
+from hutch.node.sandbox.envd_log import EnvdLogEntry, parse_envd_log
 from hutch.node.sandbox.models import (
     ManagerConfig,
     ReconcileReport,
@@ -265,6 +266,25 @@ class SandboxManager:
             return self._running[sandbox_id]
         except KeyError:
             raise SandboxNotFoundError(f"sandbox {sandbox_id} not found") from None
+
+    def envd_log(self, sandbox_id: str, *, max_bytes: int = 4 * 1024 * 1024) -> list[EnvdLogEntry]:
+        """The entries of a running sandbox's envd log (its last ``max_bytes``), oldest first.
+
+        Raises :class:`SandboxNotFoundError` if it does not run here.
+        """
+        sandbox = self.get(sandbox_id)
+        path = sandbox.sandbox_dir / _ENVD_LOG
+        try:
+            with path.open("rb") as f:
+                size = f.seek(0, 2)
+                f.seek(max(0, size - max_bytes))
+                data = f.read(max_bytes)
+            base = (sandbox.sandbox_dir / "config.json").stat().st_mtime
+        except OSError:
+            return []
+        if size > max_bytes:  # the first line is probably cut: drop it
+            data = data.partition(b"\n")[2]
+        return parse_envd_log(data.decode(errors="replace"), base_time=base)
 
     # ---- reconcile ----------------------------------------------------------------------
 

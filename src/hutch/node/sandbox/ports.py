@@ -1,16 +1,18 @@
 """The Protocols the sandbox domain depends on; adapters satisfy them structurally.
 
 ``Runtime`` (``node/runtime/base.py``) and ``SandboxNetworks`` (``node/network/base.py``)
-are the existing seams; the three below are this package's own.
+are the existing seams; the ones below are this package's own.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
 from hutch.node.network.base import AttachedNetwork, SandboxNetworks
+from hutch.node.sandbox.models import RunningSandbox
 from hutch.node.templates.artifact import TemplateArtifact
 
 
@@ -55,4 +57,29 @@ class EnvdClient(Protocol):
 
     async def init(self, envd_url: str, body: Mapping[str, object]) -> None:
         """``POST /init`` with ``body``; raise ``HutchError`` if envd refuses it."""
+        ...
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SandboxUsage:
+    """One raw reading of what a sandbox uses (``node/usage.py`` reads it from the host).
+
+    ``cpu_time_ns`` is cumulative; limits are ``None`` when the cgroup sets none. ``disk_*``
+    are ``None`` when the reading skipped the (slower) walk of the upper directory.
+    """
+
+    cpu_time_ns: int
+    cpu_limit: float | None
+    mem_used: int
+    mem_limit: int | None
+    mem_cache: int
+    disk_used: int | None = None
+    disk_total: int | None = None
+
+
+class UsageProbe(Protocol):
+    """Reads a running sandbox's usage. Blocking (file reads): called in a worker thread."""
+
+    def read(self, sandbox: RunningSandbox, *, with_disk: bool) -> SandboxUsage:
+        """The sandbox's counters now; raise ``OSError`` if it is gone."""
         ...
