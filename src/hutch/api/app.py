@@ -16,7 +16,14 @@ from typing import Any, Protocol
 
 from starlette.applications import Starlette
 
-from hutch.api.http import routes_health, routes_metadata, routes_sandboxes, routes_templates
+from hutch.api.http import (
+    routes_health,
+    routes_metadata,
+    routes_sandboxes,
+    routes_templates,
+    routes_volumecontent,
+    routes_volumes,
+)
 from hutch.api.http.auth import HttpContext
 from hutch.api.http.errors import EXCEPTION_HANDLERS
 from hutch.api.service.keys import KeyService
@@ -26,6 +33,7 @@ from hutch.api.service.ports import NodeClient
 from hutch.api.service.reaper import Reaper
 from hutch.api.service.sandboxes import SandboxPolicy, SandboxService
 from hutch.api.service.templates import TemplateService
+from hutch.api.service.volumes import VolumePolicy, VolumeService
 from hutch.api.settings import ApiSettings
 from hutch.api.store.base import (
     ApiKeyStore,
@@ -33,8 +41,10 @@ from hutch.api.store.base import (
     SandboxStore,
     TeamStore,
     TemplateStore,
+    VolumeStore,
     utc_now,
 )
+from hutch.volumes.base import VolumeBackend
 
 
 class ApiStore(Protocol):
@@ -48,10 +58,27 @@ class ApiStore(Protocol):
     def templates(self) -> TemplateStore: ...
     @property
     def sandboxes(self) -> SandboxStore: ...
+    @property
+    def volumes(self) -> VolumeStore: ...
+
+
+def build_volume_backends(settings: ApiSettings) -> dict[str, VolumeBackend]:
+    """The volume backends ``settings`` configure, by name."""
+    from hutch.volumes.local import LocalVolumeBackend
+
+    local = LocalVolumeBackend(
+        settings.effective_volumes_dir(), reserve_bytes=settings.volume_reserve_mb << 20
+    )
+    return {local.name: local}
 
 
 def build_context(
-    settings: ApiSettings, *, node: NodeClient, store: ApiStore, clock: Clock = utc_now
+    settings: ApiSettings,
+    *,
+    node: NodeClient,
+    store: ApiStore,
+    volume_backends: dict[str, VolumeBackend],
+    clock: Clock = utc_now,
 ) -> tuple[HttpContext, Reaper]:
     """The services over ``store`` and ``node``, and the reaper that shares them."""
     policy = SandboxPolicy(
@@ -69,6 +96,16 @@ def build_context(
         keys=KeyService(teams=store.teams, keys=store.keys),
         templates=TemplateService(templates=store.templates),
         metadata=MetadataService(sandboxes=store.sandboxes, node=node, locks=locks),
+        volumes=VolumeService(
+            volumes=store.volumes,
+            backends=volume_backends,
+            policy=VolumePolicy(
+                default_size_mb=settings.volume_default_size_mb,
+                token_ttl_s=settings.volume_token_ttl_s,
+                backend=settings.volume_backend,
+            ),
+            clock=clock,
+        ),
         domain=settings.domain,
         envd_version=settings.envd_version,
     )
@@ -88,6 +125,7 @@ def create_app(
     store: ApiStore | None = None,
     clock: Clock = utc_now,
     run_reaper: bool = True,
+    volume_backends: dict[str, VolumeBackend] | None = None,
 ) -> Starlette:
     """The ASGI app. Without ``store``, the SQL store at the settings' URL is opened (and
     migrated when ``settings.migrate``) at startup and closed at shutdown."""
@@ -104,7 +142,13 @@ def create_app(
                 settings.effective_database_url(), migrate=settings.migrate
             )
             the_store = opened
-        ctx, reaper = build_context(settings, node=node, store=the_store, clock=clock)
+        # Backends handed in belong to the caller (serve shares them with the node);
+        # the ones made here are closed (host mounts released) at shutdown.
+        own_backends = build_volume_backends(settings) if volume_backends is None else {}
+        backends = volume_backends if volume_backends is not None else own_backends
+        ctx, reaper = build_context(
+            settings, node=node, store=the_store, volume_backends=backends, clock=clock
+        )
         app.state.ctx = ctx
         app.state.reaper = reaper
         # The loop the store's connections belong to (tests submit work to it).
@@ -117,6 +161,8 @@ def create_app(
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
+            for backend in own_backends.values():
+                await backend.aclose()
             if opened is not None:
                 await opened.close()
 
@@ -126,6 +172,8 @@ def create_app(
             *routes_sandboxes.ROUTES,
             *routes_metadata.ROUTES,
             *routes_templates.ROUTES,
+            *routes_volumes.ROUTES,
+            *routes_volumecontent.ROUTES,
         ],
         exception_handlers=dict(EXCEPTION_HANDLERS),
         lifespan=lifespan,

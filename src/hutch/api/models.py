@@ -13,7 +13,7 @@ from enum import StrEnum
 from typing import Final
 
 from hutch.shared.errors import ConflictError
-from hutch.shared.ids import ApiKeyID, NodeID, SandboxID, TeamID, TemplateID
+from hutch.shared.ids import ApiKeyID, NodeID, SandboxID, TeamID, TemplateID, VolumeID
 
 
 class SandboxState(StrEnum):
@@ -210,3 +210,18 @@ class SandboxStateConflictError(ConflictError):
         )
         self.sandbox_id = sandbox_id
         self.state = state
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Volume:
+    """A team's named filesystem with a size quota (docs/volumes.md)."""
+
+    id: VolumeID
+    team_id: TeamID
+    name: str
+    quota_bytes: int
+    #: The ``VolumeBackend`` holding its data (``"local"`` or ``"s3"``).
+    backend: str
+    #: Signs the volume's content tokens; never leaves the server.
+    token_secret: str
+    created_at: datetime

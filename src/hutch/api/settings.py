@@ -7,6 +7,7 @@ Every field can be set as ``HUTCH_<FIELD>`` (``HUTCH_HOME``, ``HUTCH_DATABASE_UR
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -36,6 +37,20 @@ class ApiSettings(BaseSettings):
     max_sandboxes_per_node: int = Field(default=100, ge=0)
     reaper_interval_s: float = Field(default=1.0, gt=0)
     envd_version: str = ENVD_VERSION
+    #: Where new volumes' data goes (docs/volumes.md).
+    volume_backend: Literal["local"] = "local"
+    #: The local backend's images and mounts; default ``<home>/volumes``.
+    volumes_dir: Path | None = None
+    #: The quota of a volume created without ``sizeMB`` (the SDK never sends one).
+    volume_default_size_mb: int = Field(default=1024, ge=1)
+    #: How long a volume content token is valid.
+    volume_token_ttl_s: int = Field(default=7 * 86_400, ge=1)
+    #: Free host disk the local backend never hands to new volumes.
+    volume_reserve_mb: int = Field(default=1024, ge=0)
+
+    def effective_volumes_dir(self) -> Path:
+        """``volumes_dir``, or ``<home>/volumes``."""
+        return (self.volumes_dir or self.home / "volumes").resolve()
 
     def effective_database_url(self) -> str:
         """``database_url``, or SQLite at ``<home>/hutch.db``."""

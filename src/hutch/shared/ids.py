@@ -8,6 +8,7 @@ Formats (e2b-compat.md §2.0):
 * sandbox ids are ``"i"`` + 20 characters of ``[a-z0-9]`` (infra's format): no ``-`` and no
   upper case, because host routing splits ``<port>-<sandboxId>.<domain>`` on ``-``;
 * template ids are 20 characters of ``[a-z0-9]``;
+* volume ids are ``"vol"`` + 20 characters of ``[a-z0-9]``;
 * team ids and API-key ids are UUID4 strings, as in E2B.
 
 All randomness comes from :mod:`secrets`.
@@ -26,6 +27,7 @@ TeamID = NewType("TeamID", str)
 TemplateID = NewType("TemplateID", str)
 ApiKeyID = NewType("ApiKeyID", str)
 NodeID = NewType("NodeID", str)
+VolumeID = NewType("VolumeID", str)
 
 _ID_ALPHABET: Final = string.ascii_lowercase + string.digits
 _SANDBOX_ID_RE: Final = re.compile(r"^[a-z0-9]{1,64}$")
@@ -46,6 +48,19 @@ def new_sandbox_id() -> SandboxID:
 def new_template_id() -> TemplateID:
     """A fresh template id: 20 random characters of ``[a-z0-9]``."""
     return TemplateID(_random_chars(20))
+
+
+def new_volume_id() -> VolumeID:
+    """A fresh volume id: ``"vol"`` + 20 random characters of ``[a-z0-9]``."""
+    return VolumeID("vol" + _random_chars(20))
+
+
+_VOLUME_ID_RE: Final = re.compile(r"^vol[a-z0-9]{20}$")
+
+
+def is_volume_id(value: str) -> bool:
+    """Whether ``value`` has the shape of a volume id (names never do: see ``volumes``)."""
+    return _VOLUME_ID_RE.fullmatch(value) is not None
 
 
 def new_team_id() -> TeamID:

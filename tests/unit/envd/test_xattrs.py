@@ -1,11 +1,11 @@
-"""The metadata rules of ``envd/filesystem/xattrs.py`` (pure validation)."""
+"""The metadata rules of ``shared/xattrs.py`` (pure validation)."""
 
 from __future__ import annotations
 
 import pytest
 
-from hutch.envd.filesystem.xattrs import MAX_KEY_BYTES, metadata_from_headers, validate_metadata
 from hutch.shared.errors import InvalidArgumentError
+from hutch.shared.xattrs import MAX_KEY_BYTES, metadata_from_headers, validate_metadata
 
 
 def test_metadata_from_headers_strips_prefix_lowercases_and_ignores_others() -> None:

@@ -15,6 +15,7 @@ from hutch.api.service.keys import KeyService
 from hutch.api.service.metadata import MetadataService
 from hutch.api.service.sandboxes import SandboxService
 from hutch.api.service.templates import TemplateService
+from hutch.api.service.volumes import VolumeService
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -25,6 +26,7 @@ class HttpContext:
     keys: KeyService
     templates: TemplateService
     metadata: MetadataService
+    volumes: VolumeService
     #: ``domain`` of create/connect responses (``get_host()``); ``None``: not configured.
     domain: str | None
     envd_version: str

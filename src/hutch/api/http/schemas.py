@@ -16,10 +16,11 @@ from typing import Any, Final
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr
 
-from hutch.api.models import Sandbox, Template
+from hutch.api.models import Sandbox, Template, Volume
 from hutch.api.service.ports import SandboxLogLine, SandboxMetrics
 from hutch.api.service.sandboxes import public_state
 from hutch.shared.ids import CLIENT_ID
+from hutch.volumes.base import EntryStat, Usage
 
 #: Fields of ``NewSandbox``/``NewSandboxV2`` hutch does not implement yet: refused rather
 #: than silently ignored (an ignored egress rule or volume would surprise).
@@ -184,3 +185,61 @@ def template_body(template: Template, *, default_envd_version: str) -> dict[str,
         "envdVersion": template.envd_version or default_envd_version,
         "buildStatus": template.build_state.value,
     }
+
+
+class NewVolumeBody(_Body):
+    """``NewVolume`` ``{name}``, plus hutch's optional ``sizeMB`` quota."""
+
+    name: StrictStr
+    size_mb: StrictInt | None = Field(default=None, alias="sizeMB")
+
+
+class EntryAttrsBody(_Body):
+    """The body of ``PATCH /volumecontent/{id}/path``."""
+
+    uid: StrictInt | None = Field(default=None, ge=0, le=0xFFFFFFFF)
+    gid: StrictInt | None = Field(default=None, ge=0, le=0xFFFFFFFF)
+    mode: StrictInt | None = Field(default=None, ge=0, le=0xFFFFFFFF)
+
+
+def volume_body(
+    volume: Volume, *, token: str | None = None, usage: Usage | None = None
+) -> dict[str, Any]:
+    """``Volume`` (no token) or ``VolumeAndToken``, plus hutch's ``sizeMB`` and, when
+    measured, ``usedBytes``/``totalBytes`` (what the filesystem reports)."""
+    body: dict[str, Any] = {
+        "volumeID": volume.id,
+        "name": volume.name,
+        "sizeMB": volume.quota_bytes // (1 << 20),
+    }
+    if token is not None:
+        body["token"] = token
+    if usage is not None:
+        body["usedBytes"] = usage.used_bytes
+        body["totalBytes"] = usage.total_bytes
+    return body
+
+
+def _iso(value: datetime) -> str:
+    return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+def entry_body(entry: EntryStat) -> dict[str, Any]:
+    """``VolumeEntryStat``; ``target`` only for symlinks, ``metadata`` only when set."""
+    body: dict[str, Any] = {
+        "name": entry.name,
+        "type": entry.type,
+        "path": entry.path,
+        "size": entry.size,
+        "mode": entry.mode,
+        "uid": entry.uid,
+        "gid": entry.gid,
+        "atime": _iso(entry.atime),
+        "mtime": _iso(entry.mtime),
+        "ctime": _iso(entry.ctime),
+    }
+    if entry.target is not None:
+        body["target"] = entry.target
+    if entry.metadata:
+        body["metadata"] = dict(entry.metadata)
+    return body

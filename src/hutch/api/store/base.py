@@ -26,8 +26,9 @@ from hutch.api.models import (
     Team,
     Template,
     TemplateBuildState,
+    Volume,
 )
-from hutch.shared.ids import ApiKeyID, NodeID, TeamID, TemplateID
+from hutch.shared.ids import ApiKeyID, NodeID, TeamID, TemplateID, VolumeID
 
 #: Where the store gets "now" for the timestamps it sets itself (created_at, ...).
 Clock = Callable[[], datetime]
@@ -143,3 +144,22 @@ class SandboxStore(Protocol):
         team_id: TeamID | None,
         required_states: Collection[SandboxState] | None = ...,
     ) -> dict[str, str]: ...
+
+
+class VolumeStore(Protocol):
+    """Volumes. See :class:`hutch.api.store.volumes.SqlVolumeStore`."""
+
+    async def create_volume(
+        self,
+        *,
+        volume_id: VolumeID,
+        team_id: TeamID,
+        name: str,
+        quota_bytes: int,
+        backend: str,
+        token_secret: str,
+    ) -> Volume: ...
+    async def find_volume(self, id_or_name: str, *, team_id: TeamID | None) -> Volume | None: ...
+    async def get_volume(self, id_or_name: str, *, team_id: TeamID | None) -> Volume: ...
+    async def list_volumes(self, *, team_id: TeamID | None) -> list[Volume]: ...
+    async def delete_volume(self, volume_id: VolumeID, *, team_id: TeamID) -> None: ...

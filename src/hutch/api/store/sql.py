@@ -13,6 +13,7 @@ from hutch.api.store.migrations import check_schema_head, upgrade_engine_to_head
 from hutch.api.store.sandboxes import SqlSandboxStore
 from hutch.api.store.teams import SqlTeamStore
 from hutch.api.store.templates import SqlTemplateStore
+from hutch.api.store.volumes import SqlVolumeStore
 
 
 @dataclass(frozen=True, slots=True)
@@ -24,6 +25,7 @@ class SqlStore:
     keys: SqlApiKeyStore
     templates: SqlTemplateStore
     sandboxes: SqlSandboxStore
+    volumes: SqlVolumeStore
 
     @classmethod
     def on(cls, engine: AsyncEngine, *, clock: Clock = utc_now) -> SqlStore:
@@ -34,6 +36,7 @@ class SqlStore:
             keys=SqlApiKeyStore(engine, clock=clock),
             templates=SqlTemplateStore(engine, clock=clock),
             sandboxes=SqlSandboxStore(engine, clock=clock),
+            volumes=SqlVolumeStore(engine, clock=clock),
         )
 
     async def close(self) -> None:

@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import (
+    BigInteger,
     Boolean,
     Column,
     DateTime,
@@ -24,6 +25,7 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    UniqueConstraint,
 )
 from sqlalchemy.types import TypeDecorator
 
@@ -178,8 +180,27 @@ idempotency_keys = Table(
     Index(None, "sandbox_id"),
 )
 
+volumes = Table(
+    "volumes",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    # Deleting a team deletes its volume rows (the backend's data is removed by the
+    # service, never by a cascade); deleting a team's API keys leaves both alone.
+    Column("team_id", String(64), ForeignKey("teams.id", ondelete="CASCADE"), nullable=False),
+    # Unique within a team (409 on a clash); another team may use the same name.
+    Column("name", String(255), nullable=False),
+    Column("quota_bytes", BigInteger, nullable=False),
+    # Which VolumeBackend holds the data ("local", "s3").
+    Column("backend", String(16), nullable=False),
+    # Signs this volume's content tokens (HMAC-SHA256); never sent to a client.
+    Column("token_secret", String(64), nullable=False),
+    Column("created_at", UTCDateTime(), nullable=False),
+    UniqueConstraint("team_id", "name"),
+)
+
 #: Every table, children before parents (the order to empty them in).
 ALL_TABLES_CHILDREN_FIRST = (
+    volumes,
     idempotency_keys,
     sandbox_metadata,
     sandboxes,

@@ -23,8 +23,8 @@ import stat
 from dataclasses import dataclass, field
 from enum import StrEnum
 
-from hutch.envd.filesystem.xattrs import read_metadata
 from hutch.shared.errors import from_os_error
+from hutch.shared.xattrs import read_metadata
 
 
 class EntryType(StrEnum):

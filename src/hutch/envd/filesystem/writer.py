@@ -31,9 +31,9 @@ from dataclasses import dataclass, field
 import anyio.to_thread
 
 from hutch.envd.filesystem.permissions import check_write
-from hutch.envd.filesystem.xattrs import XATTR_PREFIX, read_metadata, write_metadata
 from hutch.envd.users import User
 from hutch.shared.errors import InvalidArgumentError, from_os_error
+from hutch.shared.xattrs import XATTR_PREFIX, read_metadata, write_metadata
 
 #: Marker in the names of envd's temporary upload files (``.<name>.hutch-upload-<token>``).
 TEMP_MARKER = ".hutch-upload-"

@@ -21,9 +21,9 @@ from starlette.routing import Route
 from hutch.envd.context import Envd
 from hutch.envd.filesystem.reader import READ_CHUNK, GzipStream, OpenedFile, open_file
 from hutch.envd.filesystem.writer import AtomicFile, WrittenFile
-from hutch.envd.filesystem.xattrs import metadata_from_headers
 from hutch.envd.users import User
 from hutch.shared.errors import InvalidArgumentError
+from hutch.shared.xattrs import metadata_from_headers
 
 #: Decompressed bytes produced per step, so a gzip bomb never balloons memory.
 _INFLATE_STEP = 1 << 20

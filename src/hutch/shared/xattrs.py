@@ -1,4 +1,5 @@
-"""User file metadata kept as extended attributes ``user.e2b.<key>`` (E2B infra PR 2732).
+"""User file metadata kept as extended attributes ``user.e2b.<key>`` (E2B infra PR 2732); shared by
+envd's ``/files`` and the volume content API.
 
 Rules (docs/envd.md): keys and values are printable US-ASCII; keys are non-empty, lower-cased
 and at most 246 bytes (255, the xattr name limit, minus ``user.e2b.``); the whole set (keys
@@ -15,7 +16,7 @@ from collections.abc import Iterable, Mapping
 
 from hutch.shared.errors import InsufficientStorageError, InvalidArgumentError, from_os_error
 
-log = logging.getLogger("hutch.envd")
+log = logging.getLogger("hutch.xattrs")
 
 XATTR_PREFIX = "user.e2b."
 HEADER_PREFIX = "x-metadata-"

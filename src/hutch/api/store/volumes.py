@@ -1,0 +1,125 @@
+"""Volumes: one row per volume; its data lives in a ``VolumeBackend``, never here."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import delete, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from hutch.api.models import Volume
+from hutch.api.store.base import Clock, utc_now
+from hutch.api.store.engine import read_transaction, write_transaction
+from hutch.api.store.errors import is_foreign_key_violation, is_unique_violation
+from hutch.api.store.tables import volumes
+from hutch.shared.errors import AlreadyExistsError, NotFoundError
+from hutch.shared.ids import TeamID, VolumeID, is_volume_id
+
+
+def _volume(row: Any) -> Volume:
+    return Volume(
+        id=VolumeID(row.id),
+        team_id=TeamID(row.team_id),
+        name=row.name,
+        quota_bytes=row.quota_bytes,
+        backend=row.backend,
+        token_secret=row.token_secret,
+        created_at=row.created_at,
+    )
+
+
+class SqlVolumeStore:
+    """:class:`~hutch.api.store.base.VolumeStore` on SQL."""
+
+    def __init__(self, engine: AsyncEngine, *, clock: Clock = utc_now) -> None:
+        self._engine = engine
+        self._clock = clock
+
+    async def create_volume(
+        self,
+        *,
+        volume_id: VolumeID,
+        team_id: TeamID,
+        name: str,
+        quota_bytes: int,
+        backend: str,
+        token_secret: str,
+    ) -> Volume:
+        """Insert a volume; :class:`AlreadyExistsError` if the team already has ``name``."""
+        vol = Volume(
+            id=volume_id,
+            team_id=team_id,
+            name=name,
+            quota_bytes=quota_bytes,
+            backend=backend,
+            token_secret=token_secret,
+            created_at=self._clock(),
+        )
+        try:
+            async with write_transaction(self._engine) as conn:
+                await conn.execute(
+                    volumes.insert().values(
+                        id=vol.id,
+                        team_id=vol.team_id,
+                        name=vol.name,
+                        quota_bytes=vol.quota_bytes,
+                        backend=vol.backend,
+                        token_secret=vol.token_secret,
+                        created_at=vol.created_at,
+                    )
+                )
+        except IntegrityError as exc:
+            if is_unique_violation(exc):
+                raise AlreadyExistsError(
+                    f"volume {name!r} already exists in team {team_id}",
+                    public_message=f"Volume with name '{name}' already exists",
+                ) from exc
+            if is_foreign_key_violation(exc):
+                raise NotFoundError(f"team {team_id} not found") from exc
+            raise
+        return vol
+
+    async def find_volume(self, id_or_name: str, *, team_id: TeamID | None) -> Volume | None:
+        """The volume with this id (or, within ``team_id``, this name), or ``None``.
+
+        ``team_id=None`` looks an id up across teams (the content API, whose token names
+        the team); another team's volume is ``None`` otherwise.
+        """
+        if is_volume_id(id_or_name):
+            query = select(volumes).where(volumes.c.id == id_or_name)
+        elif team_id is not None:
+            query = select(volumes).where(volumes.c.name == id_or_name)
+        else:
+            return None
+        if team_id is not None:
+            query = query.where(volumes.c.team_id == team_id)
+        async with read_transaction(self._engine) as conn:
+            row = (await conn.execute(query)).first()
+        return _volume(row) if row is not None else None
+
+    async def get_volume(self, id_or_name: str, *, team_id: TeamID | None) -> Volume:
+        """As :meth:`find_volume`; :class:`NotFoundError` when there is none."""
+        vol = await self.find_volume(id_or_name, team_id=team_id)
+        if vol is None:
+            raise NotFoundError(
+                f"volume {id_or_name!r} not found", public_message=f"Volume {id_or_name} not found"
+            )
+        return vol
+
+    async def list_volumes(self, *, team_id: TeamID | None) -> list[Volume]:
+        """The team's volumes (every volume with ``None``), oldest first."""
+        query = select(volumes).order_by(volumes.c.created_at, volumes.c.id)
+        if team_id is not None:
+            query = query.where(volumes.c.team_id == team_id)
+        async with read_transaction(self._engine) as conn:
+            return [_volume(r) for r in await conn.execute(query)]
+
+    async def delete_volume(self, volume_id: VolumeID, *, team_id: TeamID) -> None:
+        """Delete the row; :class:`NotFoundError` if the team has no such volume."""
+        async with write_transaction(self._engine) as conn:
+            result = await conn.execute(
+                delete(volumes).where(volumes.c.id == volume_id, volumes.c.team_id == team_id)
+            )
+        if result.rowcount == 0:
+            raise NotFoundError(f"volume {volume_id} not found")
