@@ -56,11 +56,14 @@ class Serve:
     api_port: int = field(default_factory=free_port)
     proxy_port: int = field(default_factory=free_port)
     proc: subprocess.Popen[bytes] | None = None
+    #: Read at the next ``start`` (e.g. ``HUTCH_NODE_POOL_SIZE``).
+    extra_env: dict[str, str] = field(default_factory=dict)
 
     @property
     def env(self) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if "proxy" not in k.lower()}
         env.update(NODE_ENV, HUTCH_NODE_ENVD_BUNDLE_DIR=str(self.envd_bundle))
+        env.update(self.extra_env)
         return env
 
     @property

@@ -82,6 +82,7 @@ def build_node(settings: NodeSettings, *, build_bundle: bool = True) -> Node:
         dns_servers=settings.dns_servers,
         pids_limit=settings.pids_limit,
         max_nofile=resource.getrlimit(resource.RLIMIT_NOFILE)[1],
+        pool_sizes=settings.pool_sizes,
     )
     manager = SandboxManager(
         config=config, runtime=runtime, networks=networks, rootfs=OverlayRootfs(),

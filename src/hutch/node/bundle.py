@@ -161,7 +161,8 @@ def build_spec(
         linux["seccomp"] = dict(seccomp) if seccomp is not None else default_profile()
     env = dict(spec.env)
     env.setdefault("PATH", DEFAULT_PATH)
-    env.setdefault("HOSTNAME", spec.sandbox_id)
+    # No HOSTNAME here: a warm pool member's PID 1 would keep its pool id in it after the
+    # UTS hostname became the sandbox id (ADR 0011); shells set HOSTNAME from uname.
     return {
         "ociVersion": "1.0.2",
         "process": {

@@ -52,6 +52,11 @@ class NodeSettings(BaseSettings):
     #: and how many are kept per sandbox (720 x 5 s: the last hour).
     metrics_interval_s: float = Field(default=5.0, gt=0)
     metrics_keep: int = Field(default=720, ge=1)
+    #: Warm pool members per template, ``<template>=<count>`` comma-separated (ADR 0011):
+    #: sandboxes booted ahead of demand that a matching create takes in tens of ms. Two of
+    #: ``base`` (what ``Sandbox.create()`` asks for) cost ~55 MiB idle; other templates
+    #: get none unless named. Ignored under runsc (the hostname cannot be changed there).
+    pool_size: str = "base=2"
 
     @model_validator(mode="after")
     def _check(self) -> NodeSettings:
@@ -59,7 +64,13 @@ class NodeSettings(BaseSettings):
             raise ValueError(f"home must be an absolute path: {self.home}")
         if not self.tini_path.is_absolute():
             raise ValueError(f"tini_path must be absolute: {self.tini_path}")
+        parse_pool_sizes(self.pool_size)
         return self
+
+    @property
+    def pool_sizes(self) -> dict[str, int]:
+        """``pool_size`` parsed; empty under runsc (ADR 0011)."""
+        return {} if self.runtime == "runsc" else parse_pool_sizes(self.pool_size)
 
     @property
     def templates_dir(self) -> Path:
@@ -80,3 +91,20 @@ class NodeSettings(BaseSettings):
     def envd_bundle_path(self) -> Path:
         """Where envd's bundle is (or will be built)."""
         return self.envd_bundle_dir or self.home / "envd"
+
+
+def parse_pool_sizes(text: str) -> dict[str, int]:
+    """``"base=2,busybox=1"`` → ``{"base": 2, "busybox": 1}``; empty text → ``{}``.
+
+    Raises:
+        ValueError: an entry is not ``name=count`` with a count of 0 or more.
+    """
+    sizes: dict[str, int] = {}
+    for part in text.replace(" ", "").split(","):
+        if not part:
+            continue
+        name, sep, count = part.partition("=")
+        if not sep or not name or not count.isdigit():
+            raise ValueError(f"pool size entry {part!r}: want <template>=<count>")
+        sizes[name] = int(count)
+    return sizes

@@ -5,11 +5,13 @@ Startup order (each step needs the one before):
 1. open the store (migrating it): the api's source of truth;
 2. build the node (``build_node``) and seed template rows from its templates on disk;
 3. ``manager.start()`` (bridge, firewall), then reconcile store rows with the node
-   (``serve/reconcile.py``) and give adopted sandboxes their proxy routes back;
+   (``serve/reconcile.py``) and give adopted sandboxes their proxy routes back; then the
+   warm pool starts filling in the background (ADR 0011);
 4. serve the proxy, then the api: ``GET /health`` on the api answering 200 means ready.
 
-SIGTERM/SIGINT stop both servers and close the store, but **leave sandboxes running**: the
-next start adopts them (or cleans them up if their rows are gone).
+SIGTERM/SIGINT stop both servers, destroy the idle warm pool members and close the store,
+but **leave sandboxes running**: the next start adopts them (or cleans them up if their
+rows are gone; pool members left by a SIGKILL are unknown to the store and destroyed).
 """
 
 from __future__ import annotations
@@ -60,6 +62,7 @@ async def serve(settings: ServeSettings) -> None:
         await node.manager.start()
         catalog = InMemorySandboxCatalog()
         await reconcile(store, node.manager, catalog)
+        await node.manager.start_pool()
         node.sampler.start()
         client = LocalNodeClient(
             node.manager, catalog, node_id=NodeID(settings.node_id), sampler=node.sampler
@@ -78,6 +81,7 @@ async def serve(settings: ServeSettings) -> None:
         proxy = _Server(proxy_config(catalog, host=settings.host, port=settings.proxy_port))
         await _run_both(proxy, api)
     finally:
+        await node.manager.stop_pool()
         await node.aclose()
         await store.close()
 

@@ -56,7 +56,7 @@ def test_build_spec_process_user_env_caps_and_setuid():
     )["process"]
     assert proc["user"] == {"uid": 1000, "gid": 1000, "additionalGids": [27]}
     assert "A=1" in proc["env"] and any(e.startswith("PATH=") for e in proc["env"])
-    assert "HOSTNAME=isb123" in proc["env"]
+    assert not any(e.startswith("HOSTNAME=") for e in proc["env"])  # ADR 0011
     assert proc["cwd"] == "/home/user"
     assert proc["noNewPrivileges"] is False
     assert proc["capabilities"]["bounding"] == list(DEFAULT_CAPABILITIES)

@@ -117,6 +117,14 @@ class Runtime(Protocol):
         """Thaw a paused container."""
         ...
 
+    async def set_hostname(self, sandbox_id: str, hostname: str) -> None:
+        """Change the running container's hostname (its UTS namespace).
+
+        Raises ``UnavailableError`` where the runtime cannot (gVisor keeps the UTS
+        namespace inside its own kernel); the warm pool needs it (ADR 0011).
+        """
+        ...
+
     async def exec(
         self,
         sandbox_id: str,

@@ -32,6 +32,9 @@ from hutch.shared.errors import (
     NotFoundError,
 )
 
+#: hostname(1) of the host (Debian's ``hostname`` package is essential).
+_HOSTNAME_BIN = "/bin/hostname"
+
 
 class RuncRuntime:
     """Drive ``runc`` with a private state directory.
@@ -178,6 +181,24 @@ class RuncRuntime:
     async def resume(self, sandbox_id: str) -> None:
         """Thaw a paused container."""
         await self._checked("resume", sandbox_id, sandbox_id=sandbox_id)
+
+    async def set_hostname(self, sandbox_id: str, hostname: str) -> None:
+        """``nsenter`` into the container's UTS namespace alone and run the host's hostname(1).
+
+        Only the UTS namespace is entered: the binary and its libraries are the host's, so
+        nothing of the sandbox's rootfs runs with the node's privileges.
+        """
+        state = await self.state(sandbox_id)
+        if state.pid is None or state.status is not RuntimeStatus.RUNNING:
+            raise ConflictError(f"sandbox {sandbox_id!r} is not running")
+        code, _, err = await self._exec(
+            ["nsenter", f"--target={state.pid}", "--uts", "--", _HOSTNAME_BIN, hostname],
+            stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        if code != 0:
+            raise RuntimeFailedError(
+                f"setting the hostname of {sandbox_id}: {err.decode(errors='replace')[:500]}"
+            )
 
     async def exec(
         self,

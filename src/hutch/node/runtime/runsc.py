@@ -18,7 +18,7 @@ from pathlib import Path
 
 from hutch.node.runtime.base import RuntimeStatus
 from hutch.node.runtime.runc import RuncRuntime
-from hutch.shared.errors import NotFoundError
+from hutch.shared.errors import NotFoundError, UnavailableError
 
 #: Runs its arguments in a private mount namespace with an empty /proc/sys/net.
 _HIDE_PROC_SYS_NET = (
@@ -71,6 +71,12 @@ class RunscRuntime(RuncRuntime):
         if force and (await self.state(sandbox_id)).status is RuntimeStatus.PAUSED:
             await self.resume(sandbox_id)
         await super().delete(sandbox_id, force=force)
+
+    async def set_hostname(self, sandbox_id: str, hostname: str) -> None:
+        """gVisor keeps the UTS namespace inside its own kernel: not reachable from here."""
+        raise UnavailableError(
+            f"cannot change the hostname of {sandbox_id}: runsc keeps it inside gVisor"
+        )
 
     def _global_args(self) -> list[str]:
         prefix = list(_HIDE_PROC_SYS_NET) if self._hide_proc_sys_net else []

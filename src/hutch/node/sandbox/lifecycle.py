@@ -25,7 +25,7 @@ TINI_IN_SANDBOX: Final = "/.hutch/tini"
 def write_etc_files(
     upper: Path, *, sandbox_id: str, address: IPv4Address, dns_servers: Sequence[str]
 ) -> None:
-    """Put ``/etc/resolv.conf`` and ``/etc/hosts`` into the overlay's upper layer.
+    """Put ``/etc/resolv.conf``, ``/etc/hosts`` and ``/etc/hostname`` into the upper layer.
 
     Written into the upper directory *before* the overlay is mounted, they shadow the
     template's files like any user edit would: the sandbox can change them, nothing is
@@ -35,15 +35,35 @@ def write_etc_files(
     etc = upper / "etc"
     etc.mkdir(mode=0o755, parents=True, exist_ok=True)
     os.chmod(etc, 0o755)
-    resolv = "".join(f"nameserver {server}\n" for server in dns_servers)
+    files = {"resolv.conf": "".join(f"nameserver {server}\n" for server in dns_servers)}
+    files.update(identity_files(sandbox_id=sandbox_id, address=address))
+    for name, text in files.items():
+        path = etc / name
+        path.write_text(text)
+        os.chmod(path, 0o644)
+
+
+def identity_files(*, sandbox_id: str, address: IPv4Address) -> dict[str, str]:
+    """The files under ``/etc`` that name the sandbox: ``hosts`` and ``hostname``."""
     hosts = (
         "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n"
         f"{address}\t{sandbox_id}\n"
     )
-    for name, text in (("resolv.conf", resolv), ("hosts", hosts)):
-        path = etc / name
-        path.write_text(text)
-        os.chmod(path, 0o644)
+    return {"hosts": hosts, "hostname": f"{sandbox_id}\n"}
+
+
+def write_identity(rootfs: Path, *, sandbox_id: str, address: IPv4Address) -> None:
+    """Rewrite ``/etc/hosts`` and ``/etc/hostname`` of a running pool member for its new id.
+
+    Through the mounted overlay (writing to a mounted overlay's upper directory directly is
+    undefined), in place: :func:`write_etc_files` put both files in the upper layer at
+    boot, so this touches no lower file. ``O_NOFOLLOW``: no symlink is followed, although
+    nothing but the node has run in the member yet.
+    """
+    for name, text in identity_files(sandbox_id=sandbox_id, address=address).items():
+        fd = os.open(rootfs / "etc" / name, os.O_WRONLY | os.O_TRUNC | os.O_NOFOLLOW)
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
 
 
 def sandbox_spec(

@@ -7,9 +7,11 @@ undo onto a stack, so a failure anywhere (or a cancellation) unwinds exactly wha
     -> overlay rootfs -> config.json -> runtime create + start -> envd /health -> envd /init
 
 Boot (everything up to a healthy envd) and personalisation (``/init``: env vars, access
-token, user, workdir) are separate methods, so a warm pool can boot sandboxes ahead of
-demand and initialise one when a request comes. Nothing in the OCI spec depends on the
-request beyond id, template, resources and internet access.
+token, user, workdir) are separate methods, so the warm pool (ADR 0011, ``pool.py``) boots
+sandboxes ahead of demand and a create whose :class:`PoolKey` matches takes one: hostname,
+``/etc/hostname`` and ``/etc/hosts`` are set to the new id, then ``/init``. Such a sandbox
+keeps its pool id as ``host_id`` (directory, container, cgroup, netns and veth names),
+recorded in its ``sandbox.json`` so that kill and reconcile find it.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ from hutch.node.sandbox.models import (
     SandboxNotFoundError,
     SandboxRequest,
 )
+from hutch.node.sandbox.pool import PoolKey, WarmPool, is_pool_id, new_pool_id
 from hutch.node.sandbox.ports import EnvdClient, NodeNetworks, RootfsLayer, TemplateStore
 from hutch.node.templates.artifact import TemplateArtifact
 from hutch.shared.errors import (
@@ -83,6 +86,14 @@ class SandboxManager:
         self._running: dict[str, RunningSandbox] = {}
         #: Ids being created or killed: they count against the limit and cannot be reused.
         self._busy: set[str] = set()
+        #: Host ids of pool members being booted or personalised (reconcile leaves them).
+        self._hosts_in_flight: set[str] = set()
+        self._pool = WarmPool({})
+        #: host id -> the template's stamp when that member booted (a rebuilt template
+        #: makes older members stale).
+        self._member_stamps: dict[str, str] = {}
+        self._pool_task: asyncio.Task[None] | None = None
+        self._pool_wakeup = asyncio.Event()
 
     @property
     def config(self) -> ManagerConfig:
@@ -110,28 +121,29 @@ class SandboxManager:
         sandbox_id = validate_sandbox_id(request.sandbox_id)
         template = await self._templates.get(request.template)
         self._claim(sandbox_id)
-        undo: list[Undo] = []
         try:
-            sandbox = await self._boot(request, template=template, undo=undo)
-            await self._envd.init(
-                sandbox.envd_url,
-                lifecycle.init_body(
-                    env_vars=request.env_vars,
-                    access_token=request.access_token,
-                    default_user=sandbox.default_user,
-                    workdir=sandbox.workdir,
-                    timestamp=time.time(),
-                ),
-            )
-            sandbox = dataclasses.replace(sandbox, metadata=dict(request.metadata))
-            _write_record(sandbox)
-        except BaseException:
-            await _unwind(undo, sandbox_id=sandbox_id)
-            raise
+            sandbox = await self._from_pool(request, template=template)
+            if sandbox is None:
+                sandbox = await self._create_cold(request, template=template)
         finally:
             self._busy.discard(sandbox_id)
         self._running[sandbox_id] = sandbox
-        log.info("sandbox %s running at %s", sandbox_id, sandbox.address)
+        log.info("sandbox %s running at %s (host id %s)", sandbox_id, sandbox.address,
+                 sandbox.host_id)  # fmt: skip
+        return sandbox
+
+    async def _create_cold(
+        self, request: SandboxRequest, *, template: TemplateArtifact
+    ) -> RunningSandbox:
+        undo: list[Undo] = []
+        try:
+            sandbox = await self._boot(request, template=template, undo=undo)
+            await self._envd.init(sandbox.envd_url, _init_body(request, sandbox))
+            sandbox = dataclasses.replace(sandbox, metadata=dict(request.metadata))
+            _write_record(sandbox)
+        except BaseException:
+            await _unwind(undo, sandbox_id=request.sandbox_id)
+            raise
         return sandbox
 
     def _claim(self, sandbox_id: str) -> None:
@@ -210,29 +222,155 @@ class SandboxManager:
             await asyncio.sleep(pause)
             pause = min(pause * 2, _POLL_MAX_S)
 
+    # ---- the warm pool (ADR 0011) -------------------------------------------------------
+
+    async def start_pool(self) -> None:
+        """Start keeping ``config.pool_sizes`` members per template; call after reconcile.
+
+        A template that is not built here gets no pool (logged). Members boot one at a time
+        in the background, so refills never take both cores from user creates.
+        """
+        targets: dict[PoolKey, int] = {}
+        for name, size in self._config.pool_sizes.items():
+            if size <= 0:
+                continue
+            try:
+                template = await self._templates.get(name)
+            except NotFoundError:
+                log.warning("warm pool: template %s is not built here; no pool for it", name)
+                continue
+            targets[_pool_key(template, cpu=None, memory=None, allow_internet=True)] = size
+        self._pool = WarmPool(targets)
+        if targets and self._pool_task is None:
+            self._pool_task = asyncio.create_task(self._keep_pool(), name="hutch-warm-pool")
+
+    async def stop_pool(self) -> None:
+        """Stop refilling and destroy every idle member (shutdown). Idempotent."""
+        task, self._pool_task = self._pool_task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        for member in self._pool.drain():
+            self._member_stamps.pop(member.host_id, None)
+            await self._destroy(member.host_id, address=member.address)
+
+    def pool_members(self) -> list[RunningSandbox]:
+        """The idle members (for tests and metrics)."""
+        return list(self._pool.idle())
+
+    async def _keep_pool(self) -> None:
+        while True:
+            self._pool_wakeup.clear()
+            for key in self._pool.missing():
+                if not self._room_for_pool():
+                    break
+                if not await self._boot_member(key):
+                    await asyncio.sleep(self._config.pool_retry_s)
+                    break
+            if not self._pool.missing() or not self._room_for_pool():
+                await self._pool_wakeup.wait()
+
+    def _room_for_pool(self) -> bool:
+        used = len(self._running) + len(self._busy) + self._pool.size()
+        return used < self._config.max_sandboxes
+
+    async def _boot_member(self, key: PoolKey) -> bool:
+        host_id = new_pool_id()
+        request = SandboxRequest(
+            sandbox_id=host_id, template=key.template, cpu_count=key.cpu_count,
+            memory_mb=key.memory_mb, allow_internet=key.allow_internet,
+        )  # fmt: skip
+        undo: list[Undo] = []
+        self._hosts_in_flight.add(host_id)
+        self._pool.booting(key, +1)
+        try:
+            template = await self._templates.get(key.template)
+            member = await self._boot(request, template=template, undo=undo)
+        except BaseException as exc:
+            await _unwind(undo, sandbox_id=host_id)
+            if not isinstance(exc, HutchError | OSError):
+                raise
+            log.warning("warm pool: booting a %s member failed: %s", key.template, exc)
+            return False
+        finally:
+            self._pool.booting(key, -1)
+            self._hosts_in_flight.discard(host_id)
+        self._member_stamps[host_id] = _template_stamp(template)
+        self._pool.add(key, member)
+        log.info("warm pool: %s member %s ready", key.template, host_id)
+        return True
+
+    async def _from_pool(
+        self, request: SandboxRequest, *, template: TemplateArtifact
+    ) -> RunningSandbox | None:
+        """A pool member personalised as ``request``, or None (no match: create cold).
+
+        A member that cannot be personalised (or whose template was rebuilt since it
+        booted) is destroyed, and the next one, or a cold create, is tried.
+        """
+        key = _pool_key(template, cpu=request.cpu_count, memory=request.memory_mb,
+                        allow_internet=request.allow_internet)  # fmt: skip
+        while (member := self._pool.take(key)) is not None:
+            self._pool_wakeup.set()
+            fresh = self._member_stamps.pop(member.host_id, None) == _template_stamp(template)
+            self._hosts_in_flight.add(member.host_id)
+            try:
+                if fresh:
+                    return await self._personalise(member, request)
+            except (HutchError, OSError) as exc:
+                log.warning("warm pool: member %s failed to become %s: %s",
+                            member.host_id, request.sandbox_id, exc)  # fmt: skip
+            except BaseException:
+                await _unwind([_destroy_step(self, member)], sandbox_id=member.host_id)
+                raise
+            finally:
+                self._hosts_in_flight.discard(member.host_id)
+            await self._destroy(member.host_id, address=member.address)
+        return None
+
+    async def _personalise(self, member: RunningSandbox, request: SandboxRequest) -> RunningSandbox:
+        """Give a booted member ``request``'s identity; its envd gets ``/init`` last."""
+        sandbox = dataclasses.replace(
+            member, sandbox_id=request.sandbox_id, started_at=time.time(),
+            metadata=dict(request.metadata),
+        )  # fmt: skip
+        await self._runtime.set_hostname(member.host_id, request.sandbox_id)
+        lifecycle.write_identity(
+            member.sandbox_dir / "rootfs", sandbox_id=request.sandbox_id, address=member.address
+        )
+        await self._envd.init(sandbox.envd_url, _init_body(request, sandbox))
+        _write_record(sandbox)
+        log.info("warm pool: member %s became sandbox %s", member.host_id, request.sandbox_id)
+        return sandbox
+
     # ---- kill, list ---------------------------------------------------------------------
 
     async def kill(self, sandbox_id: str) -> bool:
         """Remove everything of ``sandbox_id``; True if anything was there. Idempotent."""
         validate_sandbox_id(sandbox_id)
+        if is_pool_id(sandbox_id):
+            return False  # pool members are the node's own, never a user's sandbox
         if sandbox_id in self._busy:
             raise AlreadyExistsError(f"sandbox {sandbox_id} is being created or killed")
         self._busy.add(sandbox_id)
         try:
             known = self._running.get(sandbox_id)
-            found = await self._destroy(sandbox_id, address=known.address if known else None)
+            host_id = known.host_id if known else sandbox_id
+            found = await self._destroy(host_id, address=known.address if known else None)
         finally:
             self._busy.discard(sandbox_id)
             self._running.pop(sandbox_id, None)
+            self._pool_wakeup.set()  # room for the pool again
         return found or known is not None
 
-    async def _destroy(self, sandbox_id: str, *, address: IPv4Address | None = None) -> bool:
+    async def _destroy(self, host_id: str, *, address: IPv4Address | None = None) -> bool:
         """Container, rootfs, network, directory: in the reverse order of creation."""
-        sandbox_dir = self._config.sandboxes_dir / sandbox_id
+        sandbox_dir = self._config.sandboxes_dir / host_id
         found = sandbox_dir.exists()
-        found = await self._delete_container(sandbox_id) or found
+        found = await self._delete_container(host_id) or found
         self._rootfs.remove(sandbox_dir)
-        await self._networks.teardown(sandbox_id, address=address)
+        await self._networks.teardown(host_id, address=address)
         shutil.rmtree(sandbox_dir, ignore_errors=True)
         return found
 
@@ -291,46 +429,72 @@ class SandboxManager:
     async def reconcile(self, known_ids: Iterable[str]) -> ReconcileReport:
         """Make the host agree with ``known_ids`` (the store's view), e.g. after a crash.
 
-        Anything present (container, mount, network, directory) whose id is not known is
-        destroyed. A known id whose container runs with its record and network intact is
-        adopted; any other known id is reported missing and its leftovers are removed.
+        Anything present (container, mount, network, directory) that belongs to no known
+        id is destroyed, pool members left by a previous process included. A known id whose
+        container runs with its record and network intact is adopted (under the host id
+        its record names); any other known id is reported missing and its leftovers are
+        removed. Ids being created and this process's own pool members are left alone.
         """
         known = set(known_ids)
         attached = {a.sandbox_id: a for a in await self._networks.recover()}
         containers = set(await self._runtime.list())
         present = set(attached) | containers | self._dirs_and_mounts()
+        present -= self._hosts_in_flight | {m.host_id for m in self._pool.idle()}
+        owned: dict[str, list[str]] = {}
+        for host in sorted(present):
+            owned.setdefault(self._owner(host), []).append(host)
+
+        async def destroy(host: str) -> None:
+            await self._destroy(host, address=attached[host].address if host in attached else None)
+
         removed, missing, adopted = [], [], []
-        for sid in sorted(present - known):
+        for sid in sorted(set(owned) - known):
             if sid in self._busy:
                 continue  # being created right now: not an orphan
-            address = attached[sid].address if sid in attached else None
-            await self._destroy(sid, address=address)
+            for host in owned[sid]:
+                await destroy(host)
             self._running.pop(sid, None)
             removed.append(sid)
         for sid in sorted(known):
             if sid in self._busy:
                 continue
-            sandbox = await self._adoptable(sid, attached=sid in attached)
+            sandbox = None
+            for host in owned.get(sid, []):
+                if sandbox is None:
+                    sandbox = await self._adoptable(sid, host, attached=host in attached)
+                if sandbox is None or sandbox.host_id != host:
+                    await destroy(host)
             if sandbox is not None:
                 self._running[sid] = sandbox
                 adopted.append(sid)
-                continue
-            missing.append(sid)
-            if sid in present:
-                await self._destroy(sid, address=attached[sid].address if sid in attached else None)
-            self._running.pop(sid, None)
+            else:
+                missing.append(sid)
+                self._running.pop(sid, None)
         return ReconcileReport(removed=removed, missing=missing, adopted=adopted)
 
-    async def _adoptable(self, sandbox_id: str, *, attached: bool) -> RunningSandbox | None:
-        sandbox_dir = self._config.sandboxes_dir / sandbox_id
+    def _owner(self, host_id: str) -> str:
+        """The sandbox id a host id's record names (itself when there is no record)."""
+        try:
+            record = json.loads((self._config.sandboxes_dir / host_id / _RECORD).read_text())
+            return str(record["sandbox_id"])
+        except (OSError, ValueError, KeyError, TypeError):
+            return host_id
+
+    async def _adoptable(
+        self, sandbox_id: str, host_id: str, *, attached: bool
+    ) -> RunningSandbox | None:
+        sandbox_dir = self._config.sandboxes_dir / host_id
         try:
             record = json.loads((sandbox_dir / _RECORD).read_text())
-            state = await self._runtime.state(sandbox_id)
-        except (OSError, ValueError, NotFoundError):
+            state = await self._runtime.state(host_id)
+            sandbox = RunningSandbox.from_json(record, sandbox_dir=sandbox_dir)
+        except (OSError, ValueError, KeyError, TypeError, NotFoundError):
             return None
         if not attached or state.status is not RuntimeStatus.RUNNING:
             return None
-        return RunningSandbox.from_json(record, sandbox_dir=sandbox_dir)
+        if sandbox.sandbox_id != sandbox_id or sandbox.host_id != host_id:
+            return None
+        return sandbox
 
     def _dirs_and_mounts(self) -> set[str]:
         root = self._config.sandboxes_dir
@@ -346,6 +510,44 @@ def _write_record(sandbox: RunningSandbox) -> None:
     tmp = path.with_name(f".{_RECORD}.tmp")
     tmp.write_text(sandbox.dumps())
     os.replace(tmp, path)
+
+
+def _pool_key(
+    template: TemplateArtifact, *, cpu: float | None, memory: int | None, allow_internet: bool
+) -> PoolKey:
+    """The pool key of a create: its effective resources, the template's by default."""
+    return PoolKey(
+        template=template.name,
+        cpu_count=float(cpu if cpu is not None else template.cpu_count),
+        memory_mb=int(memory if memory is not None else template.memory_mb),
+        allow_internet=allow_internet,
+    )
+
+
+def _template_stamp(template: TemplateArtifact) -> str:
+    """Changes when the template is rebuilt (publishing renames a new directory in)."""
+    try:
+        st = template.rootfs.stat()
+    except OSError:
+        return ""
+    return f"{st.st_dev}:{st.st_ino}:{st.st_ctime_ns}"
+
+
+def _init_body(request: SandboxRequest, sandbox: RunningSandbox) -> dict[str, object]:
+    return lifecycle.init_body(
+        env_vars=request.env_vars,
+        access_token=request.access_token,
+        default_user=sandbox.default_user,
+        workdir=sandbox.workdir,
+        timestamp=time.time(),
+    )
+
+
+def _destroy_step(manager: SandboxManager, member: RunningSandbox) -> Undo:
+    async def run() -> None:
+        await manager._destroy(member.host_id, address=member.address)
+
+    return run
 
 
 def _async(fn: Callable[[], object]) -> Undo:

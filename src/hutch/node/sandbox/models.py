@@ -40,6 +40,9 @@ class RunningSandbox:
     """A sandbox whose envd answered and was initialised.
 
     ``pid`` is the host pid of its PID 1 (tini); ``started_at`` is wall-clock (epoch s).
+    ``host_id`` names its objects on the host (directory, container, cgroup, netns, veth):
+    the sandbox id for a cold create, the pool member's own id for a sandbox taken from
+    the warm pool (those names cannot change once the container runs; ADR 0011).
     """
 
     sandbox_id: str
@@ -55,11 +58,17 @@ class RunningSandbox:
     sandbox_dir: Path
     #: The live metadata (``SandboxManager.set_metadata`` replaces it; ADR 0005).
     metadata: Mapping[str, str] = field(default_factory=dict)
+    host_id: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.host_id:
+            object.__setattr__(self, "host_id", self.sandbox_id)
 
     def to_json(self) -> dict[str, Any]:
         """The record kept in ``<sandbox_dir>/sandbox.json`` (re-adopted after a restart)."""
         return {
             "sandbox_id": self.sandbox_id,
+            "host_id": self.host_id,
             "template": self.template,
             "address": str(self.address),
             "envd_url": self.envd_url,
@@ -88,6 +97,7 @@ class RunningSandbox:
             started_at=float(data["started_at"]),
             sandbox_dir=sandbox_dir,
             metadata={str(k): str(v) for k, v in (data.get("metadata") or {}).items()},
+            host_id=str(data.get("host_id") or data["sandbox_id"]),
         )
 
     def dumps(self) -> str:
@@ -126,3 +136,7 @@ class ManagerConfig:
     dns_servers: Sequence[str] = ("1.1.1.1", "8.8.8.8")
     pids_limit: int = 1024
     max_nofile: int | None = None
+    #: Warm pool members to keep per template (ADR 0011); templates not named get none.
+    pool_sizes: Mapping[str, int] = field(default_factory=dict)
+    #: Pause after a pool member failed to boot before the pool tries again.
+    pool_retry_s: float = 5.0

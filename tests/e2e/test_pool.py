@@ -1,0 +1,189 @@
+"""The warm pool (ADR 0011) through the official SDK: a pooled sandbox is indistinguishable
+from a cold one, creates beyond the pool fall back to cold ones, kill and the reaper never
+touch idle members, and a SIGKILL of serve leaves no member behind after the restart.
+
+The session's ``hutch serve`` is restarted with ``HUTCH_NODE_POOL_SIZE=busybox=2`` for this
+module and restarted without a pool afterwards (a SIGTERM destroys the idle members).
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+
+import httpx
+import pytest
+from e2b import Sandbox
+
+from .serveproc import Serve
+
+pytestmark = pytest.mark.root
+
+POOL = 2
+
+
+@pytest.fixture(scope="module")
+def pooled(serve: Serve) -> Iterator[Serve]:
+    serve.stop()
+    serve.extra_env = {"HUTCH_NODE_POOL_SIZE": f"busybox={POOL}"}
+    serve.start()
+    try:
+        yield serve
+    finally:
+        serve.extra_env = {}
+        if serve.proc is not None:
+            serve.stop()
+        assert _idle_members(serve) == [], "SIGTERM must destroy the idle pool members"
+        serve.start()
+
+
+def _records(serve: Serve) -> dict[str, dict[str, object]]:
+    """Host id -> sandbox.json of every sandbox directory that has one."""
+    out = {}
+    for record in (serve.home / "sandboxes").glob("*/sandbox.json"):
+        out[record.parent.name] = json.loads(record.read_text())
+    return out
+
+
+def _idle_members(serve: Serve) -> list[str]:
+    """Pool members' directories that no sandbox took yet."""
+    root = serve.home / "sandboxes"
+    if not root.is_dir():
+        return []
+    return sorted(
+        d.name
+        for d in root.iterdir()
+        if d.name.startswith("pool-") and not (d / "sandbox.json").exists()
+    )
+
+
+def _wait_for_pool(serve: Serve, size: int = POOL, timeout: float = 120) -> list[str]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        members = _idle_members(serve)
+        # A member's directory exists from the start of its boot; its envd log shows it
+        # ready only when the node added it (the node logs that line).
+        log = _log(serve)
+        ready = [m for m in members if f"member {m} ready" in log]
+        if len(ready) >= size:
+            return ready
+        time.sleep(0.1)
+    raise AssertionError(f"pool not refilled to {size}: {_idle_members(serve)}")
+
+
+def _log(serve: Serve) -> str:
+    return (serve.home / "serve.log").read_text(errors="replace")
+
+
+def _host_id(serve: Serve, sandbox_id: str) -> str:
+    for host, record in _records(serve).items():
+        if record["sandbox_id"] == sandbox_id:
+            return host
+    raise AssertionError(f"no record names {sandbox_id}")
+
+
+#: Everything a user could look at to tell sandboxes apart, ids and addresses aside.
+FINGERPRINT = (
+    "hostname; cat /etc/hostname; cat /etc/hosts; id; pwd; umask; echo $HOME $USER $SHELL; "
+    "env | sort; cat /etc/resolv.conf; ls -la /etc | grep -E ' (hosts|hostname|resolv.conf)$' "
+    "| awk '{print $1, $3, $4, $NF}'; tr '\\0' '\\n' < /proc/1/environ | sort; "
+    "tr '\\0' ' ' < /proc/1/cmdline"
+)
+
+
+def _fingerprint(sbx: Sandbox, serve: Serve) -> str:
+    out = sbx.commands.run(FINGERPRINT, user="root").stdout
+    address = next(line.split()[0] for line in sbx.files.read("/etc/hosts").splitlines()
+                   if sbx.sandbox_id in line)  # fmt: skip
+    return out.replace(sbx.sandbox_id, "<ID>").replace(address, "<ADDR>")
+
+
+def test_pooled_sandbox_is_indistinguishable_from_a_cold_one(pooled: Serve) -> None:
+    _wait_for_pool(pooled)
+    envs = {"GREETING": "hi", "PATH_EXTRA": "/opt/x"}
+    pooled_sbx = Sandbox.create("busybox", envs=envs, metadata={"k": "v"}, timeout=123, secure=True)
+    # allow_internet_access is part of the pool key: a different value cannot use the pool.
+    cold_sbx = Sandbox.create("busybox", envs=envs, metadata={"k": "v"}, timeout=123, secure=True,
+                              allow_internet_access=False)  # fmt: skip
+    try:
+        assert _host_id(pooled, pooled_sbx.sandbox_id).startswith("pool-")
+        assert _host_id(pooled, cold_sbx.sandbox_id) == cold_sbx.sandbox_id
+
+        result = pooled_sbx.commands.run('hostname; echo "$GREETING"; whoami; pwd')
+        assert result.stdout == f"{pooled_sbx.sandbox_id}\nhi\nuser\n/home/user\n"
+        assert _fingerprint(pooled_sbx, pooled) == _fingerprint(cold_sbx, pooled)
+
+        info = pooled_sbx.get_info()
+        assert info.metadata == {"k": "v"}
+        assert (info.end_at - info.started_at).total_seconds() == 123
+        # Secured: envd wants the access token the API returned, and signed URLs work.
+        envd = httpx.post(
+            pooled.sandbox_url + "/process.Process/List",
+            headers={"E2b-Sandbox-Id": pooled_sbx.sandbox_id, "E2b-Sandbox-Port": "49983",
+                     "Content-Type": "application/json"},
+            content=b"{}",
+        )  # fmt: skip
+        assert envd.status_code == 401
+        pooled_sbx.files.write("/home/user/signed.txt", "data")
+        assert httpx.get(pooled_sbx.download_url("/home/user/signed.txt")).text == "data"
+    finally:
+        pooled_sbx.kill()
+        cold_sbx.kill()
+
+
+def test_creates_beyond_the_pool_fall_back_to_cold_ones(pooled: Serve) -> None:
+    _wait_for_pool(pooled)
+    with ThreadPoolExecutor(POOL + 3) as ex:
+        sandboxes = list(ex.map(lambda _: Sandbox.create("busybox", timeout=120), range(POOL + 3)))
+    try:
+        hosts = {s.sandbox_id: _host_id(pooled, s.sandbox_id) for s in sandboxes}
+        assert any(h.startswith("pool-") for h in hosts.values())
+        assert any(h == sid for sid, h in hosts.items())
+        for sbx in sandboxes:
+            assert sbx.commands.run("hostname").stdout == f"{sbx.sandbox_id}\n"
+    finally:
+        with ThreadPoolExecutor(4) as ex:
+            list(ex.map(lambda s: s.kill(), sandboxes))
+    _wait_for_pool(pooled)  # refilled in the background
+
+
+def test_kill_and_reaper_never_touch_idle_members(pooled: Serve) -> None:
+    members = _wait_for_pool(pooled)
+    assert Sandbox.kill(members[0]) is False  # no such sandbox for the API: 404
+    assert _idle_members(pooled) == members
+    short = Sandbox.create("busybox", timeout=1)  # takes a member; the reaper kills it
+    taken = _host_id(pooled, short.sandbox_id)
+    deadline = time.monotonic() + 30
+    while short.is_running() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not short.is_running()
+    assert not (pooled.home / "sandboxes" / taken).exists()
+    for member in set(members) - {taken}:
+        assert member in _idle_members(pooled)
+
+
+def test_sigkill_restart_destroys_members_and_adopts_pooled_sandboxes(pooled: Serve) -> None:
+    _wait_for_pool(pooled)
+    kept = Sandbox.create("busybox", timeout=300)
+    try:
+        kept_host = _host_id(pooled, kept.sandbox_id)
+        assert kept_host.startswith("pool-")
+        kept.commands.run("echo before > /tmp/state")
+        old_members = _wait_for_pool(pooled)
+        assert pooled.stop(signal.SIGKILL) == -signal.SIGKILL
+        pooled.start()
+        for member in old_members:
+            assert not (pooled.home / "sandboxes" / member).exists()
+        # The pooled sandbox was adopted under its host id and still is what it was.
+        assert _host_id(pooled, kept.sandbox_id) == kept_host
+        assert (
+            kept.commands.run("cat /tmp/state; hostname").stdout == f"before\n{kept.sandbox_id}\n"
+        )
+        new_members = _wait_for_pool(pooled)
+        assert not set(new_members) & set(old_members)
+    finally:
+        kept.kill()
+    assert not (pooled.home / "sandboxes" / kept_host).exists()
