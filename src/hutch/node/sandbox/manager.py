@@ -60,6 +60,8 @@ _POLL_FIRST_S = 0.005
 _POLL_MAX_S = 0.05
 #: How often, while polling, to ask the runtime whether PID 1 died (fail fast, with its log).
 _LIVENESS_EVERY_S = 0.5
+#: How often the pool's refill looks again whether user creates are still in flight.
+_POOL_YIELD_S = 0.02
 
 Undo = Callable[[], Awaitable[None]]
 
@@ -263,6 +265,10 @@ class SandboxManager:
         while True:
             self._pool_wakeup.clear()
             for key in self._pool.missing():
+                # User creates first: a member's boot costs the CPU of a cold create, so it
+                # starts only while no create is in flight (on 2 cores it would slow them).
+                while self._busy:
+                    await asyncio.sleep(_POOL_YIELD_S)
                 if not self._room_for_pool():
                     break
                 if not await self._boot_member(key):
