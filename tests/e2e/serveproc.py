@@ -38,6 +38,9 @@ NODE_ENV = {
     "HUTCH_NODE_ENVD_READY_TIMEOUT_S": "60",
     # A sample a second, so that metrics tests wait little.
     "HUTCH_NODE_METRICS_INTERVAL_S": "1",
+    # No warm pool unless a test asks (test_pool.py): idle members would count as leaks,
+    # and the session links the installed ``base`` template in, which the default pools.
+    "HUTCH_NODE_POOL_SIZE": "",
 }
 
 
