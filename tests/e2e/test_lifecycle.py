@@ -1,4 +1,4 @@
-"""Faults and leaks: SIGKILL of ``hutch serve`` and restart; repeated create/kill."""
+"""Faults: SIGKILL of ``hutch serve`` and restart (repeated create/kill: ``test_leaks.py``)."""
 
 from __future__ import annotations
 
@@ -48,14 +48,6 @@ def test_orphan_container_is_cleaned_on_restart(serve: Serve) -> None:
         db.execute("DELETE FROM sandboxes WHERE id = ?", (sbx.sandbox_id,))
     serve.start()
     assert sbx.sandbox_id not in _store_ids()
-    assert serve.leaks().total() == 0, serve.leaks()
-
-
-def test_create_kill_cycles_leave_nothing(serve: Serve) -> None:
-    for _ in range(20):
-        sbx = Sandbox.create("busybox", timeout=60)
-        assert sbx.commands.run("true").exit_code == 0
-        assert sbx.kill() is True
     assert serve.leaks().total() == 0, serve.leaks()
 
 
