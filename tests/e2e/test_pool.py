@@ -9,6 +9,7 @@ module and restarted without a pool afterwards (a SIGTERM destroys the idle memb
 from __future__ import annotations
 
 import json
+import re
 import signal
 import time
 from collections.abc import Iterator
@@ -90,7 +91,7 @@ FINGERPRINT = (
     "hostname; cat /etc/hostname; cat /etc/hosts; id; pwd; umask; echo $HOME $USER $SHELL; "
     "env | sort; cat /etc/resolv.conf; ls -la /etc | grep -E ' (hosts|hostname|resolv.conf)$' "
     "| awk '{print $1, $3, $4, $NF}'; tr '\\0' '\\n' < /proc/1/environ | sort; "
-    "tr '\\0' ' ' < /proc/1/cmdline"
+    "tr '\\0' ' ' < /proc/1/cmdline; echo; grep ' / / ' /proc/self/mountinfo | sed 's/.* - //'"
 )
 
 
@@ -98,6 +99,7 @@ def _fingerprint(sbx: Sandbox, serve: Serve) -> str:
     out = sbx.commands.run(FINGERPRINT, user="root").stdout
     address = next(line.split()[0] for line in sbx.files.read("/etc/hosts").splitlines()
                    if sbx.sandbox_id in line)  # fmt: skip
+    out = re.sub(r"/proc/self/fd/\d+/", "<FD>/", out)  # the overlay's upper and work
     return out.replace(sbx.sandbox_id, "<ID>").replace(address, "<ADDR>")
 
 
@@ -114,7 +116,9 @@ def test_pooled_sandbox_is_indistinguishable_from_a_cold_one(pooled: Serve) -> N
 
         result = pooled_sbx.commands.run('hostname; echo "$GREETING"; whoami; pwd')
         assert result.stdout == f"{pooled_sbx.sandbox_id}\nhi\nuser\n/home/user\n"
-        assert _fingerprint(pooled_sbx, pooled) == _fingerprint(cold_sbx, pooled)
+        fingerprint = _fingerprint(pooled_sbx, pooled)
+        assert "upperdir=<FD>/upper" in fingerprint and "<ID>\n<ID>\n" in fingerprint
+        assert fingerprint == _fingerprint(cold_sbx, pooled)
 
         info = pooled_sbx.get_info()
         assert info.metadata == {"k": "v"}

@@ -81,7 +81,6 @@ def mount_rootfs(sandbox_dir: Path, *, lower: Sequence[Path] | str) -> Path:
             raise InvalidArgumentError(f"overlay lower directory does not exist: {path}")
     target = rootfs_dir(sandbox_dir)
     upper, work = sandbox_dir / "upper", sandbox_dir / "work"
-    options = overlay_options(lowers, upper=upper, work=work)
     for path in (target, upper, work):
         try:
             path.mkdir(mode=0o755, parents=True, exist_ok=True)
@@ -89,7 +88,17 @@ def mount_rootfs(sandbox_dir: Path, *, lower: Sequence[Path] | str) -> Path:
             raise from_os_error(exc, str(path)) from exc
     if is_mounted(target):
         raise AlreadyExistsError(f"rootfs already mounted at {target}")
-    _mount("overlay", target, "overlay", 0, options)
+    # upper and work are named through a descriptor of the sandbox directory: the options
+    # string is what the sandbox reads in its /proc/self/mountinfo, and a warm pool
+    # member's directory carries its pool id, not the sandbox's (ADR 0011). The kernel
+    # resolves the paths at mount time; the descriptor is not needed afterwards.
+    fd = os.open(sandbox_dir, os.O_PATH | os.O_DIRECTORY)
+    try:
+        via = Path(f"/proc/self/fd/{fd}")
+        options = overlay_options(lowers, upper=via / "upper", work=via / "work")
+        _mount("overlay", target, "overlay", 0, options)
+    finally:
+        os.close(fd)
     return target
 
 
