@@ -24,6 +24,7 @@ system_packages=(
   runsc                              # gVisor, the stronger-isolation runtime (ptrace platform)
   tini                               # PID 1 in sandboxes: reaps zombies
   busybox-static                     # the tiny `busybox` template
+  skopeo                             # templates from OCI images (docker-archive, oci, registries)
   debootstrap                        # the Debian 12 `base` template
   patchelf binutils libc-bin         # envd's relocatable, self-contained bundle (patchelf, strip, ldd)
 )

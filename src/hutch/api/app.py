@@ -29,7 +29,7 @@ from hutch.api.http.errors import EXCEPTION_HANDLERS
 from hutch.api.service.keys import KeyService
 from hutch.api.service.locks import SandboxLocks
 from hutch.api.service.metadata import MetadataService
-from hutch.api.service.ports import NodeClient
+from hutch.api.service.ports import NodeClient, TemplateBuilder
 from hutch.api.service.reaper import Reaper
 from hutch.api.service.sandboxes import SandboxPolicy, SandboxService
 from hutch.api.service.templates import TemplateService
@@ -79,6 +79,7 @@ def build_context(
     store: ApiStore,
     volume_backends: dict[str, VolumeBackend],
     clock: Clock = utc_now,
+    builder: TemplateBuilder | None = None,
 ) -> tuple[HttpContext, Reaper]:
     """The services over ``store`` and ``node``, and the reaper that shares them."""
     policy = SandboxPolicy(
@@ -94,7 +95,7 @@ def build_context(
     ctx = HttpContext(
         sandboxes=sandboxes,
         keys=KeyService(teams=store.teams, keys=store.keys),
-        templates=TemplateService(templates=store.templates),
+        templates=TemplateService(templates=store.templates, builder=builder),
         metadata=MetadataService(sandboxes=store.sandboxes, node=node, locks=locks),
         volumes=VolumeService(
             volumes=store.volumes,
@@ -126,9 +127,11 @@ def create_app(
     clock: Clock = utc_now,
     run_reaper: bool = True,
     volume_backends: dict[str, VolumeBackend] | None = None,
+    builder: TemplateBuilder | None = None,
 ) -> Starlette:
     """The ASGI app. Without ``store``, the SQL store at the settings' URL is opened (and
-    migrated when ``settings.migrate``) at startup and closed at shutdown."""
+    migrated when ``settings.migrate``) at startup and closed at shutdown. Without
+    ``builder``, template imports answer 503."""
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -147,7 +150,8 @@ def create_app(
         own_backends = build_volume_backends(settings) if volume_backends is None else {}
         backends = volume_backends if volume_backends is not None else own_backends
         ctx, reaper = build_context(
-            settings, node=node, store=the_store, volume_backends=backends, clock=clock
+            settings, node=node, store=the_store, volume_backends=backends, clock=clock,
+            builder=builder,
         )
         app.state.ctx = ctx
         app.state.reaper = reaper

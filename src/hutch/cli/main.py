@@ -96,8 +96,10 @@ def keys_create(home: Path | None, name: str, as_json: bool) -> None:
 
 def _register_subgroups() -> None:
     from hutch.cli import sandbox
+    from hutch.cli.template import template
 
     sandbox.register(cli, _HOME, _serve_settings)
+    cli.add_command(template)
 
 
 _register_subgroups()

@@ -41,6 +41,7 @@ __all__ = [
     "BundleInfo",
     "EnvdBundleError",
     "build_envd_bundle",
+    "bundled_python_argv",
     "envd_argv",
     "main",
 ]
@@ -79,6 +80,11 @@ def envd_argv(*, bundle_dir: str = ENVD_BUNDLE_DIR_IN_SANDBOX) -> list[str]:
     shell. ``<bundle_dir>/bin/envd`` is the same thing as a script for humans.
     """
     return [f"{bundle_dir}/bin/python3", *_PYTHON_FLAGS, "-m", "hutch.envd"]
+
+
+def bundled_python_argv(*, bundle_dir: str = ENVD_BUNDLE_DIR_IN_SANDBOX) -> list[str]:
+    """The bundle's interpreter with envd's flags; append a script (the entrypoint wrapper)."""
+    return [f"{bundle_dir}/bin/python3", *_PYTHON_FLAGS]
 
 
 def build_envd_bundle(

@@ -196,6 +196,47 @@ def content_digest(root: Path) -> str:
     return outer.hexdigest()
 
 
+def copy_with_digest(root: Path, dest: Path) -> str:
+    """Copy the bundle at ``root`` to ``dest`` (created) and return its content digest.
+
+    Each file is read once and the same bytes are hashed and written, so the digest is the
+    digest of exactly what was copied (an injected bundle's, for template fingerprints),
+    even if ``root`` changes meanwhile. Same records as :func:`content_digest`; modes are
+    kept, owners become root's.
+    """
+    if not (root / "bin").is_dir():
+        raise ValueError(f"{root} is not an envd bundle (no bin/)")
+    outer = hashlib.sha256()
+    dest.mkdir(mode=0o755)
+    for relative, path in _walk(root):
+        target = dest / relative
+        st = path.lstat()
+        mode = stat.S_IMODE(st.st_mode)
+        if stat.S_ISLNK(st.st_mode):
+            link = os.readlink(path)
+            if relative != _DIGEST_FILE:
+                outer.update(f"l\0{relative}\0{mode:o}\0{link}\0".encode())
+            os.symlink(link, target)
+        elif stat.S_ISDIR(st.st_mode):
+            outer.update(f"d\0{relative}\0{mode:o}\0".encode())
+            target.mkdir(mode=0o700)
+            target.chmod(mode)
+        elif stat.S_ISREG(st.st_mode):
+            inner = hashlib.sha256()
+            fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+            with path.open("rb") as f, os.fdopen(fd, "wb") as out:
+                for chunk in iter(lambda: f.read(1 << 20), b""):
+                    inner.update(chunk)
+                    out.write(chunk)
+            target.chmod(mode)
+            if relative != _DIGEST_FILE:
+                outer.update(f"f\0{relative}\0{mode:o}\0{inner.hexdigest()}\0".encode())
+        else:
+            raise ValueError(f"{relative}: not a file, directory or symlink")
+    dest.chmod(0o755)
+    return outer.hexdigest()
+
+
 def write_digest(root: Path, digest: str) -> None:
     """Store ``digest`` in ``root/SHA256`` (mode 0644, one line)."""
     path = root / _DIGEST_FILE

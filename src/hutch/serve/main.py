@@ -32,6 +32,7 @@ from hutch.proxy.runner import create_config as proxy_config
 from hutch.serve.node_client import LocalNodeClient
 from hutch.serve.reconcile import reconcile
 from hutch.serve.settings import ServeSettings
+from hutch.serve.template_builder import LocalTemplateBuilder
 from hutch.serve.templates import seed_templates
 from hutch.shared.ids import NodeID
 
@@ -69,7 +70,15 @@ async def serve(settings: ServeSettings) -> None:
         )
         api = _Server(
             uvicorn.Config(
-                create_app(api_settings, node=client, store=store),
+                create_app(
+                    api_settings,
+                    node=client,
+                    store=store,
+                    builder=LocalTemplateBuilder(
+                        templates_dir=node_settings.templates_dir,
+                        envd_bundle=node_settings.envd_bundle_path,
+                    ),
+                ),
                 host=settings.host,
                 port=settings.api_port,
                 lifespan="on",

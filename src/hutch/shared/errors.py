@@ -6,6 +6,7 @@ place each (HTTP status: :func:`http_status` below; Connect codes: ``envd/rpc/er
 
 * HutchError                       internal, 500
   x InvalidArgumentError           invalid_argument, 400
+    x ImageError                   invalid_argument, 400 (an image that cannot be imported)
   x UnauthenticatedError           unauthenticated, 401
   x PermissionDeniedError          permission_denied, 403
   x NotFoundError                  not_found, 404
@@ -61,6 +62,10 @@ class HutchError(Exception):
 
 class InvalidArgumentError(HutchError):
     code = ErrorCode.INVALID_ARGUMENT
+
+
+class ImageError(InvalidArgumentError):
+    """An OCI image that cannot become a template: corrupt, unsupported or unsafe."""
 
 
 class UnauthenticatedError(HutchError):

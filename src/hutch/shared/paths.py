@@ -11,6 +11,10 @@ from typing import Final
 #: into the template at build time or bind-mounted read-only by the runtime.
 ENVD_BUNDLE_DIR_IN_SANDBOX: Final = "/.hutch/envd"
 
+#: The wrapper that starts envd beside an imported image's own command and then ``exec``s
+#: that command (``node/templates/entrypoint.py``, mounted read-only by the node).
+ENTRYPOINT_WRAPPER_IN_SANDBOX: Final = "/.hutch/entrypoint.py"
+
 #: The port envd listens on inside every sandbox (fixed by the E2B SDKs).
 ENVD_PORT: Final = 49983
 

@@ -49,6 +49,22 @@ class NewSandboxBody(_Body):
         return [name for name in UNSUPPORTED_CREATE_FIELDS if extra.get(name)]
 
 
+class ImportImageBody(_Body):
+    """hutch's own ``POST /templates/from-image``: an OCI image to import as a template.
+
+    No ``envdPath``: a host path chosen by an API caller would let it copy host files into
+    its sandboxes; the CLI on the host offers it.
+    """
+
+    source: StrictStr
+    name: StrictStr
+    enable_inject_envd: StrictBool = Field(default=False, alias="enableInjectEnvd")
+    cpu_count: float | None = Field(default=None, alias="cpuCount", gt=0, le=1024)
+    memory_mb: StrictInt | None = Field(default=None, alias="memoryMB", ge=8)
+    start_cmd: StrictStr | None = Field(default=None, alias="startCmd")
+    ready_cmd: StrictStr | None = Field(default=None, alias="readyCmd")
+
+
 class TimeoutBody(_Body):
     """``SandboxTimeoutRequest``."""
 

@@ -18,7 +18,7 @@ else is a failure of the operation.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Protocol
@@ -120,4 +120,50 @@ class NodeClient(Protocol):
     async def logs(self, sandbox_id: SandboxID) -> Sequence[SandboxLogLine]:
         """Every log line the node keeps of the sandbox (a bounded tail), oldest first;
         empty when it keeps none. The api selects from them (``service/logs.py``)."""
+        ...
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ImageImport:
+    """One OCI image to turn into a template (skopeo transport syntax in ``source``)."""
+
+    source: str
+    name: str
+    inject_envd: bool = False
+    #: A host path to the envd bundle to inject; None: the node's own. CLI only.
+    envd_path: str | None = None
+    cpu_count: float = 1.0
+    memory_mb: int = 512
+    start_cmd: str | None = None
+    ready_cmd: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ImportedImage:
+    """What the node built: the artifact's fingerprint, whether it came from the cache."""
+
+    name: str
+    fingerprint: str
+    cache_hit: bool
+    envd_injected: bool
+    envd_sha256: str | None
+
+
+#: ``progress(stage, done, total)`` while an image is imported (see ``node/templates/image``).
+ImportProgress = Callable[[str, int, int], None]
+
+
+class TemplateBuilder(Protocol):
+    """Builds and removes template artifacts on the node(s). Raises the shared tree only:
+    :class:`~hutch.shared.errors.ImageError` for a bad image, ``AlreadyExistsError`` for a
+    taken name; a failed build leaves nothing behind."""
+
+    async def import_image(
+        self, request: ImageImport, *, progress: ImportProgress | None = None
+    ) -> ImportedImage:
+        """Import ``request.source`` as template ``request.name``."""
+        ...
+
+    async def delete(self, name: str) -> None:
+        """Remove the template's files (idempotent: a missing template is not an error)."""
         ...

@@ -1,18 +1,76 @@
-"""Templates as the API lists them (building them is issue 6's)."""
+"""Templates: listing, import from OCI images, deletion.
+
+The store holds the rows users see (``GET /templates``) and create sandboxes from; the
+:class:`~hutch.api.service.ports.TemplateBuilder` makes and removes the artifacts. A row is
+written only after its artifact is published, and an artifact whose row cannot be written
+is removed again, so neither exists without the other.
+"""
 
 from __future__ import annotations
 
-from hutch.api.models import Template
+import math
+
+from hutch.api.models import NewTemplate, Template, TemplateBuildState
+from hutch.api.service.ports import ImageImport, ImportedImage, ImportProgress, TemplateBuilder
 from hutch.api.store.base import TemplateStore
-from hutch.shared.ids import TeamID
+from hutch.shared.errors import AlreadyExistsError, NotFoundError, UnavailableError
+from hutch.shared.ids import TeamID, TemplateID
 
 
 class TemplateService:
-    """Read access to a team's templates (its own and public ones)."""
+    """A team's templates (its own and public ones) and their lifecycle."""
 
-    def __init__(self, *, templates: TemplateStore) -> None:
+    def __init__(self, *, templates: TemplateStore, builder: TemplateBuilder | None = None) -> None:
         self._templates = templates
+        self._builder = builder
 
     async def list_templates(self, *, team_id: TeamID) -> list[Template]:
         """The templates the team may start sandboxes from, as the store orders them."""
         return await self._templates.list_templates(team_id=team_id)
+
+    async def create_from_image(
+        self, request: ImageImport, *, team_id: TeamID, progress: ImportProgress | None = None
+    ) -> tuple[Template, ImportedImage]:
+        """Import an image as template ``request.name`` (id = alias = name) of ``team_id``.
+
+        Raises ``AlreadyExistsError`` when the name is taken (by any team: aliases are
+        global), ``ImageError`` for a bad image.
+        """
+        builder = self._require_builder()
+        if await self._templates.find_template_any_team(request.name) is not None:
+            raise AlreadyExistsError(f"template {request.name!r} already exists")
+        imported = await builder.import_image(request, progress=progress)
+        try:
+            row = await self._templates.create_template(
+                NewTemplate(
+                    team_id=team_id,
+                    id=TemplateID(request.name),
+                    alias=request.name,
+                    build_state=TemplateBuildState.READY,
+                    # The row's cpu is an integer (E2B's cpuCount); the node keeps the fraction.
+                    cpu_count=max(1, math.ceil(request.cpu_count)),
+                    memory_mb=request.memory_mb,
+                )
+            )
+        except BaseException:
+            await builder.delete(request.name)
+            raise
+        return row, imported
+
+    async def delete_template(self, id_or_alias: str, *, team_id: TeamID) -> Template:
+        """Delete one of the team's own templates: its row, then its files."""
+        builder = self._require_builder()
+        found = await self._templates.find_template(id_or_alias, team_id=team_id)
+        if found is None or found.team_id != team_id:
+            raise NotFoundError(
+                f"template {id_or_alias!r} not found",
+                public_message=f"Template '{id_or_alias}' not found",
+            )
+        await self._templates.delete_template(found.id, team_id=team_id)
+        await builder.delete(found.id)
+        return found
+
+    def _require_builder(self) -> TemplateBuilder:
+        if self._builder is None:
+            raise UnavailableError("this server cannot build templates (no builder configured)")
+        return self._builder

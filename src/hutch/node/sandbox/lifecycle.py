@@ -6,6 +6,7 @@ and these stay testable without a runtime.
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Mapping, Sequence
 from ipaddress import IPv4Address
@@ -13,13 +14,20 @@ from pathlib import Path
 from typing import Any, Final
 
 from hutch.node.bundle import BindMount, SandboxSpec, build_spec
-from hutch.node.envd_bundle import envd_argv
+from hutch.node.envd_bundle import bundled_python_argv, envd_argv
 from hutch.node.sandbox.models import ManagerConfig
+from hutch.node.templates import entrypoint
 from hutch.node.templates.artifact import TemplateArtifact
-from hutch.shared.paths import ENVD_BUNDLE_DIR_IN_SANDBOX, ENVD_PORT
+from hutch.shared.paths import (
+    ENTRYPOINT_WRAPPER_IN_SANDBOX,
+    ENVD_BUNDLE_DIR_IN_SANDBOX,
+    ENVD_PORT,
+)
 
 #: tini sits beside envd's bundle, under the directory hutch owns inside every sandbox.
 TINI_IN_SANDBOX: Final = "/.hutch/tini"
+#: The wrapper's source on the host, bind-mounted read-only into image sandboxes.
+ENTRYPOINT_WRAPPER_SOURCE: Final = Path(entrypoint.__file__).resolve()
 
 
 def write_etc_files(
@@ -79,17 +87,39 @@ def sandbox_spec(
     """tini as PID 1 (it reaps zombies; see HOST-NOTES) running envd as root.
 
     envd is told the template's default user, which user processes run as; envd itself
-    needs root to switch to any user a request names.
+    needs root to switch to any user a request names. A template imported from an image
+    runs the entrypoint wrapper instead (``node/templates/entrypoint.py``): envd beside the
+    image's own command, which stays the main process. envd's bundle is mounted unless it
+    was injected into the template (ADR 0007); both sit at ``ENVD_BUNDLE_DIR_IN_SANDBOX``.
     """
-    args = [
-        TINI_IN_SANDBOX,
-        "--",
+    envd = [
         *envd_argv(),
         "--host", "0.0.0.0",
         "--port", str(ENVD_PORT),
         "--user", template.default_user,
         "--workdir", template.workdir,
     ]  # fmt: skip
+    mounts = [BindMount(config.tini_path, TINI_IN_SANDBOX, read_only=True)]
+    run = template.image
+    if run is None:
+        args = [TINI_IN_SANDBOX, "--", *envd]
+    else:
+        launch = {
+            "envd": envd, "argv": list(run.argv), "uid": run.uid, "gid": run.gid,
+            "user_name": run.user_name, "workdir": run.workdir,
+            "start_cmd": run.start_cmd, "ready_cmd": run.ready_cmd,
+        }  # fmt: skip
+        args = [
+            TINI_IN_SANDBOX, "--", *bundled_python_argv(), ENTRYPOINT_WRAPPER_IN_SANDBOX,
+            json.dumps(launch),
+        ]  # fmt: skip
+        mounts.append(
+            BindMount(ENTRYPOINT_WRAPPER_SOURCE, ENTRYPOINT_WRAPPER_IN_SANDBOX, read_only=True)
+        )
+    if run is None or not run.envd_injected:
+        mounts.insert(
+            0, BindMount(config.envd_bundle_dir, ENVD_BUNDLE_DIR_IN_SANDBOX, read_only=True)
+        )
     return SandboxSpec(
         sandbox_id=sandbox_id,
         rootfs=rootfs,
@@ -100,10 +130,7 @@ def sandbox_spec(
         memory_mb=memory_mb,
         pids_limit=config.pids_limit,
         netns_path=netns_path,
-        bind_mounts=(
-            BindMount(config.envd_bundle_dir, ENVD_BUNDLE_DIR_IN_SANDBOX, read_only=True),
-            BindMount(config.tini_path, TINI_IN_SANDBOX, read_only=True),
-        ),
+        bind_mounts=tuple(mounts),
     )
 
 

@@ -140,7 +140,7 @@ class SandboxManager:
         undo: list[Undo] = []
         try:
             sandbox = await self._boot(request, template=template, undo=undo)
-            await self._envd.init(sandbox.envd_url, _init_body(request, sandbox))
+            await self._envd.init(sandbox.envd_url, _init_body(request, sandbox, template))
             sandbox = dataclasses.replace(sandbox, metadata=dict(request.metadata))
             _write_record(sandbox)
         except BaseException:
@@ -323,7 +323,7 @@ class SandboxManager:
             self._hosts_in_flight.add(member.host_id)
             try:
                 if fresh:
-                    return await self._personalise(member, request)
+                    return await self._personalise(member, request, template=template)
             except (HutchError, OSError) as exc:
                 log.warning("warm pool: member %s failed to become %s: %s",
                             member.host_id, request.sandbox_id, exc)  # fmt: skip
@@ -335,7 +335,9 @@ class SandboxManager:
             await self._destroy(member.host_id, address=member.address)
         return None
 
-    async def _personalise(self, member: RunningSandbox, request: SandboxRequest) -> RunningSandbox:
+    async def _personalise(
+        self, member: RunningSandbox, request: SandboxRequest, *, template: TemplateArtifact
+    ) -> RunningSandbox:
         """Give a booted member ``request``'s identity; its envd gets ``/init`` last."""
         sandbox = dataclasses.replace(
             member, sandbox_id=request.sandbox_id, started_at=time.time(),
@@ -345,7 +347,7 @@ class SandboxManager:
         lifecycle.write_identity(
             member.sandbox_dir / "rootfs", sandbox_id=request.sandbox_id, address=member.address
         )
-        await self._envd.init(sandbox.envd_url, _init_body(request, sandbox))
+        await self._envd.init(sandbox.envd_url, _init_body(request, sandbox, template))
         _write_record(sandbox)
         log.info("warm pool: member %s became sandbox %s", member.host_id, request.sandbox_id)
         return sandbox
@@ -539,9 +541,13 @@ def _template_stamp(template: TemplateArtifact) -> str:
     return f"{st.st_dev}:{st.st_ino}:{st.st_ctime_ns}"
 
 
-def _init_body(request: SandboxRequest, sandbox: RunningSandbox) -> dict[str, object]:
+def _init_body(
+    request: SandboxRequest, sandbox: RunningSandbox, template: TemplateArtifact
+) -> dict[str, object]:
     return lifecycle.init_body(
-        env_vars=request.env_vars,
+        # The template's env (an image's Env) under the request's: processes envd starts
+        # see both, as `docker exec` sees the image's.
+        env_vars={**template.env, **request.env_vars},
         access_token=request.access_token,
         default_user=sandbox.default_user,
         workdir=sandbox.workdir,

@@ -6,10 +6,17 @@ One template is one directory::
         template.json   format, name, default user, workdir, env, cpu, memory, build info
         rootfs/         the read-only tree: the overlay's lower layer for every sandbox
 
+Templates imported from OCI images (``image.py``) keep their tree in a sealed artifact
+addressed by its fingerprint, shared by every template built from the same inputs::
+
+    <home>/templates/.artifacts/<fingerprint>/
+        rootfs/         the read-only tree
+        artifact.json   the seal: fingerprint inputs, written last (ADR 0006)
+    <home>/templates/<name>/template.json   ``"artifact": "<fingerprint>"``, ``"image": {...}``
+
 A template is published by renaming a fully built temporary directory into place, so a
 reader never sees half a template and a crashed build leaves only a ``.tmp-*`` directory
-(removed by the next build). Later formats (a sealed ext4/erofs image, an OCI import) add a
-``kind`` and keep :class:`TemplateArtifact` as the one thing the node consumes.
+(removed by the next build). :class:`TemplateArtifact` is the one thing the node consumes.
 """
 
 from __future__ import annotations
@@ -26,6 +33,9 @@ from typing import Any, Final
 from hutch.shared.errors import InvalidArgumentError, NotFoundError
 
 FORMAT: Final = 1
+#: Sealed artifacts of imported images, by fingerprint (hidden: not a template name).
+ARTIFACTS_DIR: Final = ".artifacts"
+SEAL_FILE: Final = "artifact.json"
 _NAME_RE: Final = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}$")
 
 
@@ -51,6 +61,10 @@ class TemplateArtifact:
     memory_mb: int = 512
     #: Free-form facts about the build (builder, sources, duration); not interpreted.
     build: Mapping[str, Any] = field(default_factory=dict)
+    #: How to start an imported image (its command beside envd); None for busybox/base.
+    image: ImageRun | None = None
+    #: The sealed artifact's fingerprint (``.artifacts/<fingerprint>``); None: own rootfs/.
+    artifact: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         """``template.json``'s content (the rootfs path is implied by the directory)."""
@@ -58,7 +72,55 @@ class TemplateArtifact:
         data.pop("rootfs")
         data["env"] = dict(self.env)
         data["build"] = dict(self.build)
+        data["image"] = self.image.to_json() if self.image is not None else None
         return {"format": FORMAT, **data}
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ImageRun:
+    """How a sandbox of an imported image starts (``entrypoint.py`` runs it).
+
+    ``argv`` is the image's ``Entrypoint`` + ``Cmd``, run as ``uid``/``gid`` (with the
+    groups of ``user_name`` when the image's passwd names it) in ``workdir``, with the
+    template's env. ``envd_injected``: envd's bundle is inside the artifact rather than
+    mounted by the node. ``start_cmd`` runs in the background at start; ``ready_cmd`` must
+    exit 0 before envd answers (so "envd healthy" means "ready").
+    """
+
+    argv: tuple[str, ...] = ()
+    uid: int = 0
+    gid: int = 0
+    user_name: str | None = None
+    workdir: str = "/"
+    exposed_ports: tuple[str, ...] = ()
+    envd_injected: bool = False
+    start_cmd: str | None = None
+    ready_cmd: str | None = None
+    #: The image's digests (manifest, config), for people and listings.
+    digest: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        """JSON-ready dict."""
+        data = asdict(self)
+        data["argv"] = list(self.argv)
+        data["exposed_ports"] = list(self.exposed_ports)
+        return data
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> ImageRun:
+        """Inverse of :meth:`to_json`."""
+        return cls(
+            argv=tuple(data.get("argv") or ()),
+            uid=int(data.get("uid", 0)),
+            gid=int(data.get("gid", 0)),
+            user_name=data.get("user_name"),
+            workdir=str(data.get("workdir") or "/"),
+            exposed_ports=tuple(data.get("exposed_ports") or ()),
+            envd_injected=bool(data.get("envd_injected", False)),
+            start_cmd=data.get("start_cmd"),
+            ready_cmd=data.get("ready_cmd"),
+            digest=str(data.get("digest", "")),
+        )
 
 
 def validate_template_name(name: str) -> str:
@@ -77,15 +139,27 @@ def read_artifact(template_dir: Path) -> TemplateArtifact:
         raise TemplateNotFoundError(f"template {template_dir.name!r} is not built") from None
     if data.get("format") != FORMAT:
         raise InvalidArgumentError(f"{meta}: unknown template format {data.get('format')!r}")
+    fingerprint = data.get("artifact")
+    rootfs = template_dir / "rootfs"
+    if fingerprint:
+        sealed = template_dir.parent / ARTIFACTS_DIR / fingerprint
+        if not (sealed / SEAL_FILE).is_file():
+            raise TemplateNotFoundError(
+                f"template {template_dir.name!r}: its artifact {fingerprint} is not sealed"
+            )
+        rootfs = sealed / "rootfs"
+    image = data.get("image")
     return TemplateArtifact(
         name=data["name"],
-        rootfs=template_dir / "rootfs",
+        rootfs=rootfs,
         default_user=data["default_user"],
         workdir=data["workdir"],
         env=dict(data.get("env", {})),
         cpu_count=float(data["cpu_count"]),
         memory_mb=int(data["memory_mb"]),
         build=dict(data.get("build", {})),
+        image=ImageRun.from_json(image) if image else None,
+        artifact=fingerprint or None,
     )
 
 
