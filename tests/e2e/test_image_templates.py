@@ -95,7 +95,9 @@ def test_cli_import_then_sdk_sandbox(serve: Serve, archive: Path, injected: bool
     assert again.returncode != 0 and "already exists" in again.stderr
     assert hutch(serve, "template", "delete", name).returncode == 0
     assert name not in hutch(serve, "template", "list", "--json").stdout
-    assert serve.leaks().total() == 0, serve.leaks()
+    # Its host state is gone (the session's finalizer counts every leak; warm pool members
+    # of other templates make a count here meaningless).
+    assert not (serve.home / "sandboxes" / sbx.sandbox_id).exists()
 
 
 def test_rest_import_oci_layout_and_errors(serve: Serve, tmp_path: Path) -> None:
