@@ -12,7 +12,13 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from hutch.api.service.ports import PlacedSandbox, SandboxLogLine, SandboxMetrics, SandboxSpec
+from hutch.api.service.ports import (
+    PlacedSandbox,
+    ResumedSandbox,
+    SandboxLogLine,
+    SandboxMetrics,
+    SandboxSpec,
+)
 from hutch.shared.errors import HutchError, NotFoundError, ResourceExhaustedError
 from hutch.shared.ids import NodeID, SandboxID
 
@@ -35,6 +41,14 @@ class FakeNodeClient:
     fail_next_set_metadata: BaseException | None = None
     #: Set to make ``set_metadata`` wait until it is set (to test serialisation).
     set_metadata_gate: asyncio.Event | None = None
+    #: Paused sandboxes and their mode (``full`` / ``filesystem``).
+    paused: dict[SandboxID, str] = field(default_factory=dict)
+    #: False: every pause keeps only the filesystem (as a runtime without a freezer).
+    keeps_memory: bool = True
+    fail_next_pause: BaseException | None = None
+    pause_gate: asyncio.Event | None = None
+    resume_gate: asyncio.Event | None = None
+    resumes: list[SandboxID] = field(default_factory=list)
     #: The node's live copy of each running sandbox's metadata.
     metadata: dict[SandboxID, dict[str, str]] = field(default_factory=dict)
     running: dict[SandboxID, SandboxSpec] = field(default_factory=dict)
@@ -62,6 +76,7 @@ class FakeNodeClient:
         if self.fail_kill is not None:
             raise self.fail_kill
         self.running.pop(sandbox_id, None)
+        self.paused.pop(sandbox_id, None)
         self.metadata.pop(sandbox_id, None)
         self.killed.append(sandbox_id)
 
@@ -76,6 +91,30 @@ class FakeNodeClient:
         # Yield once, as a real node would: interleavings show up in the concurrency test.
         await asyncio.sleep(0)
         self.metadata[sandbox_id] = dict(metadata)
+
+    async def pause(self, sandbox_id: SandboxID, *, keep_memory: bool) -> bool:
+        if self.pause_gate is not None:
+            await self.pause_gate.wait()
+        if self.fail_next_pause is not None:
+            exc, self.fail_next_pause = self.fail_next_pause, None
+            raise exc
+        if sandbox_id not in self.running:
+            raise NotFoundError(f"sandbox {sandbox_id} is not on {self.node_id}")
+        kept = keep_memory and self.keeps_memory
+        self.paused[sandbox_id] = "full" if kept else "filesystem"
+        return kept
+
+    async def resume(self, spec: SandboxSpec, *, keep_memory: bool) -> ResumedSandbox:
+        if self.resume_gate is not None:
+            await self.resume_gate.wait()
+        if spec.sandbox_id not in self.running:
+            raise NotFoundError(f"sandbox {spec.sandbox_id} is not on {self.node_id}")
+        mode = self.paused.pop(spec.sandbox_id, None)
+        self.resumes.append(spec.sandbox_id)
+        placed = PlacedSandbox(
+            sandbox_id=spec.sandbox_id, node_id=self.node_id, address="10.11.0.250"
+        )
+        return ResumedSandbox(placed=placed, memory_kept=mode == "full" and keep_memory)
 
     async def list_running(self) -> Sequence[SandboxID]:
         return list(self.running)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any, Protocol
 
 from starlette.applications import Starlette
@@ -29,6 +29,7 @@ from hutch.api.http.errors import EXCEPTION_HANDLERS
 from hutch.api.service.keys import KeyService
 from hutch.api.service.locks import SandboxLocks
 from hutch.api.service.metadata import MetadataService
+from hutch.api.service.pausing import PauseService
 from hutch.api.service.ports import NodeClient, TemplateBuilder
 from hutch.api.service.reaper import Reaper
 from hutch.api.service.sandboxes import SandboxPolicy, SandboxService
@@ -88,10 +89,23 @@ def build_context(
         envd_version=settings.envd_version,
         max_sandboxes_per_node=settings.max_sandboxes_per_node or None,
     )
-    sandboxes = SandboxService(
-        sandboxes=store.sandboxes, templates=store.templates, node=node, policy=policy, clock=clock
-    )
     locks = SandboxLocks()
+    sandboxes = SandboxService(
+        sandboxes=store.sandboxes,
+        templates=store.templates,
+        node=node,
+        policy=policy,
+        clock=clock,
+        locks=locks,
+    )
+    pausing = PauseService(
+        sandboxes=store.sandboxes,
+        node=node,
+        locks=locks,
+        service=sandboxes,
+        policy=policy,
+        clock=clock,
+    )
     ctx = HttpContext(
         sandboxes=sandboxes,
         keys=KeyService(teams=store.teams, keys=store.keys),
@@ -107,12 +121,14 @@ def build_context(
             ),
             clock=clock,
         ),
+        pausing=pausing,
         domain=settings.domain,
         envd_version=settings.envd_version,
     )
     reaper = Reaper(
         sandboxes=store.sandboxes,
         service=sandboxes,
+        pausing=pausing,
         clock=clock,
         interval_s=settings.reaper_interval_s,
     )
@@ -128,6 +144,7 @@ def create_app(
     run_reaper: bool = True,
     volume_backends: dict[str, VolumeBackend] | None = None,
     builder: TemplateBuilder | None = None,
+    on_context: Callable[[HttpContext], None] | None = None,
 ) -> Starlette:
     """The ASGI app. Without ``store``, the SQL store at the settings' URL is opened (and
     migrated when ``settings.migrate``) at startup and closed at shutdown. Without
@@ -154,6 +171,8 @@ def create_app(
             builder=builder,
         )
         app.state.ctx = ctx
+        if on_context is not None:
+            on_context(ctx)  # e.g. serve wires the proxy's auto-resume to ctx.pausing
         app.state.reaper = reaper
         # The loop the store's connections belong to (tests submit work to it).
         app.state.loop = asyncio.get_running_loop()

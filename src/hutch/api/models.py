@@ -155,6 +155,12 @@ class Sandbox:
     allow_internet: bool
     #: Bumped by every write: lets callers do optimistic concurrency.
     version: int
+    #: ``"full"`` (memory kept) or ``"filesystem"``: how its last pause went (ADR 0004).
+    pause_mode: str | None = None
+    #: Proxy traffic to the paused sandbox resumes it.
+    auto_resume: bool = False
+    #: The timeout it was created with (seconds); a resume by traffic restarts it.
+    timeout_s: int | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -179,6 +185,8 @@ class NewSandbox:
     address: str | None = None
     auto_pause: bool = False
     allow_internet: bool = True
+    auto_resume: bool = False
+    timeout_s: int | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

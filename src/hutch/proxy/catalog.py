@@ -7,7 +7,7 @@ scale-out proxy would implement the same Protocol over the shared store.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 from urllib.parse import parse_qs
@@ -29,6 +29,8 @@ class SandboxRoute:
     envd_access_token: str | None = None
     running: bool = True
     ports: Mapping[int, int] = field(default_factory=dict)
+    #: Paused (``running`` False) but resumed by traffic: :meth:`SandboxCatalog.wake`.
+    auto_resume: bool = False
 
     def address(self, port: int) -> tuple[str, int]:
         """The ``(host, port)`` to connect to for the sandbox's ``port``."""
@@ -46,6 +48,11 @@ class SandboxCatalog(Protocol):
         """The one running sandbox whose envd token made the signed ``/files`` query, or None."""
         ...
 
+    async def wake(self, sandbox_id: SandboxID) -> SandboxRoute | None:
+        """Resume a paused ``auto_resume`` sandbox for a request; its running route, or
+        None when it cannot be woken (gone, or the resume failed)."""
+        ...
+
 
 def _signed_by(route: SandboxRoute, query: Mapping[str, list[str]], operation: str) -> bool:
     token = route.envd_access_token
@@ -61,8 +68,30 @@ class InMemorySandboxCatalog:
     microseconds for the hundreds of sandboxes a node holds.
     """
 
-    def __init__(self, routes: Mapping[SandboxID, SandboxRoute] | None = None) -> None:
+    def __init__(
+        self,
+        routes: Mapping[SandboxID, SandboxRoute] | None = None,
+        *,
+        waker: Callable[[SandboxID], Awaitable[None]] | None = None,
+    ) -> None:
         self._routes: dict[SandboxID, SandboxRoute] = dict(routes or {})
+        #: Resumes a sandbox (``hutch serve`` hands in the api's auto-resume); settable
+        #: after construction because the api is built after the catalog.
+        self.waker = waker
+
+    async def wake(self, sandbox_id: SandboxID) -> SandboxRoute | None:
+        """See :meth:`SandboxCatalog.wake`."""
+        route = self._routes.get(sandbox_id)
+        if route is None or route.running:
+            return route
+        if not route.auto_resume or self.waker is None:
+            return None
+        try:
+            await self.waker(sandbox_id)
+        except Exception:  # the proxy answers "not found"; the api logged the cause
+            return None
+        route = self._routes.get(sandbox_id)
+        return route if route is not None and route.running else None
 
     def put(self, route: SandboxRoute) -> None:
         """Add or replace the route of ``route.sandbox_id``."""

@@ -24,6 +24,7 @@ import httpx
 from hutch.proxy import errors
 from hutch.proxy.catalog import SandboxCatalog, SandboxRoute
 from hutch.proxy.routing import SandboxTarget, SignedFileTarget, route
+from hutch.shared.ids import SandboxID
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -171,8 +172,33 @@ class ProxyApp:
             return errors.sandbox_not_found(target.sandbox_id)
         return found, target.port
 
-    async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
+    async def resolve(self, scope: Scope) -> tuple[SandboxRoute, int] | tuple[int, bytes]:
+        """:meth:`_resolve`, waking a paused auto-resume sandbox first (ADR 0004)."""
         resolved = self._resolve(scope)
+        if isinstance(resolved[0], int):
+            asleep = self._asleep(scope)
+            if asleep is not None and await self.catalog.wake(asleep) is not None:
+                resolved = self._resolve(scope)
+        return resolved
+
+    def _asleep(self, scope: Scope) -> SandboxID | None:
+        """The id of the paused auto-resume sandbox a request is for, if it is for one."""
+        try:
+            target = route(
+                method=scope["method"], path=scope["path"],
+                query_string=scope.get("query_string", b""), headers=scope["headers"],
+            )
+        except errors.RoutingError:
+            return None
+        if not isinstance(target, SandboxTarget):
+            return None
+        found = self.catalog.find(target.sandbox_id)
+        if found is None or found.running or not found.auto_resume:
+            return None
+        return target.sandbox_id
+
+    async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
+        resolved = await self.resolve(scope)
         if isinstance(resolved[0], int):
             await _respond(send, resolved)  # type: ignore[arg-type]
             return

@@ -141,6 +141,8 @@ class WebSocketRelay(_Side):
         if not isinstance(where, SandboxTarget):
             return self._fail(errors.bad_request("a WebSocket must name its sandbox"))
         sandbox = self.catalog.find(where.sandbox_id)
+        if sandbox is not None and not sandbox.running and sandbox.auto_resume:
+            sandbox = await self.catalog.wake(where.sandbox_id)  # ADR 0004
         if sandbox is None or not sandbox.running:
             return self._fail(errors.sandbox_not_found(where.sandbox_id))
         host, port = sandbox.address(where.port)

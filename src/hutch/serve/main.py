@@ -20,11 +20,12 @@ import asyncio
 import contextlib
 import logging
 import signal
-from collections.abc import Generator
+from collections.abc import Callable, Generator
 
 import uvicorn
 
 from hutch.api.app import create_app
+from hutch.api.http.auth import HttpContext
 from hutch.api.store.sql import open_sql_store
 from hutch.node.app import build_node
 from hutch.proxy.catalog import InMemorySandboxCatalog
@@ -34,7 +35,7 @@ from hutch.serve.reconcile import reconcile
 from hutch.serve.settings import ServeSettings
 from hutch.serve.template_builder import LocalTemplateBuilder
 from hutch.serve.templates import seed_templates
-from hutch.shared.ids import NodeID
+from hutch.shared.ids import NodeID, SandboxID
 
 log = logging.getLogger("hutch.serve")
 
@@ -78,6 +79,7 @@ async def serve(settings: ServeSettings) -> None:
                         templates_dir=node_settings.templates_dir,
                         envd_bundle=node_settings.envd_bundle_path,
                     ),
+                    on_context=_wire_auto_resume(catalog),
                 ),
                 host=settings.host,
                 port=settings.api_port,
@@ -93,6 +95,18 @@ async def serve(settings: ServeSettings) -> None:
         await node.manager.stop_pool()
         await node.aclose()
         await store.close()
+
+
+def _wire_auto_resume(catalog: InMemorySandboxCatalog) -> Callable[[HttpContext], None]:
+    """Let proxy traffic to a paused auto-resume sandbox resume it through the api."""
+
+    def wire(ctx: HttpContext) -> None:
+        async def wake(sandbox_id: SandboxID) -> None:
+            await ctx.pausing.auto_resume(sandbox_id)
+
+        catalog.waker = wake
+
+    return wire
 
 
 async def _run_both(proxy: uvicorn.Server, api: uvicorn.Server) -> None:

@@ -12,11 +12,18 @@ its directory name (``serve/templates.py``), so ``spec.template_id`` is the node
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 
-from hutch.api.service.ports import PlacedSandbox, SandboxLogLine, SandboxMetrics, SandboxSpec
+from hutch.api.service.ports import (
+    PlacedSandbox,
+    ResumedSandbox,
+    SandboxLogLine,
+    SandboxMetrics,
+    SandboxSpec,
+)
 from hutch.node.sandbox.envd_log import EnvdLogEntry
 from hutch.node.sandbox.manager import SandboxManager
 from hutch.node.sandbox.models import SandboxNotFoundError, SandboxRequest
@@ -67,7 +74,8 @@ class LocalNodeClient:
                 metadata=dict(spec.metadata),
             )
         )
-        self._catalog.put(route_for(spec.sandbox_id, str(running.address), spec.envd_access_token))
+        route = route_for(spec.sandbox_id, str(running.address), spec.envd_access_token)
+        self._catalog.put(dataclasses.replace(route, auto_resume=spec.auto_resume))
         return PlacedSandbox(
             sandbox_id=spec.sandbox_id, node_id=self._node_id, address=str(running.address)
         )
@@ -89,6 +97,37 @@ class LocalNodeClient:
     async def list_running(self) -> Sequence[SandboxID]:
         """See ``NodeClient.list_running``."""
         return [SandboxID(s.sandbox_id) for s in self._manager.list()]
+
+    async def pause(self, sandbox_id: SandboxID, *, keep_memory: bool) -> bool:
+        """Freeze (or stop) the sandbox; the proxy keeps its route, marked not running, so
+        that traffic can wake it (auto-resume)."""
+        try:
+            sandbox = await self._manager.pause(sandbox_id, keep_memory=keep_memory)
+        except SandboxNotFoundError as exc:
+            raise NotFoundError(f"sandbox {sandbox_id} is not on this node") from exc
+        route = self._catalog.find(sandbox_id)
+        if route is not None:
+            self._catalog.put(dataclasses.replace(route, running=False))
+        return sandbox.paused == "full"
+
+    async def resume(self, spec: SandboxSpec, *, keep_memory: bool) -> ResumedSandbox:
+        """Thaw or reboot the sandbox, then route to it again (its address may be new)."""
+        try:
+            sandbox, kept = await self._manager.resume(
+                spec.sandbox_id, keep_memory=keep_memory, env_vars=dict(spec.env_vars),
+                access_token=spec.envd_access_token,
+            )  # fmt: skip
+        except SandboxNotFoundError as exc:
+            raise NotFoundError(f"sandbox {spec.sandbox_id} is not on this node") from exc
+        old = self._catalog.find(spec.sandbox_id)
+        route = route_for(spec.sandbox_id, str(sandbox.address), spec.envd_access_token)
+        if old is not None:
+            route = dataclasses.replace(route, auto_resume=old.auto_resume)
+        self._catalog.put(route)
+        placed = PlacedSandbox(
+            sandbox_id=spec.sandbox_id, node_id=self._node_id, address=str(sandbox.address)
+        )
+        return ResumedSandbox(placed=placed, memory_kept=kept)
 
     async def set_metadata(self, sandbox_id: SandboxID, metadata: Mapping[str, str]) -> None:
         """See ``NodeClient.set_metadata``."""

@@ -54,7 +54,8 @@ def test_create_shape_v2_and_v1(api: ApiServer) -> None:
         detail = c.get(f"/sandboxes/{r1.json()['sandboxID']}").json()
         started = datetime.fromisoformat(detail["startedAt"])
         assert datetime.fromisoformat(detail["endAt"]) - started == timedelta(seconds=15)
-        assert "network" not in detail and "lifecycle" not in detail
+        assert "network" not in detail and "pauseMode" not in detail
+        assert detail["lifecycle"] == {"autoResume": False, "onTimeout": "kill"}
         # infra's <id>-<clientID> form
         assert c.get(f"/sandboxes/{body['sandboxID']}-6532622b").status_code == 200
 

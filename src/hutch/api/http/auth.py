@@ -13,6 +13,7 @@ from starlette.requests import Request
 from hutch.api.models import Team
 from hutch.api.service.keys import KeyService
 from hutch.api.service.metadata import MetadataService
+from hutch.api.service.pausing import PauseService
 from hutch.api.service.sandboxes import SandboxService
 from hutch.api.service.templates import TemplateService
 from hutch.api.service.volumes import VolumeService
@@ -27,6 +28,7 @@ class HttpContext:
     templates: TemplateService
     metadata: MetadataService
     volumes: VolumeService
+    pausing: PauseService
     #: ``domain`` of create/connect responses (``get_host()``); ``None``: not configured.
     domain: str | None
     envd_version: str

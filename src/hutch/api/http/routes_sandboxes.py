@@ -1,8 +1,8 @@
 """``/sandboxes`` and ``/v2/sandboxes``: E2B's sandbox endpoints (e2b-compat §2.1).
 
 Success statuses are exactly those the SDK's generated client lists (create 201, kill /
-timeout / refresh 204, connect 200); any other makes the SDK fail with "Body of the
-request is None".
+timeout / refresh / pause 204, connect 200 running or 201 resumed); any other makes the
+SDK fail with "Body of the request is None".
 """
 
 from __future__ import annotations
@@ -28,7 +28,9 @@ from hutch.api.http.query import (
 from hutch.api.http.schemas import (
     ConnectBody,
     NewSandboxBody,
+    PauseBody,
     RefreshBody,
+    ResumeBody,
     TimeoutBody,
     listed_sandbox_body,
     logs_v1_body,
@@ -39,6 +41,7 @@ from hutch.api.http.schemas import (
 )
 from hutch.api.service.logs import LogDirection, LogsQuery
 from hutch.api.service.ports import SandboxLogLine
+from hutch.api.service.pausing import Resumed
 from hutch.api.service.sandboxes import CreateSandboxRequest, ListSandboxesQuery
 from hutch.shared.errors import InvalidArgumentError
 
@@ -52,6 +55,11 @@ async def _create(request: Request, *, api_version: int) -> Response:
     unsupported = body.unsupported()
     if unsupported:
         raise InvalidArgumentError(f"{', '.join(unsupported)}: not supported by this server")
+    if body.auto_pause_memory is False:
+        raise InvalidArgumentError(
+            "autoPauseMemory: false is not supported: an auto-pause keeps memory where the "
+            "runtime can (docs/pause.md)"
+        )
     ctx = context(request)
     sandbox = await ctx.sandboxes.create_sandbox(
         team_id=team.id,
@@ -64,6 +72,7 @@ async def _create(request: Request, *, api_version: int) -> Response:
             secure=True if api_version >= 2 else bool(body.secure),
             allow_internet=True if body.allow_internet_access is None else body.allow_internet_access,
             auto_pause=bool(body.auto_pause),
+            auto_resume=body.auto_resume.enabled if body.auto_resume is not None else None,
             api_version=api_version,
         ),
         idempotency_key=request.headers.get("idempotency-key"),
@@ -160,18 +169,56 @@ async def refresh(request: Request) -> Response:
     return Response(status_code=204)
 
 
+def _resumed_response(outcome: Resumed, *, domain: str | None) -> Response:
+    # 200: it was running; 201: resumed. ``Hutch-Resume`` says how (ADR 0004): ``memory``
+    # (processes kept) or ``filesystem`` (booted again from its files: new boot id).
+    headers = {}
+    if outcome.resumed:
+        headers["Hutch-Resume"] = "memory" if outcome.memory_kept else "filesystem"
+    return JSONResponse(
+        sandbox_body(outcome.sandbox, domain=domain),
+        status_code=201 if outcome.resumed else 200,
+        headers=headers,
+    )
+
+
 async def _connect(request: Request, *, api_version: int) -> Response:
     team = await authenticate(request)
     body = await read_body(request, ConnectBody, optional=api_version >= 2)
     ctx = context(request)
-    sandbox = await ctx.sandboxes.connect(
+    outcome = await ctx.pausing.connect(
         team_id=team.id,
         sandbox_id=sandbox_id_param(request),
         timeout_s=body.timeout,
+        keep_memory=body.memory is not False,
         api_version=api_version,
     )
-    # 200: it was running (201 would mean "resumed", which hutch does not do yet).
-    return JSONResponse(sandbox_body(sandbox, domain=ctx.domain), status_code=200)
+    return _resumed_response(outcome, domain=ctx.domain)
+
+
+async def pause(request: Request) -> Response:
+    """``POST /sandboxes/{id}/pause`` ``{memory?}`` → 204; 409 when already paused."""
+    team = await authenticate(request)
+    body = await read_body(request, PauseBody, optional=True)
+    await context(request).pausing.pause(
+        team_id=team.id,
+        sandbox_id=sandbox_id_param(request),
+        keep_memory=body.memory is not False,
+    )
+    return Response(status_code=204)
+
+
+async def resume(request: Request) -> Response:
+    """``POST /sandboxes/{id}/resume`` (deprecated) ``{timeout?, autoPause?}`` → 201."""
+    team = await authenticate(request)
+    body = await read_body(request, ResumeBody, optional=True)
+    if body.auto_pause is not None:
+        raise InvalidArgumentError("autoPause: changing it at resume is not supported")
+    ctx = context(request)
+    outcome = await ctx.pausing.resume(
+        team_id=team.id, sandbox_id=sandbox_id_param(request), timeout_s=body.timeout
+    )
+    return _resumed_response(outcome, domain=ctx.domain)
 
 
 async def connect_v2(request: Request) -> Response:
@@ -278,6 +325,8 @@ ROUTES: Final = [
     Route("/sandboxes/{sandbox_id}/refreshes", refresh, methods=["POST"]),
     Route("/sandboxes/{sandbox_id}/connect", connect_v1, methods=["POST"]),
     Route("/v2/sandboxes/{sandbox_id}/connect", connect_v2, methods=["POST"]),
+    Route("/sandboxes/{sandbox_id}/pause", pause, methods=["POST"]),
+    Route("/sandboxes/{sandbox_id}/resume", resume, methods=["POST"]),
     Route("/sandboxes/{sandbox_id}/metrics", metrics, methods=["GET"]),
     Route("/sandboxes/{sandbox_id}/logs", logs_v1, methods=["GET"]),
     Route("/v2/sandboxes/{sandbox_id}/logs", logs_v2, methods=["GET"]),

@@ -32,6 +32,12 @@ class _Body(BaseModel):
     model_config = ConfigDict(populate_by_name=True, extra="allow", frozen=True)
 
 
+class AutoResumeBody(_Body):
+    """``SandboxAutoResumeConfig``."""
+
+    enabled: StrictBool
+
+
 class NewSandboxBody(_Body):
     """``NewSandbox`` (v1, has ``secure``) and ``NewSandboxV2`` (no ``secure``)."""
 
@@ -42,6 +48,8 @@ class NewSandboxBody(_Body):
     secure: StrictBool | None = None
     allow_internet_access: StrictBool | None = None
     auto_pause: StrictBool | None = Field(default=None, alias="autoPause")
+    auto_pause_memory: StrictBool | None = Field(default=None, alias="autoPauseMemory")
+    auto_resume: AutoResumeBody | None = Field(default=None, alias="autoResume")
 
     def unsupported(self) -> list[str]:
         """Names of unsupported features the request actually asks for."""
@@ -82,6 +90,20 @@ class ConnectBody(_Body):
 
     timeout: StrictInt | None = None
     memory: StrictBool | None = None
+
+
+class PauseBody(_Body):
+    """``SandboxPauseRequest``: ``memory`` False asks for a filesystem-only pause."""
+
+    memory: StrictBool | None = None
+    require_healthy_guest: StrictBool | None = Field(default=None, alias="requireHealthyGuest")
+
+
+class ResumeBody(_Body):
+    """``ResumedSandbox`` (the deprecated ``POST /sandboxes/{id}/resume``)."""
+
+    timeout: StrictInt | None = None
+    auto_pause: StrictBool | None = Field(default=None, alias="autoPause")
 
 
 def iso(ts: datetime) -> str:
@@ -126,9 +148,16 @@ def listed_sandbox_body(sandbox: Sandbox) -> dict[str, Any]:
 
 
 def sandbox_detail_body(sandbox: Sandbox, *, domain: str | None) -> dict[str, Any]:
-    """``SandboxDetail``: ``GET /sandboxes/{id}`` (no ``network``/``lifecycle``)."""
+    """``SandboxDetail``: ``GET /sandboxes/{id}`` (no ``network``; ``pauseMode`` once paused:
+    ``full`` when the last pause kept memory, ``filesystem`` when it kept only files)."""
     body = listed_sandbox_body(sandbox)
     body["allowInternetAccess"] = sandbox.allow_internet
+    body["lifecycle"] = {
+        "autoResume": sandbox.auto_resume,
+        "onTimeout": "pause" if sandbox.auto_pause else "kill",
+    }
+    if sandbox.pause_mode is not None:
+        body["pauseMode"] = sandbox.pause_mode
     if domain is not None:
         body["domain"] = domain
     if sandbox.envd_access_token is not None:

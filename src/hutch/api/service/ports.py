@@ -42,6 +42,8 @@ class SandboxSpec:
     envd_access_token: str | None = field(default=None, repr=False)
     allow_internet: bool = True
     metadata: Mapping[str, str] = field(default_factory=dict)
+    #: Traffic through the proxy to the paused sandbox resumes it (ADR 0004).
+    auto_resume: bool = False
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -52,6 +54,16 @@ class PlacedSandbox:
     node_id: NodeID
     #: The sandbox's private address (IP) where envd listens on 49983.
     address: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ResumedSandbox:
+    """A sandbox a node brought back from pause (ADR 0004)."""
+
+    placed: PlacedSandbox
+    #: True when its memory and processes survived (a thaw); False when it was booted
+    #: again from its files (a new boot id, the start command run again).
+    memory_kept: bool
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -97,6 +109,17 @@ class NodeClient(Protocol):
     async def kill(self, sandbox_id: SandboxID) -> None:
         """Stop the sandbox and release everything it held. Idempotent: an unknown or
         already killed sandbox is not an error (the API calls this to roll back)."""
+        ...
+
+    async def pause(self, sandbox_id: SandboxID, *, keep_memory: bool) -> bool:
+        """Pause the running sandbox; True if its memory is kept (frozen), False if only
+        its filesystem is. Pausing a paused sandbox is a no-op. ``NotFoundError`` if the
+        node does not have it."""
+        ...
+
+    async def resume(self, spec: SandboxSpec, *, keep_memory: bool) -> ResumedSandbox:
+        """Bring the paused sandbox ``spec.sandbox_id`` back (``spec`` gives what a reboot
+        needs: env vars, token). Resuming a running sandbox is a no-op."""
         ...
 
     async def list_running(self) -> Sequence[SandboxID]:

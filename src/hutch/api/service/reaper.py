@@ -1,4 +1,4 @@
-"""The timeout reaper: kills sandboxes whose deadline has passed.
+"""The timeout reaper: kills (or, with ``autoPause``, pauses) sandboxes past their deadline.
 
 The API owns timeouts (the node is never told a deadline), so one loop per API instance
 asks the store for expired sandboxes and kills them through the same path as
@@ -17,6 +17,7 @@ from datetime import datetime
 from typing import Final
 
 from hutch.api.models import SandboxState
+from hutch.api.service.pausing import PauseService
 from hutch.api.service.sandboxes import SandboxService
 from hutch.api.store.base import Clock, SandboxStore, utc_now
 from hutch.shared.errors import HutchError, NotFoundError
@@ -33,11 +34,13 @@ class Reaper:
         *,
         sandboxes: SandboxStore,
         service: SandboxService,
+        pausing: PauseService | None = None,
         clock: Clock = utc_now,
         interval_s: float = 1.0,
     ) -> None:
         self._sandboxes = sandboxes
         self._service = service
+        self._pausing = pausing
         self._clock = clock
         self._interval_s = interval_s
 
@@ -61,6 +64,9 @@ class Reaper:
                 try:
                     if sandbox.state is SandboxState.KILLING:
                         await self._finish_kill(sandbox.id)
+                    elif sandbox.auto_pause and self._pausing is not None:
+                        # autoPause: the timeout pauses instead of killing (ADR 0004).
+                        await self._pausing.pause(team_id=None, sandbox_id=sandbox.id)
                     else:
                         await self._service.kill_sandbox(team_id=None, sandbox_id=sandbox.id)
                     killed += 1

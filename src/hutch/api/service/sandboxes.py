@@ -35,6 +35,7 @@ from hutch.api.models import (
     SortOrder,
     TemplateBuildState,
 )
+from hutch.api.service.locks import SandboxLocks
 from hutch.api.service.logs import LogsQuery, select_log_lines
 from hutch.api.service.ports import NodeClient, SandboxLogLine, SandboxMetrics, SandboxSpec
 from hutch.api.service.validation import (
@@ -97,6 +98,8 @@ class CreateSandboxRequest:
     secure: bool = True
     allow_internet: bool = True
     auto_pause: bool = False
+    #: ``None``: on exactly when ``auto_pause`` is (traffic resumes an auto-paused sandbox).
+    auto_resume: bool | None = None
     #: 1 for ``POST /sandboxes``, 2 for ``POST /v2/sandboxes`` (default timeout differs).
     api_version: int = 2
 
@@ -128,6 +131,23 @@ def public_state(state: SandboxState) -> str | None:
     return None
 
 
+def spec_of(sandbox: Sandbox) -> SandboxSpec:
+    """What the node needs to start (or boot again) ``sandbox``."""
+    return SandboxSpec(
+        sandbox_id=sandbox.id,
+        team_id=sandbox.team_id,
+        template_id=sandbox.template_id,
+        cpu_count=sandbox.cpu_count,
+        memory_mb=sandbox.memory_mb,
+        disk_mb=sandbox.disk_mb,
+        env_vars=sandbox.env_vars,
+        envd_access_token=sandbox.envd_access_token,
+        allow_internet=sandbox.allow_internet,
+        metadata=sandbox.metadata,
+        auto_resume=sandbox.auto_resume,
+    )
+
+
 def _not_found(sandbox_id: str) -> NotFoundError:
     return NotFoundError(
         f"sandbox {sandbox_id} not found", public_message=f"Sandbox {sandbox_id} not found"
@@ -145,7 +165,9 @@ class SandboxService:
         node: NodeClient,
         policy: SandboxPolicy,
         clock: Clock = utc_now,
+        locks: SandboxLocks | None = None,
     ) -> None:
+        self._locks = locks if locks is not None else SandboxLocks()
         self._sandboxes = sandboxes
         self._templates = templates
         self._node = node
@@ -202,6 +224,8 @@ class SandboxService:
             node_id=self._node.node_id,
             auto_pause=request.auto_pause,
             allow_internet=request.allow_internet,
+            auto_resume=request.auto_pause if request.auto_resume is None else request.auto_resume,
+            timeout_s=timeout_s,
         )
         fingerprint = request.fingerprint()
         created = await self._sandboxes.create_sandbox(
@@ -224,18 +248,7 @@ class SandboxService:
             )
 
     async def _start(self, sandbox: Sandbox) -> Sandbox:
-        spec = SandboxSpec(
-            sandbox_id=sandbox.id,
-            team_id=sandbox.team_id,
-            template_id=sandbox.template_id,
-            cpu_count=sandbox.cpu_count,
-            memory_mb=sandbox.memory_mb,
-            disk_mb=sandbox.disk_mb,
-            env_vars=sandbox.env_vars,
-            envd_access_token=sandbox.envd_access_token,
-            allow_internet=sandbox.allow_internet,
-            metadata=sandbox.metadata,
-        )
+        spec = spec_of(sandbox)
         try:
             placed = await self._node.create(spec)
             return await self._sandboxes.set_state(
@@ -416,7 +429,13 @@ class SandboxService:
         """Kill the sandbox (``team_id`` ``None``: any team's, for the reaper).
 
         A sandbox already being killed, or killed, is not found: ``kill()`` then says False.
+        Holds the sandbox's lock, so a kill during a pause or resume waits for it to end
+        and then kills the paused (or resumed) sandbox.
         """
+        async with self._locks.hold(sandbox_id):
+            return await self._kill_locked(team_id, sandbox_id)
+
+    async def _kill_locked(self, team_id: TeamID | None, sandbox_id: str) -> Sandbox:
         try:
             sandbox = await self._sandboxes.set_state(
                 sandbox_id, team_id=team_id, expected=_KILLABLE, new=SandboxState.KILLING

@@ -125,6 +125,7 @@ class SandboxStore(Protocol):
         end_at: datetime | None = None,
         node_id: NodeID | None = None,
         address: str | None = None,
+        pause_mode: str | None = None,
     ) -> Sandbox: ...
     async def set_end_at(
         self,

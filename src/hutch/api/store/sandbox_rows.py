@@ -41,6 +41,8 @@ def sandbox_values(sandbox_id: SandboxID, new: NewSandbox) -> dict[str, Any]:
         "allow_internet": new.allow_internet,
         "env_vars": json.dumps(dict(new.env_vars), sort_keys=True),
         "version": 1,
+        "auto_resume": new.auto_resume,
+        "timeout_s": new.timeout_s,
     }
 
 
@@ -70,6 +72,9 @@ def row_to_sandbox(row: Any, metadata: Mapping[str, str]) -> Sandbox:
         address=row.address,
         auto_pause=bool(row.auto_pause),
         allow_internet=bool(row.allow_internet),
+        pause_mode=row.pause_mode,
+        auto_resume=bool(row.auto_resume),
+        timeout_s=row.timeout_s,
         version=row.version,
     )
 

@@ -253,17 +253,23 @@ class SqlSandboxStore:
         end_at: datetime | None = None,
         node_id: NodeID | None = None,
         address: str | None = None,
+        pause_mode: str | None = None,
     ) -> Sandbox:
         """Move the sandbox from one of ``expected`` to ``new``, atomically.
 
         Compare-and-set: if the sandbox is in another state, nothing changes and
         :class:`SandboxStateConflictError` names the state it is in (with
         ``expected_version``, a changed version is a :class:`ConflictError`). ``end_at``,
-        ``node_id`` and ``address``, when given, are written in the same statement.
+        ``node_id``, ``address`` and ``pause_mode``, when given, are written in the same
+        statement.
         """
         wanted = frozenset({expected} if isinstance(expected, SandboxState) else expected)
         values: dict[str, object] = {"state": new.value, "version": sandboxes.c.version + 1}
-        for column, value in (("end_at", end_at), ("node_id", node_id), ("address", address)):
+        changes = (
+            ("end_at", end_at), ("node_id", node_id), ("address", address),
+            ("pause_mode", pause_mode),
+        )  # fmt: skip
+        for column, value in changes:
             if value is not None:
                 values[column] = value
         cas = (

@@ -27,6 +27,7 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
 )
+from sqlalchemy.sql.expression import false
 from sqlalchemy.types import TypeDecorator
 
 
@@ -133,6 +134,11 @@ sandboxes = Table(
     # personalisation; nothing queries inside it, so text is the portable choice).
     Column("env_vars", Text, nullable=False),
     Column("version", Integer, nullable=False),
+    # 0003 (pause/resume): mode of the last pause (full | filesystem), auto-resume by
+    # traffic, and the create-time timeout that a resume restarts.
+    Column("pause_mode", String(16), nullable=True),
+    Column("auto_resume", Boolean, nullable=False, server_default=false()),
+    Column("timeout_s", Integer, nullable=True),
     # The listing's keyset: WHERE team_id = ? ORDER BY started_at, id.
     Index(None, "team_id", "started_at", "id"),
     # The reaper: WHERE state = 'running' AND end_at <= now.

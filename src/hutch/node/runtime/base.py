@@ -125,6 +125,12 @@ class Runtime(Protocol):
         """
         ...
 
+    async def bind_boot_id(self, sandbox_id: str, source: Path) -> bool:
+        """Show ``source``'s content as the created (not yet started) container's
+        ``/proc/sys/kernel/random/boot_id``; False where the runtime has its own kernel
+        and so its own boot id (gVisor)."""
+        ...
+
     async def exec(
         self,
         sandbox_id: str,

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from hutch.node.runtime.base import ExecResult, RuntimeFailedError, RuntimeState, RuntimeStatus
+from hutch.node.runtime.procmount import BOOT_ID_PATH, bind_over
 from hutch.shared.errors import (
     AlreadyExistsError,
     ConflictError,
@@ -199,6 +200,14 @@ class RuncRuntime:
             raise RuntimeFailedError(
                 f"setting the hostname of {sandbox_id}: {err.decode(errors='replace')[:500]}"
             )
+
+    async def bind_boot_id(self, sandbox_id: str, source: Path) -> bool:
+        """See ``Runtime.bind_boot_id`` (``procmount.py`` says how)."""
+        state = await self.state(sandbox_id)
+        if state.pid is None:
+            raise RuntimeFailedError(f"container {sandbox_id} has no process to mount into")
+        await bind_over(state.pid, source, BOOT_ID_PATH)
+        return True
 
     async def exec(
         self,

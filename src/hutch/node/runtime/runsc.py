@@ -78,6 +78,10 @@ class RunscRuntime(RuncRuntime):
             f"cannot change the hostname of {sandbox_id}: runsc keeps it inside gVisor"
         )
 
+    async def bind_boot_id(self, sandbox_id: str, source: Path) -> bool:
+        """gVisor's kernel makes its own boot id per sandbox start: nothing to mount."""
+        return False
+
     def _global_args(self) -> list[str]:
         prefix = list(_HIDE_PROC_SYS_NET) if self._hide_proc_sys_net else []
         return [*prefix, *super()._global_args(), f"--platform={self._platform}"]

@@ -24,12 +24,13 @@ import logging
 import os
 import shutil
 import time
+import uuid
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from ipaddress import IPv4Address
 from pathlib import Path
 
 from hutch.node.bundle import validate_sandbox_id, write_bundle
-from hutch.node.runtime.base import Runtime, RuntimeFailedError, RuntimeStatus
+from hutch.node.runtime.base import Runtime, RuntimeFailedError, RuntimeState, RuntimeStatus
 from hutch.node.sandbox import lifecycle
 from hutch.node.sandbox.envd_log import EnvdLogEntry, parse_envd_log
 from hutch.node.sandbox.models import (
@@ -55,6 +56,7 @@ log = logging.getLogger("hutch.node.sandbox")
 
 _RECORD = "sandbox.json"
 _ENVD_LOG = "envd.log"
+_BOOT_ID = "boot_id"
 #: Readiness polling: start fast (envd is usually up within a few hundred ms), back off.
 _POLL_FIRST_S = 0.005
 _POLL_MAX_S = 0.05
@@ -188,8 +190,7 @@ class SandboxManager:
         write_bundle(sandbox_dir, lifecycle.oci_config(spec, config=cfg))
 
         undo.append(lambda: self._delete_container(sid))
-        await self._runtime.create(sandbox_dir, sandbox_id=sid, output_path=sandbox_dir / _ENVD_LOG)
-        await self._runtime.start(sid)
+        await self._create_and_start(sid, sandbox_dir)
         state = await self._runtime.state(sid)
         envd_url = f"http://{net.address}:{ENVD_PORT}"
         await self._wait_healthy(sid, envd_url, sandbox_dir=sandbox_dir)
@@ -197,8 +198,24 @@ class SandboxManager:
             sandbox_id=sid, template=template.name, address=net.address, envd_url=envd_url,
             pid=state.pid or 0, cpu_count=cpu, memory_mb=memory,
             default_user=template.default_user, workdir=template.workdir,
-            started_at=time.time(), sandbox_dir=sandbox_dir,
+            started_at=time.time(), sandbox_dir=sandbox_dir, allow_internet=request.allow_internet,
         )  # fmt: skip
+
+    async def _create_and_start(self, host_id: str, sandbox_dir: Path) -> None:
+        """runc create → a fresh boot id over ``/proc/.../boot_id`` → runc start.
+
+        Every (re)boot of a sandbox gets a new boot id, and only a boot does: a resume
+        that kept memory shows the same one (ADR 0004).
+        """
+        await self._runtime.create(
+            sandbox_dir, sandbox_id=host_id, output_path=sandbox_dir / _ENVD_LOG
+        )
+        boot_id = sandbox_dir / _BOOT_ID
+        tmp = boot_id.with_name(f".{_BOOT_ID}.tmp")
+        tmp.write_text(f"{uuid.uuid4()}\n")
+        os.replace(tmp, boot_id)  # a new inode: an old container's mount keeps the old one
+        await self._runtime.bind_boot_id(host_id, boot_id)
+        await self._runtime.start(host_id)
 
     async def _wait_healthy(self, sandbox_id: str, envd_url: str, *, sandbox_dir: Path) -> None:
         loop = asyncio.get_running_loop()
@@ -389,6 +406,125 @@ class SandboxManager:
             return False
         return True
 
+    # ---- pause, resume ------------------------------------------------------------------
+
+    async def pause(self, sandbox_id: str, *, keep_memory: bool = True) -> RunningSandbox:
+        """Pause a running sandbox (ADR 0004); a paused one is returned as it is.
+
+        ``keep_memory``: freeze every process (``runc pause``: the cgroup freezer; memory
+        and processes stay, ``paused="full"``). Otherwise the container is deleted and only
+        the filesystem (upper layer, still mounted) and the network are kept
+        (``paused="filesystem"``); resuming then boots it again.
+        """
+        sandbox = self.get(sandbox_id)
+        if sandbox.paused is not None:
+            return sandbox
+        if keep_memory:
+            await self._runtime.pause(sandbox.host_id)
+            mode = "full"
+        else:
+            await self._delete_container(sandbox.host_id)
+            mode = "filesystem"
+        return self._record(dataclasses.replace(sandbox, paused=mode))
+
+    async def resume(
+        self,
+        sandbox_id: str,
+        *,
+        keep_memory: bool = True,
+        env_vars: Mapping[str, str] | None = None,
+        access_token: str | None = None,
+    ) -> tuple[RunningSandbox, bool]:
+        """Bring a paused sandbox back; ``(sandbox, memory_kept)``. A running one: as it is.
+
+        A ``"full"`` pause whose container is still frozen is thawed (memory kept) unless
+        ``keep_memory`` is False. Anything else (a ``"filesystem"`` pause, a container that
+        is gone, e.g. after the host restarted, or ``keep_memory=False``) boots the sandbox
+        again over its kept upper layer with a new boot id, and ``/init``s its envd with
+        ``env_vars`` and ``access_token`` (memory not kept).
+        """
+        sandbox = self.get(sandbox_id)
+        if sandbox.paused is None:
+            return sandbox, True
+        if keep_memory and sandbox.paused == "full":
+            state = await self._find_state(sandbox.host_id)
+            if state is not None and state.status is RuntimeStatus.PAUSED:
+                await self._runtime.resume(sandbox.host_id)
+                return self._record(dataclasses.replace(sandbox, paused=None)), True
+        rebooted = await self._reboot(sandbox, env_vars=env_vars or {}, access_token=access_token)
+        return rebooted, False
+
+    async def _reboot(
+        self, sandbox: RunningSandbox, *, env_vars: Mapping[str, str], access_token: str | None
+    ) -> RunningSandbox:
+        """Boot a paused sandbox again from its files: new container, network, boot id.
+
+        Host objects keep the sandbox's host id (a pool member's stay ``pool-*``); the
+        hostname and ``/etc`` files say the sandbox id.
+        """
+        sid, host, sandbox_dir, cfg = (
+            sandbox.sandbox_id, sandbox.host_id, sandbox.sandbox_dir, self._config
+        )  # fmt: skip
+        template = await self._templates.get(sandbox.template)
+        if sid in self._busy:
+            raise AlreadyExistsError(f"sandbox {sid} is being created or killed")
+        self._busy.add(sid)
+        try:
+            await self._delete_container(host)
+            # The old network may be gone (host restart): make a fresh one either way.
+            await self._networks.teardown(host, address=sandbox.address)
+            net = await self._networks.setup(host, allow_internet=sandbox.allow_internet)
+            lifecycle.write_etc_files(
+                sandbox_dir / "upper", sandbox_id=sid, address=net.address,
+                dns_servers=cfg.dns_servers,
+            )  # fmt: skip
+            rootfs = sandbox_dir / "rootfs"
+            if rootfs not in self._rootfs.mounted_under(sandbox_dir):
+                rootfs = self._rootfs.mount(sandbox_dir, lower=template.rootfs)
+            spec = lifecycle.sandbox_spec(
+                sandbox_id=host, rootfs=rootfs, template=template, cpu_count=sandbox.cpu_count,
+                memory_mb=sandbox.memory_mb, netns_path=Path(net.netns_path), config=cfg,
+            )  # fmt: skip
+            write_bundle(sandbox_dir, lifecycle.oci_config(spec, config=cfg))
+            try:
+                await self._create_and_start(host, sandbox_dir)
+                if host != sid:
+                    await self._runtime.set_hostname(host, sid)
+                state = await self._runtime.state(host)
+                envd_url = f"http://{net.address}:{ENVD_PORT}"
+                await self._wait_healthy(host, envd_url, sandbox_dir=sandbox_dir)
+                await self._envd.init(
+                    envd_url,
+                    lifecycle.init_body(
+                        env_vars=env_vars, access_token=access_token,
+                        default_user=sandbox.default_user, workdir=sandbox.workdir,
+                        timestamp=time.time(),
+                    ),
+                )  # fmt: skip
+            except BaseException:
+                # Stay paused (filesystem): the files are intact, a later resume retries.
+                await asyncio.shield(self._delete_container(host))
+                self._record(dataclasses.replace(sandbox, paused="filesystem"))
+                raise
+        finally:
+            self._busy.discard(sid)
+        return self._record(
+            dataclasses.replace(
+                sandbox, address=net.address, envd_url=envd_url, pid=state.pid or 0, paused=None
+            )
+        )
+
+    async def _find_state(self, host_id: str) -> RuntimeState | None:
+        try:
+            return await self._runtime.state(host_id)
+        except NotFoundError:
+            return None
+
+    def _record(self, sandbox: RunningSandbox) -> RunningSandbox:
+        _write_record(sandbox)
+        self._running[sandbox.sandbox_id] = sandbox
+        return sandbox
+
     def set_metadata(self, sandbox_id: str, metadata: Mapping[str, str]) -> RunningSandbox:
         """Replace the sandbox's live metadata (memory and ``sandbox.json``, atomically).
 
@@ -397,10 +533,7 @@ class SandboxManager:
         :class:`SandboxNotFoundError` for a sandbox this node does not run.
         """
         current = self.get(sandbox_id)
-        updated = dataclasses.replace(current, metadata=dict(metadata))
-        _write_record(updated)
-        self._running[sandbox_id] = updated
-        return updated
+        return self._record(dataclasses.replace(current, metadata=dict(metadata)))
 
     def list(self) -> list[RunningSandbox]:
         """The sandboxes this manager runs, oldest first."""
@@ -434,7 +567,9 @@ class SandboxManager:
 
     # ---- reconcile ----------------------------------------------------------------------
 
-    async def reconcile(self, known_ids: Iterable[str]) -> ReconcileReport:
+    async def reconcile(
+        self, known_ids: Iterable[str], *, paused_ids: Iterable[str] = ()
+    ) -> ReconcileReport:
         """Make the host agree with ``known_ids`` (the store's view), e.g. after a crash.
 
         Anything present (container, mount, network, directory) that belongs to no known
@@ -442,8 +577,13 @@ class SandboxManager:
         container runs with its record and network intact is adopted (under the host id
         its record names); any other known id is reported missing and its leftovers are
         removed. Ids being created and this process's own pool members are left alone.
+        ``paused_ids`` (known too: paused, pausing or resuming in the store) are adopted
+        as long as their files are there: running if their container runs, paused
+        ``"full"`` if it is frozen, paused ``"filesystem"`` if it is gone (host restart).
         """
-        known = set(known_ids)
+        paused_set = set(paused_ids)
+        known = set(known_ids) | paused_set
+        paused: dict[str, str] = {}
         attached = {a.sandbox_id: a for a in await self._networks.recover()}
         containers = set(await self._runtime.list())
         present = set(attached) | containers | self._dirs_and_mounts()
@@ -468,7 +608,11 @@ class SandboxManager:
                 continue
             sandbox = None
             for host in owned.get(sid, []):
-                if sandbox is None:
+                if sandbox is None and sid in paused_set:
+                    sandbox = await self._adoptable_paused(sid, host, attached=host in attached)
+                    if sandbox is not None and sandbox.paused is not None:
+                        paused[sid] = sandbox.paused
+                elif sandbox is None:
                     sandbox = await self._adoptable(sid, host, attached=host in attached)
                 if sandbox is None or sandbox.host_id != host:
                     await destroy(host)
@@ -478,7 +622,7 @@ class SandboxManager:
             else:
                 missing.append(sid)
                 self._running.pop(sid, None)
-        return ReconcileReport(removed=removed, missing=missing, adopted=adopted)
+        return ReconcileReport(removed=removed, missing=missing, adopted=adopted, paused=paused)
 
     def _owner(self, host_id: str) -> str:
         """The sandbox id a host id's record names (itself when there is no record)."""
@@ -503,6 +647,31 @@ class SandboxManager:
         if sandbox.sandbox_id != sandbox_id or sandbox.host_id != host_id:
             return None
         return sandbox
+
+    async def _adoptable_paused(
+        self, sandbox_id: str, host_id: str, *, attached: bool
+    ) -> RunningSandbox | None:
+        """A sandbox the store has paused (or half-way): what the host says it is now."""
+        sandbox_dir = self._config.sandboxes_dir / host_id
+        try:
+            record = json.loads((sandbox_dir / _RECORD).read_text())
+            sandbox = RunningSandbox.from_json(record, sandbox_dir=sandbox_dir)
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+        if sandbox.sandbox_id != sandbox_id or sandbox.host_id != host_id:
+            return None
+        if not (sandbox_dir / "upper").is_dir():
+            return None
+        state = await self._find_state(host_id)
+        status = state.status if state is not None else None
+        if status is RuntimeStatus.RUNNING and attached:
+            mode = None
+        elif status is RuntimeStatus.PAUSED and attached:
+            mode = "full"
+        else:
+            await self._delete_container(host_id)
+            mode = "filesystem"
+        return self._record(dataclasses.replace(sandbox, paused=mode))
 
     def _dirs_and_mounts(self) -> set[str]:
         root = self._config.sandboxes_dir

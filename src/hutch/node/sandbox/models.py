@@ -58,6 +58,10 @@ class RunningSandbox:
     sandbox_dir: Path
     #: The live metadata (``SandboxManager.set_metadata`` replaces it; ADR 0005).
     metadata: Mapping[str, str] = field(default_factory=dict)
+    allow_internet: bool = True
+    #: ``None`` while it runs; ``"full"`` when frozen with its memory, ``"filesystem"``
+    #: when its processes are gone and only its files are kept (ADR 0004).
+    paused: str | None = None
     host_id: str = ""
 
     def __post_init__(self) -> None:
@@ -79,6 +83,8 @@ class RunningSandbox:
             "workdir": self.workdir,
             "started_at": self.started_at,
             "metadata": dict(self.metadata),
+            "allow_internet": self.allow_internet,
+            "paused": self.paused,
         }
 
     @classmethod
@@ -98,6 +104,8 @@ class RunningSandbox:
             sandbox_dir=sandbox_dir,
             metadata={str(k): str(v) for k, v in (data.get("metadata") or {}).items()},
             host_id=str(data.get("host_id") or data["sandbox_id"]),
+            allow_internet=bool(data.get("allow_internet", True)),
+            paused=data.get("paused"),
         )
 
     def dumps(self) -> str:
@@ -111,12 +119,14 @@ class ReconcileReport:
 
     ``removed``: present on the host but unknown to the caller; destroyed.
     ``missing``: known to the caller but not running here (leftovers cleaned up).
-    ``adopted``: known and running, taken back under management after a restart.
+    ``adopted``: known and running (or paused), taken back under management after a restart.
     """
 
     removed: Sequence[str] = ()
     missing: Sequence[str] = ()
     adopted: Sequence[str] = ()
+    #: The adopted sandboxes that are paused, with their mode (``"full"``/``"filesystem"``).
+    paused: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
