@@ -24,7 +24,9 @@ sys.path.insert(0, str(Path(__file__).parents[1] / "integration" / "node"))
 import nodehelpers
 
 from hutch.node.app import build_node
+from hutch.node.runtime.base import Runtime
 from hutch.node.runtime.runc import RuncRuntime
+from hutch.node.runtime.runsc import RunscRuntime
 from hutch.node.settings import NodeSettings
 
 NODE_ENV = {
@@ -119,7 +121,7 @@ class Serve:
             home=self.home, bridge="hse2e0", subnet="10.215.33.0/24",  # type: ignore[arg-type]
             netns_prefix="hse2e-", veth_prefix="hxe", nft_table="hse2e",
             cgroup_parent=NODE_ENV["HUTCH_NODE_CGROUP_PARENT"], manage_ip_forward=False,
-            envd_bundle_dir=self.envd_bundle,
+            envd_bundle_dir=self.envd_bundle, runtime=self.extra_env.get("HUTCH_RUNTIME", "runc"),
         )  # fmt: skip
 
     def leaks(self) -> nodehelpers.Leaks:
@@ -129,9 +131,7 @@ class Serve:
         nodehelpers.NETNS_PREFIX, nodehelpers.VETH_PREFIX = "hse2e-", "hxe"
         nodehelpers.CGROUP_PARENT = settings.cgroup_parent
         try:
-            return asyncio.run(
-                nodehelpers.count_leaks(settings, RuncRuntime(root=settings.runtime_root))
-            )
+            return asyncio.run(nodehelpers.count_leaks(settings, _runtime(settings)))
         finally:
             nodehelpers.NETNS_PREFIX, nodehelpers.VETH_PREFIX, nodehelpers.CGROUP_PARENT = saved
 
@@ -156,3 +156,10 @@ class Serve:
                     parent.rmdir()
         finally:
             nodehelpers.CGROUP_PARENT = saved
+
+
+def _runtime(settings: NodeSettings) -> Runtime:
+    """The runtime adapter the child uses (for ``list()`` in the leak counter)."""
+    if settings.runtime == "runsc":
+        return RunscRuntime(root=settings.runtime_root, platform=settings.runsc_platform)
+    return RuncRuntime(root=settings.runtime_root)
