@@ -154,3 +154,20 @@ def test_debian_image_with_injected_envd(serve: Serve, tmp_path: Path) -> None:
     finally:
         sbx.kill()
     assert hutch(serve, "template", "delete", "debimg").returncode == 0
+
+
+def test_start_and_ready_commands(serve: Serve, archive: Path) -> None:
+    """The start command runs in the background as the image's user; the sandbox is ready
+    only once the ready command succeeds (here: once the start command wrote its file)."""
+    done = hutch(serve, "template", "create-from-image", f"docker-archive:{archive}",
+                 "--name", "bbstart", "--start-cmd", "sleep 1; id -u > /tmp/started",
+                 "--ready-cmd", "test -s /tmp/started", "--json")  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    sbx = Sandbox.create("bbstart", timeout=120)
+    try:
+        # No waiting here: create returned only after the ready command passed.
+        assert sbx.files.read("/tmp/started") == "1001\n"
+        assert sbx.commands.run("cat /tmp/main.txt").exit_code == 0
+    finally:
+        sbx.kill()
+    assert hutch(serve, "template", "delete", "bbstart").returncode == 0

@@ -10,6 +10,7 @@ import gzip
 import json
 import os
 import shutil
+import subprocess
 import tarfile
 from pathlib import Path
 
@@ -241,3 +242,32 @@ def test_malicious_layers_are_rejected(
     assert not outside.exists()
     assert not (tmp_path / "escape.txt").exists()
     assert_nothing_left(templates, "evil")
+
+
+def test_oci_archive_source(tmp_path: Path, templates: Path) -> None:
+    layout = write_oci(tmp_path / "oci", busybox_layers(), **BUSYBOX_CONFIG)
+    archive = tmp_path / "image.oci.tar"
+    subprocess.run(["skopeo", "--insecure-policy", "copy", "--quiet", f"oci:{layout}:latest",
+                    f"oci-archive:{archive}"], check=True)  # fmt: skip
+    result = do_import(f"oci-archive:{archive}", templates, name="ociarch")
+    assert (result.template.rootfs / "opt/data/new.txt").is_file()
+
+
+def test_interrupted_build_leaves_nothing_usable(tmp_path: Path, templates: Path) -> None:
+    """^C in the middle of a layer: no template, no sealed artifact, only ``.tmp-*``
+    leftovers that the next build of the same name clears (and then succeeds)."""
+    archive = write_docker_archive(tmp_path / "img.tar", busybox_layers(), **BUSYBOX_CONFIG)
+
+    def interrupt(stage: str, done: int, total: int) -> None:
+        if stage.startswith("layer 2"):
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        import_image(f"docker-archive:{archive}", ImageTemplateOptions(name="cut"),
+                     templates_dir=templates, envd_bundle=Path("/nonexistent"),
+                     progress=interrupt)  # fmt: skip
+    assert not (templates / "cut").exists()
+    artifacts = templates / ARTIFACTS_DIR
+    assert not artifacts.exists() or all(p.name.startswith(".") for p in artifacts.iterdir())
+    result = do_import(f"docker-archive:{archive}", templates, name="cut")
+    assert not result.cache_hit and (result.template.rootfs / "srv/app/run.sh").is_file()

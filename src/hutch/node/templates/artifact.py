@@ -22,6 +22,7 @@ reader never sees half a template and a crashed build leaves only a ``.tmp-*`` d
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import shutil
@@ -31,6 +32,8 @@ from pathlib import Path
 from typing import Any, Final
 
 from hutch.shared.errors import InvalidArgumentError, NotFoundError
+
+log = logging.getLogger("hutch.node.templates")
 
 FORMAT: Final = 1
 #: Sealed artifacts of imported images, by fingerprint (hidden: not a template name).
@@ -208,11 +211,18 @@ class DirTemplateStore:
         return read_artifact(self._dir / name)
 
     async def list(self) -> list[TemplateArtifact]:
-        """Every published template, by name."""
+        """Every usable published template, by name.
+
+        One whose artifact is missing (removed by hand, or an unsealed leftover) is logged
+        and left out: it must not hide the others.
+        """
         if not self._dir.is_dir():
             return []
         out = []
         for entry in sorted(self._dir.iterdir()):
             if not entry.name.startswith(".") and (entry / "template.json").is_file():
-                out.append(read_artifact(entry))
+                try:
+                    out.append(read_artifact(entry))
+                except (TemplateNotFoundError, InvalidArgumentError) as exc:
+                    log.warning("template %s is unusable: %s", entry.name, exc)
         return out
