@@ -20,7 +20,7 @@ from hutch.api.service.ports import (
     SandboxSpec,
 )
 from hutch.shared.errors import HutchError, NotFoundError, ResourceExhaustedError
-from hutch.shared.ids import NodeID, SandboxID
+from hutch.shared.ids import NodeID, SandboxID, TemplateID
 
 
 @dataclass
@@ -49,6 +49,9 @@ class FakeNodeClient:
     pause_gate: asyncio.Event | None = None
     resume_gate: asyncio.Event | None = None
     resumes: list[SandboxID] = field(default_factory=list)
+    #: Snapshot template id -> the sandbox it was taken of.
+    snapshots: dict[TemplateID, SandboxID] = field(default_factory=dict)
+    fail_next_snapshot: BaseException | None = None
     #: The node's live copy of each running sandbox's metadata.
     metadata: dict[SandboxID, dict[str, str]] = field(default_factory=dict)
     running: dict[SandboxID, SandboxSpec] = field(default_factory=dict)
@@ -115,6 +118,17 @@ class FakeNodeClient:
             sandbox_id=spec.sandbox_id, node_id=self.node_id, address="10.11.0.250"
         )
         return ResumedSandbox(placed=placed, memory_kept=mode == "full" and keep_memory)
+
+    async def snapshot(self, sandbox_id: SandboxID, *, snapshot_id: TemplateID) -> None:
+        if self.fail_next_snapshot is not None:
+            exc, self.fail_next_snapshot = self.fail_next_snapshot, None
+            raise exc
+        if sandbox_id not in self.running:
+            raise NotFoundError(f"sandbox {sandbox_id} is not on {self.node_id}")
+        self.snapshots[snapshot_id] = sandbox_id
+
+    async def delete_snapshot(self, snapshot_id: TemplateID) -> None:
+        self.snapshots.pop(snapshot_id, None)
 
     async def list_running(self) -> Sequence[SandboxID]:
         return list(self.running)

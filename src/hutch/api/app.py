@@ -20,6 +20,7 @@ from hutch.api.http import (
     routes_health,
     routes_metadata,
     routes_sandboxes,
+    routes_snapshots,
     routes_templates,
     routes_volumecontent,
     routes_volumes,
@@ -33,6 +34,7 @@ from hutch.api.service.pausing import PauseService
 from hutch.api.service.ports import NodeClient, TemplateBuilder
 from hutch.api.service.reaper import Reaper
 from hutch.api.service.sandboxes import SandboxPolicy, SandboxService
+from hutch.api.service.snapshots import SnapshotService
 from hutch.api.service.templates import TemplateService
 from hutch.api.service.volumes import VolumePolicy, VolumeService
 from hutch.api.settings import ApiSettings
@@ -40,6 +42,7 @@ from hutch.api.store.base import (
     ApiKeyStore,
     Clock,
     SandboxStore,
+    SnapshotStore,
     TeamStore,
     TemplateStore,
     VolumeStore,
@@ -61,6 +64,8 @@ class ApiStore(Protocol):
     def sandboxes(self) -> SandboxStore: ...
     @property
     def volumes(self) -> VolumeStore: ...
+    @property
+    def snapshots(self) -> SnapshotStore: ...
 
 
 def build_volume_backends(settings: ApiSettings) -> dict[str, VolumeBackend]:
@@ -122,6 +127,14 @@ def build_context(
             clock=clock,
         ),
         pausing=pausing,
+        snapshots=SnapshotService(
+            sandboxes=store.sandboxes,
+            templates=store.templates,
+            snapshots=store.snapshots,
+            node=node,
+            locks=locks,
+            service=sandboxes,
+        ),
         domain=settings.domain,
         envd_version=settings.envd_version,
     )
@@ -194,6 +207,7 @@ def create_app(
             *routes_health.ROUTES,
             *routes_sandboxes.ROUTES,
             *routes_metadata.ROUTES,
+            *routes_snapshots.ROUTES,
             *routes_templates.ROUTES,
             *routes_volumes.ROUTES,
             *routes_volumecontent.ROUTES,

@@ -205,6 +205,26 @@ class SandboxPage:
     next_token: str | None
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Snapshot:
+    """A template made from a sandbox's files (``Sandbox.create(snapshot_id)``)."""
+
+    id: TemplateID
+    team_id: TeamID
+    sandbox_id: SandboxID
+    #: The name it was given (the template's alias), if any.
+    alias: str | None
+    created_at: datetime
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SnapshotPage:
+    """One page of snapshots; ``next_token`` is ``None`` on the last page."""
+
+    items: list[Snapshot]
+    next_token: str | None
+
+
 class SandboxStateConflictError(ConflictError):
     """A sandbox was not in a state the operation allows; ``state`` is the one it was in.
 

@@ -7,7 +7,7 @@ sandbox's cgroup and upper directory (``usage.py``).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import httpx
@@ -21,9 +21,9 @@ from hutch.shared.errors import HutchError
 class OverlayRootfs:
     """Satisfies ``RootfsLayer`` with one overlayfs mount per sandbox (``rootfs.py``)."""
 
-    def mount(self, sandbox_dir: Path, *, lower: Path) -> Path:
-        """Mount ``<sandbox_dir>/rootfs`` over ``lower``."""
-        return rootfs.mount_rootfs(sandbox_dir, lower=[lower])
+    def mount(self, sandbox_dir: Path, *, lower: Path | Sequence[Path]) -> Path:
+        """Mount ``<sandbox_dir>/rootfs`` over ``lower`` (a list: top-most first)."""
+        return rootfs.mount_rootfs(sandbox_dir, lower=[lower] if isinstance(lower, Path) else lower)
 
     def remove(self, sandbox_dir: Path) -> None:
         """Unmount and delete rootfs, upper and work."""

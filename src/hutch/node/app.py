@@ -83,6 +83,7 @@ def build_node(settings: NodeSettings, *, build_bundle: bool = True) -> Node:
         pids_limit=settings.pids_limit,
         max_nofile=resource.getrlimit(resource.RLIMIT_NOFILE)[1],
         pool_sizes=settings.pool_sizes,
+        templates_dir=settings.templates_dir,
     )
     manager = SandboxManager(
         config=config, runtime=runtime, networks=networks, rootfs=OverlayRootfs(),

@@ -11,11 +11,13 @@ its directory name (``serve/templates.py``), so ``spec.template_id`` is the node
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import dataclasses
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
+from pathlib import Path
 
 from hutch.api.service.ports import (
     PlacedSandbox,
@@ -28,10 +30,13 @@ from hutch.node.sandbox.envd_log import EnvdLogEntry
 from hutch.node.sandbox.manager import SandboxManager
 from hutch.node.sandbox.models import SandboxNotFoundError, SandboxRequest
 from hutch.node.sandbox.sampler import UsageSample, UsageSampler
+from hutch.node.templates.artifact import TemplateNotFoundError
+from hutch.node.templates.image import delete_template
+from hutch.node.templates.snapshot import prune_snapshot_layers
 from hutch.proxy.catalog import InMemorySandboxCatalog
 from hutch.serve.catalog import route_for
 from hutch.shared.errors import NotFoundError
-from hutch.shared.ids import NodeID, SandboxID
+from hutch.shared.ids import NodeID, SandboxID, TemplateID
 
 #: Killed sandboxes whose last log lines are kept, and how much of each log.
 _KEEP_KILLED = 256
@@ -129,6 +134,20 @@ class LocalNodeClient:
         )
         return ResumedSandbox(placed=placed, memory_kept=kept)
 
+    async def snapshot(self, sandbox_id: SandboxID, *, snapshot_id: TemplateID) -> None:
+        """See ``NodeClient.snapshot``."""
+        try:
+            await self._manager.snapshot(sandbox_id, name=snapshot_id)
+        except SandboxNotFoundError as exc:
+            raise NotFoundError(f"sandbox {sandbox_id} is not on this node") from exc
+
+    async def delete_snapshot(self, snapshot_id: TemplateID) -> None:
+        """See ``NodeClient.delete_snapshot``."""
+        templates_dir = self._manager.config.templates_dir
+        if templates_dir is None:
+            return
+        await asyncio.to_thread(_delete_snapshot, templates_dir, snapshot_id)
+
     async def set_metadata(self, sandbox_id: SandboxID, metadata: Mapping[str, str]) -> None:
         """See ``NodeClient.set_metadata``."""
         try:
@@ -180,3 +199,9 @@ def _log_line(entry: EnvdLogEntry) -> SandboxLogLine:
         level=entry.level,
         fields=dict(entry.fields),
     )
+
+
+def _delete_snapshot(templates_dir: Path, name: str) -> None:
+    with contextlib.suppress(TemplateNotFoundError):
+        delete_template(templates_dir, name)
+    prune_snapshot_layers(templates_dir)

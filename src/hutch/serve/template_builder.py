@@ -14,6 +14,7 @@ from pathlib import Path
 from hutch.api.service.ports import ImageImport, ImportedImage, ImportProgress
 from hutch.node.templates.artifact import TemplateNotFoundError
 from hutch.node.templates.image import ImageTemplateOptions, delete_template, import_image
+from hutch.node.templates.snapshot import prune_snapshot_layers
 
 
 class LocalTemplateBuilder:
@@ -48,3 +49,4 @@ class LocalTemplateBuilder:
         """See ``TemplateBuilder.delete``."""
         with contextlib.suppress(TemplateNotFoundError):
             await asyncio.to_thread(delete_template, self._templates_dir, name)
+        await asyncio.to_thread(prune_snapshot_layers, self._templates_dir)

@@ -28,6 +28,8 @@ async def seed_templates(store: ApiStore, artifacts: list[TemplateArtifact]) -> 
     team = await store.teams.ensure_default_team()
     added = []
     for artifact in artifacts:
+        if artifact.layers:
+            continue  # a snapshot: its row is its team's, made with it (never public)
         if await store.templates.find_template_any_team(artifact.name) is not None:
             continue
         await store.templates.create_template(

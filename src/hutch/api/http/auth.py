@@ -15,6 +15,7 @@ from hutch.api.service.keys import KeyService
 from hutch.api.service.metadata import MetadataService
 from hutch.api.service.pausing import PauseService
 from hutch.api.service.sandboxes import SandboxService
+from hutch.api.service.snapshots import SnapshotService
 from hutch.api.service.templates import TemplateService
 from hutch.api.service.volumes import VolumeService
 
@@ -29,6 +30,7 @@ class HttpContext:
     metadata: MetadataService
     volumes: VolumeService
     pausing: PauseService
+    snapshots: SnapshotService
     #: ``domain`` of create/connect responses (``get_host()``); ``None``: not configured.
     domain: str | None
     envd_version: str

@@ -65,9 +65,11 @@ async def import_image(request: Request) -> Response:
 async def delete_template(request: Request) -> Response:
     """``DELETE /templates/{templateID}`` → 204; 404 for another team's or no template."""
     team = await authenticate(request)
-    await context(request).templates.delete_template(
-        str(request.path_params["template_id"]), team_id=team.id
-    )
+    ctx = context(request)
+    template_id = str(request.path_params["template_id"])
+    # A snapshot (the SDK's delete_snapshot) goes through the snapshot service.
+    if not await ctx.snapshots.delete_snapshot(team_id=team.id, id_or_name=template_id):
+        await ctx.templates.delete_template(template_id, team_id=team.id)
     return Response(status_code=204)
 
 

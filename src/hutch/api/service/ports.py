@@ -122,6 +122,16 @@ class NodeClient(Protocol):
         needs: env vars, token). Resuming a running sandbox is a no-op."""
         ...
 
+    async def snapshot(self, sandbox_id: SandboxID, *, snapshot_id: TemplateID) -> None:
+        """Publish the sandbox's files as template ``snapshot_id`` (a running sandbox is
+        frozen for the copy and thawed after)."""
+        ...
+
+    async def delete_snapshot(self, snapshot_id: TemplateID) -> None:
+        """Remove snapshot template ``snapshot_id`` (idempotent); its files stay while
+        sandboxes made from it use them."""
+        ...
+
     async def list_running(self) -> Sequence[SandboxID]:
         """The ids of every sandbox the node runs (for reconciliation)."""
         ...

@@ -59,13 +59,13 @@ class TemplateService:
 
     async def delete_template(self, id_or_alias: str, *, team_id: TeamID) -> Template:
         """Delete one of the team's own templates: its row, then its files."""
-        builder = self._require_builder()
         found = await self._templates.find_template(id_or_alias, team_id=team_id)
         if found is None or found.team_id != team_id:
             raise NotFoundError(
                 f"template {id_or_alias!r} not found",
                 public_message=f"Template '{id_or_alias}' not found",
             )
+        builder = self._require_builder()
         await self._templates.delete_template(found.id, team_id=team_id)
         await builder.delete(found.id)
         return found

@@ -22,13 +22,15 @@ from hutch.api.models import (
     Sandbox,
     SandboxPage,
     SandboxState,
+    Snapshot,
+    SnapshotPage,
     SortOrder,
     Team,
     Template,
     TemplateBuildState,
     Volume,
 )
-from hutch.shared.ids import ApiKeyID, NodeID, TeamID, TemplateID, VolumeID
+from hutch.shared.ids import ApiKeyID, NodeID, SandboxID, TeamID, TemplateID, VolumeID
 
 #: Where the store gets "now" for the timestamps it sets itself (created_at, ...).
 Clock = Callable[[], datetime]
@@ -164,3 +166,20 @@ class VolumeStore(Protocol):
     async def get_volume(self, id_or_name: str, *, team_id: TeamID | None) -> Volume: ...
     async def list_volumes(self, *, team_id: TeamID | None) -> list[Volume]: ...
     async def delete_volume(self, volume_id: VolumeID, *, team_id: TeamID) -> None: ...
+
+
+class SnapshotStore(Protocol):
+    """Snapshots. See :class:`hutch.api.store.snapshots.SqlSnapshotStore`."""
+
+    async def record_snapshot(
+        self, snapshot_id: TemplateID, *, team_id: TeamID, sandbox_id: SandboxID
+    ) -> Snapshot: ...
+    async def list_snapshots(
+        self,
+        *,
+        team_id: TeamID,
+        sandbox_id: str | None = None,
+        name: str | None = None,
+        limit: int = 100,
+        next_token: str | None = None,
+    ) -> SnapshotPage: ...

@@ -205,7 +205,22 @@ volumes = Table(
 )
 
 #: Every table, children before parents (the order to empty them in).
+snapshots = Table(
+    "snapshots",
+    metadata,
+    # A snapshot is a template (its id is the template's id, created from by that id).
+    Column("id", String(64), ForeignKey("templates.id", ondelete="CASCADE"), primary_key=True),
+    Column("team_id", String(64), ForeignKey("teams.id", ondelete="CASCADE"), nullable=False),
+    # No foreign key: a snapshot outlives the sandbox it was taken from.
+    Column("sandbox_id", String(64), nullable=False),
+    Column("created_at", UTCDateTime(), nullable=False),
+    # GET /snapshots: WHERE team_id = ? ORDER BY created_at, id (keyset).
+    Index(None, "team_id", "created_at", "id"),
+    Index(None, "sandbox_id"),
+)
+
 ALL_TABLES_CHILDREN_FIRST = (
+    snapshots,
     volumes,
     idempotency_keys,
     sandbox_metadata,

@@ -42,6 +42,7 @@ from hutch.node.sandbox.models import (
 )
 from hutch.node.sandbox.pool import PoolKey, WarmPool, is_pool_id, new_pool_id
 from hutch.node.sandbox.ports import EnvdClient, NodeNetworks, RootfsLayer, TemplateStore
+from hutch.node.templates import snapshot as snapshots
 from hutch.node.templates.artifact import TemplateArtifact
 from hutch.shared.errors import (
     AlreadyExistsError,
@@ -179,7 +180,7 @@ class SandboxManager:
             sandbox_dir / "upper", sandbox_id=sid, address=net.address, dns_servers=cfg.dns_servers
         )
         undo.append(_async(lambda: self._rootfs.remove(sandbox_dir)))
-        rootfs = self._rootfs.mount(sandbox_dir, lower=template.rootfs)
+        rootfs = self._rootfs.mount(sandbox_dir, lower=template.lowers)
 
         cpu = request.cpu_count if request.cpu_count is not None else template.cpu_count
         memory = request.memory_mb if request.memory_mb is not None else template.memory_mb
@@ -480,7 +481,7 @@ class SandboxManager:
             )  # fmt: skip
             rootfs = sandbox_dir / "rootfs"
             if rootfs not in self._rootfs.mounted_under(sandbox_dir):
-                rootfs = self._rootfs.mount(sandbox_dir, lower=template.rootfs)
+                rootfs = self._rootfs.mount(sandbox_dir, lower=template.lowers)
             spec = lifecycle.sandbox_spec(
                 sandbox_id=host, rootfs=rootfs, template=template, cpu_count=sandbox.cpu_count,
                 memory_mb=sandbox.memory_mb, netns_path=Path(net.netns_path), config=cfg,
@@ -513,6 +514,31 @@ class SandboxManager:
                 sandbox, address=net.address, envd_url=envd_url, pid=state.pid or 0, paused=None
             )
         )
+
+    # ---- snapshots -----------------------------------------------------------------------
+
+    async def snapshot(self, sandbox_id: str, *, name: str) -> TemplateArtifact:
+        """Publish template ``name`` from the sandbox's files (docs/pause.md).
+
+        A running sandbox is frozen while its upper layer is copied (a consistent copy) and
+        thawed after; memory is not captured. New sandboxes of ``name`` boot from it.
+        """
+        sandbox = self.get(sandbox_id)
+        base = await self._templates.get(sandbox.template)
+        if self._config.templates_dir is None:
+            raise RuntimeFailedError("this node has no templates directory to publish into")
+        frozen = False
+        if sandbox.paused is None:
+            await self._runtime.pause(sandbox.host_id)
+            frozen = True
+        try:
+            return await snapshots.capture(
+                sandbox.sandbox_dir / "upper", base, templates_dir=self._config.templates_dir,
+                name=name,
+            )  # fmt: skip
+        finally:
+            if frozen:
+                await self._runtime.resume(sandbox.host_id)
 
     async def _find_state(self, host_id: str) -> RuntimeState | None:
         try:

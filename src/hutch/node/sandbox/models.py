@@ -146,6 +146,8 @@ class ManagerConfig:
     dns_servers: Sequence[str] = ("1.1.1.1", "8.8.8.8")
     pids_limit: int = 1024
     max_nofile: int | None = None
+    #: Where snapshots are published as templates (``<home>/templates``); None: no snapshots.
+    templates_dir: Path | None = None
     #: Warm pool members to keep per template (ADR 0011); templates not named get none.
     pool_sizes: Mapping[str, int] = field(default_factory=dict)
     #: Pause after a pool member failed to boot before the pool tries again.

@@ -6,7 +6,7 @@ are the existing seams; the ones below are this package's own.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -35,7 +35,7 @@ class TemplateStore(Protocol):
 class RootfsLayer(Protocol):
     """A sandbox's writable root over a template's read-only tree."""
 
-    def mount(self, sandbox_dir: Path, *, lower: Path) -> Path:
+    def mount(self, sandbox_dir: Path, *, lower: Path | Sequence[Path]) -> Path:
         """Mount ``<sandbox_dir>/rootfs`` (upper in ``<sandbox_dir>/upper``); return it."""
         ...
 

@@ -68,11 +68,24 @@ class TemplateArtifact:
     image: ImageRun | None = None
     #: The sealed artifact's fingerprint (``.artifacts/<fingerprint>``); None: own rootfs/.
     artifact: str | None = None
+    #: A snapshot's own layers (``.snapshots/<id>/layer``), top-most first, mounted above
+    #: ``rootfs`` (issue 6, docs/pause.md); empty for a template.
+    layers: tuple[Path, ...] = ()
+    #: The template this snapshot was taken from (its tree is ``rootfs``); None otherwise.
+    snapshot_of: str | None = None
+
+    @property
+    def lowers(self) -> list[Path]:
+        """The overlay's lower directories, top-most first."""
+        return [*self.layers, self.rootfs]
 
     def to_json(self) -> dict[str, Any]:
         """``template.json``'s content (the rootfs path is implied by the directory)."""
         data = asdict(self)
-        data.pop("rootfs")
+        rootfs = data.pop("rootfs")
+        data["layers"] = [str(p) for p in self.layers]
+        if self.layers and self.artifact is None:
+            data["rootfs_path"] = str(rootfs)  # a snapshot's base tree, outside its directory
         data["env"] = dict(self.env)
         data["build"] = dict(self.build)
         data["image"] = self.image.to_json() if self.image is not None else None
@@ -151,6 +164,8 @@ def read_artifact(template_dir: Path) -> TemplateArtifact:
                 f"template {template_dir.name!r}: its artifact {fingerprint} is not sealed"
             )
         rootfs = sealed / "rootfs"
+    elif data.get("rootfs_path"):
+        rootfs = Path(data["rootfs_path"])
     image = data.get("image")
     return TemplateArtifact(
         name=data["name"],
@@ -163,6 +178,8 @@ def read_artifact(template_dir: Path) -> TemplateArtifact:
         build=dict(data.get("build", {})),
         image=ImageRun.from_json(image) if image else None,
         artifact=fingerprint or None,
+        layers=tuple(Path(x) for x in data.get("layers") or ()),
+        snapshot_of=data.get("snapshot_of"),
     )
 
 
