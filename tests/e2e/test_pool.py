@@ -191,3 +191,23 @@ def test_sigkill_restart_destroys_members_and_adopts_pooled_sandboxes(pooled: Se
     finally:
         kept.kill()
     assert not (pooled.home / "sandboxes" / kept_host).exists()
+
+
+def test_a_dead_member_is_discarded_and_the_create_still_succeeds(pooled: Serve) -> None:
+    import asyncio
+
+    from hutch.node.runtime.runc import RuncRuntime
+
+    members = _wait_for_pool(pooled)
+    runtime = RuncRuntime(root=pooled.node_settings().runtime_root)
+    for member in members:  # every idle member dies behind the node's back
+        asyncio.run(runtime.kill(member))
+    sbx = Sandbox.create("busybox", timeout=120)
+    try:
+        assert sbx.commands.run("hostname").stdout == f"{sbx.sandbox_id}\n"
+        assert _host_id(pooled, sbx.sandbox_id) == sbx.sandbox_id  # a cold create
+        for member in members:
+            assert not (pooled.home / "sandboxes" / member).exists()
+    finally:
+        sbx.kill()
+    _wait_for_pool(pooled)

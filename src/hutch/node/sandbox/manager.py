@@ -250,6 +250,8 @@ class SandboxManager:
         A template that is not built here gets no pool (logged). Members boot one at a time
         in the background, so refills never take both cores from user creates.
         """
+        if self._pool_task is not None:
+            return
         targets: dict[PoolKey, int] = {}
         for name, size in self._config.pool_sizes.items():
             if size <= 0:
@@ -261,7 +263,7 @@ class SandboxManager:
                 continue
             targets[_pool_key(template, cpu=None, memory=None, allow_internet=True)] = size
         self._pool = WarmPool(targets)
-        if targets and self._pool_task is None:
+        if targets:
             self._pool_task = asyncio.create_task(self._keep_pool(), name="hutch-warm-pool")
 
     async def stop_pool(self) -> None:
@@ -282,18 +284,26 @@ class SandboxManager:
     async def _keep_pool(self) -> None:
         while True:
             self._pool_wakeup.clear()
-            for key in self._pool.missing():
-                # User creates first: a member's boot costs the CPU of a cold create, so it
-                # starts only while no create is in flight (on 2 cores it would slow them).
-                while self._busy:
-                    await asyncio.sleep(_POOL_YIELD_S)
-                if not self._room_for_pool():
-                    break
-                if not await self._boot_member(key):
-                    await asyncio.sleep(self._config.pool_retry_s)
-                    break
+            try:
+                await self._refill()
+            except Exception:  # a bug must not end the refill for good: log, retry later
+                log.exception("warm pool: refill failed")
+                await asyncio.sleep(self._config.pool_retry_s)
+                continue
             if not self._pool.missing() or not self._room_for_pool():
                 await self._pool_wakeup.wait()
+
+    async def _refill(self) -> None:
+        for key in self._pool.missing():
+            # User creates first: a member's boot costs the CPU of a cold create, so it
+            # starts only while no create or kill is in flight (on 2 cores it would slow them).
+            while self._busy:
+                await asyncio.sleep(_POOL_YIELD_S)
+            if not self._room_for_pool():
+                return
+            if not await self._boot_member(key):
+                await asyncio.sleep(self._config.pool_retry_s)
+                return
 
     def _room_for_pool(self) -> bool:
         used = len(self._running) + len(self._busy) + self._pool.size()
