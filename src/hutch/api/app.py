@@ -48,6 +48,7 @@ from hutch.api.store.base import (
     VolumeStore,
     utc_now,
 )
+from hutch.shared.ids import SandboxID, TeamID
 from hutch.volumes.base import VolumeBackend
 
 
@@ -94,6 +95,21 @@ def build_context(
         envd_version=settings.envd_version,
         max_sandboxes_per_node=settings.max_sandboxes_per_node or None,
     )
+
+    async def kill_for_volume(team_id: TeamID, sandbox_id: SandboxID) -> object:
+        return await sandboxes.kill_sandbox(team_id=team_id, sandbox_id=sandbox_id)
+
+    volumes = VolumeService(
+        volumes=store.volumes,
+        backends=volume_backends,
+        policy=VolumePolicy(
+            default_size_mb=settings.volume_default_size_mb,
+            token_ttl_s=settings.volume_token_ttl_s,
+            backend=settings.volume_backend,
+        ),
+        clock=clock,
+        kill_sandbox=kill_for_volume,
+    )
     locks = SandboxLocks()
     sandboxes = SandboxService(
         sandboxes=store.sandboxes,
@@ -102,6 +118,7 @@ def build_context(
         policy=policy,
         clock=clock,
         locks=locks,
+        volumes=volumes,
     )
     pausing = PauseService(
         sandboxes=store.sandboxes,
@@ -116,16 +133,7 @@ def build_context(
         keys=KeyService(teams=store.teams, keys=store.keys),
         templates=TemplateService(templates=store.templates, builder=builder),
         metadata=MetadataService(sandboxes=store.sandboxes, node=node, locks=locks),
-        volumes=VolumeService(
-            volumes=store.volumes,
-            backends=volume_backends,
-            policy=VolumePolicy(
-                default_size_mb=settings.volume_default_size_mb,
-                token_ttl_s=settings.volume_token_ttl_s,
-                backend=settings.volume_backend,
-            ),
-            clock=clock,
-        ),
+        volumes=volumes,
         pausing=pausing,
         snapshots=SnapshotService(
             sandboxes=store.sandboxes,

@@ -253,3 +253,15 @@ class Volume:
     #: Signs the volume's content tokens; never leaves the server.
     token_secret: str
     created_at: datetime
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class VolumeMount:
+    """A volume mounted read-write into a sandbox at ``path``."""
+
+    volume_id: VolumeID
+    #: The volume's name (what E2B's ``volumeMounts`` carries).
+    name: str
+    path: str
+    #: The volume's ``VolumeBackend``.
+    backend: str = "local"

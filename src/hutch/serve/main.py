@@ -24,7 +24,7 @@ from collections.abc import Callable, Generator
 
 import uvicorn
 
-from hutch.api.app import create_app
+from hutch.api.app import build_volume_backends, create_app
 from hutch.api.http.auth import HttpContext
 from hutch.api.store.sql import open_sql_store
 from hutch.node.app import build_node
@@ -36,6 +36,7 @@ from hutch.serve.settings import ServeSettings
 from hutch.serve.template_builder import LocalTemplateBuilder
 from hutch.serve.templates import seed_templates
 from hutch.shared.ids import NodeID, SandboxID
+from hutch.volumes.base import VolumeBackend
 
 log = logging.getLogger("hutch.serve")
 
@@ -59,6 +60,7 @@ async def serve(settings: ServeSettings) -> None:
     api_settings.home.mkdir(parents=True, exist_ok=True)
     store = await open_sql_store(api_settings.effective_database_url(), migrate=True)
     node = build_node(node_settings)
+    volume_backends: dict[str, VolumeBackend] = {}
     try:
         await seed_templates(store, await node.templates.list())
         await node.manager.start()
@@ -66,8 +68,14 @@ async def serve(settings: ServeSettings) -> None:
         await reconcile(store, node.manager, catalog)
         await node.manager.start_pool()
         node.sampler.start()
+        # One set of volume backends for the api (content API) and the node (mounts).
+        volume_backends = build_volume_backends(api_settings)
         client = LocalNodeClient(
-            node.manager, catalog, node_id=NodeID(settings.node_id), sampler=node.sampler
+            node.manager,
+            catalog,
+            node_id=NodeID(settings.node_id),
+            sampler=node.sampler,
+            volumes=volume_backends,
         )
         api = _Server(
             uvicorn.Config(
@@ -80,6 +88,7 @@ async def serve(settings: ServeSettings) -> None:
                         envd_bundle=node_settings.envd_bundle_path,
                     ),
                     on_context=_wire_auto_resume(catalog),
+                    volume_backends=volume_backends,
                 ),
                 host=settings.host,
                 port=settings.api_port,
@@ -93,6 +102,10 @@ async def serve(settings: ServeSettings) -> None:
         await _run_both(proxy, api)
     finally:
         await node.manager.stop_pool()
+        # Host mounts of volumes are released; sandboxes still running keep their bind
+        # mounts (the filesystem lives on in their mount namespaces until they end).
+        for backend in volume_backends.values():
+            await backend.aclose()
         await node.aclose()
         await store.close()
 

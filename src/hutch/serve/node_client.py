@@ -35,8 +35,9 @@ from hutch.node.templates.image import delete_template
 from hutch.node.templates.snapshot import prune_snapshot_layers
 from hutch.proxy.catalog import InMemorySandboxCatalog
 from hutch.serve.catalog import route_for
-from hutch.shared.errors import NotFoundError
+from hutch.shared.errors import InvalidArgumentError, NotFoundError
 from hutch.shared.ids import NodeID, SandboxID, TemplateID
+from hutch.volumes.base import VolumeBackend
 
 #: Killed sandboxes whose last log lines are kept, and how much of each log.
 _KEEP_KILLED = 256
@@ -53,7 +54,9 @@ class LocalNodeClient:
         *,
         node_id: NodeID,
         sampler: UsageSampler,
+        volumes: Mapping[str, VolumeBackend] | None = None,
     ) -> None:
+        self._volumes = dict(volumes or {})
         self._manager = manager
         self._catalog = catalog
         self._node_id = node_id
@@ -66,7 +69,12 @@ class LocalNodeClient:
         return self._node_id
 
     async def create(self, spec: SandboxSpec) -> PlacedSandbox:
-        """Start the sandbox on the node, then publish its route to the proxy."""
+        """Start the sandbox on the node, then publish its route to the proxy.
+
+        Volumes are mounted on the host by their backend (once per volume), and that mount
+        is bind-mounted into the sandbox.
+        """
+        binds = await self._volume_binds(spec)
         running = await self._manager.create(
             SandboxRequest(
                 sandbox_id=spec.sandbox_id,
@@ -77,6 +85,7 @@ class LocalNodeClient:
                 memory_mb=spec.memory_mb,
                 allow_internet=spec.allow_internet,
                 metadata=dict(spec.metadata),
+                volume_mounts=tuple(binds),
             )
         )
         route = route_for(spec.sandbox_id, str(running.address), spec.envd_access_token)
@@ -84,6 +93,18 @@ class LocalNodeClient:
         return PlacedSandbox(
             sandbox_id=spec.sandbox_id, node_id=self._node_id, address=str(running.address)
         )
+
+    async def _volume_binds(self, spec: SandboxSpec) -> list[tuple[Path, str]]:
+        """``(host mount, path in the sandbox)`` of the spec's volumes, mounted on the host."""
+        binds = []
+        for mount in spec.volume_mounts:
+            backend = self._volumes.get(mount.backend)
+            if backend is None or not backend.mountable:
+                raise InvalidArgumentError(
+                    f"volume {mount.volume_id}: backend {mount.backend!r} cannot be mounted here"
+                )
+            binds.append((Path(await backend.host_path(mount.volume_id)), mount.path))
+        return binds
 
     async def kill(self, sandbox_id: SandboxID) -> None:
         """Unroute first, then destroy; idempotent like the manager's ``kill``.
@@ -116,7 +137,12 @@ class LocalNodeClient:
         return sandbox.paused == "full"
 
     async def resume(self, spec: SandboxSpec, *, keep_memory: bool) -> ResumedSandbox:
-        """Thaw or reboot the sandbox, then route to it again (its address may be new)."""
+        """Thaw or reboot the sandbox, then route to it again (its address may be new).
+
+        Its volumes' host mounts are made sure of first: a reboot binds them again, and an
+        unmounted mount point would silently be an empty directory of the host.
+        """
+        await self._volume_binds(spec)
         try:
             sandbox, kept = await self._manager.resume(
                 spec.sandbox_id, keep_memory=keep_memory, env_vars=dict(spec.env_vars),

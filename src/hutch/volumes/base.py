@@ -100,6 +100,10 @@ class FileContent(Protocol):
     size: int
 
     def chunks(self, start: int, end: int) -> AsyncIterator[bytes]: ...
+    async def host_path(self, volume_id: str) -> str:
+        """A host directory holding the volume's files, for bind mounts (``mountable`` only)."""
+        ...
+
     async def aclose(self) -> None: ...
 
 
@@ -109,6 +113,8 @@ class VolumeBackend(Protocol):
 
     #: Recorded on the volume's row (``"local"``, ``"s3"``).
     name: str
+    #: Whether sandboxes can bind-mount its volumes (``host_path``).
+    mountable: bool
 
     async def capacity_bytes(self) -> int:
         """The largest quota a new volume may have now."""
@@ -135,4 +141,8 @@ class VolumeBackend(Protocol):
     async def remove(self, volume_id: str, rel: str) -> None: ...
     async def move(self, volume_id: str, src: str, dst: str) -> EntryStat: ...
     async def set_attrs(self, volume_id: str, rel: str, *, owner: Owner) -> EntryStat: ...
+    async def host_path(self, volume_id: str) -> str:
+        """A host directory holding the volume's files, for bind mounts (``mountable`` only)."""
+        ...
+
     async def aclose(self) -> None: ...

@@ -123,6 +123,7 @@ class LocalVolumeBackend:
     """:class:`~hutch.volumes.base.VolumeBackend` on loop-mounted ext4 images."""
 
     name = "local"
+    mountable = True
 
     def __init__(
         self,
@@ -182,6 +183,10 @@ class LocalVolumeBackend:
                 "mount", "-t", "ext4", "-o", "loop,nosuid,nodev,noatime", str(image), str(mnt)
             )
         return mnt
+
+    async def host_path(self, volume_id: str) -> str:
+        """The mount on the host: sandboxes bind-mount it (one superblock for all)."""
+        return str(await self.ensure_mounted(volume_id))
 
     async def unmount(self, volume_id: str) -> None:
         """Unmount the host mount (bind mounts in sandboxes keep the filesystem alive)."""

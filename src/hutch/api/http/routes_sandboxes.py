@@ -73,6 +73,7 @@ async def _create(request: Request, *, api_version: int) -> Response:
             allow_internet=True if body.allow_internet_access is None else body.allow_internet_access,
             auto_pause=bool(body.auto_pause),
             auto_resume=body.auto_resume.enabled if body.auto_resume is not None else None,
+            volume_mounts=tuple((m.name, m.path) for m in body.volume_mounts or ()),
             api_version=api_version,
         ),
         idempotency_key=request.headers.get("idempotency-key"),

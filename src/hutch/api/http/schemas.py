@@ -24,7 +24,7 @@ from hutch.volumes.base import EntryStat, Usage
 
 #: Fields of ``NewSandbox``/``NewSandboxV2`` hutch does not implement yet: refused rather
 #: than silently ignored (an ignored egress rule or volume would surprise).
-UNSUPPORTED_CREATE_FIELDS: Final = ("network", "mcp", "iam", "volumeMounts")
+UNSUPPORTED_CREATE_FIELDS: Final = ("network", "mcp", "iam")
 _NAMESPACE: Final = uuid.UUID("6c1f6a8e-5d2b-4f57-9a0e-8d1d3b0c2a61")
 
 
@@ -36,6 +36,11 @@ class AutoResumeBody(_Body):
     """``SandboxAutoResumeConfig``."""
 
     enabled: StrictBool
+class VolumeMountBody(_Body):
+    """``SandboxVolumeMount``: a volume (by name, or by id in hutch) and where to mount it."""
+
+    name: StrictStr
+    path: StrictStr
 
 
 class NewSandboxBody(_Body):
@@ -50,6 +55,7 @@ class NewSandboxBody(_Body):
     auto_pause: StrictBool | None = Field(default=None, alias="autoPause")
     auto_pause_memory: StrictBool | None = Field(default=None, alias="autoPauseMemory")
     auto_resume: AutoResumeBody | None = Field(default=None, alias="autoResume")
+    volume_mounts: list[VolumeMountBody] | None = Field(default=None, alias="volumeMounts")
 
     def unsupported(self) -> list[str]:
         """Names of unsupported features the request actually asks for."""

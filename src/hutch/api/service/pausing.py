@@ -28,7 +28,7 @@ from datetime import timedelta
 from hutch.api.models import Sandbox, SandboxState, SandboxStateConflictError
 from hutch.api.service.locks import SandboxLocks
 from hutch.api.service.ports import NodeClient
-from hutch.api.service.sandboxes import SandboxPolicy, SandboxService, spec_of
+from hutch.api.service.sandboxes import SandboxPolicy, SandboxService
 from hutch.api.service.validation import check_timeout
 from hutch.api.store.base import Clock, SandboxStore, utc_now
 from hutch.shared.errors import ConflictError, InvalidArgumentError, NotFoundError
@@ -191,7 +191,8 @@ class PauseService:
     ) -> Resumed:
         await self._move(sandbox, SandboxState.PAUSED, SandboxState.RESUMING)
         try:
-            resumed = await self._node.resume(spec_of(sandbox), keep_memory=keep_memory)
+            spec = await self._service.spec_with_volumes(sandbox)
+            resumed = await self._node.resume(spec, keep_memory=keep_memory)
         except BaseException:
             await self._move(sandbox, SandboxState.RESUMING, SandboxState.PAUSED)
             raise

@@ -27,6 +27,16 @@ from hutch.shared.ids import NodeID, SandboxID, TeamID, TemplateID
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class VolumeMountSpec:
+    """A volume to bind-mount read-write into the sandbox at ``path``."""
+
+    volume_id: str
+    #: The ``VolumeBackend`` that holds it (the node asks it for the host path).
+    backend: str
+    path: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class SandboxSpec:
     """Everything a node needs to start one sandbox."""
 
@@ -44,6 +54,7 @@ class SandboxSpec:
     metadata: Mapping[str, str] = field(default_factory=dict)
     #: Traffic through the proxy to the paused sandbox resumes it (ADR 0004).
     auto_resume: bool = False
+    volume_mounts: Sequence[VolumeMountSpec] = ()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

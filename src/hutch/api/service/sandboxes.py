@@ -21,9 +21,10 @@ import hashlib
 import json
 import secrets
 from collections.abc import Collection, Mapping, Sequence
+import dataclasses
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
-from typing import Final
+from typing import Final, Protocol
 
 from hutch.api.models import (
     TERMINAL_STATES,
@@ -34,10 +35,17 @@ from hutch.api.models import (
     SandboxStateConflictError,
     SortOrder,
     TemplateBuildState,
+    VolumeMount,
 )
 from hutch.api.service.locks import SandboxLocks
 from hutch.api.service.logs import LogsQuery, select_log_lines
-from hutch.api.service.ports import NodeClient, SandboxLogLine, SandboxMetrics, SandboxSpec
+from hutch.api.service.ports import (
+    NodeClient,
+    SandboxLogLine,
+    SandboxMetrics,
+    SandboxSpec,
+    VolumeMountSpec,
+)
 from hutch.api.service.validation import (
     check_env_vars,
     check_idempotency_key,
@@ -100,6 +108,8 @@ class CreateSandboxRequest:
     auto_pause: bool = False
     #: ``None``: on exactly when ``auto_pause`` is (traffic resumes an auto-paused sandbox).
     auto_resume: bool | None = None
+    #: ``(volume name or id, mount path)`` pairs (``volumeMounts``).
+    volume_mounts: tuple[tuple[str, str], ...] = ()
     #: 1 for ``POST /sandboxes``, 2 for ``POST /v2/sandboxes`` (default timeout differs).
     api_version: int = 2
 
@@ -154,6 +164,17 @@ def _not_found(sandbox_id: str) -> NotFoundError:
     )
 
 
+class VolumeMounts(Protocol):
+    """What sandbox creation needs of volumes (``service/volumes.VolumeService``)."""
+
+    async def resolve_mounts(
+        self, *, team_id: TeamID, requested: Sequence[tuple[str, str]]
+    ) -> list[VolumeMount]: ...
+    async def record_mounts(self, sandbox_id: SandboxID, mounts: Sequence[VolumeMount]) -> None: ...
+    def mount_specs(self, mounts: Sequence[VolumeMount]) -> list[VolumeMountSpec]: ...
+    async def mounts_of(self, sandbox_id: SandboxID) -> list[VolumeMountSpec]: ...
+
+
 class SandboxService:
     """The sandbox verbs; one instance per app, safe for concurrent use."""
 
@@ -166,7 +187,9 @@ class SandboxService:
         policy: SandboxPolicy,
         clock: Clock = utc_now,
         locks: SandboxLocks | None = None,
+        volumes: VolumeMounts | None = None,
     ) -> None:
+        self._volumes = volumes
         self._locks = locks if locks is not None else SandboxLocks()
         self._sandboxes = sandboxes
         self._templates = templates
@@ -206,6 +229,13 @@ class SandboxService:
             raise InvalidArgumentError(
                 f"template {request.template!r} is not ready ({template.build_state})"
             )
+        mounts: list[VolumeMount] = []
+        if request.volume_mounts:
+            if self._volumes is None:
+                raise InvalidArgumentError("volumeMounts: volumes are not enabled on this server")
+            mounts = await self._volumes.resolve_mounts(
+                team_id=team_id, requested=request.volume_mounts
+            )
         await self._check_capacity()
         now = self._clock()
         new = NewSandbox(
@@ -234,7 +264,14 @@ class SandboxService:
         if not created.created:
             return await self._replayed(created.sandbox, team_id=team_id, request=request,
                                         idempotency_key=idempotency_key)
-        return await self._start(created.sandbox)
+        return await self._start(created.sandbox, mounts=mounts)
+
+    async def spec_with_volumes(self, sandbox: Sandbox) -> SandboxSpec:
+        """:func:`spec_of` plus the volumes the sandbox mounts (to boot it again)."""
+        spec = spec_of(sandbox)
+        if self._volumes is None:
+            return spec
+        return dataclasses.replace(spec, volume_mounts=await self._volumes.mounts_of(sandbox.id))
 
     async def _check_capacity(self) -> None:
         limit = self._policy.max_sandboxes_per_node
@@ -247,9 +284,14 @@ class SandboxService:
                 f"{limit}; kill some or retry later",
             )
 
-    async def _start(self, sandbox: Sandbox) -> Sandbox:
+    async def _start(self, sandbox: Sandbox, *, mounts: Sequence[VolumeMount] = ()) -> Sandbox:
         spec = spec_of(sandbox)
+        if mounts and self._volumes is not None:
+            spec = dataclasses.replace(spec, volume_mounts=self._volumes.mount_specs(mounts))
         try:
+            if mounts and self._volumes is not None:
+                # Recorded before the node mounts anything: a volume DELETE sees it at once.
+                await self._volumes.record_mounts(sandbox.id, mounts)
             placed = await self._node.create(spec)
             return await self._sandboxes.set_state(
                 sandbox.id,

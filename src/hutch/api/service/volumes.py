@@ -9,30 +9,39 @@ content operations behind the volume token (docs/volumes.md).
   Every ``GET /volumes/{id}`` issues a fresh one. A token is checked against the volume in
   the URL: a token of another volume (of another team) is 404, a bad signature or an
   expired token 401. Deleting the volume (its secret) revokes all of its tokens.
+* Mounts: ``volumeMounts`` of a sandbox create name volumes of the caller's team (by name
+  or id) and absolute paths (no ``..``, not ``/``, not under ``/proc``, ``/sys``, ``/dev``
+  or ``/.hutch``, each path once, none inside another). They are recorded with the sandbox
+  before the node mounts anything, so a volume ``DELETE`` sees them: 409 naming the
+  sandboxes, or with ``force`` those sandboxes are killed first.
 * Create order: row first (the name's uniqueness is the store's), then the backend; the row
   is removed again if the backend fails. Delete: backend first, then the row.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
+import itertools
 import re
 import secrets
-from collections.abc import AsyncIterable, Mapping
+from collections.abc import AsyncIterable, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Final
 
-from hutch.api.models import Team, Volume
+from hutch.api.models import Team, Volume, VolumeMount
+from hutch.api.service.ports import VolumeMountSpec
 from hutch.api.store.base import Clock, VolumeStore, utc_now
 from hutch.shared.errors import (
+    ConflictError,
     HutchError,
     InvalidArgumentError,
     NotFoundError,
     UnauthenticatedError,
 )
-from hutch.shared.ids import TeamID, is_volume_id, new_volume_id
+from hutch.shared.ids import SandboxID, TeamID, is_volume_id, new_volume_id
 from hutch.volumes.base import EntryStat, FileContent, Owner, Usage, VolumeBackend, normalize_path
 
 MIB: Final = 1 << 20
@@ -59,6 +68,32 @@ def check_volume_name(name: object) -> str:
     return name
 
 
+#: Where no volume may be mounted (the runtime's own mounts, envd's bundle).
+_RESERVED_MOUNT_ROOTS: Final = ("/proc", "/sys", "/dev", "/.hutch")
+_MAX_MOUNTS: Final = 16
+
+#: Kills one sandbox of a team (``SandboxService.kill_sandbox``), for ``DELETE ?force``.
+KillSandbox = Callable[[TeamID, SandboxID], Awaitable[object]]
+
+
+def check_mount_path(path: str) -> str:
+    """A normalised absolute mount path, or ``InvalidArgumentError`` naming it."""
+    if not path.startswith("/") or any(ord(c) < 0x20 or ord(c) == 0x7F for c in path):
+        raise InvalidArgumentError(f"volumeMounts: path {path!r} must be absolute and printable")
+    parts = [p for p in path.split("/") if p not in ("", ".")]
+    if ".." in parts:
+        raise InvalidArgumentError(f"volumeMounts: path {path!r} may not contain '..'")
+    if not parts:
+        raise InvalidArgumentError("volumeMounts: a volume cannot be mounted at /")
+    norm = "/" + "/".join(parts)
+    if len(norm) > 1024:
+        raise InvalidArgumentError("volumeMounts: path is longer than 1024 characters")
+    for root in _RESERVED_MOUNT_ROOTS:
+        if norm == root or norm.startswith(root + "/"):
+            raise InvalidArgumentError(f"volumeMounts: path {path!r} is reserved")
+    return norm
+
+
 def _sign(secret: str, payload: str) -> str:
     return hmac.new(secret.encode(), payload.encode(), hashlib.sha256).hexdigest()
 
@@ -73,7 +108,9 @@ class VolumeService:
         backends: Mapping[str, VolumeBackend],
         policy: VolumePolicy,
         clock: Clock = utc_now,
+        kill_sandbox: KillSandbox | None = None,
     ) -> None:
+        self._kill_sandbox = kill_sandbox
         self._store = volumes
         self._backends = dict(backends)
         self._policy = policy
@@ -174,11 +211,72 @@ class VolumeService:
         return await self.backend_for(volume).usage(volume.id)
 
     async def delete(self, *, team_id: TeamID, id_or_name: str, force: bool = False) -> Volume:
-        """Delete the volume and its data (``force``: see the mounts, issue 3 step 2)."""
+        """Delete the volume and its data. Mounted by live sandboxes: 409 naming them, or
+        with ``force``, kill them first."""
         volume = await self._store.get_volume(id_or_name, team_id=team_id)
+        mounting = await self._store.mounting_sandboxes(volume.id)
+        if mounting and not force:
+            raise ConflictError(
+                f"volume {volume.id} is mounted by {', '.join(mounting)}",
+                public_message=f"Volume '{volume.name}' is mounted by running sandboxes: "
+                f"{', '.join(mounting)}; kill them first or delete with force=true",
+            )
+        for sandbox_id in mounting:
+            if self._kill_sandbox is None:
+                raise HutchError("no way to kill the sandboxes mounting a volume")
+            with contextlib.suppress(NotFoundError):  # killed meanwhile
+                await self._kill_sandbox(team_id, sandbox_id)
         await self.backend_for(volume).delete(volume.id)
         await self._store.delete_volume(volume.id, team_id=team_id)
         return volume
+
+    # -- mounts ------------------------------------------------------------------------
+
+    async def resolve_mounts(
+        self, *, team_id: TeamID, requested: Sequence[tuple[str, str]]
+    ) -> list[VolumeMount]:
+        """The team's volumes and checked paths of a create's ``volumeMounts``."""
+        if len(requested) > _MAX_MOUNTS:
+            raise InvalidArgumentError(f"volumeMounts: at most {_MAX_MOUNTS} volumes")
+        mounts: list[VolumeMount] = []
+        seen: set[str] = set()
+        for name, raw_path in requested:
+            path = check_mount_path(raw_path)
+            if path in seen:
+                raise InvalidArgumentError(f"volumeMounts: path {path!r} is used twice")
+            seen.add(path)
+            volume = await self._store.find_volume(name, team_id=team_id)
+            if volume is None:
+                raise NotFoundError(
+                    f"volume {name!r} not found", public_message=f"Volume '{name}' not found"
+                )
+            if not getattr(self.backend_for(volume), "mountable", False):
+                raise InvalidArgumentError(
+                    f"volumeMounts: volume {volume.name!r} is on the {volume.backend!r} "
+                    "backend, which sandboxes cannot mount"
+                )
+            mounts.append(
+                VolumeMount(
+                    volume_id=volume.id, name=volume.name, path=path, backend=volume.backend
+                )
+            )
+        nested = sorted(seen)
+        for a, b in itertools.pairwise(nested):
+            if b.startswith(a + "/"):
+                raise InvalidArgumentError(f"volumeMounts: {b!r} is inside {a!r}")
+        return mounts
+
+    async def record_mounts(self, sandbox_id: SandboxID, mounts: Sequence[VolumeMount]) -> None:
+        await self._store.add_mounts(sandbox_id, mounts)
+
+    async def mounts_of(self, sandbox_id: SandboxID) -> list[VolumeMountSpec]:
+        """The volumes ``sandbox_id`` mounts (to bind them again when it reboots)."""
+        return self.mount_specs(await self._store.mounts_of(sandbox_id))
+
+    def mount_specs(self, mounts: Sequence[VolumeMount]) -> list[VolumeMountSpec]:
+        return [
+            VolumeMountSpec(volume_id=m.volume_id, backend=m.backend, path=m.path) for m in mounts
+        ]
 
     # -- content -----------------------------------------------------------------------
 

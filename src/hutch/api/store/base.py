@@ -9,7 +9,7 @@ to the services, and tests may hand in fakes. Errors are the shared tree's:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Protocol
 
@@ -29,6 +29,7 @@ from hutch.api.models import (
     Template,
     TemplateBuildState,
     Volume,
+    VolumeMount,
 )
 from hutch.shared.ids import ApiKeyID, NodeID, SandboxID, TeamID, TemplateID, VolumeID
 
@@ -166,6 +167,9 @@ class VolumeStore(Protocol):
     async def get_volume(self, id_or_name: str, *, team_id: TeamID | None) -> Volume: ...
     async def list_volumes(self, *, team_id: TeamID | None) -> list[Volume]: ...
     async def delete_volume(self, volume_id: VolumeID, *, team_id: TeamID) -> None: ...
+    async def add_mounts(self, sandbox_id: SandboxID, mounts: Iterable[VolumeMount]) -> None: ...
+    async def mounting_sandboxes(self, volume_id: VolumeID) -> list[SandboxID]: ...
+    async def mounts_of(self, sandbox_id: SandboxID) -> list[VolumeMount]: ...
 
 
 class SnapshotStore(Protocol):

@@ -204,7 +204,24 @@ volumes = Table(
     UniqueConstraint("team_id", "name"),
 )
 
-#: Every table, children before parents (the order to empty them in).
+sandbox_volume_mounts = Table(
+    "sandbox_volume_mounts",
+    metadata,
+    # Rows go with their sandbox; a volume with rows of live sandboxes is not deleted
+    # (409, or ``force`` kills those sandboxes first), so no foreign key to volumes.
+    Column(
+        "sandbox_id",
+        String(64),
+        ForeignKey("sandboxes.id", ondelete="CASCADE"),
+        nullable=False,
+    ),
+    Column("volume_id", String(64), nullable=False),
+    Column("path", String(1024), nullable=False),
+    PrimaryKeyConstraint("sandbox_id", "path"),
+    # DELETE /volumes/{id}: which sandboxes mount it.
+    Index(None, "volume_id"),
+)
+
 snapshots = Table(
     "snapshots",
     metadata,
@@ -219,7 +236,9 @@ snapshots = Table(
     Index(None, "sandbox_id"),
 )
 
+#: Every table, children before parents (the order to empty them in).
 ALL_TABLES_CHILDREN_FIRST = (
+    sandbox_volume_mounts,
     snapshots,
     volumes,
     idempotency_keys,

@@ -2,19 +2,20 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from hutch.api.models import Volume
+from hutch.api.models import SandboxState, Volume, VolumeMount
 from hutch.api.store.base import Clock, utc_now
 from hutch.api.store.engine import read_transaction, write_transaction
 from hutch.api.store.errors import is_foreign_key_violation, is_unique_violation
-from hutch.api.store.tables import volumes
+from hutch.api.store.tables import sandbox_volume_mounts, sandboxes, volumes
 from hutch.shared.errors import AlreadyExistsError, NotFoundError
-from hutch.shared.ids import TeamID, VolumeID, is_volume_id
+from hutch.shared.ids import SandboxID, TeamID, VolumeID, is_volume_id
 
 
 def _volume(row: Any) -> Volume:
@@ -123,3 +124,44 @@ class SqlVolumeStore:
             )
         if result.rowcount == 0:
             raise NotFoundError(f"volume {volume_id} not found")
+
+    async def add_mounts(self, sandbox_id: SandboxID, mounts: Iterable[VolumeMount]) -> None:
+        """Record that ``sandbox_id`` mounts these volumes (removed with the sandbox row)."""
+        rows = [
+            {"sandbox_id": sandbox_id, "volume_id": m.volume_id, "path": m.path} for m in mounts
+        ]
+        if not rows:
+            return
+        async with write_transaction(self._engine) as conn:
+            await conn.execute(sandbox_volume_mounts.insert(), rows)
+
+    async def mounting_sandboxes(self, volume_id: VolumeID) -> list[SandboxID]:
+        """The sandboxes that mount ``volume_id`` and are not killed yet, by id."""
+        query = (
+            select(sandbox_volume_mounts.c.sandbox_id)
+            .join(sandboxes, sandboxes.c.id == sandbox_volume_mounts.c.sandbox_id)
+            .where(
+                sandbox_volume_mounts.c.volume_id == volume_id,
+                sandboxes.c.state != SandboxState.KILLED.value,
+            )
+            .distinct()
+            .order_by(sandbox_volume_mounts.c.sandbox_id)
+        )
+        async with read_transaction(self._engine) as conn:
+            return [SandboxID(r.sandbox_id) for r in await conn.execute(query)]
+
+    async def mounts_of(self, sandbox_id: SandboxID) -> list[VolumeMount]:
+        """The volumes ``sandbox_id`` mounts, by path."""
+        query = (
+            select(sandbox_volume_mounts, volumes.c.name, volumes.c.backend)
+            .join(volumes, volumes.c.id == sandbox_volume_mounts.c.volume_id)
+            .where(sandbox_volume_mounts.c.sandbox_id == sandbox_id)
+            .order_by(sandbox_volume_mounts.c.path)
+        )
+        async with read_transaction(self._engine) as conn:
+            return [
+                VolumeMount(
+                    volume_id=VolumeID(r.volume_id), name=r.name, path=r.path, backend=r.backend
+                )
+                for r in await conn.execute(query)
+            ]

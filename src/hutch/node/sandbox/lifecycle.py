@@ -83,6 +83,7 @@ def sandbox_spec(
     memory_mb: int,
     netns_path: Path,
     config: ManagerConfig,
+    volume_mounts: Sequence[tuple[Path, str]] = (),
 ) -> SandboxSpec:
     """tini as PID 1 (it reaps zombies; see HOST-NOTES) running envd as root.
 
@@ -130,7 +131,7 @@ def sandbox_spec(
         memory_mb=memory_mb,
         pids_limit=config.pids_limit,
         netns_path=netns_path,
-        bind_mounts=tuple(mounts),
+        bind_mounts=(*mounts, *(BindMount(source, dest) for source, dest in volume_mounts)),
     )
 
 

@@ -186,7 +186,7 @@ class SandboxManager:
         memory = request.memory_mb if request.memory_mb is not None else template.memory_mb
         spec = lifecycle.sandbox_spec(
             sandbox_id=sid, rootfs=rootfs, template=template, cpu_count=cpu, memory_mb=memory,
-            netns_path=Path(net.netns_path), config=cfg,
+            netns_path=Path(net.netns_path), config=cfg, volume_mounts=request.volume_mounts,
         )  # fmt: skip
         write_bundle(sandbox_dir, lifecycle.oci_config(spec, config=cfg))
 
@@ -200,6 +200,7 @@ class SandboxManager:
             pid=state.pid or 0, cpu_count=cpu, memory_mb=memory,
             default_user=template.default_user, workdir=template.workdir,
             started_at=time.time(), sandbox_dir=sandbox_dir, allow_internet=request.allow_internet,
+            volume_mounts=tuple(request.volume_mounts),
         )  # fmt: skip
 
     async def _create_and_start(self, host_id: str, sandbox_dir: Path) -> None:
@@ -495,6 +496,7 @@ class SandboxManager:
             spec = lifecycle.sandbox_spec(
                 sandbox_id=host, rootfs=rootfs, template=template, cpu_count=sandbox.cpu_count,
                 memory_mb=sandbox.memory_mb, netns_path=Path(net.netns_path), config=cfg,
+                volume_mounts=sandbox.volume_mounts,
             )  # fmt: skip
             write_bundle(sandbox_dir, lifecycle.oci_config(spec, config=cfg))
             try:

@@ -33,6 +33,9 @@ class SandboxRequest:
     allow_internet: bool = True
     #: The control plane's metadata of the sandbox: the node keeps the live copy (ADR 0005).
     metadata: Mapping[str, str] = field(default_factory=dict)
+    #: ``(host directory, path in the sandbox)``: volumes, bind-mounted read-write
+    #: (``nosuid,nodev``); they leave with the sandbox's mount namespace.
+    volume_mounts: Sequence[tuple[Path, str]] = ()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -63,6 +66,8 @@ class RunningSandbox:
     #: when its processes are gone and only its files are kept (ADR 0004).
     paused: str | None = None
     host_id: str = ""
+    #: ``(host directory, path in the sandbox)`` of its volumes (bound again on a reboot).
+    volume_mounts: Sequence[tuple[Path, str]] = ()
 
     def __post_init__(self) -> None:
         if not self.host_id:
@@ -85,6 +90,7 @@ class RunningSandbox:
             "metadata": dict(self.metadata),
             "allow_internet": self.allow_internet,
             "paused": self.paused,
+            "volume_mounts": [[str(src), dest] for src, dest in self.volume_mounts],
         }
 
     @classmethod
@@ -106,6 +112,9 @@ class RunningSandbox:
             host_id=str(data.get("host_id") or data["sandbox_id"]),
             allow_internet=bool(data.get("allow_internet", True)),
             paused=data.get("paused"),
+            volume_mounts=tuple(
+                (Path(src), str(dest)) for src, dest in data.get("volume_mounts") or ()
+            ),
         )
 
     def dumps(self) -> str:
