@@ -127,7 +127,12 @@ class SandboxManager:
         template = await self._templates.get(request.template)
         self._claim(sandbox_id)
         try:
-            sandbox = await self._from_pool(request, template=template)
+            # Pool members booted without bind mounts: a create with volumes boots cold.
+            sandbox = (
+                None
+                if request.volume_mounts
+                else await self._from_pool(request, template=template)
+            )
             if sandbox is None:
                 sandbox = await self._create_cold(request, template=template)
         finally:
