@@ -11,6 +11,7 @@ import pytest
 from e2b import Sandbox, SandboxQuery, Volume
 from e2b.sandbox.commands.command_handle import CommandExitException
 
+from . import test_pool
 from .serveproc import Serve
 
 pytestmark = pytest.mark.root
@@ -181,3 +182,25 @@ def test_paused_sandbox_keeps_its_volume_and_blocks_delete(volumes: Serve) -> No
         sbx.kill()
     assert Volume.destroy(vol.volume_id) is True
     assert not _host_holds(vol.volume_id)
+
+
+#: ``test_pool``'s fixture: restarts the session's serve with a busybox pool for this module.
+pooled = test_pool.pooled
+
+
+@pytest.mark.usefixtures("pooled")
+def test_a_create_with_volumes_never_takes_a_pool_member(
+    serve: Serve, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Pool members were booted without bind mounts: a create with volumes boots cold."""
+    monkeypatch.setenv("E2B_VOLUME_API_URL", serve.api_url)
+    idle = test_pool._wait_for_pool(serve)
+    vol = Volume.create("e2e-pool")
+    sbx = Sandbox.create("busybox", volume_mounts={"/mnt/p": vol})
+    try:
+        vol.write_file("/seen", "yes")
+        assert sbx.commands.run("cat /mnt/p/seen").stdout == "yes"
+        assert test_pool._idle_members(serve) == idle
+    finally:
+        sbx.kill()
+    Volume.destroy(vol.volume_id)
