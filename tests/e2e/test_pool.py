@@ -10,14 +10,17 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import signal
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
 from e2b import Sandbox
+
+from hutch.node.templates.busybox import build_busybox
 
 from .serveproc import Serve
 
@@ -29,7 +32,8 @@ POOL = 2
 @pytest.fixture(scope="module")
 def pooled(serve: Serve) -> Iterator[Serve]:
     serve.stop()
-    serve.extra_env = {"HUTCH_NODE_POOL_SIZE": f"busybox={POOL}"}
+    # "late" is built only by a test, after the start.
+    serve.extra_env = {"HUTCH_NODE_POOL_SIZE": f"busybox={POOL},late=1"}
     serve.start()
     try:
         yield serve
@@ -211,3 +215,32 @@ def test_a_dead_member_is_discarded_and_the_create_still_succeeds(pooled: Serve)
     finally:
         sbx.kill()
     _wait_for_pool(pooled)
+
+
+def _late_members(serve: Serve) -> list[str]:
+    log = _log(serve)
+    return [m for m in _idle_members(serve) if f"late member {m} ready" in log]
+
+
+def _wait(predicate: Callable[[], object], what: str, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.1)
+
+
+def test_templates_built_rebuilt_and_removed_after_the_start(pooled: Serve) -> None:
+    templates = pooled.home / "templates"
+    try:
+        build_busybox(templates, name="late")
+        _wait(lambda: len(_late_members(pooled)) == 1, "a member of the new template")
+        first = _late_members(pooled)[0]
+        build_busybox(templates, name="late")  # rebuilt: the member is replaced
+        _wait(lambda: _late_members(pooled) and _late_members(pooled) != [first],
+              "a member of the rebuilt template")  # fmt: skip
+        assert not (pooled.home / "sandboxes" / first).exists()
+    finally:
+        shutil.rmtree(templates / "late", ignore_errors=True)
+    _wait(lambda: not _late_members(pooled), "the removed template's member to go")
+    assert len(_wait_for_pool(pooled)) >= POOL  # busybox's pool is untouched

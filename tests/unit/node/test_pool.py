@@ -71,6 +71,19 @@ def test_running_sandbox_host_id_defaults_to_its_id_and_survives_the_record() ->
     assert RunningSandbox.from_json(legacy, sandbox_dir=Path("/x/iabc")).host_id == "iabc"
 
 
+def test_warm_pool_retarget_gives_back_members_of_dropped_keys() -> None:
+    pool = WarmPool({BASE: 1})
+    pool.add(BASE, _member("pool-a"))
+    assert pool.add(BUSYBOX, _member("pool-b")) is False  # not wanted
+    dropped = pool.retarget({BUSYBOX: 2})
+    assert [m.host_id for m in dropped] == ["pool-a"]
+    assert pool.missing() == [BUSYBOX, BUSYBOX]
+    assert pool.add(BUSYBOX, _member("pool-c")) is True
+    member = next(pool.idle())
+    pool.remove(member)
+    assert pool.size() == 0
+
+
 def test_parse_pool_sizes() -> None:
     assert parse_pool_sizes("") == {}
     assert parse_pool_sizes("base=2, busybox=0") == {"base": 2, "busybox": 0}

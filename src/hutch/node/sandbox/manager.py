@@ -98,6 +98,8 @@ class SandboxManager:
         #: makes older members stale).
         self._member_stamps: dict[str, str] = {}
         self._pool_task: asyncio.Task[None] | None = None
+        #: Pool templates not built here (logged once until they appear).
+        self._pool_missing: set[str] = set()
         self._pool_wakeup = asyncio.Event()
 
     @property
@@ -253,23 +255,12 @@ class SandboxManager:
     async def start_pool(self) -> None:
         """Start keeping ``config.pool_sizes`` members per template; call after reconcile.
 
-        A template that is not built here gets no pool (logged). Members boot one at a time
-        in the background, so refills never take both cores from user creates.
+        Members boot one at a time in the background, so refills never take both cores
+        from user creates. The templates are looked at again on every pass (and at least
+        every ``pool_recheck_s``): one built after the start gets its pool then, and
+        members of a template rebuilt since they booted are replaced.
         """
-        if self._pool_task is not None:
-            return
-        targets: dict[PoolKey, int] = {}
-        for name, size in self._config.pool_sizes.items():
-            if size <= 0:
-                continue
-            try:
-                template = await self._templates.get(name)
-            except NotFoundError:
-                log.warning("warm pool: template %s is not built here; no pool for it", name)
-                continue
-            targets[_pool_key(template, cpu=None, memory=None, allow_internet=True)] = size
-        self._pool = WarmPool(targets)
-        if targets:
+        if self._pool_task is None and any(n > 0 for n in self._config.pool_sizes.values()):
             self._pool_task = asyncio.create_task(self._keep_pool(), name="hutch-warm-pool")
 
     async def stop_pool(self) -> None:
@@ -280,8 +271,7 @@ class SandboxManager:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         for member in self._pool.drain():
-            self._member_stamps.pop(member.host_id, None)
-            await self._destroy(member.host_id, address=member.address)
+            await self._discard_member(member)
 
     def pool_members(self) -> list[RunningSandbox]:
         """The idle members (for tests and metrics)."""
@@ -291,13 +281,45 @@ class SandboxManager:
         while True:
             self._pool_wakeup.clear()
             try:
+                await self._retarget()
                 await self._refill()
             except Exception:  # a bug must not end the refill for good: log, retry later
                 log.exception("warm pool: refill failed")
                 await asyncio.sleep(self._config.pool_retry_s)
                 continue
             if not self._pool.missing() or not self._room_for_pool():
-                await self._pool_wakeup.wait()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(
+                        self._pool_wakeup.wait(), timeout=self._config.pool_recheck_s
+                    )
+
+    async def _retarget(self) -> None:
+        """Targets from the templates as they are now; discard members that no longer fit."""
+        targets: dict[PoolKey, int] = {}
+        stamps: dict[str, str] = {}
+        for name, size in self._config.pool_sizes.items():
+            if size <= 0:
+                continue
+            try:
+                template = await self._templates.get(name)
+            except HutchError:  # not built (yet), or unreadable
+                if name not in self._pool_missing:
+                    log.warning("warm pool: template %s is not built here (yet)", name)
+                    self._pool_missing.add(name)
+                continue
+            self._pool_missing.discard(name)
+            targets[_pool_key(template, cpu=None, memory=None, allow_internet=True)] = size
+            stamps[name] = _template_stamp(template)
+        for member in self._pool.retarget(targets):
+            await self._discard_member(member)
+        for member in list(self._pool.idle()):
+            if self._member_stamps.get(member.host_id) != stamps.get(member.template):
+                self._pool.remove(member)
+                await self._discard_member(member)
+
+    async def _discard_member(self, member: RunningSandbox) -> None:
+        self._member_stamps.pop(member.host_id, None)
+        await self._destroy(member.host_id, address=member.address)
 
     async def _refill(self) -> None:
         for key in self._pool.missing():
@@ -337,7 +359,9 @@ class SandboxManager:
             self._pool.booting(key, -1)
             self._hosts_in_flight.discard(host_id)
         self._member_stamps[host_id] = _template_stamp(template)
-        self._pool.add(key, member)
+        if not self._pool.add(key, member):  # the key's target went away meanwhile
+            await self._discard_member(member)
+            return True
         log.info("warm pool: %s member %s ready", key.template, host_id)
         return True
 

@@ -161,3 +161,5 @@ class ManagerConfig:
     pool_sizes: Mapping[str, int] = field(default_factory=dict)
     #: Pause after a pool member failed to boot before the pool tries again.
     pool_retry_s: float = 5.0
+    #: How often an idle pool looks at its templates again (built or rebuilt meanwhile).
+    pool_recheck_s: float = 5.0

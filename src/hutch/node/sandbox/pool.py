@@ -66,18 +66,43 @@ class WarmPool:
         idle = self._idle.get(key)
         return idle.popleft() if idle else None
 
-    def add(self, key: PoolKey, member: RunningSandbox) -> None:
-        """A member of ``key`` finished booting."""
+    def add(self, key: PoolKey, member: RunningSandbox) -> bool:
+        """A member of ``key`` finished booting; False if ``key`` is no longer wanted."""
+        if key not in self._targets:
+            return False
         self._idle[key].append(member)
+        return True
 
     def booting(self, key: PoolKey, delta: int) -> None:
         """Count a boot of ``key`` as started (+1) or ended (-1)."""
-        self._booting[key] += delta
+        self._booting[key] = self._booting.get(key, 0) + delta
+
+    def retarget(self, targets: Mapping[PoolKey, int]) -> list[RunningSandbox]:
+        """Replace the wanted sizes; return the idle members no key wants any more.
+
+        A key whose size shrank keeps its surplus until it is taken (members are cheap
+        to keep and costly to boot); a key that is gone gives its members back.
+        """
+        self._targets = {key: n for key, n in targets.items() if n > 0}
+        dropped: list[RunningSandbox] = []
+        for key in list(self._idle):
+            if key not in self._targets:
+                dropped.extend(self._idle.pop(key))
+        for key in self._targets:
+            self._idle.setdefault(key, deque())
+            self._booting.setdefault(key, 0)
+        return dropped
+
+    def remove(self, member: RunningSandbox) -> None:
+        """Take ``member`` out of the pool (it is to be destroyed)."""
+        for queue in self._idle.values():
+            if member in queue:
+                queue.remove(member)
 
     def missing(self) -> list[PoolKey]:
         """One entry per member to boot now, the emptiest keys first."""
         need = {
-            key: target - len(self._idle[key]) - self._booting[key]
+            key: target - len(self._idle[key]) - self._booting.get(key, 0)
             for key, target in self._targets.items()
         }
         order = sorted((k for k, n in need.items() if n > 0), key=lambda k: -need[k])
