@@ -147,3 +147,26 @@ def test_logs_of_envd_v1_and_v2(serve: Serve) -> None:
         headers={"X-API-Key": ConnectionConfig().api_key or ""},
     )
     assert r.status_code == 200 and len(r.json()["logs"]) == 1
+
+
+@pytest.mark.parametrize("mode", ["full", "filesystem"])
+def test_metrics_and_logs_across_pause_and_resume(serve: Serve, mode: str) -> None:
+    sbx = Sandbox.create("busybox", timeout=120)
+    try:
+        before = _poll(sbx.get_metrics, bool)
+        assert before
+        assert sbx.pause(mode=mode) is True
+        paused = Sandbox.get_metrics(sbx.sandbox_id)  # the kept samples, no error
+        assert len(paused) >= len(before)
+        again = Sandbox.connect(sbx.sandbox_id)
+        n = len(Sandbox.get_metrics(sbx.sandbox_id))
+        grown = _poll(again.get_metrics, lambda ms: len(ms) >= n + 2)
+        assert len(grown) >= n + 2
+        _plausible(grown[-1])
+        r = httpx.get(
+            f"{serve.api_url}/v2/sandboxes/{sbx.sandbox_id}/logs",
+            headers={"X-API-Key": ConnectionConfig().api_key or ""},
+        )
+        assert r.status_code == 200 and r.json()["logs"]
+    finally:
+        sbx.kill()

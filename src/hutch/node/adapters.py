@@ -43,7 +43,12 @@ class HostUsageProbe:
 
     def read(self, sandbox: RunningSandbox, *, with_disk: bool) -> SandboxUsage:
         """See ``UsageProbe.read``."""
-        cg = usage.read_cgroup_usage(usage.cgroup_dirs(sandbox.pid))
+        dirs = usage.cgroup_dirs(sandbox.pid)
+        # The recorded pid may be gone and reused by another process: its cgroups must be
+        # the sandbox's own (``<cgroup_parent>/<host_id>``), or nothing is read.
+        if not any(d.name == sandbox.host_id for d in dirs.values()):
+            raise FileNotFoundError(f"pid {sandbox.pid} is not in sandbox {sandbox.host_id}")
+        cg = usage.read_cgroup_usage(dirs)
         disk_used = disk_total = None
         if with_disk:
             upper = sandbox.sandbox_dir / "upper"

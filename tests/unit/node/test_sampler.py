@@ -88,3 +88,22 @@ async def test_sampler_drops_gone_sandboxes_and_caps_pct() -> None:
     await sampler.sample_all()
     assert sampler.samples("a") == [] and sampler.latest("a") is None
     assert len(sampler.samples("b")) == 3
+
+
+async def test_sampler_skips_filesystem_pauses_and_survives_a_reboot() -> None:
+    probe, clock = FakeProbe(), Clock()
+    running = [_sandbox("a")]
+    sampler = UsageSampler(sandboxes=lambda: running, probe=probe, clock=clock, monotonic=clock)
+    probe.cpu_ns = 50 * 10**9
+    await sampler.sample_all()
+    running[0] = replace(running[0], paused="filesystem")
+    clock.now += 5
+    await sampler.sample_all()
+    assert len(sampler.samples("a")) == 1  # kept, not extended
+    running[0] = replace(running[0], paused=None)
+    probe.cpu_ns = 10**9  # a new container's counter starts again
+    clock.now += 5
+    await sampler.sample_all()
+    latest = sampler.latest("a")
+    assert latest is not None and 0 <= latest.cpu_used_pct <= 100
+    assert len(sampler.samples("a")) == 2

@@ -10,7 +10,8 @@ no longer running loses its ring at the next tick, so memory stays bounded by
 them and the sandbox's CPUs (its quota, or its requested count), in percent of what the
 sandbox may use (0-100, as E2B reports it). A sandbox's first sample averages since it
 started. The upper directory is walked only every ``disk_every`` ticks (a large tree costs
-real time); the samples between repeat the last walk's numbers.
+real time); the samples between repeat the last walk's numbers. A sandbox paused without
+its memory (ADR 0004: no container) gets no samples until it is resumed.
 """
 
 from __future__ import annotations
@@ -118,6 +119,8 @@ class UsageSampler:
     ) -> list[tuple[RunningSandbox, SandboxUsage, float]]:
         out = []
         for sandbox in running:
+            if sandbox.paused == "filesystem":  # no container, no processes: no sample
+                continue
             # A new sandbox has no walk yet: walk it now whatever the tick.
             disk = with_disk or sandbox.sandbox_id not in self._tracks
             try:
@@ -134,7 +137,13 @@ class UsageSampler:
             track = self._tracks[sandbox.sandbox_id] = _Track(ring=deque(maxlen=self._keep))
         now = self._clock()
         cpus = usage.cpu_limit or sandbox.cpu_count or 1.0
-        if track.cpu_ns is not None and track.at is not None and at > track.at:
+        # A counter that went back is a new container (a resume that booted it again).
+        if (
+            track.cpu_ns is not None
+            and track.at is not None
+            and at > track.at
+            and usage.cpu_time_ns >= track.cpu_ns
+        ):
             used_ns, wall_s = usage.cpu_time_ns - track.cpu_ns, at - track.at
         else:
             used_ns, wall_s = usage.cpu_time_ns, max(now - sandbox.started_at, 1e-3)
