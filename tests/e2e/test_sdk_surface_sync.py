@@ -127,6 +127,19 @@ def test_list_filters_and_pages(serve: Serve) -> None:
         assert one[0].metadata == {"tag": tag, "n": "3"}
         paused = SandboxQuery(metadata={"tag": tag}, state=[SandboxState.PAUSED])
         assert Sandbox.list(query=paused).next_items() == []
+        assert made[1].pause() is True
+        listed = Sandbox.list(query=paused).next_items()
+        assert [(s.sandbox_id, s.state) for s in listed] == [
+            (made[1].sandbox_id, SandboxState.PAUSED)
+        ]
+        running = Sandbox.list(query=query, limit=3)
+        ids = [s.sandbox_id for s in running.next_items()]
+        ids += [s.sandbox_id for s in running.next_items()] if running.has_next else []
+        assert ids == [s.sandbox_id for s in reversed(made) if s is not made[1]]
+        both = SandboxQuery(
+            metadata={"tag": tag}, state=[SandboxState.RUNNING, SandboxState.PAUSED]
+        )
+        assert len(Sandbox.list(query=both).next_items()) == 5
     finally:
         for s in made:
             s.kill()
