@@ -21,6 +21,7 @@ from hutch.api.http import (
     routes_metadata,
     routes_sandboxes,
     routes_snapshots,
+    routes_template_builds,
     routes_templates,
     routes_volumecontent,
     routes_volumes,
@@ -31,10 +32,11 @@ from hutch.api.service.keys import KeyService
 from hutch.api.service.locks import SandboxLocks
 from hutch.api.service.metadata import MetadataService
 from hutch.api.service.pausing import PauseService
-from hutch.api.service.ports import NodeClient, TemplateBuilder
+from hutch.api.service.ports import BuildRunner, NodeClient, TemplateBuilder
 from hutch.api.service.reaper import Reaper
 from hutch.api.service.sandboxes import SandboxPolicy, SandboxService
 from hutch.api.service.snapshots import SnapshotService
+from hutch.api.service.template_builds import TemplateBuildService
 from hutch.api.service.templates import TemplateService
 from hutch.api.service.volumes import VolumePolicy, VolumeService
 from hutch.api.settings import ApiSettings
@@ -87,6 +89,7 @@ def build_context(
     volume_backends: dict[str, VolumeBackend],
     clock: Clock = utc_now,
     builder: TemplateBuilder | None = None,
+    build_runner: BuildRunner | None = None,
 ) -> tuple[HttpContext, Reaper]:
     """The services over ``store`` and ``node``, and the reaper that shares them."""
     policy = SandboxPolicy(
@@ -132,6 +135,7 @@ def build_context(
         sandboxes=sandboxes,
         keys=KeyService(teams=store.teams, keys=store.keys),
         templates=TemplateService(templates=store.templates, builder=builder),
+        builds=TemplateBuildService(templates=store.templates, runner=build_runner),
         metadata=MetadataService(sandboxes=store.sandboxes, node=node, locks=locks),
         volumes=volumes,
         pausing=pausing,
@@ -165,6 +169,7 @@ def create_app(
     run_reaper: bool = True,
     volume_backends: dict[str, VolumeBackend] | None = None,
     builder: TemplateBuilder | None = None,
+    build_runner: BuildRunner | None = None,
     on_context: Callable[[HttpContext], None] | None = None,
 ) -> Starlette:
     """The ASGI app. Without ``store``, the SQL store at the settings' URL is opened (and
@@ -188,8 +193,13 @@ def create_app(
         own_backends = build_volume_backends(settings) if volume_backends is None else {}
         backends = volume_backends if volume_backends is not None else own_backends
         ctx, reaper = build_context(
-            settings, node=node, store=the_store, volume_backends=backends, clock=clock,
+            settings,
+            node=node,
+            store=the_store,
+            volume_backends=backends,
+            clock=clock,
             builder=builder,
+            build_runner=build_runner,
         )
         app.state.ctx = ctx
         if on_context is not None:
@@ -217,6 +227,7 @@ def create_app(
             *routes_metadata.ROUTES,
             *routes_snapshots.ROUTES,
             *routes_templates.ROUTES,
+            *routes_template_builds.ROUTES,
             *routes_volumes.ROUTES,
             *routes_volumecontent.ROUTES,
         ],

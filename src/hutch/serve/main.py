@@ -77,16 +77,19 @@ async def serve(settings: ServeSettings) -> None:
             sampler=node.sampler,
             volumes=volume_backends,
         )
+        builder = LocalTemplateBuilder(
+            templates_dir=node_settings.templates_dir,
+            envd_bundle=node_settings.envd_bundle_path,
+            sandboxes=node.manager,
+        )
         api = _Server(
             uvicorn.Config(
                 create_app(
                     api_settings,
                     node=client,
                     store=store,
-                    builder=LocalTemplateBuilder(
-                        templates_dir=node_settings.templates_dir,
-                        envd_bundle=node_settings.envd_bundle_path,
-                    ),
+                    builder=builder,
+                    build_runner=builder,
                     on_context=_wire_auto_resume(catalog),
                     volume_backends=volume_backends,
                 ),

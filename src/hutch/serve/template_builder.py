@@ -9,20 +9,43 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
+import os
+import uuid
+from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
 
-from hutch.api.service.ports import ImageImport, ImportedImage, ImportProgress
-from hutch.node.templates.artifact import TemplateNotFoundError
+from hutch.api.service.ports import (
+    BuildFailedError,
+    BuildLogger,
+    ImageImport,
+    ImportedImage,
+    ImportProgress,
+)
+from hutch.node.templates.artifact import DirTemplateStore, TemplateArtifact, TemplateNotFoundError
+from hutch.node.templates.build import BuildSandboxes, BuildSpec, BuildStepError, build_template
 from hutch.node.templates.image import ImageTemplateOptions, delete_template, import_image
 from hutch.node.templates.snapshot import prune_snapshot_layers
 
 
 class LocalTemplateBuilder:
-    """Satisfies :class:`hutch.api.service.ports.TemplateBuilder` for one node's home."""
+    """Satisfies the api's ``TemplateBuilder`` and ``BuildRunner`` for one node's home.
 
-    def __init__(self, *, templates_dir: Path, envd_bundle: Path) -> None:
+    ``sandboxes`` (the node's manager) runs build steps; without it only imports work.
+    """
+
+    def __init__(
+        self,
+        *,
+        templates_dir: Path,
+        envd_bundle: Path,
+        sandboxes: BuildSandboxes | None = None,
+        files_dir: Path | None = None,
+    ) -> None:
         self._templates_dir = templates_dir
         self._envd_bundle = envd_bundle
+        self._sandboxes = sandboxes
+        self._files_dir = files_dir or templates_dir.parent / "template-files"
         self._locks: dict[str, asyncio.Lock] = {}
 
     async def import_image(
@@ -50,3 +73,85 @@ class LocalTemplateBuilder:
         with contextlib.suppress(TemplateNotFoundError):
             await asyncio.to_thread(delete_template, self._templates_dir, name)
         await asyncio.to_thread(prune_snapshot_layers, self._templates_dir)
+
+    # ---- E2B SDK template builds (BuildRunner) -------------------------------------------
+
+    def has_files(self, files_hash: str) -> bool:
+        """See ``BuildRunner.has_files``."""
+        return (self._files_dir / files_hash).is_file()
+
+    async def store_files(self, files_hash: str, chunks: AsyncIterator[bytes]) -> None:
+        """See ``BuildRunner.store_files``: written aside, renamed into place."""
+        self._files_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        tmp = self._files_dir / f".tmp-{files_hash}-{uuid.uuid4().hex}"
+        try:
+            with tmp.open("wb") as out:
+                async for chunk in chunks:
+                    await asyncio.to_thread(out.write, chunk)
+            os.replace(tmp, self._files_dir / files_hash)
+        finally:
+            tmp.unlink(missing_ok=True)
+
+    async def run_build(
+        self,
+        name: str,
+        start: Mapping[str, object],
+        *,
+        cpu_count: float,
+        memory_mb: int,
+        log: BuildLogger,
+    ) -> None:
+        """See ``BuildRunner.run_build``."""
+        if self._sandboxes is None:
+            raise BuildFailedError("this node cannot run build steps")
+        base = await self._base(start, log=log)
+        steps = start.get("steps") or []
+        spec = BuildSpec(
+            name=name,
+            base=base,
+            steps=list(steps) if isinstance(steps, list) else [],
+            start_cmd=_opt_str(start.get("startCmd")),
+            ready_cmd=_opt_str(start.get("readyCmd")),
+            force=bool(start.get("force")),
+            cpu_count=cpu_count,
+            memory_mb=memory_mb,
+            files_dir=self._files_dir,
+        )
+        async with self._locks.setdefault(name, asyncio.Lock()):
+            try:
+                await build_template(
+                    spec, sandboxes=self._sandboxes, templates_dir=self._templates_dir, log=log
+                )
+            except BuildStepError as exc:
+                raise BuildFailedError(exc.message, step=exc.step) from exc
+
+    async def _base(self, start: Mapping[str, object], *, log: BuildLogger) -> TemplateArtifact:
+        store = DirTemplateStore(self._templates_dir)
+        from_template = _opt_str(start.get("fromTemplate"))
+        if from_template:
+            return await store.get(from_template.partition(":")[0])
+        image = _opt_str(start.get("fromImage"))
+        if not image:
+            raise BuildFailedError("the build names neither fromTemplate nor fromImage")
+        # An image hutch imported under that name (or from that source) first.
+        for template in await store.list():
+            source = str(template.build.get("source", ""))
+            if template.image is not None and image in (template.name, source):
+                return template
+        # Else the registry, wherever one is reachable: imported once, kept hidden-ish.
+        hidden = "img-" + hashlib.sha256(image.encode()).hexdigest()[:16]
+        with contextlib.suppress(TemplateNotFoundError):
+            return await store.get(hidden)
+        log("info", f"importing docker://{image}", "base")
+        result = await asyncio.to_thread(
+            import_image,
+            f"docker://{image}",
+            ImageTemplateOptions(name=hidden),
+            templates_dir=self._templates_dir,
+            envd_bundle=self._envd_bundle,
+        )
+        return result.template
+
+
+def _opt_str(value: object) -> str | None:
+    return value if isinstance(value, str) and value else None

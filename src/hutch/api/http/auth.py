@@ -16,6 +16,7 @@ from hutch.api.service.metadata import MetadataService
 from hutch.api.service.pausing import PauseService
 from hutch.api.service.sandboxes import SandboxService
 from hutch.api.service.snapshots import SnapshotService
+from hutch.api.service.template_builds import TemplateBuildService
 from hutch.api.service.templates import TemplateService
 from hutch.api.service.volumes import VolumeService
 
@@ -34,6 +35,8 @@ class HttpContext:
     #: ``domain`` of create/connect responses (``get_host()``); ``None``: not configured.
     domain: str | None
     envd_version: str
+    #: E2B SDK template builds; None: this server does not build templates.
+    builds: TemplateBuildService | None = None
 
 
 def context(request: Request) -> HttpContext:

@@ -18,7 +18,7 @@ else is a failure of the operation.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Protocol
@@ -210,4 +210,42 @@ class TemplateBuilder(Protocol):
 
     async def delete(self, name: str) -> None:
         """Remove the template's files (idempotent: a missing template is not an error)."""
+        ...
+
+
+#: ``log(level, message, step)`` while a template build runs.
+BuildLogger = Callable[[str, str, "str | None"], None]
+
+
+class BuildFailedError(Exception):
+    """Raised by :meth:`BuildRunner.run_build` when a step fails (``step`` names it)."""
+
+    def __init__(self, message: str, *, step: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.step = step
+
+
+class BuildRunner(Protocol):
+    """Runs E2B SDK template builds on the node: uploaded files and steps."""
+
+    def has_files(self, files_hash: str) -> bool:
+        """Whether the archive of ``files_hash`` was uploaded already."""
+        ...
+
+    async def store_files(self, files_hash: str, chunks: AsyncIterator[bytes]) -> None:
+        """Keep an uploaded archive under its hash (atomically)."""
+        ...
+
+    async def run_build(
+        self,
+        name: str,
+        start: Mapping[str, object],
+        *,
+        cpu_count: float,
+        memory_mb: int,
+        log: BuildLogger,
+    ) -> None:
+        """Build template ``name`` from E2B's ``TemplateBuildStartV2`` ``start``; raise
+        :class:`BuildFailedError` (or a ``HutchError``) when it fails."""
         ...

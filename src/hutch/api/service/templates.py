@@ -28,6 +28,10 @@ class TemplateService:
         """The templates the team may start sandboxes from, as the store orders them."""
         return await self._templates.list_templates(team_id=team_id)
 
+    async def find_any(self, id_or_alias: str) -> Template | None:
+        """The template by id or alias, whoever owns it (callers check visibility)."""
+        return await self._templates.find_template_any_team(id_or_alias)
+
     async def create_from_image(
         self, request: ImageImport, *, team_id: TeamID, progress: ImportProgress | None = None
     ) -> tuple[Template, ImportedImage]:

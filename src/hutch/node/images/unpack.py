@@ -122,23 +122,82 @@ def zlib_error() -> type[Exception]:
     return zlib.error
 
 
-def _apply_members(root: Path, tar: tarfile.TarFile, *, what: str) -> None:
+def copy_archive(
+    root: Path,
+    archive: Path,
+    *,
+    src: str,
+    dest: str,
+    uid: int,
+    gid: int,
+    mode: int | None,
+    what: str,
+) -> None:
+    """A template build's COPY: the uploaded tar of ``src`` (paths relative to the build
+    context) lands at ``dest`` in ``root``, owned by ``uid:gid``, with ``mode`` if given.
+
+    Docker's rules: a file ``src`` becomes ``dest`` itself unless ``dest`` ends with ``/``
+    (then ``dest/<name>``); a directory's content goes below ``dest``. The same refusals as
+    layers: nothing is written through a symlink or outside ``root``.
+    """
+    src_norm = "/".join(p for p in src.split("/") if p not in ("", "."))
+    dest_norm = "/".join(p for p in dest.split("/") if p not in ("", "."))
+    into_dir = dest.endswith("/")
+
+    def transform(member: tarfile.TarInfo) -> tarfile.TarInfo | None:
+        name = _normalise(member.name, what=what)
+        if name == src_norm or not src_norm:
+            if member.isdir():
+                target = dest_norm
+            elif into_dir or not dest_norm:
+                target = posixpath.join(dest_norm, posixpath.basename(name))
+            else:
+                target = dest_norm
+        elif name.startswith(src_norm + "/"):
+            target = posixpath.join(dest_norm, name[len(src_norm) + 1 :])
+        else:
+            target = posixpath.join(dest_norm, name)
+        member.name = target
+        member.uid, member.gid = uid, gid
+        member.pax_headers = {}
+        if mode is not None and member.isreg():
+            member.mode = mode
+        return member
+
+    try:
+        with tarfile.open(archive, mode="r:*") as tar:
+            _apply_members(root, tar, what=what, transform=transform, whiteouts=False)
+    except (tarfile.TarError, EOFError, gzip.BadGzipFile, zlib_error()) as exc:
+        raise ImageError(f"{what}: the uploaded files are corrupt: {exc}") from exc
+
+
+def _apply_members(
+    root: Path,
+    tar: tarfile.TarFile,
+    *,
+    what: str,
+    transform: Callable[[tarfile.TarInfo], tarfile.TarInfo | None] | None = None,
+    whiteouts: bool = True,
+) -> None:
     # Paths this layer created: an opaque whiteout hides only what the layers *below* made.
     created: set[str] = set()
     opaque_done: set[str] = set()
     deferred_dirs: list[tuple[Path, tarfile.TarInfo]] = []
-    for member in tar:
+    for original in tar:
+        member = transform(original) if transform is not None else original
+        if member is None:
+            continue
         rel = _normalise(member.name, what=what)
         if rel == "":
             continue  # the root directory itself keeps hutch's 0755 root:root
         parent_rel, base = posixpath.split(rel)
         parent = _real_parent(root, parent_rel, what=what, member=member.name, created=created)
-        if base == OPAQUE_WHITEOUT:
+        if base == OPAQUE_WHITEOUT and whiteouts:
             if parent_rel not in opaque_done:
                 _empty_dir_except(parent, parent_rel, created)
                 opaque_done.add(parent_rel)
             continue
-        if base.startswith(WHITEOUT_PREFIX):
+        if base.startswith(WHITEOUT_PREFIX) and whiteouts:
             victim = parent / base[len(WHITEOUT_PREFIX) :]
             _remove(victim)
             continue

@@ -25,12 +25,18 @@ import os
 import shutil
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from ipaddress import IPv4Address
 from pathlib import Path
 
 from hutch.node.bundle import validate_sandbox_id, write_bundle
-from hutch.node.runtime.base import Runtime, RuntimeFailedError, RuntimeState, RuntimeStatus
+from hutch.node.runtime.base import (
+    ExecResult,
+    Runtime,
+    RuntimeFailedError,
+    RuntimeState,
+    RuntimeStatus,
+)
 from hutch.node.sandbox import lifecycle
 from hutch.node.sandbox.envd_log import EnvdLogEntry, parse_envd_log
 from hutch.node.sandbox.models import (
@@ -126,13 +132,14 @@ class SandboxManager:
                 of it is left behind.
         """
         sandbox_id = validate_sandbox_id(request.sandbox_id)
-        template = await self._templates.get(request.template)
+        template = request.artifact or await self._templates.get(request.template)
         self._claim(sandbox_id)
         try:
-            # Pool members booted without bind mounts: a create with volumes boots cold.
+            # Pool members booted without bind mounts: a create with volumes boots cold;
+            # a build sandbox (an explicit artifact) never takes one either.
             sandbox = (
                 None
-                if request.volume_mounts
+                if request.volume_mounts or request.artifact is not None
                 else await self._from_pool(request, template=template)
             )
             if sandbox is None:
@@ -601,6 +608,23 @@ class SandboxManager:
         """
         current = self.get(sandbox_id)
         return self._record(dataclasses.replace(current, metadata=dict(metadata)))
+
+    async def exec(
+        self,
+        sandbox_id: str,
+        args: Sequence[str],
+        *,
+        env: Mapping[str, str] | None = None,
+        cwd: str | None = None,
+        user: tuple[int, int] | None = None,
+    ) -> ExecResult:
+        """Run ``args`` in the running sandbox through the runtime (template build steps)."""
+        sandbox = self.get(sandbox_id)
+        return await self._runtime.exec(sandbox.host_id, args, env=env, cwd=cwd, user=user)
+
+    def rootfs_path(self, sandbox_id: str) -> Path:
+        """The host path where the running sandbox's root filesystem is mounted."""
+        return self.get(sandbox_id).sandbox_dir / "rootfs"
 
     def list(self) -> list[RunningSandbox]:
         """The sandboxes this manager runs, oldest first."""

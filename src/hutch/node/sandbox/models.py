@@ -9,6 +9,7 @@ from ipaddress import IPv4Address
 from pathlib import Path
 from typing import Any
 
+from hutch.node.templates.artifact import TemplateArtifact
 from hutch.shared.errors import NotFoundError
 
 
@@ -36,6 +37,9 @@ class SandboxRequest:
     #: ``(host directory, path in the sandbox)``: volumes, bind-mounted read-write
     #: (``nosuid,nodev``); they leave with the sandbox's mount namespace.
     volume_mounts: Sequence[tuple[Path, str]] = ()
+    #: Start from this artifact instead of the published template ``template`` names
+    #: (template builds: an intermediate step's tree). Never from the warm pool.
+    artifact: TemplateArtifact | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

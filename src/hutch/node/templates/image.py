@@ -372,6 +372,9 @@ def prune_artifacts(templates_dir: Path) -> list[str]:
             continue
         if artifact.artifact:
             used.add(artifact.artifact)
+        for tree in artifact.lowers:  # a snapshot's base tree may be an artifact too
+            if tree.parent.parent == artifacts:
+                used.add(tree.parent.name)
     in_use = _mounted_lowers()
     removed = []
     for sealed in artifacts.iterdir():

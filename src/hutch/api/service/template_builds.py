@@ -1,0 +1,199 @@
+"""E2B SDK template builds: request a build, upload files, start it, poll its status.
+
+The flow the SDK drives (``e2b/template_sync/build_api.py``): ``POST /v3/templates``
+(:meth:`request_build`) → per COPY step ``GET /templates/{id}/files/{hash}`` and a ``PUT``
+to the returned URL → ``POST /v2/templates/{id}/builds/{buildID}`` (:meth:`start_build`)
+→ ``GET /templates/{id}/builds/{buildID}/status?logsOffset=N`` until ready or error.
+
+Builds run as tasks of this process; their state and logs are kept in memory (a restart
+forgets running builds; the templates they published stay). The store's row goes
+``waiting`` → ``building`` → ``ready``; a failed rebuild leaves the row ``ready`` (the
+previous version still serves), a failed first build ``error``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from hutch.api.models import NewTemplate, Template, TemplateBuildState
+from hutch.api.service.ports import BuildFailedError, BuildRunner
+from hutch.api.store.base import TemplateStore
+from hutch.shared.errors import AlreadyExistsError, HutchError, InvalidArgumentError, NotFoundError
+from hutch.shared.ids import TeamID, TemplateID
+
+log = logging.getLogger("hutch.api.template_builds")
+
+
+@dataclass
+class LogEntry:
+    """One build log line (E2B's ``BuildLogEntry``)."""
+
+    timestamp: datetime
+    level: str
+    message: str
+    step: str | None = None
+
+
+@dataclass
+class Build:
+    """A build of one template, as the status endpoint reports it."""
+
+    build_id: str
+    template_id: TemplateID
+    team_id: TeamID
+    cpu_count: int
+    memory_mb: int
+    first: bool
+    status: str = "waiting"
+    entries: list[LogEntry] = field(default_factory=list)
+    reason: str | None = None
+    reason_step: str | None = None
+    task: asyncio.Task[None] | None = None
+
+
+def split_name(name: str) -> tuple[str, list[str]]:
+    """``"name:tag"`` → ``("name", ["tag"])`` (E2B names may carry one tag)."""
+    base, _, tag = name.partition(":")
+    return base, [tag] if tag else []
+
+
+class TemplateBuildService:
+    """Build bookkeeping over the store and a :class:`BuildRunner`."""
+
+    def __init__(self, *, templates: TemplateStore, runner: BuildRunner | None) -> None:
+        self._templates = templates
+        self._runner = runner
+        self._builds: dict[str, Build] = {}
+
+    @property
+    def runner(self) -> BuildRunner:
+        """The runner; ``InvalidArgumentError`` when this server cannot build."""
+        if self._runner is None:
+            raise InvalidArgumentError("this server does not build templates")
+        return self._runner
+
+    async def request_build(
+        self, *, team_id: TeamID, name: str, cpu_count: int | None, memory_mb: int | None
+    ) -> tuple[Template, Build, list[str]]:
+        """A new build of template ``name`` (created ``waiting`` when new)."""
+        self.runner  # noqa: B018 - fail early on a server that cannot build
+        base, tags = split_name(name)
+        existing = await self._templates.find_template_any_team(base)
+        if existing is not None and existing.team_id != team_id:
+            raise AlreadyExistsError(f"template name {base!r} is taken")
+        if existing is None:
+            existing = await self._templates.create_template(
+                NewTemplate(
+                    team_id=team_id,
+                    id=TemplateID(base),
+                    alias=base,
+                    build_state=TemplateBuildState.WAITING,
+                    cpu_count=max(1, math.ceil(cpu_count or 2)),
+                    memory_mb=memory_mb or 1024,
+                )
+            )
+            first = True
+        else:
+            first = existing.build_state is not TemplateBuildState.READY
+        build = Build(
+            build_id=str(uuid.uuid4()),
+            template_id=existing.id,
+            team_id=team_id,
+            cpu_count=cpu_count or existing.cpu_count,
+            memory_mb=memory_mb or existing.memory_mb,
+            first=first,
+        )
+        self._builds[build.build_id] = build
+        return existing, build, tags or ["default"]
+
+    def get_build(self, template_id: str, build_id: str, *, team_id: TeamID) -> Build:
+        """The build, if it is ``team_id``'s; ``NotFoundError`` otherwise."""
+        build = self._builds.get(build_id)
+        if build is None or build.template_id != template_id or build.team_id != team_id:
+            raise NotFoundError(f"build {build_id} of template {template_id} not found")
+        return build
+
+    async def get_own_template(self, template_id: str, *, team_id: TeamID) -> Template:
+        """The team's template ``template_id``; ``NotFoundError`` otherwise."""
+        found = await self._templates.find_template(template_id, team_id=team_id)
+        if found is None or found.team_id != team_id:
+            raise NotFoundError(f"template {template_id!r} not found")
+        return found
+
+    async def start_build(
+        self, template_id: str, build_id: str, start: Mapping[str, Any], *, team_id: TeamID
+    ) -> Build:
+        """Start the build as a task; it is polled through :meth:`get_build`."""
+        build = self.get_build(template_id, build_id, team_id=team_id)
+        if build.task is not None:
+            raise AlreadyExistsError(f"build {build_id} was started already")
+        build.status = "building"
+        await self._templates.set_build_state(build.template_id, TemplateBuildState.BUILDING)
+        build.task = asyncio.create_task(self._run(build, dict(start)), name=f"build-{build_id}")
+        return build
+
+    async def _run(self, build: Build, start: dict[str, Any]) -> None:
+        def add(level: str, message: str, step: str | None = None) -> None:
+            build.entries.append(LogEntry(datetime.now(UTC), level, message, step))
+
+        add("info", f"Building template {build.template_id} (build {build.build_id})")
+        try:
+            await self.runner.run_build(
+                build.template_id,
+                start,
+                cpu_count=build.cpu_count,
+                memory_mb=build.memory_mb,
+                log=add,
+            )
+        except (BuildFailedError, HutchError) as exc:
+            message = exc.message
+            build.reason = message
+            build.reason_step = getattr(exc, "step", None)
+            add("error", f"Build failed: {message}", build.reason_step)
+            state = TemplateBuildState.ERROR if build.first else TemplateBuildState.READY
+            final = "error"
+        except Exception as exc:  # the build task must always end in a status
+            log.exception("build %s crashed", build.build_id)
+            build.reason = f"internal error: {exc!r}"
+            add("error", f"Build failed: {build.reason}")
+            state = TemplateBuildState.ERROR if build.first else TemplateBuildState.READY
+            final = "error"
+        else:
+            add("info", "Build finished")
+            state = TemplateBuildState.READY
+            final = "ready"
+        # The row first: a client seeing "ready" creates sandboxes from it at once.
+        with contextlib.suppress(NotFoundError):
+            await self._templates.set_build_state(build.template_id, state)
+        build.status = final
+
+
+class UploadTokens:
+    """Signs the file upload URLs handed to the SDK (it PUTs without an API key)."""
+
+    def __init__(self, secret: bytes | None = None) -> None:
+        import os
+
+        self._secret = secret or os.urandom(32)
+
+    def sign(self, template_id: str, files_hash: str) -> str:
+        """The token for one upload."""
+        import hashlib
+        import hmac
+
+        message = f"{template_id}\0{files_hash}".encode()
+        return hmac.new(self._secret, message, hashlib.sha256).hexdigest()
+
+    def check(self, template_id: str, files_hash: str, token: str) -> bool:
+        """Whether ``token`` was made by :meth:`sign` for these."""
+        import hmac
+
+        return hmac.compare_digest(self.sign(template_id, files_hash), token)

@@ -1,0 +1,72 @@
+"""E2B SDK template builds through ``hutch serve``: ``Template().from_template(...)`` with
+several steps, ``Template.build`` with streamed logs, the step cache on a rebuild, a failing
+step, and sandboxes created from the result."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from e2b import BuildException, Sandbox, Template
+
+from .serveproc import Serve
+
+pytestmark = pytest.mark.root
+
+
+def make(ctx: Path, last_step: str) -> Template:
+    return (
+        Template(file_context_path=str(ctx))
+        .from_template("busybox")
+        .set_envs({"STAGE": "built"})
+        .run_cmd("echo one > /tmp/one.txt")
+        .copy("hello.txt", "/home/user/")
+        .set_workdir("/home/user")
+        .run_cmd(last_step)
+        .set_start_cmd("echo started > /tmp/started", "test -f /tmp/started")
+    )
+
+
+def test_sdk_build_runs_steps_and_rebuild_hits_the_cache(serve: Serve, tmp_path: Path) -> None:
+    ctx = tmp_path / "ctx"
+    ctx.mkdir()
+    (ctx / "hello.txt").write_text("hello from copy\n")
+    logs: list[str] = []
+    Template.build(make(ctx, "echo two > two.txt"), "sdkbuilt",
+                   on_build_logs=lambda e: logs.append(e.message))  # fmt: skip
+    assert any("[4] RUN echo two" in line for line in logs), logs
+    assert not any(line.startswith("CACHED") for line in logs), logs
+
+    sbx = Sandbox.create("sdkbuilt", timeout=120)
+    try:
+        assert sbx.files.read("/tmp/one.txt") == "one\n"
+        assert sbx.files.read("/home/user/hello.txt") == "hello from copy\n"
+        assert sbx.files.read("/home/user/two.txt") == "two\n"
+        assert sbx.commands.run("echo $STAGE").stdout == "built\n"
+        assert sbx.commands.run("pwd").stdout == "/home/user\n"
+        assert sbx.files.read("/tmp/started") == "started\n"
+    finally:
+        sbx.kill()
+
+    logs.clear()
+    Template.build(make(ctx, "echo three > three.txt"), "sdkbuilt",
+                   on_build_logs=lambda e: logs.append(e.message))  # fmt: skip
+    for cached in ("CACHED [1] RUN", "CACHED [2] COPY", "CACHED [3] WORKDIR"):
+        assert any(line.startswith(cached) for line in logs), (cached, logs)
+    assert any("[4] RUN echo three" in line and not line.startswith("CACHED") for line in logs)
+    sbx = Sandbox.create("sdkbuilt", timeout=120)
+    try:
+        assert sbx.files.read("/home/user/three.txt") == "three\n"
+        assert sbx.commands.run("test -e /home/user/two.txt || echo new").stdout == "new\n"
+    finally:
+        sbx.kill()
+
+    # A failing step: the build fails with its output; the previous version still serves.
+    with pytest.raises(BuildException, match="exit code 3"):
+        Template.build(make(ctx, "echo broken-step-output; exit 3"), "sdkbuilt")
+    sbx = Sandbox.create("sdkbuilt", timeout=120)
+    try:
+        assert sbx.files.read("/home/user/three.txt") == "three\n"
+    finally:
+        sbx.kill()
+    assert Template.exists("sdkbuilt")
