@@ -97,9 +97,11 @@ def keys_create(home: Path | None, name: str, as_json: bool) -> None:
 def _register_subgroups() -> None:
     from hutch.cli import sandbox
     from hutch.cli.template import template
+    from hutch.cli.volume import volume
 
     sandbox.register(cli, _HOME, _serve_settings)
     cli.add_command(template)
+    cli.add_command(volume)
 
 
 _register_subgroups()
