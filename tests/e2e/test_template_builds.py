@@ -9,6 +9,8 @@ from pathlib import Path
 import pytest
 from e2b import BuildException, Sandbox, Template
 
+from tests.imagebuild import BUSYBOX_CONFIG, busybox_layers, write_docker_archive
+
 from .serveproc import Serve
 
 pytestmark = pytest.mark.root
@@ -62,11 +64,41 @@ def test_sdk_build_runs_steps_and_rebuild_hits_the_cache(serve: Serve, tmp_path:
         sbx.kill()
 
     # A failing step: the build fails with its output; the previous version still serves.
+    logs.clear()
     with pytest.raises(BuildException, match="exit code 3"):
-        Template.build(make(ctx, "echo broken-step-output; exit 3"), "sdkbuilt")
+        Template.build(make(ctx, "echo broken-step-output; exit 3"), "sdkbuilt",
+                       on_build_logs=lambda e: logs.append(e.message))  # fmt: skip
+    assert "broken-step-output" in logs, logs
     sbx = Sandbox.create("sdkbuilt", timeout=120)
     try:
         assert sbx.files.read("/home/user/three.txt") == "three\n"
     finally:
         sbx.kill()
     assert Template.exists("sdkbuilt")
+
+
+def test_sdk_build_from_an_imported_image(serve: Serve, tmp_path: Path) -> None:
+    """``from_image`` resolves an image hutch imported; the image's command stays the main
+    process of the built template's sandboxes, beside the build's own changes."""
+    archive = write_docker_archive(tmp_path / "img.tar", busybox_layers(), **BUSYBOX_CONFIG)
+    serve.hutch("template", "create-from-image", f"docker-archive:{archive}", "--name",
+                "bbforbuild")  # fmt: skip
+    template = (
+        Template()
+        .from_image("bbforbuild")
+        .set_user("root")
+        .run_cmd("echo extra > /srv/app/extra.txt")
+        .set_user("app")
+        .set_workdir("/srv/app")
+    )
+    Template.build(template, "bbbuilt")
+    sbx = Sandbox.create("bbbuilt", timeout=120)
+    try:
+        main = sbx.commands.run("cat /tmp/main.txt").stdout
+        assert main == "uid=1001 gid=1001 cwd=/srv/app greeting=bonjour args=first second\n"
+        assert sbx.files.read("/srv/app/extra.txt") == "extra\n"
+        assert sbx.commands.run("whoami").stdout == "app\n"
+    finally:
+        sbx.kill()
+    with pytest.raises(BuildException, match=r"cannot read image"):
+        Template.build(Template().from_image("nosuch/image:1"), "bbnosuch")

@@ -1,0 +1,152 @@
+"""The template build endpoints with the official SDK's ``Template.build`` against the real
+API on SQLite, with a fake :class:`~hutch.api.service.ports.BuildRunner` (the real one, with
+a node and a build sandbox, is tests/e2e/test_template_builds.py)."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import AsyncIterator, Iterator, Mapping
+from pathlib import Path
+
+import httpx
+import pytest
+import uvicorn
+from e2b import BuildException, Template
+
+from hutch.api.app import create_app
+from hutch.api.service.ports import BuildFailedError, BuildLogger
+from hutch.api.settings import ApiSettings
+from tests.conftest import free_port
+from tests.fakes.node import FakeNodeClient
+from tests.integration.api.conftest import _seed, run_async
+
+
+class FakeBuildRunner:
+    """Records uploads and builds; a RUN step ``fail`` fails at that step."""
+
+    def __init__(self) -> None:
+        self.files: dict[str, bytes] = {}
+        self.builds: list[tuple[str, Mapping[str, object]]] = []
+
+    def has_files(self, files_hash: str) -> bool:
+        return files_hash in self.files
+
+    async def store_files(self, files_hash: str, chunks: AsyncIterator[bytes]) -> None:
+        self.files[files_hash] = b"".join([c async for c in chunks])
+
+    async def run_build(
+        self, name: str, start: Mapping[str, object], *, cpu_count: float, memory_mb: int,
+        log: BuildLogger,
+    ) -> None:  # fmt: skip
+        self.builds.append((name, start))
+        steps = start.get("steps") or []
+        assert isinstance(steps, list)
+        for i in range(150):  # more than one status page (100 entries)
+            log("info", f"line {i}", None)
+        for index, step in enumerate(steps):
+            log("info", f"[{index}] {step['type']}", str(index))
+            if step["type"] == "RUN" and step["args"][0] == "fail":
+                log("info", "the step's own output", str(index))
+                raise BuildFailedError(f"step {index} failed with exit code 1", step=str(index))
+            await asyncio.sleep(0)
+
+
+@pytest.fixture
+def builds(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[tuple[str, str, FakeBuildRunner]]:
+    url = f"sqlite+aiosqlite:///{tmp_path / 'hutch.db'}"
+    key, _team, other_key = run_async(lambda: _seed(url))
+    runner = FakeBuildRunner()
+    port = free_port()
+    cfg = ApiSettings(home=tmp_path, database_url=url, api_host="127.0.0.1", api_port=port,
+                      reaper_interval_s=3600)  # fmt: skip
+    app = create_app(cfg, node=FakeNodeClient(), build_runner=runner)
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    while not server.started:
+        assert thread.is_alive()
+        time.sleep(0.01)
+    api = f"http://127.0.0.1:{port}"
+    monkeypatch.setenv("E2B_API_URL", api)
+    monkeypatch.setenv("E2B_API_KEY", key)
+    monkeypatch.setenv("E2B_SANDBOX_URL", "http://127.0.0.1:9")
+    try:
+        yield api, other_key, runner
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
+
+
+def test_build_uploads_files_once_and_streams_every_log_line(
+    builds: tuple[str, str, FakeBuildRunner], tmp_path: Path
+) -> None:
+    api, other_key, runner = builds
+    (tmp_path / "app.py").write_text("print('hi')\n")
+    template = (
+        Template(file_context_path=str(tmp_path)).from_template("base")
+        .copy("app.py", "/app/").run_cmd("echo ok")
+    )  # fmt: skip
+    logs: list[str] = []
+    Template.build(template, "built", on_build_logs=lambda e: logs.append(e.message))
+    assert [m for m in logs if m.startswith("line ")] == [f"line {i}" for i in range(150)]
+    assert any(m.startswith("Uploaded 'app.py'") for m in logs), logs
+    assert len(runner.files) == 1
+    name, start = runner.builds[0]
+    assert name == "built" and start["fromTemplate"] == "base"
+    assert [s["type"] for s in start["steps"]] == ["COPY", "RUN"]  # type: ignore[index]
+
+    logs.clear()
+    Template.build(template, "built", on_build_logs=lambda e: logs.append(e.message))
+    assert any("already cached" in m for m in logs), logs
+    assert Template.exists("built")
+    listed = httpx.get(f"{api}/templates", headers={"X-API-Key": runner_key()}).json()
+    assert {"built"} <= {t["templateID"] for t in listed}
+    assert next(t for t in listed if t["templateID"] == "built")["buildStatus"] == "ready"
+    # Another team sees the name as taken (403 → exists) and cannot poll the build.
+    other = httpx.get(f"{api}/templates/aliases/built", headers={"X-API-Key": other_key})
+    assert other.status_code == 403
+
+
+def runner_key() -> str:
+    import os
+
+    return os.environ["E2B_API_KEY"]
+
+
+def test_failed_first_build_reports_the_step(builds: tuple[str, str, FakeBuildRunner]) -> None:
+    api, _other, _runner = builds
+    logs: list[str] = []
+    with pytest.raises(BuildException, match="step 1 failed"):
+        Template.build(Template().from_template("base").run_cmd("echo fine").run_cmd("fail"),
+                       "broken", on_build_logs=lambda e: logs.append(e.message))  # fmt: skip
+    assert "the step's own output" in logs
+    listed = httpx.get(f"{api}/templates", headers={"X-API-Key": runner_key()}).json()
+    assert next(t for t in listed if t["templateID"] == "broken")["buildStatus"] == "error"
+
+
+def test_upload_needs_the_signed_url(builds: tuple[str, str, FakeBuildRunner]) -> None:
+    api, other_key, runner = builds
+    key = runner_key()
+    r = httpx.post(f"{api}/v3/templates", json={"name": "up:v1"}, headers={"X-API-Key": key})
+    assert r.status_code == 202
+    body = r.json()
+    assert body["templateID"] == "up" and body["tags"] == ["v1"] and body["names"] == ["up"]
+    link = httpx.get(f"{api}/templates/up/files/{'a' * 64}", headers={"X-API-Key": key})
+    assert link.status_code == 201 and link.json()["present"] is False
+    url = link.json()["url"]
+    assert httpx.put(url.split("?")[0], content=b"x").status_code == 401
+    assert httpx.put(url + "0", content=b"x").status_code == 401
+    assert httpx.put(url, content=b"tar bytes").status_code == 200
+    assert runner.files["a" * 64] == b"tar bytes"
+    again = httpx.get(f"{api}/templates/up/files/{'a' * 64}", headers={"X-API-Key": key})
+    assert again.json() == {"present": True}
+    # Not the other team's template, nor its build.
+    assert httpx.get(f"{api}/templates/up/files/{'a' * 64}",
+                     headers={"X-API-Key": other_key}).status_code == 404  # fmt: skip
+    status = httpx.get(f"{api}/templates/up/builds/{body['buildID']}/status",
+                       headers={"X-API-Key": other_key})  # fmt: skip
+    assert status.status_code == 404
