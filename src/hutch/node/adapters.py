@@ -57,7 +57,7 @@ class HostUsageProbe:
         return SandboxUsage(
             cpu_time_ns=cg.cpu_time_ns, cpu_limit=cg.cpu_limit, mem_used=cg.mem_used,
             mem_limit=cg.mem_limit, mem_cache=cg.mem_cache, disk_used=disk_used,
-            disk_total=disk_total,
+            disk_total=disk_total, age_s=usage.process_age(sandbox.pid),
         )  # fmt: skip
 
 

@@ -24,6 +24,7 @@ a large file look full.
 from __future__ import annotations
 
 import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -192,3 +193,10 @@ def free_bytes(path: Path) -> int:
     """Bytes an unprivileged writer may still allocate on ``path``'s filesystem."""
     st = os.statvfs(path)
     return st.f_bavail * st.f_frsize
+
+
+def process_age(pid: int, *, proc: Path = _PROC) -> float:
+    """Seconds since ``pid`` started (``/proc/<pid>/stat`` field 22 against CLOCK_BOOTTIME)."""
+    fields = (proc / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()
+    started = int(fields[19]) / os.sysconf("SC_CLK_TCK")
+    return max(0.0, time.clock_gettime(time.CLOCK_BOOTTIME) - started)

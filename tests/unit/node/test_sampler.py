@@ -107,3 +107,18 @@ async def test_sampler_skips_filesystem_pauses_and_survives_a_reboot() -> None:
     latest = sampler.latest("a")
     assert latest is not None and 0 <= latest.cpu_used_pct <= 100
     assert len(sampler.samples("a")) == 2
+
+
+async def test_sampler_first_sample_averages_over_the_process_age() -> None:
+    class AgedProbe(FakeProbe):
+        def read(self, sandbox: RunningSandbox, *, with_disk: bool) -> SandboxUsage:
+            return replace(super().read(sandbox, with_disk=with_disk), age_s=100.0)
+
+    probe, clock = AgedProbe(), Clock()  # started_at says 10 s, the process 100 s
+    sampler = UsageSampler(
+        sandboxes=lambda: [_sandbox("a")], probe=probe, clock=clock, monotonic=clock
+    )
+    probe.cpu_ns = 20 * 10**9  # 20 CPU-s over 100 s of 2 CPUs: 10%
+    await sampler.sample_all()
+    first = sampler.latest("a")
+    assert first is not None and first.cpu_used_pct == 10.0

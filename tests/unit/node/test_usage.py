@@ -94,3 +94,8 @@ def test_disk_usage_counts_blocks_and_hard_links_once(tmp_path: Path) -> None:
     one = usage.disk_usage(tmp_path / "d")
     assert 100_000 <= one < 200_000
     assert usage.free_bytes(tmp_path) > 0
+
+
+def test_process_age_of_this_process() -> None:
+    age = usage.process_age(os.getpid())
+    assert 0 <= age < 24 * 3600

@@ -75,6 +75,9 @@ class SandboxUsage:
     mem_cache: int
     disk_used: int | None = None
     disk_total: int | None = None
+    #: Seconds since the sandbox's PID 1 started (a pooled sandbox booted before its
+    #: create); None when unknown.
+    age_s: float | None = None
 
 
 class UsageProbe(Protocol):

@@ -8,9 +8,10 @@ no longer running loses its ring at the next tick, so memory stays bounded by
 
 ``cpu_used_pct`` is the CPU time used between two readings over the wall time between
 them and the sandbox's CPUs (its quota, or its requested count), in percent of what the
-sandbox may use (0-100, as E2B reports it). A sandbox's first sample averages since it
-started. The upper directory is walked only every ``disk_every`` ticks (a large tree costs
-real time); the samples between repeat the last walk's numbers. A sandbox paused without
+sandbox may use (0-100, as E2B reports it). A sandbox's first sample averages since its
+PID 1 started (a pooled sandbox's boot included). The upper directory is walked only
+every ``disk_every`` ticks (a large tree costs real time); the samples between repeat the
+last walk's numbers. A sandbox paused without
 its memory (ADR 0004: no container) gets no samples until it is resumed.
 """
 
@@ -146,7 +147,8 @@ class UsageSampler:
         ):
             used_ns, wall_s = usage.cpu_time_ns - track.cpu_ns, at - track.at
         else:
-            used_ns, wall_s = usage.cpu_time_ns, max(now - sandbox.started_at, 1e-3)
+            age = usage.age_s if usage.age_s is not None else now - sandbox.started_at
+            used_ns, wall_s = usage.cpu_time_ns, max(age, 1e-3)
         pct = 100.0 * max(used_ns, 0) / 1e9 / wall_s / cpus
         track.cpu_ns, track.at = usage.cpu_time_ns, at
         if usage.disk_used is not None and usage.disk_total is not None:
