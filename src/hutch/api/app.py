@@ -78,7 +78,19 @@ def build_volume_backends(settings: ApiSettings) -> dict[str, VolumeBackend]:
     local = LocalVolumeBackend(
         settings.effective_volumes_dir(), reserve_bytes=settings.volume_reserve_mb << 20
     )
-    return {local.name: local}
+    backends: dict[str, VolumeBackend] = {local.name: local}
+    if settings.volume_s3_bucket:
+        from hutch.volumes.s3 import S3VolumeBackend
+
+        s3 = S3VolumeBackend(
+            bucket=settings.volume_s3_bucket,
+            endpoint_url=settings.volume_s3_endpoint_url,
+            region=settings.volume_s3_region,
+            prefix=settings.volume_s3_prefix,
+            max_size_bytes=settings.volume_s3_max_size_mb << 20,
+        )
+        backends[s3.name] = s3
+    return backends
 
 
 def build_context(

@@ -38,7 +38,7 @@ class ApiSettings(BaseSettings):
     reaper_interval_s: float = Field(default=1.0, gt=0)
     envd_version: str = ENVD_VERSION
     #: Where new volumes' data goes (docs/volumes.md).
-    volume_backend: Literal["local"] = "local"
+    volume_backend: Literal["local", "s3"] = "local"
     #: The local backend's images and mounts; default ``<home>/volumes``.
     volumes_dir: Path | None = None
     #: The quota of a volume created without ``sizeMB`` (the SDK never sends one).
@@ -47,6 +47,14 @@ class ApiSettings(BaseSettings):
     volume_token_ttl_s: int = Field(default=7 * 86_400, ge=1)
     #: Free host disk the local backend never hands to new volumes.
     volume_reserve_mb: int = Field(default=1024, ge=0)
+    #: The S3 backend (ADR 0009): enabled when a bucket is set. Credentials come from
+    #: boto3's usual chain (``AWS_ACCESS_KEY_ID``/``AWS_SECRET_ACCESS_KEY``, profiles, ...).
+    volume_s3_bucket: str | None = None
+    volume_s3_endpoint_url: str | None = None
+    volume_s3_region: str = "us-east-1"
+    volume_s3_prefix: str = "volumes/"
+    #: The largest quota of one S3 volume (the store itself has no limit).
+    volume_s3_max_size_mb: int = Field(default=1 << 20, ge=1)
 
     def effective_volumes_dir(self) -> Path:
         """``volumes_dir``, or ``<home>/volumes``."""

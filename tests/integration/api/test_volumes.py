@@ -19,6 +19,7 @@ from e2b.exceptions import (
 
 from tests.conftest import machine_lacks
 from tests.integration.api.conftest import ApiServer
+from tests.integration.volumes.conftest import moto_server  # noqa: F401 - fixture
 
 MIB = 1 << 20
 
@@ -619,3 +620,51 @@ def test_delete_releases_the_mount_and_image(api: ApiServer, http: httpx.Client,
     assert not (tmp_path / "volumes" / "images" / f"{vid}.ext4").exists()
     losetup = subprocess.run(["losetup", "-a"], capture_output=True, text=True).stdout
     assert vid not in losetup
+
+
+def test_sdk_on_the_s3_backend(tmp_path, monkeypatch: pytest.MonkeyPatch, request) -> None:
+    """The same SDK calls with ``HUTCH_VOLUME_BACKEND=s3`` (moto on loopback)."""
+    import uuid
+
+    import boto3
+
+    from tests.integration.api.conftest import _serve
+    from tests.integration.volumes.conftest import S3_ENV
+
+    endpoint = request.getfixturevalue("moto_server")
+    for k, v in S3_ENV.items():
+        monkeypatch.setenv(k, v)
+    bucket = f"hutch-api-{uuid.uuid4().hex[:12]}"
+    boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1").create_bucket(Bucket=bucket)
+    gen = _serve(
+        f"sqlite+aiosqlite:///{tmp_path / 'hutch.db'}",
+        tmp_path,
+        volume_backend="s3",
+        volume_s3_bucket=bucket,
+        volume_s3_endpoint_url=endpoint,
+    )
+    api = next(gen)
+    try:
+        monkeypatch.setenv("E2B_API_URL", api.url)
+        monkeypatch.setenv("E2B_API_KEY", api.key)
+        monkeypatch.setenv("E2B_VOLUME_API_URL", api.url)
+        vol = Volume.create("in-s3")
+        vol.write_file("/a/b.txt", "stored in S3")
+        assert vol.read_file("/a/b.txt") == "stored in S3"
+        assert [e.path for e in vol.list("/", depth=2)] == ["/a", "/a/b.txt"]
+        info = httpx.get(f"{api.url}/volumes/in-s3", headers={"X-API-Key": api.key}).json()
+        assert info["totalBytes"] == 1024 * MIB and info["usedBytes"] >= 12
+        # Objects, not a filesystem: sandboxes cannot mount it.
+        r = httpx.post(
+            f"{api.url}/sandboxes",
+            json={"templateID": "base", "volumeMounts": [{"name": "in-s3", "path": "/mnt"}]},
+            headers={"X-API-Key": api.key},
+        )
+        assert r.status_code == 400 and "cannot mount" in r.json()["message"]
+        assert Volume.destroy(vol.volume_id) is True
+        keys = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1").list_objects_v2(
+            Bucket=bucket
+        )
+        assert keys.get("KeyCount", 0) == 0
+    finally:
+        gen.close()
