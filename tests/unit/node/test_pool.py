@@ -80,7 +80,8 @@ def test_warm_pool_retarget_gives_back_members_of_dropped_keys() -> None:
     assert pool.missing() == [BUSYBOX, BUSYBOX]
     assert pool.add(BUSYBOX, _member("pool-c")) is True
     member = next(pool.idle())
-    pool.remove(member)
+    assert pool.remove(member) is True
+    assert pool.remove(member) is False  # taken or removed already
     assert pool.size() == 0
 
 

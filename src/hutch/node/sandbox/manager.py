@@ -320,8 +320,9 @@ class SandboxManager:
         for member in self._pool.retarget(targets):
             await self._discard_member(member)
         for member in list(self._pool.idle()):
-            if self._member_stamps.get(member.host_id) != stamps.get(member.template):
-                self._pool.remove(member)
+            # remove() first: a create may have taken it while an earlier one was destroyed.
+            stale = self._member_stamps.get(member.host_id) != stamps.get(member.template)
+            if stale and self._pool.remove(member):
                 await self._discard_member(member)
 
     async def _discard_member(self, member: RunningSandbox) -> None:

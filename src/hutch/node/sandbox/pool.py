@@ -93,11 +93,13 @@ class WarmPool:
             self._booting.setdefault(key, 0)
         return dropped
 
-    def remove(self, member: RunningSandbox) -> None:
-        """Take ``member`` out of the pool (it is to be destroyed)."""
+    def remove(self, member: RunningSandbox) -> bool:
+        """Take ``member`` out of the pool (to destroy it); False if it is no longer idle."""
         for queue in self._idle.values():
             if member in queue:
                 queue.remove(member)
+                return True
+        return False
 
     def missing(self) -> list[PoolKey]:
         """One entry per member to boot now, the emptiest keys first."""
