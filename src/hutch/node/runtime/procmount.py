@@ -22,6 +22,8 @@ from typing import Final
 from hutch.node.runtime.base import RuntimeFailedError
 
 BOOT_ID_PATH: Final = "/proc/sys/kernel/random/boot_id"
+#: The file in a sandbox's bundle directory holding its current boot id.
+BOOT_ID_FILE: Final = "boot_id"
 
 # x86_64 and aarch64 share these numbers (the new mount API is in asm-generic).
 _HELPER: Final = r"""

@@ -14,9 +14,12 @@ bookworm-backports ships one with ``systrap`` (see ``docs/runtime.md``).
 
 from __future__ import annotations
 
+import json
+import os
 from pathlib import Path
 
 from hutch.node.runtime.base import RuntimeStatus
+from hutch.node.runtime.procmount import BOOT_ID_FILE, BOOT_ID_PATH
 from hutch.node.runtime.runc import RuncRuntime
 from hutch.shared.errors import NotFoundError, UnavailableError
 
@@ -78,9 +81,28 @@ class RunscRuntime(RuncRuntime):
             f"cannot change the hostname of {sandbox_id}: runsc keeps it inside gVisor"
         )
 
+    async def create(
+        self, bundle_dir: Path, *, sandbox_id: str, output_path: Path | None = None
+    ) -> None:
+        """As runc's, with ``<bundle>/boot_id`` (when there is one) bind-mounted read-only
+        at ``/proc/sys/kernel/random/boot_id`` through the config: gVisor's own procfs has
+        no such file (runsc 20221219), and unlike runc it accepts a mount there."""
+        boot_id = Path(bundle_dir) / BOOT_ID_FILE
+        config_path = Path(bundle_dir) / "config.json"
+        if boot_id.is_file() and config_path.is_file():
+            config = json.loads(config_path.read_text())
+            mounts = [m for m in config.get("mounts", []) if m.get("destination") != BOOT_ID_PATH]
+            mounts.append({"destination": BOOT_ID_PATH, "type": "bind",
+                           "source": str(boot_id), "options": ["rbind", "ro"]})  # fmt: skip
+            config["mounts"] = mounts
+            tmp = config_path.with_name(".config.json.tmp")
+            tmp.write_text(json.dumps(config, indent=1))
+            os.replace(tmp, config_path)
+        await super().create(bundle_dir, sandbox_id=sandbox_id, output_path=output_path)
+
     async def bind_boot_id(self, sandbox_id: str, source: Path) -> bool:
-        """gVisor's kernel makes its own boot id per sandbox start: nothing to mount."""
-        return False
+        """Done by :meth:`create` (a config mount); nothing to do after it."""
+        return True
 
     def _global_args(self) -> list[str]:
         prefix = list(_HIDE_PROC_SYS_NET) if self._hide_proc_sys_net else []

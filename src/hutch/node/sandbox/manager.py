@@ -37,6 +37,7 @@ from hutch.node.runtime.base import (
     RuntimeState,
     RuntimeStatus,
 )
+from hutch.node.runtime.procmount import BOOT_ID_FILE
 from hutch.node.sandbox import lifecycle
 from hutch.node.sandbox.envd_log import EnvdLogEntry, parse_envd_log
 from hutch.node.sandbox.models import (
@@ -63,7 +64,7 @@ log = logging.getLogger("hutch.node.sandbox")
 
 _RECORD = "sandbox.json"
 _ENVD_LOG = "envd.log"
-_BOOT_ID = "boot_id"
+_BOOT_ID = BOOT_ID_FILE
 #: Readiness polling: start fast (envd is usually up within a few hundred ms), back off.
 _POLL_FIRST_S = 0.005
 _POLL_MAX_S = 0.05
@@ -218,18 +219,19 @@ class SandboxManager:
         )  # fmt: skip
 
     async def _create_and_start(self, host_id: str, sandbox_dir: Path) -> None:
-        """runc create → a fresh boot id over ``/proc/.../boot_id`` → runc start.
+        """A fresh ``<sandbox dir>/boot_id`` → runtime create → it over ``/proc/.../boot_id``
+        (runc: mounted into the created container; runsc: a config mount) → start.
 
         Every (re)boot of a sandbox gets a new boot id, and only a boot does: a resume
         that kept memory shows the same one (ADR 0004).
         """
-        await self._runtime.create(
-            sandbox_dir, sandbox_id=host_id, output_path=sandbox_dir / _ENVD_LOG
-        )
         boot_id = sandbox_dir / _BOOT_ID
         tmp = boot_id.with_name(f".{_BOOT_ID}.tmp")
         tmp.write_text(f"{uuid.uuid4()}\n")
         os.replace(tmp, boot_id)  # a new inode: an old container's mount keeps the old one
+        await self._runtime.create(
+            sandbox_dir, sandbox_id=host_id, output_path=sandbox_dir / _ENVD_LOG
+        )
         await self._runtime.bind_boot_id(host_id, boot_id)
         await self._runtime.start(host_id)
 
