@@ -139,8 +139,10 @@ class Runtime(Protocol):
         env: Mapping[str, str] | None = None,
         cwd: str | None = None,
         user: tuple[int, int] | None = None,
+        timeout_s: float | None = None,
     ) -> ExecResult:
-        """Run ``args`` inside the running container and wait for it.
+        """Run ``args`` inside the running container and wait for it (at most
+        ``timeout_s``, default the runtime's own bound).
 
         Meant for the node's own chores and tests; user processes go through envd, which
         forks them itself far cheaper than a runtime ``exec``.

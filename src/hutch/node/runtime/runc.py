@@ -217,6 +217,7 @@ class RuncRuntime:
         env: Mapping[str, str] | None = None,
         cwd: str | None = None,
         user: tuple[int, int] | None = None,
+        timeout_s: float | None = None,
     ) -> ExecResult:
         """Run ``args`` inside the container and wait; see ``Runtime.exec``."""
         if not args:
@@ -235,7 +236,10 @@ class RuncRuntime:
         with tempfile.NamedTemporaryFile(prefix="hutch-runc-exec-", suffix=".log") as log:
             full = [*self._global_args(), "--log", log.name, *cmd]
             code, out, err = await self._exec(
-                full, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+                full,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.PIPE,
+                timeout_s=timeout_s,
             )
             failure = _last_error(Path(log.name).read_text(errors="replace"))
         if failure is not None:
@@ -254,7 +258,7 @@ class RuncRuntime:
         return out
 
     async def _exec(
-        self, argv: Sequence[str], *, stdout: Any, stderr: Any
+        self, argv: Sequence[str], *, stdout: Any, stderr: Any, timeout_s: float | None = None
     ) -> tuple[int, bytes, bytes]:
         try:
             proc = await asyncio.create_subprocess_exec(
@@ -263,7 +267,8 @@ class RuncRuntime:
         except OSError as exc:
             raise RuntimeFailedError(f"cannot run {argv[0]}: {exc}") from exc
         try:
-            out, err = await asyncio.wait_for(proc.communicate(), timeout=self._timeout)
+            timeout = timeout_s if timeout_s is not None else self._timeout
+            out, err = await asyncio.wait_for(proc.communicate(), timeout=timeout)
         except (TimeoutError, asyncio.CancelledError) as exc:
             # Only the runc process we started, by its pid; then reap it.
             with contextlib.suppress(ProcessLookupError):
@@ -271,7 +276,7 @@ class RuncRuntime:
             await proc.wait()
             if isinstance(exc, TimeoutError):
                 raise DeadlineExceededError(
-                    f"{' '.join(argv)} did not finish in {self._timeout} s"
+                    f"{' '.join(argv)} did not finish in {timeout} s"
                 ) from exc
             raise
         return proc.returncode or 0, out or b"", err or b""

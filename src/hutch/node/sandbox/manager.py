@@ -620,10 +620,13 @@ class SandboxManager:
         env: Mapping[str, str] | None = None,
         cwd: str | None = None,
         user: tuple[int, int] | None = None,
+        timeout_s: float | None = None,
     ) -> ExecResult:
         """Run ``args`` in the running sandbox through the runtime (template build steps)."""
         sandbox = self.get(sandbox_id)
-        return await self._runtime.exec(sandbox.host_id, args, env=env, cwd=cwd, user=user)
+        return await self._runtime.exec(
+            sandbox.host_id, args, env=env, cwd=cwd, user=user, timeout_s=timeout_s
+        )
 
     def rootfs_path(self, sandbox_id: str) -> Path:
         """The host path where the running sandbox's root filesystem is mounted."""

@@ -48,6 +48,9 @@ from hutch.shared.errors import HutchError
 BuildLog = Callable[[str, str, str | None], None]
 
 STEP_TYPES: Final = ("COPY", "ENV", "RUN", "WORKDIR", "USER")
+#: How long one RUN step may take (package installs are slow); the runtime's default bound
+#: for its own chores is far shorter.
+STEP_TIMEOUT_S: Final = 3600.0
 
 
 class BuildStepError(HutchError):
@@ -71,6 +74,7 @@ class BuildSandboxes(Protocol):
         env: Mapping[str, str] | None = None,
         cwd: str | None = None,
         user: tuple[int, int] | None = None,
+        timeout_s: float | None = None,
     ) -> ExecResult: ...
     def rootfs_path(self, sandbox_id: str) -> Path: ...
 
@@ -189,7 +193,7 @@ async def _step(
     uid, gid, _ = await asyncio.to_thread(resolve_user, root, state.user)
     if kind == "WORKDIR":
         result = await sandboxes.exec(
-            state.sandbox, ["/bin/sh", "-c", f'mkdir -p "{args[0]}"'], user=(uid, gid)
+            state.sandbox, ["/bin/sh", "-c", 'mkdir -p "$1"', "sh", args[0]], user=(uid, gid)
         )
         _check(result, index, described, log)
     elif kind == "RUN":
@@ -201,6 +205,7 @@ async def _step(
             env=state.env,
             cwd=state.workdir,
             user=(uid, gid),
+            timeout_s=STEP_TIMEOUT_S,
         )
         for stream, level in ((result.stdout, "info"), (result.stderr, "info")):
             for line in stream.decode(errors="replace").splitlines():
