@@ -45,6 +45,7 @@ def test_two_sandboxes_share_a_volume_with_the_content_api(volumes: Serve) -> No
     b = Sandbox.create("busybox", volume_mounts={"/mnt/data": vol.volume_id})  # by id
     try:
         assert a.commands.run("cat /mnt/data/from-api.txt").stdout == "written through the API\n"
+        assert a.get_info().volume_mounts == [{"name": "e2e-shared", "path": "/mnt/data"}]
         # A write in one sandbox is visible in the other and through the API once it returns.
         a.commands.run("echo hello from a > /mnt/data/a.txt")
         assert b.commands.run("cat /mnt/data/a.txt").stdout == "hello from a\n"

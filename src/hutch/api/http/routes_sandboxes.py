@@ -138,7 +138,11 @@ async def get_sandbox(request: Request) -> Response:
     team = await authenticate(request)
     ctx = context(request)
     sandbox = await ctx.sandboxes.get_sandbox(team_id=team.id, sandbox_id=sandbox_id_param(request))
-    return JSONResponse(sandbox_detail_body(sandbox, domain=ctx.domain))
+    body = sandbox_detail_body(sandbox, domain=ctx.domain)
+    mounts = await ctx.volumes.mounted_in(sandbox.id)
+    if mounts:
+        body["volumeMounts"] = [{"name": m.name, "path": m.path} for m in mounts]
+    return JSONResponse(body)
 
 
 async def kill_sandbox(request: Request) -> Response:

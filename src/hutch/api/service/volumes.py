@@ -273,6 +273,10 @@ class VolumeService:
         """The volumes ``sandbox_id`` mounts (to bind them again when it reboots)."""
         return self.mount_specs(await self._store.mounts_of(sandbox_id))
 
+    async def mounted_in(self, sandbox_id: SandboxID) -> list[VolumeMount]:
+        """The volumes ``sandbox_id`` mounts, with their names (``SandboxDetail``)."""
+        return await self._store.mounts_of(sandbox_id)
+
     def mount_specs(self, mounts: Sequence[VolumeMount]) -> list[VolumeMountSpec]:
         return [
             VolumeMountSpec(volume_id=m.volume_id, backend=m.backend, path=m.path) for m in mounts
