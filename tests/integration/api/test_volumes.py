@@ -668,3 +668,14 @@ def test_sdk_on_the_s3_backend(tmp_path, monkeypatch: pytest.MonkeyPatch, reques
         assert keys.get("KeyCount", 0) == 0
     finally:
         gen.close()
+
+
+async def test_async_sdk_volume(vol_env: ApiServer) -> None:
+    from e2b import AsyncVolume
+
+    vol = await AsyncVolume.create("async-vol")
+    await vol.write_file("/x/y.txt", "async")
+    assert await vol.read_file("/x/y.txt") == "async"
+    assert [e.path for e in await vol.list("/", depth=2)] == ["/x", "/x/y.txt"]
+    assert (await AsyncVolume.get_info("async-vol")).volume_id == vol.volume_id
+    assert await AsyncVolume.destroy(vol.volume_id) is True
