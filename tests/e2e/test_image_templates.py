@@ -171,3 +171,22 @@ def test_start_and_ready_commands(serve: Serve, archive: Path) -> None:
     finally:
         sbx.kill()
     assert hutch(serve, "template", "delete", "bbstart").returncode == 0
+
+
+def test_delete_keeps_the_artifact_of_running_sandboxes(serve: Serve, archive: Path) -> None:
+    done = hutch(serve, "template", "create-from-image", f"docker-archive:{archive}",
+                 "--name", "bbdel", "--json")  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    artifact = serve.home / "templates" / ".artifacts" / json.loads(done.stdout)["fingerprint"]
+    sbx = Sandbox.create("bbdel", timeout=120)
+    try:
+        assert hutch(serve, "template", "delete", "bbdel").returncode == 0
+        assert artifact.is_dir()  # its overlay still uses it
+        assert sbx.files.read("/etc/motd") == "hello from the image\n"
+    finally:
+        sbx.kill()
+    # The next prune (any delete) removes it once nothing mounts it.
+    assert hutch(serve, "template", "create-from-image", f"docker-archive:{archive}",
+                 "--name", "bbdel2", "--enable-inject-envd").returncode == 0  # fmt: skip
+    assert hutch(serve, "template", "delete", "bbdel2").returncode == 0
+    assert not artifact.exists()
