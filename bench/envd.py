@@ -34,9 +34,22 @@ def _start(state: Path) -> tuple[subprocess.Popen[bytes], str, float]:
     url = f"http://127.0.0.1:{port}"
     t0 = time.perf_counter()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "hutch.envd", "--host", "127.0.0.1", "--port", str(port),
-         "--state-dir", str(state), "--log-level", "warning"],
-        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        [
+            sys.executable,
+            "-m",
+            "hutch.envd",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--state-dir",
+            str(state),
+            "--log-level",
+            "warning",
+        ],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     while True:
         try:
@@ -63,7 +76,7 @@ def _rss_mib(pid: int) -> float:
 
 def _pct(values: list[float], q: float) -> float:
     ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
 def _mib_s(size: int, seconds: float) -> str:
@@ -85,7 +98,9 @@ def main() -> None:
             proc, _, seconds = _start(work / f"s{i}")
             starts.append(seconds)
             _stop(proc)
-        rows.append(("envd start to healthy (median of 5)", f"{statistics.median(starts)*1000:.0f} ms"))
+        rows.append(
+            ("envd start to healthy (median of 5)", f"{statistics.median(starts) * 1000:.0f} ms")
+        )
 
         proc, url, _ = _start(work / "state")
         os.environ.update(E2B_DEBUG="true", E2B_SANDBOX_URL=url, E2B_API_KEY="e2b_" + "0" * 40)
@@ -102,8 +117,13 @@ def main() -> None:
             t0 = time.perf_counter()
             sbx.commands.run("true", user="nobody")
             lat.append(time.perf_counter() - t0)
-        rows.append((f'commands.run("true") median ({args.runs} runs)', f"{statistics.median(lat)*1000:.1f} ms"))
-        rows.append(('commands.run("true") p95', f"{_pct(lat, 0.95)*1000:.1f} ms"))
+        rows.append(
+            (
+                f'commands.run("true") median ({args.runs} runs)',
+                f"{statistics.median(lat) * 1000:.1f} ms",
+            )
+        )
+        rows.append(('commands.run("true") p95', f"{_pct(lat, 0.95) * 1000:.1f} ms"))
         rows.append(("envd RSS after the runs", f"{_rss_mib(proc.pid):.1f} MiB"))
 
         src = work / "src.bin"
@@ -115,34 +135,57 @@ def main() -> None:
         t0 = time.perf_counter()
         shutil.copyfile(src, work / "cp.bin")
         os.sync()
-        rows.append((f"cp {args.size_mib} MiB, same disk (+sync)", _mib_s(size, time.perf_counter() - t0)))
+        rows.append(
+            (f"cp {args.size_mib} MiB, same disk (+sync)", _mib_s(size, time.perf_counter() - t0))
+        )
 
         dest = str(work / "up.bin")
         t0 = time.perf_counter()
         with open(src, "rb") as f:
             sbx.files.write(dest, f, user="root")
-        rows.append((f"SDK files.write {args.size_mib} MiB (pyqwest)", _mib_s(size, time.perf_counter() - t0)))
+        rows.append(
+            (
+                f"SDK files.write {args.size_mib} MiB (pyqwest)",
+                _mib_s(size, time.perf_counter() - t0),
+            )
+        )
 
         t0 = time.perf_counter()
         got = 0
         for chunk in sbx.files.read(dest, format="stream", user="root"):
             got += len(chunk)
         assert got == size, (got, size)
-        rows.append((f"SDK files.read {args.size_mib} MiB (stream)", _mib_s(size, time.perf_counter() - t0)))
+        rows.append(
+            (f"SDK files.read {args.size_mib} MiB (stream)", _mib_s(size, time.perf_counter() - t0))
+        )
 
         # The same HTTP client (curl) for one POST and for multipart, so the comparison is of
         # envd's two paths, not of two clients (Python clients cap out well below envd here).
         t0 = time.perf_counter()
-        _curl("-X", "POST", "-H", "Content-Type: application/octet-stream",
-              "-T", str(src), f"{url}/files?path={work / 'post.bin'}")
-        rows.append((f"one POST /files {args.size_mib} MiB (curl)",
-                     _mib_s(size, time.perf_counter() - t0)))
+        _curl(
+            "-X",
+            "POST",
+            "-H",
+            "Content-Type: application/octet-stream",
+            "-T",
+            str(src),
+            f"{url}/files?path={work / 'post.bin'}",
+        )
+        rows.append(
+            (f"one POST /files {args.size_mib} MiB (curl)", _mib_s(size, time.perf_counter() - t0))
+        )
         for parallel in (1, 4, 8):
             # Two parts per worker, within envd's 100 MiB part limit.
             part = min(64 * 2**20, -(-size // (parallel * 2)))
-            seconds = _multipart(url, src, str(work / f"mp{parallel}.bin"), size, part, parallel, work)
-            rows.append((f"multipart upload (curl), {parallel} parallel, {part // 2**20} MiB parts",
-                         _mib_s(size, seconds)))
+            seconds = _multipart(
+                url, src, str(work / f"mp{parallel}.bin"), size, part, parallel, work
+            )
+            rows.append(
+                (
+                    f"multipart upload (curl), {parallel} parallel, {part // 2**20} MiB parts",
+                    _mib_s(size, seconds),
+                )
+            )
     finally:
         if proc is not None and proc.poll() is None:
             _stop(proc)  # also when a measurement failed: never leave an envd behind
@@ -160,8 +203,9 @@ def _curl(*args: str) -> None:
     subprocess.run(["curl", "-sS", "--fail", "-o", "/dev/null", *args], check=True)
 
 
-def _multipart(url: str, src: Path, dest: str, size: int, part: int, parallel: int,
-               work: Path) -> float:
+def _multipart(
+    url: str, src: Path, dest: str, size: int, part: int, parallel: int, work: Path
+) -> float:
     """Seconds for init + ``parallel`` concurrent part uploads + complete (parts pre-split)."""
     parts_dir = work / f"parts-{parallel}"
     parts_dir.mkdir()
@@ -172,13 +216,20 @@ def _multipart(url: str, src: Path, dest: str, size: int, part: int, parallel: i
             n += 1
     with httpx.Client(base_url=url, timeout=120) as client:
         t0 = time.perf_counter()
-        r = client.post("/files/upload/init", json={"path": dest, "totalSize": size, "partSize": part})
+        r = client.post(
+            "/files/upload/init", json={"path": dest, "totalSize": size, "partSize": part}
+        )
         r.raise_for_status()
         upload_id, parts = r.json()["uploadId"], r.json()["numParts"]
 
         def put(i: int) -> None:
-            _curl("-X", "PUT", "-T", str(parts_dir / str(i)),
-                  f"{url}/files/upload/{upload_id}?part={i}")
+            _curl(
+                "-X",
+                "PUT",
+                "-T",
+                str(parts_dir / str(i)),
+                f"{url}/files/upload/{upload_id}?part={i}",
+            )
 
         with concurrent.futures.ThreadPoolExecutor(parallel) as pool:
             list(pool.map(put, range(parts)))

@@ -70,13 +70,25 @@ def start_envd(tmp: Path, *extra_args: str, env: dict[str, str] | None = None) -
     log_path = tmp / f"envd-{port}.log"
     state_dir = tmp / f"envd-state-{port}"
     cmd = [
-        sys.executable, "-m", "hutch.envd",
-        "--host", "127.0.0.1", "--port", str(port), "--state-dir", str(state_dir), *extra_args,
+        sys.executable,
+        "-m",
+        "hutch.envd",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--state-dir",
+        str(state_dir),
+        *extra_args,
     ]
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(
-            cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            env={**os.environ, **(env or {})}, start_new_session=True,
+            cmd,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env={**os.environ, **(env or {})},
+            start_new_session=True,
         )
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 30
@@ -151,9 +163,7 @@ def test_user() -> Iterator[pwd.struct_passwd]:
     try:
         entry = pwd.getpwnam(TEST_USER)
     except KeyError:
-        subprocess.run(
-            ["useradd", "--create-home", "--shell", "/bin/bash", TEST_USER], check=True
-        )
+        subprocess.run(["useradd", "--create-home", "--shell", "/bin/bash", TEST_USER], check=True)
         created = True
         entry = pwd.getpwnam(TEST_USER)
     try:

@@ -27,7 +27,7 @@ from hutch.shared.ids import NodeID, SandboxID, TemplateID
 class FakeNodeClient:
     """See the module docstring. Not thread-safe; tests read it between requests."""
 
-    node_id: NodeID = NodeID("fake-node")
+    node_id: NodeID = field(default_factory=lambda: NodeID("fake-node"))
     capacity: int | None = None
     #: Raised by the next ``create`` (after the node "started" the sandbox, so a leak
     #: would show), then cleared.

@@ -56,9 +56,7 @@ def _serve_settings(**values: object) -> ServeSettings:
     "--proxy-port", type=int, default=None, help="Sandbox proxy port (HUTCH_PROXY_PORT, 49983)."
 )
 @click.option("--host", default=None, help="Address to listen on (HUTCH_HOST, 0.0.0.0).")
-@click.option(
-    "--runtime", type=click.Choice(["runc", "runsc"]), default=None, help="OCI runtime."
-)
+@click.option("--runtime", type=click.Choice(["runc", "runsc"]), default=None, help="OCI runtime.")
 def serve(
     home: Path | None, api_port: int | None, proxy_port: int | None, host: str | None,
     runtime: str | None,

@@ -47,10 +47,15 @@ class AccessControl:
         reason = "missing or invalid access token (X-Access-Token)"
         operation = _SIGNED_ROUTES.get(route)
         if operation is not None:
-            query = parse_qs(scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True)
-            reason = check_signature(
-                query, operation=operation, token=self._state.access_token, now=self._clock()
-            ) or ""
+            query = parse_qs(
+                scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True
+            )
+            reason = (
+                check_signature(
+                    query, operation=operation, token=self._state.access_token, now=self._clock()
+                )
+                or ""
+            )
             if not reason:
                 return await self._app(scope, receive, send)
         body = json.dumps({"code": 401, "message": reason}).encode()
@@ -58,7 +63,10 @@ class AccessControl:
             {
                 "type": "http.response.start",
                 "status": 401,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(body)).encode()),
+                ],
             }
         )
         await send({"type": "http.response.body", "body": body})

@@ -61,7 +61,9 @@ def _from_env(environ: dict[str, str]) -> dict[str, object]:
 
 def load_settings(argv: list[str]) -> EnvdSettings:
     """Parse ``hutch envd`` flags over the environment."""
-    parser = argparse.ArgumentParser(prog="hutch envd", description="Run hutch's in-sandbox daemon.")
+    parser = argparse.ArgumentParser(
+        prog="hutch envd", description="Run hutch's in-sandbox daemon."
+    )
     parser.add_argument("--host", help="address to listen on (default 0.0.0.0)")
     parser.add_argument("--port", type=int, help=f"port to listen on (default {ENVD_PORT})")
     parser.add_argument("--user", dest="default_user", help="default user (default root)")

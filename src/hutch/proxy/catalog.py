@@ -56,8 +56,10 @@ class SandboxCatalog(Protocol):
 
 def _signed_by(route: SandboxRoute, query: Mapping[str, list[str]], operation: str) -> bool:
     token = route.envd_access_token
-    return route.running and token is not None and signature_matches(
-        query, operation=operation, token=token
+    return (
+        route.running
+        and token is not None
+        and signature_matches(query, operation=operation, token=token)
     )
 
 

@@ -68,7 +68,9 @@ def _from_headers(sandbox: str | None, port: str | None) -> SandboxTarget | None
         return None
     if sandbox is None or port is None:
         missing = "E2b-Sandbox-Id" if sandbox is None else "E2b-Sandbox-Port"
-        raise RoutingError(f"missing header {missing}: send both E2b-Sandbox-Id and E2b-Sandbox-Port")
+        raise RoutingError(
+            f"missing header {missing}: send both E2b-Sandbox-Id and E2b-Sandbox-Port"
+        )
     sandbox_id = parse_sandbox_id(sandbox)
     if sandbox_id is None:
         raise RoutingError("invalid E2b-Sandbox-Id: sandbox ids match ^[a-z0-9]+$")

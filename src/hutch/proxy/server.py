@@ -35,8 +35,16 @@ Send = Callable[[Message], Awaitable[None]]
 #: rewritten to the upstream address; headers named in ``Connection`` are dropped too.
 HOP_BY_HOP: Final = frozenset(
     {
-        b"connection", b"keep-alive", b"proxy-connection", b"te", b"trailer", b"trailers",
-        b"transfer-encoding", b"upgrade", b"proxy-authenticate", b"proxy-authorization",
+        b"connection",
+        b"keep-alive",
+        b"proxy-connection",
+        b"te",
+        b"trailer",
+        b"trailers",
+        b"transfer-encoding",
+        b"upgrade",
+        b"proxy-authenticate",
+        b"proxy-authorization",
     }
 )
 _REQUEST_DROP: Final = HOP_BY_HOP | {b"host"}
@@ -88,7 +96,11 @@ def _forwarded(scope: Scope, headers: list[tuple[bytes, bytes]]) -> list[tuple[b
 def upstream_headers(scope: Scope) -> list[tuple[bytes, bytes]]:
     """The request headers to send upstream (hop-by-hop removed, forwarding added)."""
     headers: list[tuple[bytes, bytes]] = list(scope["headers"])
-    drop = _drop_set(headers, _REQUEST_DROP) | {b"x-forwarded-for", b"x-forwarded-host", b"x-forwarded-proto"}
+    drop = _drop_set(headers, _REQUEST_DROP) | {
+        b"x-forwarded-for",
+        b"x-forwarded-host",
+        b"x-forwarded-proto",
+    }
     kept = [(k, v) for k, v in headers if k.lower() not in drop]
     return kept + _forwarded(scope, headers)
 
@@ -158,13 +170,17 @@ class ProxyApp:
         """The sandbox and port a request goes to, or the error answer to give instead."""
         try:
             target = route(
-                method=scope["method"], path=scope["path"],
-                query_string=scope.get("query_string", b""), headers=scope["headers"],
+                method=scope["method"],
+                path=scope["path"],
+                query_string=scope.get("query_string", b""),
+                headers=scope["headers"],
             )
         except errors.RoutingError as exc:
             return errors.bad_request(exc.public_message)
         if isinstance(target, SignedFileTarget):
-            found = self.catalog.find_by_file_signature(scope.get("query_string", b""), scope["method"])
+            found = self.catalog.find_by_file_signature(
+                scope.get("query_string", b""), scope["method"]
+            )
             return (found, target.port) if found is not None else errors.invalid_signature()
         assert isinstance(target, SandboxTarget)
         found = self.catalog.find(target.sandbox_id)
@@ -185,8 +201,10 @@ class ProxyApp:
         """The id of the paused auto-resume sandbox a request is for, if it is for one."""
         try:
             target = route(
-                method=scope["method"], path=scope["path"],
-                query_string=scope.get("query_string", b""), headers=scope["headers"],
+                method=scope["method"],
+                path=scope["path"],
+                query_string=scope.get("query_string", b""),
+                headers=scope["headers"],
             )
         except errors.RoutingError:
             return None
@@ -210,8 +228,13 @@ class _Exchange:
     """One proxied request/response, cancelled as a whole when the client disconnects."""
 
     def __init__(
-        self, client: httpx.AsyncClient, scope: Scope, receive: Receive, send: Send,
-        sandbox: SandboxRoute, port: int,
+        self,
+        client: httpx.AsyncClient,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        sandbox: SandboxRoute,
+        port: int,
     ) -> None:
         self.client, self.scope, self.receive, self.send = client, scope, receive, send
         self.sandbox, self.port = sandbox, port
@@ -259,8 +282,11 @@ class _Exchange:
             return
         try:
             await self.send(
-                {"type": "http.response.start", "status": response.status_code,
-                 "headers": downstream_headers(response)}
+                {
+                    "type": "http.response.start",
+                    "status": response.status_code,
+                    "headers": downstream_headers(response),
+                }
             )
             self.started = True
             # aiter_raw: bytes as they arrive, still encoded; a Connect stream's frames reach

@@ -133,7 +133,9 @@ class WebSocketRelay(_Side):
         parts = urlsplit(target)
         try:
             where = route(
-                method=method, path=parts.path.decode("latin-1"), query_string=parts.query,
+                method=method,
+                path=parts.path.decode("latin-1"),
+                query_string=parts.query,
                 headers=headers,
             )
         except errors.RoutingError as exc:
@@ -160,7 +162,10 @@ class WebSocketRelay(_Side):
         original_host = next((v for k, v in headers if k == b"host"), b"")
         prior = [v for k, v in headers if k == b"x-forwarded-for"]
         client_ip = (peername[0] if peername else "").encode()
-        lines = [b"%s %s HTTP/1.1" % (method.encode(), target), b"host: %s:%d" % (host.encode(), port)]
+        lines = [
+            b"%s %s HTTP/1.1" % (method.encode(), target),
+            b"host: %s:%d" % (host.encode(), port),
+        ]
         lines += [b"%s: %s" % (k, v) for k, v in headers if k not in _DROP]
         lines += [
             b"x-forwarded-for: " + b", ".join([*prior, client_ip]),

@@ -93,9 +93,7 @@ def test_node_full_is_429_and_leaves_nothing(api: ApiServer) -> None:
     api.node.capacity = 1
     with _client(api) as c:
         assert _create(c).status_code == 201
-        r = c.post(
-            "/v2/sandboxes", json={"templateID": "base"}, headers={"Should-Retry": "x"}
-        )
+        r = c.post("/v2/sandboxes", json={"templateID": "base"}, headers={"Should-Retry": "x"})
         assert r.status_code == 429
         listed = c.get("/v2/sandboxes").json()
     assert len(listed) == 1 and len(api.node.running) == 1
@@ -124,7 +122,9 @@ def test_idempotency_key_replays_and_refuses_a_different_body(api: ApiServer) ->
         assert len(api.node.created) == 1
         other = c.post("/v2/sandboxes", json={"templateID": "busybox"}, headers=h)
         assert other.status_code == 409
-        bad = c.post("/v2/sandboxes", json={"templateID": "base"}, headers={"Idempotency-Key": "UP"})
+        bad = c.post(
+            "/v2/sandboxes", json={"templateID": "base"}, headers={"Idempotency-Key": "UP"}
+        )
         assert bad.status_code == 400
 
 
@@ -142,7 +142,14 @@ def test_other_team_sees_404(api: ApiServer) -> None:
 
 def test_list_params_are_checked(api: ApiServer) -> None:
     with _client(api) as c:
-        for q in ("limit=0", "limit=101", "limit=x", "nextToken=%%%", "state=dead", "metadata=novalue"):
+        for q in (
+            "limit=0",
+            "limit=101",
+            "limit=x",
+            "nextToken=%%%",
+            "state=dead",
+            "metadata=novalue",
+        ):
             r = c.get(f"/v2/sandboxes?{q}")
             assert r.status_code == 400, q
 

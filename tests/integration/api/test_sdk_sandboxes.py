@@ -72,7 +72,9 @@ def test_sdk_wrong_key_is_authentication_error(sdk_env: ApiServer) -> None:
 
 
 def test_sdk_list_filters_and_paginates(sdk_env: ApiServer) -> None:
-    ids = [Sandbox.create(metadata={"group": "a b&c=d/é", "n": str(i)}).sandbox_id for i in range(5)]
+    ids = [
+        Sandbox.create(metadata={"group": "a b&c=d/é", "n": str(i)}).sandbox_id for i in range(5)
+    ]
     Sandbox.create(metadata={"group": "other"})
     paused_only = Sandbox.list(query=SandboxQuery(state=[SandboxState.PAUSED]))
     assert paused_only.next_items() == []

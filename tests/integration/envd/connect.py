@@ -36,8 +36,9 @@ def unary(
     if user is not None:
         all_headers.update(basic_auth(user))
     all_headers.update(headers or {})
-    return httpx.post(f"{envd.url}/{service}/{method}", content=content, headers=all_headers,
-                      timeout=30)
+    return httpx.post(
+        f"{envd.url}/{service}/{method}", content=content, headers=all_headers, timeout=30
+    )
 
 
 def envelope(message: dict[str, Any], flags: int = 0) -> bytes:
@@ -77,8 +78,9 @@ def open_stream(
         **(headers or {}),
     }
     content = message if isinstance(message, bytes) else envelope(message)
-    return client.stream("POST", f"{envd.url}/{service}/{method}", content=content,
-                         headers=all_headers)
+    return client.stream(
+        "POST", f"{envd.url}/{service}/{method}", content=content, headers=all_headers
+    )
 
 
 def assert_healthy(envd: EnvdProcess) -> None:

@@ -83,16 +83,23 @@ def test_signed_file_urls_are_checked_exactly(envd: EnvdProcess) -> None:
     httpx.post(envd.url + "/init", json={"accessToken": "tok"})
     exp = int(time.time()) + 60
     sig = _signature("/etc/hostname", "read", "root", "tok", exp)
-    params = {"path": "/etc/hostname", "username": "root", "signature": sig,
-              "signature_expiration": str(exp)}
+    params = {
+        "path": "/etc/hostname",
+        "username": "root",
+        "signature": sig,
+        "signature_expiration": str(exp),
+    }
     assert httpx.get(envd.url + "/files", params=params).status_code != 401
     # The signature of a read does not allow a write, nor another path or an expired time.
     assert httpx.post(envd.url + "/files", params=params, content=b"x").status_code == 401
     other = {**params, "path": "/etc/passwd"}
     assert httpx.get(envd.url + "/files", params=other).status_code == 401
     old = int(time.time()) - 5
-    expired = {**params, "signature": _signature("/etc/hostname", "read", "root", "tok", old),
-               "signature_expiration": str(old)}
+    expired = {
+        **params,
+        "signature": _signature("/etc/hostname", "read", "root", "tok", old),
+        "signature_expiration": str(old),
+    }
     r = httpx.get(envd.url + "/files", params=expired)
     assert r.status_code == 401
     assert "expired" in r.json()["message"]

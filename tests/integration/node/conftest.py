@@ -44,7 +44,9 @@ def node_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
     build_busybox(home / "templates")
     build_busybox(home / "templates", name="badinit")
     meta = home / "templates/badinit/template.json"
-    meta.write_text(meta.read_text().replace('"default_user": "user"', '"default_user": "nobody-here"'))
+    meta.write_text(
+        meta.read_text().replace('"default_user": "user"', '"default_user": "nobody-here"')
+    )
     yield home
     for parent in cgroup_parents():  # runc leaves the (empty) parent it created
         with contextlib.suppress(OSError):

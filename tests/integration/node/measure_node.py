@@ -18,6 +18,8 @@ from collections import defaultdict
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
+import contextlib
+
 from nodehelpers import cached_envd_bundle, cgroup_parents, count_leaks, node_settings
 
 from hutch.node.app import build_node
@@ -61,34 +63,34 @@ async def main(n: int) -> None:
             await manager.create(SandboxRequest(sandbox_id=sid, template="busybox"))
             totals.append(time.perf_counter() - t0)
             ids.append(sid)
-        print(f"create-to-ready over {n}: median {statistics.median(totals) * 1000:.0f} ms, "
-              f"min {min(totals) * 1000:.0f}, max {max(totals) * 1000:.0f}")
+        print(
+            f"create-to-ready over {n}: median {statistics.median(totals) * 1000:.0f} ms, "
+            f"min {min(totals) * 1000:.0f}, max {max(totals) * 1000:.0f}"
+        )
         for label, values in PHASES.items():
             print(f"  {label:24s} median {statistics.median(values) * 1000:7.1f} ms")
         await asyncio.sleep(5)  # let envd settle into idle
         usage = []
         for sid in ids:
             memory = next(p / sid for p in cgroup_parents() if p.parts[4] == "memory")
-            stat = dict(
-                line.split() for line in (memory / "memory.stat").read_text().splitlines()
-            )
+            stat = dict(line.split() for line in (memory / "memory.stat").read_text().splitlines())
             usage.append((int((memory / "memory.usage_in_bytes").read_text()),
                           int(stat["total_rss"]), int(stat["total_cache"])))  # fmt: skip
         mib = 1024 * 1024
-        print(f"idle memory per sandbox (cgroup usage): median "
-              f"{statistics.median(u[0] for u in usage) / mib:.1f} MiB "
-              f"(rss {statistics.median(u[1] for u in usage) / mib:.1f} MiB, "
-              f"page cache {statistics.median(u[2] for u in usage) / mib:.1f} MiB)")
+        print(
+            f"idle memory per sandbox (cgroup usage): median "
+            f"{statistics.median(u[0] for u in usage) / mib:.1f} MiB "
+            f"(rss {statistics.median(u[1] for u in usage) / mib:.1f} MiB, "
+            f"page cache {statistics.median(u[2] for u in usage) / mib:.1f} MiB)"
+        )
     finally:
         await manager.reconcile([])
         print("leaks after kill:", await count_leaks(settings, rt))
         await node.networks.remove_bridge()
         await node.aclose()
         for parent in cgroup_parents():
-            try:
+            with contextlib.suppress(OSError):
                 parent.rmdir()
-            except OSError:
-                pass
 
 
 if __name__ == "__main__":

@@ -53,8 +53,10 @@ def _bundle_inputs_digest() -> str:
     pkg = Path(hutch.__file__).parent
     sources = [pkg / "__init__.py", pkg / "__main__.py"]
     for sub in ("envd", "shared", "node"):
-        sources += sorted((pkg / sub).rglob("*.py")) if sub != "node" else sorted(
-            pkg.joinpath("node").glob("envd_bundle*.py")
+        sources += (
+            sorted((pkg / sub).rglob("*.py"))
+            if sub != "node"
+            else sorted(pkg.joinpath("node").glob("envd_bundle*.py"))
         )
     for path in sources:
         if path.is_file():
@@ -127,7 +129,11 @@ async def count_leaks(settings: NodeSettings, runtime: Runtime) -> Leaks:
     """Count what the node's sandboxes hold on the host (zero when all are gone)."""
     cgroups = [c for p in cgroup_parents() if p.is_dir() for c in p.iterdir() if c.is_dir()]
     netns_dir = Path("/run/netns")
-    netns = [n for n in netns_dir.iterdir() if n.name.startswith(NETNS_PREFIX)] if netns_dir.is_dir() else []
+    netns = (
+        [n for n in netns_dir.iterdir() if n.name.startswith(NETNS_PREFIX)]
+        if netns_dir.is_dir()
+        else []
+    )
     veths = [v for v in Path("/sys/class/net").iterdir() if v.name.startswith(VETH_PREFIX)]
     procs = 0
     for proc in Path("/proc").iterdir():

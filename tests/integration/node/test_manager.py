@@ -37,8 +37,13 @@ async def test_manager_create_runs_envd_in_the_sandbox(
 ) -> None:
     sid = new_id()
     sbx = await node.manager.create(
-        SandboxRequest(sandbox_id=sid, template="busybox", env_vars={"GREETING": "hi"},
-                       cpu_count=0.5, memory_mb=96)  # fmt: skip
+        SandboxRequest(
+            sandbox_id=sid,
+            template="busybox",
+            env_vars={"GREETING": "hi"},
+            cpu_count=0.5,
+            memory_mb=96,
+        )
     )
     assert sbx.address in node.networks.settings.subnet
     assert sbx.pid > 0

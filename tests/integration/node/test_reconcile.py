@@ -42,9 +42,7 @@ async def test_reconcile_adopts_known_removes_unknown_reports_missing(
             SandboxRequest(sandbox_id=new_id(), template="busybox")
         )
         assert other.address != adopted.address
-        assert (await restarted.manager.reconcile([])).removed == sorted(
-            [keep, other.sandbox_id]
-        )
+        assert (await restarted.manager.reconcile([])).removed == sorted([keep, other.sandbox_id])
     finally:
         await restarted.aclose()
     assert (await count_leaks(settings, restarted.manager._runtime)).total() == 0
@@ -60,9 +58,7 @@ async def test_reconcile_cleans_half_made_sandboxes(node: Node, settings: NodeSe
     assert (await count_leaks(settings, node.manager._runtime)).total() == 0
 
 
-async def test_manager_create_kill_cycles_leave_nothing(
-    node: Node, settings: NodeSettings
-) -> None:
+async def test_manager_create_kill_cycles_leave_nothing(node: Node, settings: NodeSettings) -> None:
     for _ in range(CYCLES):
         sbx = await node.manager.create(SandboxRequest(sandbox_id=new_id(), template="busybox"))
         assert await node.manager.kill(sbx.sandbox_id)

@@ -51,7 +51,9 @@ def latency(url: str, n: int = 400) -> float:
 
 
 async def rps(url: str, total: int = 2000, concurrency: int = 16) -> float:
-    async with httpx.AsyncClient(headers=HEADERS, limits=httpx.Limits(max_connections=concurrency)) as c:
+    async with httpx.AsyncClient(
+        headers=HEADERS, limits=httpx.Limits(max_connections=concurrency)
+    ) as c:
         left = total
 
         async def worker() -> None:
@@ -68,7 +70,13 @@ async def rps(url: str, total: int = 2000, concurrency: int = 16) -> float:
 def download(url: str, path: str) -> float:
     t = time.perf_counter()
     got = 0
-    with httpx.stream("GET", url + "/files", params={"path": path}, headers={**HEADERS, "accept-encoding": "identity"}, timeout=None) as r:
+    with httpx.stream(
+        "GET",
+        url + "/files",
+        params={"path": path},
+        headers={**HEADERS, "accept-encoding": "identity"},
+        timeout=None,
+    ) as r:
         for chunk in r.iter_raw(1 << 20):
             got += len(chunk)
     assert got == SIZE, got
@@ -83,7 +91,13 @@ def upload(url: str, path: str) -> float:
             yield block
 
     t = time.perf_counter()
-    r = httpx.post(url + "/files", params={"path": path}, headers={**HEADERS, "content-type": "application/octet-stream"}, content=body(), timeout=None)
+    r = httpx.post(
+        url + "/files",
+        params={"path": path},
+        headers={**HEADERS, "content-type": "application/octet-stream"},
+        content=body(),
+        timeout=None,
+    )
     assert r.status_code == 200, r.text
     return SIZE / (time.perf_counter() - t) / 2**20
 
@@ -110,7 +124,8 @@ def main() -> None:
             print(f"{name:7} GET /health median latency: {latency(url):.2f} ms")
             print(f"{name:7} GET /health 16 concurrent:   {asyncio.run(rps(url)):.0f} req/s")
             print(f"{name:7} download 512 MiB:            {download(url, str(big)):.0f} MiB/s")
-            print(f"{name:7} upload 512 MiB:              {upload(url, str(tmp / f'up-{name}.bin')):.0f} MiB/s")
+            rate = upload(url, str(tmp / f"up-{name}.bin"))
+            print(f"{name:7} upload 512 MiB:              {rate:.0f} MiB/s")
         print(f"proxy RSS peak (VmHWM) after all: {rss_peak_mib(proxy.pid):.1f} MiB")
     finally:
         proxy.terminate()

@@ -71,8 +71,13 @@ def echo(req: BaseHTTPRequestHandler, upstream: Upstream) -> None:
     else:
         body = req.rfile.read(length)
     payload = json.dumps(
-        {"port": upstream.port, "method": req.command, "path": req.path,
-         "headers": [[k.lower(), v] for k, v in req.headers.items()], "body": body.decode("latin-1")}
+        {
+            "port": upstream.port,
+            "method": req.command,
+            "path": req.path,
+            "headers": [[k.lower(), v] for k, v in req.headers.items()],
+            "body": body.decode("latin-1"),
+        }
     ).encode()
     req.send_response(200)
     req.send_header("content-type", "application/json")

@@ -20,7 +20,9 @@ SID = SandboxID("isbx1")
 
 
 def _route(proxy: RunningProxy, **ports: int) -> None:
-    proxy.catalog.put(SandboxRoute(SID, "127.0.0.1", ports={int(k[1:]): v for k, v in ports.items()}))
+    proxy.catalog.put(
+        SandboxRoute(SID, "127.0.0.1", ports={int(k[1:]): v for k, v in ports.items()})
+    )
 
 
 def _headers(port: int, sandbox: str = SID) -> dict[str, str]:
@@ -56,10 +58,17 @@ def test_proxy_routes_by_host_and_strips_the_client_id(
 
 @pytest.mark.parametrize(
     "headers",
-    [{"E2b-Sandbox-Id": SID}, {"E2b-Sandbox-Port": "49983"}, {"E2b-Sandbox-Id": "Bad-", "E2b-Sandbox-Port": "1"},
-     {"E2b-Sandbox-Id": SID, "E2b-Sandbox-Port": "99999"}, {}],
+    [
+        {"E2b-Sandbox-Id": SID},
+        {"E2b-Sandbox-Port": "49983"},
+        {"E2b-Sandbox-Id": "Bad-", "E2b-Sandbox-Port": "1"},
+        {"E2b-Sandbox-Id": SID, "E2b-Sandbox-Port": "99999"},
+        {},
+    ],
 )
-def test_proxy_rejects_incomplete_routing_with_400(proxy: RunningProxy, headers: dict[str, str]) -> None:
+def test_proxy_rejects_incomplete_routing_with_400(
+    proxy: RunningProxy, headers: dict[str, str]
+) -> None:
     r = httpx.get(proxy.url + "/health", headers=headers)
     assert r.status_code == 400
     assert r.json()["code"] == 400 and r.json()["message"]
@@ -70,7 +79,11 @@ def test_proxy_unknown_or_stopped_sandbox_is_502_not_found(proxy: RunningProxy) 
     for sandbox in ("nosuch", "paused", "nosuch-6532622b"):
         r = httpx.get(proxy.url + "/health", headers=_headers(49983, sandbox))
         assert r.status_code == 502
-        assert r.json() == {"sandboxId": sandbox.split("-")[0], "message": "The sandbox was not found", "code": 502}
+        assert r.json() == {
+            "sandboxId": sandbox.split("-")[0],
+            "message": "The sandbox was not found",
+            "code": 502,
+        }
 
 
 def test_proxy_closed_port_is_502_port_not_open(proxy: RunningProxy) -> None:
@@ -78,7 +91,12 @@ def test_proxy_closed_port_is_502_port_not_open(proxy: RunningProxy) -> None:
     _route(proxy, p5000=closed)
     r = httpx.get(proxy.url + "/", headers=_headers(5000))
     assert r.status_code == 502
-    assert r.json() == {"sandboxId": SID, "port": 5000, "message": "The sandbox is running but port is not open", "code": 502}
+    assert r.json() == {
+        "sandboxId": SID,
+        "port": 5000,
+        "message": "The sandbox is running but port is not open",
+        "code": 502,
+    }
 
 
 def test_proxy_drops_hop_by_hop_headers_both_ways(
@@ -99,8 +117,14 @@ def test_proxy_drops_hop_by_hop_headers_both_ways(
     _route(proxy, p80=a.port)
     r = httpx.get(
         proxy.url + "/",
-        headers={**_headers(80), "Connection": "keep-alive, X-Client-Hop", "X-Client-Hop": "1",
-                 "TE": "trailers", "Keep-Alive": "300", "X-Forwarded-For": "10.0.0.9"},
+        headers={
+            **_headers(80),
+            "Connection": "keep-alive, X-Client-Hop",
+            "X-Client-Hop": "1",
+            "TE": "trailers",
+            "Keep-Alive": "300",
+            "X-Forwarded-For": "10.0.0.9",
+        },
     )
     assert r.status_code == 200 and r.text == "ok"
     assert r.headers["x-end-to-end"] == "yes"
@@ -168,7 +192,10 @@ def test_proxy_client_disconnect_closes_the_upstream_connection(
     a = start_upstream(endless)
     _route(proxy, p80=a.port)
     with socket.create_connection(("127.0.0.1", proxy.port)) as s:
-        s.sendall(f"GET /big HTTP/1.1\r\nHost: x\r\nE2b-Sandbox-Id: {SID}\r\nE2b-Sandbox-Port: 80\r\n\r\n".encode())
+        s.sendall(
+            f"GET /big HTTP/1.1\r\nHost: x\r\nE2b-Sandbox-Id: {SID}\r\n"
+            "E2b-Sandbox-Port: 80\r\n\r\n".encode()
+        )
         assert s.recv(1024).startswith(b"HTTP/1.1 200")
         assert started.wait(10)
     # The client is gone: the upstream's writes must fail because the proxy closed its side.

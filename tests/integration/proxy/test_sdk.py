@@ -35,23 +35,33 @@ def sdk_sandbox(proxy: RunningProxy, sandbox_id: str, token: str | None = None) 
         sandbox_url=proxy.url, api_key=API_KEY, debug=False, extra_sandbox_headers=headers
     )
     return Sandbox(
-        sandbox_id=sandbox_id, sandbox_domain=None, envd_version=Version("0.6.13"),
-        envd_access_token=token, traffic_access_token=None, connection_config=config,
+        sandbox_id=sandbox_id,
+        sandbox_domain=None,
+        envd_version=Version("0.6.13"),
+        envd_access_token=token,
+        traffic_access_token=None,
+        connection_config=config,
     )
 
 
 def _register(proxy: RunningProxy, sandbox_id: str, envd: EnvdProcess, token: str | None) -> None:
     if token is not None:
         # Re-init of a module-scoped envd must present the token it already has.
-        r = httpx.post(envd.url + "/init", json={"accessToken": token}, headers={"X-Access-Token": token})
+        r = httpx.post(
+            envd.url + "/init", json={"accessToken": token}, headers={"X-Access-Token": token}
+        )
         assert r.status_code == 204, r.text
     proxy.catalog.put(
-        SandboxRoute(SandboxID(sandbox_id), "127.0.0.1", envd_access_token=token, ports={49983: envd.port})
+        SandboxRoute(
+            SandboxID(sandbox_id), "127.0.0.1", envd_access_token=token, ports={49983: envd.port}
+        )
     )
 
 
 @pytest.fixture(scope="module")
-def two_envds(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[EnvdProcess, EnvdProcess]]:
+def two_envds(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[tuple[EnvdProcess, EnvdProcess]]:
     a = start_envd(tmp_path_factory.mktemp("envd-a"))
     b = start_envd(tmp_path_factory.mktemp("envd-b"))
     try:
@@ -62,7 +72,9 @@ def two_envds(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[EnvdPr
 
 
 @pytest.fixture
-def secure(proxy: RunningProxy, two_envds: tuple[EnvdProcess, EnvdProcess]) -> tuple[Sandbox, Sandbox]:
+def secure(
+    proxy: RunningProxy, two_envds: tuple[EnvdProcess, EnvdProcess]
+) -> tuple[Sandbox, Sandbox]:
     a, b = two_envds
     _register(proxy, "isbxa", a, "token-a")
     _register(proxy, "isbxb", b, "token-b")
@@ -92,7 +104,9 @@ def test_sdk_command_output_streams_through_the_proxy(secure: tuple[Sandbox, San
     assert result.stderr == "e\n"
 
 
-def test_sdk_big_file_round_trip_is_byte_exact(secure: tuple[Sandbox, Sandbox], tmp_path: Path) -> None:
+def test_sdk_big_file_round_trip_is_byte_exact(
+    secure: tuple[Sandbox, Sandbox], tmp_path: Path
+) -> None:
     sbx, _ = secure
     data = os.urandom(64 * 1024 * 1024)
     target = str(tmp_path / "big.bin")
@@ -134,7 +148,11 @@ def test_signed_url_that_no_sandbox_made_is_401_and_names_none(
     good = sbx_a.download_url(str(tmp_path / "x"))
     forged = good.replace("signature=v1_", "signature=v1_X")
     wrong_op = sbx_a.upload_url(str(tmp_path / "x")).replace(proxy.url, proxy.url)  # write-signed
-    answers = [httpx.get(forged), httpx.get(wrong_op), httpx.get(proxy.url + "/files?path=/x&signature=v1_nope")]
+    answers = [
+        httpx.get(forged),
+        httpx.get(wrong_op),
+        httpx.get(proxy.url + "/files?path=/x&signature=v1_nope"),
+    ]
     for r in answers:
         assert r.status_code == 401
         assert r.json() == {"message": "missing or invalid signature", "code": 401}

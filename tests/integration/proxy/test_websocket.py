@@ -46,7 +46,11 @@ def ws_echo(req: BaseHTTPRequestHandler, up: Upstream) -> None:
 
 def _frame(payload: bytes, *, masked: bool) -> bytes:
     n = len(payload)
-    size = bytes([n | (0x80 if masked else 0)]) if n < 126 else bytes([126 | (0x80 if masked else 0)]) + struct.pack(">H", n)
+    size = (
+        bytes([n | (0x80 if masked else 0)])
+        if n < 126
+        else bytes([126 | (0x80 if masked else 0)]) + struct.pack(">H", n)
+    )
     if not masked:
         return b"\x81" + size + payload
     mask = os.urandom(4)
@@ -56,9 +60,11 @@ def _frame(payload: bytes, *, masked: bool) -> bytes:
 def _handshake(port: int, extra: str) -> tuple[socket.socket, bytes]:
     s = socket.create_connection(("127.0.0.1", port), timeout=10)
     s.sendall(
-        (f"GET /ws HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-         f"Sec-WebSocket-Key: {base64.b64encode(os.urandom(16)).decode()}\r\n"
-         f"Sec-WebSocket-Version: 13\r\n{extra}\r\n").encode()
+        (
+            f"GET /ws HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            f"Sec-WebSocket-Key: {base64.b64encode(os.urandom(16)).decode()}\r\n"
+            f"Sec-WebSocket-Version: 13\r\n{extra}\r\n"
+        ).encode()
     )
     head = b""
     while b"\r\n\r\n" not in head:

@@ -17,19 +17,30 @@ def _route(headers: dict[str, str], path: str = "/", query: bytes = b"", method:
 
 
 def test_route_headers_win_over_host() -> None:
-    target = _route({"Host": "80-other.example", "E2b-Sandbox-Id": "abc", "E2b-Sandbox-Port": "49983"})
+    target = _route(
+        {"Host": "80-other.example", "E2b-Sandbox-Id": "abc", "E2b-Sandbox-Port": "49983"}
+    )
     assert target == SandboxTarget(SandboxID("abc"), 49983)
 
 
 def test_route_header_id_strips_client_id() -> None:
-    assert _route({"E2b-Sandbox-Id": "abc-6532622b", "E2b-Sandbox-Port": "1"}) == SandboxTarget(SandboxID("abc"), 1)
+    assert _route({"E2b-Sandbox-Id": "abc-6532622b", "E2b-Sandbox-Port": "1"}) == SandboxTarget(
+        SandboxID("abc"), 1
+    )
 
 
 @pytest.mark.parametrize(
     ("host", "expected"),
-    [("3000-abc.e2b.local", ("abc", 3000)), ("3000-abc-6532622b.e2b.local:8443", ("abc", 3000)),
-     ("localhost:49983", None), ("127.0.0.1:49983", None), ("sandbox.example", None),
-     ("x-abc.example", None), ("70000-abc.example", None), ("80-a_b.example", None)],
+    [
+        ("3000-abc.e2b.local", ("abc", 3000)),
+        ("3000-abc-6532622b.e2b.local:8443", ("abc", 3000)),
+        ("localhost:49983", None),
+        ("127.0.0.1:49983", None),
+        ("sandbox.example", None),
+        ("x-abc.example", None),
+        ("70000-abc.example", None),
+        ("80-a_b.example", None),
+    ],
 )
 def test_parse_host(host: str, expected: tuple[str, int] | None) -> None:
     got = parse_host(host)
@@ -38,9 +49,14 @@ def test_parse_host(host: str, expected: tuple[str, int] | None) -> None:
 
 @pytest.mark.parametrize(
     "headers",
-    [{"E2b-Sandbox-Id": "abc"}, {"E2b-Sandbox-Port": "1"}, {"E2b-Sandbox-Id": "ABC", "E2b-Sandbox-Port": "1"},
-     {"E2b-Sandbox-Id": "abc", "E2b-Sandbox-Port": "-1"}, {"E2b-Sandbox-Id": "abc", "E2b-Sandbox-Port": "0"},
-     {"Host": "localhost"}],
+    [
+        {"E2b-Sandbox-Id": "abc"},
+        {"E2b-Sandbox-Port": "1"},
+        {"E2b-Sandbox-Id": "ABC", "E2b-Sandbox-Port": "1"},
+        {"E2b-Sandbox-Id": "abc", "E2b-Sandbox-Port": "-1"},
+        {"E2b-Sandbox-Id": "abc", "E2b-Sandbox-Port": "0"},
+        {"Host": "localhost"},
+    ],
 )
 def test_route_rejects(headers: dict[str, str]) -> None:
     with pytest.raises(RoutingError):
@@ -48,14 +64,21 @@ def test_route_rejects(headers: dict[str, str]) -> None:
 
 
 def test_route_signed_files_without_sandbox() -> None:
-    assert _route({"Host": "localhost"}, "/files", b"path=%2Fx&signature=v1_a") == SignedFileTarget()
+    assert (
+        _route({"Host": "localhost"}, "/files", b"path=%2Fx&signature=v1_a") == SignedFileTarget()
+    )
     with pytest.raises(RoutingError):
         _route({"Host": "localhost"}, "/other", b"signature=v1_a")
 
 
 def _query(token: str, *, op: str = "read", exp: int | None = None) -> dict[str, list[str]]:
-    q = {"path": ["/x"], "username": ["user"],
-         "signature": [file_signature(path="/x", operation=op, username="user", token=token, expiration=exp)]}
+    q = {
+        "path": ["/x"],
+        "username": ["user"],
+        "signature": [
+            file_signature(path="/x", operation=op, username="user", token=token, expiration=exp)
+        ],
+    }
     if exp is not None:
         q["signature_expiration"] = [str(exp)]
     return q
@@ -66,10 +89,18 @@ def test_signatures_match_and_expire() -> None:
     assert not signature_matches(_query("t"), operation="write", token="t")
     assert not signature_matches(_query("t"), operation="read", token="u")
     assert check_signature(_query("t", exp=100), operation="read", token="t", now=50) is None
-    assert check_signature(_query("t", exp=100), operation="read", token="t", now=150) == "signature expired"
+    assert (
+        check_signature(_query("t", exp=100), operation="read", token="t", now=150)
+        == "signature expired"
+    )
     bad = {**_query("t"), "signature_expiration": ["soon"]}
-    assert check_signature(bad, operation="read", token="t", now=0) == "invalid signature_expiration"
-    assert check_signature({}, operation="read", token="t", now=0) == "missing access token or signature"
+    assert (
+        check_signature(bad, operation="read", token="t", now=0) == "invalid signature_expiration"
+    )
+    assert (
+        check_signature({}, operation="read", token="t", now=0)
+        == "missing access token or signature"
+    )
 
 
 def test_catalog_finds_the_signing_sandbox_only() -> None:

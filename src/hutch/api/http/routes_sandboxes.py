@@ -40,8 +40,8 @@ from hutch.api.http.schemas import (
     sandbox_detail_body,
 )
 from hutch.api.service.logs import LogDirection, LogsQuery
-from hutch.api.service.ports import SandboxLogLine
 from hutch.api.service.pausing import Resumed
+from hutch.api.service.ports import SandboxLogLine
 from hutch.api.service.sandboxes import CreateSandboxRequest, ListSandboxesQuery
 from hutch.shared.errors import InvalidArgumentError
 
@@ -70,7 +70,9 @@ async def _create(request: Request, *, api_version: int) -> Response:
             env_vars=body.env_vars or {},
             # v2 is always secured (NewSandboxV2 has no ``secure``); v1 only when asked.
             secure=True if api_version >= 2 else bool(body.secure),
-            allow_internet=True if body.allow_internet_access is None else body.allow_internet_access,
+            allow_internet=True
+            if body.allow_internet_access is None
+            else body.allow_internet_access,
             auto_pause=bool(body.auto_pause),
             auto_resume=body.auto_resume.enabled if body.auto_resume is not None else None,
             volume_mounts=tuple((m.name, m.path) for m in body.volume_mounts or ()),

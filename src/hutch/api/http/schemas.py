@@ -36,6 +36,8 @@ class AutoResumeBody(_Body):
     """``SandboxAutoResumeConfig``."""
 
     enabled: StrictBool
+
+
 class VolumeMountBody(_Body):
     """``SandboxVolumeMount``: a volume (by name, or by id in hutch) and where to mount it."""
 

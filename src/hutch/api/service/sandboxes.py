@@ -17,11 +17,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import hashlib
 import json
 import secrets
 from collections.abc import Collection, Mapping, Sequence
-import dataclasses
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 from typing import Final, Protocol
@@ -262,8 +262,9 @@ class SandboxService:
             new, idempotency_key=idempotency_key, request_hash=fingerprint
         )
         if not created.created:
-            return await self._replayed(created.sandbox, team_id=team_id, request=request,
-                                        idempotency_key=idempotency_key)
+            return await self._replayed(
+                created.sandbox, team_id=team_id, request=request, idempotency_key=idempotency_key
+            )
         return await self._start(created.sandbox, mounts=mounts)
 
     async def spec_with_volumes(self, sandbox: Sandbox) -> SandboxSpec:
@@ -314,10 +315,8 @@ class SandboxService:
     async def _roll_back(self, sandbox_id: SandboxID, cause: BaseException) -> None:
         try:
             await self._node.kill(sandbox_id)
-            try:
+            with contextlib.suppress(NotFoundError):  # a concurrent kill got there first
                 await self._sandboxes.delete_sandbox(sandbox_id, team_id=None)
-            except NotFoundError:
-                pass  # a concurrent kill got there first
         except Exception as exc:
             raise CreateOutcomeUnknownError(
                 f"creating sandbox {sandbox_id} failed ({cause!r}) and so did the rollback "
@@ -447,9 +446,7 @@ class SandboxService:
         check_timeout(timeout_s, field="timeout", minimum=0)
         sandbox = await self.get_sandbox(team_id=team_id, sandbox_id=sandbox_id)
         if sandbox.state in PAUSED_VIEW:
-            raise ConflictError(
-                f"sandbox {sandbox.id} is paused; resuming is not supported yet"
-            )
+            raise ConflictError(f"sandbox {sandbox.id} is paused; resuming is not supported yet")
         return await self._set_end(team_id, sandbox.id, timeout_s, extend_only=True)
 
     async def _set_end(

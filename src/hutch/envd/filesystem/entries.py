@@ -126,9 +126,7 @@ def mode_string(st_mode: int) -> str:
         letters += "c"
     if st_mode & stat.S_ISVTX:
         letters += "t"
-    perms = "".join(
-        char if st_mode & (1 << (8 - i)) else "-" for i, char in enumerate("rwxrwxrwx")
-    )
+    perms = "".join(char if st_mode & (1 << (8 - i)) else "-" for i, char in enumerate("rwxrwxrwx"))
     return (letters or "-") + perms
 
 

@@ -80,8 +80,10 @@ def check_write(path: str, user: User) -> None:
         raise denied
     if os.path.lexists(path) and anchor == os.path.realpath(parent):
         target = os.lstat(path)
-        if anchor_st.st_mode & stat.S_ISVTX and target.st_uid not in (user.uid,) and (
-            anchor_st.st_uid != user.uid
+        if (
+            anchor_st.st_mode & stat.S_ISVTX
+            and target.st_uid not in (user.uid,)
+            and (anchor_st.st_uid != user.uid)
         ):
             raise denied
         if stat.S_ISREG(target.st_mode) and not _allows(target, user, _W):

@@ -6,6 +6,7 @@ size) is what is read, even if the path is replaced meanwhile.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import stat
 import zlib
@@ -35,10 +36,8 @@ class OpenedFile:
             raise from_os_error(exc, self.path) from exc
 
     def close(self) -> None:
-        try:
+        with contextlib.suppress(OSError):
             os.close(self.fd)
-        except OSError:
-            pass
 
 
 def open_file(path: str, *, user: User) -> OpenedFile:

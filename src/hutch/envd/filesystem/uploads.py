@@ -141,7 +141,9 @@ class UploadManager:
             except OSError:
                 temp = ""
             # Only a file whose name carries this record's random token is ours to remove.
-            if temp.startswith("/") and posixpath.basename(temp).endswith(TEMP_MARKER + record.name):
+            if temp.startswith("/") and posixpath.basename(temp).endswith(
+                TEMP_MARKER + record.name
+            ):
                 with contextlib.suppress(OSError):
                     if not os.path.islink(temp) and os.path.isfile(temp):
                         os.unlink(temp)
@@ -227,8 +229,17 @@ class UploadManager:
         self._sessions[upload_id] = session
         return session
 
-    def _open_session(self, *, upload_id: str, path: str, user: User, total_size: int,
-                      part_size: int, num_parts: int, metadata: dict[str, str]) -> UploadSession:
+    def _open_session(
+        self,
+        *,
+        upload_id: str,
+        path: str,
+        user: User,
+        total_size: int,
+        part_size: int,
+        num_parts: int,
+        metadata: dict[str, str],
+    ) -> UploadSession:
         target = prepare_target(path, user=user)
         token = secrets.token_hex(12)
         record: Path | None = self._records / token
@@ -251,15 +262,24 @@ class UploadManager:
                     record.unlink()
             raise
         return UploadSession(
-            upload_id=upload_id, target=target, total_size=total_size, part_size=part_size,
-            num_parts=num_parts, metadata=metadata, fd=fd, temp=temp, record=record,
+            upload_id=upload_id,
+            target=target,
+            total_size=total_size,
+            part_size=part_size,
+            num_parts=num_parts,
+            metadata=metadata,
+            fd=fd,
+            temp=temp,
+            record=record,
         )
 
     def open_count(self) -> int:
         """Sessions counting against the limit (open, being completed, or being created)."""
         return sum(
-            1 for s in self._sessions.values()
-            if isinstance(s, _Reservation) or s.state in (SessionState.OPEN, SessionState.COMPLETING)
+            1
+            for s in self._sessions.values()
+            if isinstance(s, _Reservation)
+            or s.state in (SessionState.OPEN, SessionState.COMPLETING)
         )
 
     def get(self, upload_id: str) -> UploadSession:
@@ -340,9 +360,14 @@ class UploadManager:
         missing = session.missing()
         if missing:
             listed = ", ".join(str(p) for p in missing[:_MAX_LISTED_MISSING])
-            more = f" (and {len(missing) - _MAX_LISTED_MISSING} more)" if len(missing) > _MAX_LISTED_MISSING else ""
+            more = (
+                f" (and {len(missing) - _MAX_LISTED_MISSING} more)"
+                if len(missing) > _MAX_LISTED_MISSING
+                else ""
+            )
             raise InvalidArgumentError(
-                f"upload {upload_id}: {len(missing)} of {session.num_parts} parts missing: {listed}{more}"
+                f"upload {upload_id}: {len(missing)} of {session.num_parts} parts missing: "
+                f"{listed}{more}"
             )
         session.state = SessionState.COMPLETING
         await self._drain(session)

@@ -21,6 +21,7 @@ sync SDK by id, and the streaming ones while their stream lasts; ``close()`` end
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import logging
 import os
@@ -143,7 +144,7 @@ def is_network_filesystem(fs_type: str | None) -> bool:
     """Whether inotify events on ``fs_type`` are unreliable (remote or FUSE)."""
     if fs_type is None:
         return False
-    return fs_type in _NETWORK_FS or fs_type.startswith("fuse") or fs_type.startswith("nfs")
+    return fs_type in _NETWORK_FS or fs_type.startswith(("fuse", "nfs"))
 
 
 def check_watchable(path: str, *, allow_network_mounts: bool) -> str:
@@ -294,10 +295,8 @@ class DirWatch:
         for wd, directory in list(self._wds.items()):
             if directory == top or directory.startswith(prefix):
                 del self._wds[wd]
-                try:
+                with contextlib.suppress(OSError):
                     self._inotify.rm_watch(wd)
-                except OSError:
-                    pass
 
     def _push(self, full_path: str, kind: EventKind) -> None:
         name = posixpath.relpath(full_path, self.path)

@@ -20,6 +20,7 @@ Everything here is blocking; callers run it in a worker thread (``AtomicFile`` d
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import posixpath
@@ -112,7 +113,9 @@ def temp_name(target: Target, token: str) -> str:
     suffix = TEMP_MARKER + token
     base = posixpath.basename(target.real_path)
     room = _NAME_MAX - len(suffix) - 1
-    return posixpath.join(target.directory, "." + base.encode()[:room].decode(errors="ignore") + suffix)
+    return posixpath.join(
+        target.directory, "." + base.encode()[:room].decode(errors="ignore") + suffix
+    )
 
 
 def create_temp(target: Target, *, token: str | None = None) -> tuple[int, str]:
@@ -134,7 +137,9 @@ def create_temp(target: Target, *, token: str | None = None) -> tuple[int, str]:
     return fd, temp
 
 
-def write_buffers(fd: int, buffers: Sequence[bytes | memoryview], *, offset: int | None, what: str) -> int:
+def write_buffers(
+    fd: int, buffers: Sequence[bytes | memoryview], *, offset: int | None, what: str
+) -> int:
     """Write all of ``buffers`` (at ``offset``, or at the file position); returns the bytes written.
 
     No joining: the buffers go to the kernel as an iovec, so nothing is copied.
@@ -235,14 +240,10 @@ def finalize(fd: int, temp: str, target: Target, *, metadata: dict[str, str]) ->
 def discard(fd: int, temp: str) -> None:
     """Close ``fd`` (when >= 0) and remove ``temp``; never raises (it runs on error paths)."""
     if fd >= 0:
-        try:
+        with contextlib.suppress(OSError):
             os.close(fd)
-        except OSError:
-            pass
-    try:
+    with contextlib.suppress(OSError):
         os.unlink(temp)
-    except OSError:
-        pass
 
 
 @dataclass(kw_only=True)

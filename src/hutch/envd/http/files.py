@@ -87,7 +87,7 @@ def written_json(files: list[WrittenFile]) -> JSONResponse:
 _RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
 
 
-def _parse_range(header: str | None, size: int) -> tuple[int, int] | None | bool:
+def _parse_range(header: str | None, size: int) -> tuple[int, int] | bool | None:
     """(first, last) for a satisfiable single range; None to ignore; False if unsatisfiable."""
     if header is None:
         return None
@@ -144,7 +144,9 @@ async def _stream(opened: OpenedFile, start: int, length: int) -> AsyncIterator[
     try:
         offset, end = start, start + length
         while offset < end:
-            data = await anyio.to_thread.run_sync(opened.read, offset, min(READ_CHUNK, end - offset))
+            data = await anyio.to_thread.run_sync(
+                opened.read, offset, min(READ_CHUNK, end - offset)
+            )
             if not data:
                 break  # the file shrank while we read it; the client sees a short body
             offset += len(data)
@@ -195,7 +197,9 @@ def routes(envd: Envd) -> list[Route]:
             headers["Content-Range"] = f"bytes {first}-{last}/{opened.size}"
             headers["Content-Length"] = str(last - first + 1)
             return StreamingResponse(
-                _stream(opened, first, last - first + 1), status_code=206, headers=headers,
+                _stream(opened, first, last - first + 1),
+                status_code=206,
+                headers=headers,
                 media_type=media,
             )
         if _accepts_gzip(request.headers.get("accept-encoding", "")):
@@ -211,14 +215,22 @@ def routes(envd: Envd) -> list[Route]:
         path_param = request.query_params.get("path")
         ctype = request.headers.get("content-type", "")
         if ctype.lower().startswith("multipart/"):
-            files = await _upload_multipart(request, user=user, metadata=metadata, path_param=path_param)
+            files = await _upload_multipart(
+                request, user=user, metadata=metadata, path_param=path_param
+            )
         else:
             if not path_param:
                 raise InvalidArgumentError("the path query parameter is required for a raw upload")
-            files = [await _upload_raw(request, envd.path(path_param, user), user=user, metadata=metadata)]
+            files = [
+                await _upload_raw(
+                    request, envd.path(path_param, user), user=user, metadata=metadata
+                )
+            ]
         return written_json(files)
 
-    async def _upload_raw(request: Request, path: str, *, user: User, metadata: dict[str, str]) -> WrittenFile:
+    async def _upload_raw(
+        request: Request, path: str, *, user: User, metadata: dict[str, str]
+    ) -> WrittenFile:
         writer = await AtomicFile.create(path, user=user, metadata=metadata)
         try:
             async for chunk in decoded_body(request):
@@ -253,7 +265,9 @@ def routes(envd: Envd) -> list[Route]:
                             continue  # other form fields are ignored, as E2B's envd does
                         dest = path_param or _utf8(opts.get(b"filename", b""))
                         if not dest:
-                            raise InvalidArgumentError("a file part has no filename and no path was given")
+                            raise InvalidArgumentError(
+                                "a file part has no filename and no path was given"
+                            )
                         path = envd.path(dest, user)
                         if path in seen_paths:
                             raise InvalidArgumentError(f"{path}: named twice in one upload")
@@ -268,7 +282,9 @@ def routes(envd: Envd) -> list[Route]:
                         await current.seal()
             parser.finalize()
             if not form.ended:
-                raise InvalidArgumentError("malformed multipart body: it ends before its final boundary")
+                raise InvalidArgumentError(
+                    "malformed multipart body: it ends before its final boundary"
+                )
             if not sealed:
                 raise InvalidArgumentError("no part named 'file' in the multipart body")
             # Every file arrived whole: only now do they appear, so a request that fails

@@ -40,6 +40,7 @@ _EVENT_TYPES = {
     EventKind.CHMOD: pb.EventType.CHMOD,
 }
 
+
 def entry_info(entry: Entry) -> pb.EntryInfo:
     """The wire ``EntryInfo`` of a domain ``Entry``."""
     seconds, nanos = divmod(entry.modified_time_ns, 1_000_000_000)

@@ -70,7 +70,7 @@ def firewall_script(settings: NetworkSettings) -> str:
         f"add rule inet {t} forward iifname {br} ip daddr @denied_egress {_REJECT}",
         f"add rule inet {t} forward oifname {br} ct state established,related accept",
         f"add rule inet {t} forward oifname {br} drop",
-        f"add chain inet {t} input" " { type filter hook input priority filter; policy accept; }",
+        f"add chain inet {t} input {{ type filter hook input priority filter; policy accept; }}",
         f"flush chain inet {t} input",
         f"add rule inet {t} input iifname {br} ct state established,related accept",
         f"add rule inet {t} input iifname {br} {_REJECT}",

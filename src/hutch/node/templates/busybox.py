@@ -87,8 +87,7 @@ def populate(root: Path, *, busybox: Path = BUSYBOX) -> None:
     home.mkdir(mode=0o755)
     os.chown(home, USER_UID, USER_UID)
     (root / "etc/passwd").write_text(
-        "root:x:0:0:root:/root:/bin/sh\n"
-        f"user:x:{USER_UID}:{USER_UID}::/home/user:/bin/sh\n"
+        f"root:x:0:0:root:/root:/bin/sh\nuser:x:{USER_UID}:{USER_UID}::/home/user:/bin/sh\n"
     )
     (root / "etc/group").write_text(f"root:x:0:\nuser:x:{USER_UID}:\n")
     (root / "etc/shadow").write_text("root:*:19000:0:99999:7:::\nuser:*:19000:0:99999:7:::\n")

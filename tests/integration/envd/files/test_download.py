@@ -32,7 +32,9 @@ def test_read_gzip_is_compressed_on_the_wire(sbx, files_envd: EnvdProcess, work:
     (work / "z.txt").write_bytes(data)
     assert bytes(sbx.files.read(str(work / "z.txt"), format="bytes", gzip=True)) == data
     with httpx.stream(
-        "GET", files_envd.url + "/files", params={"path": str(work / "z.txt")},
+        "GET",
+        files_envd.url + "/files",
+        params={"path": str(work / "z.txt")},
         headers={"Accept-Encoding": "gzip"},
     ) as r:
         assert r.headers["content-encoding"] == "gzip"
@@ -43,8 +45,11 @@ def test_read_gzip_is_compressed_on_the_wire(sbx, files_envd: EnvdProcess, work:
 
 def test_read_gzip_refused_by_q0_serves_identity(files_envd: EnvdProcess, work: Path) -> None:
     (work / "f").write_bytes(b"abc")
-    r = httpx.get(files_envd.url + "/files", params={"path": str(work / "f")},
-                  headers={"Accept-Encoding": "gzip;q=0"})
+    r = httpx.get(
+        files_envd.url + "/files",
+        params={"path": str(work / "f")},
+        headers={"Accept-Encoding": "gzip;q=0"},
+    )
     assert "content-encoding" not in r.headers
     assert r.content == b"abc"
 
@@ -62,8 +67,11 @@ async def test_async_read_and_stream(files_sdk_env: EnvdProcess, work: Path) -> 
 
 def test_download_headers(files_envd: EnvdProcess, work: Path) -> None:
     (work / "name with space.bin").write_bytes(b"12345")
-    r = httpx.get(files_envd.url + "/files", params={"path": str(work / "name with space.bin")},
-                  headers={"Accept-Encoding": "identity"})
+    r = httpx.get(
+        files_envd.url + "/files",
+        params={"path": str(work / "name with space.bin")},
+        headers={"Accept-Encoding": "identity"},
+    )
     assert r.status_code == 200
     assert r.headers["content-type"] == "application/octet-stream"
     assert r.headers["content-disposition"] == 'inline; filename="name with space.bin"'
@@ -76,7 +84,12 @@ def test_download_headers(files_envd: EnvdProcess, work: Path) -> None:
     [
         ("bytes=10-19", 206, BLOB[10:20], f"bytes 10-19/{len(BLOB)}"),
         ("bytes=-5", 206, BLOB[-5:], f"bytes {len(BLOB) - 5}-{len(BLOB) - 1}/{len(BLOB)}"),
-        (f"bytes={len(BLOB) - 3}-", 206, BLOB[-3:], f"bytes {len(BLOB) - 3}-{len(BLOB) - 1}/{len(BLOB)}"),
+        (
+            f"bytes={len(BLOB) - 3}-",
+            206,
+            BLOB[-3:],
+            f"bytes {len(BLOB) - 3}-{len(BLOB) - 1}/{len(BLOB)}",
+        ),
         (f"bytes=5-{len(BLOB) + 100}", 206, BLOB[5:], f"bytes 5-{len(BLOB) - 1}/{len(BLOB)}"),
         (f"bytes={len(BLOB)}-", 416, None, f"bytes */{len(BLOB)}"),
         ("bytes=-0", 416, None, f"bytes */{len(BLOB)}"),
@@ -86,8 +99,11 @@ def test_download_headers(files_envd: EnvdProcess, work: Path) -> None:
 )
 def test_range(files_envd: EnvdProcess, work: Path, header, status, body, content_range) -> None:
     (work / "b.bin").write_bytes(BLOB)
-    r = httpx.get(files_envd.url + "/files", params={"path": str(work / "b.bin")},
-                  headers={"Range": header, "Accept-Encoding": "gzip"})
+    r = httpx.get(
+        files_envd.url + "/files",
+        params={"path": str(work / "b.bin")},
+        headers={"Range": header, "Accept-Encoding": "gzip"},
+    )
     assert r.status_code == status
     assert r.headers.get("content-range") == content_range
     if body is not None:
@@ -121,11 +137,15 @@ def test_read_relative_path_is_in_home(sbx, files_envd: EnvdProcess) -> None:
         (home / name).unlink()
 
 
-def test_read_permission_denied_for_user(sbx, files_envd: EnvdProcess, shared_dir: Path, test_user) -> None:
+def test_read_permission_denied_for_user(
+    sbx, files_envd: EnvdProcess, shared_dir: Path, test_user
+) -> None:
     secret = shared_dir / "roots" / "secret"
     secret.write_text("s")
     secret.chmod(0o600)
-    r = httpx.get(files_envd.url + "/files", params={"path": str(secret), "username": test_user.pw_name})
+    r = httpx.get(
+        files_envd.url + "/files", params={"path": str(secret), "username": test_user.pw_name}
+    )
     assert r.status_code == 403
     (shared_dir / "roots" / "open").write_text("o")
     assert sbx.files.read(str(shared_dir / "roots" / "open"), user=test_user.pw_name) == "o"
@@ -136,7 +156,11 @@ def test_default_client_accept_encoding_gets_identity(files_envd: EnvdProcess, w
     # request for compression, and compressing every download would make it CPU-bound.
     data = b"plain " * 1000
     (work / "plain.txt").write_bytes(data)
-    with httpx.stream("GET", files_envd.url + "/files", params={"path": str(work / "plain.txt")},
-                      headers={"Accept-Encoding": "gzip, deflate"}) as r:
+    with httpx.stream(
+        "GET",
+        files_envd.url + "/files",
+        params={"path": str(work / "plain.txt")},
+        headers={"Accept-Encoding": "gzip, deflate"},
+    ) as r:
         assert "content-encoding" not in r.headers
         assert r.read() == data

@@ -14,14 +14,16 @@ from tests.integration.envd.files.conftest import assert_healthy, leftovers
 
 def e2b_xattrs(path: Path) -> dict[str, str]:
     return {
-        n[len("user.e2b."):]: os.getxattr(path, n).decode()
+        n[len("user.e2b.") :]: os.getxattr(path, n).decode()
         for n in os.listxattr(path)
         if n.startswith("user.e2b.")
     }
 
 
 def test_metadata_is_stored_and_returned(sbx, work: Path) -> None:
-    info = sbx.files.write(str(work / "m.txt"), "x", metadata={"Owner": "alice", "stage": "raw data"})
+    info = sbx.files.write(
+        str(work / "m.txt"), "x", metadata={"Owner": "alice", "stage": "raw data"}
+    )
     assert info.metadata == {"owner": "alice", "stage": "raw data"}
     assert e2b_xattrs(work / "m.txt") == {"owner": "alice", "stage": "raw data"}
 
@@ -55,8 +57,12 @@ def test_first_of_duplicate_headers_wins(files_envd: EnvdProcess, work: Path) ->
         files_envd.url + "/files",
         params={"path": str(work / "d.txt")},
         content=b"x",
-        headers=[("Content-Type", "application/octet-stream"), ("X-Metadata-Key", "first"),
-                 ("x-metadata-key", "second"), ("X-METADATA-KEY", "third")],
+        headers=[
+            ("Content-Type", "application/octet-stream"),
+            ("X-Metadata-Key", "first"),
+            ("x-metadata-key", "second"),
+            ("X-METADATA-KEY", "third"),
+        ],
     )
     assert r.status_code == 200, r.text
     assert r.json()[0]["metadata"] == {"key": "first"}
@@ -74,7 +80,9 @@ _VIOLATIONS = [
 
 
 @pytest.mark.parametrize(("headers", "needle"), _VIOLATIONS)
-def test_rule_violations_are_400_and_write_nothing(files_envd: EnvdProcess, work: Path, headers, needle) -> None:
+def test_rule_violations_are_400_and_write_nothing(
+    files_envd: EnvdProcess, work: Path, headers, needle
+) -> None:
     existing = work / "existing.txt"
     existing.write_text("unchanged")
     os.setxattr(existing, "user.e2b.keep", b"me")
@@ -87,8 +95,9 @@ def test_rule_violations_are_400_and_write_nothing(files_envd: EnvdProcess, work
         )
         assert r.status_code == 400, r.text
         assert needle in r.json()["message"]
-    r = httpx.post(files_envd.url + "/files", files=[("file", (str(work / "mp.txt"), b"x"))],
-                   headers=headers)
+    r = httpx.post(
+        files_envd.url + "/files", files=[("file", (str(work / "mp.txt"), b"x"))], headers=headers
+    )
     assert r.status_code == 400
     assert not (work / "new.txt").exists() and not (work / "mp.txt").exists()
     assert existing.read_text() == "unchanged"
@@ -101,14 +110,22 @@ def test_limits_are_inclusive(files_envd: EnvdProcess, work: Path, mount_fs) -> 
     key = "k" * 246
     # key + value = 4096 bytes exactly: allowed by the rules. tmpfs stores it; ext4 keeps all
     # xattrs of an inode in one block, so there the same set is out of space: 507, no file.
-    headers = [("Content-Type", "application/octet-stream"), ("X-Metadata-" + key, "v" * (4096 - 246))]
+    headers = [
+        ("Content-Type", "application/octet-stream"),
+        ("X-Metadata-" + key, "v" * (4096 - 246)),
+    ]
     tmpfs = mount_fs("tmpfs", "size=4m")
-    r = httpx.post(files_envd.url + "/files", params={"path": str(tmpfs / "max")}, content=b"x",
-                   headers=headers)
+    r = httpx.post(
+        files_envd.url + "/files",
+        params={"path": str(tmpfs / "max")},
+        content=b"x",
+        headers=headers,
+    )
     assert r.status_code == 200, r.text
     assert e2b_xattrs(tmpfs / "max") == {key: "v" * (4096 - 246)}
-    r = httpx.post(files_envd.url + "/files", params={"path": str(work / "max")}, content=b"x",
-                   headers=headers)
+    r = httpx.post(
+        files_envd.url + "/files", params={"path": str(work / "max")}, content=b"x", headers=headers
+    )
     assert r.status_code in (200, 507), r.text
     if r.status_code == 507:
         assert not (work / "max").exists()

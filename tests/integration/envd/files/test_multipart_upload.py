@@ -23,12 +23,17 @@ _http = httpx.Client(timeout=60)
 
 def init(envd: EnvdProcess, path: Path | str, total: int, part: int, **extra) -> httpx.Response:
     headers = extra.pop("headers", None)
-    return _http.post(envd.url + "/files/upload/init", headers=headers,
-                      json={"path": str(path), "totalSize": total, "partSize": part, **extra})
+    return _http.post(
+        envd.url + "/files/upload/init",
+        headers=headers,
+        json={"path": str(path), "totalSize": total, "partSize": part, **extra},
+    )
 
 
 def put(envd: EnvdProcess, upload_id: str, part: int | str, data: bytes, **kw) -> httpx.Response:
-    return _http.put(envd.url + f"/files/upload/{upload_id}", params={"part": part}, content=data, **kw)
+    return _http.put(
+        envd.url + f"/files/upload/{upload_id}", params={"part": part}, content=data, **kw
+    )
 
 
 def complete(envd: EnvdProcess, upload_id: str) -> httpx.Response:
@@ -55,14 +60,16 @@ def test_parallel_out_of_order_parts(files_envd: EnvdProcess, work: Path) -> Non
     assert not target.exists()
 
     def send(p: int) -> int:
-        chunk = data[p * part_size:(p + 1) * part_size]
+        chunk = data[p * part_size : (p + 1) * part_size]
         return put(files_envd, upload_id, p, chunk).status_code
 
     with ThreadPoolExecutor(8) as pool:
         assert list(pool.map(send, reversed(range(num_parts)))) == [200] * num_parts
     r = complete(files_envd, upload_id)
     assert r.status_code == 200, r.text
-    assert r.json() == [{"path": str(target), "name": "big.bin", "type": "file", "metadata": {"source": "mp"}}]
+    assert r.json() == [
+        {"path": str(target), "name": "big.bin", "type": "file", "metadata": {"source": "mp"}}
+    ]
     assert target.read_bytes() == data
     assert target.stat().st_mode & 0o777 == 0o644
     assert os.getxattr(target, "user.e2b.source") == b"mp"
@@ -75,7 +82,9 @@ def test_gzip_parts_and_resent_part(files_envd: EnvdProcess, work: Path) -> None
     gz = {"Content-Encoding": "gzip"}
     assert put(files_envd, upload_id, 0, gzip.compress(b"0123"), headers=gz).status_code == 200
     assert put(files_envd, upload_id, 1, b"xxxx").status_code == 200
-    assert put(files_envd, upload_id, 1, gzip.compress(b"4567"), headers=gz).status_code == 200  # retry
+    assert (
+        put(files_envd, upload_id, 1, gzip.compress(b"4567"), headers=gz).status_code == 200
+    )  # retry
     r = put(files_envd, upload_id, 2, b"not gzip", headers=gz)
     assert r.status_code == 400 and "gzip" in r.json()["message"]
     r = put(files_envd, upload_id, 2, gzip.compress(b"89!"), headers=gz)  # decompresses too long
@@ -85,7 +94,9 @@ def test_gzip_parts_and_resent_part(files_envd: EnvdProcess, work: Path) -> None
     assert (work / "g.bin").read_bytes() == b"0123456789"
 
 
-def test_missing_parts_are_listed_and_session_stays_open(files_envd: EnvdProcess, work: Path) -> None:
+def test_missing_parts_are_listed_and_session_stays_open(
+    files_envd: EnvdProcess, work: Path
+) -> None:
     upload_id = init(files_envd, work / "m.bin", 5 * 3, 3).json()["uploadId"]
     put(files_envd, upload_id, 0, b"aaa")
     put(files_envd, upload_id, 2, b"ccc")
@@ -141,7 +152,11 @@ def test_completed_session_conflicts(files_envd: EnvdProcess, work: Path) -> Non
     upload_id = init(files_envd, work / "c.bin", 4, 4).json()["uploadId"]
     put(files_envd, upload_id, 0, b"1234")
     assert complete(files_envd, upload_id).status_code == 200
-    for r in (put(files_envd, upload_id, 0, b"1234"), complete(files_envd, upload_id), abort(files_envd, upload_id)):
+    for r in (
+        put(files_envd, upload_id, 0, b"1234"),
+        complete(files_envd, upload_id),
+        abort(files_envd, upload_id),
+    ):
         assert r.status_code == 409
         assert "completed" in r.json()["message"]
 
@@ -152,9 +167,11 @@ def test_concurrent_completes_one_wins(files_envd: EnvdProcess, work: Path) -> N
     data = os.urandom(4 * MiB)
     upload_id = init(files_envd, work / "cc.bin", len(data), MiB).json()["uploadId"]
     for p in range(4):
-        assert put(files_envd, upload_id, p, data[p * MiB:(p + 1) * MiB]).status_code == 200
+        assert put(files_envd, upload_id, p, data[p * MiB : (p + 1) * MiB]).status_code == 200
     with ThreadPoolExecutor(4) as pool:
-        codes = sorted(r.status_code for r in pool.map(lambda _: complete(files_envd, upload_id), range(4)))
+        codes = sorted(
+            r.status_code for r in pool.map(lambda _: complete(files_envd, upload_id), range(4))
+        )
     assert codes == [200, 409, 409, 409]
     assert (work / "cc.bin").read_bytes() == data
 
@@ -179,7 +196,11 @@ def test_zero_size_upload(files_envd: EnvdProcess, work: Path) -> None:
         ({"path": "{W}/x", "totalSize": 10}, 400, "partSize"),
         ({"totalSize": 10, "partSize": 1}, 400, "path"),
         ({"path": "{W}", "totalSize": 10, "partSize": 1}, 400, "directory"),
-        ({"path": "{W}/x", "totalSize": 10, "partSize": 1, "username": "no-such-user-xyz"}, 401, "does not exist"),
+        (
+            {"path": "{W}/x", "totalSize": 10, "partSize": 1, "username": "no-such-user-xyz"},
+            401,
+            "does not exist",
+        ),
         ([1, 2], 400, "JSON object"),
     ],
 )
@@ -210,7 +231,11 @@ def test_upload_id_must_be_uuid_and_known(files_envd: EnvdProcess) -> None:
             if r.status_code == 400:
                 assert "not a UUID" in r.json()["message"]
     unknown = str(uuid.uuid4())
-    for r in (put(files_envd, unknown, 0, b"x"), complete(files_envd, unknown), abort(files_envd, unknown)):
+    for r in (
+        put(files_envd, unknown, 0, b"x"),
+        complete(files_envd, unknown),
+        abort(files_envd, unknown),
+    ):
         assert r.status_code == 404
     assert_healthy(files_envd)
 
@@ -243,7 +268,10 @@ def test_as_user_owns_temp_and_result(files_envd: EnvdProcess, shared_dir: Path,
     upload_id = r.json()["uploadId"]
     temp = target.parent / leftovers(shared_dir)[0]
     assert temp.stat().st_uid == test_user.pw_uid
-    assert (target.parent.stat().st_uid, target.parent.stat().st_gid) == (test_user.pw_uid, test_user.pw_gid)
+    assert (target.parent.stat().st_uid, target.parent.stat().st_gid) == (
+        test_user.pw_uid,
+        test_user.pw_gid,
+    )
     put(files_envd, upload_id, 0, b"ab")
     put(files_envd, upload_id, 1, b"cd")
     assert complete(files_envd, upload_id).status_code == 200

@@ -63,7 +63,10 @@ async def test_async_write_kinds(files_sdk_env: EnvdProcess, work: Path) -> None
     await sbx.files.write(str(work / "it.bin"), chunks(), gzip=True)
     assert (work / "it.bin").read_bytes() == b"".join(bytes([65 + i]) * 100_000 for i in range(10))
     infos = await sbx.files.write_files(
-        [{"path": str(work / "x" / "1"), "data": b"1"}, {"path": str(work / "x" / "2"), "data": b"2"}]
+        [
+            {"path": str(work / "x" / "1"), "data": b"1"},
+            {"path": str(work / "x" / "2"), "data": b"2"},
+        ]
     )
     assert [i.name for i in infos] == ["1", "2"]
 
@@ -88,7 +91,7 @@ def test_overwrite_is_atomic_and_keeps_mode(sbx, work: Path) -> None:
     target.write_text("old")
     target.chmod(0o750)
     old_inode = target.stat().st_ino
-    reader = open(target, "rb")  # a reader holding the old file sees the old content
+    reader = open(target, "rb")  # noqa: SIM115 - a reader holding the old file sees the old content
     sbx.files.write(str(target), "new")
     assert target.read_text() == "new"
     assert reader.read() == b"old"
@@ -123,10 +126,16 @@ def test_write_as_user_owns_file_and_parents(sbx, shared_dir: Path, test_user) -
         (home / "hutch-upload-test.txt").unlink()
 
 
-def test_write_as_user_denied_in_root_dir(sbx, files_envd: EnvdProcess, shared_dir: Path, test_user) -> None:
+def test_write_as_user_denied_in_root_dir(
+    sbx, files_envd: EnvdProcess, shared_dir: Path, test_user
+) -> None:
     for target in (shared_dir / "roots" / "new.txt", shared_dir / "roots" / "sub" / "new.txt"):
-        r = httpx.post(files_envd.url + "/files", params={"path": str(target), "username": test_user.pw_name},
-                       content=b"x", headers={"Content-Type": "application/octet-stream"})
+        r = httpx.post(
+            files_envd.url + "/files",
+            params={"path": str(target), "username": test_user.pw_name},
+            content=b"x",
+            headers={"Content-Type": "application/octet-stream"},
+        )
         assert r.status_code == 403, r.text
         assert "permission denied" in r.json()["message"]
     assert list((shared_dir / "roots").iterdir()) == []
@@ -150,21 +159,51 @@ def _post(envd: EnvdProcess, **kw) -> httpx.Response:
     [
         ({"content": b"x", "headers": {"Content-Type": "application/octet-stream"}}, "path"),
         ({"content": b"x", "headers": {"Content-Type": "multipart/form-data"}}, "boundary"),
-        ({"content": b"--b\r\nContent-Disposition: form-data; name=\"file\"; filename=\"{P}\"\r\n\r\nabc",
-          "headers": {"Content-Type": "multipart/form-data; boundary=b"}}, "final boundary"),
-        ({"content": b"garbage", "headers": {"Content-Type": "multipart/form-data; boundary=b"}}, "multipart"),
+        (
+            {
+                "content": (
+                    b'--b\r\nContent-Disposition: form-data; name="file"; filename="{P}"\r\n\r\nabc'
+                ),
+                "headers": {"Content-Type": "multipart/form-data; boundary=b"},
+            },
+            "final boundary",
+        ),
+        (
+            {"content": b"garbage", "headers": {"Content-Type": "multipart/form-data; boundary=b"}},
+            "multipart",
+        ),
         ({"files": [("other", ("x", b"x"))]}, "no part named 'file'"),
         ({"files": [("file", ("", b"x"))]}, "no filename"),
         ({"files": [("file", ("{P}", b"x")), ("file", ("{P}", b"y"))]}, "named twice"),
-        ({"content": b"x", "params": {"path": "{P}"},
-          "headers": {"Content-Type": "application/octet-stream", "Content-Encoding": "br"}}, "Content-Encoding"),
-        ({"content": b"not gzip at all", "params": {"path": "{P}"},
-          "headers": {"Content-Type": "application/octet-stream", "Content-Encoding": "gzip"}}, "gzip"),
-        ({"content": gzip.compress(os.urandom(300_000))[:-100], "params": {"path": "{P}"},
-          "headers": {"Content-Type": "application/octet-stream", "Content-Encoding": "gzip"}}, "truncated"),
+        (
+            {
+                "content": b"x",
+                "params": {"path": "{P}"},
+                "headers": {"Content-Type": "application/octet-stream", "Content-Encoding": "br"},
+            },
+            "Content-Encoding",
+        ),
+        (
+            {
+                "content": b"not gzip at all",
+                "params": {"path": "{P}"},
+                "headers": {"Content-Type": "application/octet-stream", "Content-Encoding": "gzip"},
+            },
+            "gzip",
+        ),
+        (
+            {
+                "content": gzip.compress(os.urandom(300_000))[:-100],
+                "params": {"path": "{P}"},
+                "headers": {"Content-Type": "application/octet-stream", "Content-Encoding": "gzip"},
+            },
+            "truncated",
+        ),
     ],
 )
-def test_bad_uploads_are_400_and_leave_nothing(files_envd: EnvdProcess, work: Path, kwargs, needle) -> None:
+def test_bad_uploads_are_400_and_leave_nothing(
+    files_envd: EnvdProcess, work: Path, kwargs, needle
+) -> None:
     target = str(work / "t.bin")
 
     def fill(value):
@@ -189,18 +228,27 @@ def test_bad_uploads_are_400_and_leave_nothing(files_envd: EnvdProcess, work: Pa
 def test_failed_upload_leaves_existing_file_unchanged(files_envd: EnvdProcess, work: Path) -> None:
     (work / "keep").write_bytes(b"original")
     body = gzip.compress(os.urandom(2_000_000))
-    r = _post(files_envd, params={"path": str(work / "keep")}, content=body[:1_000_000] + b"\x00" * 10,
-              headers={"Content-Type": "application/octet-stream", "Content-Encoding": "gzip"})
+    r = _post(
+        files_envd,
+        params={"path": str(work / "keep")},
+        content=body[:1_000_000] + b"\x00" * 10,
+        headers={"Content-Type": "application/octet-stream", "Content-Encoding": "gzip"},
+    )
     assert r.status_code == 400
     assert (work / "keep").read_bytes() == b"original"
     assert leftovers(work) == []
 
 
 def test_gzip_multipart_body(files_envd: EnvdProcess, work: Path) -> None:
-    req = httpx.Request("POST", files_envd.url + "/files", files=[("file", (str(work / "gz.txt"), b"zipped"))])
+    req = httpx.Request(
+        "POST", files_envd.url + "/files", files=[("file", (str(work / "gz.txt"), b"zipped"))]
+    )
     body = gzip.compress(req.read())
-    r = _post(files_envd, content=body, headers={
-        "Content-Type": req.headers["content-type"], "Content-Encoding": "gzip"})
+    r = _post(
+        files_envd,
+        content=body,
+        headers={"Content-Type": req.headers["content-type"], "Content-Encoding": "gzip"},
+    )
     assert r.status_code == 200, r.text
     assert (work / "gz.txt").read_bytes() == b"zipped"
 
@@ -218,7 +266,8 @@ def test_path_is_directory_is_400(sbx, work: Path) -> None:
 def test_client_disconnect_removes_temp_file(files_envd: EnvdProcess, work: Path) -> None:
     target = work / "cut.bin"
     request = (
-        f"POST /files?path={target} HTTP/1.1\r\nHost: x\r\nContent-Type: application/octet-stream\r\n"
+        f"POST /files?path={target} HTTP/1.1\r\nHost: x\r\n"
+        "Content-Type: application/octet-stream\r\n"
         f"Content-Length: {50 * 1024 * 1024}\r\n\r\n"
     ).encode()
     with socket.create_connection(("127.0.0.1", files_envd.port)) as s:
@@ -245,8 +294,12 @@ def test_out_of_space_is_507_and_leaves_nothing(sbx, files_envd: EnvdProcess, mo
         sbx.files.write(str(small / "big"), os.urandom(2 * 1024 * 1024))
     with pytest.raises(NotEnoughSpaceException):
         sbx.files.write(str(small / "keep"), io.BytesIO(os.urandom(2 * 1024 * 1024)))
-    r = _post(files_envd, params={"path": str(small / "big")}, content=os.urandom(2 * 1024 * 1024),
-              headers={"Content-Type": "application/octet-stream"})
+    r = _post(
+        files_envd,
+        params={"path": str(small / "big")},
+        content=os.urandom(2 * 1024 * 1024),
+        headers={"Content-Type": "application/octet-stream"},
+    )
     assert r.status_code == 507 and r.json()["code"] == 507
     assert sorted(p.name for p in small.iterdir()) == ["keep"]
     assert (small / "keep").read_bytes() == b"k" * 1000
@@ -275,5 +328,9 @@ def test_upload_and_download_urls_with_token(sandbox, envd: EnvdProcess, tmp_pat
     sig = get_signature(target, "read", None, "tok3n", None)
     ok = httpx.get(envd.url + "/files", params={"path": target, "signature": sig["signature"]})
     assert ok.content == b"signed upload"
-    assert httpx.get(envd.url + "/files", params={"path": target},
-                     headers={"X-Access-Token": "tok3n"}).content == b"signed upload"
+    assert (
+        httpx.get(
+            envd.url + "/files", params={"path": target}, headers={"X-Access-Token": "tok3n"}
+        ).content
+        == b"signed upload"
+    )

@@ -80,9 +80,7 @@ async def test_async_watch_reports_create_write_rename_chmod_remove(
         await handle.stop()
 
 
-async def test_async_watch_include_entry(
-    async_sandbox, envd: EnvdProcess, tmp_path: Path
-) -> None:
+async def test_async_watch_include_entry(async_sandbox, envd: EnvdProcess, tmp_path: Path) -> None:
     events: list = []
     handle = await async_sandbox.files.watch_dir(str(tmp_path), events.append, include_entry=True)
     try:
@@ -152,12 +150,21 @@ def test_sync_watch_polls_events_and_stops(sandbox, envd: EnvdProcess, tmp_path:
     assert inotify_fds(envd) == 1
     (tmp_path / "a").write_text("a")
     got: list = []
-    until_sync(lambda: seen(got, "a", FilesystemEventType.WRITE) or bool(got.extend(handle.get_new_events())))
+    until_sync(
+        lambda: (
+            seen(got, "a", FilesystemEventType.WRITE) or bool(got.extend(handle.get_new_events()))
+        )
+    )
     assert seen(got, "a", FilesystemEventType.CREATE)
     (tmp_path / "d").mkdir()
     (tmp_path / "b").write_text("b")
     later: list = []
-    until_sync(lambda: seen(later, "b", FilesystemEventType.CREATE) or bool(later.extend(handle.get_new_events())))
+    until_sync(
+        lambda: (
+            seen(later, "b", FilesystemEventType.CREATE)
+            or bool(later.extend(handle.get_new_events()))
+        )
+    )
     assert not any(e.name == "a" for e in later)  # only events since the last call
     handle.stop()
     assert inotify_fds(envd) == 0
@@ -192,9 +199,9 @@ def test_stream_starts_at_once_and_sends_keepalives(
         assert next(frames) == (0, {"start": {}})
         assert next(frames) == (0, {"keepalive": {}})
         (tmp_path / "x").write_text("x")
-        flags, message = next(frames)
+        _flags, message = next(frames)
         while "keepalive" in message:
-            flags, message = next(frames)
+            _flags, message = next(frames)
         assert message["filesystem"] == {"name": "x", "type": "EVENT_TYPE_CREATE"}
     # the client hung up while the watch was idle: the inotify instance goes away
     until_sync(lambda: inotify_fds(envd) == 0)
@@ -227,7 +234,9 @@ def test_stream_include_entry_over_the_wire(
         assert event["entry"]["type"] == "FILE_TYPE_FILE"
 
 
-@pytest.mark.parametrize(("target", "code"), [("file", "invalid_argument"), ("missing", "not_found")])
+@pytest.mark.parametrize(
+    ("target", "code"), [("file", "invalid_argument"), ("missing", "not_found")]
+)
 def test_stream_errors_end_the_stream(
     client: httpx.Client, envd: EnvdProcess, tmp_path: Path, target: str, code: str
 ) -> None:
@@ -268,9 +277,7 @@ def test_stream_deadline_ends_with_deadline_exceeded(
     until_sync(lambda: inotify_fds(envd) == 0)
 
 
-def test_malformed_stream_body_is_invalid_argument(
-    client: httpx.Client, envd: EnvdProcess
-) -> None:
+def test_malformed_stream_body_is_invalid_argument(client: httpx.Client, envd: EnvdProcess) -> None:
     headers = {"Content-Type": "application/connect+json", "Connect-Protocol-Version": "1"}
     body = b"\x00\x00\x00\x00\x05{nope"
     url = envd.url + "/filesystem.Filesystem/WatchDir"

@@ -42,9 +42,17 @@ def test_later_mounts_shadow_earlier_ones_on_the_same_point() -> None:
 @pytest.mark.parametrize(
     ("fs_type", "network"),
     [
-        ("nfs", True), ("nfs4", True), ("cifs", True), ("smb3", True), ("fuse", True),
-        ("fuse.sshfs", True), ("fuseblk", True), ("ext4", False), ("tmpfs", False),
-        ("overlay", False), (None, False),
+        ("nfs", True),
+        ("nfs4", True),
+        ("cifs", True),
+        ("smb3", True),
+        ("fuse", True),
+        ("fuse.sshfs", True),
+        ("fuseblk", True),
+        ("ext4", False),
+        ("tmpfs", False),
+        ("overlay", False),
+        (None, False),
     ],
 )
 def test_is_network_filesystem(fs_type: str | None, network: bool) -> None:
