@@ -70,16 +70,18 @@ fi
 
 # envd's bundle, rebuilt only when the installed source changed (same digest as above).
 # Built aside and renamed into place; the previous one is kept as envd.prev because
-# running sandboxes bind-mount it (they keep the old inode across the rename).
+# running sandboxes bind-mount it (they keep the old inode across the rename). The stamp
+# lives beside the bundle, not in it: the bundle's own SHA256 covers every file inside.
 home="${HUTCH_HOME:-/var/lib/hutch}"
+envd_stamp="$home/envd.source-sha256"
 mkdir -p "$home" && chmod 700 "$home"
-if [ "$(cat "$home/envd/.hutch-source-sha256" 2>/dev/null)" != "$digest" ]; then
+if [ ! -f "$home/envd/SHA256" ] || [ "$(cat "$envd_stamp" 2>/dev/null)" != "$digest" ]; then
   log "building envd's bundle into $home/envd"
   rm -rf "$home/.envd-build"
   "$venv/bin/python" -m hutch.node.envd_bundle build --out "$home/.envd-build" >/dev/null
-  echo "$digest" > "$home/.envd-build/.hutch-source-sha256"
   if [ -d "$home/envd" ]; then rm -rf "$home/envd.prev"; mv "$home/envd" "$home/envd.prev"; fi
   mv "$home/.envd-build" "$home/envd"
+  echo "$digest" > "$envd_stamp"
 fi
 
 # The default templates; the builder keeps an already published template (seconds for

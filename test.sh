@@ -26,4 +26,8 @@ venv="$here/.venv"
 [ -x "$venv/bin/python" ] || "$(command -v python3)" -m venv "$venv"
 "$venv/bin/pip" install -q --disable-pip-version-check -e ".[test]"
 
+# Style is part of the suite: lint and formatting (config in pyproject.toml) before pytest.
+"$venv/bin/ruff" check --quiet src tests bench
+"$venv/bin/ruff" format --check --quiet src tests bench
+
 exec "$venv/bin/python" -m pytest "$@"

@@ -21,6 +21,7 @@ import pytest
 from hutch.node.envd_bundle import BundleInfo, EnvdBundleError, build_envd_bundle, envd_argv
 from hutch.node.envd_bundle_files import content_digest
 from hutch.shared.paths import ENVD_BUNDLE_DIR_IN_SANDBOX, ENVD_PORT
+from tests.conftest import machine_lacks
 
 pytestmark = pytest.mark.root
 
@@ -261,3 +262,15 @@ def test_bundle_failed_build_leaves_nothing(
     with pytest.raises(EnvdBundleError, match=reason):
         build_envd_bundle(tmp_path / "out", **options)  # type: ignore[arg-type]
     assert list(tmp_path.iterdir()) == []
+
+
+def test_installed_bundle_records_its_own_digest() -> None:
+    """install.sh's bundle: the SHA256 it carries is the digest of what is really there.
+
+    Template fingerprints and injected copies rely on it; a stamp written into the bundle
+    after sealing once made the two disagree.
+    """
+    installed = Path(os.environ.get("HUTCH_HOME", "/var/lib/hutch")) / "envd"
+    if not (installed / "SHA256").is_file():
+        machine_lacks(f"no installed envd bundle at {installed} (run ./install.sh)")
+    assert (installed / "SHA256").read_text().strip() == content_digest(installed)
