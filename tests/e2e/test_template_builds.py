@@ -102,3 +102,44 @@ def test_sdk_build_from_an_imported_image(serve: Serve, tmp_path: Path) -> None:
         sbx.kill()
     with pytest.raises(BuildException, match=r"cannot read image"):
         Template.build(Template().from_image("nosuch/image:1"), "bbnosuch")
+
+
+def test_sdk_tags_pin_a_build(serve: Serve, tmp_path: Path) -> None:
+    """A tag names one build: ``name:v1`` starts that version after newer builds, and its
+    artifact outlives the prune a template delete runs until the template itself goes."""
+
+    def version(n: int) -> Template:
+        return Template().from_template("busybox").run_cmd(f"echo {n} > /tmp/version")
+
+    first = Template.build(version(1), "tagged:v1")
+    second = Template.build(version(2), "tagged", tags=["v2"])
+    assert first.build_id != second.build_id
+    Template.build(version(3), "tagged")  # "default" moves; v1 and v2 stay
+    tags = {t.tag: t.build_id for t in Template.get_tags("tagged")}
+    assert tags["v1"] == first.build_id and tags["v2"] == second.build_id
+    Template.assign_tags("tagged:v1", "prod")
+
+    # Another template's delete prunes unreferenced artifacts; the kept builds stay.
+    Template.build(version(4), "throwaway")
+    serve.hutch("template", "delete", "throwaway")
+
+    for name, want in (("tagged:v1", "1"), ("tagged:prod", "1"), ("tagged:v2", "2"),
+                       ("tagged", "3"), ("tagged:default", "3")):  # fmt: skip
+        sbx = Sandbox.create(name, timeout=120)
+        try:
+            assert sbx.files.read("/tmp/version") == want + "\n", name
+            assert sbx.get_info().template_id == "tagged"
+        finally:
+            sbx.kill()
+
+    # A build from a tag starts from that build.
+    Template.build(Template().from_template("tagged:v1").run_cmd("echo derived > /tmp/d"), "der")
+    sbx = Sandbox.create("der", timeout=120)
+    try:
+        assert sbx.commands.run("cat /tmp/version /tmp/d").stdout == "1\nderived\n"
+    finally:
+        sbx.kill()
+
+    Template.remove_tags("tagged", ["v1", "prod"])
+    with pytest.raises(Exception, match="not found"):
+        Sandbox.create("tagged:v1", timeout=30)

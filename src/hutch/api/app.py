@@ -37,6 +37,7 @@ from hutch.api.service.reaper import Reaper
 from hutch.api.service.sandboxes import SandboxPolicy, SandboxService
 from hutch.api.service.snapshots import SnapshotService
 from hutch.api.service.template_builds import TemplateBuildService
+from hutch.api.service.template_tags import TemplateTagService
 from hutch.api.service.templates import TemplateService
 from hutch.api.service.volumes import VolumePolicy, VolumeService
 from hutch.api.settings import ApiSettings
@@ -148,6 +149,7 @@ def build_context(
         keys=KeyService(teams=store.teams, keys=store.keys),
         templates=TemplateService(templates=store.templates, builder=builder),
         builds=TemplateBuildService(templates=store.templates, runner=build_runner),
+        tags=TemplateTagService(templates=store.templates),
         metadata=MetadataService(sandboxes=store.sandboxes, node=node, locks=locks),
         volumes=volumes,
         pausing=pausing,
@@ -238,8 +240,9 @@ def create_app(
             *routes_sandboxes.ROUTES,
             *routes_metadata.ROUTES,
             *routes_snapshots.ROUTES,
-            *routes_templates.ROUTES,
+            # First: "/templates/tags" must not reach "DELETE /templates/{template_id}".
             *routes_template_builds.ROUTES,
+            *routes_templates.ROUTES,
             *routes_volumes.ROUTES,
             *routes_volumecontent.ROUTES,
         ],

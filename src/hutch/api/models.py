@@ -112,6 +112,16 @@ class Template:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class TemplateTag:
+    """One tag of a template: ``name:tag`` starts sandboxes from build ``build_id``."""
+
+    template_id: TemplateID
+    tag: str
+    build_id: str
+    created_at: datetime
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class NewTemplate:
     """What :meth:`TemplateStore.create_template` needs."""
 
@@ -161,6 +171,8 @@ class Sandbox:
     auto_resume: bool = False
     #: The timeout it was created with (seconds); a resume by traffic restarts it.
     timeout_s: int | None = None
+    #: The template build a tag chose at create (``name:tag``); None: the current one.
+    template_build_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -187,6 +199,7 @@ class NewSandbox:
     allow_internet: bool = True
     auto_resume: bool = False
     timeout_s: int | None = None
+    template_build_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

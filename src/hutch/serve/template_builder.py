@@ -22,7 +22,12 @@ from hutch.api.service.ports import (
     ImportedImage,
     ImportProgress,
 )
-from hutch.node.templates.artifact import DirTemplateStore, TemplateArtifact, TemplateNotFoundError
+from hutch.node.templates.artifact import (
+    DirTemplateStore,
+    TemplateArtifact,
+    TemplateNotFoundError,
+    keep_version,
+)
 from hutch.node.templates.build import BuildSandboxes, BuildSpec, BuildStepError, build_template
 from hutch.node.templates.image import ImageTemplateOptions, delete_template, import_image
 from hutch.node.templates.snapshot import prune_snapshot_layers
@@ -100,6 +105,7 @@ class LocalTemplateBuilder:
         cpu_count: float,
         memory_mb: int,
         log: BuildLogger,
+        build_id: str,
     ) -> None:
         """See ``BuildRunner.run_build``."""
         if self._sandboxes is None:
@@ -124,6 +130,8 @@ class LocalTemplateBuilder:
                 )
             except BuildStepError as exc:
                 raise BuildFailedError(exc.message, step=exc.step) from exc
+            # Inside the lock: the version kept is the one this build published.
+            await asyncio.to_thread(keep_version, self._templates_dir, name, build_id)
 
     async def _base(self, start: Mapping[str, object], *, log: BuildLogger) -> TemplateArtifact:
         store = DirTemplateStore(self._templates_dir)

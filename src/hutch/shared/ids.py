@@ -85,3 +85,13 @@ def parse_sandbox_id(value: str) -> SandboxID | None:
     """
     short, _, _client = value.partition("-")
     return SandboxID(short) if is_valid_sandbox_id(short) else None
+
+
+#: Between a template's name and a build id in the node's name of a kept build
+#: (``name@build``): E2B tags point at such builds (api/service/template_tags.py).
+TEMPLATE_VERSION_SEP: Final = "@"
+
+
+def template_version_name(name: str, build_id: str) -> str:
+    """The node's name for build ``build_id`` of template ``name``."""
+    return f"{name}{TEMPLATE_VERSION_SEP}{build_id}"

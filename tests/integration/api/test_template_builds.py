@@ -38,7 +38,7 @@ class FakeBuildRunner:
 
     async def run_build(
         self, name: str, start: Mapping[str, object], *, cpu_count: float, memory_mb: int,
-        log: BuildLogger,
+        log: BuildLogger, build_id: str,
     ) -> None:  # fmt: skip
         self.builds.append((name, start))
         steps = start.get("steps") or []
@@ -150,3 +150,70 @@ def test_upload_needs_the_signed_url(builds: tuple[str, str, FakeBuildRunner]) -
     status = httpx.get(f"{api}/templates/up/builds/{body['buildID']}/status",
                        headers={"X-API-Key": other_key})  # fmt: skip
     assert status.status_code == 404
+
+
+def _headers() -> dict[str, str]:
+    return {"X-API-Key": runner_key()}
+
+
+def test_tags_recorded_assigned_listed_removed(builds: tuple[str, str, FakeBuildRunner]) -> None:
+    api, other_key, _runner = builds
+    first = Template.build(Template().from_template("base").run_cmd("echo 1"), "tagged")
+    second = Template.build(Template().from_template("base").run_cmd("echo 2"), "tagged:v2",
+                            tags=["stable"])  # fmt: skip
+    assert sorted(second.tags) == ["stable", "v2"]
+    tags = {t.tag: t.build_id for t in Template.get_tags("tagged")}
+    # The first build got "default" (it named no tag); the second its two, not "default".
+    assert tags == {"default": first.build_id, "v2": second.build_id, "stable": second.build_id}
+
+    info = Template.assign_tags("tagged:v2", ["prod", "prod"])
+    assert info.build_id == second.build_id and info.tags == ["prod"]
+    info = Template.assign_tags("tagged", "old")  # no tag: the default one
+    assert info.build_id == first.build_id
+    Template.remove_tags("tagged", ["stable", "old"])
+    assert {t.tag for t in Template.get_tags("tagged")} == {"default", "prod", "v2"}
+
+    # A build starting fromTemplate "tagged:v2" gets that build's kept node version.
+    Template.build(Template().from_template("tagged:v2").run_cmd("echo 3"), "derived")
+    assert _runner.builds[-1][1]["fromTemplate"] == f"tagged@{second.build_id}"
+
+    # The other team sees none of it.
+    other = {"X-API-Key": other_key}
+    assert httpx.get(f"{api}/templates/tagged/tags", headers=other).status_code == 404
+    r = httpx.post(f"{api}/templates/tags", json={"target": "tagged:v2", "tags": ["x"]},
+                   headers=other)  # fmt: skip
+    assert r.status_code == 404
+
+
+def test_tag_bad_input(builds: tuple[str, str, FakeBuildRunner]) -> None:
+    api, _other, _runner = builds
+    h = _headers()
+    Template.build(Template().from_template("base").run_cmd("echo 1"), "bad")
+    post = lambda body: httpx.post(f"{api}/templates/tags", json=body, headers=h)  # noqa: E731
+    delete = lambda body: httpx.request(  # noqa: E731
+        "DELETE", f"{api}/templates/tags", json=body, headers=h
+    )
+    assert post({"target": "bad:nope", "tags": ["x"]}).status_code == 404
+    assert post({"target": "missing", "tags": ["x"]}).status_code == 404
+    assert post({"target": "bad", "tags": ["has space"]}).status_code == 400
+    assert post({"target": "bad", "tags": []}).status_code == 400
+    assert post({"target": "bad", "tags": ["-lead"]}).status_code == 400
+    assert post({"target": "bad"}).status_code == 400
+    assert delete({"name": "bad", "tags": ["nope"]}).status_code == 404
+    assert delete({"name": "bad", "tags": ["default", "nope"]}).status_code == 404
+    assert {t["tag"] for t in httpx.get(f"{api}/templates/bad/tags", headers=h).json()} == {
+        "default"
+    }  # all or nothing: "default" is still there
+    assert delete({"name": "bad:default", "tags": ["default"]}).status_code == 400
+    assert httpx.get(f"{api}/templates/missing/tags", headers=h).status_code == 404
+    # A build request with a bad tag is refused before anything is made.
+    r = httpx.post(f"{api}/v3/templates", json={"name": "fresh", "tags": ["a/b"]}, headers=h)
+    assert r.status_code == 400
+    assert httpx.post(f"{api}/v3/templates", json={"name": "fresh:"}, headers=h).status_code == 400
+    assert httpx.get(f"{api}/templates/aliases/fresh", headers=h).status_code == 404
+    # Creating a sandbox from an unknown tag: 404; from a malformed one: 400.
+    for template, code in (("bad:nope", 404), ("bad:", 400), ("missing:v1", 404)):
+        r = httpx.post(f"{api}/sandboxes", json={"templateID": template}, headers=h)
+        assert r.status_code == code, (template, r.text)
+    assert delete({"name": "bad", "tags": ["default"]}).status_code == 204
+    assert httpx.get(f"{api}/templates/bad/tags", headers=h).json() == []

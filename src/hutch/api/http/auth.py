@@ -17,6 +17,7 @@ from hutch.api.service.pausing import PauseService
 from hutch.api.service.sandboxes import SandboxService
 from hutch.api.service.snapshots import SnapshotService
 from hutch.api.service.template_builds import TemplateBuildService
+from hutch.api.service.template_tags import TemplateTagService
 from hutch.api.service.templates import TemplateService
 from hutch.api.service.volumes import VolumeService
 
@@ -37,6 +38,8 @@ class HttpContext:
     envd_version: str
     #: E2B SDK template builds; None: this server does not build templates.
     builds: TemplateBuildService | None = None
+    #: E2B template tags (``name:tag``); None: not offered.
+    tags: TemplateTagService | None = None
 
 
 def context(request: Request) -> HttpContext:

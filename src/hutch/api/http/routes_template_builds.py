@@ -19,6 +19,7 @@ from hutch.api.http.auth import authenticate, context
 from hutch.api.http.query import read_body
 from hutch.api.http.schemas import _Body, iso
 from hutch.api.service.template_builds import TemplateBuildService, UploadTokens
+from hutch.api.service.template_tags import TemplateTagService
 from hutch.shared.errors import (
     InvalidArgumentError,
     NotFoundError,
@@ -65,6 +66,7 @@ async def request_build(request: Request) -> Response:
         name=raw.name,
         cpu_count=extra.get("cpuCount") or raw.cpu_count,
         memory_mb=extra.get("memoryMB") or raw.memory_mb,
+        tags=raw.tags,
     )
     names = [template.alias] if template.alias else []
     return JSONResponse(
@@ -74,7 +76,7 @@ async def request_build(request: Request) -> Response:
             "public": template.public,
             "names": names,
             "aliases": names,
-            "tags": raw.tags or tags,
+            "tags": tags,
         },
         status_code=202,
     )
@@ -170,7 +172,59 @@ async def alias_exists(request: Request) -> Response:
     return JSONResponse({"templateID": found.id, "public": found.public})
 
 
+class AssignTagsBody(_Body):
+    """``AssignTemplateTagsRequest``."""
+
+    target: str
+    tags: list[str]
+
+
+class DeleteTagsBody(_Body):
+    """``DeleteTemplateTagsRequest``."""
+
+    name: str
+    tags: list[str]
+
+
+def _tags(request: Request) -> TemplateTagService:
+    tags = context(request).tags
+    if tags is None:
+        raise InvalidArgumentError("this server does not offer template tags")
+    return tags
+
+
+async def assign_tags(request: Request) -> Response:
+    """``POST /templates/tags`` → 201 ``AssignedTemplateTags``: point ``tags`` at the build
+    ``target`` (``name:tag``; ``name`` is ``name:default``) names."""
+    team = await authenticate(request)
+    body = await read_body(request, AssignTagsBody)
+    build_id = await _tags(request).assign(body.target, body.tags, team_id=team.id)
+    return JSONResponse(
+        {"tags": list(dict.fromkeys(body.tags)), "buildID": build_id}, status_code=201
+    )
+
+
+async def delete_tags(request: Request) -> Response:
+    """``DELETE /templates/tags`` → 204; 404 when a tag is not assigned (none is removed)."""
+    team = await authenticate(request)
+    body = await read_body(request, DeleteTagsBody)
+    await _tags(request).remove(body.name, body.tags, team_id=team.id)
+    return Response(status_code=204)
+
+
+async def list_tags(request: Request) -> Response:
+    """``GET /templates/{id}/tags`` → 200 ``[TemplateTag]``."""
+    team = await authenticate(request)
+    found = await _tags(request).list(str(request.path_params["template_id"]), team_id=team.id)
+    return JSONResponse(
+        [{"tag": t.tag, "buildID": t.build_id, "createdAt": iso(t.created_at)} for t in found]
+    )
+
+
 ROUTES: Final = [
+    Route("/templates/tags", assign_tags, methods=["POST"]),
+    Route("/templates/tags", delete_tags, methods=["DELETE"]),
+    Route("/templates/{template_id}/tags", list_tags, methods=["GET"]),
     Route("/v3/templates", request_build, methods=["POST"]),
     Route("/templates/aliases/{alias}", alias_exists, methods=["GET"]),
     Route("/templates/{template_id}/files/{hash}", file_upload_link, methods=["GET"]),

@@ -245,7 +245,9 @@ class BuildRunner(Protocol):
         cpu_count: float,
         memory_mb: int,
         log: BuildLogger,
+        build_id: str,
     ) -> None:
         """Build template ``name`` from E2B's ``TemplateBuildStartV2`` ``start``; raise
-        :class:`BuildFailedError` (or a ``HutchError``) when it fails."""
+        :class:`BuildFailedError` (or a ``HutchError``) when it fails. A successful build is
+        also kept as ``name@build_id``, which tags point at."""
         ...

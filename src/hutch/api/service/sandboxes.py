@@ -46,6 +46,7 @@ from hutch.api.service.ports import (
     SandboxSpec,
     VolumeMountSpec,
 )
+from hutch.api.service.template_tags import TemplateTagService
 from hutch.api.service.validation import (
     check_env_vars,
     check_idempotency_key,
@@ -60,7 +61,7 @@ from hutch.shared.errors import (
     NotFoundError,
     ResourceExhaustedError,
 )
-from hutch.shared.ids import SandboxID, TeamID
+from hutch.shared.ids import SandboxID, TeamID, TemplateID, template_version_name
 from hutch.shared.paths import ENVD_VERSION
 
 #: Where a sandbox may be killed from (paused sandboxes hold a snapshot on the node).
@@ -143,10 +144,13 @@ def public_state(state: SandboxState) -> str | None:
 
 def spec_of(sandbox: Sandbox) -> SandboxSpec:
     """What the node needs to start (or boot again) ``sandbox``."""
+    template_id = sandbox.template_id
+    if sandbox.template_build_id:  # a tag's build: the node's "name@build" (kept by builds)
+        template_id = TemplateID(template_version_name(template_id, sandbox.template_build_id))
     return SandboxSpec(
         sandbox_id=sandbox.id,
         team_id=sandbox.team_id,
-        template_id=sandbox.template_id,
+        template_id=template_id,
         cpu_count=sandbox.cpu_count,
         memory_mb=sandbox.memory_mb,
         disk_mb=sandbox.disk_mb,
@@ -219,7 +223,11 @@ class SandboxService:
         env_vars = check_env_vars(request.env_vars)
         if idempotency_key is not None:
             check_idempotency_key(idempotency_key)
-        template = await self._templates.find_template(request.template, team_id=team_id)
+        # "name:tag" → that tag's build; "name" → its default tag's build, if it has one.
+        name, build_id = await TemplateTagService(templates=self._templates).resolve(
+            request.template, team_id=team_id
+        )
+        template = await self._templates.find_template(name, team_id=team_id)
         if template is None:
             raise NotFoundError(
                 f"template {request.template!r} not found",
@@ -241,7 +249,7 @@ class SandboxService:
         new = NewSandbox(
             team_id=team_id,
             template_id=template.id,
-            alias=template.alias if request.template == template.alias else None,
+            alias=template.alias if name == template.alias else None,
             started_at=now,
             end_at=now + timedelta(seconds=timeout_s),
             envd_version=template.envd_version or self._policy.envd_version,
@@ -256,6 +264,7 @@ class SandboxService:
             allow_internet=request.allow_internet,
             auto_resume=request.auto_pause if request.auto_resume is None else request.auto_resume,
             timeout_s=timeout_s,
+            template_build_id=build_id,
         )
         fingerprint = request.fingerprint()
         created = await self._sandboxes.create_sandbox(

@@ -25,9 +25,15 @@ from typing import Any
 
 from hutch.api.models import NewTemplate, Template, TemplateBuildState
 from hutch.api.service.ports import BuildFailedError, BuildRunner
+from hutch.api.service.template_tags import (
+    DEFAULT_TAG,
+    TemplateTagService,
+    check_tags,
+    split_tag,
+)
 from hutch.api.store.base import TemplateStore
 from hutch.shared.errors import AlreadyExistsError, HutchError, InvalidArgumentError, NotFoundError
-from hutch.shared.ids import TeamID, TemplateID
+from hutch.shared.ids import TeamID, TemplateID, template_version_name
 
 log = logging.getLogger("hutch.api.template_builds")
 
@@ -56,12 +62,14 @@ class Build:
     entries: list[LogEntry] = field(default_factory=list)
     reason: str | None = None
     reason_step: str | None = None
+    #: Recorded when the build succeeds (``default`` when the request named none).
+    tags: list[str] = field(default_factory=list)
     task: asyncio.Task[None] | None = None
 
 
 def split_name(name: str) -> tuple[str, list[str]]:
     """``"name:tag"`` → ``("name", ["tag"])`` (E2B names may carry one tag)."""
-    base, _, tag = name.partition(":")
+    base, tag = split_tag(name)
     return base, [tag] if tag else []
 
 
@@ -81,11 +89,19 @@ class TemplateBuildService:
         return self._runner
 
     async def request_build(
-        self, *, team_id: TeamID, name: str, cpu_count: int | None, memory_mb: int | None
+        self,
+        *,
+        team_id: TeamID,
+        name: str,
+        cpu_count: int | None,
+        memory_mb: int | None,
+        tags: list[str] | None = None,
     ) -> tuple[Template, Build, list[str]]:
-        """A new build of template ``name`` (created ``waiting`` when new)."""
+        """A new build of template ``name[:tag]`` (created ``waiting`` when new), to be
+        tagged with ``tags`` and the name's tag (``default`` when none)."""
         self.runner  # noqa: B018 - fail early on a server that cannot build
-        base, tags = split_name(name)
+        base, named = split_name(name)
+        tags = check_tags([*named, *(tags or [])]) or [DEFAULT_TAG]
         existing = await self._templates.find_template_any_team(base)
         if existing is not None and existing.team_id != team_id:
             raise AlreadyExistsError(f"template name {base!r} is taken")
@@ -110,9 +126,10 @@ class TemplateBuildService:
             cpu_count=cpu_count or existing.cpu_count,
             memory_mb=memory_mb or existing.memory_mb,
             first=first,
+            tags=tags,
         )
         self._builds[build.build_id] = build
-        return existing, build, tags or ["default"]
+        return existing, build, tags
 
     def get_build(self, template_id: str, build_id: str, *, team_id: TeamID) -> Build:
         """The build, if it is ``team_id``'s; ``NotFoundError`` otherwise."""
@@ -135,9 +152,17 @@ class TemplateBuildService:
         build = self.get_build(template_id, build_id, team_id=team_id)
         if build.task is not None:
             raise AlreadyExistsError(f"build {build_id} was started already")
+        start = dict(start)
+        from_template = start.get("fromTemplate")
+        if isinstance(from_template, str) and from_template:
+            # "name:tag" (and "name", meaning its default tag) → that build's kept version.
+            base, kept = await TemplateTagService(templates=self._templates).resolve(
+                from_template, team_id=team_id
+            )
+            start["fromTemplate"] = template_version_name(base, kept) if kept else base
         build.status = "building"
         await self._templates.set_build_state(build.template_id, TemplateBuildState.BUILDING)
-        build.task = asyncio.create_task(self._run(build, dict(start)), name=f"build-{build_id}")
+        build.task = asyncio.create_task(self._run(build, start), name=f"build-{build_id}")
         return build
 
     async def _run(self, build: Build, start: dict[str, Any]) -> None:
@@ -152,6 +177,7 @@ class TemplateBuildService:
                 cpu_count=build.cpu_count,
                 memory_mb=build.memory_mb,
                 log=add,
+                build_id=build.build_id,
             )
         except (BuildFailedError, HutchError) as exc:
             message = exc.message
@@ -167,7 +193,9 @@ class TemplateBuildService:
             state = TemplateBuildState.ERROR if build.first else TemplateBuildState.READY
             final = "error"
         else:
-            add("info", "Build finished")
+            with contextlib.suppress(NotFoundError):  # the template was deleted meanwhile
+                await self._templates.set_tags(build.template_id, build.tags, build.build_id)
+            add("info", f"Build finished (tags: {', '.join(build.tags)})")
             state = TemplateBuildState.READY
             final = "ready"
         # The row first: a client seeing "ready" creates sandboxes from it at once.

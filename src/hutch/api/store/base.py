@@ -28,6 +28,7 @@ from hutch.api.models import (
     Team,
     Template,
     TemplateBuildState,
+    TemplateTag,
     Volume,
     VolumeMount,
 )
@@ -81,6 +82,9 @@ class TemplateStore(Protocol):
         envd_version: str | None = None,
     ) -> Template: ...
     async def delete_template(self, template_id: TemplateID, *, team_id: TeamID) -> None: ...
+    async def set_tags(self, template_id: TemplateID, tags: list[str], build_id: str) -> None: ...
+    async def list_tags(self, template_id: TemplateID) -> list[TemplateTag]: ...
+    async def delete_tags(self, template_id: TemplateID, tags: list[str]) -> None: ...
 
 
 class SandboxStore(Protocol):

@@ -43,6 +43,7 @@ def sandbox_values(sandbox_id: SandboxID, new: NewSandbox) -> dict[str, Any]:
         "version": 1,
         "auto_resume": new.auto_resume,
         "timeout_s": new.timeout_s,
+        "template_build_id": new.template_build_id,
     }
 
 
@@ -73,6 +74,7 @@ def row_to_sandbox(row: Any, metadata: Mapping[str, str]) -> Sandbox:
         auto_pause=bool(row.auto_pause),
         allow_internet=bool(row.allow_internet),
         pause_mode=row.pause_mode,
+        template_build_id=row.template_build_id,
         auto_resume=bool(row.auto_resume),
         timeout_s=row.timeout_s,
         version=row.version,

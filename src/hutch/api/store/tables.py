@@ -109,6 +109,22 @@ templates = Table(
     Index(None, "team_id"),
 )
 
+# 0006: E2B template tags: ``name:tag`` names one build of a template (docs/templates.md).
+template_tags = Table(
+    "template_tags",
+    metadata,
+    Column(
+        "template_id",
+        String(64),
+        ForeignKey("templates.id", ondelete="CASCADE"),
+        nullable=False,
+    ),
+    Column("tag", String(128), nullable=False),
+    Column("build_id", String(64), nullable=False),
+    Column("created_at", UTCDateTime(), nullable=False),
+    PrimaryKeyConstraint("template_id", "tag"),
+)
+
 sandboxes = Table(
     "sandboxes",
     metadata,
@@ -139,6 +155,9 @@ sandboxes = Table(
     Column("pause_mode", String(16), nullable=True),
     Column("auto_resume", Boolean, nullable=False, server_default=false()),
     Column("timeout_s", Integer, nullable=True),
+    # 0006 (template tags): the template build the sandbox was created from when a tag
+    # chose it ("name:tag"); None: the template's current version.
+    Column("template_build_id", String(64), nullable=True),
     # The listing's keyset: WHERE team_id = ? ORDER BY started_at, id.
     Index(None, "team_id", "started_at", "id"),
     # The reaper: WHERE state = 'running' AND end_at <= now.

@@ -13,11 +13,11 @@ from sqlalchemy import delete, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from hutch.api.models import NewTemplate, Template, TemplateBuildState
+from hutch.api.models import NewTemplate, Template, TemplateBuildState, TemplateTag
 from hutch.api.store.base import Clock, utc_now
 from hutch.api.store.engine import read_transaction, write_transaction
 from hutch.api.store.errors import is_foreign_key_violation, is_unique_violation
-from hutch.api.store.tables import templates
+from hutch.api.store.tables import template_tags, templates
 from hutch.shared.errors import AlreadyExistsError, NotFoundError
 from hutch.shared.ids import TeamID, TemplateID, new_template_id
 
@@ -141,3 +141,55 @@ class SqlTemplateStore:
             )
         if result.rowcount == 0:
             raise NotFoundError(f"template {template_id} not found")
+
+    # ---- tags (E2B's ``name:tag``) ----------------------------------------------------------
+
+    async def set_tags(self, template_id: TemplateID, tags: list[str], build_id: str) -> None:
+        """Point each of ``tags`` at ``build_id`` (moving a tag that pointed elsewhere)."""
+        now = self._clock()
+        tt = template_tags.c
+        async with write_transaction(self._engine) as conn:
+            for tag in dict.fromkeys(tags):
+                await conn.execute(
+                    delete(template_tags).where(tt.template_id == template_id, tt.tag == tag)
+                )
+                await conn.execute(
+                    template_tags.insert().values(
+                        template_id=template_id, tag=tag, build_id=build_id, created_at=now
+                    )
+                )
+
+    async def list_tags(self, template_id: TemplateID) -> list[TemplateTag]:
+        """The template's tags, by name."""
+        tt = template_tags.c
+        query = select(template_tags).where(tt.template_id == template_id).order_by(tt.tag)
+        async with read_transaction(self._engine) as conn:
+            return [
+                TemplateTag(
+                    template_id=TemplateID(r.template_id),
+                    tag=r.tag,
+                    build_id=r.build_id,
+                    created_at=r.created_at,
+                )
+                for r in await conn.execute(query)
+            ]
+
+    async def delete_tags(self, template_id: TemplateID, tags: list[str]) -> None:
+        """Remove ``tags``: all or none; an unassigned one is :class:`NotFoundError`."""
+        tt = template_tags.c
+        async with write_transaction(self._engine) as conn:
+            present = {
+                r.tag
+                for r in await conn.execute(
+                    select(tt.tag).where(tt.template_id == template_id, tt.tag.in_(tags))
+                )
+            }
+            missing = [t for t in tags if t not in present]
+            if missing:
+                raise NotFoundError(
+                    f"template {template_id!r} has no tag {missing[0]!r}",
+                    public_message=f"Tag '{missing[0]}' of template '{template_id}' not found",
+                )
+            await conn.execute(
+                delete(template_tags).where(tt.template_id == template_id, tt.tag.in_(tags))
+            )

@@ -27,11 +27,12 @@ import os
 import re
 import shutil
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Final
 
 from hutch.shared.errors import InvalidArgumentError, NotFoundError
+from hutch.shared.ids import TEMPLATE_VERSION_SEP
 
 log = logging.getLogger("hutch.node.templates")
 
@@ -39,6 +40,12 @@ FORMAT: Final = 1
 #: Sealed artifacts of imported images, by fingerprint (hidden: not a template name).
 ARTIFACTS_DIR: Final = ".artifacts"
 SEAL_FILE: Final = "artifact.json"
+#: Earlier builds of step-built templates, kept for E2B tags: ``.versions/<name>/<build>/``
+#: holds that build's ``template.json`` (its tree is a sealed artifact); the node names one
+#: ``<name>@<build>`` (:data:`VERSION_SEP`).
+VERSIONS_DIR: Final = ".versions"
+VERSION_SEP: Final = TEMPLATE_VERSION_SEP
+_BUILD_RE: Final = re.compile(r"^[A-Za-z0-9-]{1,64}$")
 _NAME_RE: Final = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}$")
 
 
@@ -146,8 +153,9 @@ def validate_template_name(name: str) -> str:
     return name
 
 
-def read_artifact(template_dir: Path) -> TemplateArtifact:
-    """Load the artifact published in ``template_dir``."""
+def read_artifact(template_dir: Path, *, templates_dir: Path | None = None) -> TemplateArtifact:
+    """Load the artifact published in ``template_dir`` (under ``templates_dir``, by default
+    its parent)."""
     meta = template_dir / "template.json"
     try:
         data = json.loads(meta.read_text())
@@ -158,7 +166,7 @@ def read_artifact(template_dir: Path) -> TemplateArtifact:
     fingerprint = data.get("artifact")
     rootfs = template_dir / "rootfs"
     if fingerprint:
-        sealed = template_dir.parent / ARTIFACTS_DIR / fingerprint
+        sealed = (templates_dir or template_dir.parent) / ARTIFACTS_DIR / fingerprint
         if not (sealed / SEAL_FILE).is_file():
             raise TemplateNotFoundError(
                 f"template {template_dir.name!r}: its artifact {fingerprint} is not sealed"
@@ -202,6 +210,42 @@ def publish(staging: Path, artifact: TemplateArtifact, *, templates_dir: Path) -
     return read_artifact(target)
 
 
+def keep_version(templates_dir: Path, name: str, build_id: str) -> None:
+    """Record the published ``name`` as its build ``build_id`` (for tags), atomically."""
+    validate_template_name(name)
+    if not _BUILD_RE.match(build_id):
+        raise InvalidArgumentError(f"invalid build id {build_id!r}")
+    data = json.loads((templates_dir / name / "template.json").read_text())
+    if not data.get("artifact"):
+        raise InvalidArgumentError(f"template {name!r} has no sealed artifact to keep")
+    parent = templates_dir / VERSIONS_DIR / name
+    parent.mkdir(mode=0o755, parents=True, exist_ok=True)
+    tmp = parent / f".tmp-{build_id}-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(mode=0o755)
+    (tmp / "template.json").write_text(json.dumps(data, indent=1) + "\n")
+    shutil.rmtree(parent / build_id, ignore_errors=True)
+    os.rename(tmp, parent / build_id)
+
+
+def read_version(templates_dir: Path, name: str) -> TemplateArtifact:
+    """The artifact of ``<template>@<build>``; :class:`TemplateNotFoundError` if not kept."""
+    base, _, build_id = name.partition(VERSION_SEP)
+    try:
+        validate_template_name(base)
+    except InvalidArgumentError:
+        raise TemplateNotFoundError(f"template {name!r} not found") from None
+    if not _BUILD_RE.match(build_id):
+        raise TemplateNotFoundError(f"template {name!r} not found")
+    try:
+        found = read_artifact(
+            templates_dir / VERSIONS_DIR / base / build_id, templates_dir=templates_dir
+        )
+    except TemplateNotFoundError:
+        raise TemplateNotFoundError(f"build {build_id} of template {base!r} is not kept") from None
+    return replace(found, name=name)
+
+
 def staging_dir(templates_dir: Path, name: str) -> Path:
     """A fresh temporary directory beside the published templates (same filesystem)."""
     validate_template_name(name)
@@ -220,7 +264,12 @@ class DirTemplateStore:
         self._dir = Path(templates_dir)
 
     async def get(self, name: str) -> TemplateArtifact:
-        """The artifact of ``name``; raise :class:`TemplateNotFoundError` if not built."""
+        """The artifact of ``name``; raise :class:`TemplateNotFoundError` if not built.
+
+        ``<name>@<build>`` is a kept earlier build (:func:`keep_version`).
+        """
+        if VERSION_SEP in name:
+            return read_version(self._dir, name)
         try:
             validate_template_name(name)
         except InvalidArgumentError:

@@ -38,6 +38,7 @@ from hutch.node.images.unpack import apply_layer
 from hutch.node.templates.artifact import (
     ARTIFACTS_DIR,
     SEAL_FILE,
+    VERSIONS_DIR,
     ImageRun,
     TemplateArtifact,
     TemplateNotFoundError,
@@ -354,6 +355,7 @@ def delete_template(templates_dir: Path, name: str) -> None:
     aside = templates_dir / f".deleted-{name}-{os.getpid()}"
     os.rename(target, aside)
     shutil.rmtree(aside, ignore_errors=True)
+    shutil.rmtree(templates_dir / VERSIONS_DIR / name, ignore_errors=True)
     prune_artifacts(templates_dir)
 
 
@@ -375,6 +377,12 @@ def prune_artifacts(templates_dir: Path) -> list[str]:
         for tree in artifact.lowers:  # a snapshot's base tree may be an artifact too
             if tree.parent.parent == artifacts:
                 used.add(tree.parent.name)
+    versions = templates_dir / VERSIONS_DIR
+    for kept in versions.glob("*/*/template.json") if versions.is_dir() else ():
+        with contextlib.suppress(OSError, ValueError):
+            fingerprint = json.loads(kept.read_text()).get("artifact")
+            if isinstance(fingerprint, str) and fingerprint:
+                used.add(fingerprint)
     in_use = _mounted_lowers()
     removed = []
     for sealed in artifacts.iterdir():
