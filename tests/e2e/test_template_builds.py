@@ -132,6 +132,16 @@ def test_sdk_tags_pin_a_build(serve: Serve, tmp_path: Path) -> None:
         finally:
             sbx.kill()
 
+    # A filesystem pause reboots the sandbox on the same build, after yet another build.
+    sbx = Sandbox.create("tagged:v1", timeout=120)
+    try:
+        Template.build(version(5), "tagged")
+        assert sbx.pause(mode="filesystem") is True
+        again = Sandbox.connect(sbx.sandbox_id)
+        assert again.files.read("/tmp/version") == "1\n"
+    finally:
+        sbx.kill()
+
     # A build from a tag starts from that build.
     Template.build(Template().from_template("tagged:v1").run_cmd("echo derived > /tmp/d"), "der")
     sbx = Sandbox.create("der", timeout=120)
