@@ -68,6 +68,8 @@ class Serve:
     def env(self) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if "proxy" not in k.lower()}
         env.update(NODE_ENV, HUTCH_NODE_ENVD_BUNDLE_DIR=str(self.envd_bundle))
+        # Names this instance for ``hutch`` subcommands, as for ``hutch serve`` itself.
+        env["HUTCH_API_PORT"] = str(self.api_port)
         env.update(self.extra_env)
         return env
 

@@ -25,7 +25,7 @@ from tests.imagebuild import (
     write_tree_docker_archive,
 )
 
-from .serveproc import Serve
+from .serveproc import Serve, free_port
 
 pytestmark = pytest.mark.root
 
@@ -80,7 +80,7 @@ def test_cli_import_then_sdk_sandbox(serve: Serve, archive: Path, injected: bool
     listed = [
         json.loads(line) for line in hutch(serve, "template", "list", "--json").stdout.splitlines()
     ]
-    assert name in {t["name"] for t in listed}
+    assert name in {t["templateID"] for t in listed}
 
     sbx = Sandbox.create(name, timeout=120)
     try:
@@ -100,6 +100,84 @@ def test_cli_import_then_sdk_sandbox(serve: Serve, archive: Path, injected: bool
     assert not (serve.home / "sandboxes" / sbx.sandbox_id).exists()
 
 
+def test_cli_acts_on_the_named_instance(serve: Serve, archive: Path) -> None:
+    """``HUTCH_HOME`` / ``HUTCH_API_PORT`` (or ``--home`` / ``--api-port``) name the serve the
+    template commands talk to; its API's errors are the commands' errors."""
+    env = {**serve.env, "HUTCH_HOME": str(serve.home)}
+    run = [sys.executable, "-m", "hutch", "template"]
+    args = ["create-from-image", f"docker-archive:{archive}", "--name", "bbnamed"]
+    done = subprocess.run([*run, *args], env=env, capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr
+    assert "template bbnamed ready" in done.stdout
+    assert "seal" in done.stderr  # the progress display (on stderr)
+    listed = subprocess.run([*run, "list", "--json"], env=env, capture_output=True, text=True,
+                            check=True).stdout  # fmt: skip
+    assert "bbnamed" in {json.loads(line)["templateID"] for line in listed.splitlines()}
+    # The instance's API sees it: the commands did not act on files behind its back.
+    key = serve.hutch("keys", "create").strip()
+    r = httpx.get(f"{serve.api_url}/templates", headers={"X-API-Key": key})
+    assert "bbnamed" in {t["templateID"] for t in r.json()}
+
+    # Another port (nothing listens there): a clear failure, nothing done.
+    for args in (
+        ["list"],
+        ["delete", "bbnamed"],
+        ["create-from-image", f"docker-archive:{archive}", "--name", "bbnowhere"],
+    ):
+        elsewhere = subprocess.run([*run, *args, "--api-port", str(free_port())], env=env,
+                                   capture_output=True, text=True, check=False)  # fmt: skip
+        assert elsewhere.returncode == 2, elsewhere.stderr
+        assert "cannot reach the API at http://127.0.0.1:" in elsewhere.stderr
+    assert "bbnowhere" not in hutch(serve, "template", "list", "--json").stdout
+
+    # The API's messages: a bad source, a bad name, a taken name, an unknown template.
+    bad = hutch(serve, "template", "create-from-image", "ftp://nowhere", "--name", "bbbad")
+    assert bad.returncode == 1 and "hutch: 400:" in bad.stderr and "transport" in bad.stderr
+    missing = hutch(serve, "template", "create-from-image", "docker-archive:/nonexistent.tar",
+                    "--name", "bbmissing")  # fmt: skip
+    assert missing.returncode == 1 and "hutch: 400:" in missing.stderr, missing.stderr
+    taken = hutch(serve, "template", "create-from-image", f"docker-archive:{archive}",
+                  "--name", "bbnamed")  # fmt: skip
+    assert taken.returncode == 1 and "hutch: 409:" in taken.stderr
+    assert "already exists" in taken.stderr
+    assert "Traceback" not in bad.stderr + missing.stderr + taken.stderr
+
+    assert hutch(serve, "template", "delete", "bbnamed").returncode == 0
+    gone = hutch(serve, "template", "delete", "bbnamed")
+    assert gone.returncode == 1 and "hutch: 404:" in gone.stderr
+
+
+def test_rest_import_streams_progress(serve: Serve, archive: Path) -> None:
+    """``Accept: application/x-ndjson``: progress lines, then the result or the error."""
+    key = serve.hutch("keys", "create").strip()
+    headers = {"X-API-Key": key, "Accept": "application/x-ndjson"}
+    body = {"source": f"docker-archive:{archive}", "name": "bbstream"}
+
+    def events(payload: dict[str, object]) -> list[dict[str, object]]:
+        with httpx.stream("POST", f"{serve.api_url}/templates/from-image", json=payload,
+                          headers=headers, timeout=300) as r:  # fmt: skip
+            assert r.status_code == 200
+            assert r.headers["content-type"].startswith("application/x-ndjson")
+            return [json.loads(line) for line in r.iter_lines() if line]
+
+    got = events(body)
+    stages = {e["stage"] for e in got if e["type"] == "progress"}
+    assert any(str(s).startswith("layer ") for s in stages) and "seal" in stages, stages
+    assert got[-1]["type"] == "result"
+    assert got[-1]["template"]["templateID"] == "bbstream"  # type: ignore[index]
+    assert [e["type"] for e in got].count("result") == 1
+    # Errors end the stream with the status and message a plain request gets.
+    assert events(body)[-1] == {"type": "error", "code": 409,
+                                "message": "template 'bbstream' already exists"}  # fmt: skip
+    bad = events({**body, "name": "bbstream2", "source": "ftp://x"})[-1]
+    assert bad["type"] == "error" and bad["code"] == 400 and "transport" in str(bad["message"])
+    # A body that does not parse is refused before any stream starts.
+    r = httpx.post(f"{serve.api_url}/templates/from-image", json={"name": 1}, headers=headers)
+    assert r.status_code == 400 and r.json()["code"] == 400
+    assert httpx.delete(f"{serve.api_url}/templates/bbstream",
+                        headers={"X-API-Key": key}).status_code == 204  # fmt: skip
+
+
 def test_rest_import_oci_layout_and_errors(serve: Serve, tmp_path: Path) -> None:
     layout = write_oci(tmp_path / "oci", busybox_layers(), **BUSYBOX_CONFIG)
     key = serve.hutch("keys", "create").strip()
@@ -115,6 +193,10 @@ def test_rest_import_oci_layout_and_errors(serve: Serve, tmp_path: Path) -> None
     assert bad.status_code == 400 and "transport" in bad.json()["message"]
     sneaky = api.post("/templates/from-image", json={**body, "name": "x2", "envdPath": "/etc"})
     assert sneaky.status_code == 400
+    # A host path needs the home's root-only CLI key as proof of host access.
+    forged = api.post("/templates/from-image", json={**body, "name": "x3", "envdPath": "/etc"},
+                      headers={"X-Hutch-Host-Key": key})  # fmt: skip
+    assert forged.status_code == 400 and "envdPath" in forged.json()["message"]
 
     sbx = Sandbox.create("bbrest", timeout=120)
     try:

@@ -52,6 +52,7 @@ from hutch.api.store.base import (
     utc_now,
 )
 from hutch.shared.ids import SandboxID, TeamID
+from hutch.shared.paths import CLI_KEY_FILE
 from hutch.volumes.base import VolumeBackend
 
 
@@ -163,6 +164,7 @@ def build_context(
         ),
         domain=settings.domain,
         envd_version=settings.envd_version,
+        host_key_file=settings.home / CLI_KEY_FILE,
     )
     reaper = Reaper(
         sandboxes=store.sandboxes,

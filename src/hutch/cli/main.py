@@ -97,7 +97,7 @@ def _register_subgroups() -> None:
     from hutch.cli.template import template
     from hutch.cli.volume import volume
 
-    sandbox.register(cli, _HOME, _serve_settings)
+    sandbox.register(cli)
     cli.add_command(template)
     cli.add_command(volume)
 

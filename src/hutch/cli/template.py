@@ -1,39 +1,21 @@
-"""``hutch template create-from-image | list | delete``: templates of the instance at ``--home``.
+"""``hutch template create-from-image | list | delete``: templates of a running ``hutch serve``.
 
-They act on that instance's store and template directory directly (as ``hutch keys create``
-does), through the same service and builder as ``POST /templates/from-image``, so a running
-``hutch serve`` on that home sees the result at once.
+Like every ``hutch`` subcommand that acts on an instance, these talk to the API of the one
+named by ``--home`` / ``HUTCH_HOME`` and ``--api-port`` / ``HUTCH_API_PORT`` (with
+``--api-key`` / ``E2B_API_KEY``, default the home's CLI key) through
+:mod:`hutch.cli.api_client`: ``POST /templates/from-image`` (its progress streamed as JSON
+lines), ``GET /templates``, ``DELETE /templates/{name}``.
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
-import threading
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import click
 
-if TYPE_CHECKING:
-    from hutch.serve.settings import ServeSettings
-
-
-def _settings(home: Path | None, api_port: int | None) -> ServeSettings:
-    from hutch.serve.settings import ServeSettings
-
-    values = {"home": home, "api_port": api_port}
-    return ServeSettings(**{k: v for k, v in values.items() if v is not None})  # type: ignore[arg-type]
-
-
-_HOME = click.option(
-    "--home", type=click.Path(file_okay=False, path_type=Path), default=None,
-    help="State directory of the instance (env HUTCH_HOME, default /var/lib/hutch).",
-)  # fmt: skip
-_API_PORT = click.option(
-    "--api-port", type=int, default=None,
-    help="API port of the instance (env HUTCH_API_PORT); names the same instance as --home.",
-)  # fmt: skip
+from hutch.cli.api_client import API_KEY_OPTION, API_PORT_OPTION, HOME_OPTION, ApiClient, fail
 
 
 @click.group("template")
@@ -54,28 +36,32 @@ def template() -> None:
 @click.option("--start-cmd", default=None, help="Started in the background at sandbox start.")
 @click.option("--ready-cmd", default=None, help="Must exit 0 before the sandbox is ready.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
-@_HOME
-@_API_PORT
+@HOME_OPTION
+@API_PORT_OPTION
+@API_KEY_OPTION
 def create_from_image(
     source: str, name: str, enable_inject_envd: bool, envd_path: Path | None, cpu: float,
     memory_mb: int, start_cmd: str | None, ready_cmd: str | None, as_json: bool,
-    home: Path | None, api_port: int | None,
+    home: Path | None, api_port: int | None, api_key: str | None,
 ) -> None:  # fmt: skip
-    """Import SOURCE (docker-archive:PATH, oci-archive:PATH, oci:DIR[:TAG], docker://REF)."""
-    from hutch.api.service.ports import ImageImport
-    from hutch.shared.errors import HutchError
+    """Import SOURCE (docker-archive:PATH, oci-archive:PATH, oci:DIR[:TAG], docker://REF).
 
+    Local paths in SOURCE are read by the instance, on this host. A progress display on
+    stderr follows the layers as they unpack and the artifact as it seals.
+    """
     if enable_inject_envd is False and envd_path is not None:
         raise click.UsageError("--envd-path needs --enable-inject-envd")
-    request = ImageImport(
-        source=source, name=name, inject_envd=enable_inject_envd,
-        envd_path=str(envd_path.resolve()) if envd_path else None, cpu_count=cpu,
-        memory_mb=memory_mb, start_cmd=start_cmd, ready_cmd=ready_cmd,
-    )  # fmt: skip
-    try:
-        result = asyncio.run(_create(_settings(home, api_port), request, quiet=as_json))
-    except HutchError as exc:
-        raise click.ClickException(exc.message) from None
+    body: dict[str, Any] = {
+        "source": _absolute_source(source), "name": name, "enableInjectEnvd": enable_inject_envd,
+        "cpuCount": cpu, "memoryMB": memory_mb, "startCmd": start_cmd, "readyCmd": ready_cmd,
+    }  # fmt: skip
+    api = ApiClient(home, api_port, api_key)
+    headers: dict[str, str] = {}
+    if envd_path is not None:
+        # A host path: the API takes it only from a caller that can read the home's key.
+        body["envdPath"] = str(envd_path.resolve())
+        headers["X-Hutch-Host-Key"] = api.host_key()
+    result = _stream_import(api, body, headers, quiet=as_json)
     if as_json:
         click.echo(json.dumps(result))
     else:
@@ -83,44 +69,55 @@ def create_from_image(
         click.echo(f"template {result['name']} ready{hit}: fingerprint {result['fingerprint']}")
 
 
-async def _create(settings: ServeSettings, request: Any, *, quiet: bool) -> dict[str, Any]:
+def _absolute_source(source: str) -> str:
+    """Relative local paths made absolute: the instance does not share our directory."""
+    transport, sep, rest = source.partition(":")
+    if sep and transport in ("docker-archive", "oci-archive", "oci") and rest:
+        return f"{transport}:{Path(rest).absolute()}" if not rest.startswith("/") else source
+    return source
+
+
+def _stream_import(
+    api: ApiClient, body: dict[str, Any], headers: dict[str, str], *, quiet: bool
+) -> dict[str, Any]:
+    from rich.console import Console
     from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from hutch.serve.templates import cli_service
-
-    store, service, team_id = await cli_service(settings)
     columns = (TextColumn("{task.description:<12}"), BarColumn(), DownloadColumn(),
                TimeElapsedColumn())  # fmt: skip
-    lock = threading.Lock()
     tasks: dict[str, Any] = {}
-    try:
-        with Progress(*columns, transient=False, disable=quiet) as bar:
-
-            def progress(stage: str, done: int, total: int) -> None:
-                with lock:
-                    if stage not in tasks:
-                        tasks[stage] = bar.add_task(stage, total=max(total, 1))
-                    bar.update(tasks[stage], completed=done, total=max(total, 1))
-
-            row, imported = await service.create_from_image(
-                request, team_id=team_id, progress=progress
-            )
-    finally:
-        await store.close()
-    return {
-        "name": row.id, "fingerprint": imported.fingerprint, "cacheHit": imported.cache_hit,
-        "envdInjected": imported.envd_injected, "envdSHA256": imported.envd_sha256,
-        "cpuCount": row.cpu_count, "memoryMB": row.memory_mb,
-    }  # fmt: skip
+    with Progress(*columns, console=Console(stderr=True), disable=quiet) as bar:
+        for event in api.stream_lines("POST", "/templates/from-image", body, headers):
+            kind = event.get("type")
+            if kind == "progress":
+                stage, total = str(event["stage"]), max(int(event["total"]), 1)
+                if stage not in tasks:
+                    tasks[stage] = bar.add_task(stage, total=total)
+                bar.update(tasks[stage], completed=int(event["done"]), total=total)
+            elif kind == "error":
+                bar.stop()
+                fail(int(event["code"]), str(event["message"]))
+            elif kind == "result":
+                t = event["template"]
+                return {
+                    "name": t["templateID"], "fingerprint": t["fingerprint"],
+                    "cacheHit": t["cacheHit"], "envdInjected": t["envdInjected"],
+                    "envdSHA256": t["envdSHA256"], "cpuCount": t["cpuCount"],
+                    "memoryMB": t["memoryMB"],
+                }  # fmt: skip
+    fail(502, "the API ended the import stream without a result")
 
 
 @template.command("list")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON lines.")
-@_HOME
-@_API_PORT
-def list_templates(as_json: bool, home: Path | None, api_port: int | None) -> None:
-    """The instance's templates (the default team's)."""
-    rows = asyncio.run(_list(_settings(home, api_port)))
+@HOME_OPTION
+@API_PORT_OPTION
+@API_KEY_OPTION
+def list_templates(
+    as_json: bool, home: Path | None, api_port: int | None, api_key: str | None
+) -> None:
+    """The team's templates (``GET /templates``)."""
+    rows = ApiClient(home, api_port, api_key).call("GET", "/templates")
     if as_json:
         for row in rows:
             click.echo(json.dumps(row))
@@ -128,63 +125,24 @@ def list_templates(as_json: bool, home: Path | None, api_port: int | None) -> No
     from rich.console import Console
     from rich.table import Table
 
-    table = Table("name", "kind", "envd", "cpu", "memory MB", "fingerprint", "source")
+    table = Table("name", "id", "build", "cpu", "memory MB", "envd", "updated")
     for row in rows:
+        aliases = row.get("aliases") or []
         table.add_row(
-            row["name"], row["kind"], "injected" if row["envdInjected"] else "mounted",
-            str(row["cpuCount"]), str(row["memoryMB"]), (row["fingerprint"] or "")[:12],
-            row["source"] or "",
+            aliases[0] if aliases else row["templateID"], row["templateID"],
+            str(row.get("buildStatus", "")), str(row.get("cpuCount", "")),
+            str(row.get("memoryMB", "")), str(row.get("envdVersion", "")),
+            str(row.get("updatedAt", "")),
         )  # fmt: skip
     Console().print(table)
 
 
-async def _list(settings: ServeSettings) -> list[dict[str, Any]]:
-    from hutch.node.templates.artifact import DirTemplateStore
-    from hutch.serve.templates import cli_service
-    from hutch.shared.errors import HutchError
-
-    store, service, team_id = await cli_service(settings)
-    try:
-        rows = await service.list_templates(team_id=team_id)
-    finally:
-        await store.close()
-    disk = DirTemplateStore(settings.node_settings().templates_dir)
-    out = []
-    for row in rows:
-        try:
-            artifact = await disk.get(row.id)
-        except HutchError:
-            artifact = None
-        build = dict(artifact.build) if artifact else {}
-        out.append({
-            "name": row.id, "kind": build.get("builder", "?"), "cpuCount": row.cpu_count,
-            "memoryMB": row.memory_mb, "fingerprint": artifact.artifact if artifact else None,
-            "envdInjected": bool(artifact and artifact.image and artifact.image.envd_injected),
-            "source": build.get("source"), "buildStatus": row.build_state.value,
-        })  # fmt: skip
-    return out
-
-
 @template.command("delete")
 @click.argument("name")
-@_HOME
-@_API_PORT
-def delete(name: str, home: Path | None, api_port: int | None) -> None:
-    """Delete template NAME (sandboxes already running from it keep running)."""
-    from hutch.shared.errors import HutchError
-
-    try:
-        asyncio.run(_delete(_settings(home, api_port), name))
-    except HutchError as exc:
-        raise click.ClickException(exc.message) from None
+@HOME_OPTION
+@API_PORT_OPTION
+@API_KEY_OPTION
+def delete(name: str, home: Path | None, api_port: int | None, api_key: str | None) -> None:
+    """Delete template NAME, an id or alias (sandboxes already running from it keep running)."""
+    ApiClient(home, api_port, api_key).call("DELETE", f"/templates/{name}")
     click.echo(f"template {name} deleted")
-
-
-async def _delete(settings: ServeSettings, name: str) -> None:
-    from hutch.serve.templates import cli_service
-
-    store, service, team_id = await cli_service(settings)
-    try:
-        await service.delete_template(name, team_id=team_id)
-    finally:
-        await store.close()

@@ -2,9 +2,9 @@
 
 Like ``hutch sandbox``, these talk to the API of the instance named by ``--home`` /
 ``HUTCH_HOME`` and ``--api-port`` / ``HUTCH_API_PORT`` with ``--api-key`` / ``E2B_API_KEY``
-(default: the home's CLI key, default team). Files go through the volume content API with
-the volume's token, streamed both ways; copies of more than 1 MiB show a progress bar on
-stderr (``--quiet`` hides it).
+(default: the home's CLI key, default team), through :mod:`hutch.cli.api_client`. Files go
+through the volume content API with the volume's token, streamed both ways; copies of more
+than 1 MiB show a progress bar on stderr (``--quiet`` hides it).
 
 ``cp`` takes one side as ``VOLUME:PATH`` (a volume name or id) and the other as a local path
 (``-`` for stdin or stdout); a local directory is uploaded recursively, a volume directory
@@ -22,71 +22,24 @@ from typing import TYPE_CHECKING, Any, BinaryIO
 
 import click
 
+from hutch.cli.api_client import API_KEY_OPTION, API_PORT_OPTION, HOME_OPTION, ApiClient, check
+
 if TYPE_CHECKING:
     import httpx
-
-    from hutch.serve.settings import ServeSettings
 
 _CHUNK = 1 << 20
 _PROGRESS_MIN_BYTES = 1 << 20
 
-_HOME = click.option(
-    "--home", type=click.Path(file_okay=False, path_type=Path), default=None,
-    help="State directory of the instance (env HUTCH_HOME, default /var/lib/hutch).",
-)  # fmt: skip
-_API_PORT = click.option(
-    "--api-port", type=int, default=None, help="API port of the instance (env HUTCH_API_PORT)."
-)
-_API_KEY = click.option(
-    "--api-key", envvar="E2B_API_KEY", default=None,
-    help="API key (E2B_API_KEY; default: the home's CLI key, default team).",
-)  # fmt: skip
 
-
-def _settings(home: Path | None, api_port: int | None) -> ServeSettings:
-    from hutch.serve.settings import ServeSettings
-
-    values = {"home": home, "api_port": api_port}
-    return ServeSettings(**{k: v for k, v in values.items() if v is not None})  # type: ignore[arg-type]
-
-
-class _Api:
+class _Api(ApiClient):
     """The control plane (``X-API-Key``) and one volume's content API (its token)."""
-
-    def __init__(self, home: Path | None, api_port: int | None, api_key: str | None) -> None:
-        from hutch.cli.sandbox import _api_url, _cli_key
-
-        self.settings = _settings(home, api_port)
-        self.url = _api_url(self.settings)
-        self.key = api_key or _cli_key(self.settings)
-
-    def call(self, method: str, path: str, **kwargs: Any) -> Any:
-        from hutch.cli.sandbox import request
-
-        return request(self.settings, self.key, method, path, **kwargs)
 
     def volume(self, name: str) -> dict[str, Any]:
         """``GET /volumes/{name}``: id, name, a fresh token, usage."""
         return self.call("GET", f"/volumes/{name}")  # type: ignore[no-any-return]
 
-    def content(self, vol: dict[str, Any]) -> httpx.Client:
-        import httpx
-
-        return httpx.Client(
-            base_url=f"{self.url}/volumecontent/{vol['volumeID']}",
-            headers={"Authorization": f"Bearer {vol['token']}"},
-            timeout=httpx.Timeout(60, read=None, write=None),
-        )
-
-
-def _fail(response: httpx.Response) -> None:
-    if response.is_error:
-        try:
-            message = response.json().get("message", response.text)
-        except ValueError:
-            message = response.text
-        click.echo(f"hutch: {response.status_code}: {message}", err=True)
-        sys.exit(1)
+    def volume_content(self, vol: dict[str, Any]) -> httpx.Client:
+        return self.content(f"/volumecontent/{vol['volumeID']}", vol["token"])
 
 
 def _split(spec: str) -> tuple[str, str] | None:
@@ -106,9 +59,9 @@ def volume() -> None:
 @click.argument("name")
 @click.option("--size-mb", type=int, default=None, help="Quota in MiB (default: 1024).")
 @click.option("--json", "as_json", is_flag=True, help="Print the volume as JSON.")
-@_HOME
-@_API_PORT
-@_API_KEY
+@HOME_OPTION
+@API_PORT_OPTION
+@API_KEY_OPTION
 def create(
     name: str, size_mb: int | None, as_json: bool, home: Path | None, api_port: int | None,
     api_key: str | None,
@@ -123,9 +76,9 @@ def create(
 
 @volume.command("list")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON lines.")
-@_HOME
-@_API_PORT
-@_API_KEY
+@HOME_OPTION
+@API_PORT_OPTION
+@API_KEY_OPTION
 def list_volumes(
     as_json: bool, home: Path | None, api_port: int | None, api_key: str | None
 ) -> None:
@@ -141,9 +94,9 @@ def list_volumes(
 @volume.command("rm")
 @click.argument("name")
 @click.option("--force", is_flag=True, help="Kill the sandboxes that mount it first.")
-@_HOME
-@_API_PORT
-@_API_KEY
+@HOME_OPTION
+@API_PORT_OPTION
+@API_KEY_OPTION
 def remove(
     name: str, force: bool, home: Path | None, api_port: int | None, api_key: str | None
 ) -> None:
@@ -156,9 +109,9 @@ def remove(
 @click.argument("target")
 @click.option("--depth", type=int, default=1, show_default=True, help="Levels to list.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON lines.")
-@_HOME
-@_API_PORT
-@_API_KEY
+@HOME_OPTION
+@API_PORT_OPTION
+@API_KEY_OPTION
 def ls(
     target: str, depth: int, as_json: bool, home: Path | None, api_port: int | None,
     api_key: str | None,
@@ -167,9 +120,9 @@ def ls(
     name, _, path = target.partition(":")
     api = _Api(home, api_port, api_key)
     vol = api.volume(name)
-    with api.content(vol) as c:
+    with api.volume_content(vol) as c:
         r = c.get("/dir", params={"path": path or "/", "depth": depth})
-        _fail(r)
+        check(r)
     if not as_json:
         click.echo(f"# {vol['name']}: {vol['usedBytes']} of {vol['totalBytes']} bytes used")
     for e in r.json():
@@ -228,14 +181,14 @@ def _upload_file(c: httpx.Client, src: Path | None, dest: str, *, quiet: bool) -
     else:
         with src.open("rb") as f, _Bar(f"{src} → {dest}", src.stat().st_size, quiet=quiet) as bar:
             r = c.put("/file", params={"path": dest}, content=_read_chunks(f, bar))
-    _fail(r)
+    check(r)
 
 
 def _download_file(c: httpx.Client, src: str, dest: Path | None, *, quiet: bool) -> None:
     with c.stream("GET", "/file", params={"path": src}) as r:
         if r.is_error:
             r.read()
-            _fail(r)
+            check(r)
         total = int(r.headers.get("content-length", 0)) or None
         if dest is None:
             for chunk in r.iter_bytes(_CHUNK):
@@ -254,9 +207,9 @@ def _download_file(c: httpx.Client, src: str, dest: Path | None, *, quiet: bool)
 @click.argument("source")
 @click.argument("dest")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
-@_HOME
-@_API_PORT
-@_API_KEY
+@HOME_OPTION
+@API_PORT_OPTION
+@API_KEY_OPTION
 def cp(
     source: str, dest: str, quiet: bool, home: Path | None, api_port: int | None,
     api_key: str | None,
@@ -272,12 +225,12 @@ def cp(
     api = _Api(home, api_port, api_key)
     if dst_vol is not None:
         vol = api.volume(dst_vol[0])
-        with api.content(vol) as c:
+        with api.volume_content(vol) as c:
             _upload(c, source, dst_vol[1], quiet=quiet)
     else:
         assert src_vol is not None
         vol = api.volume(src_vol[0])
-        with api.content(vol) as c:
+        with api.volume_content(vol) as c:
             _download(c, src_vol[1], dest, quiet=quiet)
 
 
@@ -300,7 +253,7 @@ def _upload(c: httpx.Client, source: str, dest: str, *, quiet: bool) -> None:
             rel = Path(root).relative_to(src)
             base = dest if str(rel) == "." else f"{dest}/{rel.as_posix()}"
             r = c.post("/dir", params={"path": base, "force": "true"})
-            _fail(r)
+            check(r)
             for name in sorted(files):
                 _upload_file(c, Path(root) / name, f"{base}/{name}", quiet=quiet)
     else:
@@ -317,7 +270,7 @@ def _download(c: httpx.Client, source: str, dest: str, *, quiet: bool) -> None:
         if target.is_dir():
             target = target / name
         r = c.get("/dir", params={"path": source, "depth": 64})
-        _fail(r)
+        check(r)
         base = "/" + source.strip("/") if source.strip("/") else ""
         target.mkdir(parents=True, exist_ok=True)
         for e in r.json():

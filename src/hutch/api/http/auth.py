@@ -7,6 +7,7 @@ only route without a key.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 from starlette.requests import Request
 
@@ -40,6 +41,9 @@ class HttpContext:
     builds: TemplateBuildService | None = None
     #: E2B template tags (``name:tag``); None: not offered.
     tags: TemplateTagService | None = None
+    #: ``<home>/cli.key`` (root-only): a caller that sends its content in ``X-Hutch-Host-Key``
+    #: can read the host's home, so may name host paths (``envdPath`` of an image import).
+    host_key_file: Path | None = None
 
 
 def context(request: Request) -> HttpContext:

@@ -40,13 +40,27 @@ def validation_message(exc: ValidationError) -> str:
     return "; ".join(parts)
 
 
+def error_body(request: Request, exc: BaseException) -> tuple[int, str, bool | None]:
+    """Status, message and retryability of any error, as the handlers below answer it
+    (also used for the error event that ends a streamed response)."""
+    if isinstance(exc, HutchError):
+        status = http_status(exc)
+        if status >= 500:
+            _log.error("%s %s failed: %s", request.method, request.url.path, exc.message)
+        return status, exc.public_message, exc.retryable
+    if isinstance(exc, ValidationError):
+        return 400, validation_message(exc), None
+    if isinstance(exc, HTTPException):
+        return exc.status_code, exc.detail, False
+    _log.error("%s %s crashed", request.method, request.url.path, exc_info=exc)
+    return 500, "Internal server error", False
+
+
 async def hutch_error_handler(request: Request, exc: Exception) -> Response:
     """A domain error: its status and public message."""
     assert isinstance(exc, HutchError)
-    status = http_status(exc)
-    if status >= 500:
-        _log.error("%s %s failed: %s", request.method, request.url.path, exc.message)
-    return error_response(status, exc.public_message, retryable=exc.retryable)
+    status, message, retryable = error_body(request, exc)
+    return error_response(status, message, retryable=retryable)
 
 
 async def validation_error_handler(request: Request, exc: Exception) -> Response:

@@ -1,0 +1,159 @@
+"""The one client of a running ``hutch serve``'s API for the ``hutch`` subcommands.
+
+The instance is the one ``--home`` / ``HUTCH_HOME`` and ``--api-port`` / ``HUTCH_API_PORT``
+name, as for ``hutch serve``; the key is ``--api-key`` / ``E2B_API_KEY``, else the home's
+CLI key (``<home>/cli.key``, 0600, a key of the default team made on first use through the
+store, like ``hutch keys create``), so on the host the commands work out of the box.
+
+An error status ends the command with ``hutch: <status>: <message>`` (E2B's
+``{code, message}`` body) on stderr and exit code 1; an API that does not answer, with
+exit code 2 and the URL tried.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, NoReturn
+
+import click
+
+from hutch.shared.paths import CLI_KEY_FILE
+
+if TYPE_CHECKING:
+    import httpx
+
+    from hutch.serve.settings import ServeSettings
+
+HOME_OPTION = click.option(
+    "--home", type=click.Path(file_okay=False, path_type=Path), default=None,
+    help="State directory of the instance (env HUTCH_HOME, default /var/lib/hutch).",
+)  # fmt: skip
+API_PORT_OPTION = click.option(
+    "--api-port", type=int, default=None,
+    help="API port of the instance (env HUTCH_API_PORT, default 3000).",
+)  # fmt: skip
+API_KEY_OPTION = click.option(
+    "--api-key", envvar="E2B_API_KEY", default=None,
+    help="API key (E2B_API_KEY; default: the home's CLI key, default team).",
+)  # fmt: skip
+
+
+def settings_for(home: Path | None, api_port: int | None) -> ServeSettings:
+    """The settings ``hutch serve`` would read, with the options given on top."""
+    from hutch.serve.settings import ServeSettings
+
+    values = {"home": home, "api_port": api_port}
+    return ServeSettings(**{k: v for k, v in values.items() if v is not None})  # type: ignore[arg-type]
+
+
+def cli_key(settings: ServeSettings) -> str:
+    """The home's CLI key, made on first use (readable by root alone)."""
+    import asyncio
+    import os
+
+    from hutch.serve.keys import create_key
+
+    path = settings.home / CLI_KEY_FILE
+    try:
+        return path.read_text().strip()
+    except FileNotFoundError:
+        pass
+    created = asyncio.run(create_key(settings, name="hutch-cli"))
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(created.secret + "\n")
+    return created.secret
+
+
+def api_url(settings: ServeSettings) -> str:
+    """``http://host:port`` of the instance's API (a wildcard address means loopback)."""
+    host = settings.host if settings.host not in ("0.0.0.0", "::", "") else "127.0.0.1"
+    if ":" in host:
+        host = f"[{host}]"
+    return f"http://{host}:{settings.api_port}"
+
+
+def fail(status: int, message: str) -> NoReturn:
+    """End the command with the API's error."""
+    click.echo(f"hutch: {status}: {message}", err=True)
+    sys.exit(1)
+
+
+def check(response: httpx.Response) -> None:
+    """Exit with the server's ``{code, message}`` on an error status."""
+    if response.is_error:
+        try:
+            message = response.json().get("message", response.text)
+        except ValueError:
+            message = response.text
+        fail(response.status_code, message)
+
+
+class ApiClient:
+    """Calls to the instance's API with the resolved key."""
+
+    def __init__(self, home: Path | None, api_port: int | None, api_key: str | None) -> None:
+        self.settings = settings_for(home, api_port)
+        self.url = api_url(self.settings)
+        self._key = api_key
+
+    @property
+    def key(self) -> str:
+        if self._key is None:
+            self._key = cli_key(self.settings)
+        return self._key
+
+    def host_key(self) -> str:
+        """The home's CLI key: the proof of host access for host paths (``envdPath``)."""
+        return cli_key(self.settings)
+
+    def _unreachable(self, exc: Exception) -> NoReturn:
+        click.echo(f"hutch: cannot reach the API at {self.url}: {exc}", err=True)
+        sys.exit(2)
+
+    def call(self, method: str, path: str, body: Any = None) -> Any:
+        """One API call: the decoded JSON (None for an empty body)."""
+        import httpx
+
+        try:
+            response = httpx.request(
+                method, self.url + path, json=body, headers={"X-API-Key": self.key}, timeout=60
+            )
+        except httpx.HTTPError as exc:
+            self._unreachable(exc)
+        check(response)
+        return response.json() if response.content else None
+
+    def stream_lines(
+        self, method: str, path: str, body: Any = None, headers: dict[str, str] | None = None
+    ) -> Iterator[dict[str, Any]]:
+        """An NDJSON answer, one decoded line at a time (no read timeout: imports are long)."""
+        import httpx
+
+        all_headers = {"X-API-Key": self.key, "Accept": "application/x-ndjson", **(headers or {})}
+        timeout = httpx.Timeout(60, read=None)
+        try:
+            with httpx.stream(
+                method, self.url + path, json=body, headers=all_headers, timeout=timeout
+            ) as response:
+                if response.is_error:
+                    response.read()
+                    check(response)
+                for line in response.iter_lines():
+                    if line.strip():
+                        yield json.loads(line)
+        except httpx.HTTPError as exc:
+            self._unreachable(exc)
+
+    def content(self, base: str, token: str) -> httpx.Client:
+        """A client of one of the API's token-authorized sub-APIs (volume content)."""
+        import httpx
+
+        return httpx.Client(
+            base_url=f"{self.url}{base}",
+            headers={"Authorization": f"Bearer {token}"},
+            timeout=httpx.Timeout(60, read=None, write=None),
+        )
