@@ -73,6 +73,7 @@ class Instance:
     def env(self) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if "proxy" not in k.lower()}
         env.update(NODE_ENV, HUTCH_NODE_ENVD_BUNDLE_DIR=str(self.bundle), **self.extra_env)
+        env["HUTCH_API_PORT"] = str(self.api_port)  # names it for `hutch` subcommands
         return env
 
     @property

@@ -6,11 +6,11 @@ Run as root from the repository:
 
 It writes a ``docker-archive`` of about ``--size-mb`` MB (busybox plus incompressible data
 spread over four layers, with a whiteout and an opaque directory), then with
-``hutch template create-from-image`` on a private instance (``bench/_instance.py``):
+``hutch template create-from-image`` against a private ``hutch serve`` (``bench/_instance.py``):
 imports it under fresh names with the artifact cache emptied each time (import + seal),
 again with the artifact present (a cache hit), both without and with envd injection, and
-finally starts a private ``hutch serve`` and creates sandboxes from the imported templates
-with the official SDK (no warm pool for them). Prints a table; removes everything after.
+finally creates sandboxes from the imported templates with the official SDK (no warm pool
+for them). Prints a table; removes everything after.
 """
 
 from __future__ import annotations
@@ -101,6 +101,7 @@ def main() -> None:
         archive = make_image(home / "image.tar", args.size_mb)
         size = archive.stat().st_size / 1e6
         rows.append(("image (docker-archive, 7 layers)", f"{size:.0f} MB"))
+        inst.start()  # the template commands talk to its API
         rows += bench_imports(inst, archive, args.n, inject=False)
         rows += bench_imports(inst, archive, args.n, inject=True)
         key = inst.hutch("keys", "create").strip()
@@ -109,7 +110,6 @@ def main() -> None:
         )
         for k in [k for k in os.environ if "proxy" in k.lower()]:
             del os.environ[k]
-        inst.start()
         rows += bench_creates(inst, f"mounted-{args.n}", args.creates)
         rows += bench_creates(inst, f"injected-{args.n}", args.creates)
     finally:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 import json
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any, Final
@@ -37,6 +38,7 @@ async def list_templates(request: Request) -> Response:
 
 
 _NDJSON: Final = "application/x-ndjson"
+_PROGRESS_EVERY_S: Final = 0.1
 #: Imports running for streamed requests (a client that leaves does not stop them).
 _RUNNING: set[asyncio.Task[Any]] = set()
 
@@ -111,7 +113,17 @@ async def _stream(
     latest: dict[str, tuple[int, int]] = {}
     wake = asyncio.Event()
 
+    posted: dict[str, float] = {}
+
     def progress(stage: str, done: int, total: int) -> None:  # called from a worker thread
+        # Called per read of a layer: hand the loop at most one update per stage per
+        # _PROGRESS_EVERY_S (and every stage's first and last), not thousands.
+        now = time.monotonic()
+        last = posted.get(stage)
+        if last is not None and done < total and now - last < _PROGRESS_EVERY_S:
+            return
+        posted[stage] = now
+
         def note() -> None:
             latest[stage] = (done, total)
             wake.set()
