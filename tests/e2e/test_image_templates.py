@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import httpx
@@ -175,6 +176,26 @@ def test_rest_import_streams_progress(serve: Serve, archive: Path) -> None:
     r = httpx.post(f"{serve.api_url}/templates/from-image", json={"name": 1}, headers=headers)
     assert r.status_code == 400 and r.json()["code"] == 400
     assert httpx.delete(f"{serve.api_url}/templates/bbstream",
+                        headers={"X-API-Key": key}).status_code == 204  # fmt: skip
+
+    # A client that leaves after the first line does not stop the import halfway.
+    with httpx.stream("POST", f"{serve.api_url}/templates/from-image", timeout=300,
+                      json={**body, "name": "bbleft"}, headers=headers) as r:  # fmt: skip
+        first = json.loads(next(r.iter_lines()))
+        assert first["type"] in ("progress", "result")
+    for _ in range(600):
+        names = {t["templateID"] for t in httpx.get(f"{serve.api_url}/templates",
+                                                    headers={"X-API-Key": key}).json()}  # fmt: skip
+        if "bbleft" in names:
+            break
+        time.sleep(0.1)
+    assert "bbleft" in names
+    sbx = Sandbox.create("bbleft", timeout=120)
+    try:
+        assert sbx.files.read("/etc/motd") == "hello from the image\n"
+    finally:
+        sbx.kill()
+    assert httpx.delete(f"{serve.api_url}/templates/bbleft",
                         headers={"X-API-Key": key}).status_code == 204  # fmt: skip
 
 

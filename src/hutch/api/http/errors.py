@@ -56,34 +56,17 @@ def error_body(request: Request, exc: BaseException) -> tuple[int, str, bool | N
     return 500, "Internal server error", False
 
 
-async def hutch_error_handler(request: Request, exc: Exception) -> Response:
-    """A domain error: its status and public message."""
-    assert isinstance(exc, HutchError)
+async def error_handler(request: Request, exc: Exception) -> Response:
+    """Any error as E2B's JSON: a domain error its status and public message, a body or
+    query without the wire shape 400 naming the field, Starlette's own (unknown route 404,
+    wrong method 405) theirs, a bug 500 logged with its traceback and never retried."""
     status, message, retryable = error_body(request, exc)
     return error_response(status, message, retryable=retryable)
 
 
-async def validation_error_handler(request: Request, exc: Exception) -> Response:
-    """A body or query that does not have the wire shape: 400 naming the field."""
-    assert isinstance(exc, ValidationError)
-    return error_response(400, validation_message(exc))
-
-
-async def http_exception_handler(request: Request, exc: Exception) -> Response:
-    """Starlette's own errors (unknown route 404, wrong method 405) as E2B JSON."""
-    assert isinstance(exc, HTTPException)
-    return error_response(exc.status_code, exc.detail, retryable=False)
-
-
-async def unexpected_error_handler(request: Request, exc: Exception) -> Response:
-    """A bug: 500, logged with its traceback, never retried (a sandbox may exist)."""
-    _log.exception("%s %s crashed", request.method, request.url.path, exc_info=exc)
-    return error_response(500, "Internal server error", retryable=False)
-
-
 EXCEPTION_HANDLERS = {
-    HutchError: hutch_error_handler,
-    ValidationError: validation_error_handler,
-    HTTPException: http_exception_handler,
-    Exception: unexpected_error_handler,
+    HutchError: error_handler,
+    ValidationError: error_handler,
+    HTTPException: error_handler,
+    Exception: error_handler,
 }
