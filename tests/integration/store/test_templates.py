@@ -53,3 +53,24 @@ async def test_templates_build_state_and_delete(store: SqlStore) -> None:
         await store.templates.delete_template(t.id, team_id=other.id)
     await store.templates.delete_template(t.id, team_id=a.id)
     assert await store.templates.find_template_any_team("x") is None
+
+
+async def test_template_tags_move_delete_all_or_none_and_cascade(store: SqlStore) -> None:
+    a = await store.teams.create_team(name="a")
+    t = await store.templates.create_template(NewTemplate(team_id=a.id, alias="tagged"))
+    await store.templates.set_tags(t.id, ["default", "v1", "v1"], "b1")
+    await store.templates.set_tags(t.id, ["default", "v2"], "b2")  # "default" moves
+    assert [(x.tag, x.build_id) for x in await store.templates.list_tags(t.id)] == [
+        ("default", "b2"),
+        ("v1", "b1"),
+        ("v2", "b2"),
+    ]
+    with pytest.raises(NotFoundError):
+        await store.templates.delete_tags(t.id, ["v1", "nope"])
+    assert len(await store.templates.list_tags(t.id)) == 3  # nothing removed
+    await store.templates.delete_tags(t.id, ["v1"])
+    assert [x.tag for x in await store.templates.list_tags(t.id)] == ["default", "v2"]
+    with pytest.raises(NotFoundError):
+        await store.templates.set_tags(TemplateID("gone"), ["v1"], "b3")
+    await store.templates.delete_template(t.id, team_id=a.id)
+    assert await store.templates.list_tags(t.id) == []

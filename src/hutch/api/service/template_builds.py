@@ -179,6 +179,8 @@ class TemplateBuildService:
                 log=add,
                 build_id=build.build_id,
             )
+            with contextlib.suppress(NotFoundError):  # the template was deleted meanwhile
+                await self._templates.set_tags(build.template_id, build.tags, build.build_id)
         except (BuildFailedError, HutchError) as exc:
             message = exc.message
             build.reason = message
@@ -193,8 +195,6 @@ class TemplateBuildService:
             state = TemplateBuildState.ERROR if build.first else TemplateBuildState.READY
             final = "error"
         else:
-            with contextlib.suppress(NotFoundError):  # the template was deleted meanwhile
-                await self._templates.set_tags(build.template_id, build.tags, build.build_id)
             add("info", f"Build finished (tags: {', '.join(build.tags)})")
             state = TemplateBuildState.READY
             final = "ready"

@@ -148,16 +148,28 @@ class SqlTemplateStore:
         """Point each of ``tags`` at ``build_id`` (moving a tag that pointed elsewhere)."""
         now = self._clock()
         tt = template_tags.c
-        async with write_transaction(self._engine) as conn:
-            for tag in dict.fromkeys(tags):
-                await conn.execute(
-                    delete(template_tags).where(tt.template_id == template_id, tt.tag == tag)
-                )
-                await conn.execute(
-                    template_tags.insert().values(
-                        template_id=template_id, tag=tag, build_id=build_id, created_at=now
-                    )
-                )
+        for attempt in range(3):
+            try:
+                async with write_transaction(self._engine) as conn:
+                    for tag in dict.fromkeys(tags):
+                        await conn.execute(
+                            delete(template_tags).where(
+                                tt.template_id == template_id, tt.tag == tag
+                            )
+                        )
+                        await conn.execute(
+                            template_tags.insert().values(
+                                template_id=template_id, tag=tag, build_id=build_id,
+                                created_at=now,
+                            )
+                        )  # fmt: skip
+                return
+            except IntegrityError as exc:
+                if is_foreign_key_violation(exc):  # the template was deleted meanwhile
+                    raise NotFoundError(f"template {template_id} not found") from exc
+                if not is_unique_violation(exc) or attempt == 2:
+                    raise
+                # A concurrent assignment of the same tag inserted first: write again.
 
     async def list_tags(self, template_id: TemplateID) -> list[TemplateTag]:
         """The template's tags, by name."""
