@@ -53,7 +53,7 @@ async def main(n: int) -> None:
     timed(node.networks, "setup", "network setup")
     timed(rt, "create", "runc create")
     timed(rt, "start", "runc start")
-    timed(manager, "_wait_healthy", "start -> envd healthy")
+    timed(manager._host, "wait_healthy", "start -> envd healthy")
     timed(node.envd, "init", "envd /init")
     totals, ids = [], []
     try:

@@ -1,0 +1,206 @@
+"""``SandboxHost``: the node's sandboxes on the host, and the steps that make and unmake them.
+
+The manager and its collaborators (the warm pool, pausing, reconcile) share one of these:
+the adapters (runtime, networks, rootfs, templates, envd), which sandboxes run, which ids
+are busy, and the two halves of a sandbox's life on the host. Boot, in order, each step
+pushing its undo (``undo.py``)::
+
+    sandbox dir -> network (netns, veth, address) -> /etc files in the upper layer
+    -> overlay rootfs -> config.json -> runtime create + start -> envd /health
+
+and destroy: container, rootfs, network, directory, in the reverse order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import time
+import uuid
+from ipaddress import IPv4Address
+from pathlib import Path
+
+from hutch.node.bundle import write_bundle
+from hutch.node.runtime.base import Runtime, RuntimeFailedError, RuntimeState, RuntimeStatus
+from hutch.node.sandbox import lifecycle
+from hutch.node.sandbox.models import (
+    ManagerConfig,
+    RunningSandbox,
+    SandboxNotFoundError,
+    SandboxRequest,
+)
+from hutch.node.sandbox.ports import EnvdClient, NodeNetworks, RootfsLayer, TemplateStore
+from hutch.node.sandbox.records import BOOT_ID, ENVD_LOG, tail, write_record
+from hutch.node.sandbox.undo import Undo, as_undo
+from hutch.node.templates.artifact import TemplateArtifact
+from hutch.shared.errors import AlreadyExistsError, DeadlineExceededError, NotFoundError
+from hutch.shared.paths import ENVD_PORT
+
+#: Readiness polling: start fast (envd is usually up within a few hundred ms), back off.
+_POLL_FIRST_S = 0.005
+_POLL_MAX_S = 0.05
+#: How often, while polling, to ask the runtime whether PID 1 died (fail fast, with its log).
+_LIVENESS_EVERY_S = 0.5
+
+
+class SandboxHost:
+    """The adapters, the running sandboxes and busy ids, and boot/destroy on the host."""
+
+    def __init__(
+        self,
+        *,
+        config: ManagerConfig,
+        runtime: Runtime,
+        networks: NodeNetworks,
+        rootfs: RootfsLayer,
+        templates: TemplateStore,
+        envd: EnvdClient,
+    ) -> None:
+        self.config = config
+        self.runtime = runtime
+        self.networks = networks
+        self.rootfs = rootfs
+        self.templates = templates
+        self.envd = envd
+        self.running: dict[str, RunningSandbox] = {}
+        #: Ids being created or killed: they count against the limit and cannot be reused.
+        self.busy: set[str] = set()
+
+    def get(self, sandbox_id: str) -> RunningSandbox:
+        """The running sandbox; raise :class:`SandboxNotFoundError` if there is none."""
+        try:
+            return self.running[sandbox_id]
+        except KeyError:
+            raise SandboxNotFoundError(f"sandbox {sandbox_id} not found") from None
+
+    def record(self, sandbox: RunningSandbox) -> RunningSandbox:
+        """Write the sandbox's ``sandbox.json`` and keep it as running here."""
+        write_record(sandbox)
+        self.running[sandbox.sandbox_id] = sandbox
+        return sandbox
+
+    async def boot(
+        self, request: SandboxRequest, *, template: TemplateArtifact, undo: list[Undo]
+    ) -> RunningSandbox:
+        """Boot ``request`` up to a healthy envd (not ``/init``-ed), pushing each undo."""
+        cfg = self.config
+        sid = request.sandbox_id
+        sandbox_dir = cfg.sandboxes_dir / sid
+        try:
+            sandbox_dir.mkdir(mode=0o700)
+        except FileExistsError:
+            raise AlreadyExistsError(f"leftovers of sandbox {sid} exist; reconcile first") from None
+        undo.append(as_undo(lambda: shutil.rmtree(sandbox_dir, ignore_errors=True)))
+
+        net = await self.networks.setup(sid, allow_internet=request.allow_internet)
+        undo.append(lambda: self.networks.teardown(sid, address=net.address))
+
+        lifecycle.write_etc_files(
+            sandbox_dir / "upper", sandbox_id=sid, address=net.address, dns_servers=cfg.dns_servers
+        )
+        undo.append(as_undo(lambda: self.rootfs.remove(sandbox_dir)))
+        rootfs = self.rootfs.mount(sandbox_dir, lower=template.lowers)
+
+        cpu = request.cpu_count if request.cpu_count is not None else template.cpu_count
+        memory = request.memory_mb if request.memory_mb is not None else template.memory_mb
+        spec = lifecycle.sandbox_spec(
+            sandbox_id=sid, rootfs=rootfs, template=template, cpu_count=cpu, memory_mb=memory,
+            netns_path=Path(net.netns_path), config=cfg, volume_mounts=request.volume_mounts,
+        )  # fmt: skip
+        write_bundle(sandbox_dir, lifecycle.oci_config(spec, config=cfg))
+
+        undo.append(lambda: self.delete_container(sid))
+        await self.create_and_start(sid, sandbox_dir)
+        state = await self.runtime.state(sid)
+        envd_url = f"http://{net.address}:{ENVD_PORT}"
+        await self.wait_healthy(sid, envd_url, sandbox_dir=sandbox_dir)
+        return RunningSandbox(
+            sandbox_id=sid, template=template.name, address=net.address, envd_url=envd_url,
+            pid=state.pid or 0, cpu_count=cpu, memory_mb=memory,
+            default_user=template.default_user, workdir=template.workdir,
+            started_at=time.time(), sandbox_dir=sandbox_dir, allow_internet=request.allow_internet,
+            volume_mounts=tuple(request.volume_mounts),
+        )  # fmt: skip
+
+    async def create_and_start(self, host_id: str, sandbox_dir: Path) -> None:
+        """A fresh ``<sandbox dir>/boot_id`` → runtime create → it over ``/proc/.../boot_id``
+        (runc: mounted into the created container; runsc: a config mount) → start.
+
+        Every (re)boot of a sandbox gets a new boot id, and only a boot does: a resume
+        that kept memory shows the same one (ADR 0004).
+        """
+        boot_id = sandbox_dir / BOOT_ID
+        tmp = boot_id.with_name(f".{BOOT_ID}.tmp")
+        tmp.write_text(f"{uuid.uuid4()}\n")
+        os.replace(tmp, boot_id)  # a new inode: an old container's mount keeps the old one
+        await self.runtime.create(
+            sandbox_dir, sandbox_id=host_id, output_path=sandbox_dir / ENVD_LOG
+        )
+        await self.runtime.bind_boot_id(host_id, boot_id)
+        await self.runtime.start(host_id)
+
+    async def wait_healthy(self, sandbox_id: str, envd_url: str, *, sandbox_dir: Path) -> None:
+        """Poll envd's ``/health`` until it answers; fail fast if PID 1 died."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.config.ready_timeout_s
+        next_liveness = loop.time() + _LIVENESS_EVERY_S
+        pause = _POLL_FIRST_S
+        while not await self.envd.healthy(envd_url):
+            now = loop.time()
+            if now >= deadline:
+                raise DeadlineExceededError(
+                    f"envd of {sandbox_id} not healthy after {self.config.ready_timeout_s}s: "
+                    + tail(sandbox_dir / ENVD_LOG),
+                    public_message="the sandbox did not become ready in time",
+                )
+            if now >= next_liveness:
+                next_liveness = now + _LIVENESS_EVERY_S
+                state = await self.runtime.state(sandbox_id)
+                if state.status is RuntimeStatus.STOPPED:
+                    raise RuntimeFailedError(
+                        f"sandbox {sandbox_id} exited before envd was ready: "
+                        + tail(sandbox_dir / ENVD_LOG)
+                    )
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, _POLL_MAX_S)
+
+    async def destroy(self, host_id: str, *, address: IPv4Address | None = None) -> bool:
+        """Container, rootfs, network, directory: in the reverse order of creation."""
+        sandbox_dir = self.config.sandboxes_dir / host_id
+        found = sandbox_dir.exists()
+        found = await self.delete_container(host_id) or found
+        self.rootfs.remove(sandbox_dir)
+        await self.networks.teardown(host_id, address=address)
+        shutil.rmtree(sandbox_dir, ignore_errors=True)
+        return found
+
+    async def delete_container(self, sandbox_id: str) -> bool:
+        """Force-delete the container; False if there was none."""
+        try:
+            await self.runtime.delete(sandbox_id, force=True)
+        except NotFoundError:
+            return False
+        return True
+
+    async def find_state(self, host_id: str) -> RuntimeState | None:
+        """The container's runtime state, or None if there is no container."""
+        try:
+            return await self.runtime.state(host_id)
+        except NotFoundError:
+            return None
+
+
+def init_body(
+    request: SandboxRequest, sandbox: RunningSandbox, template: TemplateArtifact
+) -> dict[str, object]:
+    """envd's ``/init`` body for a create of ``request``."""
+    return lifecycle.init_body(
+        # The template's env (an image's Env) under the request's: processes envd starts
+        # see both, as `docker exec` sees the image's.
+        env_vars={**template.env, **request.env_vars},
+        access_token=request.access_token,
+        default_user=sandbox.default_user,
+        workdir=sandbox.workdir,
+        timestamp=time.time(),
+    )

@@ -1,0 +1,244 @@
+"""``PoolKeeper``: the event-loop side of the warm pool (ADR 0011) the manager owns.
+
+``pool.py`` keeps the books (which members wait under which :class:`PoolKey`); this
+module boots members in the background, refills, replaces members of a rebuilt template,
+hands a matching member to a create and personalises it: hostname, ``/etc/hostname`` and
+``/etc/hosts`` are set to the new id, then ``/init``. Such a sandbox keeps its pool id as
+``host_id`` (directory, container, cgroup, netns and veth names), recorded in its
+``sandbox.json`` so that kill and reconcile find it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+import time
+
+from hutch.node.sandbox import lifecycle
+from hutch.node.sandbox.host import SandboxHost, init_body
+from hutch.node.sandbox.models import RunningSandbox, SandboxRequest
+from hutch.node.sandbox.pool import PoolKey, WarmPool, new_pool_id
+from hutch.node.sandbox.records import write_record
+from hutch.node.sandbox.undo import Undo, unwind
+from hutch.node.templates.artifact import TemplateArtifact
+from hutch.shared.errors import HutchError
+
+log = logging.getLogger("hutch.node.sandbox")
+
+#: How often the pool's refill looks again whether user creates are still in flight.
+_POOL_YIELD_S = 0.02
+
+
+class PoolKeeper:
+    """Keeps ``config.pool_sizes`` members per template booted on ``host``."""
+
+    def __init__(self, host: SandboxHost) -> None:
+        self._host = host
+        self._config = host.config
+        #: Host ids of pool members being booted or personalised (reconcile leaves them).
+        self._hosts_in_flight: set[str] = set()
+        self._pool = WarmPool({})
+        #: host id -> the template's stamp when that member booted (a rebuilt template
+        #: makes older members stale).
+        self._member_stamps: dict[str, str] = {}
+        self._pool_task: asyncio.Task[None] | None = None
+        #: Pool templates not built here (logged once until they appear).
+        self._pool_missing: set[str] = set()
+        self._pool_wakeup = asyncio.Event()
+
+    async def start_pool(self) -> None:
+        """Start keeping ``config.pool_sizes`` members per template; call after reconcile.
+
+        Members boot one at a time in the background, so refills never take both cores
+        from user creates. The templates are looked at again on every pass (and at least
+        every ``pool_recheck_s``): one built after the start gets its pool then, and
+        members of a template rebuilt since they booted are replaced.
+        """
+        if self._pool_task is None and any(n > 0 for n in self._config.pool_sizes.values()):
+            self._pool_task = asyncio.create_task(self._keep_pool(), name="hutch-warm-pool")
+
+    async def stop_pool(self) -> None:
+        """Stop refilling and destroy every idle member (shutdown). Idempotent."""
+        task, self._pool_task = self._pool_task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        for member in self._pool.drain():
+            await self._discard_member(member)
+
+    def pool_members(self) -> list[RunningSandbox]:
+        """The idle members (for tests and metrics)."""
+        return list(self._pool.idle())
+
+    def host_ids(self) -> set[str]:
+        """Host ids of this process's own members, idle or on their way (reconcile leaves them)."""
+        return self._hosts_in_flight | {m.host_id for m in self._pool.idle()}
+
+    def wake(self) -> None:
+        """Look again now whether the pool is short (a member was taken, or room freed)."""
+        self._pool_wakeup.set()
+
+    async def _keep_pool(self) -> None:
+        while True:
+            self._pool_wakeup.clear()
+            try:
+                await self._retarget()
+                await self._refill()
+            except Exception:  # a bug must not end the refill for good: log, retry later
+                log.exception("warm pool: refill failed")
+                await asyncio.sleep(self._config.pool_retry_s)
+                continue
+            if not self._pool.missing() or not self._room_for_pool():
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(
+                        self._pool_wakeup.wait(), timeout=self._config.pool_recheck_s
+                    )
+
+    async def _retarget(self) -> None:
+        """Targets from the templates as they are now; discard members that no longer fit."""
+        targets: dict[PoolKey, int] = {}
+        stamps: dict[str, str] = {}
+        for name, size in self._config.pool_sizes.items():
+            if size <= 0:
+                continue
+            try:
+                template = await self._host.templates.get(name)
+            except HutchError:  # not built (yet), or unreadable
+                if name not in self._pool_missing:
+                    log.warning("warm pool: template %s is not built here (yet)", name)
+                    self._pool_missing.add(name)
+                continue
+            self._pool_missing.discard(name)
+            targets[pool_key(template, cpu=None, memory=None, allow_internet=True)] = size
+            stamps[name] = template_stamp(template)
+        for member in self._pool.retarget(targets):
+            await self._discard_member(member)
+        for member in list(self._pool.idle()):
+            # remove() first: a create may have taken it while an earlier one was destroyed.
+            stale = self._member_stamps.get(member.host_id) != stamps.get(member.template)
+            if stale and self._pool.remove(member):
+                await self._discard_member(member)
+
+    async def _discard_member(self, member: RunningSandbox) -> None:
+        self._member_stamps.pop(member.host_id, None)
+        await self._host.destroy(member.host_id, address=member.address)
+
+    async def _refill(self) -> None:
+        for key in self._pool.missing():
+            # User creates first: a member's boot costs the CPU of a cold create, so it
+            # starts only while no create or kill is in flight (on 2 cores it would slow them).
+            while self._host.busy:
+                await asyncio.sleep(_POOL_YIELD_S)
+            if not self._room_for_pool():
+                return
+            if not await self._boot_member(key):
+                await asyncio.sleep(self._config.pool_retry_s)
+                return
+
+    def _room_for_pool(self) -> bool:
+        used = len(self._host.running) + len(self._host.busy) + self._pool.size()
+        return used < self._config.max_sandboxes
+
+    async def _boot_member(self, key: PoolKey) -> bool:
+        host_id = new_pool_id()
+        request = SandboxRequest(
+            sandbox_id=host_id, template=key.template, cpu_count=key.cpu_count,
+            memory_mb=key.memory_mb, allow_internet=key.allow_internet,
+        )  # fmt: skip
+        undo: list[Undo] = []
+        self._hosts_in_flight.add(host_id)
+        self._pool.booting(key, +1)
+        try:
+            template = await self._host.templates.get(key.template)
+            member = await self._host.boot(request, template=template, undo=undo)
+        except BaseException as exc:
+            await unwind(undo, sandbox_id=host_id)
+            if not isinstance(exc, HutchError | OSError):
+                raise
+            log.warning("warm pool: booting a %s member failed: %s", key.template, exc)
+            return False
+        finally:
+            self._pool.booting(key, -1)
+            self._hosts_in_flight.discard(host_id)
+        self._member_stamps[host_id] = template_stamp(template)
+        if not self._pool.add(key, member):  # the key's target went away meanwhile
+            await self._discard_member(member)
+            return True
+        log.info("warm pool: %s member %s ready", key.template, host_id)
+        return True
+
+    async def from_pool(
+        self, request: SandboxRequest, *, template: TemplateArtifact
+    ) -> RunningSandbox | None:
+        """A pool member personalised as ``request``, or None (no match: create cold).
+
+        A member that cannot be personalised (or whose template was rebuilt since it
+        booted) is destroyed, and the next one, or a cold create, is tried.
+        """
+        key = pool_key(template, cpu=request.cpu_count, memory=request.memory_mb,
+                       allow_internet=request.allow_internet)  # fmt: skip
+        while (member := self._pool.take(key)) is not None:
+            self._pool_wakeup.set()
+            fresh = self._member_stamps.pop(member.host_id, None) == template_stamp(template)
+            self._hosts_in_flight.add(member.host_id)
+            try:
+                if fresh:
+                    return await self._personalise(member, request, template=template)
+            except (HutchError, OSError) as exc:
+                log.warning("warm pool: member %s failed to become %s: %s",
+                            member.host_id, request.sandbox_id, exc)  # fmt: skip
+            except BaseException:
+                await unwind([_destroy_step(self._host, member)], sandbox_id=member.host_id)
+                raise
+            finally:
+                self._hosts_in_flight.discard(member.host_id)
+            await self._host.destroy(member.host_id, address=member.address)
+        return None
+
+    async def _personalise(
+        self, member: RunningSandbox, request: SandboxRequest, *, template: TemplateArtifact
+    ) -> RunningSandbox:
+        """Give a booted member ``request``'s identity; its envd gets ``/init`` last."""
+        sandbox = dataclasses.replace(
+            member, sandbox_id=request.sandbox_id, started_at=time.time(),
+            metadata=dict(request.metadata),
+        )  # fmt: skip
+        await self._host.runtime.set_hostname(member.host_id, request.sandbox_id)
+        lifecycle.write_identity(
+            member.sandbox_dir / "rootfs", sandbox_id=request.sandbox_id, address=member.address
+        )
+        await self._host.envd.init(sandbox.envd_url, init_body(request, sandbox, template))
+        write_record(sandbox)
+        log.info("warm pool: member %s became sandbox %s", member.host_id, request.sandbox_id)
+        return sandbox
+
+
+def pool_key(
+    template: TemplateArtifact, *, cpu: float | None, memory: int | None, allow_internet: bool
+) -> PoolKey:
+    """The pool key of a create: its effective resources, the template's by default."""
+    return PoolKey(
+        template=template.name,
+        cpu_count=float(cpu if cpu is not None else template.cpu_count),
+        memory_mb=int(memory if memory is not None else template.memory_mb),
+        allow_internet=allow_internet,
+    )
+
+
+def template_stamp(template: TemplateArtifact) -> str:
+    """Changes when the template is rebuilt (publishing renames a new directory in)."""
+    try:
+        st = template.rootfs.stat()
+    except OSError:
+        return ""
+    return f"{st.st_dev}:{st.st_ino}:{st.st_ctime_ns}"
+
+
+def _destroy_step(host: SandboxHost, member: RunningSandbox) -> Undo:
+    async def run() -> None:
+        await host.destroy(member.host_id, address=member.address)
+
+    return run
