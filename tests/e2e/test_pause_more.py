@@ -60,13 +60,26 @@ def _host_id(serve: Serve, sandbox_id: str) -> str:
     raise AssertionError(f"no record names {sandbox_id}")
 
 
+def _ready_member(serve: Serve) -> bool:
+    root = serve.home / "sandboxes"
+    idle = [
+        d.name
+        for d in (root.iterdir() if root.is_dir() else ())
+        if d.name.startswith("pool-") and not (d / "sandbox.json").exists()
+    ]
+    log = (serve.home / "serve.log").read_text(errors="replace")
+    return any(f"member {m} ready" in log for m in idle)
+
+
 def _count(sbx: Sandbox) -> int:
     return int(sbx.commands.run("cat /tmp/counter").stdout.strip() or 0)
 
 
 def test_pooled_sandbox_pauses_resumes_and_reboots_as_itself(pooled: Serve) -> None:
+    # serve.log spans restarts: wait for a member of this run (its directory is idle and
+    # the node logged it ready), not for any earlier run's line.
     deadline = time.monotonic() + 120
-    while "member pool-" not in (pooled.home / "serve.log").read_text(errors="replace"):
+    while not _ready_member(pooled):
         assert time.monotonic() < deadline, "the pool did not fill"
         time.sleep(0.1)
     sbx = Sandbox.create("busybox", envs={"E": "1"}, timeout=120)
