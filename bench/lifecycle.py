@@ -27,7 +27,7 @@ from pathlib import Path
 
 import _instance
 import httpx
-from _instance import Instance
+from _instance import new_instance
 
 from hutch.node.runtime.procmount import bind_over
 from hutch.node.templates.busybox import build_busybox
@@ -235,7 +235,7 @@ def main() -> None:
     build_busybox(home / "templates")
     if args.template == "base":
         (home / "templates" / "base").symlink_to(SYSTEM_BASE)
-    inst = Instance(home=home, extra_env={"HUTCH_NODE_POOL_SIZE": ""})
+    inst = new_instance(home=home, extra_env={"HUTCH_NODE_POOL_SIZE": ""})
     rows: list[tuple[str, str]] = []
     try:
         key = inst.hutch("keys", "create").strip()

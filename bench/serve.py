@@ -25,7 +25,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import _instance
-from _instance import Instance
+from _instance import new_instance
 
 from hutch.node.settings import NodeSettings
 from hutch.node.templates.busybox import build_busybox
@@ -297,7 +297,7 @@ def main() -> None:
     extra = {}
     if args.pool_size is not None:
         extra["HUTCH_NODE_POOL_SIZE"] = f"{args.template}={args.pool_size}"
-    inst = Instance(home=home, extra_env=extra)
+    inst = new_instance(home=home, extra_env=extra)
     rows: list[tuple[str, str]] = []
     try:
         key = inst.hutch("keys", "create").strip()

@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 
 import _instance
-from _instance import Instance
+from _instance import Serve, new_instance
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from tests.imagebuild import BUSYBOX_CONFIG, Layer, busybox_layers, write_docker_archive
@@ -47,9 +47,9 @@ def _median_s(values: list[float]) -> str:
     return f"{statistics.median(values):.2f} s (min {min(values):.2f}, n={len(values)})"
 
 
-def bench_imports(inst: Instance, archive: Path, n: int, *, inject: bool) -> list[tuple[str, str]]:
+def bench_imports(inst: Serve, archive: Path, n: int, *, inject: bool) -> list[tuple[str, str]]:
     label = "injected" if inject else "mounted"
-    extra = ["--enable-inject-envd", "--envd-path", str(inst.bundle)] if inject else []
+    extra = ["--enable-inject-envd", "--envd-path", str(inst.envd_bundle)] if inject else []
     cold, warm = [], []
     for i in range(n + 1):
         names = (f"cold-{label}-{i}", f"{label}-{i}")
@@ -69,7 +69,7 @@ def bench_imports(inst: Instance, archive: Path, n: int, *, inject: bool) -> lis
     ]
 
 
-def bench_creates(inst: Instance, template: str, n: int) -> list[tuple[str, str]]:
+def bench_creates(inst: Serve, template: str, n: int) -> list[tuple[str, str]]:
     from e2b import Sandbox
 
     times = []
@@ -95,7 +95,7 @@ def main() -> None:
         raise SystemExit("bench/templates.py needs root (ownership, runc, namespaces)")
     home = Path(tempfile.mkdtemp(prefix="hutch-bench-templates-", dir="/var/tmp"))
     (home / "templates").mkdir()
-    inst = Instance(home=home, extra_env={"HUTCH_NODE_POOL_SIZE": ""})
+    inst = new_instance(home=home, extra_env={"HUTCH_NODE_POOL_SIZE": ""})
     rows: list[tuple[str, str]] = []
     try:
         archive = make_image(home / "image.tar", args.size_mb)

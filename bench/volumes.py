@@ -26,7 +26,7 @@ from pathlib import Path
 
 import _instance
 import httpx
-from _instance import Instance
+from _instance import new_instance
 
 from hutch.node.templates.busybox import build_busybox
 
@@ -151,7 +151,7 @@ def main() -> None:
 
     home = Path(tempfile.mkdtemp(prefix="hutch-bench-volumes-", dir="/var/tmp"))
     build_busybox(home / "templates")
-    inst = Instance(home=home, extra_env={"HUTCH_NODE_POOL_SIZE": ""})
+    inst = new_instance(home=home, extra_env={"HUTCH_NODE_POOL_SIZE": ""})
     rows: list[tuple[str, str, str]] = []
     cold = drop_caches()
     try:

@@ -10,11 +10,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -28,22 +30,50 @@ from hutch.node.runtime.base import Runtime
 from hutch.node.runtime.runc import RuncRuntime
 from hutch.node.runtime.runsc import RunscRuntime
 from hutch.node.settings import NodeSettings
+from tests.conftest import machine_lacks
 
-NODE_ENV = {
-    "HUTCH_NODE_BRIDGE": "hse2e0",
-    "HUTCH_NODE_SUBNET": "10.215.33.0/24",
-    "HUTCH_NODE_NETNS_PREFIX": "hse2e-",
-    "HUTCH_NODE_VETH_PREFIX": "hxe",
-    "HUTCH_NODE_NFT_TABLE": "hse2e",
-    "HUTCH_NODE_CGROUP_PARENT": f"hse2e-{os.getpid()}",
-    "HUTCH_NODE_MANAGE_IP_FORWARD": "false",
-    "HUTCH_NODE_ENVD_READY_TIMEOUT_S": "60",
-    # A sample a second, so that metrics tests wait little.
-    "HUTCH_NODE_METRICS_INTERVAL_S": "1",
-    # No warm pool unless a test asks (test_pool.py): idle members would count as leaks,
-    # and the session links the installed ``base`` template in, which the default pools.
-    "HUTCH_NODE_POOL_SIZE": "",
-}
+
+@dataclass(frozen=True)
+class HostNames:
+    """Names of everything global one ``hutch serve`` creates, and its node's extra env."""
+
+    bridge: str
+    subnet: str
+    netns_prefix: str
+    veth_prefix: str
+    nft_table: str
+    cgroup_parent: str
+    extra_env: dict[str, str] = field(default_factory=dict)
+
+    def env(self) -> dict[str, str]:
+        return {
+            "HUTCH_NODE_BRIDGE": self.bridge,
+            "HUTCH_NODE_SUBNET": self.subnet,
+            "HUTCH_NODE_NETNS_PREFIX": self.netns_prefix,
+            "HUTCH_NODE_VETH_PREFIX": self.veth_prefix,
+            "HUTCH_NODE_NFT_TABLE": self.nft_table,
+            "HUTCH_NODE_CGROUP_PARENT": self.cgroup_parent,
+            "HUTCH_NODE_MANAGE_IP_FORWARD": "false",
+            **self.extra_env,
+        }
+
+
+E2E_NAMES = HostNames(
+    bridge="hse2e0",
+    subnet="10.215.33.0/24",
+    netns_prefix="hse2e-",
+    veth_prefix="hxe",
+    nft_table="hse2e",
+    cgroup_parent=f"hse2e-{os.getpid()}",
+    extra_env={
+        "HUTCH_NODE_ENVD_READY_TIMEOUT_S": "60",
+        # A sample a second, so that metrics tests wait little.
+        "HUTCH_NODE_METRICS_INTERVAL_S": "1",
+        # No warm pool unless a test asks (test_pool.py): idle members would count as leaks,
+        # and the session links the installed ``base`` template in, which the default pools.
+        "HUTCH_NODE_POOL_SIZE": "",
+    },
+)
 
 
 def free_port() -> int:
@@ -63,11 +93,12 @@ class Serve:
     proc: subprocess.Popen[bytes] | None = None
     #: Read at the next ``start`` (e.g. ``HUTCH_NODE_POOL_SIZE``).
     extra_env: dict[str, str] = field(default_factory=dict)
+    names: HostNames = E2E_NAMES
 
     @property
     def env(self) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if "proxy" not in k.lower()}
-        env.update(NODE_ENV, HUTCH_NODE_ENVD_BUNDLE_DIR=str(self.envd_bundle))
+        env.update(self.names.env(), HUTCH_NODE_ENVD_BUNDLE_DIR=str(self.envd_bundle))
         # Names this instance for ``hutch`` subcommands, as for ``hutch serve`` itself.
         env["HUTCH_API_PORT"] = str(self.api_port)
         env.update(self.extra_env)
@@ -97,20 +128,28 @@ class Serve:
             env=self.env, stdout=log, stderr=log, stdin=subprocess.DEVNULL,
         )  # fmt: skip
         log.close()
-        while True:
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"hutch serve exited: {self.log_tail()}")
             with contextlib.suppress(httpx.HTTPError):
                 if httpx.get(f"{self.api_url}/health", timeout=1).status_code == 200:
                     return
             time.sleep(0.05)
+        raise RuntimeError(f"hutch serve not healthy after 300 s: {self.log_tail()}")
 
-    def stop(self, sig: int = signal.SIGTERM) -> int:
-        """Stop the process by its pid and reap it; its exit code."""
-        assert self.proc is not None
+    def stop(self, sig: int = signal.SIGTERM) -> int | None:
+        """Stop the process by its pid and reap it (SIGKILL after 120 s); its exit code, or
+        None when it was not running."""
+        if self.proc is None:
+            return None
         if self.proc.poll() is None:
             self.proc.send_signal(sig)
-        code = self.proc.wait(timeout=60)
+        try:
+            code = self.proc.wait(timeout=120)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            code = self.proc.wait()
         self.proc = None
         return code
 
@@ -120,9 +159,10 @@ class Serve:
     def node_settings(self) -> NodeSettings:
         """The node's settings exactly as the child reads them."""
         return NodeSettings(
-            home=self.home, bridge="hse2e0", subnet="10.215.33.0/24",  # type: ignore[arg-type]
-            netns_prefix="hse2e-", veth_prefix="hxe", nft_table="hse2e",
-            cgroup_parent=NODE_ENV["HUTCH_NODE_CGROUP_PARENT"], manage_ip_forward=False,
+            home=self.home, bridge=self.names.bridge, subnet=self.names.subnet,  # type: ignore[arg-type]
+            netns_prefix=self.names.netns_prefix, veth_prefix=self.names.veth_prefix,
+            nft_table=self.names.nft_table, cgroup_parent=self.names.cgroup_parent,
+            manage_ip_forward=False,
             envd_bundle_dir=self.envd_bundle, runtime=self.extra_env.get("HUTCH_RUNTIME", "runc"),
         )  # fmt: skip
 
@@ -130,7 +170,8 @@ class Serve:
         """What the node's sandboxes hold on the host (the node tests' counter, our names)."""
         settings = self.node_settings()
         saved = (nodehelpers.NETNS_PREFIX, nodehelpers.VETH_PREFIX, nodehelpers.CGROUP_PARENT)
-        nodehelpers.NETNS_PREFIX, nodehelpers.VETH_PREFIX = "hse2e-", "hxe"
+        nodehelpers.NETNS_PREFIX = self.names.netns_prefix
+        nodehelpers.VETH_PREFIX = self.names.veth_prefix
         nodehelpers.CGROUP_PARENT = settings.cgroup_parent
         try:
             return asyncio.run(nodehelpers.count_leaks(settings, _runtime(settings)))
@@ -138,7 +179,7 @@ class Serve:
             nodehelpers.NETNS_PREFIX, nodehelpers.VETH_PREFIX, nodehelpers.CGROUP_PARENT = saved
 
     def destroy_everything(self) -> None:
-        """With serve stopped: kill every sandbox left and remove the bridge."""
+        """With serve stopped: destroy every sandbox left, the bridge, firewall and cgroups."""
 
         async def run() -> None:
             node = build_node(self.node_settings(), build_bundle=False)
@@ -151,7 +192,7 @@ class Serve:
 
         asyncio.run(run())
         saved = nodehelpers.CGROUP_PARENT
-        nodehelpers.CGROUP_PARENT = NODE_ENV["HUTCH_NODE_CGROUP_PARENT"]
+        nodehelpers.CGROUP_PARENT = self.names.cgroup_parent
         try:
             for parent in nodehelpers.cgroup_parents():
                 with contextlib.suppress(OSError):
@@ -165,3 +206,21 @@ def _runtime(settings: NodeSettings) -> Runtime:
     if settings.runtime == "runsc":
         return RunscRuntime(root=settings.runtime_root, platform=settings.runsc_platform)
     return RuncRuntime(root=settings.runtime_root)
+
+
+@contextlib.contextmanager
+def restarted_on_runsc(serve: Serve) -> Iterator[Serve]:
+    """``serve`` restarted under runsc for the block, then back on runc; nothing may leak."""
+    if shutil.which("runsc") is None:
+        machine_lacks("runsc is not installed (install.sh installs it)")
+    serve.stop()
+    serve.extra_env = {"HUTCH_RUNTIME": "runsc"}
+    try:
+        serve.start()
+        yield serve
+    finally:
+        serve.stop()
+        leaks = serve.leaks()
+        serve.extra_env = {}
+        serve.start()
+    assert leaks.total() == 0, leaks

@@ -7,35 +7,20 @@ what differs under gVisor.
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Iterator
 
 import pytest
 from e2b import Sandbox
 
-from tests.conftest import machine_lacks
-
-from .serveproc import Serve
+from .serveproc import Serve, restarted_on_runsc
 
 pytestmark = pytest.mark.root
 
 
 @pytest.fixture(scope="module")
 def on_runsc(serve: Serve) -> Iterator[Serve]:
-    if shutil.which("runsc") is None:
-        machine_lacks("runsc is not installed (install.sh installs it)")
-    serve.stop()
-    serve.extra_env = {"HUTCH_RUNTIME": "runsc"}
-    try:
-        serve.start()
+    with restarted_on_runsc(serve):
         yield serve
-    finally:
-        if serve.proc is not None:
-            serve.stop()
-        leaks = serve.leaks()
-        serve.extra_env = {}
-        serve.start()
-    assert leaks.total() == 0, leaks
 
 
 def test_runsc_create_run_files_kill(on_runsc: Serve) -> None:
