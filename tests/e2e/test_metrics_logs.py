@@ -158,6 +158,13 @@ def test_metrics_and_logs_across_pause_and_resume(serve: Serve, mode: str) -> No
         assert sbx.pause(mode=mode) is True
         paused = Sandbox.get_metrics(sbx.sandbox_id)  # the kept samples, no error
         assert len(paused) >= len(before)
+        if mode == "filesystem":  # no container: samples of its disk alone
+            more = _poll(
+                lambda: Sandbox.get_metrics(sbx.sandbox_id), lambda ms: len(ms) > len(paused)
+            )
+            assert len(more) > len(paused)
+            assert (more[-1].mem_used, more[-1].cpu_used_pct) == (0, 0)
+            assert more[-1].disk_used > 0
         again = Sandbox.connect(sbx.sandbox_id)
         n = len(Sandbox.get_metrics(sbx.sandbox_id))
         grown = _poll(again.get_metrics, lambda ms: len(ms) >= n + 2)

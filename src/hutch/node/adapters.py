@@ -42,7 +42,16 @@ class HostUsageProbe:
     """
 
     def read(self, sandbox: RunningSandbox, *, with_disk: bool) -> SandboxUsage:
-        """See ``UsageProbe.read``."""
+        """See ``UsageProbe.read``. A sandbox paused without its memory has no container:
+        no CPU or memory is in use, only its kept upper directory on disk."""
+        if sandbox.paused == "filesystem":
+            upper = sandbox.sandbox_dir / "upper"
+            used = usage.disk_usage(upper)
+            return SandboxUsage(
+                cpu_time_ns=0, cpu_limit=None, mem_used=0, mem_limit=None, mem_cache=0,
+                disk_used=used, disk_total=used + usage.free_bytes(sandbox.sandbox_dir),
+                age_s=None,
+            )  # fmt: skip
         dirs = usage.cgroup_dirs(sandbox.pid)
         # The recorded pid may be gone and reused by another process: its cgroups must be
         # the sandbox's own (``<cgroup_parent>/<host_id>``), or nothing is read.

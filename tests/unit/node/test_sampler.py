@@ -90,23 +90,28 @@ async def test_sampler_drops_gone_sandboxes_and_caps_pct() -> None:
     assert len(sampler.samples("b")) == 3
 
 
-async def test_sampler_skips_filesystem_pauses_and_survives_a_reboot() -> None:
+async def test_sampler_samples_filesystem_pauses_and_survives_a_reboot() -> None:
     probe, clock = FakeProbe(), Clock()
     running = [_sandbox("a")]
     sampler = UsageSampler(sandboxes=lambda: running, probe=probe, clock=clock, monotonic=clock)
     probe.cpu_ns = 50 * 10**9
     await sampler.sample_all()
     running[0] = replace(running[0], paused="filesystem")
+    probe.cpu_ns = 0  # the probe's reading of a container-less sandbox: disk only
     clock.now += 5
+    reads = probe.disk_reads
     await sampler.sample_all()
-    assert len(sampler.samples("a")) == 1  # kept, not extended
+    assert len(sampler.samples("a")) == 2  # its disk use stays reported
+    assert probe.disk_reads == reads + 1  # walked on every tick while paused
+    paused = sampler.latest("a")
+    assert paused is not None and paused.cpu_used_pct == 0.0 and paused.disk_used > 0
     running[0] = replace(running[0], paused=None)
     probe.cpu_ns = 10**9  # a new container's counter starts again
     clock.now += 5
     await sampler.sample_all()
     latest = sampler.latest("a")
     assert latest is not None and 0 <= latest.cpu_used_pct <= 100
-    assert len(sampler.samples("a")) == 2
+    assert len(sampler.samples("a")) == 3
 
 
 async def test_sampler_first_sample_averages_over_the_process_age() -> None:

@@ -11,8 +11,8 @@ them and the sandbox's CPUs (its quota, or its requested count), in percent of w
 sandbox may use (0-100, as E2B reports it). A sandbox's first sample averages since its
 PID 1 started (a pooled sandbox's boot included). The upper directory is walked only
 every ``disk_every`` ticks (a large tree costs real time); the samples between repeat the
-last walk's numbers. A sandbox paused without
-its memory (ADR 0004: no container) gets no samples until it is resumed.
+last walk's numbers. A sandbox paused without its memory (ADR 0004: no container) gets
+samples of its disk alone (no CPU, no memory in use), so its disk use stays reported.
 """
 
 from __future__ import annotations
@@ -120,10 +120,13 @@ class UsageSampler:
     ) -> list[tuple[RunningSandbox, SandboxUsage, float]]:
         out = []
         for sandbox in running:
-            if sandbox.paused == "filesystem":  # no container, no processes: no sample
-                continue
-            # A new sandbox has no walk yet: walk it now whatever the tick.
-            disk = with_disk or sandbox.sandbox_id not in self._tracks
+            # A new sandbox has no walk yet: walk it now whatever the tick. A sandbox paused
+            # without its memory is all disk: its walk is the only reading it has.
+            disk = (
+                with_disk
+                or sandbox.sandbox_id not in self._tracks
+                or sandbox.paused == "filesystem"
+            )
             try:
                 usage = self._probe.read(sandbox, with_disk=disk)
             except OSError as exc:  # killed between list and read
