@@ -21,6 +21,7 @@ import urllib.request
 from pathlib import Path
 
 import httpx
+from _table import print_table
 
 
 def _free_port() -> int:
@@ -191,12 +192,7 @@ def main() -> None:
             _stop(proc)  # also when a measurement failed: never leave an envd behind
         shutil.rmtree(work, ignore_errors=True)
 
-    width = max(len(name) for name, _ in rows)
-    print(f"\nenvd on this machine ({os.cpu_count()} CPUs)\n")
-    print(f"| {'measure'.ljust(width)} | value |")
-    print(f"|{'-' * (width + 2)}|-------|")
-    for name, value in rows:
-        print(f"| {name.ljust(width)} | {value} |")
+    print_table(f"envd on this machine ({os.cpu_count()} CPUs)", rows, ("measure", "value"))
 
 
 def _curl(*args: str) -> None:

@@ -28,6 +28,7 @@ from pathlib import Path
 import _instance
 import httpx
 from _instance import new_instance
+from _table import print_table
 
 from hutch.node.runtime.procmount import bind_over
 from hutch.node.templates.busybox import build_busybox
@@ -259,15 +260,12 @@ def main() -> None:
         inst.destroy_everything()
         _instance.remove_home(home)
 
-    width = max(len(name) for name, _ in rows)
-    print(
-        f"\nhutch lifecycle on this machine ({os.cpu_count()} CPUs, runc), template "
-        f"{args.template}, median / p95 over {args.n}\n"
+    print_table(
+        f"hutch lifecycle on this machine ({os.cpu_count()} CPUs, runc), template "
+        f"{args.template}, median / p95 over {args.n}",
+        rows,
+        ("measure", "value"),
     )
-    print(f"| {'measure'.ljust(width)} | value |")
-    print(f"|{'-' * (width + 2)}|-------|")
-    for name, value in rows:
-        print(f"| {name.ljust(width)} | {value} |")
 
 
 if __name__ == "__main__":

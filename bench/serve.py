@@ -26,6 +26,7 @@ from pathlib import Path
 
 import _instance
 from _instance import new_instance
+from _table import print_table
 
 from hutch.node.settings import NodeSettings
 from hutch.node.templates.busybox import build_busybox
@@ -323,16 +324,13 @@ def main() -> None:
         inst.destroy_everything()
         _instance.remove_home(home)
 
-    width = max(len(name) for name, _ in rows)
     pool = "default" if args.pool_size is None else str(args.pool_size)
-    print(
-        f"\nhutch serve on this machine ({os.cpu_count()} CPUs, runc), template "
-        f"{args.template}, warm pool {pool}\n"
+    print_table(
+        f"hutch serve on this machine ({os.cpu_count()} CPUs, runc), template "
+        f"{args.template}, warm pool {pool}",
+        rows,
+        ("measure", "value"),
     )
-    print(f"| {'measure'.ljust(width)} | value |")
-    print(f"|{'-' * (width + 2)}|-------|")
-    for name, value in rows:
-        print(f"| {name.ljust(width)} | {value} |")
 
 
 if __name__ == "__main__":

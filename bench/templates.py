@@ -26,6 +26,7 @@ from pathlib import Path
 
 import _instance
 from _instance import Serve, new_instance
+from _table import print_table
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from tests.imagebuild import BUSYBOX_CONFIG, Layer, busybox_layers, write_docker_archive
@@ -116,12 +117,11 @@ def main() -> None:
         inst.stop()
         inst.destroy_everything()
         _instance.remove_home(home)
-    width = max(len(name) for name, _ in rows)
-    print(f"\nhutch templates from OCI images on this machine ({os.cpu_count()} CPUs, runc)\n")
-    print(f"| {'what'.ljust(width)} | result |")
-    print(f"|{'-' * (width + 2)}|--------|")
-    for name, value in rows:
-        print(f"| {name.ljust(width)} | {value} |")
+    print_table(
+        f"hutch templates from OCI images on this machine ({os.cpu_count()} CPUs, runc)",
+        rows,
+        ("what", "result"),
+    )
 
 
 if __name__ == "__main__":

@@ -27,6 +27,7 @@ from pathlib import Path
 import _instance
 import httpx
 from _instance import new_instance
+from _table import print_table
 
 from hutch.node.templates.busybox import build_busybox
 
@@ -190,15 +191,13 @@ def main() -> None:
         inst.destroy_everything()
         _instance.remove_home(home)
 
-    width = max(len(name) for name, _, _ in rows)
     reads = "from disk (page cache dropped)" if cold else "cached (drop_caches not allowed)"
-    print(
-        f"\nvolume throughput, {args.size_mib} MiB file, median of {args.runs} "
-        f"({os.cpu_count()} CPUs; reads {reads})\n"
+    print_table(
+        f"volume throughput, {args.size_mib} MiB file, median of {args.runs} "
+        f"({os.cpu_count()} CPUs; reads {reads})",
+        rows,
+        ("where", "write", "read"),
     )
-    print(f"{'where':<{width}}  {'write':>10}  {'read':>10}")
-    for name, w, r in rows:
-        print(f"{name:<{width}}  {w:>10}  {r:>10}")
 
 
 if __name__ == "__main__":
