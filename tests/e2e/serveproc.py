@@ -2,7 +2,9 @@
 
 Everything global it creates is named ``hse2e*`` (bridge ``hse2e0`` on 10.215.33.0/24,
 netns ``hse2e-*``, veths ``hxe*``, nft table ``hse2e``, cgroup parent ``hse2e-<pid>``),
-distinct from the node tests' ``hsm*`` and the network tests' ``hn*``.
+distinct from the node tests' ``hsm*`` and the network tests' ``hn*``. ``HUTCH_TEST_SLOT=N``
+(1-9) moves all of them (``hse2eN``, 10.215.(33+N).0/24, ``hse2eN-*``, ``hxN*``), so that two
+e2e runs on one machine (two engineers' worktrees) do not tear down each other's sandboxes.
 """
 
 from __future__ import annotations
@@ -58,13 +60,21 @@ class HostNames:
         }
 
 
+def _slot() -> int:
+    raw = os.environ.get("HUTCH_TEST_SLOT", "0") or "0"
+    if not raw.isdigit() or not 0 <= int(raw) <= 9:
+        raise SystemExit(f"HUTCH_TEST_SLOT must be a digit 0-9, not {raw!r}")
+    return int(raw)
+
+
+SLOT = _slot()
 E2E_NAMES = HostNames(
-    bridge="hse2e0",
-    subnet="10.215.33.0/24",
-    netns_prefix="hse2e-",
-    veth_prefix="hxe",
-    nft_table="hse2e",
-    cgroup_parent=f"hse2e-{os.getpid()}",
+    bridge=f"hse2e{SLOT}",
+    subnet=f"10.215.{33 + SLOT}.0/24",
+    netns_prefix=f"hse2e{SLOT}-" if SLOT else "hse2e-",
+    veth_prefix=f"hx{SLOT}" if SLOT else "hxe",
+    nft_table=f"hse2e{SLOT}" if SLOT else "hse2e",
+    cgroup_parent=f"hse2e{SLOT}-{os.getpid()}",
     extra_env={
         "HUTCH_NODE_ENVD_READY_TIMEOUT_S": "60",
         # A sample a second, so that metrics tests wait little.

@@ -1,7 +1,7 @@
 """Many create → run → kill cycles through the SDK leave nothing behind on the host.
 
 ``HUTCH_E2E_LEAK_CYCLES`` (default 200) cycles, 4 at a time, then every trace a sandbox
-can leave is counted by its ``hse2e*`` name: network namespaces, veths, overlay mounts,
+can leave is counted by its ``hse2e*`` name (``serve.names``): network namespaces, veths, overlay mounts,
 cgroups, runtime containers, processes, sandbox (upper) directories, and the elements of
 the node's nftables sets. The cycles also prove that addresses are given back: the
 session's subnet is a /24, so 200 leaked addresses would make the later creates fail.
@@ -49,7 +49,7 @@ async def _cycle(n: int, gate: asyncio.Semaphore) -> None:
 
 
 async def test_create_run_kill_cycles_leave_nothing(serve: Serve) -> None:
-    before = _nft_elements("hse2e")
+    before = _nft_elements(serve.names.nft_table)
     gate = asyncio.Semaphore(CONCURRENCY)
     results = await asyncio.gather(
         *(_cycle(n, gate) for n in range(CYCLES)), return_exceptions=True
@@ -58,5 +58,5 @@ async def test_create_run_kill_cycles_leave_nothing(serve: Serve) -> None:
     assert not failures, f"{len(failures)} of {CYCLES} cycles failed, first: {failures[0]!r}"
     leaks = await asyncio.to_thread(serve.leaks)
     assert leaks.total() == 0, leaks
-    assert _nft_elements("hse2e") == before == dict.fromkeys(before, 0)
+    assert _nft_elements(serve.names.nft_table) == before == dict.fromkeys(before, 0)
     assert await AsyncSandbox.list().next_items() == []
