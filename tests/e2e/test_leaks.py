@@ -1,9 +1,9 @@
 """Many create → run → kill cycles through the SDK leave nothing behind on the host.
 
 ``HUTCH_E2E_LEAK_CYCLES`` (default 200) cycles, 4 at a time, then every trace a sandbox
-can leave is counted by its ``hse2e*`` name (``serve.names``): network namespaces, veths, overlay mounts,
-cgroups, runtime containers, processes, sandbox (upper) directories, and the elements of
-the node's nftables sets. The cycles also prove that addresses are given back: the
+can leave is counted by its ``hse2e*`` name (``serve.names``): network namespaces, veths,
+overlay mounts, cgroups, runtime containers, processes, sandbox (upper) directories, and the
+elements of the node's nftables sets. The cycles also prove that addresses are given back: the
 session's subnet is a /24, so 200 leaked addresses would make the later creates fail.
 """
 

@@ -192,4 +192,6 @@ def _lose_container_and_mounts(serve: Serve, sandbox_id: str) -> None:
     runtime = RuncRuntime(root=serve.node_settings().runtime_root)
     asyncio.run(runtime.delete(sandbox_id, force=True))
     subprocess.run(["umount", str(serve.home / "sandboxes" / sandbox_id / "rootfs")], check=True)
-    subprocess.run(["ip", "netns", "delete", f"{serve.names.netns_prefix}{sandbox_id}"], check=False)
+    subprocess.run(
+        ["ip", "netns", "delete", f"{serve.names.netns_prefix}{sandbox_id}"], check=False
+    )
