@@ -168,15 +168,18 @@ def move(source: str, destination: str, *, user: User) -> Entry:
 def remove(path: str, *, user: User) -> None:
     """Remove the file, symlink (not its target) or whole directory tree at ``path``.
 
-    ``NotFoundError`` when nothing is there. For a non-root user every entry of a tree
+    Like ``rm -rf`` (E2B's envd calls Go's ``os.RemoveAll``): nothing there is success, so
+    clients can clean up before they start. For a non-root user every entry of a tree
     must be removable by them: nothing is removed otherwise.
     """
-    try:
-        st = os.lstat(path)
-    except OSError as exc:
-        raise from_os_error(exc, path) from exc
     if path == "/":
         raise InvalidArgumentError("cannot remove the root directory")
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        raise from_os_error(exc, path) from exc
     check_write(path, user)
     is_tree = stat.S_ISDIR(st.st_mode)
     if is_tree and user.uid != 0:
@@ -189,5 +192,7 @@ def remove(path: str, *, user: User) -> None:
             shutil.rmtree(path)
         else:
             os.unlink(path)
+    except FileNotFoundError:
+        return  # removed concurrently: what was asked for
     except OSError as exc:
         raise from_os_error(exc, getattr(exc, "filename", None) or path) from exc

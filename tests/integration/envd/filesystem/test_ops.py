@@ -223,10 +223,13 @@ def test_remove_file_symlink_and_tree(sandbox, envd: EnvdProcess, tree: Path) ->
     assert not (tree / "sub").exists()
     sandbox.files.remove(str(tree / "a.txt"))
     assert list(tree.iterdir()) == []
-    with pytest.raises(FileNotFoundException):
-        sandbox.files.remove(str(tree / "a.txt"))
+    # Nothing there is success, like rm -rf (E2B's os.RemoveAll): clean up, then start.
+    sandbox.files.remove(str(tree / "a.txt"))
+    sandbox.files.remove(str(tree / "never" / "was"))
     r = unary(envd, "Remove", {"path": str(tree / "a.txt")})
-    assert (r.status_code, r.json()["code"]) == (404, "not_found")
+    assert (r.status_code, r.json()) == (200, {})
+    r = unary(envd, "Remove", {"path": "/"})
+    assert r.json()["code"] == "invalid_argument"
 
 
 def test_remove_as_user_of_root_file_is_denied(
