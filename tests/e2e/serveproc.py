@@ -82,7 +82,21 @@ E2E_NAMES = HostNames(
         # No warm pool unless a test asks (test_pool.py): idle members would count as leaks,
         # and the session links the installed ``base`` template in, which the default pools.
         "HUTCH_NODE_POOL_SIZE": "",
+        # Hermetic: the session's templates are its own busybox and the linked base, not
+        # whatever the install's home holds (test_second_instance.py tests the default).
+        "HUTCH_NODE_SHARED_TEMPLATES_DIR": "",
     },
+)
+#: A second instance beside the session's (test_second_instance.py): every name distinct,
+#: none a prefix of the first one's (the leak counter matches by prefix).
+SECOND_NAMES = HostNames(
+    bridge=f"hsb{SLOT}",
+    subnet=f"10.217.{33 + SLOT}.0/24",
+    netns_prefix=f"hsb{SLOT}-",
+    veth_prefix=f"hy{SLOT}",
+    nft_table=f"hsb{SLOT}",
+    cgroup_parent=f"hsb{SLOT}-{os.getpid()}",
+    extra_env={"HUTCH_NODE_ENVD_READY_TIMEOUT_S": "60", "HUTCH_NODE_POOL_SIZE": ""},
 )
 
 
@@ -111,6 +125,7 @@ class Serve:
         env.update(self.names.env(), HUTCH_NODE_ENVD_BUNDLE_DIR=str(self.envd_bundle))
         # Names this instance for ``hutch`` subcommands, as for ``hutch serve`` itself.
         env["HUTCH_API_PORT"] = str(self.api_port)
+        env["HUTCH_PROXY_PORT"] = str(self.proxy_port)
         env.update(self.extra_env)
         return env
 

@@ -70,7 +70,7 @@ def build_node(settings: NodeSettings, *, build_bundle: bool = True) -> Node:
         else RuncRuntime(root=settings.runtime_root)
     )
     networks = LinuxSandboxNetworks(network_settings(settings))
-    templates = DirTemplateStore(settings.templates_dir)
+    templates = DirTemplateStore(settings.templates_dir, shared=settings.shared_templates_dirs)
     envd = HttpEnvdClient()
     config = ManagerConfig(
         sandboxes_dir=settings.sandboxes_dir,

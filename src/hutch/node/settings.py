@@ -10,7 +10,7 @@ from ipaddress import IPv4Network
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -57,11 +57,24 @@ class NodeSettings(BaseSettings):
     #: ``base`` (what ``Sandbox.create()`` asks for) cost ~55 MiB idle; other templates
     #: get none unless named. Ignored under runsc (the hostname cannot be changed there).
     pool_size: str = "base=2"
+    #: Templates another home published that this node offers read-only beside its own
+    #: (docs/templates.md, "Shared templates"): by default the install's, where
+    #: ``install.sh`` builds ``busybox`` and ``base``, so a second instance on a fresh home
+    #: has them with no copy (they are overlay lower layers). Never written, never pruned;
+    #: a template of the same name under this home's own directory shadows it. Empty: none.
+    shared_templates_dir: Path | None = Path("/var/lib/hutch/templates")
+
+    @field_validator("shared_templates_dir", mode="before")
+    @classmethod
+    def _empty_is_none(cls, value: object) -> object:
+        return None if value == "" else value
 
     @model_validator(mode="after")
     def _check(self) -> NodeSettings:
         if not self.home.is_absolute():
             raise ValueError(f"home must be an absolute path: {self.home}")
+        if self.shared_templates_dir is not None and not self.shared_templates_dir.is_absolute():
+            raise ValueError(f"shared_templates_dir must be absolute: {self.shared_templates_dir}")
         if not self.tini_path.is_absolute():
             raise ValueError(f"tini_path must be absolute: {self.tini_path}")
         parse_pool_sizes(self.pool_size)
@@ -76,6 +89,14 @@ class NodeSettings(BaseSettings):
     def templates_dir(self) -> Path:
         """``<home>/templates``: one directory per template."""
         return self.home / "templates"
+
+    @property
+    def shared_templates_dirs(self) -> tuple[Path, ...]:
+        """``shared_templates_dir`` unless unset or this home's own (the install's home)."""
+        shared = self.shared_templates_dir
+        if shared is None or shared.resolve() == self.templates_dir.resolve():
+            return ()
+        return (shared,)
 
     @property
     def sandboxes_dir(self) -> Path:

@@ -27,7 +27,9 @@ import uvicorn
 from hutch.api.app import build_volume_backends, create_app
 from hutch.api.http.auth import HttpContext
 from hutch.api.store.sql import open_sql_store
-from hutch.node.app import build_node
+from hutch.node.app import Node, build_node
+from hutch.node.settings import NodeSettings
+from hutch.node.templates.artifact import TemplateArtifact
 from hutch.proxy.catalog import InMemorySandboxCatalog
 from hutch.proxy.runner import create_config as proxy_config
 from hutch.serve.node_client import LocalNodeClient
@@ -62,7 +64,7 @@ async def serve(settings: ServeSettings) -> None:
     node = build_node(node_settings)
     volume_backends: dict[str, VolumeBackend] = {}
     try:
-        await seed_templates(store, await node.templates.list())
+        await seed_templates(store, await _templates_on_disk(node_settings, node))
         await node.manager.start()
         catalog = InMemorySandboxCatalog()
         await reconcile(store, node.manager, catalog)
@@ -81,6 +83,7 @@ async def serve(settings: ServeSettings) -> None:
             templates_dir=node_settings.templates_dir,
             envd_bundle=node_settings.envd_bundle_path,
             sandboxes=node.manager,
+            shared_templates=node_settings.shared_templates_dirs,
         )
         api = _Server(
             uvicorn.Config(
@@ -111,6 +114,25 @@ async def serve(settings: ServeSettings) -> None:
             await backend.aclose()
         await node.aclose()
         await store.close()
+
+
+async def _templates_on_disk(settings: NodeSettings, node: Node) -> list[TemplateArtifact]:
+    """The node's templates (own and shared), said in the log; an empty catalog is loud."""
+    templates = await node.templates.list()
+    shared = ", ".join(str(p) for p in settings.shared_templates_dirs) or "none"
+    if templates:
+        log.info(
+            "templates: %s (own %s, shared read-only: %s)",
+            " ".join(t.name for t in templates), settings.templates_dir, shared,
+        )  # fmt: skip
+    else:
+        log.warning(
+            "no templates: neither %s nor a shared directory (%s) has any, so every "
+            "Sandbox.create() answers 404 until one is imported or built; install.sh builds "
+            "busybox and base, HUTCH_NODE_SHARED_TEMPLATES_DIR names another home's templates",
+            settings.templates_dir, shared,
+        )  # fmt: skip
+    return templates
 
 
 def _wire_auto_resume(catalog: InMemorySandboxCatalog) -> Callable[[HttpContext], None]:

@@ -12,7 +12,7 @@ import contextlib
 import hashlib
 import os
 import uuid
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
 from pathlib import Path
 
 from hutch.api.service.ports import (
@@ -37,6 +37,9 @@ class LocalTemplateBuilder:
     """Satisfies the api's ``TemplateBuilder`` and ``BuildRunner`` for one node's home.
 
     ``sandboxes`` (the node's manager) runs build steps; without it only imports work.
+    ``shared_templates`` are other homes' read-only template directories (the node's
+    ``shared_templates_dirs``): builds may start from their templates, and deleting one
+    hides it here (a whiteout) without touching it.
     """
 
     def __init__(
@@ -46,8 +49,10 @@ class LocalTemplateBuilder:
         envd_bundle: Path,
         sandboxes: BuildSandboxes | None = None,
         files_dir: Path | None = None,
+        shared_templates: Sequence[Path] = (),
     ) -> None:
         self._templates_dir = templates_dir
+        self._store = DirTemplateStore(templates_dir, shared=shared_templates)
         self._envd_bundle = envd_bundle
         self._sandboxes = sandboxes
         self._files_dir = files_dir or templates_dir.parent / "template-files"
@@ -77,6 +82,8 @@ class LocalTemplateBuilder:
         """See ``TemplateBuilder.delete``."""
         with contextlib.suppress(TemplateNotFoundError):
             await asyncio.to_thread(delete_template, self._templates_dir, name)
+        # A shared template (another home's, read-only) is hidden here, never removed.
+        self._store.hide_shared(name)
         await asyncio.to_thread(prune_snapshot_layers, self._templates_dir)
 
     # ---- E2B SDK template builds (BuildRunner) -------------------------------------------
@@ -134,7 +141,7 @@ class LocalTemplateBuilder:
             await asyncio.to_thread(keep_version, self._templates_dir, name, build_id)
 
     async def _base(self, start: Mapping[str, object], *, log: BuildLogger) -> TemplateArtifact:
-        store = DirTemplateStore(self._templates_dir)
+        store = self._store
         from_template = _opt_str(start.get("fromTemplate"))
         if from_template:
             return await store.get(from_template.partition(":")[0])

@@ -64,11 +64,13 @@ async def cli_service(settings: ServeSettings) -> tuple[ApiStore, TemplateServic
     store = await open_sql_store(api.effective_database_url(), migrate=True)
     try:
         builder = LocalTemplateBuilder(
-            templates_dir=node.templates_dir, envd_bundle=node.envd_bundle_path
-        )
+            templates_dir=node.templates_dir, envd_bundle=node.envd_bundle_path,
+            shared_templates=node.shared_templates_dirs,
+        )  # fmt: skip
         team = await store.teams.ensure_default_team()
         # Templates published on disk before (busybox, base) get their rows, as serve does.
-        await seed_templates(store, await DirTemplateStore(node.templates_dir).list())
+        on_disk = DirTemplateStore(node.templates_dir, shared=node.shared_templates_dirs)
+        await seed_templates(store, await on_disk.list())
     except BaseException:
         await store.close()
         raise

@@ -26,7 +26,7 @@ import logging
 import os
 import re
 import shutil
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Final
@@ -45,6 +45,8 @@ SEAL_FILE: Final = "artifact.json"
 #: ``<name>@<build>`` (:data:`VERSION_SEP`).
 VERSIONS_DIR: Final = ".versions"
 VERSION_SEP: Final = TEMPLATE_VERSION_SEP
+#: Shared templates deleted on this node: ``.whiteouts/<name>`` hides ``<shared>/<name>``.
+WHITEOUTS_DIR: Final = ".whiteouts"
 _BUILD_RE: Final = re.compile(r"^[A-Za-z0-9-]{1,64}$")
 _NAME_RE: Final = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}$")
 
@@ -258,10 +260,25 @@ def staging_dir(templates_dir: Path, name: str) -> Path:
 
 
 class DirTemplateStore:
-    """Templates published under one directory; satisfies the domain's ``TemplateStore``."""
+    """Templates published under one directory, and read-only ones shared from others;
+    satisfies the domain's ``TemplateStore``.
 
-    def __init__(self, templates_dir: Path) -> None:
+    ``shared`` directories (another home's ``templates/``, by default the install's) are
+    read, never written: a name is looked up in the own directory first, then in each
+    shared one, so an own template shadows a shared one. Deleting a shared template here
+    leaves a whiteout (``.whiteouts/<name>`` in the own directory, as overlayfs does for a
+    lower layer) that hides it from this node only. Snapshots and kept builds of the
+    shared homes stay theirs.
+    """
+
+    def __init__(self, templates_dir: Path, *, shared: Sequence[Path] = ()) -> None:
         self._dir = Path(templates_dir)
+        self._shared = tuple(Path(p) for p in shared)
+
+    @property
+    def shared(self) -> tuple[Path, ...]:
+        """The read-only shared directories, in lookup order."""
+        return self._shared
 
     async def get(self, name: str) -> TemplateArtifact:
         """The artifact of ``name``; raise :class:`TemplateNotFoundError` if not built.
@@ -274,21 +291,71 @@ class DirTemplateStore:
             validate_template_name(name)
         except InvalidArgumentError:
             raise TemplateNotFoundError(f"template {name!r} not found") from None
-        return read_artifact(self._dir / name)
+        try:
+            return read_artifact(self._dir / name)
+        except TemplateNotFoundError:
+            shared = self.shared_dir_of(name)
+            if shared is None:
+                raise
+            return read_artifact(shared / name)
+
+    def shared_dir_of(self, name: str) -> Path | None:
+        """The shared directory that offers template ``name`` here (not whited out), if any."""
+        if (self._dir / WHITEOUTS_DIR / name).exists():
+            return None
+        for shared in self._shared:
+            if _is_shared_template(shared / name):
+                return shared
+        return None
+
+    def hide_shared(self, name: str) -> bool:
+        """Hide the shared template ``name`` from this node (a whiteout); False if none."""
+        if not _NAME_RE.match(name) or self.shared_dir_of(name) is None:
+            return False
+        whiteouts = self._dir / WHITEOUTS_DIR
+        whiteouts.mkdir(mode=0o755, parents=True, exist_ok=True)
+        (whiteouts / name).touch()
+        return True
 
     async def list(self) -> list[TemplateArtifact]:
-        """Every usable published template, by name.
+        """Every usable template (own and shared), by name.
 
         One whose artifact is missing (removed by hand, or an unsealed leftover) is logged
         and left out: it must not hide the others.
         """
-        if not self._dir.is_dir():
-            return []
-        out = []
-        for entry in sorted(self._dir.iterdir()):
-            if not entry.name.startswith(".") and (entry / "template.json").is_file():
+        found: dict[str, TemplateArtifact] = {}
+        for entry in _template_dirs(self._dir):
+            try:
+                found[entry.name] = read_artifact(entry)
+            except (TemplateNotFoundError, InvalidArgumentError) as exc:
+                log.warning("template %s is unusable: %s", entry.name, exc)
+        for shared in self._shared:
+            for entry in _template_dirs(shared):
+                if entry.name in found or self.shared_dir_of(entry.name) != shared:
+                    continue
                 try:
-                    out.append(read_artifact(entry))
+                    artifact = read_artifact(entry)
                 except (TemplateNotFoundError, InvalidArgumentError) as exc:
-                    log.warning("template %s is unusable: %s", entry.name, exc)
-        return out
+                    log.warning("shared template %s is unusable: %s", entry, exc)
+                    continue
+                if not artifact.layers:  # a snapshot belongs to its home's team
+                    found[entry.name] = artifact
+        return [found[name] for name in sorted(found)]
+
+
+def _template_dirs(templates_dir: Path) -> list[Path]:
+    if not templates_dir.is_dir():
+        return []
+    return [
+        entry
+        for entry in sorted(templates_dir.iterdir())
+        if not entry.name.startswith(".") and (entry / "template.json").is_file()
+    ]
+
+
+def _is_shared_template(template_dir: Path) -> bool:
+    try:
+        data = json.loads((template_dir / "template.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(data, dict) and not data.get("layers")
