@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from datetime import UTC, datetime, timedelta
 
@@ -115,7 +116,10 @@ def test_logs_of_envd_v1_and_v2(serve: Serve) -> None:
         entries = _poll(lambda: v2(search=marker), bool)
         assert len(entries) == 1, v2()
         assert entries[0].level.value == "info"
-        assert entries[0].fields.additional_properties == {"logger": "envd"}
+        # E2B's shape: envd's JSON line, every key but level and message as a field.
+        fields = entries[0].fields.additional_properties
+        assert set(fields) == {"logger", "timestamp"} and fields["logger"] == "process"
+        assert datetime.fromisoformat(fields["timestamp"]) == entries[0].timestamp
         every = v2()
         assert len(every) >= 2  # uvicorn's start-up lines too
         assert [e.timestamp for e in every] == sorted(e.timestamp for e in every)
@@ -138,6 +142,13 @@ def test_logs_of_envd_v1_and_v2(serve: Serve) -> None:
         v1 = get_sandboxes_sandbox_id_logs.sync_detailed(sbx.sandbox_id, client=client, limit=1)
         assert v1.status_code == 200
         assert len(v1.parsed.logs) == 1 and len(v1.parsed.log_entries) == 1
+        # Every v1 line is a JSON object with level and message, as the e2b CLI parses it.
+        v1 = get_sandboxes_sandbox_id_logs.sync_detailed(sbx.sandbox_id, client=client)
+        raw = [json.loads(x.line) for x in v1.parsed.logs]
+        assert [(x["level"], x["message"]) for x in raw] == [
+            (e.level.value, e.message) for e in v1.parsed.log_entries
+        ]
+        assert any(x["message"].startswith(marker) and x["logger"] == "process" for x in raw)
     finally:
         sbx.kill()
     # Kept a while after the kill.

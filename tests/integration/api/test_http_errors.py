@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta
 
 import httpx
@@ -202,7 +203,13 @@ def test_logs_cursor_direction_level_search_and_validation(api: ApiServer) -> No
         ]
         ms = int(t0.timestamp() * 1000)
         v1 = c.get(f"/sandboxes/{sid}/logs", params={"start": ms + 1000}).json()
-        assert [x["line"] for x in v1["logs"]] == ["line 1", "line 2"]
+        # v1's ``line`` is the JSON object envd wrote (the e2b CLI parses it).
+        lines = [json.loads(x["line"]) for x in v1["logs"]]
+        assert [(x["message"], x["level"]) for x in lines] == [
+            ("line 1", "warn"),
+            ("line 2", "error"),
+        ]
+        assert lines[0]["timestamp"] == v1["logs"][0]["timestamp"]
         assert v1["logEntries"][0]["level"] == "warn"
         assert v1["logEntries"][0]["timestamp"].startswith("2026-01-01T00:00:01")
         backward = {"direction": "backward", "limit": 2}

@@ -10,6 +10,7 @@ is nullable and always sent so that ``get_host()`` knows there is none.
 
 from __future__ import annotations
 
+import json
 import uuid
 from datetime import UTC, datetime
 from typing import Any, Final
@@ -194,11 +195,20 @@ def _level(level: str) -> str:
 
 
 def logs_v1_body(lines: list[SandboxLogLine]) -> dict[str, Any]:
-    """``SandboxLogs``: ``{logs: [{timestamp, line}], logEntries: [...]}``."""
+    """``SandboxLogs``: ``{logs: [{timestamp, line}], logEntries: [...]}``; each ``line`` is
+    the entry as the flat JSON object envd wrote (E2B serves envd's raw JSON line there, and
+    the ``e2b`` CLI's ``sandbox logs`` parses it)."""
     return {
-        "logs": [{"timestamp": iso(x.timestamp), "line": x.message} for x in lines],
+        "logs": [{"timestamp": iso(x.timestamp), "line": _raw_line(x)} for x in lines],
         "logEntries": [_entry(x) for x in lines],
     }
+
+
+def _raw_line(line: SandboxLogLine) -> str:
+    raw: dict[str, str] = {"level": _level(line.level), **line.fields}
+    raw.setdefault("timestamp", iso(line.timestamp))
+    raw["message"] = line.message
+    return json.dumps(raw, ensure_ascii=False)
 
 
 def logs_v2_body(lines: list[SandboxLogLine]) -> dict[str, Any]:

@@ -1,25 +1,32 @@
 """Parsing a sandbox's envd log (``<sandbox_dir>/envd.log``) into timestamped entries.
 
 The file is what tini and envd write to their stdout/stderr (the runtime hands them the
-file; ADR 0010). Three kinds of lines appear in it:
+file; ADR 0010). These kinds of lines appear in it:
 
-* envd's own records, ``2026-11-23 17:31:18,123 envd INFO started pid 12 as user: ...``
-  (``envd/main.py``'s format; ``asctime`` is the sandbox's local time, UTC in hutch's
-  templates, which have no other zone configured);
-* uvicorn's, ``INFO:     Uvicorn running on http://0.0.0.0:49983``: no time of their own;
-* anything else: a traceback's continuation lines, tini's warnings.
+* envd's records (its own and uvicorn's), one flat JSON object per line as E2B's envd
+  writes them (``envd/logs.py``): ``{"level": "info", "logger": "process", "timestamp":
+  "2026-11-23T17:31:18.250123Z", "message": "started pid 12 ..."}``. They are read the way
+  E2B's API reads envd's lines from its log store: ``level`` and ``message`` become the
+  entry's, every other key with a string, number or boolean value one of its ``fields``
+  (``timestamp`` included; nested values are dropped), and ``timestamp`` its time;
+* the text lines of an envd from before the JSON format (a sandbox that outlived an
+  upgrade): ``2026-11-23 17:31:18,123 envd INFO started pid 12 ...`` (UTC) and uvicorn's
+  ``INFO:     Uvicorn running on ...``, with no time of their own;
+* anything else: what Python prints before envd's logging is set up (a traceback), tini's
+  warnings.
 
 An untimed line takes the time of the timed line before it (or ``base_time``, the
-sandbox's creation, before the first); an indented line and a traceback's lines (up to
-and including its exception line) continue the entry before them.
+sandbox's creation, before the first); an indented text line and a traceback's lines (up
+to and including its exception line) continue the entry before them.
 """
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Final
+from typing import Any, Final
 
 _ENVD: Final = re.compile(
     r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) (\S+) (DEBUG|INFO|WARNING|ERROR|CRITICAL) (.*)$"
@@ -28,6 +35,8 @@ _UVICORN: Final = re.compile(r"^(DEBUG|INFO|WARNING|ERROR|CRITICAL):\s+(.*)$")
 _LEVELS: Final = {
     "DEBUG": "debug", "INFO": "info", "WARNING": "warn", "ERROR": "error", "CRITICAL": "error",
 }  # fmt: skip
+#: The levels E2B's API knows; any other is ``info``, as there.
+_JSON_LEVELS: Final = frozenset({"debug", "info", "warn", "error"})
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -48,7 +57,10 @@ def parse_envd_log(text: str, *, base_time: float) -> list[EnvdLogEntry]:
         line = raw.rstrip()
         if not line:
             continue
-        if m := _ENVD.match(line):
+        if (entry := _json_entry(line, default_time=last_time)) is not None:
+            last_time = entry.timestamp
+            entries.append(entry)
+        elif m := _ENVD.match(line):
             stamp = datetime.strptime(m[1], "%Y-%m-%d %H:%M:%S,%f").replace(tzinfo=UTC)
             last_time = stamp.timestamp()
             entries.append(
@@ -74,6 +86,48 @@ def parse_envd_log(text: str, *, base_time: float) -> list[EnvdLogEntry]:
         else:
             entries.append(EnvdLogEntry(timestamp=last_time, level="info", message=line, fields={}))
     return entries
+
+
+def _json_entry(line: str, *, default_time: float) -> EnvdLogEntry | None:
+    """The entry of one JSON line, or None when ``line`` is not a JSON object."""
+    if not line.startswith("{"):
+        return None
+    try:
+        record: Any = json.loads(line)
+    except ValueError:
+        return None
+    if not isinstance(record, dict):
+        return None
+    fields = {k: flat for k, v in record.items() if (flat := _flat(v)) is not None}
+    level = fields.pop("level", "info")
+    message = fields.pop("message", "")
+    return EnvdLogEntry(
+        timestamp=_time(fields.get("timestamp"), default=default_time),
+        level=level if level in _JSON_LEVELS else "info",
+        message=message,
+        fields=fields,
+    )
+
+
+def _flat(value: object) -> str | None:
+    """A scalar JSON value as E2B's API stores it (a string), or None for the rest."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return value
+    if isinstance(value, int | float):
+        return repr(value) if isinstance(value, float) else str(value)
+    return None
+
+
+def _time(value: str | None, *, default: float) -> float:
+    if value is None:
+        return default
+    try:
+        stamp = datetime.fromisoformat(value)
+    except ValueError:
+        return default
+    return (stamp if stamp.tzinfo else stamp.replace(tzinfo=UTC)).timestamp()
 
 
 def _continues(line: str, *, after: str) -> bool:
