@@ -3,6 +3,13 @@
 When ``/init`` has set an access token, every request must carry it as ``X-Access-Token``,
 except the exact routes below. Routes are matched exactly, never by prefix: a prefix rule
 once let ``POST /files`` match ``POST /filesystem.Filesystem/*``.
+
+The refusals follow E2B's envd (``internal/api/auth.go``) word for word, since clients
+compare them: ``/files`` with a wrong token in the header is refused even when the link is
+also signed (``TOKEN_MISMATCH``), without a header it needs a valid, unexpired signature
+(``shared.signatures``), and any other route without the token gets ``UNAUTHORIZED``. A
+``signature_expiration`` that is not an integer is a 400 on ``/files``, token or not, as
+E2B's parameter binding answers it before any check.
 """
 
 from __future__ import annotations
@@ -13,7 +20,12 @@ from collections.abc import Callable
 from urllib.parse import parse_qs
 
 from hutch.envd.state import EnvdState
-from hutch.shared.signatures import check_signature
+from hutch.shared.signatures import (
+    TOKEN_MISMATCH,
+    UNAUTHORIZED,
+    check_signature,
+    expiration_format_error,
+)
 
 #: Routes that never need the token.
 _OPEN_ROUTES = frozenset({("GET", "/health")})
@@ -37,36 +49,44 @@ class AccessControl:
         self._clock = clock
 
     async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
-        if scope["type"] != "http" or self._state.access_token is None:
+        if scope["type"] != "http":
             return await self._app(scope, receive, send)
         route = (scope["method"], scope["path"])
-        if route in _OPEN_ROUTES or scope["method"] == "OPTIONS":
-            return await self._app(scope, receive, send)
-        if self._state.token_matches(_header(scope, b"x-access-token")):
-            return await self._app(scope, receive, send)
-        reason = "missing or invalid access token (X-Access-Token)"
         operation = _SIGNED_ROUTES.get(route)
+        query = None
         if operation is not None:
             query = parse_qs(
                 scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True
             )
-            reason = (
-                check_signature(
-                    query, operation=operation, token=self._state.access_token, now=self._clock()
-                )
-                or ""
-            )
-            if not reason:
-                return await self._app(scope, receive, send)
-        body = json.dumps({"code": 401, "message": reason}).encode()
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 401,
-                "headers": [
-                    (b"content-type", b"application/json"),
-                    (b"content-length", str(len(body)).encode()),
-                ],
-            }
-        )
-        await send({"type": "http.response.body", "body": body})
+            bad_format = expiration_format_error(query)
+            if bad_format is not None:
+                return await _refuse(send, 400, bad_format)
+        token = self._state.access_token
+        if token is None or route in _OPEN_ROUTES or scope["method"] == "OPTIONS":
+            return await self._app(scope, receive, send)
+        presented = _header(scope, b"x-access-token") or None  # empty counts as absent
+        if self._state.token_matches(presented):
+            return await self._app(scope, receive, send)
+        if query is None:
+            return await _refuse(send, 401, UNAUTHORIZED)
+        if presented is not None:
+            return await _refuse(send, 401, TOKEN_MISMATCH)
+        reason = check_signature(query, operation=operation, token=token, now=self._clock())
+        if reason is not None:
+            return await _refuse(send, 401, reason)
+        return await self._app(scope, receive, send)
+
+
+async def _refuse(send: Callable, status: int, message: str) -> None:
+    body = json.dumps({"code": status, "message": message}).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})

@@ -6,7 +6,11 @@ sent (URL-decoded, never expanded), in constant time.
 
 Two callers with different needs: envd *enforces* a signature (match and expiry), the proxy
 only *routes* by one (which sandbox's token made it; envd still checks expiry, so an expired
-link reaches its sandbox and gets envd's precise "signature expired").
+link reaches its sandbox and gets envd's precise message).
+
+The refusals are E2B envd's own words (``packages/envd/internal/api/auth.go``
+``validateSigning``; clients compare them), each a 401 except a ``signature_expiration``
+that is not an integer, which E2B's generated parameter binding answers with a 400.
 """
 
 from __future__ import annotations
@@ -21,6 +25,17 @@ from typing import Final
 FILE_OPERATIONS: Final = {"GET": "read", "HEAD": "read", "POST": "write"}
 
 Query = Mapping[str, Sequence[str]]
+
+#: E2B envd's 401 messages for ``/files`` (``validateSigning``) and every other route.
+MISSING_SIGNATURE: Final = "missing signature query parameter"
+INVALID_SIGNATURE: Final = "invalid signature"
+EXPIRED_SIGNATURE: Final = "signature is already expired"
+TOKEN_MISMATCH: Final = "access token present in header but does not match"
+UNAUTHORIZED: Final = (
+    "unauthorized access, please provide a valid access token or method signing if supported"
+)
+
+_INT64_MAX = (1 << 63) - 1
 
 
 def file_signature(
@@ -39,10 +54,38 @@ def _first(query: Query, name: str) -> str:
     return values[0] if values else ""
 
 
+def _parse_go_int(raw: str) -> int:
+    """``raw`` as Go's ``strconv.ParseInt(raw, 10, 64)`` reads it; ValueError with Go's text.
+
+    Python's ``int`` is laxer (spaces, underscores, other digits), so it is not used alone.
+    """
+    digits = raw[1:] if raw[:1] in ("+", "-") else raw
+    if not digits or not (digits.isascii() and digits.isdigit()):
+        raise ValueError(f'strconv.ParseInt: parsing "{raw}": invalid syntax')
+    value = int(raw)
+    if not -_INT64_MAX - 1 <= value <= _INT64_MAX:
+        raise ValueError(f'strconv.ParseInt: parsing "{raw}": value out of range')
+    return value
+
+
 def _expiration(query: Query) -> int | None:
     """The ``signature_expiration`` value; raises ValueError when it is not an integer."""
-    raw = _first(query, "signature_expiration")
-    return int(raw) if raw else None
+    values = query.get("signature_expiration")
+    if not values:
+        return None
+    return _parse_go_int(values[0])
+
+
+def expiration_format_error(query: Query) -> str | None:
+    """E2B's 400 message when ``signature_expiration`` is present but not an integer."""
+    try:
+        _expiration(query)
+    except ValueError as exc:
+        return (
+            "Invalid format for parameter signature_expiration: "
+            f"error binding string parameter: {exc}"
+        )
+    return None
 
 
 def signature_matches(query: Query, *, operation: str, token: str) -> bool:
@@ -65,15 +108,18 @@ def signature_matches(query: Query, *, operation: str, token: str) -> bool:
 
 
 def check_signature(query: Query, *, operation: str, token: str, now: float) -> str | None:
-    """None when ``query`` carries a valid, unexpired signature; otherwise why not."""
-    if not _first(query, "signature"):
-        return "missing access token or signature"
-    try:
-        expiration = _expiration(query)
-    except ValueError:
-        return "invalid signature_expiration"
+    """None when ``query`` carries a valid, unexpired signature; otherwise E2B's 401 message.
+
+    In E2B's order: absent, then wrong, then expired (so an expired link made with another
+    token is "invalid", and nothing tells a stranger whether a link had been valid). An
+    expiration that is not an integer counts as a wrong signature here; envd answers it
+    earlier with ``expiration_format_error``'s 400.
+    """
+    if "signature" not in query or not query["signature"]:
+        return MISSING_SIGNATURE
     if not signature_matches(query, operation=operation, token=token):
-        return "invalid signature"
-    if expiration is not None and expiration < now:
-        return "signature expired"
+        return INVALID_SIGNATURE
+    expiration = _expiration(query)
+    if expiration is not None and expiration < int(now):  # whole seconds, as Go's Unix()
+        return EXPIRED_SIGNATURE
     return None

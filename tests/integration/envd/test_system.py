@@ -72,7 +72,14 @@ def test_access_token_guards_everything_but_health(envd: EnvdProcess) -> None:
     ]:
         r = httpx.request(method, envd.url + path, json={})
         assert r.status_code == 401, (method, path)
-        assert r.json()["code"] == 401
+        # E2B envd's words (internal/api/auth.go): clients compare them.
+        message = (
+            "missing signature query parameter"
+            if path == "/files"
+            else "unauthorized access, please provide a valid access token or method "
+            "signing if supported"
+        )
+        assert r.json() == {"code": 401, "message": message}, (method, path)
     ok = httpx.get(envd.url + "/envs", headers={"X-Access-Token": "s3cret"})
     assert ok.status_code == 200
     bad = httpx.get(envd.url + "/envs", headers={"X-Access-Token": "s3cret-not"})
@@ -101,7 +108,22 @@ def test_signed_file_urls_are_checked_exactly(envd: EnvdProcess) -> None:
         "signature_expiration": str(old),
     }
     r = httpx.get(envd.url + "/files", params=expired)
-    assert r.status_code == 401
-    assert "expired" in r.json()["message"]
+    assert r.json() == {"code": 401, "message": "signature is already expired"}
+    r = httpx.get(envd.url + "/files", params={**params, "signature": "v1_nope"})
+    assert r.json() == {"code": 401, "message": "invalid signature"}
+    r = httpx.get(envd.url + "/files", params={**params, "signature": ""})
+    assert r.json() == {"code": 401, "message": "invalid signature"}
+    # A wrong token in the header is refused even beside a valid signature, as in E2B.
+    r = httpx.get(envd.url + "/files", params=params, headers={"X-Access-Token": "tok-not"})
+    assert r.json() == {
+        "code": 401,
+        "message": "access token present in header but does not match",
+    }
+    r = httpx.get(envd.url + "/files", params={**params, "signature_expiration": "soon"})
+    assert r.status_code == 400
+    assert r.json()["message"] == (
+        "Invalid format for parameter signature_expiration: error binding string parameter: "
+        'strconv.ParseInt: parsing "soon": invalid syntax'
+    )
     # A signature is no key to anything but /files.
     assert httpx.post(envd.url + "/files/upload/init", params=params, json={}).status_code == 401

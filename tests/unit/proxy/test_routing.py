@@ -91,15 +91,13 @@ def test_signatures_match_and_expire() -> None:
     assert check_signature(_query("t", exp=100), operation="read", token="t", now=50) is None
     assert (
         check_signature(_query("t", exp=100), operation="read", token="t", now=150)
-        == "signature expired"
+        == "signature is already expired"
     )
     bad = {**_query("t"), "signature_expiration": ["soon"]}
-    assert (
-        check_signature(bad, operation="read", token="t", now=0) == "invalid signature_expiration"
-    )
+    assert check_signature(bad, operation="read", token="t", now=0) == "invalid signature"
     assert (
         check_signature({}, operation="read", token="t", now=0)
-        == "missing access token or signature"
+        == "missing signature query parameter"
     )
 
 
