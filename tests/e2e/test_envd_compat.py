@@ -78,3 +78,42 @@ def test_signed_url_and_token_errors_are_e2bs(busybox: Sandbox, serve: Serve) ->
         401,
         "unauthorized access, please provide a valid access token or method signing if supported",
     )
+
+
+def test_answers_carry_fields_exactly_where_e2bs_envd_does(
+    busybox: Sandbox, serve: Serve
+) -> None:
+    plain = busybox.files.write("/tmp/shape.txt", "x")
+    assert plain.metadata is None
+    assert busybox.files.write("/tmp/shape.txt", "y", metadata={"k": "v"}).metadata == {"k": "v"}
+
+    headers = {
+        "E2b-Sandbox-Id": busybox.sandbox_id,
+        "E2b-Sandbox-Port": "49983",
+        "X-Access-Token": busybox._envd_access_token,
+    }
+    r = httpx.post(
+        f"{serve.sandbox_url}/files",
+        params={"path": "/tmp/raw.txt"},
+        content=b"raw",
+        headers={**headers, "Content-Type": "application/octet-stream"},
+    )
+    assert r.json() == [{"name": "raw.txt", "path": "/tmp/raw.txt", "type": "file"}]
+    r = httpx.post(
+        f"{serve.sandbox_url}/files",
+        files=[("file", ("/tmp/m1.txt", b"1")), ("file", ("/tmp/m2.txt", b"2"))],
+        headers={**headers, "X-Metadata-Team": "blue"},
+    )
+    assert r.json() == [
+        {"metadata": {"team": "blue"}, "name": "m1.txt", "path": "/tmp/m1.txt", "type": "file"},
+        {"metadata": {"team": "blue"}, "name": "m2.txt", "path": "/tmp/m2.txt", "type": "file"},
+    ]
+    # Connect EntryInfo as JSON: no empty metadata map, no symlinkTarget for a plain file.
+    r = httpx.post(
+        f"{serve.sandbox_url}/filesystem.Filesystem/Stat",
+        json={"path": "/tmp/raw.txt"},
+        headers={**headers, "Authorization": "Basic dXNlcjo="},  # user:
+    )
+    entry = r.json()["entry"]
+    assert "metadata" not in entry and "symlinkTarget" not in entry and "isSymlink" not in entry
+    assert (entry["name"], entry["type"], entry["size"]) == ("raw.txt", "FILE_TYPE_FILE", "3")

@@ -74,11 +74,19 @@ async def decoded_body(request: Request) -> AsyncIterator[bytes]:
         raise InvalidArgumentError("request body is not valid gzip: truncated stream")
 
 
+def written_entry(written: WrittenFile) -> dict[str, object]:
+    """E2B's upload ``EntryInfo``: ``metadata`` only when the file has some (Go's
+    ``omitempty`` on a nil map), in Go's field order (``metadata, name, path, type``)."""
+    entry: dict[str, object] = {}
+    if written.metadata:
+        entry["metadata"] = written.metadata
+    entry.update(name=written.name, path=written.path, type="file")
+    return entry
+
+
 def written_json(files: list[WrittenFile]) -> JSONResponse:
-    """E2B's upload answer: a non-empty list of ``{path, name, type, metadata}``."""
-    return JSONResponse(
-        [{"path": f.path, "name": f.name, "type": "file", "metadata": f.metadata} for f in files]
-    )
+    """E2B's upload answer: a non-empty list of entries (``written_entry``)."""
+    return JSONResponse([written_entry(f) for f in files])
 
 
 # -- download ---------------------------------------------------------------------------

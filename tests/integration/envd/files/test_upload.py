@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import io
+import json
 import os
 import pwd
 import socket
@@ -251,6 +252,41 @@ def test_gzip_multipart_body(files_envd: EnvdProcess, work: Path) -> None:
     )
     assert r.status_code == 200, r.text
     assert (work / "gz.txt").read_bytes() == b"zipped"
+
+
+def test_upload_answer_has_metadata_only_when_the_file_has_some(
+    files_envd: EnvdProcess, work: Path
+) -> None:
+    plain = _post(
+        files_envd,
+        params={"path": str(work / "plain")},
+        content=b"x",
+        headers={"Content-Type": "application/octet-stream"},
+    )
+    # E2B's Go EntryInfo: metadata omitempty, fields in Go's order.
+    assert plain.text == json.dumps(
+        [{"name": "plain", "path": str(work / "plain"), "type": "file"}], separators=(",", ":")
+    )
+    tagged = _post(
+        files_envd,
+        params={"path": str(work / "plain")},
+        content=b"y",
+        headers={"Content-Type": "application/octet-stream", "X-Metadata-Team": "blue"},
+    )
+    assert list(tagged.json()[0]) == ["metadata", "name", "path", "type"]
+    assert tagged.json()[0]["metadata"] == {"team": "blue"}
+    req = httpx.Request(
+        "POST",
+        files_envd.url + "/files",
+        files=[("file", (str(work / "m1"), b"1")), ("file", (str(work / "m2"), b"2"))],
+    )
+    multi = _post(
+        files_envd, content=req.read(), headers={"Content-Type": req.headers["content-type"]}
+    )
+    assert multi.json() == [
+        {"name": "m1", "path": str(work / "m1"), "type": "file"},
+        {"name": "m2", "path": str(work / "m2"), "type": "file"},
+    ]
 
 
 def test_path_is_directory_is_400(sbx, work: Path) -> None:
