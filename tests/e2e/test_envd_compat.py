@@ -80,9 +80,7 @@ def test_signed_url_and_token_errors_are_e2bs(busybox: Sandbox, serve: Serve) ->
     )
 
 
-def test_answers_carry_fields_exactly_where_e2bs_envd_does(
-    busybox: Sandbox, serve: Serve
-) -> None:
+def test_answers_carry_fields_exactly_where_e2bs_envd_does(busybox: Sandbox, serve: Serve) -> None:
     plain = busybox.files.write("/tmp/shape.txt", "x")
     assert plain.metadata is None
     assert busybox.files.write("/tmp/shape.txt", "y", metadata={"k": "v"}).metadata == {"k": "v"}
