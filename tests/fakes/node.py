@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 
 from hutch.api.service.ports import (
     PlacedSandbox,
+    ReconciledNode,
     ResumedSandbox,
     SandboxLogLine,
     SandboxMetrics,
@@ -154,3 +155,20 @@ class FakeNodeClient:
 
     async def logs(self, sandbox_id: SandboxID) -> Sequence[SandboxLogLine]:
         return list(self.logs_by_id.get(sandbox_id, []))
+
+    async def reconcile(
+        self, known: Sequence[SandboxID], *, paused: Sequence[SandboxID]
+    ) -> ReconciledNode:
+        keep = set(known) | set(paused)
+        removed = [sid for sid in self.running if sid not in keep]
+        for sid in removed:
+            await self.kill(sid)
+        adopted = {
+            sid: (
+                PlacedSandbox(sandbox_id=sid, node_id=self.node_id, address="10.11.0.249"),
+                dict(self.metadata.get(sid, {})),
+                self.paused.get(sid),
+            )
+            for sid in self.running
+        }
+        return ReconciledNode(removed=tuple(removed), adopted=adopted)

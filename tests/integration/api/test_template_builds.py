@@ -30,7 +30,7 @@ class FakeBuildRunner:
         self.files: dict[str, bytes] = {}
         self.builds: list[tuple[str, Mapping[str, object]]] = []
 
-    def has_files(self, files_hash: str) -> bool:
+    async def has_files(self, files_hash: str) -> bool:
         return files_hash in self.files
 
     async def store_files(self, files_hash: str, chunks: AsyncIterator[bytes]) -> None:

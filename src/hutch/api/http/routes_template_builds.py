@@ -90,7 +90,7 @@ async def file_upload_link(request: Request) -> Response:
         str(request.path_params["template_id"]), team_id=team.id
     )
     files_hash = _files_hash(request)
-    if builds.runner.has_files(files_hash):
+    if await builds.runner.has_files(files_hash):
         return JSONResponse({"present": True}, status_code=201)
     token = _TOKENS.sign(template.id, files_hash)
     url = str(request.url.replace(query=f"token={token}"))

@@ -166,6 +166,55 @@ class NodeClient(Protocol):
         empty when it keeps none. The api selects from them (``service/logs.py``)."""
         ...
 
+    async def reconcile(
+        self, known: Sequence[SandboxID], *, paused: Sequence[SandboxID]
+    ) -> ReconciledNode:
+        """Make the node agree with the store (e.g. after a restart): adopt the ``known``
+        (running in the store) and ``paused`` (pausing, paused, resuming) sandboxes it
+        still has, destroy everything else (``service/reconcile.py``)."""
+        ...
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ReconciledNode:
+    """What :meth:`NodeClient.reconcile` did."""
+
+    #: Present on the node, unknown to the store: destroyed.
+    removed: Sequence[SandboxID] = ()
+    #: Adopted: where each one is, the node's copy of its metadata, and its pause mode
+    #: (``full``/``filesystem``, None when it runs).
+    adopted: Mapping[SandboxID, tuple[PlacedSandbox, Mapping[str, str], str | None]] = field(
+        default_factory=dict
+    )
+
+
+class SandboxRoutes(Protocol):
+    """Where the proxy reaches each sandbox: the api tells it (``service/routing.py``).
+
+    ``hutch serve`` hands in its proxy's in-memory catalog (through a small adapter); a
+    scale-out proxy will read the same facts from the store.
+    """
+
+    def publish(
+        self,
+        sandbox_id: SandboxID,
+        *,
+        address: str,
+        envd_access_token: str | None,
+        running: bool = True,
+        auto_resume: bool = False,
+    ) -> None:
+        """Route to the sandbox at ``address`` (``running`` False: paused, held for a wake)."""
+        ...
+
+    def mark_paused(self, sandbox_id: SandboxID) -> None:
+        """Keep the route but mark it not running (traffic may wake it); unknown: ignored."""
+        ...
+
+    def withdraw(self, sandbox_id: SandboxID) -> None:
+        """Stop routing to the sandbox (unknown ids are ignored)."""
+        ...
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ImageImport:
@@ -229,7 +278,7 @@ class BuildFailedError(Exception):
 class BuildRunner(Protocol):
     """Runs E2B SDK template builds on the node: uploaded files and steps."""
 
-    def has_files(self, files_hash: str) -> bool:
+    async def has_files(self, files_hash: str) -> bool:
         """Whether the archive of ``files_hash`` was uploaded already."""
         ...
 

@@ -1,0 +1,1 @@
+"""Adapters to nodes: ``HttpNodeClient`` speaks the node API (docs/node-api.md)."""

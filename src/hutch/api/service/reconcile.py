@@ -1,0 +1,96 @@
+"""Startup reconciliation: make the store and a node agree again (through ``NodeClient``).
+
+Rows in ``running`` are *known* to the node; rows in ``pausing``, ``paused`` or ``resuming``
+are too, and are kept as long as their files are: they end ``running`` if the container
+runs, ``paused`` (memory kept) if it is frozen, ``paused`` (filesystem only) if it is gone,
+e.g. after the host restarted (ADR 0004). A ``creating`` row is a create that the process
+died in the middle of (its caller got no answer), a ``killing`` row a kill that did not
+finish. The node destroys whatever is not known, adopts what is known and still there,
+and cleans the leftovers of known ones that are gone; every live row that was not adopted
+is then marked killed. Adopted sandboxes get their proxy route back, and the store's
+metadata (the source of truth, ADR 0005) if the node's copy differs.
+
+One node per store for now: with several, each node's rows would be selected by
+``node_id`` (issue 11's membership step).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from hutch.api.models import Sandbox, SandboxState
+from hutch.api.service.ports import NodeClient, SandboxRoutes
+from hutch.api.store.base import SandboxStore, TeamStore
+from hutch.shared.ids import SandboxID
+
+log = logging.getLogger(__name__)
+
+#: Rows whose sandbox the node may hold frozen, stopped or half-way (kept if its files are).
+_PAUSE_STATES = frozenset({SandboxState.PAUSING, SandboxState.PAUSED, SandboxState.RESUMING})
+#: Every state of a row whose sandbox might exist on the node.
+LIVE_STATES = tuple(s for s in SandboxState if s is not SandboxState.KILLED)
+
+
+@dataclass(frozen=True, slots=True)
+class StartupReport:
+    """What reconciliation did, for the log and the tests."""
+
+    adopted: tuple[str, ...]
+    removed: tuple[str, ...]
+    marked_killed: tuple[str, ...]
+
+
+async def live_rows(*, teams: TeamStore, sandboxes: SandboxStore) -> list[Sandbox]:
+    """Every row, of every team, that is not ``killed`` (paged through)."""
+    rows: list[Sandbox] = []
+    for team in await teams.list_teams():
+        token: str | None = None
+        while True:
+            page = await sandboxes.list_sandboxes(
+                team_id=team.id, states=LIVE_STATES, limit=100, next_token=token
+            )
+            rows.extend(page.items)
+            token = page.next_token
+            if token is None:
+                break
+    return rows
+
+
+async def reconcile(
+    *, teams: TeamStore, sandboxes: SandboxStore, node: NodeClient, routes: SandboxRoutes
+) -> StartupReport:
+    """See the module docstring. Call once the node is up and before serving."""
+    rows = {row.id: row for row in await live_rows(teams=teams, sandboxes=sandboxes)}
+    known = [SandboxID(s) for s, row in rows.items() if row.state is SandboxState.RUNNING]
+    paused = [SandboxID(s) for s, row in rows.items() if row.state in _PAUSE_STATES]
+    report = await node.reconcile(known, paused=paused)
+    killed = []
+    for sid, row in rows.items():
+        adopted = report.adopted.get(SandboxID(sid))
+        if adopted is None:
+            await sandboxes.mark_killed(sid, team_id=None)
+            killed.append(sid)
+            continue
+        placed, metadata, mode = adopted
+        if dict(metadata) != dict(row.metadata):
+            # The store is the source of truth (ADR 0005): a crash between a patch's
+            # store step and its node step is repaired here.
+            await node.set_metadata(SandboxID(sid), row.metadata)
+        if row.state in _PAUSE_STATES:
+            # A pause or resume cut short ends as the host has it (ADR 0004).
+            await sandboxes.set_state(
+                sid, team_id=None, expected=_PAUSE_STATES,
+                new=SandboxState.PAUSED if mode else SandboxState.RUNNING, pause_mode=mode,
+            )  # fmt: skip
+        routes.publish(
+            SandboxID(sid), address=placed.address, envd_access_token=row.envd_access_token,
+            running=mode is None, auto_resume=row.auto_resume,
+        )  # fmt: skip
+    result = StartupReport(
+        adopted=tuple(sorted(report.adopted)),
+        removed=tuple(report.removed),
+        marked_killed=tuple(killed),
+    )
+    log.info("reconciled: %s", result)
+    return result

@@ -1,0 +1,1 @@
+"""The node API (docs/node-api.md): the node's transport, a Starlette app under ``/v1``."""

@@ -1,0 +1,23 @@
+"""``create_node_app(service, token=...)``: the node API as one ASGI app (docs/node-api.md)."""
+
+from __future__ import annotations
+
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+
+from hutch.node.http import routes_sandboxes, routes_templates
+from hutch.node.http.auth import BearerAuth
+from hutch.node.http.errors import EXCEPTION_HANDLERS
+from hutch.node.service import NodeService
+
+
+def create_node_app(service: NodeService, *, token: str | None) -> Starlette:
+    """The node API over ``service``; every request must carry ``token`` (see ``auth.py``)."""
+    app = Starlette(
+        routes=[*routes_sandboxes.ROUTES, *routes_templates.ROUTES],
+        middleware=[Middleware(BearerAuth, token=token)],
+        exception_handlers=dict(EXCEPTION_HANDLERS),
+    )
+    app.router.redirect_slashes = False
+    app.state.node = service
+    return app

@@ -1,0 +1,214 @@
+"""``NodeService``: everything the node API offers, over the node's own parts.
+
+The one object ``node/http/`` serves (a thin handler per route). It speaks the node's
+vocabulary (``SandboxRequest``, ``RunningSandbox``) and adds what the sandbox manager
+does not keep itself:
+
+* **volumes**: each ``(volume id, backend, path)`` of a create or a reboot is turned into
+  the backend's host mount (once per volume) and handed to the manager as a bind mount;
+* **killed sandboxes' logs**: the last lines of a sandbox's envd log are kept when it is
+  killed (for ``_KEEP_KILLED`` sandboxes), so that ``/logs`` still answers just after.
+
+Routes (which sandbox is reachable where) are not the node's business: the api tells the
+proxy (``api/service/routing.py``) from what create, resume and reconcile return.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections import OrderedDict
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+from hutch.node.sandbox.envd_log import EnvdLogEntry
+from hutch.node.sandbox.models import (
+    ReconcileReport,
+    RunningSandbox,
+    SandboxNotFoundError,
+    SandboxRequest,
+)
+from hutch.node.sandbox.sampler import UsageSample
+from hutch.node.templates.manager import TemplateManager
+from hutch.shared.errors import InvalidArgumentError
+from hutch.volumes.base import VolumeBackend
+
+#: Killed sandboxes whose last log lines are kept, and how much of each log.
+_KEEP_KILLED = 256
+_KILLED_LOG_BYTES = 64 * 1024
+
+
+class Sandboxes(Protocol):
+    """What the service needs of the node's ``SandboxManager`` (tests hand in a fake)."""
+
+    async def create(self, request: SandboxRequest) -> RunningSandbox: ...
+    async def kill(self, sandbox_id: str) -> bool: ...
+    async def pause(self, sandbox_id: str, *, keep_memory: bool = True) -> RunningSandbox: ...
+    async def resume(
+        self,
+        sandbox_id: str,
+        *,
+        keep_memory: bool = True,
+        env_vars: Mapping[str, str] | None = None,
+        access_token: str | None = None,
+    ) -> tuple[RunningSandbox, bool]: ...
+    async def snapshot(self, sandbox_id: str, *, name: str) -> object: ...
+    def set_metadata(self, sandbox_id: str, metadata: Mapping[str, str]) -> RunningSandbox: ...
+    def list(self) -> list[RunningSandbox]: ...
+    def get(self, sandbox_id: str) -> RunningSandbox: ...
+    def envd_log(self, sandbox_id: str, *, max_bytes: int = ...) -> list[EnvdLogEntry]: ...
+    async def reconcile(
+        self, known_ids: Iterable[str], *, paused_ids: Iterable[str] = ()
+    ) -> ReconcileReport: ...
+
+
+class Samples(Protocol):
+    """The usage sampler's read side."""
+
+    def samples(
+        self, sandbox_id: str, *, start: float | None = None, end: float | None = None
+    ) -> list[UsageSample]: ...
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class VolumeMount:
+    """A volume to mount read-write at ``path`` in the sandbox."""
+
+    volume_id: str
+    backend: str
+    path: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class NodeIdentity:
+    """Who this node is (``GET /v1/node``)."""
+
+    node_id: str
+    version: str
+    runtime: str
+    max_sandboxes: int
+
+
+class NodeService:
+    """See the module docstring."""
+
+    def __init__(
+        self,
+        *,
+        identity: NodeIdentity,
+        sandboxes: Sandboxes,
+        sampler: Samples,
+        templates: TemplateManager,
+        volumes: Mapping[str, VolumeBackend] | None = None,
+    ) -> None:
+        self.identity = identity
+        self.templates = templates
+        self._sandboxes = sandboxes
+        self._sampler = sampler
+        self._volumes = dict(volumes or {})
+        self._killed_logs: OrderedDict[str, tuple[EnvdLogEntry, ...]] = OrderedDict()
+
+    def sandbox_count(self) -> int:
+        """How many sandboxes the node runs (or holds paused)."""
+        return len(self._sandboxes.list())
+
+    async def create(
+        self, request: SandboxRequest, *, volumes: Sequence[VolumeMount] = ()
+    ) -> RunningSandbox:
+        """Mount the volumes on the host, then start the sandbox with them bound in."""
+        binds = await self._volume_binds(volumes)
+        if binds:
+            request = _with_mounts(request, binds)
+        self._killed_logs.pop(request.sandbox_id, None)
+        return await self._sandboxes.create(request)
+
+    async def _volume_binds(self, volumes: Sequence[VolumeMount]) -> list[tuple[Path, str]]:
+        binds = []
+        for mount in volumes:
+            backend = self._volumes.get(mount.backend)
+            if backend is None or not backend.mountable:
+                raise InvalidArgumentError(
+                    f"volume {mount.volume_id}: backend {mount.backend!r} cannot be mounted here"
+                )
+            binds.append((Path(await backend.host_path(mount.volume_id)), mount.path))
+        return binds
+
+    async def kill(self, sandbox_id: str) -> None:
+        """Keep the tail of its log, then destroy it. Idempotent."""
+        with contextlib.suppress(SandboxNotFoundError):
+            tail = self._sandboxes.envd_log(sandbox_id, max_bytes=_KILLED_LOG_BYTES)
+            self._killed_logs[sandbox_id] = tuple(tail)
+            while len(self._killed_logs) > _KEEP_KILLED:
+                self._killed_logs.popitem(last=False)
+        await self._sandboxes.kill(sandbox_id)
+
+    async def pause(self, sandbox_id: str, *, keep_memory: bool) -> bool:
+        """Freeze (or stop) the sandbox; True if its memory is kept."""
+        sandbox = await self._sandboxes.pause(sandbox_id, keep_memory=keep_memory)
+        return sandbox.paused == "full"
+
+    async def resume(
+        self,
+        sandbox_id: str,
+        *,
+        keep_memory: bool,
+        env_vars: Mapping[str, str],
+        access_token: str | None,
+        volumes: Sequence[VolumeMount] = (),
+    ) -> tuple[RunningSandbox, bool]:
+        """Thaw or reboot the sandbox. Its volumes' host mounts are made sure of first: a
+        reboot binds them again, and an unmounted mount point would silently be an empty
+        directory of the host."""
+        await self._volume_binds(volumes)
+        return await self._sandboxes.resume(
+            sandbox_id, keep_memory=keep_memory, env_vars=dict(env_vars),
+            access_token=access_token,
+        )  # fmt: skip
+
+    async def snapshot(self, sandbox_id: str, *, snapshot_id: str) -> None:
+        """Publish the sandbox's files as template ``snapshot_id``."""
+        await self._sandboxes.snapshot(sandbox_id, name=snapshot_id)
+
+    async def delete_snapshot(self, snapshot_id: str) -> None:
+        """Remove snapshot template ``snapshot_id`` (idempotent) and unused layers."""
+        await self.templates.delete(snapshot_id)
+
+    def list(self) -> list[RunningSandbox]:
+        """Every sandbox the node runs or holds paused, oldest first."""
+        return self._sandboxes.list()
+
+    def set_metadata(self, sandbox_id: str, metadata: Mapping[str, str]) -> None:
+        """Replace the running sandbox's live metadata (the whole map)."""
+        self._sandboxes.set_metadata(sandbox_id, metadata)
+
+    def metrics(
+        self, sandbox_id: str, *, start: float | None, end: float | None
+    ) -> list[UsageSample]:
+        """The sampler's samples of a running sandbox (empty until its first tick)."""
+        self._sandboxes.get(sandbox_id)  # SandboxNotFoundError when it is not here
+        return self._sampler.samples(sandbox_id, start=start, end=end)
+
+    def logs(self, sandbox_id: str) -> list[EnvdLogEntry]:
+        """The envd log of a running sandbox; the kept tail of a killed one."""
+        try:
+            return self._sandboxes.envd_log(sandbox_id)
+        except SandboxNotFoundError:
+            return list(self._killed_logs.get(sandbox_id, ()))
+
+    async def reconcile(
+        self, known: Iterable[str], *, paused: Iterable[str]
+    ) -> tuple[ReconcileReport, list[RunningSandbox]]:
+        """Make the host agree with the caller's ids; the report and the adopted sandboxes."""
+        report = await self._sandboxes.reconcile(known, paused_ids=paused)
+        adopted = []
+        for sid in report.adopted:
+            with contextlib.suppress(SandboxNotFoundError):
+                adopted.append(self._sandboxes.get(sid))
+        return report, adopted
+
+
+def _with_mounts(request: SandboxRequest, binds: list[tuple[Path, str]]) -> SandboxRequest:
+    from dataclasses import replace
+
+    return replace(request, volume_mounts=tuple(binds))

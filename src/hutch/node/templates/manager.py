@@ -1,0 +1,174 @@
+"""``TemplateManager``: the node's template work (imports, deletes, SDK builds), by name.
+
+What ``serve/template_builder.py`` did in-process now lives here, in the node's vocabulary
+(``ImageTemplateOptions``, ``BuildSpec``, ``BuildStepError``); the node API
+(``node/http/``) serves it and the api's ``HttpNodeClient`` translates. Imports run in a
+worker thread (skopeo, unpacking and copying are blocking file work); one import or build
+per name at a time on this node.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import os
+import re
+import uuid
+from collections.abc import AsyncIterator, Mapping
+from pathlib import Path
+
+from hutch.node.templates.artifact import (
+    DirTemplateStore,
+    TemplateArtifact,
+    TemplateNotFoundError,
+    keep_version,
+)
+from hutch.node.templates.build import BuildLog, BuildSandboxes, BuildSpec, build_template
+from hutch.node.templates.image import (
+    ImageTemplateOptions,
+    ImportResult,
+    Progress,
+    delete_template,
+    import_image,
+)
+from hutch.node.templates.snapshot import prune_snapshot_layers
+from hutch.shared.errors import InvalidArgumentError, UnavailableError
+
+#: An uploaded archive's hash names a file: nothing but what a hash is made of.
+_FILES_HASH = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
+
+
+class TemplateManager:
+    """The templates of one node's home; ``sandboxes`` (its manager) runs build steps."""
+
+    def __init__(
+        self,
+        *,
+        templates_dir: Path,
+        envd_bundle: Path,
+        sandboxes: BuildSandboxes | None = None,
+        files_dir: Path | None = None,
+    ) -> None:
+        self._templates_dir = templates_dir
+        self._envd_bundle = envd_bundle
+        self._sandboxes = sandboxes
+        self._files_dir = files_dir or templates_dir.parent / "template-files"
+        self._locks: dict[str, asyncio.Lock] = {}
+
+    @property
+    def templates_dir(self) -> Path:
+        """Where the templates are published."""
+        return self._templates_dir
+
+    async def import_image(
+        self, source: str, options: ImageTemplateOptions, *, progress: Progress | None = None
+    ) -> ImportResult:
+        """Import ``source`` (skopeo syntax) as template ``options.name``.
+
+        ``progress`` is called from the worker thread.
+        """
+        async with self._locks.setdefault(options.name, asyncio.Lock()):
+            return await asyncio.to_thread(
+                import_image, source, options, templates_dir=self._templates_dir,
+                envd_bundle=self._envd_bundle, progress=progress,
+            )  # fmt: skip
+
+    async def delete(self, name: str) -> None:
+        """Remove the template's files (idempotent), and snapshot layers no longer used."""
+        with contextlib.suppress(TemplateNotFoundError):
+            await asyncio.to_thread(delete_template, self._templates_dir, name)
+        await asyncio.to_thread(prune_snapshot_layers, self._templates_dir)
+
+    # ---- E2B SDK template builds ---------------------------------------------------------
+
+    def has_files(self, files_hash: str) -> bool:
+        """Whether the archive of ``files_hash`` was uploaded already."""
+        return (self._files_dir / _check_hash(files_hash)).is_file()
+
+    async def store_files(self, files_hash: str, chunks: AsyncIterator[bytes]) -> None:
+        """Keep an uploaded archive under its hash: written aside, renamed into place."""
+        _check_hash(files_hash)
+        self._files_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        tmp = self._files_dir / f".tmp-{files_hash}-{uuid.uuid4().hex}"
+        try:
+            with tmp.open("wb") as out:
+                async for chunk in chunks:
+                    await asyncio.to_thread(out.write, chunk)
+            os.replace(tmp, self._files_dir / files_hash)
+        finally:
+            tmp.unlink(missing_ok=True)
+
+    async def run_build(
+        self,
+        name: str,
+        start: Mapping[str, object],
+        *,
+        cpu_count: float,
+        memory_mb: int,
+        log: BuildLog,
+        build_id: str,
+    ) -> None:
+        """Build template ``name`` from E2B's ``TemplateBuildStartV2`` ``start``.
+
+        Raises ``BuildStepError`` naming the failed step; a successful build is also kept
+        as ``name@build_id`` (tags point at it).
+        """
+        if self._sandboxes is None:
+            raise UnavailableError("this node cannot run build steps")
+        base = await self._base(start, log=log)
+        steps = start.get("steps") or []
+        spec = BuildSpec(
+            name=name,
+            base=base,
+            steps=list(steps) if isinstance(steps, list) else [],
+            start_cmd=_opt_str(start.get("startCmd")),
+            ready_cmd=_opt_str(start.get("readyCmd")),
+            force=bool(start.get("force")),
+            cpu_count=cpu_count,
+            memory_mb=memory_mb,
+            files_dir=self._files_dir,
+        )
+        async with self._locks.setdefault(name, asyncio.Lock()):
+            await build_template(
+                spec, sandboxes=self._sandboxes, templates_dir=self._templates_dir, log=log
+            )
+            # Inside the lock: the version kept is the one this build published.
+            await asyncio.to_thread(keep_version, self._templates_dir, name, build_id)
+
+    async def _base(self, start: Mapping[str, object], *, log: BuildLog) -> TemplateArtifact:
+        store = DirTemplateStore(self._templates_dir)
+        from_template = _opt_str(start.get("fromTemplate"))
+        if from_template:
+            return await store.get(from_template.partition(":")[0])
+        image = _opt_str(start.get("fromImage"))
+        if not image:
+            raise InvalidArgumentError("the build names neither fromTemplate nor fromImage")
+        # An image hutch imported under that name (or from that source) first.
+        for template in await store.list():
+            source = str(template.build.get("source", ""))
+            if template.image is not None and image in (template.name, source):
+                return template
+        # Else the registry, wherever one is reachable: imported once, kept hidden-ish.
+        hidden = "img-" + hashlib.sha256(image.encode()).hexdigest()[:16]
+        with contextlib.suppress(TemplateNotFoundError):
+            return await store.get(hidden)
+        log("info", f"importing docker://{image}", "base")
+        result = await asyncio.to_thread(
+            import_image,
+            f"docker://{image}",
+            ImageTemplateOptions(name=hidden),
+            templates_dir=self._templates_dir,
+            envd_bundle=self._envd_bundle,
+        )
+        return result.template
+
+
+def _check_hash(files_hash: str) -> str:
+    if not _FILES_HASH.match(files_hash):
+        raise InvalidArgumentError(f"invalid files hash {files_hash!r}")
+    return files_hash
+
+
+def _opt_str(value: object) -> str | None:
+    return value if isinstance(value, str) and value else None

@@ -1,0 +1,34 @@
+"""Who may import whom (ARCHITECTURE.md): the roles never import each other; only
+``hutch.serve`` joins them. Read from the source, so a new import fails here."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+SRC = Path(__file__).parents[2] / "src" / "hutch"
+ROLES = ("api", "node", "proxy", "envd")
+
+
+def _imports(path: Path) -> set[str]:
+    names: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.add(node.module)
+    return names
+
+
+@pytest.mark.parametrize("role", ROLES)
+def test_import_boundaries_roles_import_no_other_role(role: str) -> None:
+    forbidden = tuple(f"hutch.{other}" for other in (*ROLES, "serve", "cli") if other != role)
+    bad = [
+        f"{path.relative_to(SRC)}: {name}"
+        for path in sorted((SRC / role).rglob("*.py"))
+        for name in _imports(path)
+        if name.startswith(forbidden) and name.split(".")[:2] != ["hutch", role]
+    ]
+    assert bad == []
