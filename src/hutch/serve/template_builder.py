@@ -88,7 +88,7 @@ class LocalTemplateBuilder:
 
     # ---- E2B SDK template builds (BuildRunner) -------------------------------------------
 
-    def has_files(self, files_hash: str) -> bool:
+    async def has_files(self, files_hash: str) -> bool:
         """See ``BuildRunner.has_files``."""
         return (self._files_dir / files_hash).is_file()
 
