@@ -173,6 +173,7 @@ def build_context(
         clock=clock,
         interval_s=settings.reaper_interval_s,
     )
+    sandboxes.on_deadline_passed = reaper.nudge
     return ctx, reaper
 
 

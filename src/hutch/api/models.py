@@ -163,6 +163,8 @@ class Sandbox:
     address: str | None
     auto_pause: bool
     allow_internet: bool
+    #: False: the timeout's auto-pause keeps only the filesystem (``autoPauseMemory``).
+    auto_pause_memory: bool = True
     #: Bumped by every write: lets callers do optimistic concurrency.
     version: int
     #: ``"full"`` (memory kept) or ``"filesystem"``: how its last pause went (ADR 0004).
@@ -198,6 +200,7 @@ class NewSandbox:
     auto_pause: bool = False
     allow_internet: bool = True
     auto_resume: bool = False
+    auto_pause_memory: bool = True
     timeout_s: int | None = None
     template_build_id: str | None = None
 

@@ -244,3 +244,24 @@ def test_metrics_of_many_sandboxes(api: ApiServer) -> None:
     with _client(api, api.other_key) as other:
         r = other.get("/sandboxes/metrics", params={"sandbox_ids": a})
         assert r.json() == {"sandboxes": {}}
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "says"),
+    [
+        ("mcp", {"github": {"githubPersonalAccessToken": "x"}}, "the MCP gateway is not"),
+        ("network", {"allowOut": ["1.1.1.1"]}, "network rules are not"),
+        ("iam", {"tokens": ["t"]}, "IAM tokens are not"),
+    ],
+)
+def test_create_with_an_unsupported_feature_is_400_naming_it(
+    api: ApiServer, field: str, value: object, says: str
+) -> None:
+    """Refused, never silently ignored; nothing is created (gap 14 for ``mcp``)."""
+    with _client(api) as c:
+        r = _create(c, **{field: value})
+        assert r.status_code == 400, r.text
+        assert r.json()["message"].startswith(f"{field}: ") and says in r.json()["message"]
+        # An empty value asks for nothing (the SDK sends none when unset).
+        assert _create(c, **{field: None}).status_code == 201
+    assert len(api.node.running) == 1

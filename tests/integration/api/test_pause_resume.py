@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import time
 from datetime import UTC, datetime, timedelta
 
 import httpx
@@ -169,10 +170,60 @@ def test_auto_pause_on_timeout_then_connect(api: ApiServer) -> None:
         assert r.status_code == 201
 
 
-def test_auto_pause_memory_false_is_refused(api: ApiServer) -> None:
+def test_auto_pause_memory_false_pauses_the_filesystem_only(api: ApiServer) -> None:
+    """``autoPauseMemory: false``: the timeout's pause keeps files only, no auto-resume by
+    default, and connect resumes it (a reboot: memory not kept)."""
     with _client(api) as c:
-        r = c.post(
-            "/v2/sandboxes",
-            json={"templateID": "base", "autoPause": True, "autoPauseMemory": False},
-        )
-        assert r.status_code == 400 and "autoPauseMemory" in r.json()["message"]
+        sid = _create(c, autoPause=True, autoPauseMemory=False, timeout=30)
+        detail = c.get(f"/sandboxes/{sid}").json()
+        assert detail["lifecycle"] == {"autoResume": False, "onTimeout": "pause"}
+        reap_now(api, datetime.now(UTC) + timedelta(seconds=60))
+        detail = c.get(f"/sandboxes/{sid}").json()
+        assert detail["state"] == "paused" and detail["pauseMode"] == "filesystem"
+        assert api.node.paused[SandboxID(sid)] == "filesystem"
+        r = c.post(f"/v2/sandboxes/{sid}/connect", json={"timeout": 60})
+        assert r.status_code == 201 and r.headers["hutch-resume"] == "filesystem"
+
+
+def test_auto_pause_memory_false_is_refused_where_e2b_refuses_it(api: ApiServer) -> None:
+    with _client(api) as c:
+        for body, says in (
+            ({"autoPauseMemory": False}, "only applies when autoPause is true"),
+            ({"autoPause": False, "autoPauseMemory": False}, "only applies when autoPause"),
+            (
+                {"autoPause": True, "autoPauseMemory": False, "autoResume": {"enabled": True}},
+                "cannot be combined with autoResume",
+            ),
+        ):
+            r = c.post("/v2/sandboxes", json={"templateID": "base", **body})
+            assert r.status_code == 400, (body, r.text)
+            assert says in r.json()["message"]
+    assert api.node.running == {}
+
+
+def test_set_timeout_zero_pauses_at_once_without_waiting_for_the_reaper(
+    sdk_env: ApiServer,
+) -> None:
+    """The reaper ticks hourly in these tests: only ``set_timeout(0)``'s nudge can have
+    paused the sandbox (gap 6), keeping memory with ``keep_memory`` unset."""
+    for on_timeout, mode in (
+        ({"action": "pause", "keep_memory": None}, "full"),
+        ({"action": "pause", "keep_memory": False}, "filesystem"),
+        ("kill", None),
+    ):
+        sbx = Sandbox.create(lifecycle={"on_timeout": on_timeout})
+        sbx.set_timeout(0)
+        with _client(sdk_env) as c:
+            deadline = time.monotonic() + 10
+            while True:
+                r = c.get(f"/sandboxes/{sbx.sandbox_id}")
+                if mode is None and r.status_code == 404:
+                    break
+                if mode is not None and r.json()["state"] == "paused":
+                    assert r.json()["pauseMode"] == mode
+                    break
+                assert time.monotonic() < deadline, r.text
+                time.sleep(0.02)
+        if mode is not None:
+            assert sdk_env.node.paused[SandboxID(sbx.sandbox_id)] == mode
+            assert Sandbox.connect(sbx.sandbox_id).get_info().state == SandboxState.RUNNING

@@ -171,7 +171,8 @@ async def test_listing_filters_by_state_time_and_template(store: SqlStore, team_
     assert await ids(states=visible) == {running.id, paused.id, other_tpl.id}
     assert await ids(states={SandboxState.PAUSED}) == {paused.id}
     assert await ids() == {running.id, paused.id, killed.id, other_tpl.id}
-    assert await ids(started_after=T0) == {paused.id, other_tpl.id}
+    assert await ids(started_after=T0) == {running.id, paused.id, killed.id, other_tpl.id}
+    assert await ids(started_after=T0 + timedelta(microseconds=1)) == {paused.id, other_tpl.id}
     assert await ids(template="busybox") == {other_tpl.id}
     assert await ids(template="tpl2") == {other_tpl.id}
     assert await ids(template="base", states={SandboxState.RUNNING}) == {running.id}
@@ -193,3 +194,22 @@ async def test_listing_rejects_malformed_tokens(
 async def test_listing_rejects_bad_limits(store: SqlStore, team_id: TeamID, limit: int) -> None:
     with pytest.raises(InvalidArgumentError):
         await store.sandboxes.list_sandboxes(team_id=team_id, limit=limit)
+
+
+async def test_listing_started_after_is_inclusive_at_microsecond_precision(
+    store: SqlStore, team_id: TeamID
+) -> None:
+    """The store keeps ``started_at`` to the microsecond on both databases, and the
+    bound is at-or-after (infra's ``>=``): the sandbox's own ``started_at`` lists it,
+    one microsecond later does not (issue 18, gap 4)."""
+    at = T0 + timedelta(microseconds=467_795)
+    sbx = (await store.sandboxes.create_sandbox(new_sandbox(team_id, started_at=at))).sandbox
+    assert (await store.sandboxes.get_sandbox(sbx.id, team_id=team_id)).started_at == at
+
+    async def ids(after) -> list[str]:
+        page = await store.sandboxes.list_sandboxes(team_id=team_id, started_after=after)
+        return [s.id for s in page.items]
+
+    assert await ids(at) == [sbx.id]
+    assert await ids(at + timedelta(microseconds=1)) == []
+    assert await ids(at - timedelta(microseconds=1)) == [sbx.id]

@@ -27,6 +27,7 @@ async def test_sandboxes_create_and_get_round_trip_every_field(
         node_id=NodeID("node-1"),
         address="10.11.0.2",
         auto_pause=True,
+        auto_pause_memory=False,
         allow_internet=False,
         cpu_count=4,
         memory_mb=2048,
@@ -46,6 +47,7 @@ async def test_sandboxes_create_and_get_round_trip_every_field(
     assert (got.envd_access_token, got.envd_version) == ("tok", "0.6.13")
     assert (got.node_id, got.address) == ("node-1", "10.11.0.2")
     assert (got.auto_pause, got.allow_internet) == (True, False)
+    assert got.auto_pause_memory is False
     assert (got.cpu_count, got.memory_mb, got.disk_mb) == (4, 2048, 4096)
     assert got.version == 1
 
@@ -266,3 +268,10 @@ async def test_sandboxes_count_on_node(store: SqlStore, team_id: TeamID) -> None
     assert await store.sandboxes.count_on_node(n2) == 1
     assert await store.sandboxes.count_on_node(n1, states={SandboxState.KILLED}) == 1
     assert await store.sandboxes.count_on_node(NodeID("n3")) == 0
+
+
+async def test_sandboxes_auto_pause_memory_defaults_to_true(
+    store: SqlStore, team_id: TeamID
+) -> None:
+    sbx = (await store.sandboxes.create_sandbox(new_sandbox(team_id, auto_pause=True))).sandbox
+    assert (await store.sandboxes.get_sandbox(sbx.id, team_id=team_id)).auto_pause_memory

@@ -54,12 +54,7 @@ async def _create(request: Request, *, api_version: int) -> Response:
     body = await read_body(request, NewSandboxBody)
     unsupported = body.unsupported()
     if unsupported:
-        raise InvalidArgumentError(f"{', '.join(unsupported)}: not supported by this server")
-    if body.auto_pause_memory is False:
-        raise InvalidArgumentError(
-            "autoPauseMemory: false is not supported: an auto-pause keeps memory where the "
-            "runtime can (docs/pause.md)"
-        )
+        raise InvalidArgumentError("; ".join(unsupported))
     ctx = context(request)
     sandbox = await ctx.sandboxes.create_sandbox(
         team_id=team.id,
@@ -74,6 +69,7 @@ async def _create(request: Request, *, api_version: int) -> Response:
             if body.allow_internet_access is None
             else body.allow_internet_access,
             auto_pause=bool(body.auto_pause),
+            auto_pause_memory=body.auto_pause_memory,
             auto_resume=body.auto_resume.enabled if body.auto_resume is not None else None,
             volume_mounts=tuple((m.name, m.path) for m in body.volume_mounts or ()),
             api_version=api_version,

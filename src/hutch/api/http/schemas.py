@@ -23,9 +23,14 @@ from hutch.api.service.sandboxes import public_state
 from hutch.shared.ids import CLIENT_ID
 from hutch.volumes.base import EntryStat, Usage
 
-#: Fields of ``NewSandbox``/``NewSandboxV2`` hutch does not implement yet: refused rather
-#: than silently ignored (an ignored egress rule or volume would surprise).
-UNSUPPORTED_CREATE_FIELDS: Final = ("network", "mcp", "iam")
+#: Fields of ``NewSandbox``/``NewSandboxV2`` hutch does not implement yet, and why: refused
+#: (400) rather than silently ignored (an ignored egress rule or MCP server would surprise).
+UNSUPPORTED_CREATE_FIELDS: Final = {
+    "network": "per-sandbox network rules are not supported by this server yet",
+    "mcp": "the MCP gateway is not supported by this server yet; create the sandbox "
+    "without mcp",
+    "iam": "IAM tokens are not supported by this server yet",
+}
 _NAMESPACE: Final = uuid.UUID("6c1f6a8e-5d2b-4f57-9a0e-8d1d3b0c2a61")
 
 
@@ -61,9 +66,10 @@ class NewSandboxBody(_Body):
     volume_mounts: list[VolumeMountBody] | None = Field(default=None, alias="volumeMounts")
 
     def unsupported(self) -> list[str]:
-        """Names of unsupported features the request actually asks for."""
+        """``"field: why"`` for each unsupported feature the request actually asks for."""
         extra = self.model_extra or {}
-        return [name for name in UNSUPPORTED_CREATE_FIELDS if extra.get(name)]
+        fields = UNSUPPORTED_CREATE_FIELDS.items()
+        return [f"{name}: {why}" for name, why in fields if extra.get(name)]
 
 
 class ImportImageBody(_Body):

@@ -12,6 +12,7 @@ depend on the wall clock; :meth:`Reaper.run` is the background loop ``app.py`` s
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from datetime import datetime
 from typing import Final
@@ -43,6 +44,11 @@ class Reaper:
         self._pausing = pausing
         self._clock = clock
         self._interval_s = interval_s
+        self._nudged = asyncio.Event()
+
+    def nudge(self) -> None:
+        """Run the next pass now instead of at the next tick (a deadline was set to now)."""
+        self._nudged.set()
 
     async def reap_once(self, now: datetime) -> int:
         """Kill every sandbox running past its deadline at ``now``; return how many.
@@ -66,7 +72,11 @@ class Reaper:
                         await self._finish_kill(sandbox.id)
                     elif sandbox.auto_pause and self._pausing is not None:
                         # autoPause: the timeout pauses instead of killing (ADR 0004).
-                        await self._pausing.pause(team_id=None, sandbox_id=sandbox.id)
+                        await self._pausing.pause(
+                            team_id=None,
+                            sandbox_id=sandbox.id,
+                            keep_memory=sandbox.auto_pause_memory,
+                        )
                     else:
                         await self._service.kill_sandbox(team_id=None, sandbox_id=sandbox.id)
                     killed += 1
@@ -87,4 +97,6 @@ class Reaper:
                 raise
             except Exception:
                 _log.exception("reaper pass failed")
-            await asyncio.sleep(self._interval_s)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._nudged.wait(), self._interval_s)
+            self._nudged.clear()

@@ -21,7 +21,7 @@ import dataclasses
 import hashlib
 import json
 import secrets
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 from typing import Final, Protocol
@@ -48,6 +48,7 @@ from hutch.api.service.ports import (
 )
 from hutch.api.service.template_tags import TemplateTagService
 from hutch.api.service.validation import (
+    check_auto_pause_memory,
     check_env_vars,
     check_idempotency_key,
     check_metadata,
@@ -107,7 +108,11 @@ class CreateSandboxRequest:
     secure: bool = True
     allow_internet: bool = True
     auto_pause: bool = False
-    #: ``None``: on exactly when ``auto_pause`` is (traffic resumes an auto-paused sandbox).
+    #: ``autoPauseMemory``; ``None``: true. False: the timeout's auto-pause keeps only the
+    #: filesystem (ADR 0004), and the resume reboots over the kept files.
+    auto_pause_memory: bool | None = None
+    #: ``None``: on exactly when ``auto_pause`` keeps memory (traffic resumes an
+    #: auto-paused sandbox; a filesystem-only one must be resumed by ``connect``, as E2B).
     auto_resume: bool | None = None
     #: ``(volume name or id, mount path)`` pairs (``volumeMounts``).
     volume_mounts: tuple[tuple[str, str], ...] = ()
@@ -200,6 +205,10 @@ class SandboxService:
         self._node = node
         self._policy = policy
         self._clock = clock
+        #: Called when a deadline was set to now or earlier (``set_timeout(0)``): the
+        #: reaper's :meth:`~hutch.api.service.reaper.Reaper.nudge`, so the timeout's
+        #: kill or auto-pause happens at once rather than at its next tick.
+        self.on_deadline_passed: Callable[[], None] | None = None
 
     # -- create ---------------------------------------------------------------------------
 
@@ -221,6 +230,11 @@ class SandboxService:
         )
         metadata = check_metadata(request.metadata)
         env_vars = check_env_vars(request.env_vars)
+        auto_pause_memory = check_auto_pause_memory(
+            request.auto_pause_memory,
+            auto_pause=request.auto_pause,
+            auto_resume=request.auto_resume,
+        )
         if idempotency_key is not None:
             check_idempotency_key(idempotency_key)
         # "name:tag" → that tag's build; "name" → its default tag's build, if it has one.
@@ -262,7 +276,10 @@ class SandboxService:
             node_id=self._node.node_id,
             auto_pause=request.auto_pause,
             allow_internet=request.allow_internet,
-            auto_resume=request.auto_pause if request.auto_resume is None else request.auto_resume,
+            auto_resume=(request.auto_pause and auto_pause_memory)
+            if request.auto_resume is None
+            else request.auto_resume,
+            auto_pause_memory=auto_pause_memory,
             timeout_s=timeout_s,
             template_build_id=build_id,
         )
@@ -461,15 +478,19 @@ class SandboxService:
     async def _set_end(
         self, team_id: TeamID, sandbox_id: str, seconds: int, *, extend_only: bool
     ) -> Sandbox:
+        now = self._clock()
         try:
-            return await self._sandboxes.set_end_at(
+            sandbox = await self._sandboxes.set_end_at(
                 sandbox_id,
                 team_id=team_id,
-                end_at=self._clock() + timedelta(seconds=seconds),
+                end_at=now + timedelta(seconds=seconds),
                 extend_only=extend_only,
             )
         except SandboxStateConflictError as exc:  # being killed or killed: gone for clients
             raise _not_found(sandbox_id) from exc
+        if sandbox.end_at <= now and self.on_deadline_passed is not None:
+            self.on_deadline_passed()
+        return sandbox
 
     # -- kill -----------------------------------------------------------------------------
 

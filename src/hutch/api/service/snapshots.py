@@ -181,7 +181,7 @@ class SnapshotService:
             template=snapshot.id, timeout_s=timeout_s, metadata=sandbox.metadata,
             env_vars=sandbox.env_vars, secure=sandbox.envd_access_token is not None,
             allow_internet=sandbox.allow_internet, auto_pause=sandbox.auto_pause,
-            auto_resume=sandbox.auto_resume,
+            auto_pause_memory=sandbox.auto_pause_memory, auto_resume=sandbox.auto_resume,
         )  # fmt: skip
         gate = asyncio.Semaphore(_FORK_CONCURRENCY)
 

@@ -108,3 +108,26 @@ def check_idempotency_key(key: str) -> str:
             "Idempotency-Key must be 1-255 characters of lowercase letters, digits and '-'"
         )
     return key
+
+
+def check_auto_pause_memory(
+    value: bool | None, *, auto_pause: bool, auto_resume: bool | None
+) -> bool:
+    """``autoPauseMemory`` (default true), refused where infra refuses it.
+
+    It only says what a timeout's auto-pause keeps, so without ``autoPause`` it is an
+    error rather than silently stored; and a filesystem-only pause has no memory for
+    traffic to wake, so it cannot be combined with auto-resume (infra's
+    ``sandbox_create.go``, same messages).
+    """
+    if value is None or value:
+        return True
+    if not auto_pause:
+        raise InvalidArgumentError("autoPauseMemory=false only applies when autoPause is true.")
+    if auto_resume:
+        raise InvalidArgumentError(
+            "autoPauseMemory=false (filesystem-only auto-pause) cannot be combined with "
+            "autoResume: a filesystem-only snapshot cannot be auto-resumed by traffic and "
+            "must be resumed explicitly."
+        )
+    return False

@@ -44,6 +44,7 @@ def sandbox_values(sandbox_id: SandboxID, new: NewSandbox) -> dict[str, Any]:
         "auto_resume": new.auto_resume,
         "timeout_s": new.timeout_s,
         "template_build_id": new.template_build_id,
+        "auto_pause_memory": new.auto_pause_memory,
     }
 
 
@@ -72,6 +73,7 @@ def row_to_sandbox(row: Any, metadata: Mapping[str, str]) -> Sandbox:
         node_id=NodeID(row.node_id) if row.node_id is not None else None,
         address=row.address,
         auto_pause=bool(row.auto_pause),
+        auto_pause_memory=bool(row.auto_pause_memory),
         allow_internet=bool(row.allow_internet),
         pause_mode=row.pause_mode,
         template_build_id=row.template_build_id,
@@ -142,7 +144,10 @@ def listing_query(
     if states is not None:
         query = query.where(s.state.in_([st.value for st in states]))
     if started_after is not None:
-        query = query.where(s.started_at > started_after)
+        # At or after, as infra's list (``sandbox_started_at >= @started_after``): a
+        # client feeding a sandbox's own ``startedAt`` back must get that sandbox. Both
+        # sides sit on the microsecond grid (the column and Python's datetime).
+        query = query.where(s.started_at >= started_after)
     if template is not None:
         query = query.where(or_(s.template_id == template, s.alias == template))
     for key, value in (metadata or {}).items():

@@ -183,7 +183,7 @@ class SqlSandboxStore:
         """One page of the team's sandboxes, newest first by default.
 
         Filters are AND-ed: ``states`` (any of), ``metadata`` (every pair must match
-        exactly), ``started_after`` (strictly), ``template`` (id or alias). ``next_token``
+        exactly), ``started_after`` (at or after), ``template`` (id or alias). ``next_token``
         is the previous page's token; it is only meaningful with the same filters and order.
         """
         if not 1 <= limit <= MAX_PAGE_SIZE:

@@ -27,7 +27,7 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
 )
-from sqlalchemy.sql.expression import false
+from sqlalchemy.sql.expression import false, true
 from sqlalchemy.types import TypeDecorator
 
 
@@ -158,6 +158,9 @@ sandboxes = Table(
     # 0006 (template tags): the template build the sandbox was created from when a tag
     # chose it ("name:tag"); None: the template's current version.
     Column("template_build_id", String(64), nullable=True),
+    # 0007 (filesystem-only auto-pause): false when the timeout's auto-pause keeps only
+    # the filesystem (``autoPauseMemory: false``).
+    Column("auto_pause_memory", Boolean, nullable=False, server_default=true()),
     # The listing's keyset: WHERE team_id = ? ORDER BY started_at, id.
     Index(None, "team_id", "started_at", "id"),
     # The reaper: WHERE state = 'running' AND end_at <= now.
