@@ -33,6 +33,4 @@ def test_sdk_started_after_is_inclusive_at_full_precision(sdk_any_db: ApiServer)
     assert listed.started_at == info.started_at
     assert sbx.sandbox_id in _listed(started_after=info.started_at)
     assert sbx.sandbox_id not in _listed(started_after=info.started_at + timedelta(seconds=1))
-    assert sbx.sandbox_id not in _listed(
-        started_after=info.started_at + timedelta(microseconds=1)
-    )
+    assert sbx.sandbox_id not in _listed(started_after=info.started_at + timedelta(microseconds=1))

@@ -27,8 +27,7 @@ from hutch.volumes.base import EntryStat, Usage
 #: (400) rather than silently ignored (an ignored egress rule or MCP server would surprise).
 UNSUPPORTED_CREATE_FIELDS: Final = {
     "network": "per-sandbox network rules are not supported by this server yet",
-    "mcp": "the MCP gateway is not supported by this server yet; create the sandbox "
-    "without mcp",
+    "mcp": "the MCP gateway is not supported by this server yet; create the sandbox without mcp",
     "iam": "IAM tokens are not supported by this server yet",
 }
 _NAMESPACE: Final = uuid.UUID("6c1f6a8e-5d2b-4f57-9a0e-8d1d3b0c2a61")
