@@ -8,12 +8,20 @@ the ``mcp`` refusal (gap 14).
 
 from __future__ import annotations
 
+import asyncio
+import threading
 import time
+from collections.abc import Callable
 from datetime import timedelta
 
+import httpx
 import pytest
-from e2b import Sandbox, SandboxQuery, SandboxState
-from e2b.exceptions import InvalidArgumentException, SandboxException
+from e2b import AsyncSandbox, Sandbox, SandboxQuery, SandboxState
+from e2b.exceptions import (
+    InvalidArgumentException,
+    SandboxException,
+    SandboxNotRunningException,
+)
 
 from .serveproc import Serve
 
@@ -39,6 +47,71 @@ def test_list_started_after_includes_its_own_start_and_not_a_second_later(serve:
         started = sbx.get_info().started_at
         assert sbx.sandbox_id in _listed(started_after=started)
         assert sbx.sandbox_id not in _listed(started_after=started + timedelta(seconds=1))
+    finally:
+        sbx.kill()
+
+
+END_OF_LIFE = "The sandbox was killed or reached its end of life"
+
+
+def _after_it_runs(sbx: Sandbox, then: Callable[[], object]) -> threading.Thread:
+    """Call ``then`` once ``sleep 60`` is running in ``sbx`` (seen from a second stream)."""
+
+    def run() -> None:
+        deadline = time.monotonic() + 30
+        while not any("sleep" in " ".join([p.cmd, *p.args]) for p in sbx.commands.list()):
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        then()
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread
+
+
+@pytest.mark.parametrize("how", ["kill", "timeout"])
+def test_command_under_a_killed_sandbox_raises_not_running(serve: Serve, how: str) -> None:
+    """The stream breaks; the SDK probes ``/health`` through the proxy, which answers 502
+    "was not found" for the gone sandbox, so the SDK says it was killed (gap 5)."""
+    sbx = Sandbox.create("busybox", timeout=120)
+    end = sbx.kill if how == "kill" else (lambda: sbx.set_timeout(0))
+    thread = _after_it_runs(sbx, end)
+    with pytest.raises(SandboxNotRunningException, match=END_OF_LIFE):
+        sbx.commands.run("sleep 60", timeout=90)
+    thread.join(10)
+    assert sbx.is_running() is False
+    r = httpx.get(
+        f"{serve.sandbox_url}/health",
+        headers={"E2b-Sandbox-Id": sbx.sandbox_id, "E2b-Sandbox-Port": "8080"},
+    )
+    assert r.status_code == 502
+    assert r.json() == {"sandboxId": sbx.sandbox_id, "message": "The sandbox was not found",
+                        "code": 502}  # fmt: skip
+
+
+async def test_async_command_under_a_killed_sandbox_raises_not_running(serve: Serve) -> None:
+    sbx = await AsyncSandbox.create("busybox", timeout=120)
+
+    async def kill_once_running() -> None:
+        while not any(p.cmd == "/bin/bash" or "sleep" in " ".join(p.args)
+                      for p in await sbx.commands.list()):  # fmt: skip
+            await asyncio.sleep(0.05)
+        await sbx.kill()
+
+    killer = asyncio.ensure_future(kill_once_running())
+    with pytest.raises(SandboxNotRunningException, match=END_OF_LIFE):
+        await sbx.commands.run("sleep 60", timeout=90)
+    await asyncio.wait_for(killer, 10)
+    assert await sbx.is_running() is False
+
+
+def test_envd_control_routes_are_not_reachable_through_the_proxy(serve: Serve) -> None:
+    sbx = Sandbox.create("busybox", timeout=120)
+    try:
+        headers = {"E2b-Sandbox-Id": sbx.sandbox_id, "E2b-Sandbox-Port": "49983"}
+        r = httpx.post(f"{serve.sandbox_url}/init", headers=headers, json={"envVars": {"A": "1"}})
+        assert r.status_code == 404 and r.json()["code"] == 404
+        assert sbx.commands.run("echo ${A:-unset}").stdout == "unset\n"
     finally:
         sbx.kill()
 

@@ -16,6 +16,11 @@ from hutch.shared.errors import InvalidArgumentError
 SANDBOX_NOT_FOUND: Final = "The sandbox was not found"
 PORT_NOT_OPEN: Final = "The sandbox is running but port is not open"
 INVALID_SIGNATURE: Final = "missing or invalid signature"
+#: infra's ``NewInternalRouteError`` message (``packages/shared/pkg/proxy/template``).
+INTERNAL_ROUTE: Final = (
+    "This endpoint is reserved for the E2B control plane and is not reachable through the "
+    "sandbox URL"
+)
 
 
 class RoutingError(InvalidArgumentError):
@@ -40,6 +45,12 @@ def sandbox_not_found(sandbox_id: str) -> tuple[int, bytes]:
 def port_not_open(sandbox_id: str, port: int) -> tuple[int, bytes]:
     """502 when nothing accepts connections on the sandbox's port."""
     return 502, json_body(502, PORT_NOT_OPEN, sandboxId=sandbox_id, port=port)
+
+
+def internal_route(path: str) -> tuple[int, bytes]:
+    """404 for envd's control routes (``/init``, ...), which only the node calls: the same
+    answer whether or not the sandbox exists, and without its id (as infra)."""
+    return 404, json_body(404, INTERNAL_ROUTE, path=path)
 
 
 def invalid_signature() -> tuple[int, bytes]:

@@ -16,6 +16,7 @@ accepted and stripped. Nothing here does IO.
 
 from __future__ import annotations
 
+import posixpath
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Final
@@ -25,6 +26,14 @@ from hutch.shared.ids import SandboxID, parse_sandbox_id
 
 #: envd's fixed port inside every sandbox (``ConnectionConfig.envd_port``).
 ENVD_PORT: Final = 49983
+
+#: envd's control routes: the node calls them at the sandbox's address, never through the
+#: proxy, so a request for one that arrives here has no legitimate sender (``/init`` is
+#: exempt from envd's token check before the first init). infra's list
+#: (``orchestrator/pkg/sandbox/envd/internal_routes*.go``), whichever hutch's envd serves.
+INTERNAL_ENVD_PATHS: Final = frozenset(
+    {"/init", "/upgrade", "/collapse", "/freeze", "/fsfreeze", "/fsthaw", "/unfreeze"}
+)
 
 _ID_HEADER: Final = b"e2b-sandbox-id"
 _PORT_HEADER: Final = b"e2b-sandbox-port"
@@ -122,3 +131,16 @@ def route(
         "no sandbox named: send E2b-Sandbox-Id and E2b-Sandbox-Port, "
         "or use a Host of the form <port>-<sandboxId>.<domain>"
     )
+
+
+def is_internal(target: SandboxTarget, path: str) -> bool:
+    """Whether ``path`` (decoded) addresses one of envd's control routes on envd's port.
+
+    Cleaned first (``//init``, ``/init/``, ``/files/../init`` all count), so the answer
+    covers everything envd itself could route to a control path; any method, so a 405
+    from envd cannot confirm the route exists.
+    """
+    if target.port != ENVD_PORT or not path:
+        return False
+    cleaned = posixpath.normpath("/" + path.lstrip("/"))
+    return cleaned in INTERNAL_ENVD_PATHS

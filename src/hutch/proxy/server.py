@@ -23,7 +23,7 @@ import httpx
 
 from hutch.proxy import errors
 from hutch.proxy.catalog import SandboxCatalog, SandboxRoute
-from hutch.proxy.routing import SandboxTarget, SignedFileTarget, route
+from hutch.proxy.routing import SandboxTarget, SignedFileTarget, is_internal, route
 from hutch.shared.ids import SandboxID
 
 Scope = MutableMapping[str, Any]
@@ -183,6 +183,9 @@ class ProxyApp:
             )
             return (found, target.port) if found is not None else errors.invalid_signature()
         assert isinstance(target, SandboxTarget)
+        if is_internal(target, scope["path"]):
+            # Before the lookup: the answer says nothing about which sandboxes exist.
+            return errors.internal_route(scope["path"])
         found = self.catalog.find(target.sandbox_id)
         if found is None or not found.running:
             return errors.sandbox_not_found(target.sandbox_id)

@@ -15,11 +15,11 @@ from __future__ import annotations
 
 import asyncio
 from typing import Any, ClassVar, Final
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 from hutch.proxy import errors
 from hutch.proxy.catalog import SandboxCatalog
-from hutch.proxy.routing import SandboxTarget, route
+from hutch.proxy.routing import SandboxTarget, is_internal, route
 
 #: A request head larger than this is refused (h11 already limits it; this is our buffer).
 _MAX_HEAD: Final = 64 * 1024
@@ -40,7 +40,8 @@ def _parse_head(head: bytes) -> tuple[str, bytes, list[tuple[bytes, bytes]]]:
 
 def _http_error(answer: tuple[int, bytes]) -> bytes:
     status, body = answer
-    reason = {400: b"Bad Request", 401: b"Unauthorized", 502: b"Bad Gateway"}.get(status, b"Error")
+    reasons = {400: b"Bad Request", 401: b"Unauthorized", 404: b"Not Found", 502: b"Bad Gateway"}
+    reason = reasons.get(status, b"Error")
     return (
         b"HTTP/1.1 %d %s\r\ncontent-type: application/json\r\ncontent-length: %d\r\n"
         b"connection: close\r\n\r\n%s" % (status, reason, len(body), body)
@@ -142,6 +143,9 @@ class WebSocketRelay(_Side):
             return self._fail(errors.bad_request(exc.public_message))
         if not isinstance(where, SandboxTarget):
             return self._fail(errors.bad_request("a WebSocket must name its sandbox"))
+        decoded_path = unquote(parts.path.decode("latin-1"))
+        if is_internal(where, decoded_path):
+            return self._fail(errors.internal_route(decoded_path))
         sandbox = self.catalog.find(where.sandbox_id)
         if sandbox is not None and not sandbox.running and sandbox.auto_resume:
             sandbox = await self.catalog.wake(where.sandbox_id)  # ADR 0004

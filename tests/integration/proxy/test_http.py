@@ -200,3 +200,40 @@ def test_proxy_client_disconnect_closes_the_upstream_connection(
         assert started.wait(10)
     # The client is gone: the upstream's writes must fail because the proxy closed its side.
     assert a.closed.wait(20)
+
+
+def test_proxy_answers_502_not_found_on_every_path_and_port(proxy: RunningProxy) -> None:
+    """Unknown, killed (route removed) or not yet routable (no route, or paused without
+    auto-resume): 502 with infra's body, whatever the port, path or method, by header or
+    Host (issue 18 gap 5: the SDK's health probe after a broken stream relies on it)."""
+    proxy.catalog.put(SandboxRoute(SandboxID("ipaused"), "127.0.0.1", running=False))
+    proxy.catalog.put(SandboxRoute(SandboxID("ikilled"), "127.0.0.1"))
+    proxy.catalog.remove(SandboxID("ikilled"))
+    for sandbox in ("inosuch", "ipaused", "ikilled"):
+        for port, path, method in ((49983, "/health", "GET"), (8080, "/a/b?c=d", "POST"),
+                                   (49983, "/process.Process/Start", "POST")):  # fmt: skip
+            want = {"sandboxId": sandbox, "message": "The sandbox was not found", "code": 502}
+            for headers in (_headers(port, sandbox), {"Host": f"{port}-{sandbox}.example"}):
+                r = httpx.request(method, proxy.url + path, headers=headers, content=b"x")
+                assert r.status_code == 502, (sandbox, port, path)
+                assert r.headers["content-type"] == "application/json"
+                assert r.json() == want
+
+
+def test_proxy_refuses_envd_control_routes_with_404_for_any_sandbox(
+    proxy: RunningProxy, start_upstream: Callable[[Handler], Upstream]
+) -> None:
+    """``/init`` and envd's other control routes are the node's, never the client's: 404
+    before the lookup (the same for a live and an unknown sandbox), as infra."""
+    up = start_upstream()  # type: ignore[call-arg]
+    proxy.catalog.put(SandboxRoute(SID, "127.0.0.1", ports={49983: up.port}))
+    for sandbox in (SID, "inosuch"):
+        for path in ("/init", "//init", "/init/", "/files/%2E%2E/init"):
+            r = httpx.post(proxy.url + path, headers=_headers(49983, sandbox), json={})
+            assert r.status_code == 404, (sandbox, path, r.text)
+            body = r.json()
+            assert body["code"] == 404 and "control plane" in body["message"]
+            assert "sandboxId" not in body  # the echo upstream would have answered 200
+    # The same path on another port is the sandbox's own business.
+    proxy.catalog.put(SandboxRoute(SID, "127.0.0.1", ports={3000: up.port}))
+    assert httpx.post(proxy.url + "/init", headers=_headers(3000)).status_code == 200

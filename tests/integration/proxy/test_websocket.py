@@ -102,10 +102,12 @@ def test_websocket_echo_through_the_proxy(
 
 def test_websocket_errors_are_json(proxy: RunningProxy) -> None:
     proxy.catalog.put(SandboxRoute(SandboxID("iws"), "127.0.0.1", ports={8080: free_port()}))
+    proxy.catalog.put(SandboxRoute(SandboxID("ipaused"), "127.0.0.1", running=False))
     cases = [
         ("E2b-Sandbox-Id: nosuch\r\nE2b-Sandbox-Port: 8080\r\n", b"502", b"was not found"),
         ("E2b-Sandbox-Id: iws\r\nE2b-Sandbox-Port: 8080\r\n", b"502", b"port is not open"),
         ("E2b-Sandbox-Id: iws\r\n", b"400", b"E2b-Sandbox-Port"),
+        ("E2b-Sandbox-Id: ipaused\r\nE2b-Sandbox-Port: 8080\r\n", b"502", b"was not found"),
     ]
     for headers, status, text in cases:
         s, head = _handshake(proxy.port, headers)

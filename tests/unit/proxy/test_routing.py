@@ -6,7 +6,7 @@ import pytest
 
 from hutch.proxy.catalog import InMemorySandboxCatalog, SandboxRoute
 from hutch.proxy.errors import RoutingError
-from hutch.proxy.routing import SandboxTarget, SignedFileTarget, parse_host, route
+from hutch.proxy.routing import SandboxTarget, SignedFileTarget, is_internal, parse_host, route
 from hutch.shared.ids import SandboxID
 from hutch.shared.signatures import check_signature, file_signature, signature_matches
 
@@ -123,3 +123,25 @@ def test_catalog_finds_the_signing_sandbox_only() -> None:
 def test_route_address_remaps_ports() -> None:
     r = SandboxRoute(SandboxID("a"), "10.0.0.1", ports={49983: 5000})
     assert r.address(49983) == ("10.0.0.1", 5000) and r.address(80) == ("10.0.0.1", 80)
+
+
+@pytest.mark.parametrize(
+    ("port", "path", "internal"),
+    [
+        (49983, "/init", True),
+        (49983, "/init/", True),
+        (49983, "//init", True),
+        (49983, "/files/../init", True),
+        (49983, "/upgrade", True),
+        (49983, "/freeze", True),
+        (49983, "/health", False),
+        (49983, "/files", False),
+        (49983, "/initx", False),
+        (49983, "/a/init", False),
+        (8080, "/init", False),  # the sandbox's own servers may have an /init
+    ],
+)
+def test_is_internal_names_envd_control_routes_on_envd_port(
+    port: int, path: str, internal: bool
+) -> None:
+    assert is_internal(SandboxTarget(SandboxID("isbx"), port), path) is internal
