@@ -10,7 +10,8 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
-from e2b import Sandbox
+from e2b import InvalidArgumentException, Sandbox
+from e2b.exceptions import AuthenticationException
 
 from .serveproc import Serve
 
@@ -115,3 +116,25 @@ def test_answers_carry_fields_exactly_where_e2bs_envd_does(busybox: Sandbox, ser
     entry = r.json()["entry"]
     assert "metadata" not in entry and "symlinkTarget" not in entry and "isSymlink" not in entry
     assert (entry["name"], entry["type"], entry["size"]) == ("raw.txt", "FILE_TYPE_FILE", "3")
+
+
+def test_default_user_writes_under_root_like_e2b(busybox: Sandbox) -> None:
+    top = f"/{uuid.uuid4().hex[:6]}"
+    infos = busybox.files.write_files(
+        [{"path": f"{top}/a.txt", "data": "a"}, {"path": "/home/user/b.txt", "data": "b"}]
+    )
+    assert [i.path for i in infos] == [f"{top}/a.txt", "/home/user/b.txt"]
+    assert busybox.files.read(f"{top}/a.txt") == "a"
+    assert busybox.files.read("/home/user/b.txt") == "b"
+    for path in (top, f"{top}/a.txt", "/home/user/b.txt"):
+        info = busybox.files.get_info(path)
+        assert (info.owner, info.group) == ("user", "user"), path
+    assert busybox.files.get_info("/").owner == "root"
+    assert busybox.files.make_dir(f"{top}/made/here") is True
+    assert busybox.files.get_info(f"{top}/made").owner == "user"
+    # Still refused, as E2B refuses them: a directory as a file, an unknown user.
+    with pytest.raises(InvalidArgumentException):
+        busybox.files.write(top, "x")
+    with pytest.raises(AuthenticationException):
+        busybox.files.write(f"{top}/c.txt", "c", user="nobody-here")
+    busybox.files.remove(top)

@@ -3,8 +3,8 @@
 Paths are resolved the way E2B's envd resolves them: ``~`` and ``~/x`` expand to the user's
 home, relative paths are taken relative to the home, an empty path means the default
 workdir (or the home). ``..`` is resolved lexically and honestly: envd runs as root inside
-its sandbox, so the sandbox is the boundary; what a *user* may touch is checked separately
-(``filesystem/permissions.py``).
+its sandbox, so the sandbox is the boundary; file operations act as root for the user,
+who only decides the ownership of what is created (ADR 12, as E2B's envd).
 """
 
 from __future__ import annotations

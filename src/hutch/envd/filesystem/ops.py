@@ -1,9 +1,10 @@
 """Filesystem operations on behalf of a user: stat, list, make dir, move, remove.
 
-Paths arrive absolute and normalised (``Envd.path``). envd runs as root, so what the
-requesting user may do is checked by ``permissions`` before acting; directories created for
-a user are owned by that user, as E2B's ``EnsureDirs`` does. Every function is blocking
-(the transport runs them in a worker thread) and raises ``hutch.shared.errors`` only.
+Paths arrive absolute and normalised (``Envd.path``). envd runs as root and acts as root
+on behalf of the user, as E2B's envd does (ADR 12): the user decides ownership, not access.
+Directories created for a user are owned by that user, as E2B's ``EnsureDirs`` does. Every
+function is blocking (the transport runs them in a worker thread) and raises
+``hutch.shared.errors`` only.
 """
 
 from __future__ import annotations
@@ -15,13 +16,11 @@ import shutil
 import stat
 
 from hutch.envd.filesystem.entries import Entry, NameCache, entry_from_stat, get_entry
-from hutch.envd.filesystem.permissions import check_read, check_write
 from hutch.envd.users import User
 from hutch.shared.errors import (
     AlreadyExistsError,
     InvalidArgumentError,
     NotFoundError,
-    PermissionDeniedError,
     from_os_error,
 )
 
@@ -54,12 +53,10 @@ def list_dir(path: str, *, user: User, depth: int = 1) -> list[Entry]:
     ``path`` itself may be a symlink to a directory; entries are then reported under the
     real directory, as E2B does. Symlinked directories found while walking are listed but
     never entered, so links cannot make the walk loop. Order: by name, each directory
-    followed by its own entries. Subdirectories the user cannot read are listed but not
-    entered; entries that vanish mid-walk are skipped.
+    followed by its own entries. Entries that vanish mid-walk are skipped.
     """
     depth = max(depth, 1)
     root = _resolve_directory(path)
-    check_read(root, user)
     names = NameCache()
     entries: list[Entry] = []
 
@@ -86,11 +83,6 @@ def list_dir(path: str, *, user: User, depth: int = 1) -> list[Entry]:
             continue
         entries.append(entry_from_stat(child.path, st, names=names, name=child.name))
         if level < depth and stat.S_ISDIR(st.st_mode):
-            if user.uid != 0:
-                try:
-                    check_read(child.path, user)
-                except PermissionDeniedError:
-                    continue  # listed, but not entered
             stack.append((level + 1, iter(children_of(child.path))))
     return entries
 
@@ -130,7 +122,6 @@ def make_dir(path: str, *, user: User) -> Entry:
         raise AlreadyExistsError(f"directory already exists: {path}")
     if os.path.lexists(path):
         raise InvalidArgumentError(f"path already exists but it is not a directory: {path}")
-    check_write(path, user)
     _ensure_dirs(path, user=user)
     return get_entry(path)
 
@@ -146,8 +137,6 @@ def move(source: str, destination: str, *, user: User) -> Entry:
         raise NotFoundError(f"source not found: {source}")
     if source == "/" or destination == "/":
         raise InvalidArgumentError("cannot move the root directory")
-    check_write(source, user)
-    check_write(destination, user)
     _ensure_dirs(posixpath.dirname(destination), user=user)
     try:
         os.rename(source, destination)
@@ -169,8 +158,7 @@ def remove(path: str, *, user: User) -> None:
     """Remove the file, symlink (not its target) or whole directory tree at ``path``.
 
     Like ``rm -rf`` (E2B's envd calls Go's ``os.RemoveAll``): nothing there is success, so
-    clients can clean up before they start. For a non-root user every entry of a tree
-    must be removable by them: nothing is removed otherwise.
+    clients can clean up before they start.
     """
     if path == "/":
         raise InvalidArgumentError("cannot remove the root directory")
@@ -180,13 +168,7 @@ def remove(path: str, *, user: User) -> None:
         return
     except OSError as exc:
         raise from_os_error(exc, path) from exc
-    check_write(path, user)
     is_tree = stat.S_ISDIR(st.st_mode)
-    if is_tree and user.uid != 0:
-        # rmtree runs as root: check the user could empty every directory first.
-        for directory, dirnames, filenames in os.walk(path):
-            for name in dirnames + filenames:
-                check_write(posixpath.join(directory, name), user)
     try:
         if is_tree:
             shutil.rmtree(path)

@@ -31,7 +31,6 @@ from dataclasses import dataclass, field
 
 import anyio.to_thread
 
-from hutch.envd.filesystem.permissions import check_write
 from hutch.envd.users import User
 from hutch.shared.errors import InvalidArgumentError, from_os_error
 from hutch.shared.xattrs import XATTR_PREFIX, read_metadata, write_metadata
@@ -66,17 +65,17 @@ class Target:
 
 
 def prepare_target(path: str, *, user: User) -> Target:
-    """Check that ``user`` may write ``path`` and create its missing parents (owned by them).
+    """Validate ``path`` and create its missing parents, owned by ``user``.
 
-    Raises ``InvalidArgumentError`` when ``path`` is a directory or a parent is not one,
-    ``PermissionDeniedError`` when the user may not write there.
+    envd writes as root on the user's behalf, as E2B's envd does (ADR 12): ``user`` owns
+    what is created; the kernel's own refusals (a read-only mount) still apply. Raises
+    ``InvalidArgumentError`` when ``path`` is a directory or a parent is not one.
     """
     # A symlink at the final component is written through, like open(2) would (E2B's envd
     # opens the path); replacing the link itself would silently break it.
     real_path = os.path.realpath(path) if os.path.islink(path) else path
     if real_path in ("/", "") or os.path.isdir(real_path):
         raise InvalidArgumentError(f"{path}: is a directory")
-    check_write(real_path, user)
     directory = posixpath.dirname(real_path) or "/"
     _make_parents(directory, user=user, what=path)
     return Target(path=path, real_path=real_path, directory=directory, user=user)

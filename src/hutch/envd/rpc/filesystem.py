@@ -18,7 +18,6 @@ from protobuf.wkt import Timestamp
 from hutch.envd.context import Envd
 from hutch.envd.filesystem import ops
 from hutch.envd.filesystem.entries import Entry, EntryType
-from hutch.envd.filesystem.permissions import check_read
 from hutch.envd.filesystem.watcher import EventKind, WatchEvent
 from hutch.envd.rpc.context import deadline_s, keepalive_interval, request_user
 from hutch.envd.rpc.disconnect import current_disconnect
@@ -120,7 +119,6 @@ class FilesystemService:
         """
         user = request_user(self._envd, ctx)
         path = self._envd.path(request.path, user)
-        check_read(path, user)
         watch = self._envd.watchers.open(
             path,
             recursive=request.recursive,
@@ -161,7 +159,6 @@ class FilesystemService:
     ) -> pb.CreateWatcherResponse:
         user = request_user(self._envd, ctx)
         path = self._envd.path(request.path, user)
-        check_read(path, user)
         watcher_id = self._envd.watchers.create(
             path,
             recursive=request.recursive,

@@ -137,18 +137,18 @@ def test_read_relative_path_is_in_home(sbx, files_envd: EnvdProcess) -> None:
         (home / name).unlink()
 
 
-def test_read_permission_denied_for_user(
+def test_read_as_user_of_a_root_only_file(
     sbx, files_envd: EnvdProcess, shared_dir: Path, test_user
 ) -> None:
+    # E2B's envd reads as root for the user (ADR 12).
     secret = shared_dir / "roots" / "secret"
     secret.write_text("s")
     secret.chmod(0o600)
     r = httpx.get(
         files_envd.url + "/files", params={"path": str(secret), "username": test_user.pw_name}
     )
-    assert r.status_code == 403
-    (shared_dir / "roots" / "open").write_text("o")
-    assert sbx.files.read(str(shared_dir / "roots" / "open"), user=test_user.pw_name) == "o"
+    assert (r.status_code, r.text) == (200, "s")
+    assert sbx.files.read(str(secret), user=test_user.pw_name) == "s"
 
 
 def test_default_client_accept_encoding_gets_identity(files_envd: EnvdProcess, work: Path) -> None:

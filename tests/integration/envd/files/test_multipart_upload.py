@@ -276,9 +276,12 @@ def test_as_user_owns_temp_and_result(files_envd: EnvdProcess, shared_dir: Path,
     put(files_envd, upload_id, 1, b"cd")
     assert complete(files_envd, upload_id).status_code == 200
     assert target.stat().st_uid == test_user.pw_uid
-    r = init(files_envd, shared_dir / "roots" / "no.bin", 4, 2, username=test_user.pw_name)
-    assert r.status_code == 403
-    assert list((shared_dir / "roots").iterdir()) == []
+    # In a root-owned directory too: envd writes as root for the user (ADR 12).
+    r = init(files_envd, shared_dir / "roots" / "yes.bin", 2, 2, username=test_user.pw_name)
+    assert r.status_code == 200, r.text
+    put(files_envd, r.json()["uploadId"], 0, b"ok")
+    assert complete(files_envd, r.json()["uploadId"]).status_code == 200
+    assert (shared_dir / "roots" / "yes.bin").stat().st_uid == test_user.pw_uid
 
 
 def test_out_of_space_at_init_is_507(files_envd: EnvdProcess, mount_fs) -> None:

@@ -127,22 +127,31 @@ def test_write_as_user_owns_file_and_parents(sbx, shared_dir: Path, test_user) -
         (home / "hutch-upload-test.txt").unlink()
 
 
-def test_write_as_user_denied_in_root_dir(
+def test_write_as_user_in_a_root_dir_is_owned_by_them(
     sbx, files_envd: EnvdProcess, shared_dir: Path, test_user
 ) -> None:
-    for target in (shared_dir / "roots" / "new.txt", shared_dir / "roots" / "sub" / "new.txt"):
-        r = httpx.post(
-            files_envd.url + "/files",
-            params={"path": str(target), "username": test_user.pw_name},
-            content=b"x",
-            headers={"Content-Type": "application/octet-stream"},
-        )
-        assert r.status_code == 403, r.text
-        assert "permission denied" in r.json()["message"]
-    assert list((shared_dir / "roots").iterdir()) == []
-    with pytest.raises(Exception, match="permission denied"):
-        sbx.files.write(str(shared_dir / "roots" / "sdk.txt"), "x", user=test_user.pw_name)
-    assert list((shared_dir / "roots").iterdir()) == []
+    # E2B's envd writes as root for the user and chowns to them (ADR 12).
+    roots = shared_dir / "roots"
+    (roots / "theirs.txt").write_text("root's")
+    infos = sbx.files.write_files(
+        [
+            {"path": str(roots / "new.txt"), "data": "n"},
+            {"path": str(roots / "sub" / "new.txt"), "data": "s"},
+            {"path": str(roots / "theirs.txt"), "data": "replaced"},
+        ],
+        user=test_user.pw_name,
+    )
+    assert [i.path for i in infos] == [
+        str(roots / "new.txt"),
+        str(roots / "sub" / "new.txt"),
+        str(roots / "theirs.txt"),
+    ]
+    for made in (roots / "new.txt", roots / "sub", roots / "sub" / "new.txt", roots / "theirs.txt"):
+        st = made.stat()
+        assert (st.st_uid, st.st_gid) == (test_user.pw_uid, test_user.pw_gid), made
+    assert (roots / "theirs.txt").read_text() == "replaced"
+    assert roots.stat().st_uid == 0
+    assert leftovers(roots) == []
 
 
 def test_write_unknown_user_is_401(sbx, work: Path) -> None:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 from e2b import FileType
-from e2b.exceptions import FileNotFoundException, InvalidArgumentException, SandboxException
+from e2b.exceptions import FileNotFoundException, InvalidArgumentException
 
 from tests.conftest import TEST_USER, EnvdProcess
 from tests.integration.envd.filesystem.conftest import assert_healthy, unary
@@ -161,18 +161,17 @@ def test_make_dir_as_user_is_owned_by_them(sandbox, test_user: pwd.struct_passwd
         shutil.rmtree(base, ignore_errors=True)
 
 
-def test_make_dir_where_user_cannot_write_is_denied(
+def test_make_dir_as_user_in_a_root_dir_is_owned_by_them(
     sandbox, envd: EnvdProcess, test_user: pwd.struct_passwd
 ) -> None:
+    # E2B's envd acts as root for the user (ADR 12): the user owns what is made for them.
     parent = Path(tempfile.mkdtemp(prefix="hutch-fs-root-"))
     try:
-        parent.chmod(0o755)  # root-owned, readable, not writable by others
-        r = unary(envd, "MakeDir", {"path": str(parent / "nope")}, user=TEST_USER)
-        assert (r.status_code, r.json()["code"]) == (403, "permission_denied")
-        with pytest.raises(SandboxException):
-            sandbox.files.make_dir(str(parent / "nope"), user=TEST_USER)
-        assert not (parent / "nope").exists()
-        assert sandbox.files.make_dir(str(parent / "ok")) is True  # root may
+        parent.chmod(0o755)  # root-owned, not writable by others
+        assert sandbox.files.make_dir(str(parent / "a" / "b"), user=TEST_USER) is True
+        for made in (parent / "a", parent / "a" / "b"):
+            assert made.stat().st_uid == test_user.pw_uid, made
+        assert parent.stat().st_uid == 0  # what existed is left alone
     finally:
         shutil.rmtree(parent)
     assert_healthy(envd)
@@ -195,9 +194,7 @@ def test_rename_missing_source_is_not_found(sandbox, envd: EnvdProcess, tree: Pa
     assert not (tree / "o").exists()
 
 
-def test_rename_as_user_into_root_dir_is_denied(
-    envd: EnvdProcess, test_user: pwd.struct_passwd
-) -> None:
+def test_rename_as_user_into_a_root_dir(envd: EnvdProcess, test_user: pwd.struct_passwd) -> None:
     home = Path(test_user.pw_dir)
     mine = home / f"hutch-mv-{os.getpid()}"
     mine.write_text("m")
@@ -205,10 +202,14 @@ def test_rename_as_user_into_root_dir_is_denied(
     try:
         parent.chmod(0o755)
         r = unary(
-            envd, "Move", {"source": str(mine), "destination": str(parent / "m")}, user=TEST_USER
+            envd,
+            "Move",
+            {"source": str(mine), "destination": str(parent / "new" / "m")},
+            user=TEST_USER,
         )
-        assert r.json()["code"] == "permission_denied"
-        assert mine.exists()
+        assert r.status_code == 200, r.text
+        assert (parent / "m").exists() is False and (parent / "new" / "m").read_text() == "m"
+        assert (parent / "new").stat().st_uid == test_user.pw_uid
     finally:
         mine.unlink(missing_ok=True)
         shutil.rmtree(parent)
@@ -232,16 +233,17 @@ def test_remove_file_symlink_and_tree(sandbox, envd: EnvdProcess, tree: Path) ->
     assert r.json()["code"] == "invalid_argument"
 
 
-def test_remove_as_user_of_root_file_is_denied(
-    envd: EnvdProcess, test_user: pwd.struct_passwd
-) -> None:
+def test_remove_as_user_of_a_root_file(envd: EnvdProcess, test_user: pwd.struct_passwd) -> None:
     parent = Path(tempfile.mkdtemp(prefix="hutch-fs-root-"))
     try:
         parent.chmod(0o755)
         (parent / "f").write_text("f")
+        (parent / "tree" / "deep").mkdir(parents=True)
         r = unary(envd, "Remove", {"path": str(parent / "f")}, user=TEST_USER)
-        assert r.json()["code"] == "permission_denied"
-        assert (parent / "f").exists()
+        assert (r.status_code, r.json()) == (200, {})
+        r = unary(envd, "Remove", {"path": str(parent / "tree")}, user=TEST_USER)
+        assert (r.status_code, r.json()) == (200, {})
+        assert list(parent.iterdir()) == []
     finally:
         shutil.rmtree(parent)
 
