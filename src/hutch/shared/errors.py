@@ -54,10 +54,15 @@ class HutchError(Exception):
     http_status_override: ClassVar[int | None] = None
     retryable: ClassVar[bool] = False
 
-    def __init__(self, message: str, *, public_message: str | None = None) -> None:
+    def __init__(
+        self, message: str, *, public_message: str | None = None, error_code: str | None = None
+    ) -> None:
         super().__init__(message)
         self.message = message
         self.public_message = public_message if public_message is not None else message
+        #: E2B's machine-readable ``error_code`` (e.g. ``sandbox_capacity_unavailable``),
+        #: sent beside ``code`` and ``message`` where E2B's API sends one.
+        self.error_code = error_code
 
 
 class InvalidArgumentError(HutchError):

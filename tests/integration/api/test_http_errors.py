@@ -90,14 +90,37 @@ def test_create_unknown_or_unbuilt_template(api: ApiServer) -> None:
         assert c.post("/v2/sandboxes", content=b"{").status_code == 400
 
 
-def test_node_full_is_429_and_leaves_nothing(api: ApiServer) -> None:
+def test_node_full_is_503_capacity_unavailable_and_leaves_nothing(api: ApiServer) -> None:
+    """infra's placement answer: 503, ``error_code`` ``sandbox_capacity_unavailable``, the
+    "Failed to place sandbox" prefix clients match on; retryable."""
     api.node.capacity = 1
     with _client(api) as c:
         assert _create(c).status_code == 201
         r = c.post("/v2/sandboxes", json={"templateID": "base"}, headers={"Should-Retry": "x"})
-        assert r.status_code == 429
+        assert r.status_code == 503
+        assert r.json()["error_code"] == "sandbox_capacity_unavailable"
+        assert r.json()["message"].startswith("Failed to place sandbox: not enough capacity")
+        assert r.headers["Should-Retry"] == "true"
         listed = c.get("/v2/sandboxes").json()
     assert len(listed) == 1 and len(api.node.running) == 1
+
+
+def test_store_limit_is_the_same_503(tmp_path) -> None:  # noqa: ANN001
+    from tests.integration.api.conftest import _serve
+
+    for api in _serve(
+        f"sqlite+aiosqlite:///{tmp_path / 'h.db'}", tmp_path, max_sandboxes_per_node=1
+    ):
+        with _client(api) as c:
+            assert _create(c).status_code == 201
+            r = _create(c)
+            assert r.status_code == 503 and r.json()["error_code"] == "sandbox_capacity_unavailable"
+
+
+def test_errors_without_an_e2b_error_code_have_none(api: ApiServer) -> None:
+    with _client(api) as c:
+        for r in (c.get("/sandboxes/inosuch"), _create(c, timeout=0), c.get("/nope")):
+            assert set(r.json()) == {"code", "message"}, r.text
 
 
 def test_node_failure_rolls_back_and_is_not_retried(api: ApiServer) -> None:
@@ -108,6 +131,7 @@ def test_node_failure_rolls_back_and_is_not_retried(api: ApiServer) -> None:
         r = _create(c)
         assert r.status_code == 500
         assert r.headers["Should-Retry"] == "false"
+        assert r.json()["error_code"] == "sandbox_create_failed"
         assert c.get("/v2/sandboxes").json() == []
     assert api.node.running == {}
     assert api.node.killed == api.node.created

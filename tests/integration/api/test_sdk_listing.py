@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from datetime import timedelta
 
+import httpx
 import pytest
 from e2b import Sandbox, SandboxQuery
 
@@ -34,3 +35,25 @@ def test_sdk_started_after_is_inclusive_at_full_precision(sdk_any_db: ApiServer)
     assert sbx.sandbox_id in _listed(started_after=info.started_at)
     assert sbx.sandbox_id not in _listed(started_after=info.started_at + timedelta(seconds=1))
     assert sbx.sandbox_id not in _listed(started_after=info.started_at + timedelta(microseconds=1))
+
+
+def test_list_x_total_running_counts_every_match_before_pagination(sdk_any_db: ApiServer) -> None:
+    """``X-Total-Running``: the running sandboxes that pass the filters, whatever the page
+    size; absent when only paused ones are asked for (infra's ``sandboxes_list.go``)."""
+    ids = [Sandbox.create("busybox", metadata={"g": "a"}).sandbox_id for _ in range(3)]
+    Sandbox.create("busybox", metadata={"g": "b"})
+    assert Sandbox.pause(ids[0]) is True
+    headers = {"X-API-Key": sdk_any_db.key}
+    with httpx.Client(base_url=sdk_any_db.url, headers=headers, timeout=30) as c:
+
+        def total(**params: object) -> str | None:
+            r = c.get("/v2/sandboxes", params=params)
+            assert r.status_code == 200, r.text
+            return r.headers.get("x-total-running")
+
+        assert total() == "3"
+        assert total(limit=1) == "3"
+        assert total(metadata="g=a") == "2"
+        assert total(state="running", metadata="g=a", limit=1) == "2"
+        assert total(state="paused") is None
+        assert total(template="nope") == "0"

@@ -85,4 +85,4 @@ def test_fork_errors(api: ApiServer) -> None:
         r = c.post(f"/sandboxes/{sid}/fork", json={"count": 2})
         assert r.status_code == 201
         outcomes = sorted(str(x["error"]["code"]) if "error" in x else "sandbox" for x in r.json())
-        assert outcomes == ["429", "sandbox"]
+        assert outcomes == ["503", "sandbox"]

@@ -213,3 +213,22 @@ async def test_listing_started_after_is_inclusive_at_microsecond_precision(
     assert await ids(at) == [sbx.id]
     assert await ids(at + timedelta(microseconds=1)) == []
     assert await ids(at - timedelta(microseconds=1)) == [sbx.id]
+
+
+async def test_count_sandboxes_applies_the_listing_filters(
+    store: SqlStore, team_id: TeamID
+) -> None:
+    create = store.sandboxes.create_sandbox
+    for i in range(5):
+        await create(
+            new_sandbox(team_id, metadata={"n": str(i % 2)}, started_at=T0 + timedelta(seconds=i))
+        )
+    await create(new_sandbox(team_id, state=SandboxState.PAUSED))
+    count = store.sandboxes.count_sandboxes
+    running = {SandboxState.RUNNING}
+    assert await count(team_id=team_id, states=running) == 5
+    assert await count(team_id=team_id, states=running, metadata={"n": "1"}) == 2
+    assert (
+        await count(team_id=team_id, states=running, started_after=T0 + timedelta(seconds=3)) == 2
+    )
+    assert await count(team_id=team_id, states={SandboxState.PAUSED}) == 1

@@ -1,7 +1,8 @@
 """The one mapping from errors to HTTP: status, E2B's JSON body, and ``Should-Retry``.
 
-E2B's body is ``{"code": <status>, "message": <str>}``; the SDK's ``Error.from_dict``
-requires both, so every error, including unknown routes and crashes, gets this shape.
+E2B's body is ``{"code": <status>, "message": <str>}``, plus ``error_code`` where E2B
+sends one (the error's ``error_code``); the SDK's ``Error.from_dict`` requires the first
+two, so every error, including unknown routes and crashes, gets this shape.
 
 ``Should-Retry`` (e2b-compat §1.5): the SDK retries 429/502/503/504 unless told otherwise,
 and any status when told ``true``. Every 5xx carries the error's ``retryable`` as this
@@ -23,12 +24,17 @@ from hutch.shared.errors import HutchError, http_status
 _log = logging.getLogger(__name__)
 
 
-def error_response(status: int, message: str, *, retryable: bool | None = None) -> JSONResponse:
+def error_response(
+    status: int, message: str, *, retryable: bool | None = None, error_code: str | None = None
+) -> JSONResponse:
     """E2B's error JSON with ``status``."""
     headers = {}
     if status >= 500:
         headers["Should-Retry"] = "true" if retryable else "false"
-    return JSONResponse({"code": status, "message": message}, status_code=status, headers=headers)
+    body: dict[str, object] = {"code": status, "message": message}
+    if error_code is not None:
+        body["error_code"] = error_code
+    return JSONResponse(body, status_code=status, headers=headers)
 
 
 def validation_message(exc: ValidationError) -> str:
@@ -61,7 +67,8 @@ async def error_handler(request: Request, exc: Exception) -> Response:
     query without the wire shape 400 naming the field, Starlette's own (unknown route 404,
     wrong method 405) theirs, a bug 500 logged with its traceback and never retried."""
     status, message, retryable = error_body(request, exc)
-    return error_response(status, message, retryable=retryable)
+    code = exc.error_code if isinstance(exc, HutchError) else None
+    return error_response(status, message, retryable=retryable, error_code=code)
 
 
 EXCEPTION_HANDLERS = {

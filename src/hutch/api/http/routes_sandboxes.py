@@ -109,8 +109,14 @@ async def list_v2(request: Request) -> Response:
     query = _list_query(
         request, limit=parse_limit(q.get("limit")), next_token=q.get("nextToken") or None
     )
-    page = await context(request).sandboxes.list_sandboxes(team_id=team.id, query=query)
+    service = context(request).sandboxes
+    page = await service.list_sandboxes(team_id=team.id, query=query)
     headers = {"X-Next-Token": page.next_token} if page.next_token else {}
+    # infra: present exactly when running sandboxes were asked for; all that match the
+    # filters, before pagination.
+    total = await service.count_running(team_id=team.id, query=query)
+    if total is not None:
+        headers["X-Total-Running"] = str(total)
     return JSONResponse([listed_sandbox_body(s) for s in page.items], headers=headers)
 
 

@@ -57,14 +57,21 @@ from hutch.api.service.validation import (
 from hutch.api.store.base import Clock, SandboxStore, TemplateStore, utc_now
 from hutch.shared.errors import (
     ConflictError,
+    ErrorCode,
     HutchError,
     InvalidArgumentError,
     NotFoundError,
     ResourceExhaustedError,
+    UnavailableError,
 )
 from hutch.shared.ids import SandboxID, TeamID, TemplateID, template_version_name
 from hutch.shared.paths import ENVD_VERSION
 
+#: Codes of a node's own failures to create (not the request's fault): infra answers them
+#: with ``error_code`` ``sandbox_create_failed``.
+_NODE_FAILURES: Final = frozenset(
+    {ErrorCode.INTERNAL, ErrorCode.UNKNOWN, ErrorCode.UNAVAILABLE, ErrorCode.DEADLINE_EXCEEDED}
+)
 #: Where a sandbox may be killed from (paused sandboxes hold a snapshot on the node).
 _KILLABLE: Final = frozenset({SandboxState.CREATING, SandboxState.RUNNING, SandboxState.PAUSED})
 #: States a client sees as ``running`` / ``paused`` (the E2B API knows only those two).
@@ -136,6 +143,25 @@ class ListSandboxesQuery:
     order: SortOrder = SortOrder.DESC
     limit: int = 100
     next_token: str | None = None
+
+
+def _no_capacity(message: str) -> UnavailableError:
+    """The node is full: infra's 503 ``sandbox_capacity_unavailable`` (the SDK raises
+    ``ServiceBusyException`` and retries), its load-bearing "Failed to place sandbox"."""
+    return UnavailableError(
+        message,
+        public_message="Failed to place sandbox: not enough capacity for the requested "
+        "resources right now, please retry shortly",
+        error_code="sandbox_capacity_unavailable",
+    )
+
+
+def _wanted_states(query: ListSandboxesQuery) -> set[str]:
+    wanted = set(query.states) if query.states else {"running", "paused"}
+    unknown = wanted - {"running", "paused"}
+    if unknown:
+        raise InvalidArgumentError(f"state: unknown value(s) {sorted(unknown)}")
+    return wanted
 
 
 def public_state(state: SandboxState) -> str | None:
@@ -305,11 +331,7 @@ class SandboxService:
         if limit is None:
             return
         if await self._sandboxes.count_on_node(self._node.node_id) >= limit:
-            raise ResourceExhaustedError(
-                f"node {self._node.node_id} runs {limit} sandboxes, its limit",
-                public_message="Too many sandboxes on this host: the limit is "
-                f"{limit}; kill some or retry later",
-            )
+            raise _no_capacity(f"node {self._node.node_id} runs {limit} sandboxes, its limit")
 
     async def _start(self, sandbox: Sandbox, *, mounts: Sequence[VolumeMount] = ()) -> Sandbox:
         spec = spec_of(sandbox)
@@ -336,6 +358,14 @@ class SandboxService:
                 raise ConflictError(
                     f"sandbox {sandbox.id} was killed while it was being created"
                 ) from exc
+            if isinstance(exc, ResourceExhaustedError):
+                raise _no_capacity(exc.message) from exc
+            if (
+                isinstance(exc, HutchError)
+                and exc.error_code is None
+                and exc.code in _NODE_FAILURES
+            ):
+                exc.error_code = "sandbox_create_failed"  # infra's placement code
             raise
 
     async def _roll_back(self, sandbox_id: SandboxID, cause: BaseException) -> None:
@@ -390,10 +420,7 @@ class SandboxService:
         """One page of the team's live sandboxes, newest first by default."""
         if not 1 <= query.limit <= 100:
             raise InvalidArgumentError("limit must be between 1 and 100")
-        wanted = set(query.states) if query.states else {"running", "paused"}
-        unknown = wanted - {"running", "paused"}
-        if unknown:
-            raise InvalidArgumentError(f"state: unknown value(s) {sorted(unknown)}")
+        wanted = _wanted_states(query)
         states: set[SandboxState] = set()
         if "running" in wanted:
             states |= RUNNING_VIEW
@@ -408,6 +435,19 @@ class SandboxService:
             order=query.order,
             limit=query.limit,
             next_token=query.next_token,
+        )
+
+    async def count_running(self, *, team_id: TeamID, query: ListSandboxesQuery) -> int | None:
+        """How many running sandboxes pass the query's filters, ignoring pagination
+        (``X-Total-Running``); ``None`` when the query does not ask for running ones."""
+        if "running" not in _wanted_states(query):
+            return None
+        return await self._sandboxes.count_sandboxes(
+            team_id=team_id,
+            states=RUNNING_VIEW,
+            metadata=check_metadata(query.metadata),
+            started_after=query.started_after,
+            template=query.template,
         )
 
     async def get_metrics(

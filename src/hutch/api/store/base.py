@@ -111,6 +111,15 @@ class SandboxStore(Protocol):
         limit: int = 100,
         next_token: str | None = None,
     ) -> SandboxPage: ...
+    async def count_sandboxes(
+        self,
+        *,
+        team_id: TeamID,
+        states: Collection[SandboxState],
+        metadata: Mapping[str, str] | None = None,
+        started_after: datetime | None = None,
+        template: str | None = None,
+    ) -> int: ...
     async def list_expired(
         self,
         now: datetime,

@@ -136,7 +136,7 @@ def listing_query(
     template: str | None,
     order: SortOrder,
     after: Cursor | None,
-    limit: int,
+    limit: int | None,
 ) -> Select[Any]:
     """The listing's SELECT: filters AND-ed, keyset-paginated on ``(started_at, id)``."""
     s = sandboxes.c
@@ -174,4 +174,4 @@ def listing_query(
         query = query.order_by(s.started_at.asc(), s.id.asc())
     else:
         query = query.order_by(s.started_at.desc(), s.id.desc())
-    return query.limit(limit)
+    return query.limit(limit) if limit is not None else query

@@ -208,6 +208,31 @@ class SqlSandboxStore:
             token = encode_cursor(Cursor(started_at=last.started_at, sandbox_id=last.id))
         return SandboxPage(items=items, next_token=token)
 
+    async def count_sandboxes(
+        self,
+        *,
+        team_id: TeamID,
+        states: Collection[SandboxState],
+        metadata: Mapping[str, str] | None = None,
+        started_after: datetime | None = None,
+        template: str | None = None,
+    ) -> int:
+        """How many of the team's sandboxes pass the listing's filters (no pagination):
+        infra's ``X-Total-Running`` counts the running ones this way."""
+        query = listing_query(
+            team_id=team_id,
+            states=states,
+            metadata=metadata,
+            started_after=started_after,
+            template=template,
+            order=SortOrder.DESC,
+            after=None,
+            limit=None,
+        )
+        counted = select(func.count()).select_from(query.order_by(None).subquery())
+        async with read_transaction(self._engine) as conn:
+            return int((await conn.execute(counted)).scalar_one())
+
     async def list_expired(
         self,
         now: datetime,
