@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import httpx
 import pytest
@@ -105,7 +106,7 @@ def test_node_full_is_503_capacity_unavailable_and_leaves_nothing(api: ApiServer
     assert len(listed) == 1 and len(api.node.running) == 1
 
 
-def test_store_limit_is_the_same_503(tmp_path) -> None:  # noqa: ANN001
+def test_store_limit_is_the_same_503(tmp_path: Path) -> None:
     from tests.integration.api.conftest import _serve
 
     for api in _serve(
