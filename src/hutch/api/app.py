@@ -21,6 +21,7 @@ from hutch.api.http import (
     routes_metadata,
     routes_sandboxes,
     routes_snapshots,
+    routes_status,
     routes_template_builds,
     routes_templates,
     routes_volumecontent,
@@ -31,6 +32,7 @@ from hutch.api.http.errors import EXCEPTION_HANDLERS
 from hutch.api.service.keys import KeyService
 from hutch.api.service.locks import SandboxLocks
 from hutch.api.service.metadata import MetadataService
+from hutch.api.service.node_status import NodeStatusSource
 from hutch.api.service.pausing import PauseService
 from hutch.api.service.ports import BuildRunner, NodeClient, TemplateBuilder
 from hutch.api.service.reaper import Reaper
@@ -104,6 +106,7 @@ def build_context(
     clock: Clock = utc_now,
     builder: TemplateBuilder | None = None,
     build_runner: BuildRunner | None = None,
+    node_status: NodeStatusSource | None = None,
 ) -> tuple[HttpContext, Reaper]:
     """The services over ``store`` and ``node``, and the reaper that shares them."""
     policy = SandboxPolicy(
@@ -165,6 +168,7 @@ def build_context(
         domain=settings.domain,
         envd_version=settings.envd_version,
         host_key_file=settings.home / CLI_KEY_FILE,
+        node_status=node_status,
     )
     reaper = Reaper(
         sandboxes=store.sandboxes,
@@ -188,6 +192,7 @@ def create_app(
     builder: TemplateBuilder | None = None,
     build_runner: BuildRunner | None = None,
     on_context: Callable[[HttpContext], None] | None = None,
+    node_status: NodeStatusSource | None = None,
 ) -> Starlette:
     """The ASGI app. Without ``store``, the SQL store at the settings' URL is opened (and
     migrated when ``settings.migrate``) at startup and closed at shutdown. Without
@@ -217,6 +222,7 @@ def create_app(
             clock=clock,
             builder=builder,
             build_runner=build_runner,
+            node_status=node_status,
         )
         app.state.ctx = ctx
         if on_context is not None:
@@ -240,6 +246,7 @@ def create_app(
     app = Starlette(
         routes=[
             *routes_health.ROUTES,
+            *routes_status.ROUTES,
             *routes_sandboxes.ROUTES,
             *routes_metadata.ROUTES,
             *routes_snapshots.ROUTES,

@@ -35,17 +35,23 @@ API_PORT_OPTION = click.option(
     "--api-port", type=int, default=None,
     help="API port of the instance (env HUTCH_API_PORT, default 3000).",
 )  # fmt: skip
+PROXY_PORT_OPTION = click.option(
+    "--proxy-port", type=int, default=None,
+    help="Sandbox proxy port of the instance (env HUTCH_PROXY_PORT, default 49983).",
+)  # fmt: skip
 API_KEY_OPTION = click.option(
     "--api-key", envvar="E2B_API_KEY", default=None,
     help="API key (E2B_API_KEY; default: the home's CLI key, default team).",
 )  # fmt: skip
 
 
-def settings_for(home: Path | None, api_port: int | None) -> ServeSettings:
+def settings_for(
+    home: Path | None, api_port: int | None, proxy_port: int | None = None
+) -> ServeSettings:
     """The settings ``hutch serve`` would read, with the options given on top."""
     from hutch.serve.settings import ServeSettings
 
-    values = {"home": home, "api_port": api_port}
+    values = {"home": home, "api_port": api_port, "proxy_port": proxy_port}
     return ServeSettings(**{k: v for k, v in values.items() if v is not None})  # type: ignore[arg-type]
 
 
@@ -68,36 +74,56 @@ def cli_key(settings: ServeSettings) -> str:
     return created.secret
 
 
-def api_url(settings: ServeSettings) -> str:
-    """``http://host:port`` of the instance's API (a wildcard address means loopback)."""
+def api_url(settings: ServeSettings, *, port: int | None = None) -> str:
+    """``http://host:port`` of the instance's API (a wildcard address means loopback), or
+    of its sandbox proxy when ``port`` is the proxy's."""
     host = settings.host if settings.host not in ("0.0.0.0", "::", "") else "127.0.0.1"
     if ":" in host:
         host = f"[{host}]"
-    return f"http://{host}:{settings.api_port}"
+    return f"http://{host}:{settings.api_port if port is None else port}"
 
 
-def fail(status: int, message: str) -> NoReturn:
+def fail(status: int | str, message: str) -> NoReturn:
     """End the command with the API's error."""
-    click.echo(f"hutch: {status}: {message}", err=True)
+    click.echo(error_line(status, message), err=True)
     sys.exit(1)
+
+
+def error_line(status: int | str, message: str) -> str:
+    """``hutch: <status>: <message>``, the one shape of every command's errors."""
+    return f"hutch: {status}: {message}"
+
+
+def error_message(response: httpx.Response) -> str:
+    """The message of an error answer (E2B's ``{code, message}``, else the text)."""
+    try:
+        message = response.json().get("message", response.text)
+    except (ValueError, AttributeError):
+        message = response.text
+    return str(message)
 
 
 def check(response: httpx.Response) -> None:
     """Exit with the server's ``{code, message}`` on an error status."""
     if response.is_error:
-        try:
-            message = response.json().get("message", response.text)
-        except ValueError:
-            message = response.text
-        fail(response.status_code, message)
+        fail(response.status_code, error_message(response))
 
 
 class ApiClient:
     """Calls to the instance's API with the resolved key."""
 
-    def __init__(self, home: Path | None, api_port: int | None, api_key: str | None) -> None:
-        self.settings = settings_for(home, api_port)
+    def __init__(
+        self,
+        home: Path | None,
+        api_port: int | None,
+        api_key: str | None,
+        *,
+        proxy_port: int | None = None,
+    ) -> None:
+        self.settings = settings_for(home, api_port, proxy_port)
         self.url = api_url(self.settings)
+        #: The instance's sandbox proxy (envd of each sandbox, by ``E2b-Sandbox-Id``).
+        self.sandbox_url = api_url(self.settings, port=self.settings.proxy_port)
         self._key = api_key
 
     @property
@@ -114,16 +140,23 @@ class ApiClient:
         click.echo(f"hutch: cannot reach the API at {self.url}: {exc}", err=True)
         sys.exit(2)
 
-    def call(self, method: str, path: str, body: Any = None) -> Any:
-        """One API call: the decoded JSON (None for an empty body)."""
+    def request(
+        self, method: str, path: str, body: Any = None, params: Any = None
+    ) -> httpx.Response:
+        """One API call's response, whatever its status (exit 2 if nothing answers)."""
         import httpx
 
         try:
-            response = httpx.request(
-                method, self.url + path, json=body, headers={"X-API-Key": self.key}, timeout=60
-            )
+            return httpx.request(
+                method, self.url + path, json=body, params=params,
+                headers={"X-API-Key": self.key}, timeout=60,
+            )  # fmt: skip
         except httpx.HTTPError as exc:
             self._unreachable(exc)
+
+    def call(self, method: str, path: str, body: Any = None, params: Any = None) -> Any:
+        """One API call: the decoded JSON (None for an empty body)."""
+        response = self.request(method, path, body, params)
         check(response)
         return response.json() if response.content else None
 

@@ -94,10 +94,12 @@ def keys_create(home: Path | None, name: str, as_json: bool) -> None:
 
 def _register_subgroups() -> None:
     from hutch.cli import sandbox
+    from hutch.cli.status import status
     from hutch.cli.template import template
     from hutch.cli.volume import volume
 
     sandbox.register(cli)
+    cli.add_command(status)
     cli.add_command(template)
     cli.add_command(volume)
 

@@ -33,6 +33,7 @@ from hutch.node.templates.artifact import TemplateArtifact
 from hutch.proxy.catalog import InMemorySandboxCatalog
 from hutch.proxy.runner import create_config as proxy_config
 from hutch.serve.node_client import LocalNodeClient
+from hutch.serve.node_status import LocalNodeStatus
 from hutch.serve.reconcile import reconcile
 from hutch.serve.settings import ServeSettings
 from hutch.serve.template_builder import LocalTemplateBuilder
@@ -95,6 +96,9 @@ async def serve(settings: ServeSettings) -> None:
                     build_runner=builder,
                     on_context=_wire_auto_resume(catalog),
                     volume_backends=volume_backends,
+                    node_status=LocalNodeStatus(
+                        node.manager, node_id=settings.node_id, runtime=node_settings.runtime
+                    ),
                 ),
                 host=settings.host,
                 port=settings.api_port,

@@ -14,6 +14,7 @@ from starlette.requests import Request
 from hutch.api.models import Team
 from hutch.api.service.keys import KeyService
 from hutch.api.service.metadata import MetadataService
+from hutch.api.service.node_status import NodeStatusSource
 from hutch.api.service.pausing import PauseService
 from hutch.api.service.sandboxes import SandboxService
 from hutch.api.service.snapshots import SnapshotService
@@ -44,6 +45,8 @@ class HttpContext:
     #: ``<home>/cli.key`` (root-only): a caller that sends its content in ``X-Hutch-Host-Key``
     #: can read the host's home, so may name host paths (``envdPath`` of an image import).
     host_key_file: Path | None = None
+    #: The node's capacity and pool fill (``GET /hutch/status``); None: not offered.
+    node_status: NodeStatusSource | None = None
 
 
 def context(request: Request) -> HttpContext:

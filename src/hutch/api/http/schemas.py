@@ -18,6 +18,7 @@ from typing import Any, Final
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr
 
 from hutch.api.models import Sandbox, Template, Volume
+from hutch.api.service.node_status import NodeStatus
 from hutch.api.service.ports import SandboxLogLine, SandboxMetrics
 from hutch.api.service.sandboxes import public_state
 from hutch.shared.ids import CLIENT_ID
@@ -311,3 +312,22 @@ def entry_body(entry: EntryStat) -> dict[str, Any]:
     if entry.metadata:
         body["metadata"] = dict(entry.metadata)
     return body
+
+
+def node_status_body(status: NodeStatus) -> dict[str, Any]:
+    """``GET /hutch/status`` (hutch's own; docs/serve.md)."""
+    return {
+        "nodeID": status.node_id,
+        "runtime": status.runtime,
+        "capacity": {
+            "maxSandboxes": status.max_sandboxes,
+            "cpuCount": status.host_cpu_count,
+            "memoryMB": status.host_memory_mb,
+            "allocatedCPU": status.allocated_cpu,
+            "allocatedMemoryMB": status.allocated_memory_mb,
+        },
+        "sandboxes": {"running": status.running, "paused": status.paused},
+        "pool": [
+            {"templateID": p.template, "target": p.target, "ready": p.ready} for p in status.pool
+        ],
+    }
