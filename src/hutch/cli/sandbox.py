@@ -110,7 +110,10 @@ def _unix_ms(timestamp: str) -> int:
 
 def log_text(entry: dict[str, Any]) -> str:
     """One log entry as a line: timestamp, level, message, then its fields as k=v."""
-    fields = " ".join(f"{k}={v}" for k, v in sorted((entry.get("fields") or {}).items()))
+    shown = {"timestamp", "level", "message", "msg"}  # already at the front of the line
+    fields = " ".join(
+        f"{k}={v}" for k, v in sorted((entry.get("fields") or {}).items()) if k not in shown
+    )
     line = f"{entry['timestamp']} {str(entry.get('level', 'info')).upper():5} {entry['message']}"
     return f"{line} {fields}" if fields else line
 
