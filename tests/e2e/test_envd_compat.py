@@ -10,7 +10,7 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
-from e2b import InvalidArgumentException, Sandbox
+from e2b import CommandExitException, InvalidArgumentException, PtySize, Sandbox
 from e2b.exceptions import AuthenticationException
 
 from .serveproc import Serve
@@ -138,3 +138,31 @@ def test_default_user_writes_under_root_like_e2b(busybox: Sandbox) -> None:
     with pytest.raises(AuthenticationException):
         busybox.files.write(f"{top}/c.txt", "c", user="nobody-here")
     busybox.files.remove(top)
+
+
+def test_commands_and_ptys_run_without_bash(busybox: Sandbox) -> None:
+    assert busybox.files.exists("/bin/bash") is False  # the busybox template has no bash
+    # A login shell: /etc/profile and ~/.profile are read, as bash -l reads them.
+    busybox.files.write("/etc/profile", "export FROM_PROFILE=system\n", user="root")
+    busybox.files.write("/home/user/.profile", "export FROM_HOME=mine\n")
+    out = busybox.commands.run('echo "$FROM_PROFILE $FROM_HOME $(id -un) $HOME"; echo err >&2')
+    assert (out.stdout, out.stderr, out.exit_code) == ("system mine user /home/user\n", "err\n", 0)
+    with pytest.raises(CommandExitException) as exc:
+        busybox.commands.run("exit 7")
+    assert exc.value.exit_code == 7
+    assert busybox.commands.run("pwd", cwd="/tmp").stdout == "/tmp\n"
+    assert busybox.commands.run("echo $X", envs={"X": "from-request"}).stdout == "from-request\n"
+
+    cat = busybox.commands.run("cat; echo done", background=True, stdin=True)
+    assert [p.cmd for p in busybox.commands.list() if p.pid == cat.pid] == ["/bin/bash"]
+    cat.send_stdin("piped\n")
+    cat.close_stdin()
+    assert cat.wait().stdout == "piped\ndone\n"
+
+    term = busybox.pty.create(PtySize(rows=24, cols=80))
+    busybox.pty.send_stdin(term.pid, b'echo "[$FROM_PROFILE] $((6*7))x"; exit 5\n')
+    raw = bytearray()
+    with pytest.raises(CommandExitException) as exc:
+        term.wait(on_pty=raw.extend)
+    assert exc.value.exit_code == 5
+    assert "[system] 42x" in raw.decode(errors="replace")

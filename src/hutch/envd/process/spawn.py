@@ -4,6 +4,13 @@ The child gets its own session (``setsid``), so its pid is also its process-grou
 session id: a signal to the group reaches the whole command (``bash -c 'a | b'``), and a
 PTY can become its controlling terminal. Credentials are dropped in the child, after the
 fork, by ``subprocess`` itself (``setgroups``, ``setregid``, ``setreuid``).
+
+Images without bash: the SDKs start every command as ``/bin/bash -l -c CMD`` and every PTY
+as ``/bin/bash -i -l``. Where ``/bin/bash`` is absent (busybox, alpine, distroless with a
+shell) and the arguments are only flags a POSIX shell also has (``-l``, ``-i``, ``-c``),
+the same argv runs under ``/bin/sh``: a login shell there too (``/etc/profile``,
+``~/.profile``), the same exit codes, the same stdin. Anything else still fails as
+E2B's envd does ("error starting process '/bin/bash': ...").
 """
 
 from __future__ import annotations
@@ -12,6 +19,7 @@ import errno
 import os
 import stat
 import subprocess
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from hutch.envd.process import pty as ptys
@@ -26,6 +34,12 @@ from hutch.shared.errors import (
 
 #: PATH when neither ``/init`` nor the request sets one (Debian's login default for root).
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+#: What the SDKs always start, and the POSIX shell that stands in where it is missing.
+BASH = "/bin/bash"
+POSIX_SHELL = "/bin/sh"
+#: Options of bash's the SDKs send that every POSIX shell (dash, busybox ash) has too.
+_SHARED_FLAGS = frozenset("lic")
 
 
 @dataclass(kw_only=True)
@@ -88,6 +102,37 @@ def check_cwd(cwd: str, *, explicit: bool) -> str:
     raise InvalidArgumentError(f"cwd '{cwd}' is not a directory")
 
 
+def _posix_flags_only(args: list[str]) -> bool:
+    """Whether ``args`` are shell flags a POSIX shell shares with bash, then operands.
+
+    ``-l -c CMD [NAME ARGS...]``, ``-i -l``, ``-lc CMD``: yes. ``--rcfile X``, ``-O opt``,
+    a script path: no (they mean something else, or nothing, to ``sh``).
+    """
+    command_next = False
+    for arg in args:
+        if command_next:
+            return True  # CMD and what follows are operands
+        if arg == "--login":
+            continue
+        if len(arg) < 2 or arg[0] != "-" or arg.startswith("--"):
+            return False  # a script operand or a long option: bash's own meaning
+        if not set(arg[1:]) <= _SHARED_FLAGS:
+            return False
+        command_next = "c" in arg
+    return not command_next  # a -c without its command string: let bash's error stand
+
+
+def shell_argv(
+    cmd: str, args: list[str], *, executable: Callable[[str], bool] | None = None
+) -> list[str]:
+    """The argv to exec for ``cmd args``: ``/bin/bash`` becomes ``/bin/sh`` where only
+    that exists and the flags mean the same to both (see the module docstring)."""
+    can_run = executable or (lambda path: os.access(path, os.X_OK))
+    if cmd == BASH and not can_run(BASH) and can_run(POSIX_SHELL) and _posix_flags_only(args):
+        return [POSIX_SHELL, *("-l" if a == "--login" else a for a in args)]
+    return [cmd, *args]
+
+
 def _credentials(user: User) -> dict[str, object]:
     """``Popen`` keyword arguments that make the child run as ``user``."""
     if os.geteuid() == 0:
@@ -133,7 +178,7 @@ def spawn(spec: ProcessSpec, *, user: User, cwd: str, env: dict[str, str]) -> Sp
             preexec = None
         try:
             popen = subprocess.Popen(
-                [spec.cmd, *spec.args],
+                shell_argv(spec.cmd, list(spec.args)),
                 stdin=stdin,
                 stdout=stdout,
                 stderr=stderr,

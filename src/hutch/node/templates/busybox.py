@@ -2,8 +2,9 @@
 
 The tree: ``/bin/busybox`` with a link per applet where busybox itself puts them
 (``busybox --list-full``), ``/etc/passwd`` and ``/etc/group`` with ``root`` and ``user``
-(uid 1000, home ``/home/user``), ``/tmp`` 1777, and ``/bin/bash`` as a wrapper around
-busybox's ``sh`` (the E2B SDK starts commands through bash). Takes well under a second.
+(uid 1000, home ``/home/user``) and ``/tmp`` 1777. No bash: the SDK's ``/bin/bash -l -c CMD``
+runs under busybox's ``sh`` through envd's fallback (docs/envd/process.md), which this
+template is the test of. Takes well under a second.
 """
 
 from __future__ import annotations
@@ -78,11 +79,6 @@ def populate(root: Path, *, busybox: Path = BUSYBOX) -> None:
             continue
         link.parent.mkdir(parents=True, exist_ok=True)
         link.symlink_to(os.path.relpath(root / "bin/busybox", link.parent))
-    # The E2B SDK runs every command as ``/bin/bash -l -c CMD``; busybox's ash takes the
-    # same flags, so a two-line wrapper lets the SDK's commands API work on this template.
-    bash = root / "bin/bash"
-    bash.write_text('#!/bin/sh\nexec /bin/sh "$@"\n')
-    bash.chmod(0o755)
     home = root / "home/user"
     home.mkdir(mode=0o755)
     os.chown(home, USER_UID, USER_UID)
