@@ -9,6 +9,7 @@ the ``mcp`` refusal (gap 14).
 from __future__ import annotations
 
 import asyncio
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -18,6 +19,7 @@ import httpx
 import pytest
 from e2b import AsyncSandbox, Sandbox, SandboxQuery, SandboxState
 from e2b.exceptions import (
+    AuthenticationException,
     InvalidArgumentException,
     SandboxException,
     SandboxNotRunningException,
@@ -174,3 +176,26 @@ def test_mcp_at_create_is_a_clear_400(serve: Serve) -> None:
     assert str(caught.value).startswith("400: mcp:")
     assert "MCP gateway" in str(caught.value)
     assert _listed() == before
+
+
+def _bearer(serve: Serve) -> httpx.Client:
+    token = os.environ["E2B_API_KEY"]
+    return httpx.Client(
+        base_url=serve.api_url, headers={"Authorization": f"Bearer {token}"}, timeout=30
+    )
+
+
+def test_api_keys_and_teams_issue_keys_the_sdk_uses(serve: Serve) -> None:
+    """``POST /api-keys`` (dashboard) and ``GET /teams`` (``e2b auth login``) hand out
+    keys the SDK then creates sandboxes with; a revoked key is refused (gap 11)."""
+    with _bearer(serve) as c:
+        created = c.post("/api-keys", json={"name": "e2e"}).json()
+        [team] = c.get("/teams").json()
+        assert team["isDefault"] is True
+    for key in (created["key"], team["apiKey"]):
+        sbx = Sandbox.create("busybox", api_key=key, timeout=60)
+        assert Sandbox.kill(sbx.sandbox_id, api_key=key) is True
+    with _bearer(serve) as c:
+        assert c.delete(f"/api-keys/{created['id']}").status_code == 204
+    with pytest.raises(AuthenticationException):
+        Sandbox.create("busybox", api_key=created["key"])

@@ -18,6 +18,7 @@ from starlette.applications import Starlette
 
 from hutch.api.http import (
     routes_health,
+    routes_keys,
     routes_metadata,
     routes_sandboxes,
     routes_snapshots,
@@ -247,6 +248,7 @@ def create_app(
         routes=[
             *routes_health.ROUTES,
             *routes_status.ROUTES,
+            *routes_keys.ROUTES,
             *routes_sandboxes.ROUTES,
             *routes_metadata.ROUTES,
             *routes_snapshots.ROUTES,

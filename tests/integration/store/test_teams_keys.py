@@ -101,3 +101,19 @@ async def test_keys_die_with_their_team(store: SqlStore) -> None:
     key = await store.keys.create_api_key(team.id)
     await store.teams.delete_team(team.id)
     assert await store.keys.find_team_by_api_key(key.secret) is None
+
+
+async def test_api_keys_rename_within_the_team_only(store: SqlStore) -> None:
+    mine = await store.teams.create_team(name="mine")
+    theirs = await store.teams.create_team(name="theirs")
+    key = (await store.keys.create_api_key(mine.id, name="old")).api_key
+    renamed = await store.keys.rename_api_key(key.id, team_id=mine.id, name="new")
+    assert (renamed.id, renamed.name, renamed.mask) == (key.id, "new", key.mask)
+    assert [k.name for k in await store.keys.list_api_keys(mine.id)] == ["new"]
+    with pytest.raises(NotFoundError):
+        await store.keys.rename_api_key(key.id, team_id=theirs.id, name="stolen")
+    with pytest.raises(NotFoundError):
+        await store.keys.rename_api_key(
+            "00000000-0000-0000-0000-000000000000", team_id=mine.id, name="x"
+        )
+    assert [k.name for k in await store.keys.list_api_keys(mine.id)] == ["new"]

@@ -1,7 +1,8 @@
 """Who is calling: ``X-API-Key`` → team, and the services a route may use.
 
 The SDK sends ``X-API-KEY`` (header names are case-insensitive). ``GET /health`` is the
-only route without a key.
+only route without a key. E2B's CLI and dashboard send ``Authorization: Bearer`` on
+``/teams`` and ``/api-keys`` (:func:`authenticate_user`).
 """
 
 from __future__ import annotations
@@ -60,3 +61,12 @@ async def authenticate(request: Request) -> Team:
     """The caller's team; :class:`~hutch.shared.errors.UnauthenticatedError` (401) if the
     key is missing or wrong."""
     return await context(request).keys.authenticate(api_key=request.headers.get("x-api-key"))
+
+
+async def authenticate_user(request: Request, *, api_key_allowed: bool = True) -> Team:
+    """The team of a CLI/dashboard caller: ``Authorization: Bearer`` (or ``X-API-Key``
+    where E2B also takes an API key); see ``service/keys.py``."""
+    return await context(request).keys.authenticate_user(
+        authorization=request.headers.get("authorization"),
+        api_key=request.headers.get("x-api-key") if api_key_allowed else None,
+    )

@@ -17,7 +17,7 @@ from typing import Any, Final
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr
 
-from hutch.api.models import Sandbox, Template, Volume
+from hutch.api.models import ApiKey, Sandbox, Team, Template, Volume
 from hutch.api.service.node_status import NodeStatus
 from hutch.api.service.ports import SandboxLogLine, SandboxMetrics
 from hutch.api.service.sandboxes import public_state
@@ -254,6 +254,44 @@ def template_body(template: Template, *, default_envd_version: str) -> dict[str,
         "envdVersion": template.envd_version or default_envd_version,
         "buildStatus": template.build_state.value,
     }
+
+
+class KeyNameBody(_Body):
+    """``NewTeamAPIKey`` / ``UpdateTeamAPIKey``: ``{name}``."""
+
+    name: StrictStr
+
+
+def _masking(mask: str) -> dict[str, Any]:
+    """``IdentifierMaskingDetails`` from the stored mask ``e2b_ab…wxyz``."""
+    prefix, _, rest = mask.partition("_")
+    head, _, tail = rest.partition("…")
+    return {
+        "prefix": f"{prefix}_",
+        "valueLength": 40,
+        "maskedValuePrefix": head,
+        "maskedValueSuffix": tail,
+    }
+
+
+def api_key_body(key: ApiKey, *, secret: str | None = None) -> dict[str, Any]:
+    """``TeamAPIKey``, or ``CreatedTeamAPIKey`` with ``secret``. ``createdBy`` and
+    ``lastUsed`` are omitted as infra omits them when unset (hutch has no users and does
+    not track use)."""
+    body: dict[str, Any] = {
+        "id": key.id,
+        "name": key.name,
+        "mask": _masking(key.mask),
+        "createdAt": iso(key.created_at),
+    }
+    if secret is not None:
+        body["key"] = secret
+    return body
+
+
+def team_body(team: Team, *, is_default: bool, key: str) -> dict[str, Any]:
+    """``Team``: every field required, ``apiKey`` the new CLI key."""
+    return {"teamID": team.id, "name": team.name, "apiKey": key, "isDefault": is_default}
 
 
 class NewVolumeBody(_Body):

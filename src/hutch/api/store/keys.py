@@ -15,7 +15,7 @@ import secrets
 from types import SimpleNamespace
 from typing import Any, Final
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -130,3 +130,17 @@ class SqlApiKeyStore:
             )
         if result.rowcount == 0:
             raise NotFoundError(f"API key {key_id} not found")
+
+    async def rename_api_key(self, key_id: str, *, team_id: TeamID, name: str) -> ApiKey:
+        """Rename a key of ``team_id``; another team's or an unknown key is
+        :class:`NotFoundError`."""
+        async with write_transaction(self._engine) as conn:
+            result = await conn.execute(
+                update(api_keys)
+                .where(api_keys.c.id == key_id, api_keys.c.team_id == team_id)
+                .values(name=name)
+            )
+            if result.rowcount == 0:
+                raise NotFoundError(f"API key {key_id} not found")
+            row = (await conn.execute(select(api_keys).where(api_keys.c.id == key_id))).one()
+        return _api_key(row)
