@@ -1,4 +1,5 @@
-"""A second, independent ``hutch serve`` on a fresh home (issue 18 gap 9): it starts with
+"""A second, independent ``hutch serve`` on a fresh home (issue 18 gap 9): it builds its
+envd bundle, starts with
 the templates ``install.sh`` built under /var/lib/hutch (shared read-only, no copy), the
 official SDK creates ``base`` and ``busybox`` sandboxes from them, and deleting one there
 hides it in that instance only: the install's files are untouched, and a restart keeps it
@@ -16,7 +17,7 @@ from e2b import Sandbox, SandboxException
 from tests.conftest import machine_lacks
 
 from .conftest import INSTALLED_TEMPLATES
-from .serveproc import SECOND_NAMES, Serve, nodehelpers
+from .serveproc import SECOND_NAMES, Serve
 
 pytestmark = pytest.mark.root
 
@@ -33,8 +34,9 @@ def second(tmp_path: Path) -> Iterator[tuple[Serve, str]]:
     for name in ("base", "busybox"):
         if not (INSTALLED_TEMPLATES / name / "template.json").is_file():
             machine_lacks(f"install.sh's {name} template ({INSTALLED_TEMPLATES / name})")
-    home = tmp_path / "second-home"  # fresh: no templates, no database
-    server = Serve(home=home, envd_bundle=nodehelpers.cached_envd_bundle(), names=SECOND_NAMES)
+    home = tmp_path / "second-home"  # fresh: no templates, no database, no envd bundle
+    # The default bundle place, built by the first start as for any new home.
+    server = Serve(home=home, envd_bundle=home / "envd", names=SECOND_NAMES)
     home.mkdir()
     key = server.hutch("keys", "create").strip()
     try:
@@ -55,6 +57,8 @@ def test_a_fresh_home_serves_the_installed_templates_and_deletes_only_its_view(
     opts = {"api_key": key, "api_url": server.api_url, "sandbox_url": server.sandbox_url}
     installed = {n: _snapshot(INSTALLED_TEMPLATES / n) for n in ("base", "busybox")}
     assert not (server.home / "templates" / "base").exists()  # nothing was copied
+    assert (server.home / "envd" / "SHA256").is_file()
+    assert "building envd's bundle" in server.log_tail()
 
     listed = httpx.get(f"{server.api_url}/templates", headers={"X-API-Key": key})
     assert listed.status_code == 200

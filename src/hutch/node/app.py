@@ -6,6 +6,7 @@ networking, overlayfs, templates on disk, envd over HTTP).
 
 from __future__ import annotations
 
+import logging
 import resource
 from dataclasses import dataclass
 
@@ -21,6 +22,8 @@ from hutch.node.sandbox.sampler import UsageSampler
 from hutch.node.settings import NodeSettings
 from hutch.node.templates.artifact import DirTemplateStore
 from hutch.shared.errors import NotFoundError
+
+log = logging.getLogger("hutch.node")
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,6 +66,7 @@ def build_node(settings: NodeSettings, *, build_bundle: bool = True) -> Node:
     if not (bundle / "SHA256").is_file():
         if not build_bundle:
             raise NotFoundError(f"envd bundle missing at {bundle}")
+        log.info("building envd's bundle into %s (first start; seconds)", bundle)
         build_envd_bundle(bundle)
     runtime = (
         RunscRuntime(root=settings.runtime_root, platform=settings.runsc_platform)
