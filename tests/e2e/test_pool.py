@@ -142,6 +142,16 @@ def test_pooled_sandbox_is_indistinguishable_from_a_cold_one(pooled: Serve) -> N
         cold_sbx.kill()
 
 
+def test_hutch_status_reports_the_pool_fill(pooled: Serve) -> None:
+    _wait_for_pool(pooled)
+    report = json.loads(pooled.hutch("status", "--json"))
+    assert report["pool"] == [
+        {"templateID": "busybox", "target": POOL, "ready": POOL},
+        {"templateID": "late", "target": 1, "ready": 0},  # not built (yet)
+    ]
+    assert f"busybox {POOL}/{POOL}, late 0/1" in pooled.hutch("status")
+
+
 def test_creates_beyond_the_pool_fall_back_to_cold_ones(pooled: Serve) -> None:
     _wait_for_pool(pooled)
     with ThreadPoolExecutor(POOL + 3) as ex:
