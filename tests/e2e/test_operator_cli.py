@@ -257,6 +257,26 @@ def test_exec_streams_and_exits_with_the_command_code(
     assert no_command.returncode == 2 and "COMMAND" in no_command.stderr
 
 
+def test_exec_says_so_when_the_sandbox_is_killed_under_it(
+    serve: Serve, sandboxes: list[Sandbox]
+) -> None:
+    sbx = sandboxes[0]
+    running = popen(serve, "sandbox", "exec", sbx.sandbox_id, "--", "echo up; exec sleep 300")
+    try:
+        Lines(running).until("up\n")
+        sbx.kill()
+        _, err = running.communicate(timeout=60)
+    finally:
+        if running.poll() is None:
+            running.kill()
+            running.wait()
+    assert running.returncode == 1, err
+    assert (
+        err.decode()
+        == f"hutch: 502: sandbox {sbx.sandbox_id} was killed or reached its end of life\n"
+    )
+
+
 def test_status_reports_health_capacity_sandboxes_pool_and_templates(
     serve: Serve, sandboxes: list[Sandbox]
 ) -> None:

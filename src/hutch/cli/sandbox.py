@@ -324,6 +324,9 @@ def register(cli: click.Group) -> None:
                 user=user, cwd=cwd, envs=env, stdin=stdin,
             )  # fmt: skip
         except ExecError as exc:
+            if api.request("GET", f"/sandboxes/{sandbox_id}").status_code == 404:
+                # The stream broke because the sandbox went away (as the SDK tells it).
+                fail(502, f"sandbox {sandbox_id} was killed or reached its end of life")
             fail(exc.code, exc.message)
         except KeyboardInterrupt:
             sys.exit(130)
