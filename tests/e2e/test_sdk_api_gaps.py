@@ -199,3 +199,35 @@ def test_api_keys_and_teams_issue_keys_the_sdk_uses(serve: Serve) -> None:
         assert c.delete(f"/api-keys/{created['id']}").status_code == 204
     with pytest.raises(AuthenticationException):
         Sandbox.create("busybox", api_key=created["key"])
+
+
+def test_templates_and_build_logs_through_the_sdks_generated_client(serve: Serve) -> None:
+    """``GET /templates/{id}``, ``GET /v2/templates`` and a real build's logs, parsed by
+    the SDK's own models (every required field present, gap 11 and 13)."""
+    from e2b import Template
+    from e2b.api.client.api.templates import (
+        get_templates_template_id,
+        get_templates_template_id_builds_build_id_logs,
+        get_v2_templates,
+    )
+    from e2b.api.client.models import LogsDirection, TemplateBuildLogsResponse, TemplateWithBuilds
+    from e2b.api.client_sync import get_api_client
+    from e2b.connection_config import ConnectionConfig
+
+    client = get_api_client(ConnectionConfig())
+    info = Template.build(Template().from_template("busybox").run_cmd("echo built-here"), "gaplogs")
+    got = get_templates_template_id.sync_detailed("gaplogs", client=client).parsed
+    assert isinstance(got, TemplateWithBuilds)
+    assert str(got.builds[0].build_id) == info.build_id
+    listed = get_v2_templates.sync_detailed(client=client).parsed
+    assert isinstance(listed, list) and "gaplogs" in {t.template_id for t in listed}
+    logs = get_templates_template_id_builds_build_id_logs.sync_detailed(
+        "gaplogs", info.build_id, client=client
+    ).parsed
+    assert isinstance(logs, TemplateBuildLogsResponse)
+    assert any("built-here" in e.message for e in logs.logs), [e.message for e in logs.logs]
+    backward = get_templates_template_id_builds_build_id_logs.sync_detailed(
+        "gaplogs", info.build_id, client=client, direction=LogsDirection.BACKWARD, limit=1
+    ).parsed
+    assert isinstance(backward, TemplateBuildLogsResponse)
+    assert backward.logs == [logs.logs[-1]] or len(logs.logs) == 100

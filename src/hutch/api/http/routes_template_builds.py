@@ -9,6 +9,8 @@
 from __future__ import annotations
 
 import re
+import uuid
+from datetime import UTC, datetime
 from typing import Any, Final
 
 from starlette.requests import Request
@@ -18,6 +20,7 @@ from starlette.routing import Route
 from hutch.api.http.auth import authenticate, context
 from hutch.api.http.query import read_body
 from hutch.api.http.schemas import _Body, iso
+from hutch.api.service.logs import LogDirection, LogsQuery, select_log_lines
 from hutch.api.service.template_builds import TemplateBuildService, UploadTokens
 from hutch.api.service.template_tags import TemplateTagService
 from hutch.shared.errors import (
@@ -160,6 +163,58 @@ def _entry(entry: Any) -> dict[str, Any]:
     return out
 
 
+def _int_param(value: str | None, *, field: str) -> int | None:
+    if not value:
+        return None
+    try:
+        number = int(value)
+    except ValueError:
+        raise InvalidArgumentError(f"{field} must be an integer, not {value!r}") from None
+    if number < 0:
+        raise InvalidArgumentError(f"{field} must not be negative")
+    return number
+
+
+async def build_logs(request: Request) -> Response:
+    """``GET /templates/{id}/builds/{buildID}/logs?cursor=&limit=&direction=&level=&source=``
+    → 200 ``TemplateBuildLogsResponse`` (infra's ``template_build_logs.go``): ``cursor`` in
+    unix ms, forward (at or after, oldest first) or backward (at or before, newest first),
+    ``level`` the minimum, ``limit`` at most 100; a build still waiting has no logs yet.
+    ``source`` (temporary or persistent) is accepted: hutch keeps one copy."""
+    team = await authenticate(request)
+    build_id = str(request.path_params["build_id"])
+    try:
+        uuid.UUID(build_id)
+    except ValueError:
+        raise InvalidArgumentError("Invalid build id") from None
+    q = request.query_params
+    direction = q.get("direction") or "forward"
+    if direction not in {d.value for d in LogDirection}:
+        raise InvalidArgumentError(f"direction must be forward or backward, not {direction!r}")
+    source = q.get("source")
+    if source not in (None, "", "temporary", "persistent"):
+        raise InvalidArgumentError(f"source must be temporary or persistent, not {source!r}")
+    cursor = _int_param(q.get("cursor"), field="cursor")
+    limit = _int_param(q.get("limit"), field="limit")
+    try:
+        build = _builds(request).get_build(
+            str(request.path_params["template_id"]), build_id, team_id=team.id
+        )
+    except NotFoundError:
+        # infra's answer for an unknown build (another team's is the same here: nothing
+        # says it exists).
+        raise InvalidArgumentError(f"Build '{build_id}' not found") from None
+    if build.status == "waiting":
+        return JSONResponse({"logs": []})
+    query = LogsQuery(
+        cursor=datetime.fromtimestamp(cursor / 1000, UTC) if cursor is not None else None,
+        limit=min(limit, _LOGS_PAGE) if limit is not None else _LOGS_PAGE,
+        direction=LogDirection(direction),
+        min_level=q.get("level") or None,
+    )
+    return JSONResponse({"logs": [_entry(e) for e in select_log_lines(build.entries, query)]})
+
+
 async def alias_exists(request: Request) -> Response:
     """``GET /templates/aliases/{alias}`` → 200 (yours), 403 (another team's), 404."""
     team = await authenticate(request)
@@ -231,4 +286,5 @@ ROUTES: Final = [
     Route("/templates/{template_id}/files/{hash}", upload_files, methods=["PUT"]),
     Route("/v2/templates/{template_id}/builds/{build_id}", start_build, methods=["POST"]),
     Route("/templates/{template_id}/builds/{build_id}/status", build_status, methods=["GET"]),
+    Route("/templates/{template_id}/builds/{build_id}/logs", build_logs, methods=["GET"]),
 ]

@@ -17,8 +17,13 @@ from starlette.routing import Route
 
 from hutch.api.http.auth import authenticate, context
 from hutch.api.http.errors import error_body
-from hutch.api.http.query import read_body
-from hutch.api.http.schemas import ImportImageBody, template_body
+from hutch.api.http.query import parse_limit, read_body
+from hutch.api.http.schemas import (
+    ImportImageBody,
+    build_body,
+    current_build_body,
+    template_body,
+)
 from hutch.api.service.ports import ImageImport, ImportProgress
 from hutch.shared.errors import InvalidArgumentError
 
@@ -35,6 +40,38 @@ async def list_templates(request: Request) -> Response:
     return JSONResponse(
         [template_body(t, default_envd_version=ctx.envd_version) for t in templates]
     )
+
+
+async def list_templates_v2(request: Request) -> Response:
+    """``GET /v2/templates[?teamID=&limit=&nextToken=]`` → 200 ``[Template]``, the team's
+    own, newest first, ``X-Next-Token`` when more (infra's ``templates_list_v2.go``); a
+    ``teamID`` other than the key's team is 400, as infra."""
+    team = await authenticate(request)
+    ctx = context(request)
+    q = request.query_params
+    if q.get("teamID") and q["teamID"] != team.id:
+        raise InvalidArgumentError("Team ID param mismatch with the API key")
+    page, token = await ctx.templates.list_page(
+        team_id=team.id, limit=parse_limit(q.get("limit")), next_token=q.get("nextToken") or None
+    )
+    headers = {"X-Next-Token": token} if token else {}
+    body = [template_body(t, default_envd_version=ctx.envd_version) for t in page]
+    return JSONResponse(body, headers=headers)
+
+
+async def get_template(request: Request) -> Response:
+    """``GET /templates/{id}[?limit=&nextToken=]`` → 200 ``TemplateWithBuilds``: the
+    ``Template`` fields (the SDK's model requires them) and its builds, newest first.
+    Builds this process has run are listed with their own ids; a template with none (built
+    by install.sh, imported from an image, or before a restart) lists its current version."""
+    team = await authenticate(request)
+    ctx = context(request)
+    template = await ctx.templates.get_own(str(request.path_params["template_id"]), team_id=team.id)
+    limit = parse_limit(request.query_params.get("limit"))
+    runs = ctx.builds.builds_of(template.id, team_id=team.id) if ctx.builds is not None else []
+    body = template_body(template, default_envd_version=ctx.envd_version)
+    body["builds"] = [build_body(b) for b in runs][:limit] or [current_build_body(template, body)]
+    return JSONResponse(body)
 
 
 _NDJSON: Final = "application/x-ndjson"
@@ -167,6 +204,8 @@ async def delete_template(request: Request) -> Response:
 
 ROUTES: Final = [
     Route("/templates", list_templates, methods=["GET"]),
+    Route("/v2/templates", list_templates_v2, methods=["GET"]),
     Route("/templates/from-image", import_image, methods=["POST"]),
+    Route("/templates/{template_id}", get_template, methods=["GET"]),
     Route("/templates/{template_id}", delete_template, methods=["DELETE"]),
 ]

@@ -294,6 +294,38 @@ def team_body(team: Team, *, is_default: bool, key: str) -> dict[str, Any]:
     return {"teamID": team.id, "name": team.name, "apiKey": key, "isDefault": is_default}
 
 
+def build_body(build: Any) -> dict[str, Any]:
+    """``TemplateBuild`` of a build this process ran (``service/template_builds.Build``)."""
+    body: dict[str, Any] = {
+        "buildID": build.build_id,
+        "status": build.status,
+        "createdAt": iso(build.created_at),
+        "updatedAt": iso(build.updated_at),
+        "cpuCount": build.cpu_count,
+        "memoryMB": build.memory_mb,
+    }
+    if build.finished_at is not None:
+        body["finishedAt"] = iso(build.finished_at)
+    return body
+
+
+def current_build_body(template: Template, body: dict[str, Any]) -> dict[str, Any]:
+    """``TemplateBuild`` of a template's current version (``body``: its ``Template``)."""
+    out: dict[str, Any] = {
+        "buildID": body["buildID"],
+        "status": template.build_state.value,
+        "createdAt": body["updatedAt"],
+        "updatedAt": body["updatedAt"],
+        "cpuCount": template.cpu_count,
+        "memoryMB": template.memory_mb,
+        "diskSizeMB": template.disk_mb,
+        "envdVersion": body["envdVersion"],
+    }
+    if template.build_state.value in ("ready", "error"):
+        out["finishedAt"] = body["updatedAt"]
+    return out
+
+
 class NewVolumeBody(_Body):
     """``NewVolume`` ``{name}``, plus hutch's optional ``sizeMB`` quota."""
 

@@ -1,6 +1,8 @@
-"""Choosing which of a sandbox's log lines a ``/logs`` request gets (pure; ADR 0010).
+"""Choosing which log lines a ``/logs`` request gets (pure; ADR 0010): a sandbox's, and a
+template build's (``/templates/{id}/builds/{buildID}/logs``).
 
-The node hands over every line it keeps (oldest first); this applies E2B's query:
+The node (or the build) hands over every line it keeps (oldest first); this applies E2B's
+query:
 
 * ``cursor`` (v2) / ``start`` (v1), unix ms: with ``forward`` (the default) the lines at or
   after it, oldest first; with ``backward`` the lines at or before it, newest first (as
@@ -16,9 +18,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
-from typing import Final
+from typing import Final, Protocol, TypeVar
 
-from hutch.api.service.ports import SandboxLogLine
 from hutch.shared.errors import InvalidArgumentError
 
 LEVELS: Final = ("debug", "info", "warn", "error")
@@ -52,18 +53,32 @@ class LogsQuery:
             raise InvalidArgumentError(f"search must be at most {MAX_SEARCH} characters")
 
 
+class LogLine(Protocol):
+    """What selecting needs of a line (``SandboxLogLine``, a build's ``LogEntry``)."""
+
+    @property
+    def timestamp(self) -> datetime: ...
+    @property
+    def level(self) -> str: ...
+    @property
+    def message(self) -> str: ...
+
+
+_Line = TypeVar("_Line", bound=LogLine)
+
+
 def _rank(level: str) -> int:
     return LEVELS.index(level) if level in LEVELS else LEVELS.index("info")
 
 
-def select_log_lines(lines: Iterable[SandboxLogLine], query: LogsQuery) -> list[SandboxLogLine]:
+def select_log_lines(lines: Iterable[_Line], query: LogsQuery) -> list[_Line]:
     """The lines ``query`` selects, in the order it asks for (``lines`` oldest first)."""
     ordered = list(lines)
     forward = query.direction is LogDirection.FORWARD
     if not forward:
         ordered.reverse()
     floor = _rank(query.min_level) if query.min_level is not None else 0
-    out: list[SandboxLogLine] = []
+    out: list[_Line] = []
     for line in ordered:
         if len(out) >= query.limit:
             break

@@ -65,6 +65,9 @@ class Build:
     #: Recorded when the build succeeds (``default`` when the request named none).
     tags: list[str] = field(default_factory=list)
     task: asyncio.Task[None] | None = None
+    created_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+    updated_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+    finished_at: datetime | None = None
 
 
 def split_name(name: str) -> tuple[str, list[str]]:
@@ -138,6 +141,13 @@ class TemplateBuildService:
             raise NotFoundError(f"build {build_id} of template {template_id} not found")
         return build
 
+    def builds_of(self, template_id: str, *, team_id: TeamID) -> list[Build]:
+        """The team's builds of ``template_id`` this process ran or runs, newest first
+        (builds are not kept across restarts)."""
+        found = [b for b in self._builds.values()
+                 if b.template_id == template_id and b.team_id == team_id]  # fmt: skip
+        return sorted(found, key=lambda b: b.created_at, reverse=True)
+
     async def get_own_template(self, template_id: str, *, team_id: TeamID) -> Template:
         """The team's template ``template_id``; ``NotFoundError`` otherwise."""
         found = await self._templates.find_template(template_id, team_id=team_id)
@@ -161,6 +171,7 @@ class TemplateBuildService:
             )
             start["fromTemplate"] = template_version_name(base, kept) if kept else base
         build.status = "building"
+        build.updated_at = datetime.now(UTC)
         await self._templates.set_build_state(build.template_id, TemplateBuildState.BUILDING)
         build.task = asyncio.create_task(self._run(build, start), name=f"build-{build_id}")
         return build
@@ -201,6 +212,7 @@ class TemplateBuildService:
         # The row first: a client seeing "ready" creates sandboxes from it at once.
         with contextlib.suppress(NotFoundError):
             await self._templates.set_build_state(build.template_id, state)
+        build.finished_at = build.updated_at = datetime.now(UTC)
         build.status = final
 
 
