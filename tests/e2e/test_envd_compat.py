@@ -5,12 +5,21 @@ see while files are written."""
 
 from __future__ import annotations
 
+import asyncio
+import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import httpx
 import pytest
-from e2b import CommandExitException, InvalidArgumentException, PtySize, Sandbox
+from e2b import (
+    AsyncSandbox,
+    CommandExitException,
+    FilesystemEventType,
+    InvalidArgumentException,
+    PtySize,
+    Sandbox,
+)
 from e2b.exceptions import AuthenticationException
 
 from .serveproc import Serve
@@ -166,3 +175,81 @@ def test_commands_and_ptys_run_without_bash(busybox: Sandbox) -> None:
         term.wait(on_pty=raw.extend)
     assert exc.value.exit_code == 5
     assert "[system] 42x" in raw.decode(errors="replace")
+
+
+#: Upper bound for events to arrive; only ever waited up to, never asserted on.
+PATIENCE_S = 20.0
+CREATE, WRITE, CHMOD = (
+    FilesystemEventType.CREATE,
+    FilesystemEventType.WRITE,
+    FilesystemEventType.CHMOD,
+)
+
+
+def _kinds(events: list, name: str) -> list:
+    return [e.type for e in events if e.name == name]
+
+
+def _poll_until(handle, events: list, done: Callable[[], bool]) -> None:
+    deadline = time.monotonic() + PATIENCE_S
+    while not done():
+        assert time.monotonic() < deadline, [(e.name, e.type) for e in events]
+        events.extend(handle.get_new_events())
+        time.sleep(0.05)
+
+
+def test_polling_watchers_see_writes_as_e2b_shows_them(busybox: Sandbox) -> None:
+    top = f"/home/user/w-{uuid.uuid4().hex[:6]}"
+    busybox.files.make_dir(f"{top}/nested")
+    busybox.files.write(f"{top}/old.txt", "old")
+    plain = busybox.files.watch_dir(top)
+    recursive = busybox.files.watch_dir(top, recursive=True, include_entry=True)
+    try:
+        busybox.files.write(f"{top}/new.txt", "new")
+        busybox.files.write(f"{top}/old.txt", "replaced")
+        busybox.files.write(f"{top}/nested/file.txt", "deep")
+        busybox.files.make_dir(f"{top}/zz")  # the sentinel: every earlier event is in
+        got, deep = [], []
+        _poll_until(plain, got, lambda: "zz" in [e.name for e in got])
+        _poll_until(recursive, deep, lambda: "zz" in [e.name for e in deep])
+    finally:
+        plain.stop()
+        recursive.stop()
+    for events in (got, deep):
+        assert _kinds(events, "new.txt") == [CREATE, CHMOD, WRITE]
+        assert _kinds(events, "old.txt") == [CHMOD, WRITE]
+        assert not any("hutch-upload" in e.name for e in events), [e.name for e in events]
+    assert _kinds(deep, "nested/file.txt") == [CREATE, CHMOD, WRITE]
+    assert _kinds(got, "nested/file.txt") == []
+    written = next(e for e in deep if e.name == "old.txt" and e.type == WRITE)
+    assert (written.entry.path, written.entry.size) == (f"{top}/old.txt", len("replaced"))
+
+
+def test_streamed_watches_see_writes_as_e2b_shows_them(serve: Serve) -> None:
+    async def scenario() -> list:
+        sbx = await AsyncSandbox.create("busybox", timeout=120)
+        try:
+            top = f"/home/user/s-{uuid.uuid4().hex[:6]}"
+            await sbx.files.make_dir(top)
+            events: list = []
+            handle = await sbx.files.watch_dir(top, events.append, recursive=True)
+            try:
+                await sbx.files.write(f"{top}/a.txt", "a", metadata={"team": "blue"})
+                await sbx.files.write(f"{top}/made/b.txt", "b")  # its parent is made too
+                await sbx.files.write(f"{top}/a.txt", "again")
+                await sbx.files.make_dir(f"{top}/zz")
+                deadline = time.monotonic() + PATIENCE_S
+                while "zz" not in [e.name for e in events]:
+                    assert time.monotonic() < deadline, [(e.name, e.type) for e in events]
+                    await asyncio.sleep(0.05)
+            finally:
+                await handle.stop()
+            return events
+        finally:
+            await sbx.kill()
+
+    events = asyncio.run(scenario())
+    assert _kinds(events, "a.txt") == [CREATE, CHMOD, WRITE, CHMOD, CHMOD, WRITE, CHMOD]
+    assert _kinds(events, "made") == [CREATE, CHMOD]
+    assert _kinds(events, "made/b.txt") == [CREATE, CHMOD, WRITE]
+    assert not any("hutch-upload" in e.name for e in events), [e.name for e in events]

@@ -87,12 +87,13 @@ class _Router:
 def create_envd(settings: EnvdSettings) -> Envd:
     """The envd object graph for ``settings``."""
     state = EnvdState(default_user=settings.default_user, default_workdir=settings.default_workdir)
+    watchers = WatcherManager()
     return Envd(
         settings=settings,
         state=state,
         processes=ProcessManager(state=state),
-        watchers=WatcherManager(),
-        uploads=UploadManager(settings=settings),
+        watchers=watchers,
+        uploads=UploadManager(settings=settings, publications=watchers.publications),
     )
 
 

@@ -20,7 +20,8 @@ ENVD_PORT: Final = 49983
 
 #: The E2B envd version whose wire behaviour hutch's envd implements, reported to SDKs as
 #: ``envdVersion``. They gate features on it (e2b-compat.md §1.6): a PEP 440 version >= 0.6.13.
-ENVD_VERSION: Final = "0.6.13"
+#: Bumped on every envd behaviour change (0.6.14: issue 18's watch, remove, auth, shell).
+ENVD_VERSION: Final = "0.6.14"
 
 #: ``<home>/cli.key``: the key the ``hutch`` CLI uses by default (0600, made on first use);
 #: reading it is the proof of host access the API asks for host paths (``envdPath``).

@@ -33,6 +33,7 @@ from pathlib import Path
 
 import anyio.to_thread
 
+from hutch.envd.filesystem.publications import Publications
 from hutch.envd.filesystem.writer import (
     FLUSH_BYTES,
     TEMP_MARKER,
@@ -106,8 +107,9 @@ def _parse_id(upload_id: str) -> str:
 class UploadManager:
     """The open multipart upload sessions of one envd."""
 
-    def __init__(self, *, settings: EnvdSettings) -> None:
+    def __init__(self, *, settings: EnvdSettings, publications: Publications | None = None) -> None:
         self._settings = settings
+        self._publications = publications
         self._sessions: dict[str, UploadSession] = {}
         self._records = Path(settings.state_dir) / "uploads"
         self._sweeper: asyncio.Task[None] | None = None
@@ -374,7 +376,13 @@ class UploadManager:
         fd, session.fd = session.fd, -1
         try:
             written = await anyio.to_thread.run_sync(
-                lambda: finalize(fd, session.temp, session.target, metadata=session.metadata),
+                lambda: finalize(
+                    fd,
+                    session.temp,
+                    session.target,
+                    metadata=session.metadata,
+                    publications=self._publications,
+                ),
                 abandon_on_cancel=False,
             )
         except BaseException:

@@ -10,6 +10,10 @@ fsnotify on Linux:
 * IN_MOVED_FROM           -> RENAME (the old name; the new one arrives as CREATE)
 * IN_ATTRIB               -> CHMOD
 
+envd's own uploads (a temporary file renamed into place, ``writer.py``) are shown as E2B's
+in-place writes: temporary names never appear, and the rename shows the events E2B's envd
+causes for the same write (``e2b_events``, from what the writer noted in ``Publications``).
+
 ``recursive`` watches every subdirectory (symlinks are not followed) and adds watches for
 directories as they appear; entries already inside a directory that appears (``mkdir -p``,
 a tree moved in) are reported as CREATE, since they were made before its watch existed, so
@@ -28,6 +32,7 @@ import os
 import posixpath
 import secrets
 import stat
+from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import StrEnum
@@ -35,6 +40,7 @@ from enum import StrEnum
 from inotify_simple import INotify
 
 from hutch.envd.filesystem.entries import Entry, find_entry
+from hutch.envd.filesystem.publications import Publication, Publications, is_temp_name
 from hutch.shared.errors import (
     HutchError,
     InvalidArgumentError,
@@ -64,6 +70,9 @@ _MASK |= IN_DELETE_SELF | IN_ONLYDIR | IN_DONT_FOLLOW
 
 #: Events kept for a client that does not collect them; older ones are dropped beyond this.
 MAX_BUFFERED_EVENTS = 10_000
+
+#: Renames of temporary files awaiting their other half, and uploads already shown, per watch.
+_MAX_REMEMBERED = 1024
 
 #: Filesystem types events cannot be trusted on (E2B: NFS, CIFS/SMB, FUSE; plus kin).
 _NETWORK_FS = {"nfs", "nfs4", "cifs", "smb3", "smbfs", "ceph", "glusterfs", "9p", "afs"}
@@ -102,6 +111,32 @@ def _kinds(mask: int) -> list[EventKind]:
     if mask & IN_DELETE:
         kinds.append(EventKind.REMOVE)
     return kinds
+
+
+def e2b_events(publication: Publication | None) -> list[EventKind]:
+    """What E2B's envd shows for the write that ``publication`` records (``publications.py``).
+
+    New file: CREATE, CHMOD (chown), WRITE (unless empty), CHMOD (metadata). Replaced file:
+    CHMOD (chown), WRITE (truncate and data), CHMOD (metadata set or cleared). No record:
+    a new, non-empty file without metadata.
+    """
+    if publication is None:
+        return [EventKind.CREATE, EventKind.CHMOD, EventKind.WRITE]
+    if publication.replaced:
+        kinds = [EventKind.CHMOD, EventKind.WRITE]
+    else:
+        kinds = [EventKind.CREATE, EventKind.CHMOD]
+        if publication.wrote:
+            kinds.append(EventKind.WRITE)
+    if publication.metadata:
+        kinds.append(EventKind.CHMOD)
+    return kinds
+
+
+def _remember(memory: OrderedDict, key: object, value: object) -> None:
+    memory[key] = value
+    while len(memory) > _MAX_REMEMBERED:
+        memory.popitem(last=False)
 
 
 def _unescape_mount(field: str) -> str:
@@ -176,8 +211,21 @@ def check_watchable(path: str, *, allow_network_mounts: bool) -> str:
 class DirWatch:
     """A live inotify watch on one directory (and its subtree when ``recursive``)."""
 
-    def __init__(self, path: str, *, recursive: bool, include_entry: bool) -> None:
+    def __init__(
+        self,
+        path: str,
+        *,
+        recursive: bool,
+        include_entry: bool,
+        publications: Publications | None = None,
+    ) -> None:
         self.path = path
+        self._publications = publications or Publications()
+        #: inotify rename cookie -> the temporary name it moved away.
+        self._moved_temps: OrderedDict[int, str] = OrderedDict()
+        #: temporary names whose publication this watch has shown (a scan and the rename
+        #: itself may both see one upload).
+        self._shown: OrderedDict[str, None] = OrderedDict()
         self.recursive = recursive
         self.include_entry = include_entry
         self.error: HutchError | None = None
@@ -266,8 +314,12 @@ class DirWatch:
         self._wds[wd] = directory
         return True
 
-    def _add_tree(self, top: str, *, report: bool) -> None:
-        """Watch ``top`` (and its subdirectories when recursive); report what is inside."""
+    def _add_tree(self, top: str, *, report: bool, made: bool = False) -> None:
+        """Watch ``top`` (and its subdirectories when recursive); report what is inside.
+
+        ``made``: ``top`` was just created (not moved in), so a file found inside may be an
+        upload renamed into place before the watch existed: it is shown as that upload.
+        """
         pending = [top]  # iterative: trees may be deeper than Python's recursion limit
         while pending:
             directory = pending.pop()
@@ -279,14 +331,40 @@ class DirWatch:
             except OSError:
                 continue
             for child in children:
+                if is_temp_name(child.name):
+                    continue  # an upload in flight: shown when it is renamed into place
                 if report:
-                    self._push(child.path, EventKind.CREATE)
+                    self._report_found(child, uploads=made)
                 try:
                     is_dir = child.is_dir(follow_symlinks=False)
                 except OSError:
                     continue
                 if is_dir and self.recursive:
                     pending.append(child.path)
+
+    def _report_found(self, child: os.DirEntry[str], *, uploads: bool) -> None:
+        """Report an entry found in a directory that appeared: an upload as its events."""
+        found = None
+        if uploads:
+            try:
+                st = child.stat(follow_symlinks=False)
+            except OSError:
+                return
+            if stat.S_ISREG(st.st_mode):
+                found = self._publications.find_inode(st.st_dev, st.st_ino)
+        if found is not None:
+            self._show_publication(child.path, *found)
+        else:
+            self._push(child.path, EventKind.CREATE)
+
+    def _show_publication(
+        self, full_path: str, temp_name: str, publication: Publication | None
+    ) -> None:
+        if temp_name in self._shown:
+            return
+        _remember(self._shown, temp_name, None)
+        for kind in e2b_events(publication):
+            self._push(full_path, kind)
 
     def _forget_tree(self, top: str) -> None:
         """Stop watching ``top`` and below (it moved away: its wds would follow it)."""
@@ -339,12 +417,20 @@ class DirWatch:
                 continue
             if event.mask & IN_DELETE_SELF or not event.name:
                 continue  # reported by the parent directory's watch
+            if is_temp_name(event.name):
+                if event.mask & IN_MOVED_FROM and event.cookie:
+                    _remember(self._moved_temps, event.cookie, event.name)
+                continue  # envd's upload in flight: never shown
             full_path = posixpath.join(directory, event.name)
+            if event.mask & IN_MOVED_TO and event.cookie in self._moved_temps:
+                temp_name = self._moved_temps.pop(event.cookie)
+                self._show_publication(full_path, temp_name, self._publications.find(temp_name))
+                continue
             for kind in _kinds(event.mask):
                 self._push(full_path, kind)
             if event.mask & IN_ISDIR and self.recursive:
                 if event.mask & (IN_CREATE | IN_MOVED_TO):
-                    self._add_tree(full_path, report=True)
+                    self._add_tree(full_path, report=True, made=bool(event.mask & IN_CREATE))
                 elif event.mask & IN_MOVED_FROM:
                     self._forget_tree(full_path)
 
@@ -357,7 +443,9 @@ class DirWatch:
 class WatcherManager:
     """Every live watch of this envd: polling watchers by id, streaming ones while open."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, publications: Publications | None = None) -> None:
+        #: What envd's uploads did, noted by the writer for the watches (shared with it).
+        self.publications = publications or Publications()
         self._polling: dict[str, DirWatch] = {}
         self._streaming: set[DirWatch] = set()
 
@@ -366,7 +454,12 @@ class WatcherManager:
     ) -> DirWatch:
         """Start a streaming watch; give it back with ``release`` when the stream ends."""
         real = check_watchable(path, allow_network_mounts=allow_network_mounts)
-        watch = DirWatch(real, recursive=recursive, include_entry=include_entry)
+        watch = DirWatch(
+            real,
+            recursive=recursive,
+            include_entry=include_entry,
+            publications=self.publications,
+        )
         watch.start()
         self._streaming.add(watch)
         return watch

@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 
 import anyio.to_thread
 
+from hutch.envd.filesystem.publications import Publication, Publications
 from hutch.envd.users import User
 from hutch.shared.errors import InvalidArgumentError, from_os_error
 from hutch.shared.xattrs import XATTR_PREFIX, read_metadata, write_metadata
@@ -216,8 +217,32 @@ def seal(fd: int, temp: str, target: Target, *, metadata: dict[str, str]) -> Non
         raise
 
 
-def publish(temp: str, target: Target) -> WrittenFile:
-    """Rename a sealed temp file over the target; on failure the temp file is removed."""
+def _note_publication(temp: str, target: Target, publications: Publications) -> None:
+    """Tell the watchers what this rename stands for (``publications.py``)."""
+    try:
+        st = os.stat(temp)
+        try:
+            replaced = not stat.S_ISDIR(os.stat(target.real_path).st_mode)
+        except FileNotFoundError:
+            replaced = False
+        metadata = bool(read_metadata(temp)) or (replaced and bool(read_metadata(target.real_path)))
+    except OSError:
+        return  # the rename below reports what is wrong
+    publications.record(
+        posixpath.basename(temp),
+        Publication(
+            replaced=replaced, wrote=st.st_size > 0, metadata=metadata, dev=st.st_dev, ino=st.st_ino
+        ),
+    )
+
+
+def publish(temp: str, target: Target, *, publications: Publications | None = None) -> WrittenFile:
+    """Rename a sealed temp file over the target; on failure the temp file is removed.
+
+    ``publications`` learns what the rename stands for, so watchers show E2B's events.
+    """
+    if publications is not None:
+        _note_publication(temp, target, publications)
     try:
         os.rename(temp, target.real_path)
     except OSError as exc:
@@ -230,10 +255,17 @@ def publish(temp: str, target: Target) -> WrittenFile:
     )
 
 
-def finalize(fd: int, temp: str, target: Target, *, metadata: dict[str, str]) -> WrittenFile:
+def finalize(
+    fd: int,
+    temp: str,
+    target: Target,
+    *,
+    metadata: dict[str, str],
+    publications: Publications | None = None,
+) -> WrittenFile:
     """``seal`` then ``publish``: the temp file becomes the target, metadata and all."""
     seal(fd, temp, target, metadata=metadata)
-    return publish(temp, target)
+    return publish(temp, target, publications=publications)
 
 
 def discard(fd: int, temp: str) -> None:
@@ -258,18 +290,28 @@ class AtomicFile:
     fd: int
     temp: str
     size: int = 0
+    publications: Publications | None = None
     _buffers: list[bytes | memoryview] = field(default_factory=list)
     _buffered: int = 0
     _done: bool = False
 
     @classmethod
-    async def create(cls, path: str, *, user: User, metadata: dict[str, str]) -> AtomicFile:
+    async def create(
+        cls,
+        path: str,
+        *,
+        user: User,
+        metadata: dict[str, str],
+        publications: Publications | None = None,
+    ) -> AtomicFile:
         """Validate ``path`` for ``user``, create parents and the temporary file."""
 
         def _open() -> AtomicFile:
             target = prepare_target(path, user=user)
             fd, temp = create_temp(target)
-            return cls(target=target, metadata=metadata, fd=fd, temp=temp)
+            return cls(
+                target=target, metadata=metadata, fd=fd, temp=temp, publications=publications
+            )
 
         return await anyio.to_thread.run_sync(_open)
 
@@ -307,7 +349,7 @@ class AtomicFile:
     def publish(self) -> WrittenFile:
         """Rename into place (blocking; run in a worker thread)."""
         self._done = True
-        return publish(self.temp, self.target)
+        return publish(self.temp, self.target, publications=self.publications)
 
     async def commit(self) -> WrittenFile:
         """``seal`` then ``publish``."""

@@ -239,7 +239,9 @@ def routes(envd: Envd) -> list[Route]:
     async def _upload_raw(
         request: Request, path: str, *, user: User, metadata: dict[str, str]
     ) -> WrittenFile:
-        writer = await AtomicFile.create(path, user=user, metadata=metadata)
+        writer = await AtomicFile.create(
+            path, user=user, metadata=metadata, publications=envd.watchers.publications
+        )
         try:
             async for chunk in decoded_body(request):
                 if writer.feed(chunk):
@@ -280,7 +282,12 @@ def routes(envd: Envd) -> list[Route]:
                         if path in seen_paths:
                             raise InvalidArgumentError(f"{path}: named twice in one upload")
                         seen_paths.add(path)
-                        writer = await AtomicFile.create(path, user=user, metadata=metadata)
+                        writer = await AtomicFile.create(
+                            path,
+                            user=user,
+                            metadata=metadata,
+                            publications=envd.watchers.publications,
+                        )
                     elif kind == "data":
                         if writer is not None and not skipping and writer.feed(payload):
                             await writer.flush()
