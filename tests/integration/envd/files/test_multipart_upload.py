@@ -14,6 +14,7 @@ import httpx
 import pytest
 
 from tests.conftest import EnvdProcess, start_envd, stop_envd
+from tests.integration.envd import connect
 from tests.integration.envd.files.conftest import assert_healthy, leftovers
 
 MiB = 1024 * 1024
@@ -341,3 +342,28 @@ def test_clean_shutdown_removes_open_sessions(tmp_path: Path) -> None:
     finally:
         stop_envd(server)
     assert leftovers(work) == []
+
+
+def test_watchers_see_a_session_upload_as_e2bs_write(files_envd: EnvdProcess, work: Path) -> None:
+    r = connect.unary("filesystem.Filesystem", files_envd, "CreateWatcher", {"path": str(work)})
+    watcher = r.json()["watcherId"]
+    upload_id = init(files_envd, work / "s.bin", 4, 2).json()["uploadId"]
+    put(files_envd, upload_id, 0, b"ab")
+    put(files_envd, upload_id, 1, b"cd")
+    assert complete(files_envd, upload_id).status_code == 200
+    os.mkdir(work / "zz")  # the sentinel: one inotify queue keeps its order
+    events: list[dict] = []
+    deadline = time.monotonic() + 15
+    while not any(e["name"] == "zz" for e in events):
+        assert time.monotonic() < deadline, events
+        r = connect.unary(
+            "filesystem.Filesystem", files_envd, "GetWatcherEvents", {"watcherId": watcher}
+        )
+        events += r.json().get("events", [])
+    connect.unary("filesystem.Filesystem", files_envd, "RemoveWatcher", {"watcherId": watcher})
+    assert [e["type"] for e in events if e["name"] == "s.bin"] == [
+        "EVENT_TYPE_CREATE",
+        "EVENT_TYPE_CHMOD",
+        "EVENT_TYPE_WRITE",
+    ]
+    assert not any("hutch-upload" in e["name"] for e in events), events
