@@ -301,7 +301,12 @@ def register(cli: click.Group) -> None:
         api = ApiClient(home, api_port, api_key, proxy_port=proxy_port)
         info = api.call("GET", f"/sandboxes/{sandbox_id}")
         if info.get("state") != "running":
-            fail(409, f"sandbox {sandbox_id} is {info.get('state')}, not running")
+            # Not resumed behind the operator's back (E2B's CLI connects, which resumes).
+            fail(
+                409,
+                f"sandbox {sandbox_id} is {info.get('state')}, not running (resume it first: "
+                f"the SDK's Sandbox.connect(), or POST /sandboxes/{sandbox_id}/connect)",
+            )
         out: dict[str, list[bytes]] = {"stdout": [], "stderr": []}
 
         def emit(stream: str) -> Any:
