@@ -231,3 +231,25 @@ def test_templates_and_build_logs_through_the_sdks_generated_client(serve: Serve
     ).parsed
     assert isinstance(backward, TemplateBuildLogsResponse)
     assert backward.logs == [logs.logs[-1]] or len(logs.logs) == 100
+
+
+def test_sandbox_answers_carry_exactly_infras_fields(serve: Serve) -> None:
+    """What the real serve answers for a sandbox: no ``domain: null`` (omitted, as
+    infra), ``volumeMounts`` always a list; the SDK's own models parse them (gap 13)."""
+    from e2b.api.client.models import ListedSandbox, SandboxDetail
+
+    sbx = Sandbox.create("busybox", timeout=60, metadata={"shape": "yes"})
+    try:
+        headers = {"X-API-Key": os.environ["E2B_API_KEY"]}
+        with httpx.Client(base_url=serve.api_url, headers=headers, timeout=30) as c:
+            detail = c.get(f"/sandboxes/{sbx.sandbox_id}").json()
+            [listed] = c.get("/v2/sandboxes", params={"metadata": "shape=yes"}).json()
+            connected = c.post(f"/v2/sandboxes/{sbx.sandbox_id}/connect", json={}).json()
+        assert "domain" not in detail and "domain" not in connected
+        assert detail["volumeMounts"] == [] and listed["volumeMounts"] == []
+        assert None not in detail.values() and None not in listed.values()
+        SandboxDetail.from_dict(detail)
+        ListedSandbox.from_dict(listed)
+        assert sbx.get_info().metadata == {"shape": "yes"}
+    finally:
+        sbx.kill()

@@ -275,3 +275,24 @@ async def test_sandboxes_auto_pause_memory_defaults_to_true(
 ) -> None:
     sbx = (await store.sandboxes.create_sandbox(new_sandbox(team_id, auto_pause=True))).sandbox
     assert (await store.sandboxes.get_sandbox(sbx.id, team_id=team_id)).auto_pause_memory
+
+
+async def test_volume_mounts_of_many_sandboxes_in_one_query(
+    store: SqlStore, team_id: TeamID
+) -> None:
+    from hutch.api.models import VolumeMount
+    from hutch.shared.ids import VolumeID
+
+    vol = VolumeID("vol00000000000000000001")
+    await store.volumes.create_volume(
+        volume_id=vol, team_id=team_id, name="data", quota_bytes=1 << 20, backend="local",
+        token_secret="s",
+    )  # fmt: skip
+    a = (await store.sandboxes.create_sandbox(new_sandbox(team_id))).sandbox
+    b = (await store.sandboxes.create_sandbox(new_sandbox(team_id))).sandbox
+    mounts = [VolumeMount(volume_id=vol, name="data", path=p) for p in ("/mnt/y", "/mnt/x")]
+    await store.volumes.add_mounts(a.id, mounts)
+    found = await store.volumes.mounts_of_many([a.id, b.id])
+    assert [(m.name, m.path) for m in found[a.id]] == [("data", "/mnt/x"), ("data", "/mnt/y")]
+    assert found[b.id] == []
+    assert await store.volumes.mounts_of_many([]) == {}

@@ -112,25 +112,29 @@ async def list_v2(request: Request) -> Response:
     service = context(request).sandboxes
     page = await service.list_sandboxes(team_id=team.id, query=query)
     headers = {"X-Next-Token": page.next_token} if page.next_token else {}
+    mounts = await context(request).volumes.mounted_in_many([s.id for s in page.items])
     # infra: present exactly when running sandboxes were asked for; all that match the
     # filters, before pagination.
     total = await service.count_running(team_id=team.id, query=query)
     if total is not None:
         headers["X-Total-Running"] = str(total)
-    return JSONResponse([listed_sandbox_body(s) for s in page.items], headers=headers)
+    body = [listed_sandbox_body(s, mounts=mounts[s.id]) for s in page.items]
+    return JSONResponse(body, headers=headers)
 
 
 async def list_v1(request: Request) -> Response:
     """``GET /sandboxes`` (legacy, unpaginated) → 200 ``[ListedSandbox]``."""
     team = await authenticate(request)
     service = context(request).sandboxes
+    service_volumes = context(request).volumes
     items: list[dict[str, object]] = []
     token: str | None = None
     while len(items) < _V1_LIST_CAP:
         page = await service.list_sandboxes(
             team_id=team.id, query=_list_query(request, limit=100, next_token=token)
         )
-        items.extend(listed_sandbox_body(s) for s in page.items)
+        mounts = await service_volumes.mounted_in_many([s.id for s in page.items])
+        items.extend(listed_sandbox_body(s, mounts=mounts[s.id]) for s in page.items)
         token = page.next_token
         if token is None:
             break
@@ -142,11 +146,8 @@ async def get_sandbox(request: Request) -> Response:
     team = await authenticate(request)
     ctx = context(request)
     sandbox = await ctx.sandboxes.get_sandbox(team_id=team.id, sandbox_id=sandbox_id_param(request))
-    body = sandbox_detail_body(sandbox, domain=ctx.domain)
     mounts = await ctx.volumes.mounted_in(sandbox.id)
-    if mounts:
-        body["volumeMounts"] = [{"name": m.name, "path": m.path} for m in mounts]
-    return JSONResponse(body)
+    return JSONResponse(sandbox_detail_body(sandbox, domain=ctx.domain, mounts=mounts))
 
 
 async def kill_sandbox(request: Request) -> Response:

@@ -2,22 +2,26 @@
 
 Request bodies are pydantic models with aliases; only types are checked here (strict: a
 string ``"30"`` is not a timeout), ranges and limits are the service's. Responses are
-built from domain objects by the ``*_body`` functions, following the SDK's ``to_dict``:
-required fields always present, optional ones omitted rather than ``null`` (``from_dict``
-of ``network``/``lifecycle`` crashes on ``null``), except ``domain`` on ``Sandbox``, which
-is nullable and always sent so that ``get_host()`` knows there is none.
+built from domain objects by the ``*_body`` functions, with the fields infra's handlers
+send: required fields always present, optional ones omitted rather than ``null`` where
+infra's Go type says ``omitempty`` (``from_dict`` of ``network``/``lifecycle`` crashes on
+``null``), ``null`` where it does not (``Template.createdBy``/``lastSpawnedAt``). So
+``domain`` is left out when there is none (the SDK reads a missing one as none), and
+``volumeMounts`` is always a list on listed and detailed sandboxes, ``[]`` when empty, as
+infra always sends it.
 """
 
 from __future__ import annotations
 
 import json
 import uuid
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any, Final
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr
 
-from hutch.api.models import ApiKey, Sandbox, Team, Template, Volume
+from hutch.api.models import ApiKey, Sandbox, Team, Template, Volume, VolumeMount
 from hutch.api.service.node_status import NodeStatus
 from hutch.api.service.ports import SandboxLogLine, SandboxMetrics
 from hutch.api.service.sandboxes import public_state
@@ -133,8 +137,9 @@ def sandbox_body(sandbox: Sandbox, *, domain: str | None) -> dict[str, Any]:
         "sandboxID": sandbox.id,
         "clientID": CLIENT_ID,
         "envdVersion": sandbox.envd_version,
-        "domain": domain,
     }
+    if domain is not None:
+        body["domain"] = domain
     if sandbox.alias is not None:
         body["alias"] = sandbox.alias
     if sandbox.envd_access_token is not None:
@@ -142,7 +147,11 @@ def sandbox_body(sandbox: Sandbox, *, domain: str | None) -> dict[str, Any]:
     return body
 
 
-def listed_sandbox_body(sandbox: Sandbox) -> dict[str, Any]:
+def _mounts(mounts: Sequence[VolumeMount]) -> list[dict[str, str]]:
+    return [{"name": m.name, "path": m.path} for m in mounts]
+
+
+def listed_sandbox_body(sandbox: Sandbox, *, mounts: Sequence[VolumeMount] = ()) -> dict[str, Any]:
     """``ListedSandbox``: one item of a listing."""
     body: dict[str, Any] = {
         "templateID": sandbox.template_id,
@@ -156,16 +165,19 @@ def listed_sandbox_body(sandbox: Sandbox) -> dict[str, Any]:
         "state": public_state(sandbox.state) or "running",
         "envdVersion": sandbox.envd_version,
         "metadata": dict(sandbox.metadata),
+        "volumeMounts": _mounts(mounts),
     }
     if sandbox.alias is not None:
         body["alias"] = sandbox.alias
     return body
 
 
-def sandbox_detail_body(sandbox: Sandbox, *, domain: str | None) -> dict[str, Any]:
+def sandbox_detail_body(
+    sandbox: Sandbox, *, domain: str | None, mounts: Sequence[VolumeMount] = ()
+) -> dict[str, Any]:
     """``SandboxDetail``: ``GET /sandboxes/{id}`` (no ``network``; ``pauseMode`` once paused:
     ``full`` when the last pause kept memory, ``filesystem`` when it kept only files)."""
-    body = listed_sandbox_body(sandbox)
+    body = listed_sandbox_body(sandbox, mounts=mounts)
     body["allowInternetAccess"] = sandbox.allow_internet
     body["lifecycle"] = {
         "autoResume": sandbox.auto_resume,

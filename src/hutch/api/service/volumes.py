@@ -277,6 +277,12 @@ class VolumeService:
         """The volumes ``sandbox_id`` mounts, with their names (``SandboxDetail``)."""
         return await self._store.mounts_of(sandbox_id)
 
+    async def mounted_in_many(
+        self, sandbox_ids: Sequence[SandboxID]
+    ) -> dict[SandboxID, list[VolumeMount]]:
+        """:meth:`mounted_in` for a listing page, in one query."""
+        return await self._store.mounts_of_many(sandbox_ids)
+
     def mount_specs(self, mounts: Sequence[VolumeMount]) -> list[VolumeMountSpec]:
         return [
             VolumeMountSpec(volume_id=m.volume_id, backend=m.backend, path=m.path) for m in mounts

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from typing import Any
 
 from sqlalchemy import delete, select
@@ -165,3 +165,26 @@ class SqlVolumeStore:
                 )
                 for r in await conn.execute(query)
             ]
+
+    async def mounts_of_many(
+        self, sandbox_ids: Collection[SandboxID]
+    ) -> dict[SandboxID, list[VolumeMount]]:
+        """:meth:`mounts_of` for many sandboxes in one query (a listing page); every id
+        is a key, with ``[]`` when it mounts nothing."""
+        found: dict[SandboxID, list[VolumeMount]] = {sid: [] for sid in sandbox_ids}
+        if not found:
+            return found
+        query = (
+            select(sandbox_volume_mounts, volumes.c.name, volumes.c.backend)
+            .join(volumes, volumes.c.id == sandbox_volume_mounts.c.volume_id)
+            .where(sandbox_volume_mounts.c.sandbox_id.in_(list(found)))
+            .order_by(sandbox_volume_mounts.c.sandbox_id, sandbox_volume_mounts.c.path)
+        )
+        async with read_transaction(self._engine) as conn:
+            for r in await conn.execute(query):
+                found[SandboxID(r.sandbox_id)].append(
+                    VolumeMount(
+                        volume_id=VolumeID(r.volume_id), name=r.name, path=r.path, backend=r.backend
+                    )
+                )
+        return found
