@@ -253,3 +253,21 @@ def test_sandbox_answers_carry_exactly_infras_fields(serve: Serve) -> None:
         assert sbx.get_info().metadata == {"shape": "yes"}
     finally:
         sbx.kill()
+
+
+def test_list_sends_x_total_running(serve: Serve) -> None:
+    """The running sandboxes that match, whatever the page size (gap 11)."""
+    made = [Sandbox.create("busybox", timeout=60, metadata={"total": "t"}) for _ in range(2)]
+    try:
+        headers = {"X-API-Key": os.environ["E2B_API_KEY"]}
+        with httpx.Client(base_url=serve.api_url, headers=headers, timeout=30) as c:
+            r = c.get("/v2/sandboxes", params={"metadata": "total=t", "limit": 1})
+            assert r.status_code == 200 and len(r.json()) == 1
+            assert r.headers["x-total-running"] == "2"
+            assert (
+                "x-total-running" not in c.get("/v2/sandboxes", params={"state": "paused"}).headers
+            )
+        assert len(Sandbox.list(query=SandboxQuery(metadata={"total": "t"})).next_items()) == 2
+    finally:
+        for sbx in made:
+            sbx.kill()

@@ -86,3 +86,5 @@ def test_fork_errors(api: ApiServer) -> None:
         assert r.status_code == 201
         outcomes = sorted(str(x["error"]["code"]) if "error" in x else "sandbox" for x in r.json())
         assert outcomes == ["503", "sandbox"]
+        [failed] = [x["error"] for x in r.json() if "error" in x]
+        assert failed["error_code"] == "sandbox_capacity_unavailable"

@@ -88,8 +88,13 @@ async def fork(request: Request) -> Response:
             out.append({"sandbox": sandbox_body(result.sandbox, domain=ctx.domain)})
         else:
             assert result.error is not None
-            code = http_status(result.error)
-            out.append({"error": {"code": code, "message": result.error.public_message}})
+            error: dict[str, Any] = {
+                "code": http_status(result.error),
+                "message": result.error.public_message,
+            }
+            if result.error.error_code is not None:
+                error["error_code"] = result.error.error_code
+            out.append({"error": error})
     return JSONResponse(out, status_code=201, headers=_FILESYSTEM_ONLY)
 
 
