@@ -7,13 +7,19 @@ scale-out proxy would implement the same Protocol over the shared store.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Final, Protocol
 from urllib.parse import parse_qs
 
+from hutch.proxy.errors import SandboxTransitioningError
 from hutch.shared.ids import SandboxID
 from hutch.shared.signatures import FILE_OPERATIONS, signature_matches
+
+#: How long a request waits for the pause or resume in progress before a wake gives up with
+#: 409 "still transitioning" (infra's ``autoResumeTransitionWaitBudget``).
+WAKE_BUDGET_S: Final = 60.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,7 +56,9 @@ class SandboxCatalog(Protocol):
 
     async def wake(self, sandbox_id: SandboxID) -> SandboxRoute | None:
         """Resume a paused ``auto_resume`` sandbox for a request; its running route, or
-        None when it cannot be woken (gone, or the resume failed)."""
+        None when it cannot be woken (gone, or the resume failed).
+        :class:`~hutch.proxy.errors.SandboxTransitioningError` when the resume did not
+        end within the wake budget (it goes on; the client is told to retry, 409)."""
         ...
 
 
@@ -75,11 +83,16 @@ class InMemorySandboxCatalog:
         routes: Mapping[SandboxID, SandboxRoute] | None = None,
         *,
         waker: Callable[[SandboxID], Awaitable[None]] | None = None,
+        wake_budget_s: float = WAKE_BUDGET_S,
     ) -> None:
         self._routes: dict[SandboxID, SandboxRoute] = dict(routes or {})
         #: Resumes a sandbox (``hutch serve`` hands in the api's auto-resume); settable
         #: after construction because the api is built after the catalog.
         self.waker = waker
+        self.wake_budget_s = wake_budget_s
+        #: Wakes in progress, one per sandbox: later requests join the first one's, and a
+        #: wake that outlives its requests' budget still finishes.
+        self._waking: dict[SandboxID, asyncio.Task[Any]] = {}
 
     async def wake(self, sandbox_id: SandboxID) -> SandboxRoute | None:
         """See :meth:`SandboxCatalog.wake`."""
@@ -88,8 +101,15 @@ class InMemorySandboxCatalog:
             return route
         if not route.auto_resume or self.waker is None:
             return None
+        task = self._waking.get(sandbox_id)
+        if task is None:
+            task = asyncio.ensure_future(self.waker(sandbox_id))
+            self._waking[sandbox_id] = task
+            task.add_done_callback(lambda _t: self._waking.pop(sandbox_id, None))
         try:
-            await self.waker(sandbox_id)
+            await asyncio.wait_for(asyncio.shield(task), self.wake_budget_s)
+        except TimeoutError:
+            raise SandboxTransitioningError(sandbox_id) from None
         except Exception:  # the proxy answers "not found"; the api logged the cause
             return None
         route = self._routes.get(sandbox_id)

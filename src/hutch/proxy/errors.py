@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from typing import Final
 
-from hutch.shared.errors import InvalidArgumentError
+from hutch.shared.errors import ConflictError, InvalidArgumentError
 
 SANDBOX_NOT_FOUND: Final = "The sandbox was not found"
 PORT_NOT_OPEN: Final = "The sandbox is running but port is not open"
@@ -23,8 +23,19 @@ INTERNAL_ROUTE: Final = (
 )
 
 
+STILL_TRANSITIONING: Final = "The sandbox is still transitioning. Try again in a moment."
+
+
 class RoutingError(InvalidArgumentError):
     """The request names no sandbox, or names one badly (answered with 400)."""
+
+
+class SandboxTransitioningError(ConflictError):
+    """A wake waited its budget for the pause or resume in progress (answered with 409)."""
+
+    def __init__(self, sandbox_id: str) -> None:
+        super().__init__(f"sandbox {sandbox_id} is still transitioning")
+        self.sandbox_id = sandbox_id
 
 
 def json_body(status: int, message: str, **fields: object) -> bytes:
@@ -51,6 +62,11 @@ def internal_route(path: str) -> tuple[int, bytes]:
     """404 for envd's control routes (``/init``, ...), which only the node calls: the same
     answer whether or not the sandbox exists, and without its id (as infra)."""
     return 404, json_body(404, INTERNAL_ROUTE, path=path)
+
+
+def still_transitioning(sandbox_id: str) -> tuple[int, bytes]:
+    """409 (infra's ``NewSandboxStillTransitioningError``): retry in a moment."""
+    return 409, json_body(409, STILL_TRANSITIONING, sandboxId=sandbox_id)
 
 
 def invalid_signature() -> tuple[int, bytes]:

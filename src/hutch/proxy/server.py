@@ -196,7 +196,11 @@ class ProxyApp:
         resolved = self._resolve(scope)
         if isinstance(resolved[0], int):
             asleep = self._asleep(scope)
-            if asleep is not None and await self.catalog.wake(asleep) is not None:
+            try:
+                woken = await self.catalog.wake(asleep) if asleep is not None else None
+            except errors.SandboxTransitioningError as exc:
+                return errors.still_transitioning(exc.sandbox_id)
+            if woken is not None:
                 resolved = self._resolve(scope)
         return resolved
 

@@ -40,7 +40,13 @@ def _parse_head(head: bytes) -> tuple[str, bytes, list[tuple[bytes, bytes]]]:
 
 def _http_error(answer: tuple[int, bytes]) -> bytes:
     status, body = answer
-    reasons = {400: b"Bad Request", 401: b"Unauthorized", 404: b"Not Found", 502: b"Bad Gateway"}
+    reasons = {
+        400: b"Bad Request",
+        401: b"Unauthorized",
+        404: b"Not Found",
+        409: b"Conflict",
+        502: b"Bad Gateway",
+    }
     reason = reasons.get(status, b"Error")
     return (
         b"HTTP/1.1 %d %s\r\ncontent-type: application/json\r\ncontent-length: %d\r\n"
@@ -148,7 +154,10 @@ class WebSocketRelay(_Side):
             return self._fail(errors.internal_route(decoded_path))
         sandbox = self.catalog.find(where.sandbox_id)
         if sandbox is not None and not sandbox.running and sandbox.auto_resume:
-            sandbox = await self.catalog.wake(where.sandbox_id)  # ADR 0004
+            try:
+                sandbox = await self.catalog.wake(where.sandbox_id)  # ADR 0004
+            except errors.SandboxTransitioningError:
+                return self._fail(errors.still_transitioning(where.sandbox_id))
         if sandbox is None or not sandbox.running:
             return self._fail(errors.sandbox_not_found(where.sandbox_id))
         host, port = sandbox.address(where.port)

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import gzip
 import socket
 import threading
+import time
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler
 
@@ -237,3 +239,38 @@ def test_proxy_refuses_envd_control_routes_with_404_for_any_sandbox(
     # The same path on another port is the sandbox's own business.
     proxy.catalog.put(SandboxRoute(SID, "127.0.0.1", ports={3000: up.port}))
     assert httpx.post(proxy.url + "/init", headers=_headers(3000)).status_code == 200
+
+
+def test_proxy_wake_past_its_budget_is_409_still_transitioning_then_routes(
+    proxy: RunningProxy, start_upstream: Callable[[Handler], Upstream]
+) -> None:
+    """A request for a paused auto-resume sandbox whose resume does not end within the
+    budget gets infra's 409 (retry in a moment); the resume goes on, and once it is done
+    traffic flows. Requests meanwhile join the one wake (the waker runs once)."""
+    up = start_upstream()  # type: ignore[call-arg]
+    sid = SandboxID("iasleep")
+    gate = threading.Event()
+    wakes: list[str] = []
+
+    async def waker(sandbox_id: SandboxID) -> None:
+        wakes.append(sandbox_id)
+        await asyncio.to_thread(gate.wait, 30)
+        proxy.catalog.put(SandboxRoute(sandbox_id, "127.0.0.1", ports={49983: up.port}))
+
+    proxy.catalog.put(SandboxRoute(sid, "127.0.0.1", running=False, auto_resume=True))
+    proxy.catalog.waker = waker
+    proxy.catalog.wake_budget_s = 0.2
+    for _ in range(2):
+        r = httpx.get(proxy.url + "/health", headers=_headers(49983, sid))
+        assert r.status_code == 409, r.text
+        assert r.json() == {
+            "sandboxId": sid,
+            "message": "The sandbox is still transitioning. Try again in a moment.",
+            "code": 409,
+        }
+    gate.set()
+    end = time.monotonic() + 30
+    while (r := httpx.get(proxy.url + "/health", headers=_headers(49983, sid))).status_code != 200:
+        assert time.monotonic() < end, r.text
+        time.sleep(0.02)
+    assert wakes == [sid]
