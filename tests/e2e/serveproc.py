@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
+import json
 import os
 import shutil
 import signal
@@ -32,6 +34,7 @@ from hutch.node.runtime.base import Runtime
 from hutch.node.runtime.runc import RuncRuntime
 from hutch.node.runtime.runsc import RunscRuntime
 from hutch.node.settings import NodeSettings
+from hutch.node.templates.busybox import build_busybox
 from tests.conftest import machine_lacks
 
 
@@ -100,6 +103,23 @@ SECOND_NAMES = HostNames(
 )
 
 
+#: Set by the compatibility matrix (tests/compat/test_matrix.py) to ``Serve.attach_spec``:
+#: the session's ``serve`` is then that running instance, and the ``compat``-marked tests
+#: drive it (the E2B_* variables name it).
+ATTACH_ENV = "HUTCH_E2E_ATTACH"
+#: Where ``install.sh`` (which ``test.sh`` runs first) builds the templates.
+INSTALLED_TEMPLATES = Path("/var/lib/hutch/templates")
+
+
+def seed_templates(home: Path) -> None:
+    """A test home's templates: its own busybox (milliseconds to build) and, when
+    ``install.sh`` built it, the installed ``base`` linked in (its debootstrap takes
+    minutes; shared read-only, as an overlay lower layer always is)."""
+    build_busybox(home / "templates")
+    if (INSTALLED_TEMPLATES / "base" / "template.json").is_file():
+        (home / "templates" / "base").symlink_to(INSTALLED_TEMPLATES / "base")
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -136,6 +156,24 @@ class Serve:
     @property
     def sandbox_url(self) -> str:
         return f"http://127.0.0.1:{self.proxy_port}"
+
+    def attach_spec(self) -> str:
+        """What ``Serve.attached`` needs to drive this running instance from another process."""
+        return json.dumps({
+            "home": str(self.home), "envd_bundle": str(self.envd_bundle),
+            "api_port": self.api_port, "proxy_port": self.proxy_port,
+            "names": dataclasses.asdict(self.names),
+        })  # fmt: skip
+
+    @classmethod
+    def attached(cls, spec: str) -> Serve:
+        """The instance another process started (``attach_spec``); never started or stopped
+        from here (``proc`` stays None)."""
+        d = json.loads(spec)
+        return cls(
+            home=Path(d["home"]), envd_bundle=Path(d["envd_bundle"]), api_port=d["api_port"],
+            proxy_port=d["proxy_port"], names=HostNames(**d["names"]),
+        )  # fmt: skip
 
     def hutch(self, *args: str) -> str:
         """Run a ``hutch`` command against this home; its stdout."""

@@ -31,6 +31,7 @@ def _patch(serve: Serve, sandbox_id: str, body: object) -> httpx.Response:
     )
 
 
+@pytest.mark.compat("metadata")
 def test_patch_reaches_store_and_node(serve: Serve) -> None:
     sbx = Sandbox.create("busybox", metadata={"user": "u1", "tmp": "x"}, timeout=120)
     try:

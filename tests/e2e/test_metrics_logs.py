@@ -100,6 +100,7 @@ async def test_async_get_metrics(serve: Serve) -> None:
         await sbx.kill()
 
 
+@pytest.mark.compat("logs")
 def test_logs_of_envd_v1_and_v2(serve: Serve) -> None:
     sbx = Sandbox.create("busybox", timeout=120)
     client = get_api_client(ConnectionConfig())

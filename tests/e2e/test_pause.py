@@ -44,6 +44,7 @@ def _wait_state(sbx_id: str, state: SandboxState, within_s: float = 20) -> None:
         time.sleep(0.2)
 
 
+@pytest.mark.compat("pause", "connect")
 def test_pause_and_connect_keep_memory_processes_files_metadata(serve: Serve) -> None:
     sbx = Sandbox.create("busybox", metadata={"who": "me"}, timeout=120)
     try:

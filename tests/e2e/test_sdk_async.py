@@ -12,6 +12,7 @@ from .serveproc import Serve
 pytestmark = pytest.mark.root
 
 
+@pytest.mark.compat("async")
 async def test_async_create_run_kill(serve: Serve) -> None:
     sbxs = await asyncio.gather(
         *(AsyncSandbox.create("busybox", envs={"N": str(i)}, timeout=60) for i in range(2))

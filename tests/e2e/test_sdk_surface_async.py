@@ -31,6 +31,7 @@ async def _until(check, *, attempts: int = 200) -> bool:  # type: ignore[no-unty
     return check()
 
 
+@pytest.mark.compat("async")
 async def test_async_pty_stdin_background_watch(serve: Serve) -> None:
     sbx = await AsyncSandbox.create("busybox", timeout=120)
     try:
@@ -77,6 +78,7 @@ async def test_async_pty_stdin_background_watch(serve: Serve) -> None:
         await sbx.kill()
 
 
+@pytest.mark.compat("async")
 async def test_async_connect_list_metadata_timeout_info(serve: Serve) -> None:
     tag = uuid.uuid4().hex[:8]
     made = [

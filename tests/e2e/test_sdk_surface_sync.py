@@ -31,6 +31,7 @@ def sbx(serve: Serve):  # type: ignore[no-untyped-def]
         sandbox.kill()
 
 
+@pytest.mark.compat("pty")
 def test_pty_input_resize_and_kill(sbx: Sandbox) -> None:
     term = sbx.pty.create(PtySize(rows=24, cols=80))
     sbx.pty.resize(term.pid, PtySize(rows=50, cols=120))
@@ -49,6 +50,7 @@ def test_pty_input_resize_and_kill(sbx: Sandbox) -> None:
     assert other.pid not in [p.pid for p in sbx.commands.list()]
 
 
+@pytest.mark.compat("commands")
 def test_stdin_background_wait_and_kill(sbx: Sandbox) -> None:
     cat = sbx.commands.run("cat", background=True, stdin=True)
     sbx.commands.send_stdin(cat.pid, "hello ")
@@ -73,6 +75,7 @@ def test_stdin_background_wait_and_kill(sbx: Sandbox) -> None:
     assert exc.value.exit_code == 7 and exc.value.stderr == "bad\n"
 
 
+@pytest.mark.compat("watch")
 def test_watch_dir_sees_writes(sbx: Sandbox) -> None:
     sbx.files.make_dir("/tmp/watched")
     handle = sbx.files.watch_dir("/tmp/watched")
@@ -92,6 +95,7 @@ def test_watch_dir_sees_writes(sbx: Sandbox) -> None:
         handle.stop()
 
 
+@pytest.mark.compat("connect", "files", "metadata", "info")
 def test_connect_info_timeout_and_file_metadata(sbx: Sandbox) -> None:
     again = Sandbox.connect(sbx.sandbox_id)
     assert again.sandbox_id == sbx.sandbox_id
@@ -110,6 +114,7 @@ def test_connect_info_timeout_and_file_metadata(sbx: Sandbox) -> None:
     assert sbx.is_running()
 
 
+@pytest.mark.compat("list", "pause")
 def test_list_filters_and_pages(serve: Serve) -> None:
     tag = uuid.uuid4().hex[:8]
     made = [Sandbox.create("busybox", metadata={"tag": tag, "n": str(i)}, timeout=120)

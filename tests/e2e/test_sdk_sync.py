@@ -14,6 +14,7 @@ from .serveproc import Serve
 pytestmark = pytest.mark.root
 
 
+@pytest.mark.compat("create", "commands", "files", "metadata", "info", "list", "kill")
 def test_create_run_files_info_list_kill(serve: Serve) -> None:
     tag = uuid.uuid4().hex[:8]
     sbx = Sandbox.create("busybox", metadata={"tag": tag}, envs={"GREETING": "hi"}, timeout=120)

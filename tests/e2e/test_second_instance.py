@@ -16,8 +16,7 @@ from e2b import Sandbox, SandboxException
 
 from tests.conftest import machine_lacks
 
-from .conftest import INSTALLED_TEMPLATES
-from .serveproc import SECOND_NAMES, Serve
+from .serveproc import INSTALLED_TEMPLATES, SECOND_NAMES, Serve
 
 pytestmark = pytest.mark.root
 
