@@ -24,7 +24,12 @@ from .serveproc import Serve
 pytestmark = pytest.mark.root
 
 BOOT_ID = "cat /proc/sys/kernel/random/boot_id"
-COUNTER = "i=0; while true; do i=$((i+1)); echo $i > /tmp/counter; sleep 0.05; done"
+# Each value is renamed into place: a freeze between a truncate and a write would leave
+# /tmp/counter empty for the host-side reads below.
+COUNTER = (
+    "i=0; while true; do i=$((i+1)); echo $i > /tmp/counter.new; mv /tmp/counter.new /tmp/counter;"
+    " sleep 0.05; done"
+)
 
 
 def _api(serve: Serve) -> httpx.Client:
