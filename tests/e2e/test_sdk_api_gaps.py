@@ -231,6 +231,16 @@ def test_templates_and_build_logs_through_the_sdks_generated_client(serve: Serve
     ).parsed
     assert isinstance(backward, TemplateBuildLogsResponse)
     assert backward.logs == [logs.logs[-1]] or len(logs.logs) == 100
+    # `e2b template publish`: PATCH /v2/templates/{id} {public}.
+    from e2b.api.client.api.templates import patch_v_2_templates_template_id
+    from e2b.api.client.models import TemplateUpdateRequest, TemplateUpdateResponse
+
+    published = patch_v_2_templates_template_id.sync_detailed(
+        "gaplogs", client=client, body=TemplateUpdateRequest(public=True)
+    ).parsed
+    assert isinstance(published, TemplateUpdateResponse) and published.names == ["gaplogs"]
+    again = get_templates_template_id.sync_detailed("gaplogs", client=client).parsed
+    assert isinstance(again, TemplateWithBuilds) and again.public is True
 
 
 def test_sandbox_answers_carry_exactly_infras_fields(serve: Serve) -> None:

@@ -128,3 +128,38 @@ def test_build_logs_cursor_limit_direction_level(
         headers={"X-API-Key": key},
     )
     assert r.status_code == 400
+
+
+def test_patch_template_publishes_it_to_other_teams(
+    builds: tuple[str, str, FakeBuildRunner],  # noqa: F811
+) -> None:
+    """``PATCH /v2/templates/{id}`` ``{public}`` (``e2b template publish``): 200 ``{names}``;
+    another team then sees it and may start sandboxes from it; the deprecated
+    ``PATCH /templates/{id}`` answers 200 ``null``."""
+    from e2b.api.client.api.templates import patch_v_2_templates_template_id
+    from e2b.api.client.models import TemplateUpdateRequest, TemplateUpdateResponse
+
+    api, other_key, _runner = builds
+    Template.build(Template().from_template("base"), "shared")
+    r = patch_v_2_templates_template_id.sync_detailed(
+        "shared", client=_client(), body=TemplateUpdateRequest(public=True)
+    )
+    assert r.status_code == 200 and isinstance(r.parsed, TemplateUpdateResponse)
+    assert r.parsed.names == ["shared"]
+    theirs = {"X-API-Key": other_key}
+    alias = httpx.get(f"{api}/templates/aliases/shared", headers=theirs)
+    assert alias.status_code == 200 and alias.json()["public"] is True
+    created = httpx.post(f"{api}/v2/sandboxes", json={"templateID": "shared"}, headers=theirs)
+    assert created.status_code == 201, created.text
+    # Only the owner may change it; an empty body changes nothing.
+    r = httpx.patch(f"{api}/v2/templates/shared", json={"public": False}, headers=theirs)
+    assert r.status_code == 404
+    mine = {"X-API-Key": os.environ["E2B_API_KEY"]}
+    assert httpx.patch(f"{api}/v2/templates/shared", json={}, headers=mine).json() == {
+        "names": ["shared"]
+    }
+    r = httpx.patch(f"{api}/templates/shared", json={"public": False}, headers=mine)
+    assert r.status_code == 200 and r.json() is None
+    assert httpx.get(f"{api}/templates/aliases/shared", headers=theirs).status_code == 403
+    r = httpx.patch(f"{api}/v2/templates/shared", json={"public": "yes"}, headers=mine)
+    assert r.status_code == 400

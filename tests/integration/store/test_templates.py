@@ -74,3 +74,16 @@ async def test_template_tags_move_delete_all_or_none_and_cascade(store: SqlStore
         await store.templates.set_tags(TemplateID("gone"), ["v1"], "b3")
     await store.templates.delete_template(t.id, team_id=a.id)
     assert await store.templates.list_tags(t.id) == []
+
+
+async def test_templates_set_public_by_the_owner_only(store: SqlStore) -> None:
+    a = await store.teams.create_team(name="a")
+    b = await store.teams.create_team(name="b")
+    t = await store.templates.create_template(NewTemplate(team_id=a.id, alias="pub"))
+    assert await store.templates.find_template("pub", team_id=b.id) is None
+    published = await store.templates.set_public(t.id, team_id=a.id, public=True)
+    assert published.public and published.updated_at >= t.updated_at
+    assert (await store.templates.find_template("pub", team_id=b.id)) == published
+    with pytest.raises(NotFoundError):
+        await store.templates.set_public(t.id, team_id=b.id, public=False)
+    assert (await store.templates.find_template("pub", team_id=b.id)) is not None

@@ -15,15 +15,17 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from hutch.api.http.auth import authenticate, context
+from hutch.api.http.auth import HttpContext, authenticate, context
 from hutch.api.http.errors import error_body
 from hutch.api.http.query import parse_limit, read_body
 from hutch.api.http.schemas import (
     ImportImageBody,
+    TemplateUpdateBody,
     build_body,
     current_build_body,
     template_body,
 )
+from hutch.api.models import Template
 from hutch.api.service.ports import ImageImport, ImportProgress
 from hutch.shared.errors import InvalidArgumentError
 
@@ -72,6 +74,29 @@ async def get_template(request: Request) -> Response:
     body = template_body(template, default_envd_version=ctx.envd_version)
     body["builds"] = [build_body(b) for b in runs][:limit] or [current_build_body(template, body)]
     return JSONResponse(body)
+
+
+async def _update(request: Request) -> tuple[Template, HttpContext]:
+    team = await authenticate(request)
+    ctx = context(request)
+    body = await read_body(request, TemplateUpdateBody)
+    template_id = str(request.path_params["template_id"])
+    if body.public is None:
+        return await ctx.templates.get_own(template_id, team_id=team.id), ctx
+    return await ctx.templates.set_public(template_id, team_id=team.id, public=body.public), ctx
+
+
+async def update_template_v2(request: Request) -> Response:
+    """``PATCH /v2/templates/{id}`` ``{public?}`` → 200 ``TemplateUpdateResponse``
+    ``{names}`` (``e2b template publish``; infra's ``template_update.go``)."""
+    template, _ctx = await _update(request)
+    return JSONResponse({"names": [template.alias] if template.alias else []})
+
+
+async def update_template(request: Request) -> Response:
+    """``PATCH /templates/{id}`` (deprecated) → 200 with a ``null`` body, as infra."""
+    await _update(request)
+    return JSONResponse(None)
 
 
 _NDJSON: Final = "application/x-ndjson"
@@ -208,4 +233,6 @@ ROUTES: Final = [
     Route("/templates/from-image", import_image, methods=["POST"]),
     Route("/templates/{template_id}", get_template, methods=["GET"]),
     Route("/templates/{template_id}", delete_template, methods=["DELETE"]),
+    Route("/templates/{template_id}", update_template, methods=["PATCH"]),
+    Route("/v2/templates/{template_id}", update_template_v2, methods=["PATCH"]),
 ]

@@ -268,6 +268,12 @@ def template_body(template: Template, *, default_envd_version: str) -> dict[str,
     }
 
 
+class TemplateUpdateBody(_Body):
+    """``TemplateUpdateRequest``: ``{public?}`` (an empty body changes nothing)."""
+
+    public: StrictBool | None = None
+
+
 class KeyNameBody(_Body):
     """``NewTeamAPIKey`` / ``UpdateTeamAPIKey``: ``{name}``."""
 

@@ -47,6 +47,12 @@ class TemplateService:
             )
         return found
 
+    async def set_public(self, id_or_alias: str, *, team_id: TeamID, public: bool) -> Template:
+        """``PATCH /templates/{id}`` ``{public}``: one of the team's own templates, made
+        visible to (or hidden from) every team."""
+        found = await self.get_own(id_or_alias, team_id=team_id)
+        return await self._templates.set_public(found.id, team_id=team_id, public=public)
+
     async def list_page(
         self, *, team_id: TeamID, limit: int = 100, next_token: str | None = None
     ) -> tuple[list[Template], str | None]:

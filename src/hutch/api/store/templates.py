@@ -131,6 +131,22 @@ class SqlTemplateStore:
             row = (await conn.execute(select(templates).where(templates.c.id == template_id))).one()
         return _template(row)
 
+    async def set_public(
+        self, template_id: TemplateID, *, team_id: TeamID, public: bool
+    ) -> Template:
+        """Publish (or unpublish) one of the team's templates; others' are
+        :class:`NotFoundError`."""
+        async with write_transaction(self._engine) as conn:
+            result = await conn.execute(
+                update(templates)
+                .where(templates.c.id == template_id, templates.c.team_id == team_id)
+                .values(public=public, updated_at=self._clock())
+            )
+            if result.rowcount == 0:
+                raise NotFoundError(f"template {template_id} not found")
+            row = (await conn.execute(select(templates).where(templates.c.id == template_id))).one()
+        return _template(row)
+
     async def delete_template(self, template_id: TemplateID, *, team_id: TeamID) -> None:
         """Delete one of the team's templates; others' are :class:`NotFoundError`."""
         async with write_transaction(self._engine) as conn:
