@@ -105,7 +105,7 @@ class InMemorySandboxCatalog:
         if task is None:
             task = asyncio.ensure_future(self.waker(sandbox_id))
             self._waking[sandbox_id] = task
-            task.add_done_callback(lambda _t: self._waking.pop(sandbox_id, None))
+            task.add_done_callback(lambda t: self._wake_done(sandbox_id, t))
         try:
             await asyncio.wait_for(asyncio.shield(task), self.wake_budget_s)
         except TimeoutError:
@@ -114,6 +114,11 @@ class InMemorySandboxCatalog:
             return None
         route = self._routes.get(sandbox_id)
         return route if route is not None and route.running else None
+
+    def _wake_done(self, sandbox_id: SandboxID, task: asyncio.Task[Any]) -> None:
+        self._waking.pop(sandbox_id, None)
+        if not task.cancelled():
+            task.exception()  # retrieved: a wake every waiter gave up on must not warn
 
     def put(self, route: SandboxRoute) -> None:
         """Add or replace the route of ``route.sandbox_id``."""
