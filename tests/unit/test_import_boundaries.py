@@ -32,3 +32,14 @@ def test_import_boundaries_roles_import_no_other_role(role: str) -> None:
         if name.startswith(forbidden) and name.split(".")[:2] != ["hutch", role]
     ]
     assert bad == []
+
+
+def test_import_boundaries_interpreter_is_self_contained() -> None:
+    # It ships into the code-interpreter template alone (docs/interpreter.md).
+    bad = [
+        f"{path.relative_to(SRC)}: {name}"
+        for path in sorted((SRC / "interpreter").rglob("*.py"))
+        for name in _imports(path)
+        if name.startswith("hutch") and not name.startswith("hutch.interpreter")
+    ]
+    assert bad == []

@@ -1,0 +1,1 @@
+"""Code that runs inside the Python kernel (loaded by ``startup.py``), not in the server."""
