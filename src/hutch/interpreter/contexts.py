@@ -72,7 +72,9 @@ class Contexts:
         cwd = cwd or self.settings.cwd
         if not os.path.isdir(cwd):
             raise BadRequest(f"cwd {cwd!r} is not a directory in the sandbox")
-        kernel = Kernel(command, cwd, kernel_env(), self.settings.max_buffered_output)
+        kernel = Kernel(
+            command, cwd, kernel_env(self.settings.python), self.settings.max_buffered_output
+        )
         await kernel.start()
         context = Context(id=str(uuid.uuid4()), language=language, cwd=cwd, kernel=kernel)
         self._contexts[context.id] = context

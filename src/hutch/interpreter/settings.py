@@ -82,9 +82,14 @@ def parse_args(argv: list[str] | None = None) -> Settings:
     )
 
 
-def kernel_env() -> dict[str, str]:
+def kernel_env(python: str) -> dict[str, str]:
     """The environment kernels start with: the server's own (the sandbox's, as envd
-    started it), with matplotlib drawing inline."""
+    started it), with matplotlib drawing inline and the kernel Python's ``bin`` first on
+    ``PATH``, so ``!pip`` and ``!python`` are the kernel's own."""
     env = dict(os.environ)
     env.setdefault("MPLBACKEND", "module://matplotlib_inline.backend_inline")
+    bindir = os.path.dirname(python)
+    path = env.get("PATH", os.defpath)
+    if bindir and bindir not in path.split(os.pathsep):
+        env["PATH"] = bindir + os.pathsep + path
     return env

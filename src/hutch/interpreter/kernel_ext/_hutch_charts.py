@@ -249,6 +249,8 @@ def axes_kind(ax: Any) -> str:
         return "line"
     if patches and not colls and all(isinstance(p, PathPatch) for p in patches):
         return "box_and_whisker"
+    if lines:  # lines beside other artists: only a boxplot mixes them
+        return "unknown"
     if colls and not patches and all(isinstance(c, PathCollection) for c in colls):
         return "scatter"
     if patches and not colls and all(isinstance(p, Wedge) for p in patches):
