@@ -46,13 +46,26 @@ class KernelCommand:
     argv: list[str]  # with "{connection_file}" where the kernel's connection file goes
 
 
+#: ipykernel's launcher, but with its debugger (debugpy, ~10 MiB and a socket) left out:
+#: no SDK speaks the Jupyter debug protocol. ``import debugpy`` still works in cells.
+LAUNCH_PYTHON_KERNEL = (
+    "import sys\n"
+    "if sys.path and sys.path[0] == '': del sys.path[0]\n"
+    "sys.modules['debugpy'] = None\n"
+    "import ipykernel.debugger\n"
+    "del sys.modules['debugpy']\n"
+    "from ipykernel import kernelapp\n"
+    "kernelapp.launch_new_instance()\n"
+)
+
+
 def _python_kernel(python: str) -> KernelCommand:
     return KernelCommand(
         "python",
         [
             python,
-            "-m",
-            "ipykernel_launcher",
+            "-c",
+            LAUNCH_PYTHON_KERNEL,
             "-f",
             "{connection_file}",
             f"--IPKernelApp.exec_files={STARTUP}",

@@ -27,6 +27,7 @@ def test_timeout_interrupts_the_cell_and_keeps_state(sbx) -> None:
 def test_disconnect_interrupts_the_cell(server: Server) -> None:
     with httpx.Client(timeout=30) as client:
         ctx = client.post(server.url + "/contexts", json={}).json()
+        client.post(server.url + "/execute", json={"code": "i = -1", "context_id": ctx["id"]})
         body = {
             "code": "import time\nfor i in range(600): time.sleep(0.1)\n'finished'",
             "context_id": ctx["id"],
@@ -37,6 +38,7 @@ def test_disconnect_interrupts_the_cell(server: Server) -> None:
                     break  # the cell runs: leave in the middle of it
         out = client.post(server.url + "/execute", json={"code": "i", "context_id": ctx["id"]})
         # the loop stopped where the interrupt found it, long before its end
+        assert '"text": "' in out.text, (out.text, server.log()[-3000:])
         last = int(out.text.split('"text": "')[1].split('"')[0])
         assert last < 599
         client.delete(server.url + f"/contexts/{ctx['id']}")
