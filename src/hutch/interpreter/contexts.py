@@ -40,15 +40,15 @@ class Context:
 
     async def ready(self) -> None:
         """Wait for a pending restart; restart a kernel found dead."""
-        if self.restarting is not None:
-            task, self.restarting = self.restarting, None
+        while self.restarting is not None and not self.restarting.done():
             with contextlib.suppress(Exception):
-                await task
-        if not self.kernel.is_alive():
-            await self.kernel.restart()
+                await asyncio.shield(self.restarting)
+        if not self.kernel.is_alive() or not self.kernel.connected:
+            self.restarting = asyncio.create_task(self.kernel.restart())
+            await asyncio.shield(self.restarting)
 
     def restart_soon(self) -> None:
-        if self.restarting is None:
+        if self.restarting is None or self.restarting.done():
             self.restarting = asyncio.create_task(self.kernel.restart())
 
 
@@ -101,13 +101,14 @@ class Contexts:
         return list(self._contexts.values())
 
     async def restart(self, context_id: str) -> None:
+        """A fresh kernel now, even under a running cell (which ends with an error)."""
         context = self.get(context_id)
-        async with context.lock:
-            if context.restarting is not None:
-                with contextlib.suppress(Exception):
-                    await context.restarting
-                context.restarting = None
-            await context.kernel.restart()
+        pending = context.restarting
+        if pending is not None and not pending.done():
+            with contextlib.suppress(Exception):
+                await pending
+        context.restarting = asyncio.create_task(context.kernel.restart())
+        await asyncio.shield(context.restarting)
 
     async def remove(self, context_id: str) -> None:
         context = self.get(context_id)

@@ -20,6 +20,7 @@ from typing import Any
 from hutch.interpreter import languages, wire
 from hutch.interpreter.contexts import Context
 from hutch.interpreter.envs import sandbox_envs
+from hutch.interpreter.errors import InterpreterError
 from hutch.interpreter.kernel import Inbox
 from hutch.interpreter.settings import Settings
 from hutch.interpreter.translate import ExecutionTranslator
@@ -83,7 +84,9 @@ async def _settle(
                         translator.feed(msg)
             except TimeoutError:
                 log.warning("context %s did not stop when interrupted: restarting", context.id)
-                await kernel.restart()
+                context.restart_soon()
+                assert context.restarting is not None
+                await context.restarting
                 return
         if env_vars and kernel.is_alive():
             code = languages.restore_env(context.language, env_vars)
@@ -111,7 +114,11 @@ async def run(
     inbox: Inbox | None = None
     settled = False
     try:
-        await context.ready()
+        try:
+            await context.ready()
+        except InterpreterError as e:
+            yield wire.error(type(e).__name__, str(e), "")
+            return
         failed = await _prepare(context, env_vars, token, settings)
         if failed is not None:
             yield failed
@@ -132,7 +139,11 @@ async def run(
                     yield wire.KEEPALIVE
                 continue
             if msg is None:  # channels closed under us: a restart or removal
-                yield wire.error("ContextRestarting", "Context was restarted", "")
+                yield wire.error(
+                    "ContextRestarting",
+                    "The context was restarted or removed while this code ran",
+                    "",
+                )
                 return
             for item in translator.feed(msg):
                 last_sent = time.monotonic()

@@ -131,10 +131,17 @@ class Kernel:
             if inbox is not None:
                 inbox.push(msg)
 
+    @property
+    def connected(self) -> bool:
+        return self._client is not None
+
     def execute(self, code: str, *, silent: bool = False) -> tuple[str, Inbox]:
         """Send an execute request; messages answering it arrive in the returned inbox
         (``None`` there means the kernel's channels were closed)."""
         queue = Inbox(self.output_limit)
+        if self._client is None:  # restarting or removed: answer as a closed channel
+            queue.push(None)
+            return "", queue
         msg = self._client.session.msg(
             "execute_request",
             {

@@ -85,3 +85,30 @@ async def test_async_sdk_contexts_and_run(async_sbx) -> None:
         assert ctx.id in {c.id for c in await async_sbx.list_code_contexts()}
     finally:
         await async_sbx.remove_code_context(ctx)
+
+
+async def test_restart_under_a_running_cell_ends_it(async_sbx) -> None:
+    import asyncio
+
+    ctx = await async_sbx.create_code_context()
+    try:
+        running = asyncio.create_task(
+            async_sbx.run_code("while True: pass", context=ctx, timeout=0)
+        )
+        await asyncio.sleep(1)
+        await async_sbx.restart_code_context(ctx)
+        ended = await asyncio.wait_for(running, timeout=60)
+        assert ended.error is not None and ended.error.name == "ContextRestarting"
+        assert (await async_sbx.run_code("'ok'", context=ctx)).text == "ok"
+    finally:
+        await async_sbx.remove_code_context(ctx)
+
+
+def test_removed_default_context_is_made_again(sbx) -> None:
+    sbx.run_code("marker = 1")
+    # the default Python context was made first, at start (the list keeps creation order)
+    default = next(c for c in sbx.list_code_contexts() if c.language == "python")
+    sbx.remove_code_context(default)
+    again = sbx.run_code("marker")
+    assert again.error is not None and again.error.name == "NameError"
+    assert sbx.run_code("3").text == "3"
