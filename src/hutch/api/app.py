@@ -17,6 +17,7 @@ from typing import Any, Protocol
 from starlette.applications import Starlette
 
 from hutch.api.http import (
+    routes_admin,
     routes_health,
     routes_keys,
     routes_metadata,
@@ -39,6 +40,7 @@ from hutch.api.service.ports import BuildRunner, NodeClient, TemplateBuilder
 from hutch.api.service.reaper import Reaper
 from hutch.api.service.sandboxes import SandboxPolicy, SandboxService
 from hutch.api.service.snapshots import SnapshotService
+from hutch.api.service.teams import TeamCleanup, TeamService
 from hutch.api.service.template_builds import TemplateBuildService
 from hutch.api.service.template_tags import TemplateTagService
 from hutch.api.service.templates import TemplateService
@@ -54,6 +56,7 @@ from hutch.api.store.base import (
     VolumeStore,
     utc_now,
 )
+from hutch.shared.errors import NotFoundError, UnavailableError
 from hutch.shared.ids import SandboxID, TeamID
 from hutch.shared.paths import CLI_KEY_FILE
 from hutch.volumes.base import VolumeBackend
@@ -149,10 +152,40 @@ def build_context(
         policy=policy,
         clock=clock,
     )
+    templates = TemplateService(templates=store.templates, builder=builder)
+
+    async def delete_team_volumes(team_id: TeamID) -> int:
+        owned = await volumes.list(team_id=team_id)
+        for volume in owned:
+            with contextlib.suppress(NotFoundError):
+                await volumes.delete(team_id=team_id, id_or_name=volume.id, force=True)
+        return len(owned)
+
+    async def delete_team_templates(team_id: TeamID) -> int:
+        owned = await store.templates.list_templates(team_id=team_id)
+        for template in owned:
+            # No builder: this server made no template files; the rows go with the team.
+            with contextlib.suppress(NotFoundError, UnavailableError):
+                await templates.delete_template(template.id, team_id=team_id)
+        return len(owned)
+
+    async def kill_for_team(team_id: TeamID, sandbox_id: str) -> object:
+        return await sandboxes.kill_sandbox(team_id=team_id, sandbox_id=sandbox_id)
+
     ctx = HttpContext(
+        teams=TeamService(
+            teams=store.teams,
+            keys=store.keys,
+            sandboxes=store.sandboxes,
+            cleanup=TeamCleanup(
+                kill_sandbox=kill_for_team,
+                delete_volumes=delete_team_volumes,
+                delete_templates=delete_team_templates,
+            ),
+        ),
         sandboxes=sandboxes,
         keys=KeyService(teams=store.teams, keys=store.keys),
-        templates=TemplateService(templates=store.templates, builder=builder),
+        templates=templates,
         builds=TemplateBuildService(templates=store.templates, runner=build_runner),
         tags=TemplateTagService(templates=store.templates),
         metadata=MetadataService(sandboxes=store.sandboxes, node=node, locks=locks),
@@ -249,6 +282,7 @@ def create_app(
             *routes_health.ROUTES,
             *routes_status.ROUTES,
             *routes_keys.ROUTES,
+            *routes_admin.ROUTES,
             *routes_sandboxes.ROUTES,
             *routes_metadata.ROUTES,
             *routes_snapshots.ROUTES,

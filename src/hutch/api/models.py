@@ -84,6 +84,8 @@ class ApiKey:
     #: e.g. ``"e2b_3f…9a1c"``: enough to recognise a key, useless to an attacker.
     mask: str
     created_at: datetime
+    #: The admin role: may act on every team (docs/adr/0015-teams-roles-quotas.md).
+    admin: bool = False
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -2,8 +2,9 @@
 
 The instance is the one ``--home`` / ``HUTCH_HOME`` and ``--api-port`` / ``HUTCH_API_PORT``
 name, as for ``hutch serve``; the key is ``--api-key`` / ``E2B_API_KEY``, else the home's
-CLI key (``<home>/cli.key``, 0600, a key of the default team made on first use through the
-store, like ``hutch keys create``), so on the host the commands work out of the box.
+CLI key (``<home>/cli.key``, 0600, an admin key of the default team made on first use
+through the store, like ``hutch keys create --admin``), so on the host the commands work out
+of the box, ``hutch team`` included.
 
 An error status ends the command with ``hutch: <status>: <message>`` (E2B's
 ``{code, message}`` body) on stderr and exit code 1; an API that does not answer, with
@@ -56,7 +57,8 @@ def settings_for(
 
 
 def cli_key(settings: ServeSettings) -> str:
-    """The home's CLI key, made on first use (readable by root alone)."""
+    """The home's CLI key, made on first use (readable by root alone): an admin key of the
+    default team (whoever can read the file is root on the host)."""
     import asyncio
     import os
 
@@ -67,7 +69,7 @@ def cli_key(settings: ServeSettings) -> str:
         return path.read_text().strip()
     except FileNotFoundError:
         pass
-    created = asyncio.run(create_key(settings, name="hutch-cli"))
+    created = asyncio.run(create_key(settings, name="hutch-cli", admin=True))
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w") as f:
         f.write(created.secret + "\n")

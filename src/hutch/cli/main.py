@@ -76,18 +76,28 @@ def keys() -> None:
 @keys.command("create")
 @_HOME
 @click.option("--name", default="", help="A label shown with the key's mask.")
+@click.option("--team", default=None, help="The team's name or id (default: the default team).")
+@click.option("--admin", is_flag=True, help="Give the key the admin role (every team).")
 @click.option("--json", "as_json", is_flag=True, help="Print id, team and mask as JSON too.")
-def keys_create(home: Path | None, name: str, as_json: bool) -> None:
-    """Print a new API key for the default team (stdout carries the key alone)."""
+def keys_create(home: Path | None, name: str, team: str | None, admin: bool, as_json: bool) -> None:
+    """Print a new API key (stdout carries the key alone); works without a running serve."""
     import asyncio
 
+    from hutch.cli.api_client import fail
     from hutch.serve.keys import create_key
+    from hutch.shared.errors import NotFoundError
 
-    created = asyncio.run(create_key(_serve_settings(home=home), name=name))
+    try:
+        created = asyncio.run(
+            create_key(_serve_settings(home=home), name=name, team=team, admin=admin)
+        )
+    except NotFoundError as exc:
+        fail(404, exc.public_message)
     if as_json:
         key = created.api_key
         click.echo(json.dumps({"key": created.secret, "id": key.id, "teamId": key.team_id,
-                               "name": key.name, "mask": key.mask}))  # fmt: skip
+                               "name": key.name, "mask": key.mask,
+                               "admin": key.admin}))  # fmt: skip
     else:
         click.echo(created.secret)
 
@@ -95,11 +105,14 @@ def keys_create(home: Path | None, name: str, as_json: bool) -> None:
 def _register_subgroups() -> None:
     from hutch.cli import sandbox
     from hutch.cli.status import status
+    from hutch.cli.team import register_keys, team
     from hutch.cli.template import template
     from hutch.cli.volume import volume
 
     sandbox.register(cli)
     cli.add_command(status)
+    cli.add_command(team)
+    register_keys(keys)
     cli.add_command(template)
     cli.add_command(volume)
 

@@ -43,15 +43,19 @@ class ApiServer:
     node: FakeNodeClient
     database_url: str
     app: object
+    #: An admin key (of team "ops", so the default team's key listings stay as they were).
+    admin_key: str = ""
 
 
-async def _seed(url: str) -> tuple[str, TeamID, str]:
+async def _seed(url: str) -> tuple[str, TeamID, str, str]:
     store = await open_sql_store(url, migrate=True)
     try:
         team = await store.teams.ensure_default_team()
         other = await store.teams.create_team(name="other")
         key = await store.keys.create_api_key(team.id, name="test")
         other_key = await store.keys.create_api_key(other.id, name="other")
+        ops = await store.teams.create_team(name="ops")
+        admin_key = await store.keys.create_api_key(ops.id, name="admin", admin=True)
         for alias, tid, state in (
             ("base", "basetemplate00000001", TemplateBuildState.READY),
             ("busybox", "busyboxtemplate00001", TemplateBuildState.READY),
@@ -66,13 +70,13 @@ async def _seed(url: str) -> tuple[str, TeamID, str]:
                     envd_version="0.6.13",
                 )
             )
-        return key.secret, team.id, other_key.secret
+        return key.secret, team.id, other_key.secret, admin_key.secret
     finally:
         await store.close()
 
 
 def _serve(database_url: str, home: Path, **settings: object) -> Iterator[ApiServer]:
-    key, team_id, other_key = run_async(lambda: _seed(database_url))
+    key, team_id, other_key, admin_key = run_async(lambda: _seed(database_url))
     node = FakeNodeClient()
     port = free_port()
     cfg = ApiSettings(
@@ -103,6 +107,7 @@ def _serve(database_url: str, home: Path, **settings: object) -> Iterator[ApiSer
             node=node,
             database_url=database_url,
             app=app,
+            admin_key=admin_key,
         )
     finally:
         server.should_exit = True

@@ -117,3 +117,22 @@ async def test_api_keys_rename_within_the_team_only(store: SqlStore) -> None:
             "00000000-0000-0000-0000-000000000000", team_id=mine.id, name="x"
         )
     assert [k.name for k in await store.keys.list_api_keys(mine.id)] == ["new"]
+
+
+async def test_keys_carry_their_role_and_die_with_their_team(store: SqlStore) -> None:
+    team = await store.teams.create_team(name="roles")
+    member = await store.keys.create_api_key(team.id, name="m")
+    admin = await store.keys.create_api_key(team.id, name="a", admin=True)
+    assert member.api_key.admin is False and admin.api_key.admin is True
+    found = await store.keys.find_caller(admin.secret)
+    assert found is not None and found[0].id == team.id
+    assert found[1].id == admin.api_key.id and found[1].admin is True
+    found = await store.keys.find_caller(member.secret)
+    assert found is not None and found[1].admin is False
+    assert [(k.name, k.admin) for k in await store.keys.list_api_keys(team.id)] == [
+        ("m", False),
+        ("a", True),
+    ]
+    await store.teams.delete_team(team.id)
+    assert await store.keys.find_caller(admin.secret) is None
+    assert await store.keys.find_caller(member.secret) is None

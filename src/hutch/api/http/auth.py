@@ -13,12 +13,13 @@ from pathlib import Path
 from starlette.requests import Request
 
 from hutch.api.models import Team
-from hutch.api.service.keys import KeyService
+from hutch.api.service.keys import Caller, KeyService
 from hutch.api.service.metadata import MetadataService
 from hutch.api.service.node_status import NodeStatusSource
 from hutch.api.service.pausing import PauseService
 from hutch.api.service.sandboxes import SandboxService
 from hutch.api.service.snapshots import SnapshotService
+from hutch.api.service.teams import TeamService
 from hutch.api.service.template_builds import TemplateBuildService
 from hutch.api.service.template_tags import TemplateTagService
 from hutch.api.service.templates import TemplateService
@@ -48,6 +49,8 @@ class HttpContext:
     host_key_file: Path | None = None
     #: The node's capacity and pool fill (``GET /hutch/status``); None: not offered.
     node_status: NodeStatusSource | None = None
+    #: Teams and their keys as admins manage them (``/admin/teams``); None: not offered.
+    teams: TeamService | None = None
 
 
 def context(request: Request) -> HttpContext:
@@ -61,6 +64,19 @@ async def authenticate(request: Request) -> Team:
     """The caller's team; :class:`~hutch.shared.errors.UnauthenticatedError` (401) if the
     key is missing or wrong."""
     return await context(request).keys.authenticate(api_key=request.headers.get("x-api-key"))
+
+
+async def authenticate_caller(request: Request) -> Caller:
+    """The caller's key and team (``X-API-Key``, else ``Authorization: Bearer``): what the
+    admin routes check the role of; 401 as :func:`authenticate`."""
+    keys = context(request).keys
+    api_key = request.headers.get("x-api-key")
+    if api_key is None:
+        authorization = request.headers.get("authorization") or ""
+        scheme, _, token = authorization.partition(" ")
+        if scheme.lower() == "bearer" and token.strip():
+            api_key = token.strip()
+    return await keys.authenticate_caller(api_key=api_key)
 
 
 async def authenticate_user(request: Request, *, api_key_allowed: bool = True) -> Team:

@@ -280,6 +280,30 @@ class KeyNameBody(_Body):
     name: StrictStr
 
 
+class NewTeamBody(_Body):
+    """hutch's ``POST /admin/teams``: ``{name}``."""
+
+    name: StrictStr
+
+
+class AdminNewKeyBody(_Body):
+    """``NewTeamAPIKey`` of ``POST /admin/teams/{teamID}/api-keys``; hutch adds ``admin``."""
+
+    name: StrictStr
+    admin: StrictBool = False
+
+
+def admin_team_body(team: Team, *, is_default: bool, live_sandboxes: int) -> dict[str, Any]:
+    """A team as ``GET /admin/teams`` lists it (hutch's shape; no key is issued)."""
+    return {
+        "teamID": team.id,
+        "name": team.name,
+        "createdAt": iso(team.created_at),
+        "isDefault": is_default,
+        "liveSandboxes": live_sandboxes,
+    }
+
+
 def _masking(mask: str) -> dict[str, Any]:
     """``IdentifierMaskingDetails`` from the stored mask ``e2b_ab…wxyz``."""
     prefix, _, rest = mask.partition("_")
@@ -292,16 +316,20 @@ def _masking(mask: str) -> dict[str, Any]:
     }
 
 
-def api_key_body(key: ApiKey, *, secret: str | None = None) -> dict[str, Any]:
+def api_key_body(key: ApiKey, *, secret: str | None = None, admin: bool = False) -> dict[str, Any]:
     """``TeamAPIKey``, or ``CreatedTeamAPIKey`` with ``secret``. ``createdBy`` and
     ``lastUsed`` are omitted as infra omits them when unset (hutch has no users and does
-    not track use)."""
+    not track use). ``admin``: as the ``/admin`` routes answer, with hutch's ``teamID`` and
+    ``admin`` (the key's role) added."""
     body: dict[str, Any] = {
         "id": key.id,
         "name": key.name,
         "mask": _masking(key.mask),
         "createdAt": iso(key.created_at),
     }
+    if admin:
+        body["teamID"] = key.team_id
+        body["admin"] = key.admin
     if secret is not None:
         body["key"] = secret
     return body

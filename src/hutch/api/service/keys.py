@@ -2,20 +2,27 @@
 
 Two ways to say who you are, as E2B's API has them: ``X-API-Key`` (the SDK, every
 sandbox and template route) and ``Authorization: Bearer`` (E2B's CLI and dashboard, on
-``/teams`` and ``/api-keys``). E2B's bearer is a user's access token; hutch has no users
-yet (teams and admin keys are a later issue), so the bearer is an API key of the team,
-and ``/api-keys`` also takes ``X-API-Key``: whoever holds a key of the one default team
-speaks for it.
+``/teams`` and ``/api-keys``). E2B's bearer is a user's access token; hutch has no users,
+so the bearer is an API key of the team, and ``/api-keys`` also takes ``X-API-Key``:
+whoever holds a key of a team speaks for it. A key has one of two roles (ADR 0015):
+member (its team only) or admin (also the ``/admin/...`` routes, every team);
+:meth:`KeyService.require_admin` is the one check.
 """
 
 from __future__ import annotations
 
 import uuid
+from dataclasses import dataclass
 from typing import Final
 
 from hutch.api.models import ApiKey, CreatedApiKey, Team
 from hutch.api.store.base import ApiKeyStore, TeamStore
-from hutch.shared.errors import InvalidArgumentError, NotFoundError, UnauthenticatedError
+from hutch.shared.errors import (
+    InvalidArgumentError,
+    NotFoundError,
+    PermissionDeniedError,
+    UnauthenticatedError,
+)
 from hutch.shared.ids import ApiKeyID, TeamID
 
 #: The name E2B gives the key ``GET /teams`` issues for its CLI (``teams.go``).
@@ -42,6 +49,18 @@ def _check_name(name: str) -> str:
     return name
 
 
+@dataclass(frozen=True, slots=True)
+class Caller:
+    """Who a request is: the key's team and the key itself (its id and role)."""
+
+    team: Team
+    key: ApiKey
+
+    @property
+    def admin(self) -> bool:
+        return self.key.admin
+
+
 class KeyService:
     """Authenticates callers and manages a team's keys."""
 
@@ -51,14 +70,32 @@ class KeyService:
 
     async def authenticate(self, *, api_key: str | None) -> Team:
         """The team owning ``api_key``; :class:`UnauthenticatedError` if none does."""
+        return (await self.authenticate_caller(api_key=api_key)).team
+
+    async def authenticate_caller(self, *, api_key: str | None) -> Caller:
+        """The key and its team; :class:`UnauthenticatedError` if no team owns it (a
+        revoked key, or a key of a deleted team)."""
         if not api_key:
             raise UnauthenticatedError(
                 "missing API key", public_message="Missing API key: set the X-API-Key header"
             )
-        team = await self._keys.find_team_by_api_key(api_key)
-        if team is None:
+        found = await self._keys.find_caller(api_key)
+        if found is None:
             raise UnauthenticatedError("invalid API key", public_message="Invalid API key")
-        return team
+        return Caller(*found)
+
+    @staticmethod
+    def require_admin(caller: Caller, *, action: str) -> Caller:
+        """``caller`` if its key has the admin role, else :class:`PermissionDeniedError`
+        (403) naming what was refused."""
+        if not caller.admin:
+            raise PermissionDeniedError(
+                f"key {caller.key.id} of team {caller.team.id} is not an admin ({action})",
+                public_message=f"{action} needs an admin API key; key {caller.key.mask} is a "
+                f"member key of team '{caller.team.name}' (make one with "
+                "'hutch keys create --admin')",
+            )
+        return caller
 
     async def authenticate_user(
         self, *, authorization: str | None, api_key: str | None = None
@@ -85,11 +122,14 @@ class KeyService:
             public_message="Missing access token: set Authorization: Bearer <API key>",
         )
 
-    async def create_key(self, *, team_id: TeamID | None = None, name: str = "") -> CreatedApiKey:
-        """A new key for ``team_id`` (default: the default team, created if missing)."""
+    async def create_key(
+        self, *, team_id: TeamID | None = None, name: str = "", admin: bool = False
+    ) -> CreatedApiKey:
+        """A new key for ``team_id`` (default: the default team, created if missing);
+        ``admin``: with the admin role."""
         if team_id is None:
             team_id = (await self._teams.ensure_default_team()).id
-        return await self._keys.create_api_key(team_id, name=name)
+        return await self._keys.create_api_key(team_id, name=name, admin=admin)
 
     async def create_named_key(self, *, team_id: TeamID, name: str) -> CreatedApiKey:
         """``POST /api-keys``: a new key of the team with a (required) name."""

@@ -59,6 +59,7 @@ def _api_key(row: Any) -> ApiKey:
         name=row.name,
         mask=row.mask,
         created_at=row.created_at,
+        admin=bool(row.admin),
     )
 
 
@@ -69,8 +70,11 @@ class SqlApiKeyStore:
         self._engine = engine
         self._clock = clock
 
-    async def create_api_key(self, team_id: TeamID, *, name: str = "") -> CreatedApiKey:
-        """Issue a key for ``team_id``; the result carries the only copy of the plaintext."""
+    async def create_api_key(
+        self, team_id: TeamID, *, name: str = "", admin: bool = False
+    ) -> CreatedApiKey:
+        """Issue a key for ``team_id`` (``admin``: with the admin role); the result carries
+        the only copy of the plaintext."""
         secret = generate_api_key()
         row = {
             "id": new_api_key_id(),
@@ -79,6 +83,7 @@ class SqlApiKeyStore:
             "mask": mask_api_key(secret),
             "name": name,
             "created_at": self._clock(),
+            "admin": admin,
         }
         try:
             async with write_transaction(self._engine) as conn:
@@ -91,11 +96,22 @@ class SqlApiKeyStore:
 
     async def find_team_by_api_key(self, key: str) -> Team | None:
         """The team owning ``key``, or ``None`` for an unknown or malformed key."""
+        found = await self.find_caller(key)
+        return found[0] if found is not None else None
+
+    async def find_caller(self, key: str) -> tuple[Team, ApiKey] | None:
+        """The team owning ``key`` and the key's record (its id and role), or ``None`` for
+        an unknown or malformed key (a deleted team's keys went with it: ``None``)."""
         if not is_well_formed_api_key(key):
             return None
         digest = hash_api_key(key)
         query = (
-            select(teams, api_keys.c.key_hash)
+            select(
+                teams.c.id.label("t_id"),
+                teams.c.name.label("t_name"),
+                teams.c.created_at.label("t_created_at"),
+                api_keys,
+            )
             .join(api_keys, api_keys.c.team_id == teams.c.id)
             .where(api_keys.c.key_hash == digest)
         )
@@ -103,7 +119,8 @@ class SqlApiKeyStore:
             row = (await conn.execute(query)).first()
         if row is None or not hmac.compare_digest(row.key_hash, digest):
             return None
-        return Team(id=TeamID(row.id), name=row.name, created_at=row.created_at)
+        team = Team(id=TeamID(row.t_id), name=row.t_name, created_at=row.t_created_at)
+        return team, _api_key(row)
 
     async def get_team_by_api_key(self, key: str) -> Team:
         """The team owning ``key``; :class:`UnauthenticatedError` if none does."""

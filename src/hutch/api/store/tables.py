@@ -88,6 +88,8 @@ api_keys = Table(
     Column("mask", String(64), nullable=False),
     Column("name", String(255), nullable=False),
     Column("created_at", UTCDateTime(), nullable=False),
+    # 0008 (teams): an admin key may act on every team (docs/adr/0015-teams-roles-quotas.md).
+    Column("admin", Boolean, nullable=False, server_default=false()),
     Index(None, "team_id"),
 )
 

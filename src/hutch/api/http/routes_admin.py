@@ -1,0 +1,109 @@
+"""``/admin/teams``: teams and their keys, for admin keys only (ADR 0015).
+
+E2B's spec names ``POST /admin/teams/{teamID}/api-keys`` (201 ``CreatedTeamAPIKey``) and
+``DELETE /admin/teams/{teamID}/api-keys/{apiKeyID}`` (204); hutch adds, in the same
+namespace, ``GET|POST /admin/teams``, ``DELETE /admin/teams/{teamID}[?force=true]`` and
+``GET /admin/teams/{teamID}/api-keys``. ``{teamID}`` is a team's id or its name. A member
+key gets 403 saying an admin key is needed; a missing or dead key 401. The role check and
+the audit log are the service's (``service/teams.py``).
+"""
+
+from __future__ import annotations
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from hutch.api.http.auth import authenticate_caller, context
+from hutch.api.http.query import read_body
+from hutch.api.http.schemas import AdminNewKeyBody, NewTeamBody, admin_team_body, api_key_body
+from hutch.api.service.teams import TeamService
+from hutch.shared.errors import InvalidArgumentError, UnavailableError
+
+
+def _teams(request: Request) -> TeamService:
+    service = context(request).teams
+    if service is None:
+        raise UnavailableError("this server does not manage teams")
+    return service
+
+
+def _force(request: Request) -> bool:
+    force = request.query_params.get("force", "false").lower()
+    if force not in ("true", "false", "1", "0"):
+        raise InvalidArgumentError(f"force {force!r}: must be true or false")
+    return force in ("true", "1")
+
+
+async def list_teams(request: Request) -> Response:
+    """``GET /admin/teams`` → 200 every team, oldest first."""
+    caller = await authenticate_caller(request)
+    teams = _teams(request)
+    listed = await teams.list_teams(caller)
+    default = await teams.default_team()
+    return JSONResponse(
+        [
+            admin_team_body(
+                t, is_default=t.id == default.id, live_sandboxes=await teams.live_sandboxes(t.id)
+            )
+            for t in listed
+        ]
+    )
+
+
+async def create_team(request: Request) -> Response:
+    """``POST /admin/teams`` ``{name}`` → 201 the team; a taken name 409."""
+    caller = await authenticate_caller(request)
+    body = await read_body(request, NewTeamBody)
+    team = await _teams(request).create_team(caller, name=body.name)
+    return JSONResponse(admin_team_body(team, is_default=False, live_sandboxes=0), status_code=201)
+
+
+async def delete_team(request: Request) -> Response:
+    """``DELETE /admin/teams/{teamID}[?force=true]`` → 204; live sandboxes without force
+    409."""
+    caller = await authenticate_caller(request)
+    await _teams(request).delete_team(
+        caller, ref=str(request.path_params["team_id"]), force=_force(request)
+    )
+    return Response(status_code=204)
+
+
+async def list_keys(request: Request) -> Response:
+    """``GET /admin/teams/{teamID}/api-keys`` → 200 ``[TeamAPIKey]`` with role."""
+    caller = await authenticate_caller(request)
+    keys = await _teams(request).list_keys(caller, ref=str(request.path_params["team_id"]))
+    return JSONResponse([api_key_body(k, admin=True) for k in keys])
+
+
+async def create_key(request: Request) -> Response:
+    """``POST /admin/teams/{teamID}/api-keys`` ``{name, admin?}`` → 201 ``CreatedTeamAPIKey``."""
+    caller = await authenticate_caller(request)
+    body = await read_body(request, AdminNewKeyBody)
+    created = await _teams(request).create_key(
+        caller, ref=str(request.path_params["team_id"]), name=body.name, admin=body.admin
+    )
+    return JSONResponse(
+        api_key_body(created.api_key, secret=created.secret, admin=True), status_code=201
+    )
+
+
+async def delete_key(request: Request) -> Response:
+    """``DELETE /admin/teams/{teamID}/api-keys/{apiKeyID}`` → 204."""
+    caller = await authenticate_caller(request)
+    await _teams(request).delete_key(
+        caller,
+        ref=str(request.path_params["team_id"]),
+        key_id=str(request.path_params["key_id"]),
+    )
+    return Response(status_code=204)
+
+
+ROUTES = [
+    Route("/admin/teams", list_teams, methods=["GET"]),
+    Route("/admin/teams", create_team, methods=["POST"]),
+    Route("/admin/teams/{team_id}", delete_team, methods=["DELETE"]),
+    Route("/admin/teams/{team_id}/api-keys", list_keys, methods=["GET"]),
+    Route("/admin/teams/{team_id}/api-keys", create_key, methods=["POST"]),
+    Route("/admin/teams/{team_id}/api-keys/{key_id}", delete_key, methods=["DELETE"]),
+]
