@@ -67,6 +67,13 @@ def test_dataframe_is_html_and_data(sbx) -> None:
 def test_plain_values_have_no_data_or_chart(sbx) -> None:
     (result,) = sbx.run_code("[1, 2, 3]").results
     assert result.data is None and result.chart is None and result.text == "[1, 2, 3]"
+    assert result.json == [1, 2, 3]  # dicts and lists come as JSON too, as from E2B
+
+
+def test_json_only_for_json_safe_dicts_and_lists(sbx) -> None:
+    assert sbx.run_code("{'a': {'b': [1, None]}}").results[0].json == {"a": {"b": [1, None]}}
+    assert sbx.run_code("{'x': object()}").results[0].json is None
+    assert sbx.run_code("(1, 2)").results[0].json is None
 
 
 def _kernel_pip(*args: str) -> None:

@@ -5,11 +5,12 @@
 
 
 def __hutch_setup():
+    import json
     import sys
 
     import _hutch_charts
     from IPython import get_ipython
-    from IPython.core.formatters import BaseFormatter
+    from IPython.core.formatters import BaseFormatter, JSONFormatter
     from traitlets import ObjectName, Unicode
 
     class DataFormatter(BaseFormatter):
@@ -42,10 +43,21 @@ def __hutch_setup():
                         return None
             return super().__call__(obj)
 
+    class PlainJSONFormatter(JSONFormatter):
+        # As E2B's: a dict or list result also comes as application/json (Result.json).
+        def __call__(self, obj):
+            if type(obj) in (dict, list):
+                try:
+                    return json.loads(json.dumps(obj, allow_nan=False))
+                except (TypeError, ValueError):
+                    pass
+            return super().__call__(obj)
+
     ip = get_ipython()
     formatters = ip.display_formatter.formatters
     formatters["e2b/data"] = DataFormatter(parent=ip.display_formatter)
     formatters["e2b/chart"] = ChartFormatter(parent=ip.display_formatter)
+    formatters["application/json"] = PlainJSONFormatter(parent=ip.display_formatter)
     ip.display_formatter.active_types = [
         *ip.display_formatter.active_types,
         "e2b/data",
