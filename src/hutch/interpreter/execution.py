@@ -29,6 +29,8 @@ log = logging.getLogger(__name__)
 
 #: How often a waiting execution checks that its kernel process still lives.
 POLL_SECONDS = 0.25
+#: How long an interrupted cell gets before it is interrupted again.
+INTERRUPT_RETRY_SECONDS = 0.5
 
 
 def _died(context: Context) -> dict[str, Any]:
@@ -74,20 +76,27 @@ async def _settle(
     kernel = context.kernel
     try:
         if inbox is not None and not translator.done:
-            await kernel.interrupt()
-            try:
-                async with asyncio.timeout(settings.interrupt_grace_seconds):
-                    while not translator.done:
-                        msg = await inbox.get()
-                        if msg is None:
-                            break
-                        translator.feed(msg)
-            except TimeoutError:
-                log.warning("context %s did not stop when interrupted: restarting", context.id)
-                context.restart_soon()
-                assert context.restarting is not None
-                await context.restarting
-                return
+            # An interrupt that lands between cells (the request just accepted, the code
+            # not yet running) is swallowed by ipykernel: send it again until the cell
+            # stops, and restart the kernel when the grace time is over.
+            deadline = time.monotonic() + settings.interrupt_grace_seconds
+            while not translator.done:
+                if time.monotonic() >= deadline or not kernel.is_alive():
+                    log.warning("context %s did not stop when interrupted: restarting", context.id)
+                    context.restart_soon()
+                    assert context.restarting is not None
+                    await context.restarting
+                    return
+                await kernel.interrupt()
+                try:
+                    async with asyncio.timeout(INTERRUPT_RETRY_SECONDS):
+                        while not translator.done:
+                            msg = await inbox.get()
+                            if msg is None:
+                                return
+                            translator.feed(msg)
+                except TimeoutError:
+                    continue
         if env_vars and kernel.is_alive():
             code = languages.restore_env(context.language, env_vars)
             if code:

@@ -77,3 +77,25 @@ def test_kernel_that_dies_is_reported_and_restarted(sbx) -> None:
         )
     finally:
         sbx.remove_code_context(ctx)
+
+
+def test_a_swallowed_interrupt_is_sent_again(server: Server) -> None:
+    # The first KeyboardInterrupt is caught by the cell (as one landing between cells is
+    # by ipykernel); the server interrupts again, so the kernel need not be restarted.
+    with httpx.Client(timeout=60) as client:
+        ctx = client.post(server.url + "/contexts", json={}).json()
+        client.post(server.url + "/execute", json={"code": "kept = 'yes'", "context_id": ctx["id"]})
+        body = {
+            "code": "import time\ntry:\n    print('in', flush=True)\n    time.sleep(600)\n"
+            "except KeyboardInterrupt:\n    swallowed = True\n    time.sleep(600)",
+            "context_id": ctx["id"],
+        }
+        with client.stream("POST", server.url + "/execute", json=body) as resp:
+            for line in resp.iter_lines():
+                if '"stdout"' in line:
+                    break  # inside the try: the first interrupt is the cell's to swallow
+        out = client.post(
+            server.url + "/execute", json={"code": "(kept, swallowed)", "context_id": ctx["id"]}
+        )
+        assert '"text": "(\'yes\', True)"' in out.text, (out.text, server.log()[-2000:])
+        client.delete(server.url + f"/contexts/{ctx['id']}")
