@@ -102,6 +102,9 @@ class FakeSandboxes:
     def list(self) -> list[RunningSandbox]:
         return sorted(self.running.values(), key=lambda s: s.started_at)
 
+    def pool_members(self) -> list[RunningSandbox]:
+        return []
+
     def get(self, sandbox_id: str) -> RunningSandbox:
         try:
             return self.running[sandbox_id]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import resource
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from hutch.node.adapters import HostUsageProbe, HttpEnvdClient, OverlayRootfs
@@ -19,9 +20,12 @@ from hutch.node.runtime.runsc import RunscRuntime
 from hutch.node.sandbox.manager import SandboxManager
 from hutch.node.sandbox.models import ManagerConfig
 from hutch.node.sandbox.sampler import UsageSampler
+from hutch.node.service import NodeIdentity, NodeService
 from hutch.node.settings import NodeSettings
 from hutch.node.templates.artifact import DirTemplateStore
+from hutch.node.templates.manager import TemplateManager
 from hutch.shared.errors import NotFoundError
+from hutch.volumes.base import VolumeBackend
 
 log = logging.getLogger("hutch.node")
 
@@ -98,3 +102,33 @@ def build_node(settings: NodeSettings, *, build_bundle: bool = True) -> Node:
         interval_s=settings.metrics_interval_s, keep=settings.metrics_keep,
     )  # fmt: skip
     return Node(manager=manager, envd=envd, networks=networks, templates=templates, sampler=sampler)
+
+
+def build_node_service(
+    node: Node,
+    settings: NodeSettings,
+    *,
+    node_id: str,
+    volumes: Mapping[str, VolumeBackend] | None = None,
+) -> NodeService:
+    """What the node API serves (``node/http/``): the built node's parts behind one facade.
+
+    ``volumes``: the backends whose volumes sandboxes mount (``hutch serve`` shares its
+    api's, so one backend instance owns each host mount).
+    """
+    from hutch import __version__
+
+    templates = TemplateManager(
+        templates_dir=settings.templates_dir,
+        envd_bundle=settings.envd_bundle_path,
+        sandboxes=node.manager,
+        shared_templates=settings.shared_templates_dirs,
+    )
+    identity = NodeIdentity(
+        node_id=node_id, version=__version__, runtime=settings.runtime,
+        max_sandboxes=settings.max_sandboxes, pool_sizes=settings.pool_sizes,
+    )  # fmt: skip
+    return NodeService(
+        identity=identity, sandboxes=node.manager, sampler=node.sampler, templates=templates,
+        volumes=volumes,
+    )  # fmt: skip

@@ -16,9 +16,10 @@ proxy (``api/service/routing.py``) from what create, resume and reconcile return
 from __future__ import annotations
 
 import contextlib
-from collections import OrderedDict
+import os
+from collections import Counter, OrderedDict
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
@@ -56,6 +57,7 @@ class Sandboxes(Protocol):
     async def snapshot(self, sandbox_id: str, *, name: str) -> object: ...
     def set_metadata(self, sandbox_id: str, metadata: Mapping[str, str]) -> RunningSandbox: ...
     def list(self) -> list[RunningSandbox]: ...
+    def pool_members(self) -> list[RunningSandbox]: ...
     def get(self, sandbox_id: str) -> RunningSandbox: ...
     def envd_log(self, sandbox_id: str, *, max_bytes: int = ...) -> list[EnvdLogEntry]: ...
     async def reconcile(
@@ -88,6 +90,22 @@ class NodeIdentity:
     version: str
     runtime: str
     max_sandboxes: int
+    #: Warm pool members wanted per template (ADR 0011).
+    pool_sizes: Mapping[str, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class NodeLoad:
+    """The node's load now (``GET /v1/status``): every sandbox, whoever owns it."""
+
+    running: int
+    paused: int
+    host_cpu_count: int
+    host_memory_mb: int
+    allocated_cpu: float
+    allocated_memory_mb: int
+    #: ``(template, members wanted, members idle)`` per pooled template.
+    pool: Sequence[tuple[str, int, int]] = ()
 
 
 class NodeService:
@@ -112,6 +130,25 @@ class NodeService:
     def sandbox_count(self) -> int:
         """How many sandboxes the node runs (or holds paused)."""
         return len(self._sandboxes.list())
+
+    def load(self) -> NodeLoad:
+        """Read-only and cheap (the manager's bookkeeping and ``/proc/meminfo``)."""
+        sandboxes = self._sandboxes.list()
+        idle = Counter(m.template for m in self._sandboxes.pool_members())
+        paused = sum(1 for s in sandboxes if s.paused is not None)
+        return NodeLoad(
+            running=len(sandboxes) - paused,
+            paused=paused,
+            host_cpu_count=os.cpu_count() or 1,
+            host_memory_mb=_memory_mb(),
+            allocated_cpu=sum(s.cpu_count for s in sandboxes),
+            allocated_memory_mb=sum(s.memory_mb for s in sandboxes),
+            pool=[
+                (name, target, idle.get(name, 0))
+                for name, target in sorted(self.identity.pool_sizes.items())
+                if target > 0
+            ],
+        )
 
     async def create(
         self, request: SandboxRequest, *, volumes: Sequence[VolumeMount] = ()
@@ -206,6 +243,13 @@ class NodeService:
             with contextlib.suppress(SandboxNotFoundError):
                 adopted.append(self._sandboxes.get(sid))
         return report, adopted
+
+
+def _memory_mb(meminfo: Path = Path("/proc/meminfo")) -> int:
+    for line in meminfo.read_text().splitlines():
+        if line.startswith("MemTotal:"):
+            return int(line.split()[1]) // 1024
+    return 0
 
 
 def _with_mounts(request: SandboxRequest, binds: list[tuple[Path, str]]) -> SandboxRequest:

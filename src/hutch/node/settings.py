@@ -6,11 +6,12 @@ node reads the environment.
 
 from __future__ import annotations
 
+import socket
 from ipaddress import IPv4Network
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -64,6 +65,16 @@ class NodeSettings(BaseSettings):
     #: a template of the same name under this home's own directory shadows it. Empty: none.
     shared_templates_dir: Path | None = Path("/var/lib/hutch/templates")
 
+    # ---- the node API (``hutch node``; docs/node-api.md) ------------------------------------
+    #: The node's stable id, answered in ``GET /v1/node`` and recorded on sandbox rows.
+    node_id: str = Field(default_factory=socket.gethostname, min_length=1, max_length=63)
+    #: The cluster token every node API request must carry (``Authorization: Bearer``).
+    api_token: SecretStr | None = None
+    #: A file holding the token instead (default ``<home>/node-api.token`` when present).
+    api_token_file: Path | None = None
+    #: Where a standalone node's local volume backend keeps its images (``<home>/volumes``).
+    volumes_dir: Path | None = None
+
     @field_validator("shared_templates_dir", mode="before")
     @classmethod
     def _empty_is_none(cls, value: object) -> object:
@@ -79,6 +90,23 @@ class NodeSettings(BaseSettings):
             raise ValueError(f"tini_path must be absolute: {self.tini_path}")
         parse_pool_sizes(self.pool_size)
         return self
+
+    def effective_api_token(self) -> str | None:
+        """``api_token``, else the token file's first line (``<home>/node-api.token`` by
+        default), else None. An empty token is refused: it would let anyone in."""
+        if self.api_token is not None:
+            token = self.api_token.get_secret_value().strip()
+        else:
+            path = self.api_token_file or self.home / "node-api.token"
+            try:
+                token = path.read_text().strip()
+            except FileNotFoundError:
+                if self.api_token_file is not None:
+                    raise ValueError(f"api_token_file {path} does not exist") from None
+                return None
+        if not token:
+            raise ValueError("the node API token is empty")
+        return token
 
     @property
     def pool_sizes(self) -> dict[str, int]:

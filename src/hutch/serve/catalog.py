@@ -1,19 +1,52 @@
-"""Feeding the proxy's in-memory catalog.
+"""``CatalogRoutes``: the api's ``SandboxRoutes`` port over the proxy's in-memory catalog.
 
-Two sources, one shape: create/kill events from :class:`~hutch.serve.node_client.LocalNodeClient`
-while serving, and the store's rows for the sandboxes a restart adopted. The route carries
-the envd access token so that a signed ``/files`` URL without an ``E2b-Sandbox-Id`` header
-still finds its sandbox (only that sandbox's token can have made the signature).
+The api says where each sandbox is (``api/service/routing.py`` on create, pause, resume and
+kill; ``api/service/reconcile.py`` for the sandboxes a restart adopted); this adapter turns
+that into the proxy's ``SandboxRoute``. The route carries the envd access token so that a
+signed ``/files`` URL without an ``E2b-Sandbox-Id`` header still finds its sandbox (only
+that sandbox's token can have made the signature).
 """
 
 from __future__ import annotations
 
-from hutch.proxy.catalog import SandboxRoute
+import dataclasses
+
+from hutch.proxy.catalog import InMemorySandboxCatalog, SandboxRoute
 from hutch.shared.ids import SandboxID
 
 
-def route_for(sandbox_id: str, address: str, envd_access_token: str | None) -> SandboxRoute:
-    """The proxy route of one running sandbox (envd and every port at its private IP)."""
-    return SandboxRoute(
-        sandbox_id=SandboxID(sandbox_id), host=address, envd_access_token=envd_access_token
-    )
+class CatalogRoutes:
+    """Satisfies ``hutch.api.service.ports.SandboxRoutes`` for ``hutch serve``'s proxy."""
+
+    def __init__(self, catalog: InMemorySandboxCatalog) -> None:
+        self._catalog = catalog
+
+    def publish(
+        self,
+        sandbox_id: SandboxID,
+        *,
+        address: str,
+        envd_access_token: str | None,
+        running: bool = True,
+        auto_resume: bool = False,
+    ) -> None:
+        """Route envd and every port of the sandbox to its private address."""
+        self._catalog.put(
+            SandboxRoute(
+                sandbox_id=sandbox_id,
+                host=address,
+                envd_access_token=envd_access_token,
+                running=running,
+                auto_resume=auto_resume,
+            )
+        )
+
+    def mark_paused(self, sandbox_id: SandboxID) -> None:
+        """Keep the route, not running (traffic may wake an auto-resume sandbox)."""
+        route = self._catalog.find(sandbox_id)
+        if route is not None:
+            self._catalog.put(dataclasses.replace(route, running=False))
+
+    def withdraw(self, sandbox_id: SandboxID) -> None:
+        """Forget the route."""
+        self._catalog.remove(sandbox_id)

@@ -1,59 +1,56 @@
-"""``run(settings)``: the api and the proxy on two uvicorn servers, one event loop, one node.
+"""``run(settings)``: the api, the proxy and the node API on uvicorn servers, one event loop.
 
-Startup order (each step needs the one before):
+The api reaches its node only through the node API (docs/node-api.md), here on a Unix
+socket in the home with a token made per start: the same ``HttpNodeClient`` a scale-out api
+uses, so the whole suite tests that one code path (ADR 0012). Startup order (each step
+needs the one before):
 
 1. open the store (migrating it): the api's source of truth;
 2. build the node (``build_node``) and seed template rows from its templates on disk;
-3. ``manager.start()`` (bridge, firewall), then reconcile store rows with the node
-   (``serve/reconcile.py``) and give adopted sandboxes their proxy routes back; then the
-   warm pool starts filling in the background (ADR 0011);
+3. ``manager.start()`` (bridge, firewall), serve the node API, then reconcile store rows
+   with the node through it (``api/service/reconcile.py``), which gives adopted sandboxes
+   their proxy routes back; then the warm pool starts filling in the background (ADR 0011);
 4. serve the proxy, then the api: ``GET /health`` on the api answering 200 means ready.
 
-SIGTERM/SIGINT stop both servers, destroy the idle warm pool members and close the store,
-but **leave sandboxes running**: the next start adopts them (or cleans them up if their
-rows are gone; pool members left by a SIGKILL are unknown to the store and destroyed).
+SIGTERM/SIGINT stop the servers (the node API last), destroy the idle warm pool members and
+close the store, but **leave sandboxes running**: the next start adopts them (or cleans
+them up if their rows are gone; pool members left by a SIGKILL are unknown to the store
+and destroyed).
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
+import secrets
 import signal
-from collections.abc import Callable, Generator
+from collections.abc import Callable
 
+import httpx
 import uvicorn
 
 from hutch.api.app import build_volume_backends, create_app
 from hutch.api.http.auth import HttpContext
+from hutch.api.nodes.http_client import HttpNodeClient
+from hutch.api.service.reconcile import reconcile
+from hutch.api.service.routing import RoutedNodeClient
 from hutch.api.store.sql import open_sql_store
-from hutch.node.app import Node, build_node
+from hutch.node.app import Node, build_node, build_node_service
+from hutch.node.http.app import create_node_app
+from hutch.node.runner import NodeApiServer, node_api_server, private_socket
 from hutch.node.settings import NodeSettings
 from hutch.node.templates.artifact import TemplateArtifact
 from hutch.proxy.catalog import InMemorySandboxCatalog
 from hutch.proxy.runner import create_config as proxy_config
-from hutch.serve.node_client import LocalNodeClient
-from hutch.serve.node_status import LocalNodeStatus
-from hutch.serve.reconcile import reconcile
+from hutch.serve.catalog import CatalogRoutes
 from hutch.serve.settings import ServeSettings
-from hutch.serve.template_builder import LocalTemplateBuilder
 from hutch.serve.templates import seed_templates
-from hutch.shared.ids import NodeID, SandboxID
+from hutch.shared.ids import SandboxID
 from hutch.volumes.base import VolumeBackend
 
 log = logging.getLogger("hutch.serve")
 
-
-class _Server(uvicorn.Server):
-    """A uvicorn server that leaves signals to :func:`serve`.
-
-    uvicorn's own handling re-raises a captured SIGTERM after shutdown, which would end
-    the process before the other server and the store are closed.
-    """
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Generator[None, None, None]:
-        yield
+_Server = NodeApiServer  # a uvicorn server that leaves signals to serve(), for all three
 
 
 async def serve(settings: ServeSettings) -> None:
@@ -64,41 +61,45 @@ async def serve(settings: ServeSettings) -> None:
     store = await open_sql_store(api_settings.effective_database_url(), migrate=True)
     node = build_node(node_settings)
     volume_backends: dict[str, VolumeBackend] = {}
+    node_api: NodeApiServer | None = None
+    node_task: asyncio.Task[None] | None = None
+    client: HttpNodeClient | None = None
     try:
         await seed_templates(store, await _templates_on_disk(node_settings, node))
         await node.manager.start()
-        catalog = InMemorySandboxCatalog()
-        await reconcile(store, node.manager, catalog)
-        await node.manager.start_pool()
-        node.sampler.start()
         # One set of volume backends for the api (content API) and the node (mounts).
         volume_backends = build_volume_backends(api_settings)
-        client = LocalNodeClient(
-            node.manager,
-            catalog,
-            node_id=NodeID(settings.node_id),
-            sampler=node.sampler,
-            volumes=volume_backends,
+        service = build_node_service(
+            node, node_settings, node_id=settings.node_id, volumes=volume_backends
         )
-        builder = LocalTemplateBuilder(
-            templates_dir=node_settings.templates_dir,
-            envd_bundle=node_settings.envd_bundle_path,
-            sandboxes=node.manager,
-            shared_templates=node_settings.shared_templates_dirs,
+        token = secrets.token_urlsafe(32)
+        socket_path = private_socket(api_settings.home)
+        node_api = node_api_server(create_node_app(service, token=token), token=token,
+                                   uds=socket_path)  # fmt: skip
+        node_task = asyncio.create_task(node_api.serve(), name="hutch-node-api")
+        while not node_api.started and not node_task.done():
+            await asyncio.sleep(0.01)
+        if node_task.done():
+            raise SystemExit(f"hutch serve: the node API did not start on {socket_path}")
+        client = await HttpNodeClient.connect(
+            "http://node", token=token, transport=httpx.AsyncHTTPTransport(uds=str(socket_path))
         )
+        catalog = InMemorySandboxCatalog()
+        routes = CatalogRoutes(catalog)
+        await reconcile(teams=store.teams, sandboxes=store.sandboxes, node=client, routes=routes)
+        await node.manager.start_pool()
+        node.sampler.start()
         api = _Server(
             uvicorn.Config(
                 create_app(
                     api_settings,
-                    node=client,
+                    node=RoutedNodeClient(client, routes=routes),
                     store=store,
-                    builder=builder,
-                    build_runner=builder,
+                    builder=client,
+                    build_runner=client,
                     on_context=_wire_auto_resume(catalog),
                     volume_backends=volume_backends,
-                    node_status=LocalNodeStatus(
-                        node.manager, node_id=settings.node_id, runtime=node_settings.runtime
-                    ),
+                    node_status=client,
                 ),
                 host=settings.host,
                 port=settings.api_port,
@@ -111,6 +112,11 @@ async def serve(settings: ServeSettings) -> None:
         proxy = _Server(proxy_config(catalog, host=settings.host, port=settings.proxy_port))
         await _run_both(proxy, api)
     finally:
+        if client is not None:
+            await client.aclose()
+        if node_api is not None and node_task is not None:
+            node_api.should_exit = True
+            await asyncio.gather(node_task, return_exceptions=True)
         await node.manager.stop_pool()
         # Host mounts of volumes are released; sandboxes still running keep their bind
         # mounts (the filesystem lives on in their mount namespaces until they end).

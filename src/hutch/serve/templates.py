@@ -10,17 +10,11 @@ the node can be handed ``spec.template_id`` as the artifact's name. Existing row
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING
 
 from hutch.api.app import ApiStore
 from hutch.api.models import NewTemplate, TemplateBuildState
-from hutch.api.service.templates import TemplateService
-from hutch.node.templates.artifact import DirTemplateStore, TemplateArtifact
-from hutch.serve.template_builder import LocalTemplateBuilder
-from hutch.shared.ids import TeamID, TemplateID
-
-if TYPE_CHECKING:
-    from hutch.serve.settings import ServeSettings
+from hutch.node.templates.artifact import TemplateArtifact
+from hutch.shared.ids import TemplateID
 
 
 async def seed_templates(store: ApiStore, artifacts: list[TemplateArtifact]) -> list[str]:
@@ -46,32 +40,3 @@ async def seed_templates(store: ApiStore, artifacts: list[TemplateArtifact]) -> 
         )
         added.append(artifact.name)
     return added
-
-
-# ---- the ``hutch template`` CLI: the same service the REST API uses, on the home directly --
-
-
-async def cli_service(settings: ServeSettings) -> tuple[ApiStore, TemplateService, TeamID]:
-    """The template service over ``settings``' home (store migrated), and the default team.
-
-    The caller closes the store (``await store.close()``).
-    """
-    from hutch.api.store.sql import open_sql_store
-
-    api = settings.api_settings()
-    node = settings.node_settings()
-    api.home.mkdir(parents=True, exist_ok=True)
-    store = await open_sql_store(api.effective_database_url(), migrate=True)
-    try:
-        builder = LocalTemplateBuilder(
-            templates_dir=node.templates_dir, envd_bundle=node.envd_bundle_path,
-            shared_templates=node.shared_templates_dirs,
-        )  # fmt: skip
-        team = await store.teams.ensure_default_team()
-        # Templates published on disk before (busybox, base) get their rows, as serve does.
-        on_disk = DirTemplateStore(node.templates_dir, shared=node.shared_templates_dirs)
-        await seed_templates(store, await on_disk.list())
-    except BaseException:
-        await store.close()
-        raise
-    return store, TemplateService(templates=store.templates, builder=builder), team.id

@@ -55,6 +55,29 @@ class NodeInfo(_Wire):
     sandboxes: int
 
 
+class PoolFill(_Wire):
+    """One template's warm pool: members wanted, members booted and idle."""
+
+    template: str
+    target: int
+    ready: int
+
+
+class NodeStatus(_Wire):
+    """``GET /v1/status``: the node's load and limits (``hutch status``, placement later)."""
+
+    node_id: str
+    runtime: str
+    max_sandboxes: int
+    running: int
+    paused: int
+    host_cpu_count: int
+    host_memory_mb: int
+    allocated_cpu: float
+    allocated_memory_mb: int
+    pool: list[PoolFill] = Field(default_factory=list)
+
+
 class VolumeMount(_Wire):
     """A volume the node mounts read-write at ``path`` (``backend`` names its backend)."""
 

@@ -43,7 +43,13 @@ def wired_node(tmp_path: Path) -> Iterator[WiredNode]:
     templates = FakeTemplates()
     volumes = FakeVolumeBackend(tmp_path / "volumes")
     service = NodeService(
-        identity=NodeIdentity(node_id="node-a", version="9.9", runtime="fake", max_sandboxes=3),
+        identity=NodeIdentity(
+            node_id="node-a",
+            version="9.9",
+            runtime="fake",
+            max_sandboxes=3,
+            pool_sizes={"base": 2, "busybox": 0},
+        ),
         sandboxes=sandboxes,
         sampler=FakeSamples(),
         templates=templates,  # type: ignore[arg-type]  # duck-typed TemplateManager

@@ -78,6 +78,20 @@ async def test_http_client_create_list_metadata_metrics_logs_kill(
     assert [line.message for line in await node_client.logs(SandboxID("sbx1"))] == ["envd of sbx1"]
 
 
+async def test_http_client_status_counts_the_node_load(
+    wired_node: WiredNode, node_client: HttpNodeClient
+) -> None:
+    await node_client.create(spec("load1"))
+    await node_client.create(spec("load2"))
+    await node_client.pause(SandboxID("load2"), keep_memory=True)
+    status = await node_client.status()
+    assert (status.node_id, status.runtime, status.max_sandboxes) == ("node-a", "fake", 3)
+    assert (status.running, status.paused) == (1, 1)
+    assert (status.allocated_cpu, status.allocated_memory_mb) == (4, 512)
+    assert status.host_cpu_count >= 1 and status.host_memory_mb > 0
+    assert [(p.template, p.target, p.ready) for p in status.pool] == [("base", 2, 0)]
+
+
 async def test_http_client_pause_resume_snapshot(
     wired_node: WiredNode, node_client: HttpNodeClient
 ) -> None:

@@ -13,7 +13,7 @@ from pydantic import ValidationError
 
 from hutch.node.settings import NodeSettings
 from hutch.node.templates.artifact import DirTemplateStore, TemplateNotFoundError
-from hutch.serve.template_builder import LocalTemplateBuilder
+from hutch.node.templates.manager import TemplateManager
 
 
 def _publish(templates: Path, name: str, **extra: object) -> Path:
@@ -54,7 +54,7 @@ def test_deleting_a_shared_template_hides_it_here_and_leaves_it_alone(tmp_path: 
     shared, own = tmp_path / "install" / "templates", tmp_path / "home" / "templates"
     _publish(shared, "base")
     before = _tree(shared)
-    builder = LocalTemplateBuilder(
+    builder = TemplateManager(
         templates_dir=own, envd_bundle=tmp_path / "envd", shared_templates=[shared]
     )
     asyncio.run(builder.delete("base"))

@@ -19,6 +19,7 @@ import httpx
 from pydantic import BaseModel
 
 from hutch.api.nodes.errors import from_response, from_wire, transport_errors
+from hutch.api.service.node_status import NodeStatus, PoolFill
 from hutch.api.service.ports import (
     BuildFailedError,
     BuildLogger,
@@ -264,6 +265,20 @@ class HttpNodeClient:
                 for s in out.adopted
             },
         )
+
+    # ---- NodeStatusSource ------------------------------------------------------------------
+
+    async def status(self) -> NodeStatus:
+        """See ``NodeStatusSource.status``."""
+        out = await self._call("GET", "/status", answer=wire.NodeStatus)
+        assert out is not None
+        return NodeStatus(
+            node_id=out.node_id, runtime=out.runtime, max_sandboxes=out.max_sandboxes,
+            running=out.running, paused=out.paused, host_cpu_count=out.host_cpu_count,
+            host_memory_mb=out.host_memory_mb, allocated_cpu=out.allocated_cpu,
+            allocated_memory_mb=out.allocated_memory_mb,
+            pool=[PoolFill(template=p.template, target=p.target, ready=p.ready) for p in out.pool],
+        )  # fmt: skip
 
     # ---- TemplateBuilder ---------------------------------------------------------------------
 

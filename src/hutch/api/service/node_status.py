@@ -1,8 +1,8 @@
 """What ``GET /hutch/status`` reports of a node: capacity, sandboxes, warm pool fill.
 
 A port of its own beside ``NodeClient`` (``ports.py``): the operator's view of the node,
-not a sandbox operation. ``hutch serve`` hands the api an in-process source
-(``serve/node_status.py``); a node behind a wire would answer the same over it.
+not a sandbox operation. ``HttpNodeClient`` satisfies it over the node API
+(``GET /v1/status``), in ``hutch serve`` as for a remote node.
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 Every transition holds the sandbox's lock (``locks.py``) from the first store write to the
 last, and is recorded before the node acts, so a crash leaves a transient state that
-startup reconciliation settles (``serve/reconcile.py``):
+startup reconciliation settles (``service/reconcile.py``):
 
 * pause: ``running → pausing`` → ``node.pause`` → ``paused`` (with ``pause_mode``); on a node
   failure back to ``running``;

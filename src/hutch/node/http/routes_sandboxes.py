@@ -70,6 +70,26 @@ async def node_info(request: Request) -> Response:
     )
 
 
+async def node_status(request: Request) -> Response:
+    """``GET /v1/status``."""
+    svc = service(request)
+    load = svc.load()
+    return answer(
+        wire.NodeStatus(
+            node_id=svc.identity.node_id,
+            runtime=svc.identity.runtime,
+            max_sandboxes=svc.identity.max_sandboxes,
+            running=load.running,
+            paused=load.paused,
+            host_cpu_count=load.host_cpu_count,
+            host_memory_mb=load.host_memory_mb,
+            allocated_cpu=load.allocated_cpu,
+            allocated_memory_mb=load.allocated_memory_mb,
+            pool=[wire.PoolFill(template=t, target=n, ready=r) for t, n, r in load.pool],
+        )
+    )
+
+
 async def list_sandboxes(request: Request) -> Response:
     """``GET /v1/sandboxes``."""
     return answer(wire.SandboxList(sandboxes=[sandbox_out(s) for s in service(request).list()]))
@@ -201,6 +221,7 @@ async def reconcile(request: Request) -> Response:
 
 ROUTES = [
     Route(f"{wire.PREFIX}/node", node_info, methods=["GET"]),
+    Route(f"{wire.PREFIX}/status", node_status, methods=["GET"]),
     Route(f"{wire.PREFIX}/sandboxes", list_sandboxes, methods=["GET"]),
     Route(f"{wire.PREFIX}/sandboxes", create_sandbox, methods=["POST"]),
     Route(f"{wire.PREFIX}/sandboxes/{{sandbox_id}}", kill_sandbox, methods=["DELETE"]),

@@ -1,6 +1,6 @@
 """``TemplateManager``: the node's template work (imports, deletes, SDK builds), by name.
 
-What ``serve/template_builder.py`` did in-process now lives here, in the node's vocabulary
+What serve's in-process ``LocalTemplateBuilder`` did now lives here, in the node's vocabulary
 (``ImageTemplateOptions``, ``BuildSpec``, ``BuildStepError``); the node API
 (``node/http/``) serves it and the api's ``HttpNodeClient`` translates. Imports run in a
 worker thread (skopeo, unpacking and copying are blocking file work); one import or build
@@ -15,7 +15,7 @@ import hashlib
 import os
 import re
 import uuid
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
 from pathlib import Path
 
 from hutch.node.templates.artifact import (
@@ -40,7 +40,12 @@ _FILES_HASH = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
 
 
 class TemplateManager:
-    """The templates of one node's home; ``sandboxes`` (its manager) runs build steps."""
+    """The templates of one node's home; ``sandboxes`` (its manager) runs build steps.
+
+    ``shared_templates`` are other homes' read-only template directories (the node's
+    ``shared_templates_dirs``): builds may start from their templates, and deleting one
+    hides it here (a whiteout) without touching it.
+    """
 
     def __init__(
         self,
@@ -49,8 +54,10 @@ class TemplateManager:
         envd_bundle: Path,
         sandboxes: BuildSandboxes | None = None,
         files_dir: Path | None = None,
+        shared_templates: Sequence[Path] = (),
     ) -> None:
         self._templates_dir = templates_dir
+        self._store = DirTemplateStore(templates_dir, shared=shared_templates)
         self._envd_bundle = envd_bundle
         self._sandboxes = sandboxes
         self._files_dir = files_dir or templates_dir.parent / "template-files"
@@ -78,6 +85,8 @@ class TemplateManager:
         """Remove the template's files (idempotent), and snapshot layers no longer used."""
         with contextlib.suppress(TemplateNotFoundError):
             await asyncio.to_thread(delete_template, self._templates_dir, name)
+        # A shared template (another home's, read-only) is hidden here, never removed.
+        self._store.hide_shared(name)
         await asyncio.to_thread(prune_snapshot_layers, self._templates_dir)
 
     # ---- E2B SDK template builds ---------------------------------------------------------
@@ -137,7 +146,7 @@ class TemplateManager:
             await asyncio.to_thread(keep_version, self._templates_dir, name, build_id)
 
     async def _base(self, start: Mapping[str, object], *, log: BuildLog) -> TemplateArtifact:
-        store = DirTemplateStore(self._templates_dir)
+        store = self._store
         from_template = _opt_str(start.get("fromTemplate"))
         if from_template:
             return await store.get(from_template.partition(":")[0])

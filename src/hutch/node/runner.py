@@ -1,0 +1,169 @@
+"""Serving the node API: on a Unix socket in a private directory, or on TCP with a token.
+
+The rule (docs/node-api.md): a node API on TCP refuses to start without a cluster token;
+on a Unix socket the token is optional, because the socket lives in a directory only the
+node's user may enter (uvicorn itself makes the socket world-writable). ``hutch serve``
+binds a socket in its home and sets a token anyway; ``hutch node`` serves TCP or a socket.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import signal
+import tempfile
+from collections.abc import Generator
+from pathlib import Path
+
+import uvicorn
+from starlette.types import ASGIApp
+
+from hutch.node.settings import NodeSettings
+from hutch.shared.errors import InvalidArgumentError
+
+log = logging.getLogger("hutch.node")
+
+#: ``sun_path`` is 108 bytes on Linux, the terminating NUL included.
+_MAX_SOCKET_PATH = 107
+
+
+class NodeApiServer(uvicorn.Server):
+    """A uvicorn server that leaves signals to its caller (which stops it through
+    ``should_exit``): uvicorn's own handling re-raises a captured SIGTERM after shutdown,
+    which would end the process before the other servers are closed."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Generator[None, None, None]:
+        yield
+
+
+def private_socket(home: Path, name: str = "node-api.sock") -> Path:
+    """``<home>/run/<name>`` in a 0700 directory (a stale socket removed); a private
+    temporary directory instead when that path is too long for a Unix socket."""
+    run = home / "run"
+    if len(str(run / name)) > _MAX_SOCKET_PATH:
+        run = Path(tempfile.mkdtemp(prefix="hutch-node-"))
+    run.mkdir(mode=0o700, parents=True, exist_ok=True)
+    os.chmod(run, 0o700)
+    path = run / name
+    path.unlink(missing_ok=True)
+    return path
+
+
+def node_api_server(
+    app: ASGIApp,
+    *,
+    token: str | None,
+    uds: Path | None = None,
+    host: str | None = None,
+    port: int | None = None,
+) -> NodeApiServer:
+    """A server for the node API ``app`` on ``uds`` or on ``host:port`` (see the module
+    docstring for when ``token`` may be None)."""
+    if (uds is None) == (port is None):
+        raise InvalidArgumentError("the node API listens on a Unix socket or on a port")
+    if uds is None and not token:
+        raise InvalidArgumentError(
+            "the node API refuses to listen on TCP without a cluster token "
+            "(HUTCH_NODE_API_TOKEN or HUTCH_NODE_API_TOKEN_FILE)"
+        )
+    common = {
+        "lifespan": "off", "log_level": "warning", "access_log": False,
+        "server_header": False, "timeout_keep_alive": 30,
+    }  # fmt: skip
+    if uds is not None:
+        config = uvicorn.Config(app, uds=str(uds), **common)  # type: ignore[arg-type]
+    else:
+        config = uvicorn.Config(app, host=host or "127.0.0.1", port=port, **common)  # type: ignore[arg-type]
+    return NodeApiServer(config)
+
+
+# ---- ``hutch node``: the node role alone ------------------------------------------------
+
+
+def _records(sandboxes_dir: Path) -> tuple[list[str], list[str]]:
+    """The sandbox ids (and the paused ones) recorded under ``sandboxes_dir``."""
+    known, paused = [], []
+    for record in sorted(sandboxes_dir.glob("*/sandbox.json")):
+        try:
+            data = json.loads(record.read_text())
+            sid = str(data["sandbox_id"])
+        except (OSError, ValueError, KeyError):
+            continue  # unreadable: reconcile destroys what it belongs to
+        (paused if data.get("paused") else known).append(sid)
+    return known, paused
+
+
+async def run_node(settings: NodeSettings, *, host: str | None, port: int | None,
+                   uds: Path | None) -> None:  # fmt: skip
+    """Run the node role until SIGTERM/SIGINT: its sandboxes, templates, sampler and warm
+    pool, served as the node API on ``host:port`` or ``uds``.
+
+    Until membership lands (issue 11), a standalone node adopts every sandbox it still has
+    from a previous run (and destroys leftovers that are not whole sandboxes); the api's
+    reconcile (``POST /v1/reconcile``) then trims the node to the store's view. Shutdown
+    destroys the idle pool members and leaves sandboxes running, as ``hutch serve`` does.
+    """
+    from hutch.node.app import build_node, build_node_service
+    from hutch.node.http.app import create_node_app
+    from hutch.volumes.local import LocalVolumeBackend
+
+    token = settings.effective_api_token()
+    node = build_node(settings)
+    volumes = LocalVolumeBackend(settings.volumes_dir or settings.home / "volumes")
+    try:
+        await node.manager.start()
+        known, paused = _records(settings.sandboxes_dir)
+        report = await node.manager.reconcile(known, paused_ids=paused)
+        log.info("adopted %d sandboxes, removed %d leftovers", len(report.adopted),
+                 len(report.removed))  # fmt: skip
+        await node.manager.start_pool()
+        node.sampler.start()
+        service = build_node_service(
+            node, settings, node_id=settings.node_id, volumes={volumes.name: volumes}
+        )
+        server = node_api_server(
+            create_node_app(service, token=token), token=token, uds=uds, host=host, port=port
+        )
+        loop = asyncio.get_running_loop()
+
+        def stop() -> None:
+            server.should_exit = True
+
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop)
+        try:
+            await server.serve()
+        finally:
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.remove_signal_handler(sig)
+        if not server.started:
+            raise SystemExit("hutch node: the node API failed to start (is its port in use?)")
+    finally:
+        await node.manager.stop_pool()
+        await volumes.aclose()
+        await node.aclose()
+    log.info("stopped; sandboxes keep running until the next start adopts them")
+
+
+def run(settings: NodeSettings, *, listen: str | None, socket_path: Path | None) -> None:
+    """Blocking entry point for ``hutch node``: ``listen`` is ``HOST:PORT``."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    for noisy in ("httpx", "httpcore"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    host: str | None = None
+    port: int | None = None
+    if listen is not None:
+        host, sep, port_text = listen.rpartition(":")
+        if not sep or not port_text.isdigit():
+            raise SystemExit(f"hutch node: --listen {listen!r}: want HOST:PORT")
+        host, port = host.strip("[]") or "127.0.0.1", int(port_text)
+    elif socket_path is None:
+        socket_path = private_socket(settings.home)
+    try:
+        asyncio.run(run_node(settings, host=host, port=port, uds=socket_path))
+    except (InvalidArgumentError, ValueError) as exc:
+        raise SystemExit(f"hutch node: {exc}") from None
