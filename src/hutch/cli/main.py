@@ -68,6 +68,44 @@ def serve(
                         runtime=runtime))  # fmt: skip
 
 
+@cli.command("node")
+@click.option(
+    "--home",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="The node's state directory (env HUTCH_NODE_HOME, default /var/lib/hutch).",
+)
+@click.option("--listen", default=None, help="Serve the node API on HOST:PORT (needs a token).")
+@click.option(
+    "--socket",
+    "socket_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Serve the node API on this Unix socket (default <home>/run/node-api.sock).",
+)
+@click.option("--node-id", default=None, help="The node's id (HUTCH_NODE_NODE_ID, hostname).")
+@click.option("--runtime", type=click.Choice(["runc", "runsc"]), default=None, help="OCI runtime.")
+def node(
+    home: Path | None, listen: str | None, socket_path: Path | None, node_id: str | None,
+    runtime: str | None,
+) -> None:  # fmt: skip
+    """Run the node role alone: sandboxes, templates, sampler, warm pool, and the node API
+    (docs/node-api.md). The token comes from HUTCH_NODE_API_TOKEN or <home>/node-api.token."""
+    from pydantic import ValidationError
+
+    from hutch.node.runner import run as run_node
+    from hutch.node.settings import NodeSettings
+
+    if listen is not None and socket_path is not None:
+        raise click.UsageError("--listen and --socket exclude each other")
+    values = {"home": home.resolve() if home else None, "node_id": node_id, "runtime": runtime}
+    try:
+        settings = NodeSettings(**{k: v for k, v in values.items() if v is not None})  # type: ignore[arg-type]
+    except ValidationError as exc:
+        raise click.UsageError(str(exc)) from None
+    run_node(settings, listen=listen, socket_path=socket_path)
+
+
 @cli.group("keys")
 def keys() -> None:
     """API keys."""
