@@ -42,6 +42,8 @@ class WireError(_Wire):
     message: str
     public_message: str
     retryable: bool = False
+    #: E2B's machine-readable ``error_code`` when the error carries one.
+    error_code: str | None = None
 
 
 class NodeInfo(_Wire):

@@ -20,15 +20,15 @@ TREE = [
 
 @pytest.mark.parametrize("cls", TREE, ids=lambda c: c.__name__)
 def test_nodewire_errors_every_class_round_trips(cls: type[HutchError]) -> None:
-    sent = cls("inner detail", public_message="what a client sees")
+    sent = cls("inner detail", public_message="what a client sees", error_code="some_code")
     response = error_response(sent)
     assert response.status_code == http_status(sent)
     got = from_response(
         httpx.Response(response.status_code, content=bytes(response.body)), what="x"
     )
     assert type(got) is cls
-    assert (got.message, got.public_message, got.retryable) == (
-        "inner detail", "what a client sees", cls.retryable,
+    assert (got.message, got.public_message, got.retryable, got.error_code) == (
+        "inner detail", "what a client sees", cls.retryable, "some_code",
     )  # fmt: skip
 
 

@@ -35,7 +35,7 @@ for _cls in sorted(_CLASSES.values(), key=lambda c: len(c.__mro__), reverse=True
 def from_wire(err: WireError) -> HutchError:
     """The exception ``err`` describes."""
     cls = _CLASSES.get(err.error) or _BY_CODE.get(err.code, HutchError)
-    exc = cls(err.message, public_message=err.public_message)
+    exc = cls(err.message, public_message=err.public_message, error_code=err.error_code)
     if err.retryable != cls.retryable:
         exc.retryable = err.retryable  # type: ignore[misc]  # data on the error (Temporal)
     return exc

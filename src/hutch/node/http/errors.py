@@ -64,6 +64,7 @@ def wire_error(exc: BaseException) -> WireError:
         message=err.message,
         public_message=err.public_message,
         retryable=err.retryable,
+        error_code=err.error_code,
     )
 
 
