@@ -2,11 +2,20 @@
 
 Request flow: CORS -> access control (``auth.py``) -> by path prefix either a Connect
 service (``/filesystem.Filesystem/*``, ``/process.Process/*``) or the plain-HTTP routes.
+
+The Connect stack (connectrpc, protobuf-py, the generated descriptors, the process and
+watch code) is about half of envd's import time, and ``/health``, which the node waits for,
+needs none of it. So it is imported in a thread once the first request has been answered,
+and a Connect request that comes before that import ends waits for it, without blocking
+the event loop (ADR 15).
 """
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import logging
+import threading
 from collections.abc import Callable
 
 from starlette.applications import Starlette
@@ -14,22 +23,14 @@ from starlette.middleware.cors import CORSMiddleware
 
 from hutch.envd.auth import AccessControl
 from hutch.envd.context import Envd
+from hutch.envd.filesystem.publications import Publications
 from hutch.envd.filesystem.uploads import UploadManager
-from hutch.envd.filesystem.watcher import WatcherManager
 from hutch.envd.http import files as files_http
 from hutch.envd.http import system as system_http
 from hutch.envd.http import uploads as uploads_http
 from hutch.envd.http.responses import EXCEPTION_HANDLERS
-from hutch.envd.process.manager import ProcessManager
-from hutch.envd.rpc.codecs import codecs as strict_codecs
-from hutch.envd.rpc.disconnect import DisconnectWatch
-from hutch.envd.rpc.errors import ErrorInterceptor
-from hutch.envd.rpc.filesystem import FilesystemService
-from hutch.envd.rpc.process import ProcessService
 from hutch.envd.settings import EnvdSettings
 from hutch.envd.state import EnvdState
-from hutch.shared.proto.filesystem.filesystem_connect import FilesystemASGIApplication
-from hutch.shared.proto.process.process_connect import ProcessASGIApplication
 
 log = logging.getLogger("hutch.envd")
 
@@ -47,10 +48,48 @@ _EXPOSED_HEADERS = [
 ]
 
 
+class ConnectServices:
+    """The Connect services, imported and built in a thread off the request path (ADR 15)."""
+
+    #: The services by the first segment of their paths (``/process.Process/Start``).
+    NAMES = frozenset({"filesystem.Filesystem", "process.Process"})
+
+    def __init__(self, envd: Envd) -> None:
+        self._envd = envd
+        self._lock = threading.Lock()
+        self._future: concurrent.futures.Future[dict[str, Callable]] | None = None
+        self._apps: dict[str, Callable] | None = None
+
+    def load(self) -> concurrent.futures.Future[dict[str, Callable]]:
+        """Start the import (once) and return its future."""
+        with self._lock:
+            if self._future is None:
+                self._future = concurrent.futures.Future()
+                threading.Thread(
+                    target=self._build, args=(self._future,), name="envd-connect", daemon=True
+                ).start()
+            return self._future
+
+    def _build(self, future: concurrent.futures.Future[dict[str, Callable]]) -> None:
+        try:
+            from hutch.envd.rpc.services import build_services
+
+            future.set_result(build_services(self._envd))
+        except BaseException as exc:  # handed to every request that waits for it
+            log.exception("envd could not load its Connect services")
+            future.set_exception(exc)
+
+    async def app(self, name: str) -> Callable:
+        """The ASGI app of service ``name`` (one of :attr:`NAMES`), once it is loaded."""
+        if self._apps is None:
+            self._apps = await asyncio.wrap_future(self.load())
+        return self._apps[name]
+
+
 class _Router:
     """Dispatches to a Connect service by path prefix, else to the HTTP routes; owns lifespan."""
 
-    def __init__(self, envd: Envd, http_app: Callable, services: dict[str, Callable]):
+    def __init__(self, envd: Envd, http_app: Callable, services: ConnectServices):
         self._envd = envd
         self._http = http_app
         self._services = services
@@ -60,9 +99,13 @@ class _Router:
             return await self._lifespan(receive, send)
         if scope["type"] == "http":
             prefix = scope["path"].split("/", 2)[1] if scope["path"].count("/") >= 2 else ""
-            service = self._services.get(prefix)
-            if service is not None:
+            if prefix in ConnectServices.NAMES:
+                service = await self._services.app(prefix)
                 return await service(scope, receive, send)
+            try:
+                return await self._http(scope, receive, send)
+            finally:
+                self._services.load()  # after the first answer, not before it
         return await self._http(scope, receive, send)
 
     async def _lifespan(self, receive: Callable, send: Callable) -> None:
@@ -75,25 +118,28 @@ class _Router:
                     log.exception("envd failed to start")
                     await send({"type": "lifespan.startup.failed", "message": str(exc)})
                     return
+                # Nobody asked yet: load the Connect services anyway, soon.
+                asyncio.get_running_loop().call_later(_LOAD_CONNECT_AFTER_S, self._services.load)
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
-                await self._envd.watchers.close()
-                await self._envd.uploads.close()
-                await self._envd.processes.close()
+                await self._envd.close()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
+
+
+#: When the Connect import starts if no request came first.
+_LOAD_CONNECT_AFTER_S = 0.5
 
 
 def create_envd(settings: EnvdSettings) -> Envd:
     """The envd object graph for ``settings``."""
     state = EnvdState(default_user=settings.default_user, default_workdir=settings.default_workdir)
-    watchers = WatcherManager()
+    publications = Publications()
     return Envd(
         settings=settings,
         state=state,
-        processes=ProcessManager(state=state),
-        watchers=watchers,
-        uploads=UploadManager(settings=settings, publications=watchers.publications),
+        publications=publications,
+        uploads=UploadManager(settings=settings, publications=publications),
     )
 
 
@@ -108,27 +154,7 @@ def create_app(settings: EnvdSettings, *, envd: Envd | None = None) -> Callable:
         ],
         exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
     )
-    interceptors = [ErrorInterceptor()]
-    read_max = settings.max_rpc_message_bytes
-    services: dict[str, Callable] = {
-        "filesystem.Filesystem": DisconnectWatch(
-            FilesystemASGIApplication(
-                service=FilesystemService(envd),
-                interceptors=interceptors,
-                read_max_bytes=read_max,
-                codecs=strict_codecs(),
-            )
-        ),
-        "process.Process": DisconnectWatch(
-            ProcessASGIApplication(
-                service=ProcessService(envd),
-                interceptors=interceptors,
-                read_max_bytes=read_max,
-                codecs=strict_codecs(),
-            )
-        ),
-    }
-    app: Callable = _Router(envd, http_app, services)
+    app: Callable = _Router(envd, http_app, ConnectServices(envd))
     app = AccessControl(app, envd.state)
     return CORSMiddleware(
         app,

@@ -240,7 +240,7 @@ def routes(envd: Envd) -> list[Route]:
         request: Request, path: str, *, user: User, metadata: dict[str, str]
     ) -> WrittenFile:
         writer = await AtomicFile.create(
-            path, user=user, metadata=metadata, publications=envd.watchers.publications
+            path, user=user, metadata=metadata, publications=envd.publications
         )
         try:
             async for chunk in decoded_body(request):
@@ -286,7 +286,7 @@ def routes(envd: Envd) -> list[Route]:
                             path,
                             user=user,
                             metadata=metadata,
-                            publications=envd.watchers.publications,
+                            publications=envd.publications,
                         )
                     elif kind == "data":
                         if writer is not None and not skipping and writer.feed(payload):
