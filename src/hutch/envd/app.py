@@ -7,7 +7,7 @@ The Connect stack (connectrpc, protobuf-py, the generated descriptors, the proce
 watch code) is about half of envd's import time, and ``/health``, which the node waits for,
 needs none of it. So it is imported in a thread once the first request has been answered,
 and a Connect request that comes before that import ends waits for it, without blocking
-the event loop (ADR 15).
+the event loop (ADR 16).
 """
 
 from __future__ import annotations
@@ -49,7 +49,7 @@ _EXPOSED_HEADERS = [
 
 
 class ConnectServices:
-    """The Connect services, imported and built in a thread off the request path (ADR 15)."""
+    """The Connect services, imported and built in a thread off the request path (ADR 16)."""
 
     #: The services by the first segment of their paths (``/process.Process/Start``).
     NAMES = frozenset({"filesystem.Filesystem", "process.Process"})

@@ -2,7 +2,7 @@
 
 The process and watch managers are made on first use: a sandbox whose first request is
 ``/health`` or ``/init`` does not import the PTY, spawn, fan-out or inotify code before it
-answers (ADR 15).
+answers (ADR 16).
 """
 
 from __future__ import annotations

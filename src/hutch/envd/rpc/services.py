@@ -2,7 +2,7 @@
 
 Importing this module is the Connect stack's whole import cost (connectrpc, protobuf-py and
 the generated descriptors, the process and watch code behind the services), so
-``app.create_app`` imports it in a thread once envd has answered its first request (ADR 15).
+``app.create_app`` imports it in a thread once envd has answered its first request (ADR 16).
 """
 
 from __future__ import annotations
