@@ -21,6 +21,7 @@ and destroyed).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import secrets
 import signal
@@ -64,6 +65,7 @@ async def serve(settings: ServeSettings) -> None:
     node_api: NodeApiServer | None = None
     node_task: asyncio.Task[None] | None = None
     client: HttpNodeClient | None = None
+    socket_path = private_socket(api_settings.home)
     try:
         await seed_templates(store, await _templates_on_disk(node_settings, node))
         await node.manager.start()
@@ -73,7 +75,6 @@ async def serve(settings: ServeSettings) -> None:
             node, node_settings, node_id=settings.node_id, volumes=volume_backends
         )
         token = secrets.token_urlsafe(32)
-        socket_path = private_socket(api_settings.home)
         node_api = node_api_server(create_node_app(service, token=token), token=token,
                                    uds=socket_path)  # fmt: skip
         node_task = asyncio.create_task(node_api.serve(), name="hutch-node-api")
@@ -117,6 +118,10 @@ async def serve(settings: ServeSettings) -> None:
         if node_api is not None and node_task is not None:
             node_api.should_exit = True
             await asyncio.gather(node_task, return_exceptions=True)
+            socket_path.unlink(missing_ok=True)
+            if socket_path.parent != api_settings.home / "run":  # a temporary directory
+                with contextlib.suppress(OSError):
+                    socket_path.parent.rmdir()
         await node.manager.stop_pool()
         # Host mounts of volumes are released; sandboxes still running keep their bind
         # mounts (the filesystem lives on in their mount namespaces until they end).
