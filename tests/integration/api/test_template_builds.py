@@ -58,7 +58,7 @@ def builds(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> Iterator[tuple[str, str, FakeBuildRunner]]:
     url = f"sqlite+aiosqlite:///{tmp_path / 'hutch.db'}"
-    key, _team, other_key = run_async(lambda: _seed(url))
+    key, _team, other_key, _admin = run_async(lambda: _seed(url))
     runner = FakeBuildRunner()
     port = free_port()
     cfg = ApiSettings(home=tmp_path, database_url=url, api_host="127.0.0.1", api_port=port,

@@ -114,14 +114,16 @@ def test_build_logs_cursor_limit_direction_level(
     assert logs(level=LogLevel.ERROR) == []
     assert logs(limit=0) == []
     key = os.environ["E2B_API_KEY"]
-    for bad, says in (("not-a-uuid", "Invalid build id"),
-                      ("00000000-0000-4000-8000-000000000000", "not found")):  # fmt: skip
+    unknown = "00000000-0000-4000-8000-000000000000"
+    for bad, status, says in (("not-a-uuid", 400, "Invalid build id"),
+                              (unknown, 404, "not found")):  # fmt: skip
         r = httpx.get(f"{api}/templates/logged/builds/{bad}/logs", headers={"X-API-Key": key})
-        assert r.status_code == 400 and says in r.json()["message"]
+        assert r.status_code == status and says in r.json()["message"]
+    # Another team's build: the same 404 as an unknown one (issue 16: ids do not leak).
     r = httpx.get(
         f"{api}/templates/logged/builds/{info.build_id}/logs", headers={"X-API-Key": other_key}
     )
-    assert r.status_code == 400 and "not found" in r.json()["message"]
+    assert r.status_code == 404 and "not found" in r.json()["message"]
     r = httpx.get(
         f"{api}/templates/logged/builds/{info.build_id}/logs",
         params={"direction": "sideways"},

@@ -201,9 +201,11 @@ async def build_logs(request: Request) -> Response:
             str(request.path_params["template_id"]), build_id, team_id=team.id
         )
     except NotFoundError:
-        # infra's answer for an unknown build (another team's is the same here: nothing
-        # says it exists).
-        raise InvalidArgumentError(f"Build '{build_id}' not found") from None
+        # infra answers 400 here; hutch answers 404 as for every other unknown or another
+        # team's id (ADR 0015), the same for both, so nothing says the build exists.
+        raise NotFoundError(
+            f"build {build_id} not found", public_message=f"Build '{build_id}' not found"
+        ) from None
     if build.status == "waiting":
         return JSONResponse({"logs": []})
     query = LogsQuery(
