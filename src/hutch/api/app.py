@@ -37,6 +37,7 @@ from hutch.api.service.metadata import MetadataService
 from hutch.api.service.node_status import NodeStatusSource
 from hutch.api.service.pausing import PauseService
 from hutch.api.service.ports import BuildRunner, NodeClient, TemplateBuilder
+from hutch.api.service.quotas import QuotaService
 from hutch.api.service.reaper import Reaper
 from hutch.api.service.sandboxes import SandboxPolicy, SandboxService
 from hutch.api.service.snapshots import SnapshotService
@@ -134,8 +135,13 @@ def build_context(
         clock=clock,
         kill_sandbox=kill_for_volume,
     )
+    quotas = QuotaService(
+        teams=store.teams, defaults=settings.team_quota_defaults(), volumes=store.volumes
+    )
+    volumes.quotas = quotas
     locks = SandboxLocks()
     sandboxes = SandboxService(
+        quotas=quotas,
         sandboxes=store.sandboxes,
         templates=store.templates,
         node=node,
@@ -177,6 +183,7 @@ def build_context(
             teams=store.teams,
             keys=store.keys,
             sandboxes=store.sandboxes,
+            quotas=quotas,
             cleanup=TeamCleanup(
                 kill_sandbox=kill_for_team,
                 delete_volumes=delete_team_volumes,

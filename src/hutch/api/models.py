@@ -180,6 +180,46 @@ class Sandbox:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class TeamQuotas:
+    """A team's limits (ADR 0015). As stored: ``None`` means "the settings' default"; as
+    enforced (after :meth:`over`): ``None`` or 0 means "no limit"."""
+
+    max_running_sandboxes: int | None = None
+    max_vcpus: int | None = None
+    max_memory_mb: int | None = None
+    max_timeout_s: int | None = None
+    max_volume_bytes: int | None = None
+
+    def over(self, defaults: TeamQuotas) -> TeamQuotas:
+        """These overrides on top of ``defaults``."""
+        return TeamQuotas(
+            **{
+                name: getattr(self, name) if getattr(self, name) is not None
+                else getattr(defaults, name)
+                for name in QUOTA_FIELDS
+            }
+        )  # fmt: skip
+
+    def limit(self, name: str) -> int | None:
+        """The enforced limit ``name``; ``None``: none."""
+        value = getattr(self, name)
+        return value or None
+
+    def limits_sandboxes(self) -> bool:
+        return any(self.limit(n) for n in ("max_running_sandboxes", "max_vcpus", "max_memory_mb"))
+
+
+#: :class:`TeamQuotas`' fields, in the order they are shown.
+QUOTA_FIELDS: Final = (
+    "max_running_sandboxes",
+    "max_vcpus",
+    "max_memory_mb",
+    "max_timeout_s",
+    "max_volume_bytes",
+)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class NewSandbox:
     """What :meth:`SandboxStore.create_sandbox` needs; the store adds id and version."""
 
@@ -205,6 +245,9 @@ class NewSandbox:
     auto_pause_memory: bool = True
     timeout_s: int | None = None
     template_build_id: str | None = None
+    #: The team's enforced quotas: the store reserves room for this sandbox under them in
+    #: the insert's own transaction (``None``: no check).
+    quota: TeamQuotas | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

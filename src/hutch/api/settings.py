@@ -12,6 +12,7 @@ from typing import Literal
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from hutch.api.models import TeamQuotas
 from hutch.shared.paths import ENVD_VERSION
 
 
@@ -36,6 +37,12 @@ class ApiSettings(BaseSettings):
     #: Sandboxes one node may hold before creates get 429; 0: no limit at the API.
     max_sandboxes_per_node: int = Field(default=100, ge=0)
     reaper_interval_s: float = Field(default=1.0, gt=0)
+    #: Each team's quotas unless an admin sets its own (ADR 0015); 0: no limit.
+    team_max_running_sandboxes: int = Field(default=0, ge=0)
+    team_max_vcpus: int = Field(default=0, ge=0)
+    team_max_memory_mb: int = Field(default=0, ge=0)
+    team_max_timeout_s: int = Field(default=0, ge=0)
+    team_max_volume_bytes: int = Field(default=0, ge=0)
     envd_version: str = ENVD_VERSION
     #: Where new volumes' data goes (docs/volumes.md).
     volume_backend: Literal["local", "s3"] = "local"
@@ -55,6 +62,16 @@ class ApiSettings(BaseSettings):
     volume_s3_prefix: str = "volumes/"
     #: The largest quota of one S3 volume (the store itself has no limit).
     volume_s3_max_size_mb: int = Field(default=1 << 20, ge=1)
+
+    def team_quota_defaults(self) -> TeamQuotas:
+        """The ``team_max_*`` settings as :class:`TeamQuotas`."""
+        return TeamQuotas(
+            max_running_sandboxes=self.team_max_running_sandboxes,
+            max_vcpus=self.team_max_vcpus,
+            max_memory_mb=self.team_max_memory_mb,
+            max_timeout_s=self.team_max_timeout_s,
+            max_volume_bytes=self.team_max_volume_bytes,
+        )
 
     def effective_volumes_dir(self) -> Path:
         """``volumes_dir``, or ``<home>/volumes``."""

@@ -13,6 +13,7 @@ place each (HTTP status: :func:`http_status` below; Connect codes: ``envd/rpc/er
   x AlreadyExistsError             already_exists, 409
   x ConflictError                  aborted, 409 (the resource is in the wrong state)
   x ResourceExhaustedError         resource_exhausted, 429 (too many of something)
+    x QuotaExceededError           resource_exhausted, 429 (a team's quota; not retried)
     x InsufficientStorageError     resource_exhausted, 507 (out of disk space or quota)
   x DeadlineExceededError          deadline_exceeded, 504
   x UnavailableError               unavailable, 503 (retryable)
@@ -95,6 +96,11 @@ class ConflictError(HutchError):
 
 class ResourceExhaustedError(HutchError):
     code = ErrorCode.RESOURCE_EXHAUSTED
+
+
+class QuotaExceededError(ResourceExhaustedError):
+    """A team's quota (ADR 0015) would be exceeded: 429 with ``Should-Retry: false`` (a
+    retry a moment later would fail the same way)."""
 
 
 class InsufficientStorageError(ResourceExhaustedError):

@@ -19,7 +19,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from hutch.shared.errors import HutchError, http_status
+from hutch.shared.errors import HutchError, QuotaExceededError, http_status
 
 _log = logging.getLogger(__name__)
 
@@ -68,7 +68,11 @@ async def error_handler(request: Request, exc: Exception) -> Response:
     wrong method 405) theirs, a bug 500 logged with its traceback and never retried."""
     status, message, retryable = error_body(request, exc)
     code = exc.error_code if isinstance(exc, HutchError) else None
-    return error_response(status, message, retryable=retryable, error_code=code)
+    response = error_response(status, message, retryable=retryable, error_code=code)
+    if isinstance(exc, QuotaExceededError):
+        # The SDK retries a 429 without this header; a quota does not clear in seconds.
+        response.headers["Should-Retry"] = "false"
+    return response
 
 
 EXCEPTION_HANDLERS = {

@@ -17,8 +17,11 @@ from starlette.routing import Route
 from hutch.api.http.auth import authenticate_caller, context
 from hutch.api.http.query import read_body
 from hutch.api.http.schemas import AdminNewKeyBody, NewTeamBody, admin_team_body, api_key_body
+from hutch.api.service.keys import KeyService
+from hutch.api.service.quotas import QuotaService, check_changes, wire_body
 from hutch.api.service.teams import TeamService
 from hutch.shared.errors import InvalidArgumentError, UnavailableError
+from hutch.shared.ids import TeamID
 
 
 def _teams(request: Request) -> TeamService:
@@ -99,7 +102,52 @@ async def delete_key(request: Request) -> Response:
     return Response(status_code=204)
 
 
+def _quotas(request: Request) -> QuotaService:
+    service = _teams(request).quotas
+    if service is None:
+        raise UnavailableError("this server does not manage quotas")
+    return service
+
+
+async def _quotas_body(quotas: QuotaService, team_id: TeamID) -> dict[str, object]:
+    return {
+        "teamID": team_id,
+        "quotas": wire_body(await quotas.effective(team_id)),
+        "overrides": wire_body(await quotas.overrides(team_id)),
+    }
+
+
+async def get_quotas(request: Request) -> Response:
+    """``GET /admin/teams/{teamID}/quotas`` → 200 ``{teamID, quotas, overrides}``: what is
+    enforced (0: no limit) and the team's own values (null: the default)."""
+    caller = await authenticate_caller(request)
+    teams = _teams(request)
+    KeyService.require_admin(caller, action="Reading a team's quotas")
+    team = await teams.resolve(str(request.path_params["team_id"]))
+    return JSONResponse(await _quotas_body(_quotas(request), team.id))
+
+
+async def set_quotas(request: Request) -> Response:
+    """``PATCH /admin/teams/{teamID}/quotas`` ``{maxRunningSandboxes?: int|null, ...}`` →
+    200 as GET; an unknown name or a negative or absurd value 400."""
+    caller = await authenticate_caller(request)
+    teams = _teams(request)
+    KeyService.require_admin(caller, action="Changing a team's quotas")
+    team = await teams.resolve(str(request.path_params["team_id"]))
+    try:
+        body = await request.json()
+    except ValueError:
+        raise InvalidArgumentError("body: not JSON") from None
+    if not isinstance(body, dict):
+        raise InvalidArgumentError("body: must be an object of quotas")
+    quotas = _quotas(request)
+    await quotas.set(caller, team_id=team.id, changes=check_changes(body))
+    return JSONResponse(await _quotas_body(quotas, team.id))
+
+
 ROUTES = [
+    Route("/admin/teams/{team_id}/quotas", get_quotas, methods=["GET"]),
+    Route("/admin/teams/{team_id}/quotas", set_quotas, methods=["PATCH"]),
     Route("/admin/teams", list_teams, methods=["GET"]),
     Route("/admin/teams", create_team, methods=["POST"]),
     Route("/admin/teams/{team_id}", delete_team, methods=["DELETE"]),

@@ -46,6 +46,7 @@ from hutch.api.service.ports import (
     SandboxSpec,
     VolumeMountSpec,
 )
+from hutch.api.service.quotas import QuotaService
 from hutch.api.service.template_tags import TemplateTagService
 from hutch.api.service.validation import (
     check_auto_pause_memory,
@@ -223,8 +224,10 @@ class SandboxService:
         clock: Clock = utc_now,
         locks: SandboxLocks | None = None,
         volumes: VolumeMounts | None = None,
+        quotas: QuotaService | None = None,
     ) -> None:
         self._volumes = volumes
+        self._quotas = quotas
         self._locks = locks if locks is not None else SandboxLocks()
         self._sandboxes = sandboxes
         self._templates = templates
@@ -284,9 +287,15 @@ class SandboxService:
             mounts = await self._volumes.resolve_mounts(
                 team_id=team_id, requested=request.volume_mounts
             )
+        quota = (
+            await self._quotas.check_timeout(team_id, timeout_s)
+            if self._quotas is not None
+            else None
+        )
         await self._check_capacity()
         now = self._clock()
         new = NewSandbox(
+            quota=quota,
             team_id=team_id,
             template_id=template.id,
             alias=template.alias if name == template.alias else None,

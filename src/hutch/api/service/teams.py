@@ -21,6 +21,7 @@ from typing import Final
 
 from hutch.api.models import ApiKey, CreatedApiKey, SandboxState, Team
 from hutch.api.service.keys import Caller, KeyService
+from hutch.api.service.quotas import QuotaService
 from hutch.api.store.base import ApiKeyStore, SandboxStore, TeamStore
 from hutch.shared.errors import ConflictError, InvalidArgumentError, NotFoundError
 from hutch.shared.ids import ApiKeyID, TeamID
@@ -76,8 +77,10 @@ class TeamService:
         teams: TeamStore,
         keys: ApiKeyStore,
         sandboxes: SandboxStore,
+        quotas: QuotaService | None = None,
         cleanup: TeamCleanup | None = None,
     ) -> None:
+        self.quotas = quotas
         self._teams = teams
         self._keys = keys
         self._sandboxes = sandboxes

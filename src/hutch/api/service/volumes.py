@@ -33,6 +33,7 @@ from typing import Final
 
 from hutch.api.models import Team, Volume, VolumeMount
 from hutch.api.service.ports import VolumeMountSpec
+from hutch.api.service.quotas import QuotaService
 from hutch.api.store.base import Clock, VolumeStore, utc_now
 from hutch.shared.errors import (
     ConflictError,
@@ -112,6 +113,8 @@ class VolumeService:
     ) -> None:
         self._kill_sandbox = kill_sandbox
         self._store = volumes
+        #: The team quotas (``maxVolumeBytes``), set by ``app.py``; None: no check.
+        self.quotas: QuotaService | None = None
         self._backends = dict(backends)
         self._policy = policy
         self._clock = clock
@@ -180,6 +183,8 @@ class VolumeService:
         if isinstance(size_mb, bool) or not isinstance(size_mb, int) or size_mb <= 0:
             raise InvalidArgumentError(f"sizeMB {size_mb!r}: must be a positive integer")
         quota = size_mb * MIB
+        if self.quotas is not None:
+            await self.quotas.check_volume(team.id, quota)
         backend = self._backends[self._policy.backend]
         capacity = await backend.capacity_bytes()
         if quota > capacity:

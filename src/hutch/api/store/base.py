@@ -26,6 +26,7 @@ from hutch.api.models import (
     SnapshotPage,
     SortOrder,
     Team,
+    TeamQuotas,
     Template,
     TemplateBuildState,
     TemplateTag,
@@ -54,6 +55,8 @@ class TeamStore(Protocol):
     async def get_team_by_name(self, name: str) -> Team: ...
     async def list_teams(self) -> list[Team]: ...
     async def delete_team(self, team_id: TeamID) -> None: ...
+    async def get_quotas(self, team_id: TeamID) -> TeamQuotas: ...
+    async def set_quotas(self, team_id: TeamID, changes: dict[str, int | None]) -> TeamQuotas: ...
 
 
 class ApiKeyStore(Protocol):

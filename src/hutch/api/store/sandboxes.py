@@ -35,6 +35,7 @@ from hutch.api.models import (
     SandboxState,
     SandboxStateConflictError,
     SortOrder,
+    TeamQuotas,
 )
 from hutch.api.store.base import Clock, utc_now
 from hutch.api.store.engine import read_transaction, write_transaction
@@ -49,12 +50,13 @@ from hutch.api.store.sandbox_rows import (
     sandbox_values,
     scoped,
 )
-from hutch.api.store.tables import idempotency_keys, sandbox_metadata, sandboxes
+from hutch.api.store.tables import idempotency_keys, sandbox_metadata, sandboxes, teams
 from hutch.shared.errors import (
     AlreadyExistsError,
     ConflictError,
     InvalidArgumentError,
     NotFoundError,
+    QuotaExceededError,
 )
 from hutch.shared.ids import NodeID, SandboxID, TeamID, new_sandbox_id
 
@@ -70,6 +72,54 @@ def _not_found(sandbox_id: str) -> NotFoundError:
 
 def _describe(states: Collection[SandboxState]) -> str:
     return " or ".join(sorted(s.value for s in states))
+
+
+#: States in which a sandbox counts against its team's running quotas (it holds, or is
+#: about to hold, CPU and memory on a node).
+QUOTA_STATES: Final = frozenset(
+    {SandboxState.CREATING, SandboxState.RUNNING, SandboxState.PAUSING, SandboxState.RESUMING}
+)
+
+
+async def reserve_under_quota(conn: AsyncConnection, new: NewSandbox, quota: TeamQuotas) -> None:
+    """Refuse ``new`` with :class:`QuotaExceededError` if the team's running sandboxes with
+    it would exceed ``quota``. Called in the insert's transaction, so the check and the row
+    are one step: on SQLite writers are serialised (``BEGIN IMMEDIATE``); on PostgreSQL the
+    team's row is locked ``FOR UPDATE`` first, so creates of one team queue here while
+    other teams' go on, and concurrent creates for the last slot cannot both see it free."""
+    if conn.dialect.name != "sqlite":
+        await conn.execute(select(teams.c.id).where(teams.c.id == new.team_id).with_for_update())
+    s = sandboxes.c
+    row = (
+        await conn.execute(
+            select(
+                func.count(),
+                func.coalesce(func.sum(s.cpu_count), 0),
+                func.coalesce(func.sum(s.memory_mb), 0),
+            ).where(s.team_id == new.team_id, s.state.in_([st.value for st in QUOTA_STATES]))
+        )
+    ).one()
+    running, vcpus, memory_mb = int(row[0]), int(row[1]), int(row[2])
+    if (limit := quota.limit("max_running_sandboxes")) is not None and running + 1 > limit:
+        raise QuotaExceededError(
+            f"team {new.team_id}: {running} running sandboxes, quota {limit}",
+            public_message="You have reached the maximum number of concurrent sandboxes "
+            f"({limit}): quota maxRunningSandboxes of this team",
+        )
+    if (limit := quota.limit("max_vcpus")) is not None and vcpus + new.cpu_count > limit:
+        raise QuotaExceededError(
+            f"team {new.team_id}: {vcpus} + {new.cpu_count} vCPUs, quota {limit}",
+            public_message=f"You have reached the maximum total vCPUs of running sandboxes "
+            f"({limit}; {vcpus} in use, this sandbox needs {new.cpu_count}): quota maxVcpus "
+            "of this team",
+        )
+    if (limit := quota.limit("max_memory_mb")) is not None and memory_mb + new.memory_mb > limit:
+        raise QuotaExceededError(
+            f"team {new.team_id}: {memory_mb} + {new.memory_mb} MiB, quota {limit}",
+            public_message=f"You have reached the maximum total memory of running sandboxes "
+            f"({limit} MiB; {memory_mb} MiB in use, this sandbox needs {new.memory_mb} MiB): "
+            "quota maxMemoryMB of this team",
+        )
 
 
 class SqlSandboxStore:
@@ -102,6 +152,8 @@ class SqlSandboxStore:
                     replay = await self._replay(conn, new.team_id, idempotency_key, request_hash)
                     if replay is not None:
                         return CreatedSandbox(sandbox=replay, created=False)
+                if new.quota is not None and new.quota.limits_sandboxes():
+                    await reserve_under_quota(conn, new, new.quota)
                 await self._insert(conn, sandbox_id, new)
                 if idempotency_key is not None:
                     await conn.execute(

@@ -76,6 +76,12 @@ teams = Table(
     Column("id", String(64), primary_key=True),
     Column("name", String(255), nullable=False, unique=True),
     Column("created_at", UTCDateTime(), nullable=False),
+    # 0009 (quotas): an admin's overrides; null: the settings' default, 0: no limit.
+    Column("max_running_sandboxes", Integer, nullable=True),
+    Column("max_vcpus", Integer, nullable=True),
+    Column("max_memory_mb", Integer, nullable=True),
+    Column("max_timeout_s", Integer, nullable=True),
+    Column("max_volume_bytes", BigInteger, nullable=True),
 )
 
 api_keys = Table(

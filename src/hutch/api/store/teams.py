@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from typing import Any, Final
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from hutch.api.models import Team
+from hutch.api.models import QUOTA_FIELDS, Team, TeamQuotas
 from hutch.api.store.base import Clock, utc_now
 from hutch.api.store.engine import read_transaction, write_transaction
 from hutch.api.store.errors import is_unique_violation
@@ -87,6 +87,28 @@ class SqlTeamStore:
         async with read_transaction(self._engine) as conn:
             rows = await conn.execute(select(teams).order_by(teams.c.created_at, teams.c.id))
             return [_team(r) for r in rows]
+
+    async def get_quotas(self, team_id: TeamID) -> TeamQuotas:
+        """The team's stored overrides (``None``: the default); :class:`NotFoundError`."""
+        cols = [teams.c[name] for name in QUOTA_FIELDS]
+        async with read_transaction(self._engine) as conn:
+            row = (await conn.execute(select(*cols).where(teams.c.id == team_id))).first()
+        if row is None:
+            raise NotFoundError(f"team {team_id} not found")
+        return TeamQuotas(**{name: row[i] for i, name in enumerate(QUOTA_FIELDS)})
+
+    async def set_quotas(self, team_id: TeamID, changes: dict[str, int | None]) -> TeamQuotas:
+        """Set some overrides (``None``: back to the default); the overrides after."""
+        unknown = set(changes) - set(QUOTA_FIELDS)
+        assert not unknown, unknown
+        if changes:
+            async with write_transaction(self._engine) as conn:
+                result = await conn.execute(
+                    update(teams).where(teams.c.id == team_id).values(**changes)
+                )
+            if result.rowcount == 0:
+                raise NotFoundError(f"team {team_id} not found")
+        return await self.get_quotas(team_id)
 
     async def delete_team(self, team_id: TeamID) -> None:
         """Delete a team and, by cascade, everything it owns."""
