@@ -2,7 +2,7 @@
 
 The api reaches its node only through the node API (docs/node-api.md), here on a Unix
 socket in the home with a token made per start: the same ``HttpNodeClient`` a scale-out api
-uses, so the whole suite tests that one code path (ADR 0012). Startup order (each step
+uses, so the whole suite tests that one code path (ADR 0017). Startup order (each step
 needs the one before):
 
 1. open the store (migrating it): the api's source of truth;
