@@ -38,6 +38,7 @@ from hutch.api.service.node_status import NodeStatusSource
 from hutch.api.service.pausing import PauseService
 from hutch.api.service.ports import BuildRunner, NodeClient, TemplateBuilder
 from hutch.api.service.quotas import QuotaService
+from hutch.api.service.ratelimit import RateLimiter
 from hutch.api.service.reaper import Reaper
 from hutch.api.service.sandboxes import SandboxPolicy, SandboxService
 from hutch.api.service.snapshots import SnapshotService
@@ -191,7 +192,13 @@ def build_context(
             ),
         ),
         sandboxes=sandboxes,
-        keys=KeyService(teams=store.teams, keys=store.keys),
+        keys=KeyService(
+            teams=store.teams,
+            keys=store.keys,
+            limiter=RateLimiter(
+                rate_per_s=settings.rate_limit_per_s, burst=settings.rate_limit_burst
+            ),
+        ),
         templates=templates,
         builds=TemplateBuildService(templates=store.templates, runner=build_runner),
         tags=TemplateTagService(templates=store.templates),

@@ -37,6 +37,10 @@ class ApiSettings(BaseSettings):
     #: Sandboxes one node may hold before creates get 429; 0: no limit at the API.
     max_sandboxes_per_node: int = Field(default=100, ge=0)
     reaper_interval_s: float = Field(default=1.0, gt=0)
+    #: Requests per second each API key may make (token bucket, per api process); 0: off.
+    rate_limit_per_s: float = Field(default=0, ge=0, le=1_000_000)
+    #: The bucket's size: requests a key may make at once; 0: the rate (at least 1).
+    rate_limit_burst: int = Field(default=0, ge=0, le=1_000_000)
     #: Each team's quotas unless an admin sets its own (ADR 0015); 0: no limit.
     team_max_running_sandboxes: int = Field(default=0, ge=0)
     team_max_vcpus: int = Field(default=0, ge=0)

@@ -14,6 +14,7 @@ place each (HTTP status: :func:`http_status` below; Connect codes: ``envd/rpc/er
   x ConflictError                  aborted, 409 (the resource is in the wrong state)
   x ResourceExhaustedError         resource_exhausted, 429 (too many of something)
     x QuotaExceededError           resource_exhausted, 429 (a team's quota; not retried)
+    x RateLimitedError             resource_exhausted, 429 (a key's rate; Retry-After)
     x InsufficientStorageError     resource_exhausted, 507 (out of disk space or quota)
   x DeadlineExceededError          deadline_exceeded, 504
   x UnavailableError               unavailable, 503 (retryable)
@@ -101,6 +102,14 @@ class ResourceExhaustedError(HutchError):
 class QuotaExceededError(ResourceExhaustedError):
     """A team's quota (ADR 0015) would be exceeded: 429 with ``Should-Retry: false`` (a
     retry a moment later would fail the same way)."""
+
+
+class RateLimitedError(ResourceExhaustedError):
+    """Too many requests with one API key: 429 with ``Retry-After: retry_after_s``."""
+
+    def __init__(self, message: str, *, retry_after_s: int, public_message: str) -> None:
+        super().__init__(message, public_message=public_message)
+        self.retry_after_s = retry_after_s
 
 
 class InsufficientStorageError(ResourceExhaustedError):

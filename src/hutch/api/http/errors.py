@@ -19,7 +19,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from hutch.shared.errors import HutchError, QuotaExceededError, http_status
+from hutch.shared.errors import HutchError, QuotaExceededError, RateLimitedError, http_status
 
 _log = logging.getLogger(__name__)
 
@@ -69,6 +69,9 @@ async def error_handler(request: Request, exc: Exception) -> Response:
     status, message, retryable = error_body(request, exc)
     code = exc.error_code if isinstance(exc, HutchError) else None
     response = error_response(status, message, retryable=retryable, error_code=code)
+    if isinstance(exc, RateLimitedError):
+        # Whole seconds (RFC 9110 delay-seconds), which the SDKs wait before retrying.
+        response.headers["Retry-After"] = str(exc.retry_after_s)
     if isinstance(exc, QuotaExceededError):
         # The SDK retries a 429 without this header; a quota does not clear in seconds.
         response.headers["Should-Retry"] = "false"

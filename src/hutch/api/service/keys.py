@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Final
 
 from hutch.api.models import ApiKey, CreatedApiKey, Team
+from hutch.api.service.ratelimit import RateLimiter
 from hutch.api.store.base import ApiKeyStore, TeamStore
 from hutch.shared.errors import (
     InvalidArgumentError,
@@ -64,9 +65,12 @@ class Caller:
 class KeyService:
     """Authenticates callers and manages a team's keys."""
 
-    def __init__(self, *, teams: TeamStore, keys: ApiKeyStore) -> None:
+    def __init__(
+        self, *, teams: TeamStore, keys: ApiKeyStore, limiter: RateLimiter | None = None
+    ) -> None:
         self._teams = teams
         self._keys = keys
+        self._limiter = limiter
 
     async def authenticate(self, *, api_key: str | None) -> Team:
         """The team owning ``api_key``; :class:`UnauthenticatedError` if none does."""
@@ -82,7 +86,10 @@ class KeyService:
         found = await self._keys.find_caller(api_key)
         if found is None:
             raise UnauthenticatedError("invalid API key", public_message="Invalid API key")
-        return Caller(*found)
+        caller = Caller(*found)
+        if self._limiter is not None:
+            self._limiter.take(caller.key.id)
+        return caller
 
     @staticmethod
     def require_admin(caller: Caller, *, action: str) -> Caller:
@@ -109,12 +116,14 @@ class KeyService:
                     "malformed Authorization header",
                     public_message="Invalid Authorization header: expected 'Bearer <token>'",
                 )
-            team = await self._keys.find_team_by_api_key(token.strip())
-            if team is None:
+            found = await self._keys.find_caller(token.strip())
+            if found is None:
                 raise UnauthenticatedError(
                     "invalid bearer token", public_message="Invalid access token"
                 )
-            return team
+            if self._limiter is not None:
+                self._limiter.take(found[1].id)
+            return found[0]
         if api_key:
             return await self.authenticate(api_key=api_key)
         raise UnauthenticatedError(
