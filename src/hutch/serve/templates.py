@@ -26,11 +26,14 @@ async def seed_templates(store: ApiStore, artifacts: list[TemplateArtifact]) -> 
             continue  # a snapshot: its row is its team's, made with it (never public)
         if await store.templates.find_template_any_team(artifact.name) is not None:
             continue
+        alias = artifact.alias or artifact.name
+        if alias != artifact.name and await store.templates.find_template_any_team(alias):
+            alias = artifact.name  # taken (another template's id or alias): its name only
         await store.templates.create_template(
             NewTemplate(
                 team_id=team.id,
                 id=TemplateID(artifact.name),
-                alias=artifact.name,
+                alias=alias,
                 build_state=TemplateBuildState.READY,
                 # The row's cpu is an integer (E2B's cpuCount); the node keeps the fraction.
                 cpu_count=max(1, math.ceil(artifact.cpu_count)),

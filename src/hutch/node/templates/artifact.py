@@ -82,6 +82,9 @@ class TemplateArtifact:
     layers: tuple[Path, ...] = ()
     #: The template this snapshot was taken from (its tree is ``rootfs``); None otherwise.
     snapshot_of: str | None = None
+    #: A second name its store row answers to (``code-interpreter`` for
+    #: ``code-interpreter-v1``); None: its name only.
+    alias: str | None = None
 
     @property
     def lowers(self) -> list[Path]:
@@ -190,6 +193,7 @@ def read_artifact(template_dir: Path, *, templates_dir: Path | None = None) -> T
         artifact=fingerprint or None,
         layers=tuple(Path(x) for x in data.get("layers") or ()),
         snapshot_of=data.get("snapshot_of"),
+        alias=data.get("alias"),
     )
 
 

@@ -93,6 +93,8 @@ class BuildSpec:
     memory_mb: int = 512
     #: Where uploaded COPY archives are kept, by files hash.
     files_dir: Path = Path("/nonexistent")
+    #: A second name the template's store row answers to (``Sandbox.create(alias)``).
+    alias: str | None = None
 
 
 @dataclass
@@ -104,6 +106,8 @@ class _State:
     key: str
     sandbox: str | None = None
     cached: list[int] = field(default_factory=list)
+    #: Cache keys of the file-changing steps so far (their sealed artifacts).
+    chain: list[str] = field(default_factory=list)
 
 
 async def build_template(
@@ -142,30 +146,9 @@ async def _step(
     log: BuildLog,
 ) -> None:
     name = str(index)
-    kind = str(step.get("type", "")).upper()
-    args = [str(a) for a in step.get("args") or []]
-    if kind not in STEP_TYPES:
-        raise BuildStepError(f"step {index}: unknown step type {step.get('type')!r}", step=name)
+    kind, args = _advance(state, index, step)
     described = f"{kind} {' '.join(args)}".strip()
-    if kind == "ENV":
-        for k, v in zip(args[::2], args[1::2], strict=False):
-            state.env[k] = v
-    elif kind == "WORKDIR":
-        state.workdir = args[0] if args else "/"
-    elif kind == "USER":
-        state.user = args[0] if args else "root"
-    record = {
-        "type": kind,
-        "args": args,
-        "filesHash": step.get("filesHash"),
-        "env": state.env,
-        "workdir": state.workdir,
-        "user": state.user,
-    }
-    state.key = hashlib.sha256(
-        (state.key + json.dumps(record, sort_keys=True)).encode()
-    ).hexdigest()
-    if kind not in ("RUN", "COPY") and not (kind == "WORKDIR" and args):
+    if not _changes_files(kind, args):
         log("info", f"[{index}] {described}", name)
         return
     sealed = templates_dir / ARTIFACTS_DIR / state.key
@@ -234,6 +217,64 @@ async def _step(
             what=f"step {index} (COPY)",
         )
     state.artifact = await asyncio.to_thread(_seal_tree, root, templates_dir, state.key, state)
+
+
+def _advance(state: _State, index: int, step: Mapping[str, Any]) -> tuple[str, list[str]]:
+    """Apply ``step`` to the build's state (env, workdir, user) and chain its cache key."""
+    kind = str(step.get("type", "")).upper()
+    args = [str(a) for a in step.get("args") or []]
+    if kind not in STEP_TYPES:
+        unknown = f"step {index}: unknown step type {step.get('type')!r}"
+        raise BuildStepError(unknown, step=str(index))
+    if kind == "ENV":
+        for k, v in zip(args[::2], args[1::2], strict=False):
+            state.env[k] = v
+    elif kind == "WORKDIR":
+        state.workdir = args[0] if args else "/"
+    elif kind == "USER":
+        state.user = args[0] if args else "root"
+    record = {
+        "type": kind,
+        "args": args,
+        "filesHash": step.get("filesHash"),
+        "env": state.env,
+        "workdir": state.workdir,
+        "user": state.user,
+    }
+    state.key = hashlib.sha256(
+        (state.key + json.dumps(record, sort_keys=True)).encode()
+    ).hexdigest()
+    if _changes_files(kind, args):
+        state.chain.append(state.key)
+    return kind, args
+
+
+def _changes_files(kind: str, args: Sequence[str]) -> bool:
+    return kind in ("RUN", "COPY") or (kind == "WORKDIR" and bool(args))
+
+
+def build_fingerprint(spec: BuildSpec) -> str:
+    """The ``fingerprint`` a build of ``spec`` publishes (its last step's cache key),
+    computed without running anything: equal fingerprints mean equal trees."""
+    state = _State(
+        env=dict(spec.base.env),
+        workdir=spec.base.workdir,
+        user=spec.base.default_user,
+        artifact=spec.base,
+        key=_base_key(spec.base),
+    )
+    for index, step in enumerate(spec.steps):
+        _advance(state, index, step)
+    return state.key
+
+
+def _start_commands(spec: BuildSpec) -> tuple[str | None, str | None]:
+    """The start and ready commands: the build's own, else its base template's (E2B's
+    finalize phase keeps the base's start metadata when a build sets neither)."""
+    if spec.start_cmd or spec.ready_cmd:
+        return spec.start_cmd, spec.ready_cmd
+    previous = spec.base.image
+    return (previous.start_cmd, previous.ready_cmd) if previous else (None, None)
 
 
 def _check(result: ExecResult, index: int, described: str, log: BuildLog) -> None:
@@ -309,6 +350,7 @@ def _publish(spec: BuildSpec, state: _State, templates_dir: Path) -> TemplateArt
     root = state.artifact.rootfs
     uid, gid, user_name = resolve_user(root, state.user)
     previous = base.image
+    start_cmd, ready_cmd = _start_commands(spec)
     run = ImageRun(
         argv=previous.argv if previous else (),
         uid=uid,
@@ -317,8 +359,8 @@ def _publish(spec: BuildSpec, state: _State, templates_dir: Path) -> TemplateArt
         workdir=state.workdir,
         exposed_ports=previous.exposed_ports if previous else (),
         envd_injected=bool(previous and previous.envd_injected),
-        start_cmd=spec.start_cmd,
-        ready_cmd=spec.ready_cmd,
+        start_cmd=start_cmd,
+        ready_cmd=ready_cmd,
         digest=previous.digest if previous else "",
     )
     if state.artifact.artifact is None:
@@ -340,9 +382,11 @@ def _publish(spec: BuildSpec, state: _State, templates_dir: Path) -> TemplateArt
             "fingerprint": state.key,
             "cached_steps": list(state.cached),
             "steps": len(spec.steps),
+            "chain": list(state.chain),
         },
         image=run,
         artifact=state.artifact.artifact,
+        alias=spec.alias,
     )
     staging = staging_dir(templates_dir, spec.name)
     try:

@@ -26,7 +26,7 @@ import re
 import shutil
 import stat
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
@@ -359,12 +359,13 @@ def delete_template(templates_dir: Path, name: str) -> None:
     prune_artifacts(templates_dir)
 
 
-def prune_artifacts(templates_dir: Path) -> list[str]:
-    """Delete sealed artifacts that no template references and no mount uses."""
+def prune_artifacts(templates_dir: Path, *, keep: Collection[str] = ()) -> list[str]:
+    """Delete sealed artifacts that no template references and no mount uses (nor the
+    fingerprints in ``keep``: a build's step cache)."""
     artifacts = templates_dir / ARTIFACTS_DIR
     if not artifacts.is_dir():
         return []
-    used: set[str] = set()
+    used: set[str] = set(keep)
     for entry in templates_dir.iterdir():
         if entry.name.startswith("."):
             continue
