@@ -93,6 +93,16 @@ for template in busybox base; do
   fi
 done
 
+# The code interpreter (E2B's code-interpreter-v1, docs/interpreter.md), a step build from
+# base in a build sandbox: a few minutes on the first run (Debian and PyPI packages), then
+# rebuilt only when its definition, the server's source or base changed (its fingerprint;
+# a changed server source reruns only the last step). Published atomically, like the others.
+if "$venv/bin/python" -c 'import importlib.util as u, sys; sys.exit(u.find_spec("hutch.interpreter") is None)'; then
+  "$venv/bin/python" -m hutch.node.templates build code-interpreter-v1 --home "$home" >/dev/null
+else
+  log "skipping the code-interpreter-v1 template: this source has no hutch.interpreter server"
+fi
+
 if [ "$(readlink "$bin_link" 2>/dev/null)" != "$venv/bin/hutch" ]; then
   ln -sfn "$venv/bin/hutch" "$bin_link"
 fi

@@ -2,8 +2,10 @@
 official ``e2b`` SDK through ``E2B_API_URL`` / ``E2B_SANDBOX_URL`` / ``E2B_API_KEY``.
 
 The envd bundle comes from the node tests' cache (``/var/tmp/hutch-test-cache``); the
-busybox template is built into the session's home (milliseconds); the ``base`` template
-installed under ``/var/lib/hutch`` is linked in when present (``test_base_template.py``).
+busybox template is built into the session's home (milliseconds); the ``base`` and
+``code-interpreter-v1`` templates installed under ``/var/lib/hutch`` are linked in when
+present (``test_base_template.py``, ``test_interpreter.py``; a step-built one with its
+sealed artifact).
 The finalizer stops serve by its pid, destroys whatever sandboxes are left, removes the
 bridge, and requires that nothing leaked.
 """

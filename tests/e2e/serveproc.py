@@ -109,15 +109,32 @@ SECOND_NAMES = HostNames(
 ATTACH_ENV = "HUTCH_E2E_ATTACH"
 #: Where ``install.sh`` (which ``test.sh`` runs first) builds the templates.
 INSTALLED_TEMPLATES = Path("/var/lib/hutch/templates")
+#: install.sh's templates a test home offers when they are built (minutes each).
+LINKED_TEMPLATES = ("base", "code-interpreter-v1")
 
 
 def seed_templates(home: Path) -> None:
     """A test home's templates: its own busybox (milliseconds to build) and, when
-    ``install.sh`` built it, the installed ``base`` linked in (its debootstrap takes
-    minutes; shared read-only, as an overlay lower layer always is)."""
+    ``install.sh`` built them, the installed ``base`` and ``code-interpreter-v1`` linked in
+    (minutes to build; shared read-only, as an overlay lower layer always is)."""
     build_busybox(home / "templates")
-    if (INSTALLED_TEMPLATES / "base" / "template.json").is_file():
-        (home / "templates" / "base").symlink_to(INSTALLED_TEMPLATES / "base")
+    for name in LINKED_TEMPLATES:
+        link_installed_template(home / "templates", name)
+
+
+def link_installed_template(templates: Path, name: str) -> bool:
+    """Offer install.sh's template ``name`` in ``templates`` without a copy (its tree is a
+    read-only overlay lower layer); a step-built one's sealed artifact is linked too."""
+    meta = INSTALLED_TEMPLATES / name / "template.json"
+    if not meta.is_file():
+        return False
+    fingerprint = json.loads(meta.read_text()).get("artifact")
+    if fingerprint:
+        artifacts = templates / ".artifacts"
+        artifacts.mkdir(exist_ok=True)
+        (artifacts / fingerprint).symlink_to(INSTALLED_TEMPLATES / ".artifacts" / fingerprint)
+    (templates / name).symlink_to(INSTALLED_TEMPLATES / name)
+    return True
 
 
 def free_port() -> int:

@@ -1,7 +1,8 @@
-"""``python -m hutch.node.templates build busybox|base --home DIR [--force]``.
+"""``python -m hutch.node.templates build busybox|base|code-interpreter-v1 --home DIR [--force]``.
 
-Idempotent: a template that is already published is kept unless ``--force`` is given, so
-``install.sh`` can call this on every run.
+Idempotent, so ``install.sh`` can call this on every run: ``busybox`` and ``base`` are kept
+once published, ``code-interpreter-v1`` while its definition, server source and ``base``
+are unchanged (its fingerprint); ``--force`` rebuilds. A build's log goes to stderr.
 """
 
 from __future__ import annotations
@@ -15,7 +16,10 @@ from pathlib import Path
 from hutch.node.templates.artifact import TemplateNotFoundError, read_artifact
 from hutch.node.templates.busybox import build_busybox
 from hutch.node.templates.debian import build_base
+from hutch.node.templates.interpreter import NAME as INTERPRETER
+from hutch.node.templates.interpreter import build_interpreter
 
+NAME_PREFIX = f"{INTERPRETER} "
 _BUILDERS = {"busybox": build_busybox, "base": build_base}
 
 
@@ -24,12 +28,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m hutch.node.templates")
     sub = parser.add_subparsers(dest="command", required=True)
     build = sub.add_parser("build", help="build default templates")
-    build.add_argument("names", nargs="+", choices=sorted(_BUILDERS))
+    build.add_argument("names", nargs="+", choices=sorted([*_BUILDERS, INTERPRETER]))
     build.add_argument("--home", type=Path, default=Path("/var/lib/hutch"))
     build.add_argument("--force", action="store_true", help="rebuild even if published")
     args = parser.parse_args(argv)
     templates_dir = args.home / "templates"
     for name in args.names:
+        if name == INTERPRETER:
+            artifact = build_interpreter(templates_dir, force=args.force, log=_log_stderr)
+            print(json.dumps(artifact.to_json()))
+            continue
         try:
             if args.force:
                 raise TemplateNotFoundError(name)
@@ -39,6 +47,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(json.dumps(artifact.to_json()))
     return 0
 
+
+def _log_stderr(level: str, message: str, step: str | None) -> None:
+    """A build's log on stderr, one line per entry (a RUN step's script: its first line)."""
+    line = message.splitlines()[0][:200] if message else ""
+    prefix = f"{NAME_PREFIX}[{step or '-'}]" + ("" if level == "info" else f" {level}:")
+    print(f"{prefix} {line}", file=sys.stderr, flush=True)
 
 if __name__ == "__main__":
     sys.exit(main())
