@@ -54,5 +54,6 @@ def _log_stderr(level: str, message: str, step: str | None) -> None:
     prefix = f"{NAME_PREFIX}[{step or '-'}]" + ("" if level == "info" else f" {level}:")
     print(f"{prefix} {line}", file=sys.stderr, flush=True)
 
+
 if __name__ == "__main__":
     sys.exit(main())
