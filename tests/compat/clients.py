@@ -153,21 +153,32 @@ def node_version() -> tuple[int, ...] | None:
 
 def node_modules_for(client: NpmClient) -> Path:
     """``node_modules`` of ``client``, installed from its lock file when missing."""
-    lock = (client.source / "package-lock.json").read_bytes()
-    pkg = (client.source / "package.json").read_bytes()
-    target = CACHE / f"compat-npm-{client.dir_name}-{_digest(pkg, lock)}"
+    return node_modules_at(client.source, name=client.dir_name, label=client.label)
+
+
+#: npm packages of the e2e tests (not matrix clients), each a directory with a committed
+#: ``package.json`` and ``package-lock.json``: the JS code-interpreter SDK.
+E2E_NPM_DIRS = (REPO / "tests" / "e2e" / "js" / "code-interpreter",)
+
+
+def node_modules_at(source: Path, *, name: str, label: str) -> Path:
+    """``node_modules`` of the npm project in ``source``, installed with ``npm ci`` into
+    ``CACHE`` (keyed by its lock file) when missing."""
+    lock = (source / "package-lock.json").read_bytes()
+    pkg = (source / "package.json").read_bytes()
+    target = CACHE / f"compat-npm-{name}-{_digest(pkg, lock)}"
     with _locked("compat-npm"):
         if not (target / ".complete").is_file():
             tmp = CACHE / f".tmp-{target.name}-{os.getpid()}"
             shutil.rmtree(tmp, ignore_errors=True)
             tmp.mkdir(parents=True)
-            shutil.copy(client.source / "package.json", tmp)
-            shutil.copy(client.source / "package-lock.json", tmp)
+            shutil.copy(source / "package.json", tmp)
+            shutil.copy(source / "package-lock.json", tmp)
             npm = shutil.which("npm")
             if npm is None:
                 raise RuntimeError("npm is not installed (test.sh installs it)")
             _run([npm, "ci", "--no-audit", "--no-fund", "--loglevel=error"], cwd=tmp)
-            (tmp / ".complete").write_text(client.label + "\n")
+            (tmp / ".complete").write_text(label + "\n")
             shutil.rmtree(target, ignore_errors=True)
             os.rename(tmp, target)
     return target / "node_modules"
@@ -184,6 +195,9 @@ def main() -> int:
         return 1
     for client in npm_clients():
         print(f"compat: {client.label}: {node_modules_for(client)}", flush=True)
+    for source in E2E_NPM_DIRS:
+        modules = node_modules_at(source, name=f"e2e-{source.name}", label=source.name)
+        print(f"e2e: {source.name}: {modules}", flush=True)
     return 0
 
 
