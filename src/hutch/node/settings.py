@@ -55,9 +55,11 @@ class NodeSettings(BaseSettings):
     metrics_keep: int = Field(default=720, ge=1)
     #: Warm pool members per template, ``<template>=<count>`` comma-separated (ADR 0011):
     #: sandboxes booted ahead of demand that a matching create takes in tens of ms. Two of
-    #: ``base`` (what ``Sandbox.create()`` asks for) cost ~55 MiB idle; other templates
+    #: ``base`` (what ``Sandbox.create()`` asks for) cost ~55 MiB idle, two of
+    #: ``code-interpreter-v1`` (what the code interpreter SDK's asks for; server and Python
+    #: kernel running) ~195 MiB; a template not built here is skipped; other templates
     #: get none unless named. Ignored under runsc (the hostname cannot be changed there).
-    pool_size: str = "base=2"
+    pool_size: str = "base=2,code-interpreter-v1=2"
     #: Templates another home published that this node offers read-only beside its own
     #: (docs/templates.md, "Shared templates"): by default the install's, where
     #: ``install.sh`` builds ``busybox`` and ``base``, so a second instance on a fresh home

@@ -94,7 +94,7 @@ def test_parse_pool_sizes() -> None:
 
 
 def test_node_settings_pool_default_and_runsc() -> None:
-    assert NodeSettings().pool_sizes == {"base": 2}
+    assert NodeSettings().pool_sizes == {"base": 2, "code-interpreter-v1": 2}
     assert NodeSettings(pool_size="busybox=3").pool_sizes == {"busybox": 3}
     assert NodeSettings(runtime="runsc").pool_sizes == {}
     with pytest.raises(ValueError):

@@ -68,7 +68,7 @@ KERNEL_REQUIREMENTS: Final = Path(__file__).with_name("interpreter-kernel.txt")
 HOST_CA_DIR: Final = Path("/usr/local/share/ca-certificates")
 
 START_CMD: Final = (
-    f"sudo -H sh -c 'exec {SERVER_VENV}/bin/python -m hutch.interpreter --port {PORT}"
+    f"exec sudo -H sh -c 'exec {SERVER_VENV}/bin/python -m hutch.interpreter --port {PORT}"
     f" --python {KERNEL_PYTHON} >>{SERVER_LOG} 2>&1'"
 )
 READY_CMD: Final = f"curl -sf -o /dev/null --max-time 2 http://127.0.0.1:{PORT}/health"
