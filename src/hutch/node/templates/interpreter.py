@@ -11,7 +11,8 @@ packages only:
    python3-pip``; Debian's ``EXTERNALLY-MANAGED`` marker is removed, so that pip as root
    installs into ``/usr/local`` as in E2B's python image (``pip install``, ``%pip
    install`` and the SDK's ``Template().pip_install()`` then reach the kernel); pip and
-   the kernel's packages (``interpreter-kernel.txt``, fully pinned).
+   the kernel's packages (``interpreter-kernel.txt``, fully pinned, resolved together with
+   the server's ``requirements-kernel.txt``).
 2. ``RUN`` as root: the server's own virtual environment, ``/opt/hutch/interpreter/venv``,
    with the server's pinned ``requirements.txt`` (``hutch/interpreter/requirements.txt``),
    apart from the kernel's packages so that nothing a user installs can break it.
@@ -204,7 +205,7 @@ def template_spec(
         os.replace(tmp, files_dir / files_hash)
     steps = [
         {"type": "RUN", "args": [system_script(
-            kernel_requirements=KERNEL_REQUIREMENTS.read_text(), cas=host_ca_certificates(),
+            kernel_requirements=_kernel_requirements(package), cas=host_ca_certificates(),
         ), "root"]},
         {"type": "RUN", "args": [
             server_script(server_requirements=requirements.read_text()), "root",
@@ -217,6 +218,17 @@ def template_spec(
         force=force, cpu_count=CPU_COUNT, memory_mb=MEMORY_MB, files_dir=files_dir,
         alias=ALIAS,
     )  # fmt: skip
+
+
+def _kernel_requirements(package: Path) -> str:
+    """The template's pinned kernel stack, then what the server says its kernels need
+    (``requirements-kernel.txt``): one pip resolution, so a pin that disagrees fails the
+    build instead of installing two versions."""
+    text = KERNEL_REQUIREMENTS.read_text().rstrip() + "\n"
+    server_side = package / "requirements-kernel.txt"
+    if server_side.is_file():
+        text += f"# {server_side.name} of hutch.interpreter\n{server_side.read_text()}"
+    return text
 
 
 def is_current(templates_dir: Path, spec: BuildSpec) -> TemplateArtifact | None:
