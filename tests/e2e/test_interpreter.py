@@ -10,7 +10,7 @@ import base64
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
-from e2b import NotFoundException, SandboxException
+from e2b import NotFoundException, SandboxException, Template
 from e2b_code_interpreter import AsyncSandbox, Sandbox
 from e2b_code_interpreter.charts import ChartType
 from e2b_code_interpreter.exceptions import TimeoutException
@@ -167,3 +167,24 @@ async def test_interpreter_async_sdk_and_alias(ainterp: AsyncSandbox) -> None:
         await ainterp.run_code("import time; time.sleep(30)", timeout=2)
     assert (await ainterp.run_code("1 + 1")).text == "2"
     assert (await ainterp.commands.run("echo plain")).stdout == "plain\n"
+
+
+def test_interpreter_variant_built_with_the_sdk_keeps_the_server(serve: Serve) -> None:
+    """docs/interpreter.md's recipe: ``Template().from_template("code-interpreter-v1")``
+    plus a step, built through the SDK; the build sets no start command, so the server's is
+    kept, and what a root step puts in ``/usr/local`` is the kernel's."""
+    _require_template(serve)
+    variant = (
+        Template()
+        .from_template(TEMPLATE)
+        .run_cmd(
+            "echo 'VALUE = 42' > /usr/local/lib/python3.11/dist-packages/hutch_variant.py",
+            user="root",
+        )
+    )
+    Template.build(variant, "interp-variant", cpu_count=2, memory_mb=2048)
+    sbx = Sandbox.create("interp-variant", timeout=300)
+    try:
+        assert sbx.run_code("import hutch_variant; hutch_variant.VALUE * 1").text == "42"
+    finally:
+        sbx.kill()
