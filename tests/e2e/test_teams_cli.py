@@ -53,6 +53,14 @@ def test_team_lifecycle_through_the_cli(serve: Serve) -> None:
     deleted = False
     try:
         assert sbx.commands.run("echo hi").stdout == "hi\n"
+        used = ok(serve, "team", "usage", "cli-alpha", *as_admin)
+        assert "running sandboxes: 1 of no limit" in used, used
+        assert (
+            json.loads(ok(serve, "team", "usage", "cli-alpha", "--json", *as_admin))["usage"][
+                "runningSandboxes"
+            ]
+            == 1
+        )
         refused = hutch(serve, "team", "delete", "cli-alpha", *as_admin)
         assert refused.returncode == 1
         assert "hutch: 409: Team 'cli-alpha' owns 1 running or paused" in refused.stderr

@@ -46,6 +46,7 @@ from hutch.api.service.teams import TeamCleanup, TeamService
 from hutch.api.service.template_builds import TemplateBuildService
 from hutch.api.service.template_tags import TemplateTagService
 from hutch.api.service.templates import TemplateService
+from hutch.api.service.usage import UsageSampler
 from hutch.api.service.volumes import VolumePolicy, VolumeService
 from hutch.api.settings import ApiSettings
 from hutch.api.store.base import (
@@ -180,6 +181,12 @@ def build_context(
         return await sandboxes.kill_sandbox(team_id=team_id, sandbox_id=sandbox_id)
 
     ctx = HttpContext(
+        usage=UsageSampler(
+            sandboxes=store.sandboxes,
+            volumes=store.volumes,
+            interval_s=settings.usage_interval_s,
+            clock=clock,
+        ),
         teams=TeamService(
             teams=store.teams,
             keys=store.keys,
@@ -279,13 +286,19 @@ def create_app(
         # The loop the store's connections belong to (tests submit work to it).
         app.state.loop = asyncio.get_running_loop()
         task = asyncio.create_task(reaper.run(), name="hutch-reaper") if run_reaper else None
+        sampler = (
+            asyncio.create_task(ctx.usage.run(), name="hutch-usage")
+            if run_reaper and ctx.usage is not None
+            else None
+        )
         try:
             yield
         finally:
-            if task is not None:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+            for running in (task, sampler):
+                if running is not None:
+                    running.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await running
             for backend in own_backends.values():
                 await backend.aclose()
             if opened is not None:

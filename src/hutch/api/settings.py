@@ -41,6 +41,8 @@ class ApiSettings(BaseSettings):
     rate_limit_per_s: float = Field(default=0, ge=0, le=1_000_000)
     #: The bucket's size: requests a key may make at once; 0: the rate (at least 1).
     rate_limit_burst: int = Field(default=0, ge=0, le=1_000_000)
+    #: How often team usage is sampled for ``GET /teams/{id}/metrics`` (E2B's step: 5 s).
+    usage_interval_s: float = Field(default=5.0, gt=0)
     #: Each team's quotas unless an admin sets its own (ADR 0015); 0: no limit.
     team_max_running_sandboxes: int = Field(default=0, ge=0)
     team_max_vcpus: int = Field(default=0, ge=0)

@@ -76,6 +76,46 @@ def delete(
     ApiClient(home, api_port, api_key).call("DELETE", _path(name), params=params)
 
 
+@team.command("usage")
+@click.argument("name")
+@click.option("--json", "as_json", is_flag=True, help="Print quotas, use and series as JSON.")
+@HOME_OPTION
+@API_PORT_OPTION
+@API_KEY_OPTION
+def usage(
+    name: str, as_json: bool, home: Path | None, api_port: int | None, api_key: str | None
+) -> None:
+    """A team's live use against its quotas, and its concurrent sandboxes over the last hour
+    (``GET /admin/teams/NAME/quotas`` and ``GET /teams/ID/metrics``)."""
+    client = ApiClient(home, api_port, api_key)
+    quotas = client.call("GET", _path(name) + "/quotas")
+    series = client.call("GET", f"/teams/{quotas['teamID']}/metrics")
+    if as_json:
+        click.echo(json.dumps({**quotas, "metrics": series}))
+        return
+    use, limits = quotas["usage"], quotas["quotas"]
+    rows = (
+        ("running sandboxes", use["runningSandboxes"], limits["maxRunningSandboxes"], ""),
+        ("vCPUs", use["vcpus"], limits["maxVcpus"], ""),
+        ("memory", use["memoryMB"], limits["maxMemoryMB"], " MiB"),
+        ("volumes", use["volumeBytes"], limits["maxVolumeBytes"], " bytes"),
+    )
+    click.echo(f"team {name} ({quotas['teamID']})")
+    for label, used, limit, unit in rows:
+        click.echo(f"  {label}: {used}{unit} of {limit or 'no limit'}{unit if limit else ''}")
+    click.echo(
+        f"  max timeout: {limits['maxTimeout'] or 'no limit'}{' s' if limits['maxTimeout'] else ''}"
+    )
+    if series:
+        peak = max(p["concurrentSandboxes"] for p in series)
+        started = sum(p["sandboxStartRate"] for p in series) * 5
+        click.echo(
+            f"  last hour: peak {peak} concurrent, ~{started:.0f} started ({len(series)} samples)"
+        )
+    else:
+        click.echo("  last hour: no samples yet")
+
+
 def register_keys(keys: click.Group) -> None:
     """Add ``list`` and ``revoke`` to the ``hutch keys`` group."""
 

@@ -85,6 +85,7 @@ def _serve(database_url: str, home: Path, **settings: object) -> Iterator[ApiSer
         api_host="127.0.0.1",
         api_port=port,
         reaper_interval_s=3600,  # tests call reap_once(now) themselves
+        usage_interval_s=3600,  # and sample_once(at)
         **settings,  # type: ignore[arg-type]
     )
     app = create_app(cfg, node=node)

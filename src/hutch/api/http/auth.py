@@ -23,6 +23,7 @@ from hutch.api.service.teams import TeamService
 from hutch.api.service.template_builds import TemplateBuildService
 from hutch.api.service.template_tags import TemplateTagService
 from hutch.api.service.templates import TemplateService
+from hutch.api.service.usage import UsageSampler
 from hutch.api.service.volumes import VolumeService
 
 
@@ -51,6 +52,8 @@ class HttpContext:
     node_status: NodeStatusSource | None = None
     #: Teams and their keys as admins manage them (``/admin/teams``); None: not offered.
     teams: TeamService | None = None
+    #: Team usage series and live use (``/teams/{id}/metrics``); None: not offered.
+    usage: UsageSampler | None = None
 
 
 def context(request: Request) -> HttpContext:

@@ -15,12 +15,12 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from hutch.api.http.auth import authenticate_caller, context
-from hutch.api.http.query import read_body
-from hutch.api.http.schemas import AdminNewKeyBody, NewTeamBody, admin_team_body, api_key_body
+from hutch.api.http.query import parse_unix, read_body
+from hutch.api.http.schemas import AdminNewKeyBody, NewTeamBody, admin_team_body, api_key_body, iso
 from hutch.api.service.keys import KeyService
 from hutch.api.service.quotas import QuotaService, check_changes, wire_body
 from hutch.api.service.teams import TeamService
-from hutch.shared.errors import InvalidArgumentError, UnavailableError
+from hutch.shared.errors import InvalidArgumentError, NotFoundError, UnavailableError
 from hutch.shared.ids import TeamID
 
 
@@ -109,22 +109,66 @@ def _quotas(request: Request) -> QuotaService:
     return service
 
 
-async def _quotas_body(quotas: QuotaService, team_id: TeamID) -> dict[str, object]:
-    return {
+async def _quotas_body(
+    request: Request, quotas: QuotaService, team_id: TeamID
+) -> dict[str, object]:
+    body: dict[str, object] = {
         "teamID": team_id,
         "quotas": wire_body(await quotas.effective(team_id)),
         "overrides": wire_body(await quotas.overrides(team_id)),
     }
+    usage = context(request).usage
+    if usage is not None:
+        use = await usage.current(team_id)
+        body["usage"] = {
+            "runningSandboxes": use.running_sandboxes,
+            "vcpus": use.vcpus,
+            "memoryMB": use.memory_mb,
+            "volumeBytes": use.volume_bytes,
+        }
+    return body
+
+
+async def team_metrics(request: Request) -> Response:
+    """``GET /teams/{teamID}/metrics?start=&end=`` → 200 ``[TeamMetric]`` (E2B's shape):
+    the caller's own team (another team's id 404, as an unknown one), or any team for an
+    admin key; ``start``/``end`` unix seconds (default: the last hour)."""
+    caller = await authenticate_caller(request)
+    ref = str(request.path_params["team_id"])
+    if caller.admin:
+        team = await _teams(request).resolve(ref)
+    elif ref in (caller.team.id, caller.team.name):
+        team = caller.team
+    else:
+        raise NotFoundError(f"team {ref!r} not found", public_message=f"Team '{ref}' not found")
+    usage = context(request).usage
+    if usage is None:
+        raise UnavailableError("this server does not sample team usage")
+    q = request.query_params
+    start = parse_unix(q.get("start"), field="start")
+    end = parse_unix(q.get("end"), field="end")
+    return JSONResponse(
+        [
+            {
+                "timestamp": iso(s.at),
+                "timestampUnix": int(s.at.timestamp()),
+                "concurrentSandboxes": s.concurrent,
+                "sandboxStartRate": s.start_rate,
+            }
+            for s in usage.series(team.id, start=start, end=end)
+        ]
+    )
 
 
 async def get_quotas(request: Request) -> Response:
-    """``GET /admin/teams/{teamID}/quotas`` → 200 ``{teamID, quotas, overrides}``: what is
-    enforced (0: no limit) and the team's own values (null: the default)."""
+    """``GET /admin/teams/{teamID}/quotas`` → 200 ``{teamID, quotas, overrides, usage}``:
+    what is enforced (0: no limit), the team's own values (null: the default), and the
+    team's live use as the quotas count it."""
     caller = await authenticate_caller(request)
     teams = _teams(request)
     KeyService.require_admin(caller, action="Reading a team's quotas")
     team = await teams.resolve(str(request.path_params["team_id"]))
-    return JSONResponse(await _quotas_body(_quotas(request), team.id))
+    return JSONResponse(await _quotas_body(request, _quotas(request), team.id))
 
 
 async def set_quotas(request: Request) -> Response:
@@ -142,10 +186,11 @@ async def set_quotas(request: Request) -> Response:
         raise InvalidArgumentError("body: must be an object of quotas")
     quotas = _quotas(request)
     await quotas.set(caller, team_id=team.id, changes=check_changes(body))
-    return JSONResponse(await _quotas_body(quotas, team.id))
+    return JSONResponse(await _quotas_body(request, quotas, team.id))
 
 
 ROUTES = [
+    Route("/teams/{team_id}/metrics", team_metrics, methods=["GET"]),
     Route("/admin/teams/{team_id}/quotas", get_quotas, methods=["GET"]),
     Route("/admin/teams/{team_id}/quotas", set_quotas, methods=["PATCH"]),
     Route("/admin/teams", list_teams, methods=["GET"]),

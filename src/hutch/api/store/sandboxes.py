@@ -81,6 +81,23 @@ QUOTA_STATES: Final = frozenset(
 )
 
 
+async def _team_load(
+    conn: AsyncConnection, team_id: TeamID, states: Collection[SandboxState]
+) -> tuple[int, int, int]:
+    """How many of the team's sandboxes are in ``states``, and their vCPUs and memory."""
+    s = sandboxes.c
+    row = (
+        await conn.execute(
+            select(
+                func.count(),
+                func.coalesce(func.sum(s.cpu_count), 0),
+                func.coalesce(func.sum(s.memory_mb), 0),
+            ).where(s.team_id == team_id, s.state.in_([st.value for st in states]))
+        )
+    ).one()
+    return int(row[0]), int(row[1]), int(row[2])
+
+
 async def reserve_under_quota(conn: AsyncConnection, new: NewSandbox, quota: TeamQuotas) -> None:
     """Refuse ``new`` with :class:`QuotaExceededError` if the team's running sandboxes with
     it would exceed ``quota``. Called in the insert's transaction, so the check and the row
@@ -89,17 +106,7 @@ async def reserve_under_quota(conn: AsyncConnection, new: NewSandbox, quota: Tea
     other teams' go on, and concurrent creates for the last slot cannot both see it free."""
     if conn.dialect.name != "sqlite":
         await conn.execute(select(teams.c.id).where(teams.c.id == new.team_id).with_for_update())
-    s = sandboxes.c
-    row = (
-        await conn.execute(
-            select(
-                func.count(),
-                func.coalesce(func.sum(s.cpu_count), 0),
-                func.coalesce(func.sum(s.memory_mb), 0),
-            ).where(s.team_id == new.team_id, s.state.in_([st.value for st in QUOTA_STATES]))
-        )
-    ).one()
-    running, vcpus, memory_mb = int(row[0]), int(row[1]), int(row[2])
+    running, vcpus, memory_mb = await _team_load(conn, new.team_id, QUOTA_STATES)
     if (limit := quota.limit("max_running_sandboxes")) is not None and running + 1 > limit:
         raise QuotaExceededError(
             f"team {new.team_id}: {running} running sandboxes, quota {limit}",
@@ -207,6 +214,27 @@ class SqlSandboxStore:
         return await fetch_sandbox(conn, row.sandbox_id, team_id=team_id)
 
     # -- read -----------------------------------------------------------------------------
+
+    async def team_load(
+        self, team_id: TeamID, *, states: Collection[SandboxState] = QUOTA_STATES
+    ) -> tuple[int, int, int]:
+        """The team's sandboxes in ``states``: how many, their vCPUs, their memory (MiB)."""
+        async with read_transaction(self._engine) as conn:
+            return await _team_load(conn, team_id, states)
+
+    async def usage_by_team(
+        self, *, states: Collection[SandboxState], started_after: datetime
+    ) -> dict[TeamID, tuple[int, int]]:
+        """Per team with any: sandboxes in ``states``, and sandboxes started after
+        ``started_after`` (any state: a short-lived one counts as a start too)."""
+        s = sandboxes.c
+        in_states = func.sum(case((s.state.in_([st.value for st in states]), 1), else_=0))
+        started = func.sum(case((s.started_at > started_after, 1), else_=0))
+        wanted = s.state.in_([st.value for st in states]) | (s.started_at > started_after)
+        query = select(s.team_id, in_states, started).where(wanted).group_by(s.team_id)
+        async with read_transaction(self._engine) as conn:
+            rows = (await conn.execute(query)).all()
+        return {TeamID(r[0]): (int(r[1] or 0), int(r[2] or 0)) for r in rows if r[1] or r[2]}
 
     async def find_sandbox(self, sandbox_id: str, *, team_id: TeamID | None) -> Sandbox | None:
         """The sandbox, or ``None`` if absent or (with ``team_id``) another team's."""
