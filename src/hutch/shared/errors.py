@@ -107,8 +107,17 @@ class QuotaExceededError(ResourceExhaustedError):
 class RateLimitedError(ResourceExhaustedError):
     """Too many requests with one API key: 429 with ``Retry-After: retry_after_s``."""
 
-    def __init__(self, message: str, *, retry_after_s: int, public_message: str) -> None:
-        super().__init__(message, public_message=public_message)
+    def __init__(
+        self,
+        message: str,
+        *,
+        retry_after_s: int = 1,
+        public_message: str | None = None,
+        error_code: str | None = None,
+    ) -> None:
+        # The base class's keywords too, so that every class of the tree is built the same
+        # way where errors are rebuilt from a wire (the node API's client).
+        super().__init__(message, public_message=public_message, error_code=error_code)
         self.retry_after_s = retry_after_s
 
 
