@@ -11,7 +11,6 @@ are checked against (running count, vCPUs, memory, volume bytes), read from the 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections import deque
 from dataclasses import dataclass
@@ -101,13 +100,13 @@ class UsageSampler:
         )
 
     async def run(self) -> None:
-        """Sample every ``interval_s`` until cancelled; errors are logged, never fatal."""
+        """Sample every ``interval_s`` (the first one ``interval_s`` after the start) until
+        cancelled; errors are logged, never fatal."""
         while True:
+            await asyncio.sleep(self._interval_s)
             try:
                 await self.sample_once(self._clock())
             except asyncio.CancelledError:
                 raise
             except Exception:
                 _log.exception("usage sample failed")
-            with contextlib.suppress(TimeoutError):
-                await asyncio.sleep(self._interval_s)
