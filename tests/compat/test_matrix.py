@@ -76,15 +76,8 @@ def matrix(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Serve, di
     key = server.hutch("keys", "create").strip()
     env = {k: v for k, v in os.environ.items() if not k.startswith("E2B_")}
     env.update(E2B_API_URL=server.api_url, E2B_SANDBOX_URL=server.sandbox_url, E2B_API_KEY=key)
-    try:
-        server.start()
+    with server.running():
         yield server, env
-    finally:
-        if server.proc is not None:
-            server.stop()
-        server.destroy_everything()
-    leaks = server.leaks()
-    assert leaks.total() == 0, leaks
 
 
 def _run(cmd: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:

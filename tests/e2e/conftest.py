@@ -47,16 +47,11 @@ def serve(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Serve]:
         E2B_API_URL=server.api_url, E2B_SANDBOX_URL=server.sandbox_url, E2B_API_KEY=key
     )
     try:
-        server.start()
-        yield server
+        with server.running():
+            yield server
     finally:
         for k, v in saved.items():
             if v is None:
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
-        if server.proc is not None:
-            server.stop()
-        server.destroy_everything()
-    leaks = server.leaks()
-    assert leaks.total() == 0, leaks

@@ -258,6 +258,20 @@ class Serve:
         finally:
             nodehelpers.NETNS_PREFIX, nodehelpers.VETH_PREFIX, nodehelpers.CGROUP_PARENT = saved
 
+    @contextlib.contextmanager
+    def running(self) -> Iterator[Serve]:
+        """Start serve; at the end stop it, destroy whatever is left, and require that
+        nothing leaked (the teardown every fixture that owns a serve needs)."""
+        try:
+            self.start()
+            yield self
+        finally:
+            if self.proc is not None:
+                self.stop()
+            self.destroy_everything()
+        leaks = self.leaks()
+        assert leaks.total() == 0, leaks
+
     def destroy_everything(self) -> None:
         """With serve stopped: destroy every sandbox left, the bridge, firewall and cgroups."""
 

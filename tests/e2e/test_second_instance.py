@@ -38,15 +38,8 @@ def second(tmp_path: Path) -> Iterator[tuple[Serve, str]]:
     server = Serve(home=home, envd_bundle=home / "envd", names=SECOND_NAMES)
     home.mkdir()
     key = server.hutch("keys", "create").strip()
-    try:
-        server.start()
+    with server.running():
         yield server, key
-    finally:
-        if server.proc is not None:
-            server.stop()
-        server.destroy_everything()
-    leaks = server.leaks()
-    assert leaks.total() == 0, leaks
 
 
 def test_a_fresh_home_serves_the_installed_templates_and_deletes_only_its_view(
