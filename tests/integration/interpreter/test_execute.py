@@ -61,7 +61,7 @@ def test_output_that_is_not_utf8_arrives_replaced(sbx) -> None:
     execution = sbx.run_code(
         "import sys\n"
         "sys.stdout.write('lone \\udcff surrogate\\n')\n"
-        "!printf 'raw \\xff\\xfe bytes\\n'"
+        "!printf 'raw \\377\\376 bytes\\n'"
     )
     text = "".join(execution.logs.stdout)
     assert execution.error is None

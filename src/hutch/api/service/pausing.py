@@ -101,7 +101,12 @@ class PauseService:
                     public_message=f"Sandbox '{sandbox.id}' cannot be paused while in "
                     f"'{sandbox.state}' state",
                 )
-            await self._move(sandbox, SandboxState.RUNNING, SandboxState.PAUSING)
+            # The public view shows ``pausing`` as ``paused``: the row carries the mode asked
+            # for from this step on, and the node's answer (it may keep only files) after.
+            await self._move(
+                sandbox, SandboxState.RUNNING, SandboxState.PAUSING,
+                pause_mode="full" if keep_memory else "filesystem",
+            )  # fmt: skip
             try:
                 kept = await self._node.pause(sandbox.id, keep_memory=keep_memory)
             except BaseException:
@@ -115,9 +120,18 @@ class PauseService:
                 pause_mode="full" if kept else "filesystem",
             )
 
-    async def _move(self, sandbox: Sandbox, expected: SandboxState, new: SandboxState) -> None:
+    async def _move(
+        self,
+        sandbox: Sandbox,
+        expected: SandboxState,
+        new: SandboxState,
+        *,
+        pause_mode: str | None = None,
+    ) -> None:
         try:
-            await self._sandboxes.set_state(sandbox.id, team_id=None, expected=expected, new=new)
+            await self._sandboxes.set_state(
+                sandbox.id, team_id=None, expected=expected, new=new, pause_mode=pause_mode
+            )
         except SandboxStateConflictError as exc:
             # Only a writer outside the lock (a kill's first step) can get here.
             raise ConflictError(
