@@ -2,8 +2,8 @@
 
 Each test is one behaviour that client code relies on and E2B's API or proxy has:
 listing by ``started_after`` (gap 4), a sandbox killed under a running command (gap 5),
-lifecycle on timeout (gap 6), E2B's newer endpoints (gap 11), answer shapes (gap 13) and
-the ``mcp`` refusal (gap 14).
+lifecycle on timeout (gap 6), E2B's newer endpoints (gap 11) and answer shapes (gap 13).
+The MCP gateway (gap 14) has its own tests (``test_mcp.py``).
 """
 
 from __future__ import annotations
@@ -169,12 +169,14 @@ def test_filesystem_auto_pause_with_auto_resume_is_refused_by_the_sdk_or_the_api
         )
 
 
-def test_mcp_at_create_is_a_clear_400(serve: Serve) -> None:
+def test_mcp_on_a_template_without_the_gateway_fails_and_leaves_no_sandbox(
+    serve: Serve,
+) -> None:
+    """The API takes ``mcp``; the SDK's ``mcp-gateway`` command then fails in a template that
+    has none, and the SDK kills the sandbox and says why (the contract of docs/mcp.md)."""
     before = _listed()
-    with pytest.raises(SandboxException) as caught:
-        Sandbox.create("busybox", mcp={"github": {"githubPersonalAccessToken": "x"}})
-    assert str(caught.value).startswith("400: mcp:")
-    assert "MCP gateway" in str(caught.value)
+    with pytest.raises(SandboxException, match=r"^Failed to start MCP gateway: .*mcp-gateway"):
+        Sandbox.create("busybox", mcp={"memory": {}})
     assert _listed() == before
 
 

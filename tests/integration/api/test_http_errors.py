@@ -274,7 +274,6 @@ def test_metrics_of_many_sandboxes(api: ApiServer) -> None:
 @pytest.mark.parametrize(
     ("field", "value", "says"),
     [
-        ("mcp", {"github": {"githubPersonalAccessToken": "x"}}, "the MCP gateway is not"),
         ("network", {"allowOut": ["1.1.1.1"]}, "network rules are not"),
         ("iam", {"tokens": ["t"]}, "IAM tokens are not"),
     ],
@@ -282,11 +281,24 @@ def test_metrics_of_many_sandboxes(api: ApiServer) -> None:
 def test_create_with_an_unsupported_feature_is_400_naming_it(
     api: ApiServer, field: str, value: object, says: str
 ) -> None:
-    """Refused, never silently ignored; nothing is created (gap 14 for ``mcp``)."""
+    """Refused, never silently ignored; nothing is created."""
     with _client(api) as c:
         r = _create(c, **{field: value})
         assert r.status_code == 400, r.text
         assert r.json()["message"].startswith(f"{field}: ") and says in r.json()["message"]
         # An empty value asks for nothing (the SDK sends none when unset).
         assert _create(c, **{field: None}).status_code == 201
+    assert len(api.node.running) == 1
+
+
+def test_create_with_mcp_is_accepted_and_a_non_object_is_400(api: ApiServer) -> None:
+    """``mcp`` is taken as E2B's API takes it (the SDK then starts the gateway itself,
+    docs/mcp.md); a value that is not an object of named servers is refused."""
+    with _client(api) as c:
+        r = _create(c, mcp={"filesystem": {"paths": ["/tmp"]}, "memory": {}})
+        assert r.status_code == 201, r.text
+        for bad in (["memory"], "memory", 3):
+            r = _create(c, mcp=bad)
+            assert r.status_code == 400, r.text
+            assert "mcp" in r.json()["message"]
     assert len(api.node.running) == 1

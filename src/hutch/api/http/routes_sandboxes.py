@@ -72,6 +72,7 @@ async def _create(request: Request, *, api_version: int) -> Response:
             auto_pause_memory=body.auto_pause_memory,
             auto_resume=body.auto_resume.enabled if body.auto_resume is not None else None,
             volume_mounts=tuple((m.name, m.path) for m in body.volume_mounts or ()),
+            mcp_servers=tuple(sorted(body.mcp or ())),
             api_version=api_version,
         ),
         idempotency_key=request.headers.get("idempotency-key"),

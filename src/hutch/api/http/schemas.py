@@ -29,10 +29,9 @@ from hutch.shared.ids import CLIENT_ID
 from hutch.volumes.base import EntryStat, Usage
 
 #: Fields of ``NewSandbox``/``NewSandboxV2`` hutch does not implement yet, and why: refused
-#: (400) rather than silently ignored (an ignored egress rule or MCP server would surprise).
+#: (400) rather than silently ignored (an ignored egress rule would surprise).
 UNSUPPORTED_CREATE_FIELDS: Final = {
     "network": "per-sandbox network rules are not supported by this server yet",
-    "mcp": "the MCP gateway is not supported by this server yet; create the sandbox without mcp",
     "iam": "IAM tokens are not supported by this server yet",
 }
 _NAMESPACE: Final = uuid.UUID("6c1f6a8e-5d2b-4f57-9a0e-8d1d3b0c2a61")
@@ -68,6 +67,10 @@ class NewSandboxBody(_Body):
     auto_pause_memory: StrictBool | None = Field(default=None, alias="autoPauseMemory")
     auto_resume: AutoResumeBody | None = Field(default=None, alias="autoResume")
     volume_mounts: list[VolumeMountBody] | None = Field(default=None, alias="volumeMounts")
+    #: ``Mcp``: the MCP servers the SDK's ``mcp-gateway`` command will start (docs/mcp.md).
+    #: As in E2B's API only the server names are kept (infra records them with the
+    #: sandbox's creation metadata); the gateway itself gets the config from the SDK.
+    mcp: dict[StrictStr, Any] | None = None
 
     def unsupported(self) -> list[str]:
         """``"field: why"`` for each unsupported feature the request actually asks for."""

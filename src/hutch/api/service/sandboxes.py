@@ -20,6 +20,7 @@ import contextlib
 import dataclasses
 import hashlib
 import json
+import logging
 import secrets
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -70,6 +71,8 @@ from hutch.shared.paths import ENVD_VERSION
 
 #: Codes of a node's own failures to create (not the request's fault): infra answers them
 #: with ``error_code`` ``sandbox_create_failed``.
+_log = logging.getLogger(__name__)
+
 _NODE_FAILURES: Final = frozenset(
     {ErrorCode.INTERNAL, ErrorCode.UNKNOWN, ErrorCode.UNAVAILABLE, ErrorCode.DEADLINE_EXCEEDED}
 )
@@ -124,6 +127,9 @@ class CreateSandboxRequest:
     auto_resume: bool | None = None
     #: ``(volume name or id, mount path)`` pairs (``volumeMounts``).
     volume_mounts: tuple[tuple[str, str], ...] = ()
+    #: The names of the MCP servers asked for (``mcp``'s keys), kept as E2B's API keeps
+    #: them; the SDK starts the gateway itself after the create (docs/mcp.md).
+    mcp_servers: tuple[str, ...] = ()
     #: 1 for ``POST /sandboxes``, 2 for ``POST /v2/sandboxes`` (default timeout differs).
     api_version: int = 2
 
@@ -326,6 +332,8 @@ class SandboxService:
             return await self._replayed(
                 created.sandbox, team_id=team_id, request=request, idempotency_key=idempotency_key
             )
+        if request.mcp_servers:
+            _log.info("sandbox %s asks for MCP servers %s", created.sandbox.id, request.mcp_servers)
         return await self._start(created.sandbox, mounts=mounts)
 
     async def spec_with_volumes(self, sandbox: Sandbox) -> SandboxSpec:
