@@ -43,3 +43,14 @@ def test_import_boundaries_interpreter_is_self_contained() -> None:
         if name.startswith("hutch") and not name.startswith("hutch.interpreter")
     ]
     assert bad == []
+
+
+def test_import_boundaries_mcpgateway_is_self_contained() -> None:
+    # It ships into the mcp-gateway template alone (docs/mcp.md).
+    bad = [
+        f"{path.relative_to(SRC)}: {name}"
+        for path in sorted((SRC / "mcpgateway").rglob("*.py"))
+        for name in _imports(path)
+        if name.startswith("hutch") and not name.startswith("hutch.mcpgateway")
+    ]
+    assert bad == []

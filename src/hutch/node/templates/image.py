@@ -359,6 +359,17 @@ def delete_template(templates_dir: Path, name: str) -> None:
     prune_artifacts(templates_dir)
 
 
+def published_chains(templates_dir: Path) -> list[str]:
+    """The step-cache keys every published template's build recorded (``build.chain``),
+    so that one template's build does not prune another's step cache."""
+    keys: list[str] = []
+    for meta in sorted(templates_dir.glob("*/template.json")):
+        with contextlib.suppress(OSError, ValueError, AttributeError):
+            chain = json.loads(meta.read_text()).get("build", {}).get("chain") or ()
+            keys += [k for k in chain if isinstance(k, str)]
+    return keys
+
+
 def prune_artifacts(templates_dir: Path, *, keep: Collection[str] = ()) -> list[str]:
     """Delete sealed artifacts that no template references and no mount uses (nor the
     fingerprints in ``keep``: a build's step cache)."""

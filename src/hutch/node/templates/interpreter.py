@@ -48,7 +48,7 @@ from hutch.node.templates.artifact import (
     read_artifact,
 )
 from hutch.node.templates.build import BuildLog, BuildSpec, build_fingerprint
-from hutch.node.templates.image import prune_artifacts
+from hutch.node.templates.image import prune_artifacts, published_chains
 from hutch.shared.errors import NotFoundError
 
 NAME: Final = "code-interpreter-v1"
@@ -135,9 +135,10 @@ def server_script(*, server_requirements: str) -> str:
     )
 
 
-def server_archive(package: Path) -> bytes:
-    """A reproducible tar of ``package`` as ``interpreter/...``, byte code included when
-    this host's Python is the template's (hash-checked, so file times do not matter)."""
+def server_archive(package: Path, *, top: str = "interpreter", src_dir: str = SERVER_SRC) -> bytes:
+    """A reproducible tar of ``package`` as ``<top>/...``, byte code included when this
+    host's Python is the template's (hash-checked, so file times do not matter); the byte
+    code names its source as installed, ``<src_dir>/hutch/<top>/...``."""
     compile_here = sys.version_info[:2] == KERNEL_PYTHON_VERSION
     buf = io.BytesIO()
     with tempfile.TemporaryDirectory() as tmp, tarfile.open(fileobj=buf, mode="w") as tar:
@@ -152,7 +153,7 @@ def server_archive(package: Path) -> bytes:
             if compile_here and path.suffix == ".py":
                 cfile = Path(tmp) / "c.pyc"
                 py_compile.compile(
-                    str(path), cfile=str(cfile), dfile=f"{SERVER_SRC}/hutch/interpreter/{rel}",
+                    str(path), cfile=str(cfile), dfile=f"{src_dir}/hutch/{top}/{rel}",
                     doraise=True, invalidation_mode=py_compile.PycInvalidationMode.CHECKED_HASH,
                 )  # fmt: skip
                 tag = sys.implementation.cache_tag
@@ -161,11 +162,11 @@ def server_archive(package: Path) -> bytes:
                 entries.append((pyc, cfile.read_bytes()))
         dirs = sorted({p for rel, _ in entries for p in _parents(rel)})
         for d in ["", *dirs]:
-            info = tarfile.TarInfo(f"interpreter/{d}".rstrip("/"))
+            info = tarfile.TarInfo(f"{top}/{d}".rstrip("/"))
             info.type, info.mode = tarfile.DIRTYPE, 0o755
             tar.addfile(info)
         for rel, data in sorted(entries):
-            info = tarfile.TarInfo(f"interpreter/{rel}")
+            info = tarfile.TarInfo(f"{top}/{rel}")
             info.size, info.mode = len(data), 0o644
             tar.addfile(info, io.BytesIO(data))
     return buf.getvalue()
@@ -256,8 +257,9 @@ def build_interpreter(
 ) -> TemplateArtifact:
     """Build and publish ``code-interpreter-v1`` unless it is current; return it.
 
-    Intermediate step artifacts of this template's earlier builds that no template uses
-    any more are pruned afterwards; this build's own are kept for the next one's cache.
+    Intermediate step artifacts of earlier builds that no template uses any more are
+    pruned afterwards; the step caches of this build and of every published template's
+    last build are kept for the next one.
     """
     from hutch.node.templates.local_build import build_locally
 
@@ -266,5 +268,5 @@ def build_interpreter(
         return current
     say = log or (lambda level, message, step: None)
     built = asyncio.run(build_locally(spec, home=templates_dir.parent, log=say))
-    prune_artifacts(templates_dir, keep=list(built.build.get("chain") or ()))
+    prune_artifacts(templates_dir, keep=published_chains(templates_dir))
     return built
