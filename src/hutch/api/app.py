@@ -18,6 +18,7 @@ from starlette.applications import Starlette
 
 from hutch.api.http import (
     routes_admin,
+    routes_edge,
     routes_health,
     routes_keys,
     routes_metadata,
@@ -224,6 +225,7 @@ def build_context(
         envd_version=settings.envd_version,
         host_key_file=settings.home / CLI_KEY_FILE,
         node_status=node_status,
+        cluster_token=settings.effective_cluster_token(),
     )
     reaper = Reaper(
         sandboxes=store.sandboxes,
@@ -318,6 +320,7 @@ def create_app(
             *routes_templates.ROUTES,
             *routes_volumes.ROUTES,
             *routes_volumecontent.ROUTES,
+            *routes_edge.ROUTES,
         ],
         exception_handlers=dict(EXCEPTION_HANDLERS),
         lifespan=lifespan,

@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from hutch.api.models import TeamQuotas
@@ -68,6 +68,23 @@ class ApiSettings(BaseSettings):
     volume_s3_prefix: str = "volumes/"
     #: The largest quota of one S3 volume (the store itself has no limit).
     volume_s3_max_size_mb: int = Field(default=1 << 20, ge=1)
+    #: Roles as processes (docs/deploy.md): the token nodes require and edges wake
+    #: sandboxes with (``HUTCH_CLUSTER_TOKEN``, or the first line of
+    #: ``HUTCH_CLUSTER_TOKEN_FILE``); None: ``hutch serve``, where nothing outside calls.
+    cluster_token: SecretStr | None = None
+    cluster_token_file: Path | None = None
+
+    def effective_cluster_token(self) -> str | None:
+        """``cluster_token``, else the token file's first line, else None (empty: refused)."""
+        if self.cluster_token is not None:
+            token = self.cluster_token.get_secret_value().strip()
+        elif self.cluster_token_file is not None:
+            token = self.cluster_token_file.read_text().strip()
+        else:
+            return None
+        if not token:
+            raise ValueError("the cluster token is empty")
+        return token
 
     def team_quota_defaults(self) -> TeamQuotas:
         """The ``team_max_*`` settings as :class:`TeamQuotas`."""

@@ -85,14 +85,20 @@ def serve(
 )
 @click.option("--node-id", default=None, help="The node's id (HUTCH_NODE_NODE_ID, hostname).")
 @click.option("--runtime", type=click.Choice(["runc", "runsc"]), default=None, help="OCI runtime.")
+@click.option(
+    "--proxy-listen",
+    default=None,
+    help="Also serve the node's proxy on HOST:PORT, for edges on other hosts (needs a token).",
+)
 def node(
     home: Path | None, listen: str | None, socket_path: Path | None, node_id: str | None,
-    runtime: str | None,
+    runtime: str | None, proxy_listen: str | None,
 ) -> None:  # fmt: skip
     """Run the node role alone: sandboxes, templates, sampler, warm pool, and the node API
     (docs/node-api.md). The token comes from HUTCH_NODE_API_TOKEN or <home>/node-api.token."""
     from pydantic import ValidationError
 
+    from hutch.node.runner import ExtraServers, parse_listen
     from hutch.node.runner import run as run_node
     from hutch.node.settings import NodeSettings
 
@@ -101,9 +107,63 @@ def node(
     values = {"home": home.resolve() if home else None, "node_id": node_id, "runtime": runtime}
     try:
         settings = NodeSettings(**{k: v for k, v in values.items() if v is not None})  # type: ignore[arg-type]
+        token = settings.effective_api_token()
+    except (ValidationError, ValueError) as exc:
+        raise click.UsageError(str(exc)) from None
+    extra: ExtraServers | None = None
+    if proxy_listen is not None:
+        from hutch.cluster.node_proxy import node_proxy_config
+
+        if not token:
+            raise click.UsageError("--proxy-listen needs the cluster token (HUTCH_NODE_API_TOKEN)")
+        proxy_host, proxy_port = parse_listen(proxy_listen, "--proxy-listen")
+
+        def extra(built: object) -> list[object]:
+            return [node_proxy_config(built.manager, host=proxy_host, port=proxy_port,  # type: ignore[attr-defined]
+                                      token=token)]  # fmt: skip
+
+    run_node(settings, listen=listen, socket_path=socket_path, extra=extra)  # type: ignore[arg-type]
+
+
+@cli.command("api")
+@_HOME
+@click.option("--host", default=None, help="Address to listen on (HUTCH_API_HOST, 0.0.0.0).")
+@click.option("--port", type=int, default=None, help="API port (HUTCH_API_PORT, 3000).")
+def api(home: Path | None, host: str | None, port: int | None) -> None:
+    """Run the api role alone on PostgreSQL (HUTCH_DATABASE_URL), reaching the nodes of
+    HUTCH_CLUSTER_NODES with the cluster token (docs/deploy.md)."""
+    from pydantic import ValidationError
+
+    from hutch.api.settings import ApiSettings
+    from hutch.cluster.api import run as run_api
+    from hutch.cluster.settings import ClusterSettings
+
+    values = {"home": home.resolve() if home else None, "api_host": host, "api_port": port}
+    try:
+        settings = ApiSettings(**{k: v for k, v in values.items() if v is not None})  # type: ignore[arg-type]
+        cluster = ClusterSettings()
     except ValidationError as exc:
         raise click.UsageError(str(exc)) from None
-    run_node(settings, listen=listen, socket_path=socket_path)
+    run_api(settings, cluster)
+
+
+@cli.command("proxy")
+@click.option("--host", default=None, help="Address to listen on (HUTCH_PROXY_HOST, 0.0.0.0).")
+@click.option("--port", type=int, default=None, help="Port (HUTCH_PROXY_PORT, 49983).")
+def proxy(host: str | None, port: int | None) -> None:
+    """Run the edge proxy alone: routes from the store (HUTCH_DATABASE_URL, kept current by
+    NOTIFY) to each sandbox's node proxy; wakes through HUTCH_EDGE_API_URLS (docs/proxy.md)."""
+    from pydantic import ValidationError
+
+    from hutch.cluster.edge import run as run_edge
+    from hutch.cluster.settings import ClusterSettings
+
+    values = {"proxy_host": host, "proxy_port": port}
+    try:
+        settings = ClusterSettings(**{k: v for k, v in values.items() if v is not None})  # type: ignore[arg-type]
+    except ValidationError as exc:
+        raise click.UsageError(str(exc)) from None
+    run_edge(settings)
 
 
 @cli.group("keys")
@@ -142,6 +202,7 @@ def keys_create(home: Path | None, name: str, team: str | None, admin: bool, as_
 
 def _register_subgroups() -> None:
     from hutch.cli import sandbox
+    from hutch.cli.cluster import cluster
     from hutch.cli.status import status
     from hutch.cli.team import register_keys, team
     from hutch.cli.template import template
@@ -149,6 +210,7 @@ def _register_subgroups() -> None:
 
     sandbox.register(cli)
     cli.add_command(status)
+    cli.add_command(cluster)
     cli.add_command(team)
     register_keys(keys)
     cli.add_command(template)

@@ -15,8 +15,9 @@ import logging
 import os
 import signal
 import tempfile
-from collections.abc import Generator
+from collections.abc import Callable, Generator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import uvicorn
 from starlette.types import ASGIApp
@@ -24,7 +25,14 @@ from starlette.types import ASGIApp
 from hutch.node.settings import NodeSettings
 from hutch.shared.errors import InvalidArgumentError
 
+if TYPE_CHECKING:
+    from hutch.node.app import Node
+
 log = logging.getLogger("hutch.node")
+
+#: Servers a wiring runs beside the node API (``hutch node --proxy-listen``: the node's
+#: own proxy, ``hutch.cluster.node_proxy``), made once the node has started.
+ExtraServers = Callable[["Node"], list[uvicorn.Config]]
 
 #: ``sun_path`` is 108 bytes on Linux, the terminating NUL included.
 _MAX_SOCKET_PATH = 107
@@ -98,7 +106,7 @@ def _records(sandboxes_dir: Path) -> tuple[list[str], list[str]]:
 
 
 async def run_node(settings: NodeSettings, *, host: str | None, port: int | None,
-                   uds: Path | None) -> None:  # fmt: skip
+                   uds: Path | None, extra: ExtraServers | None = None) -> None:  # fmt: skip
     """Run the node role until SIGTERM/SIGINT: its sandboxes, templates, sampler and warm
     pool, served as the node API on ``host:port`` or ``uds``.
 
@@ -128,20 +136,25 @@ async def run_node(settings: NodeSettings, *, host: str | None, port: int | None
         server = node_api_server(
             create_node_app(service, token=token), token=token, uds=uds, host=host, port=port
         )
+        others = [NodeApiServer(config) for config in (extra(node) if extra else [])]
         loop = asyncio.get_running_loop()
 
         def stop() -> None:
-            server.should_exit = True
+            for each in (server, *others):
+                each.should_exit = True
 
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop)
         try:
-            await server.serve()
+            tasks = [asyncio.ensure_future(each.serve()) for each in (server, *others)]
+            await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+            stop()  # one ended (a port in use, or a signal): end them all
+            await asyncio.gather(*tasks)
         finally:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.remove_signal_handler(sig)
-        if not server.started:
-            raise SystemExit("hutch node: the node API failed to start (is its port in use?)")
+        if not all(each.started for each in (server, *others)):
+            raise SystemExit("hutch node: a server failed to start (is its port in use?)")
     finally:
         await node.manager.stop_pool()
         await volumes.aclose()
@@ -149,7 +162,16 @@ async def run_node(settings: NodeSettings, *, host: str | None, port: int | None
     log.info("stopped; sandboxes keep running until the next start adopts them")
 
 
-def run(settings: NodeSettings, *, listen: str | None, socket_path: Path | None) -> None:
+def parse_listen(listen: str, what: str = "--listen") -> tuple[str, int]:
+    """``HOST:PORT`` → ``(host, port)``; SystemExit with the option's name otherwise."""
+    host, sep, port_text = listen.rpartition(":")
+    if not sep or not port_text.isdigit():
+        raise SystemExit(f"hutch node: {what} {listen!r}: want HOST:PORT")
+    return host.strip("[]") or "127.0.0.1", int(port_text)
+
+
+def run(settings: NodeSettings, *, listen: str | None, socket_path: Path | None,
+        extra: ExtraServers | None = None) -> None:  # fmt: skip
     """Blocking entry point for ``hutch node``: ``listen`` is ``HOST:PORT``."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     for noisy in ("httpx", "httpcore"):
@@ -157,13 +179,10 @@ def run(settings: NodeSettings, *, listen: str | None, socket_path: Path | None)
     host: str | None = None
     port: int | None = None
     if listen is not None:
-        host, sep, port_text = listen.rpartition(":")
-        if not sep or not port_text.isdigit():
-            raise SystemExit(f"hutch node: --listen {listen!r}: want HOST:PORT")
-        host, port = host.strip("[]") or "127.0.0.1", int(port_text)
+        host, port = parse_listen(listen)
     elif socket_path is None:
         socket_path = private_socket(settings.home)
     try:
-        asyncio.run(run_node(settings, host=host, port=port, uds=socket_path))
+        asyncio.run(run_node(settings, host=host, port=port, uds=socket_path, extra=extra))
     except (InvalidArgumentError, ValueError) as exc:
         raise SystemExit(f"hutch node: {exc}") from None

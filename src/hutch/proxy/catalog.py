@@ -1,8 +1,9 @@
 """Which sandboxes exist and where they listen: the one thing the proxy asks the outside.
 
 :class:`SandboxCatalog` is the seam (infra's client-proxy ``SandboxesCatalog``): the embedded
-``hutch serve`` hands in an :class:`InMemorySandboxCatalog` that its node keeps current; a
-scale-out proxy would implement the same Protocol over the shared store.
+``hutch serve`` hands in an :class:`InMemorySandboxCatalog` that its api keeps current; the
+edge ``hutch proxy`` implements it over the store (``hutch.cluster.edge``), and a node's own
+proxy over the sandboxes it runs (``hutch.cluster.node_proxy``).
 """
 
 from __future__ import annotations
@@ -16,6 +17,25 @@ from urllib.parse import parse_qs
 from hutch.proxy.errors import SandboxTransitioningError
 from hutch.shared.ids import SandboxID
 from hutch.shared.signatures import FILE_OPERATIONS, signature_matches
+
+#: The header an edge proxy sends its cluster token in to a node's proxy (ADR 0019); the
+#: node proxy checks it and drops it, and every proxy drops one that a client sent.
+NODE_TOKEN_HEADER: Final = b"x-hutch-node-token"
+
+
+@dataclass(frozen=True, slots=True)
+class NodeHop:
+    """A node's own proxy, through which an edge reaches that node's sandboxes.
+
+    The edge connects to ``host:port`` instead of the sandbox's private address and names
+    the sandbox and port in ``E2b-Sandbox-Id``/``E2b-Sandbox-Port``, with the cluster token
+    in :data:`NODE_TOKEN_HEADER`.
+    """
+
+    host: str
+    port: int
+    token: str = field(repr=False)
+
 
 #: How long a request waits for the pause or resume in progress before a wake gives up with
 #: 409 "still transitioning" (infra's ``autoResumeTransitionWaitBudget``).
@@ -37,20 +57,37 @@ class SandboxRoute:
     ports: Mapping[int, int] = field(default_factory=dict)
     #: Paused (``running`` False) but resumed by traffic: :meth:`SandboxCatalog.wake`.
     auto_resume: bool = False
+    #: Set when the sandbox runs on another host: traffic goes through its node's proxy.
+    via: NodeHop | None = None
 
     def address(self, port: int) -> tuple[str, int]:
         """The ``(host, port)`` to connect to for the sandbox's ``port``."""
+        if self.via is not None:
+            return self.via.host, self.via.port
         return self.host, self.ports.get(port, port)
+
+    def hop_headers(self, port: int) -> list[tuple[bytes, bytes]]:
+        """The headers that name the sandbox to the node proxy (none without a hop)."""
+        if self.via is None:
+            return []
+        return [
+            (b"e2b-sandbox-id", self.sandbox_id.encode()),
+            (b"e2b-sandbox-port", str(port).encode()),
+            (NODE_TOKEN_HEADER, self.via.token.encode()),
+        ]
 
 
 class SandboxCatalog(Protocol):
-    """Looks sandboxes up for the proxy; implementations must be cheap to call per request."""
+    """Looks sandboxes up for the proxy; implementations must be cheap to call per request
+    (a cache, with a store read only on a miss: ``hutch.cluster.edge.StoreCatalog``)."""
 
-    def find(self, sandbox_id: SandboxID) -> SandboxRoute | None:
+    async def lookup(self, sandbox_id: SandboxID) -> SandboxRoute | None:
         """The sandbox's route, or None when it does not exist (or no longer)."""
         ...
 
-    def find_by_file_signature(self, query_string: bytes, method: str) -> SandboxRoute | None:
+    async def lookup_by_file_signature(
+        self, query_string: bytes, method: str
+    ) -> SandboxRoute | None:
         """The one running sandbox whose envd token made the signed ``/files`` query, or None."""
         ...
 
@@ -96,7 +133,7 @@ class InMemorySandboxCatalog:
 
     async def wake(self, sandbox_id: SandboxID) -> SandboxRoute | None:
         """See :meth:`SandboxCatalog.wake`."""
-        route = self._routes.get(sandbox_id)
+        route = await self.lookup(sandbox_id)
         if route is None or route.running:
             return route
         if not route.auto_resume or self.waker is None:
@@ -112,7 +149,7 @@ class InMemorySandboxCatalog:
             raise SandboxTransitioningError(sandbox_id) from None
         except Exception:  # the proxy answers "not found"; the api logged the cause
             return None
-        route = self._routes.get(sandbox_id)
+        route = await self.lookup(sandbox_id)
         return route if route is not None and route.running else None
 
     def _wake_done(self, sandbox_id: SandboxID, task: asyncio.Task[Any]) -> None:
@@ -129,11 +166,25 @@ class InMemorySandboxCatalog:
         self._routes.pop(sandbox_id, None)
 
     def find(self, sandbox_id: SandboxID) -> SandboxRoute | None:
-        """See :meth:`SandboxCatalog.find`."""
+        """The cached route of ``sandbox_id``, or None."""
         return self._routes.get(sandbox_id)
 
+    async def lookup(self, sandbox_id: SandboxID) -> SandboxRoute | None:
+        """See :meth:`SandboxCatalog.lookup`."""
+        return self.find(sandbox_id)
+
+    async def lookup_by_file_signature(
+        self, query_string: bytes, method: str
+    ) -> SandboxRoute | None:
+        """See :meth:`SandboxCatalog.lookup_by_file_signature`."""
+        return self.find_by_file_signature(query_string, method)
+
+    def routes(self) -> list[SandboxRoute]:
+        """Every cached route."""
+        return list(self._routes.values())
+
     def find_by_file_signature(self, query_string: bytes, method: str) -> SandboxRoute | None:
-        """See :meth:`SandboxCatalog.find_by_file_signature`."""
+        """The running cached route whose token made the signed query, or None."""
         operation = FILE_OPERATIONS.get(method)
         if operation is None:
             return None

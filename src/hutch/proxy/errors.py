@@ -74,6 +74,14 @@ def invalid_signature() -> tuple[int, bytes]:
     return 401, json_body(401, INVALID_SIGNATURE)
 
 
+NODE_TOKEN_REFUSED: Final = "missing or invalid cluster token"
+
+
+def node_token_refused() -> tuple[int, bytes]:
+    """401 from a node's proxy to a caller without the cluster token (ADR 0019)."""
+    return 401, json_body(401, NODE_TOKEN_REFUSED)
+
+
 def upstream_failed(sandbox_id: str, port: int) -> tuple[int, bytes]:
     """502 when the sandbox's server broke the exchange before it answered."""
     return 502, json_body(502, "The sandbox did not answer", sandboxId=sandbox_id, port=port)

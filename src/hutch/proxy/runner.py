@@ -17,19 +17,21 @@ def create_config(
     port: int = 49983,
     client: httpx.AsyncClient | None = None,
     log_level: str = "warning",
+    require_token: str | None = None,
 ) -> uvicorn.Config:
     """A uvicorn config serving the proxy for ``catalog`` on ``host:port``.
 
     ``http="h11"``: the relay hooks into the h11 protocol's upgrade path. No ``proxy_headers``:
     the proxy is the edge and writes ``X-Forwarded-*`` itself. ``timeout_keep_alive`` above
     the SDK's pool expiry would hold idle sockets for nothing; uvicorn's default 5 s is kept.
+    ``require_token``: a node's own proxy, which admits only edges with the cluster token.
     """
     return uvicorn.Config(
-        create_app(catalog, client=client),
+        create_app(catalog, client=client, require_token=require_token),
         host=host,
         port=port,
         http="h11",
-        ws=websocket_relay(catalog),  # type: ignore[arg-type]
+        ws=websocket_relay(catalog, require_token=require_token),  # type: ignore[arg-type]
         lifespan="on",
         proxy_headers=False,
         server_header=False,

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hmac
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from http.cookiejar import CookieJar, DefaultCookiePolicy
 from typing import Any, Final
@@ -22,7 +23,7 @@ from typing import Any, Final
 import httpx
 
 from hutch.proxy import errors
-from hutch.proxy.catalog import SandboxCatalog, SandboxRoute
+from hutch.proxy.catalog import NODE_TOKEN_HEADER, SandboxCatalog, SandboxRoute
 from hutch.proxy.routing import SandboxTarget, SignedFileTarget, is_internal, route
 from hutch.shared.ids import SandboxID
 
@@ -47,7 +48,10 @@ HOP_BY_HOP: Final = frozenset(
         b"proxy-authorization",
     }
 )
-_REQUEST_DROP: Final = HOP_BY_HOP | {b"host"}
+#: The node token never reaches a sandbox, whoever sent it (ADR 0019).
+_REQUEST_DROP: Final = HOP_BY_HOP | {b"host", NODE_TOKEN_HEADER}
+#: Replaced by the route's own when it goes through a node's proxy.
+_SANDBOX_HEADERS: Final = frozenset({b"e2b-sandbox-id", b"e2b-sandbox-port"})
 
 
 class _ClientDisconnected(Exception):
@@ -93,16 +97,27 @@ def _forwarded(scope: Scope, headers: list[tuple[bytes, bytes]]) -> list[tuple[b
     ]
 
 
-def upstream_headers(scope: Scope) -> list[tuple[bytes, bytes]]:
-    """The request headers to send upstream (hop-by-hop removed, forwarding added)."""
+def upstream_headers(
+    scope: Scope, hop: list[tuple[bytes, bytes]] | None = None
+) -> list[tuple[bytes, bytes]]:
+    """The request headers to send upstream (hop-by-hop removed, forwarding added; with
+    ``hop``, the node proxy's headers instead of the client's sandbox headers)."""
     headers: list[tuple[bytes, bytes]] = list(scope["headers"])
     drop = _drop_set(headers, _REQUEST_DROP) | {
         b"x-forwarded-for",
         b"x-forwarded-host",
         b"x-forwarded-proto",
     }
+    if hop:
+        drop |= _SANDBOX_HEADERS
     kept = [(k, v) for k, v in headers if k.lower() not in drop]
-    return kept + _forwarded(scope, headers)
+    return kept + _forwarded(scope, headers) + (hop or [])
+
+
+def token_matches(headers: list[tuple[bytes, bytes]], token: str) -> bool:
+    """Whether the request carries ``token`` in :data:`NODE_TOKEN_HEADER` (constant time)."""
+    sent = next((v for k, v in headers if k.lower() == NODE_TOKEN_HEADER), b"")
+    return hmac.compare_digest(sent, token.encode())
 
 
 def downstream_headers(response: httpx.Response) -> list[tuple[bytes, bytes]]:
@@ -130,8 +145,16 @@ async def _respond(send: Send, answer: tuple[int, bytes]) -> None:
 class ProxyApp:
     """The ASGI app (module docstring). Build it with :func:`create_app`."""
 
-    def __init__(self, catalog: SandboxCatalog, client: httpx.AsyncClient | None) -> None:
+    def __init__(
+        self,
+        catalog: SandboxCatalog,
+        client: httpx.AsyncClient | None,
+        *,
+        require_token: str | None = None,
+    ) -> None:
         self.catalog = catalog
+        #: A node's proxy admits only edges that carry the cluster token (ADR 0019).
+        self.require_token = require_token
         self._owns_client = client is None
         self._client = client
 
@@ -166,8 +189,12 @@ class ProxyApp:
                 await send({"type": "lifespan.shutdown.complete"})
                 return
 
-    def _resolve(self, scope: Scope) -> tuple[SandboxRoute, int] | tuple[int, bytes]:
+    async def _resolve(self, scope: Scope) -> tuple[SandboxRoute, int] | tuple[int, bytes]:
         """The sandbox and port a request goes to, or the error answer to give instead."""
+        if self.require_token is not None and not token_matches(
+            scope["headers"], self.require_token
+        ):
+            return errors.node_token_refused()
         try:
             target = route(
                 method=scope["method"],
@@ -178,7 +205,7 @@ class ProxyApp:
         except errors.RoutingError as exc:
             return errors.bad_request(exc.public_message)
         if isinstance(target, SignedFileTarget):
-            found = self.catalog.find_by_file_signature(
+            found = await self.catalog.lookup_by_file_signature(
                 scope.get("query_string", b""), scope["method"]
             )
             return (found, target.port) if found is not None else errors.invalid_signature()
@@ -186,25 +213,25 @@ class ProxyApp:
         if is_internal(target, scope["path"]):
             # Before the lookup: the answer says nothing about which sandboxes exist.
             return errors.internal_route(scope["path"])
-        found = self.catalog.find(target.sandbox_id)
+        found = await self.catalog.lookup(target.sandbox_id)
         if found is None or not found.running:
             return errors.sandbox_not_found(target.sandbox_id)
         return found, target.port
 
     async def resolve(self, scope: Scope) -> tuple[SandboxRoute, int] | tuple[int, bytes]:
         """:meth:`_resolve`, waking a paused auto-resume sandbox first (ADR 0004)."""
-        resolved = self._resolve(scope)
-        if isinstance(resolved[0], int):
-            asleep = self._asleep(scope)
+        resolved = await self._resolve(scope)
+        if isinstance(resolved[0], int) and resolved[0] != 401:
+            asleep = await self._asleep(scope)
             try:
                 woken = await self.catalog.wake(asleep) if asleep is not None else None
             except errors.SandboxTransitioningError as exc:
                 return errors.still_transitioning(exc.sandbox_id)
             if woken is not None:
-                resolved = self._resolve(scope)
+                resolved = await self._resolve(scope)
         return resolved
 
-    def _asleep(self, scope: Scope) -> SandboxID | None:
+    async def _asleep(self, scope: Scope) -> SandboxID | None:
         """The id of the paused auto-resume sandbox a request is for, if it is for one."""
         try:
             target = route(
@@ -217,7 +244,7 @@ class ProxyApp:
             return None
         if not isinstance(target, SandboxTarget):
             return None
-        found = self.catalog.find(target.sandbox_id)
+        found = await self.catalog.lookup(target.sandbox_id)
         if found is None or found.running or not found.auto_resume:
             return None
         return target.sandbox_id
@@ -274,9 +301,8 @@ class _Exchange:
         content = self._body() if _has_body(self.scope) else None
         if content is None:
             self.body_done.set()
-        request = httpx.Request(
-            self.scope["method"], self._url(), headers=upstream_headers(self.scope), content=content
-        )
+        headers = upstream_headers(self.scope, self.sandbox.hop_headers(self.port))
+        request = httpx.Request(self.scope["method"], self._url(), headers=headers, content=content)
         try:
             response = await self.client.send(request, stream=True)
         except (httpx.ConnectError, httpx.ConnectTimeout):
@@ -322,6 +348,12 @@ class _Exchange:
                     await task
 
 
-def create_app(catalog: SandboxCatalog, *, client: httpx.AsyncClient | None = None) -> ProxyApp:
-    """The proxy app over ``catalog``; ``client`` is the upstream pool (default: its own)."""
-    return ProxyApp(catalog, client)
+def create_app(
+    catalog: SandboxCatalog,
+    *,
+    client: httpx.AsyncClient | None = None,
+    require_token: str | None = None,
+) -> ProxyApp:
+    """The proxy app over ``catalog``; ``client`` is the upstream pool (default: its own);
+    ``require_token``: answer 401 to requests without that node token (a node's proxy)."""
+    return ProxyApp(catalog, client, require_token=require_token)

@@ -18,12 +18,16 @@ from typing import Any, ClassVar, Final
 from urllib.parse import unquote, urlsplit
 
 from hutch.proxy import errors
-from hutch.proxy.catalog import SandboxCatalog
+from hutch.proxy.catalog import NODE_TOKEN_HEADER, SandboxCatalog
 from hutch.proxy.routing import SandboxTarget, is_internal, route
+from hutch.proxy.server import token_matches
 
 #: A request head larger than this is refused (h11 already limits it; this is our buffer).
 _MAX_HEAD: Final = 64 * 1024
-_DROP: Final = frozenset({b"host", b"x-forwarded-for", b"x-forwarded-host", b"x-forwarded-proto"})
+_DROP: Final = frozenset(
+    {b"host", b"x-forwarded-for", b"x-forwarded-host", b"x-forwarded-proto", NODE_TOKEN_HEADER}
+)
+_SANDBOX_HEADERS: Final = frozenset({b"e2b-sandbox-id", b"e2b-sandbox-port"})
 
 
 def _parse_head(head: bytes) -> tuple[str, bytes, list[tuple[bytes, bytes]]]:
@@ -91,6 +95,8 @@ class WebSocketRelay(_Side):
     """The client side; uvicorn instantiates it per upgraded connection."""
 
     catalog: ClassVar[SandboxCatalog]
+    #: A node's proxy: upgrades without this node token are refused (ADR 0019).
+    require_token: ClassVar[str | None] = None
 
     def __init__(self, config: Any = None, server_state: Any = None, app_state: Any = None) -> None:
         super().__init__()
@@ -137,6 +143,8 @@ class WebSocketRelay(_Side):
         assert self.transport is not None
         head, _, rest = self._buffer.partition(b"\r\n\r\n")
         method, target, headers = _parse_head(head)
+        if self.require_token is not None and not token_matches(headers, self.require_token):
+            return self._fail(errors.node_token_refused())
         parts = urlsplit(target)
         try:
             where = route(
@@ -152,7 +160,7 @@ class WebSocketRelay(_Side):
         decoded_path = unquote(parts.path.decode("latin-1"))
         if is_internal(where, decoded_path):
             return self._fail(errors.internal_route(decoded_path))
-        sandbox = self.catalog.find(where.sandbox_id)
+        sandbox = await self.catalog.lookup(where.sandbox_id)
         if sandbox is not None and not sandbox.running and sandbox.auto_resume:
             try:
                 sandbox = await self.catalog.wake(where.sandbox_id)  # ADR 0004
@@ -179,7 +187,10 @@ class WebSocketRelay(_Side):
             b"%s %s HTTP/1.1" % (method.encode(), target),
             b"host: %s:%d" % (host.encode(), port),
         ]
-        lines += [b"%s: %s" % (k, v) for k, v in headers if k not in _DROP]
+        hop = sandbox.hop_headers(where.port)
+        drop = _DROP | _SANDBOX_HEADERS if hop else _DROP
+        lines += [b"%s: %s" % (k, v) for k, v in headers if k not in drop]
+        lines += [b"%s: %s" % (k, v) for k, v in hop]
         lines += [
             b"x-forwarded-for: " + b", ".join([*prior, client_ip]),
             b"x-forwarded-host: " + original_host,
@@ -190,6 +201,12 @@ class WebSocketRelay(_Side):
         self._buffer = b""
 
 
-def websocket_relay(catalog: SandboxCatalog) -> type[WebSocketRelay]:
+def websocket_relay(
+    catalog: SandboxCatalog, *, require_token: str | None = None
+) -> type[WebSocketRelay]:
     """A uvicorn ``ws`` protocol class that relays upgrades to the sandboxes in ``catalog``."""
-    return type("BoundWebSocketRelay", (WebSocketRelay,), {"catalog": catalog})
+    return type(
+        "BoundWebSocketRelay",
+        (WebSocketRelay,),
+        {"catalog": catalog, "require_token": require_token},
+    )

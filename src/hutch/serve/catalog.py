@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 
 from hutch.proxy.catalog import InMemorySandboxCatalog, SandboxRoute
-from hutch.shared.ids import SandboxID
+from hutch.shared.ids import NodeID, SandboxID
 
 
 class CatalogRoutes:
@@ -21,7 +21,7 @@ class CatalogRoutes:
     def __init__(self, catalog: InMemorySandboxCatalog) -> None:
         self._catalog = catalog
 
-    def publish(
+    async def publish(
         self,
         sandbox_id: SandboxID,
         *,
@@ -29,8 +29,10 @@ class CatalogRoutes:
         envd_access_token: str | None,
         running: bool = True,
         auto_resume: bool = False,
+        node_id: NodeID | None = None,
     ) -> None:
-        """Route envd and every port of the sandbox to its private address."""
+        """Route envd and every port of the sandbox to its private address (one node:
+        ``node_id`` is the local one)."""
         self._catalog.put(
             SandboxRoute(
                 sandbox_id=sandbox_id,
@@ -41,12 +43,12 @@ class CatalogRoutes:
             )
         )
 
-    def mark_paused(self, sandbox_id: SandboxID) -> None:
+    async def mark_paused(self, sandbox_id: SandboxID) -> None:
         """Keep the route, not running (traffic may wake an auto-resume sandbox)."""
         route = self._catalog.find(sandbox_id)
         if route is not None:
             self._catalog.put(dataclasses.replace(route, running=False))
 
-    def withdraw(self, sandbox_id: SandboxID) -> None:
+    async def withdraw(self, sandbox_id: SandboxID) -> None:
         """Forget the route."""
         self._catalog.remove(sandbox_id)

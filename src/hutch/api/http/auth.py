@@ -54,6 +54,8 @@ class HttpContext:
     teams: TeamService | None = None
     #: Team usage series and live use (``/teams/{id}/metrics``); None: not offered.
     usage: UsageSampler | None = None
+    #: The cluster token edges wake sandboxes with (``routes_edge.py``); None: not offered.
+    cluster_token: str | None = None
 
 
 def context(request: Request) -> HttpContext:

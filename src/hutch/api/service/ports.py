@@ -191,11 +191,12 @@ class ReconciledNode:
 class SandboxRoutes(Protocol):
     """Where the proxy reaches each sandbox: the api tells it (``service/routing.py``).
 
-    ``hutch serve`` hands in its proxy's in-memory catalog (through a small adapter); a
-    scale-out proxy will read the same facts from the store.
+    ``hutch serve`` hands in its proxy's in-memory catalog (through a small adapter);
+    ``hutch api`` tells every edge ``hutch proxy`` through PostgreSQL NOTIFY
+    (``hutch.cluster.routes``; ADR 0019). Each call returns once the proxies are told.
     """
 
-    def publish(
+    async def publish(
         self,
         sandbox_id: SandboxID,
         *,
@@ -203,15 +204,17 @@ class SandboxRoutes(Protocol):
         envd_access_token: str | None,
         running: bool = True,
         auto_resume: bool = False,
+        node_id: NodeID | None = None,
     ) -> None:
-        """Route to the sandbox at ``address`` (``running`` False: paused, held for a wake)."""
+        """Route to the sandbox at ``address`` on node ``node_id`` (``running`` False:
+        paused, held for a wake)."""
         ...
 
-    def mark_paused(self, sandbox_id: SandboxID) -> None:
+    async def mark_paused(self, sandbox_id: SandboxID) -> None:
         """Keep the route but mark it not running (traffic may wake it); unknown: ignored."""
         ...
 
-    def withdraw(self, sandbox_id: SandboxID) -> None:
+    async def withdraw(self, sandbox_id: SandboxID) -> None:
         """Stop routing to the sandbox (unknown ids are ignored)."""
         ...
 

@@ -83,9 +83,9 @@ async def reconcile(
                 sid, team_id=None, expected=_PAUSE_STATES,
                 new=SandboxState.PAUSED if mode else SandboxState.RUNNING, pause_mode=mode,
             )  # fmt: skip
-        routes.publish(
+        await routes.publish(
             SandboxID(sid), address=placed.address, envd_access_token=row.envd_access_token,
-            running=mode is None, auto_resume=row.auto_resume,
+            running=mode is None, auto_resume=row.auto_resume, node_id=placed.node_id,
         )  # fmt: skip
     result = StartupReport(
         adopted=tuple(sorted(report.adopted)),

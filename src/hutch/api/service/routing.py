@@ -40,29 +40,30 @@ class RoutedNodeClient:
     async def create(self, spec: SandboxSpec) -> PlacedSandbox:
         """Start the sandbox, then route to it."""
         placed = await self._node.create(spec)
-        self._routes.publish(
+        await self._routes.publish(
             spec.sandbox_id, address=placed.address, envd_access_token=spec.envd_access_token,
-            auto_resume=spec.auto_resume,
+            auto_resume=spec.auto_resume, node_id=placed.node_id,
         )  # fmt: skip
         return placed
 
     async def kill(self, sandbox_id: SandboxID) -> None:
         """Unroute first, then destroy."""
-        self._routes.withdraw(sandbox_id)
+        await self._routes.withdraw(sandbox_id)
         await self._node.kill(sandbox_id)
 
     async def pause(self, sandbox_id: SandboxID, *, keep_memory: bool) -> bool:
         """Pause; the route stays, marked not running."""
         kept = await self._node.pause(sandbox_id, keep_memory=keep_memory)
-        self._routes.mark_paused(sandbox_id)
+        await self._routes.mark_paused(sandbox_id)
         return kept
 
     async def resume(self, spec: SandboxSpec, *, keep_memory: bool) -> ResumedSandbox:
         """Resume, then route to where it runs now."""
         resumed = await self._node.resume(spec, keep_memory=keep_memory)
-        self._routes.publish(
+        await self._routes.publish(
             spec.sandbox_id, address=resumed.placed.address,
             envd_access_token=spec.envd_access_token, auto_resume=spec.auto_resume,
+            node_id=resumed.placed.node_id,
         )  # fmt: skip
         return resumed
 

@@ -24,13 +24,14 @@ T0 = datetime(2026, 1, 1, tzinfo=UTC)
 class Routes:
     published: dict[str, tuple[str, str | None, bool]] = field(default_factory=dict)
 
-    def publish(self, sandbox_id, *, address, envd_access_token, running=True, auto_resume=False):  # type: ignore[no-untyped-def]
+    async def publish(self, sandbox_id, *, address, envd_access_token, running=True,  # type: ignore[no-untyped-def]
+                      auto_resume=False, node_id=None):  # fmt: skip
         self.published[sandbox_id] = (address, envd_access_token, running)
 
-    def mark_paused(self, sandbox_id):  # type: ignore[no-untyped-def]
+    async def mark_paused(self, sandbox_id):  # type: ignore[no-untyped-def]
         raise AssertionError("reconcile publishes, it does not pause")
 
-    def withdraw(self, sandbox_id):  # type: ignore[no-untyped-def]
+    async def withdraw(self, sandbox_id):  # type: ignore[no-untyped-def]
         raise AssertionError("reconcile publishes, it does not withdraw")
 
 

@@ -17,14 +17,15 @@ class RecordingRoutes:
     node: FakeNodeClient
     events: list[tuple[str, str, object]] = field(default_factory=list)
 
-    def publish(self, sandbox_id, *, address, envd_access_token, running=True, auto_resume=False):  # type: ignore[no-untyped-def]
+    async def publish(self, sandbox_id, *, address, envd_access_token, running=True,  # type: ignore[no-untyped-def]
+                      auto_resume=False, node_id=None):  # fmt: skip
         on_node = sandbox_id in self.node.running
         self.events.append(("publish", sandbox_id, (address, running, auto_resume, on_node)))
 
-    def mark_paused(self, sandbox_id):  # type: ignore[no-untyped-def]
+    async def mark_paused(self, sandbox_id):  # type: ignore[no-untyped-def]
         self.events.append(("paused", sandbox_id, self.node.paused.get(sandbox_id)))
 
-    def withdraw(self, sandbox_id):  # type: ignore[no-untyped-def]
+    async def withdraw(self, sandbox_id):  # type: ignore[no-untyped-def]
         self.events.append(("withdraw", sandbox_id, sandbox_id in self.node.running))
 
 

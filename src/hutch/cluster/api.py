@@ -1,0 +1,114 @@
+"""``hutch api``: the api role alone, on PostgreSQL, reaching nodes over the node API.
+
+Stateless: run any number behind a load balancer (the per-sandbox locks and the reaper are
+still per process until issue 11's coordination lands: docs/deploy.md says what that
+means). No node and no proxy inside: sandboxes are placed on the configured nodes
+(``NodeSet``; the node registry of issue 11 replaces the list), and edges learn routes
+through NOTIFY (``routes.py``). Startup waits for every configured node to answer (they
+may start after the api), then serves; ``GET /health`` answering 200 means ready.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import time
+
+import uvicorn
+
+from hutch.api.app import create_app
+from hutch.api.nodes.http_client import HttpNodeClient
+from hutch.api.nodes.nodeset import NodeSet
+from hutch.api.service.routing import RoutedNodeClient
+from hutch.api.settings import ApiSettings
+from hutch.api.store.sql import open_sql_store
+from hutch.cluster.routes import NotifyRoutes
+from hutch.cluster.settings import ClusterSettings
+from hutch.node.runner import NodeApiServer
+from hutch.shared.errors import UnavailableError
+from hutch.shared.ids import NodeID, SandboxID
+
+log = logging.getLogger("hutch.api")
+
+#: How long startup waits for the configured nodes to answer.
+NODE_WAIT_S = 120.0
+
+
+async def _connect(url: str, token: str) -> HttpNodeClient:
+    deadline = time.monotonic() + NODE_WAIT_S
+    while True:
+        try:
+            return await HttpNodeClient.connect(url, token=token)
+        except UnavailableError:
+            if time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(0.5)
+
+
+async def run_api(api: ApiSettings, cluster: ClusterSettings) -> None:
+    """Serve the api until SIGTERM/SIGINT."""
+    url = cluster.postgres_url()
+    token = cluster.token()
+    if not cluster.cluster_nodes:
+        raise ValueError("no nodes: set HUTCH_CLUSTER_NODES (docs/deploy.md)")
+    # The per-node limit is each node's own (it refuses, and the next node is tried).
+    api = api.model_copy(update={"max_sandboxes_per_node": 0, "database_url": url})
+    store = await open_sql_store(url, migrate=api.migrate)
+    clients: list[HttpNodeClient] = []
+    try:
+        for node in cluster.cluster_nodes:
+            client = await _connect(node.api, token)
+            if client.node_id != node.id:
+                raise ValueError(f"node at {node.api} says it is {client.node_id}, not {node.id}")
+            clients.append(client)
+
+        async def locate(sandbox_id: SandboxID) -> NodeID | None:
+            row = await store.sandboxes.find_sandbox(sandbox_id, team_id=None)
+            return None if row is None or row.node_id is None else NodeID(row.node_id)
+
+        nodes = NodeSet(clients, locate=locate, count_on=store.sandboxes.count_on_node)
+        app = create_app(
+            api,
+            node=RoutedNodeClient(nodes, routes=NotifyRoutes(store.engine)),
+            store=store,
+            builder=nodes,
+            build_runner=nodes,
+            node_status=nodes,
+        )
+        server = NodeApiServer(
+            uvicorn.Config(
+                app,
+                host=api.api_host,
+                port=api.api_port,
+                lifespan="on",
+                log_level="warning",
+                access_log=False,
+                server_header=False,
+            )
+        )
+        loop = asyncio.get_running_loop()
+
+        def stop() -> None:
+            server.should_exit = True
+
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop)
+        await server.serve()
+        if not server.started:
+            raise SystemExit("hutch api: failed to start (is its port in use?)")
+    finally:
+        for client in clients:
+            await client.aclose()
+        await store.close()
+
+
+def run(api: ApiSettings, cluster: ClusterSettings) -> None:
+    """Blocking entry point for ``hutch api``."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    for noisy in ("httpx", "httpcore", "alembic"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    try:
+        asyncio.run(run_api(api, cluster))
+    except ValueError as exc:
+        raise SystemExit(f"hutch api: {exc}") from None
