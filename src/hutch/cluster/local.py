@@ -172,6 +172,12 @@ def _start_postgres(state: ClusterState) -> None:
             pw = pwd.getpwnam("postgres")
         except KeyError:
             raise ClusterError("no `postgres` OS user: apt-get install -y postgresql-15") from None
+        for parent in base.parents:
+            if not os.stat(parent).st_mode & 0o001:
+                raise ClusterError(
+                    f"PostgreSQL runs as the postgres user, who cannot enter {parent} "
+                    "(not searchable by others): choose a --home it can reach"
+                )
         for path in (base, run):
             os.chown(path, pw.pw_uid, pw.pw_gid)
     init = _pg_run(bindir, base, "initdb", "-D", str(data), "-U", "postgres", "-A", "trust",
@@ -294,6 +300,7 @@ def up(
         state.save()
         auth = {"Authorization": f"Bearer {token}"}
         addresses = []
+        started: list[Proc] = []
         for n in range(1, nodes + 1):
             node_id = f"node-{n}"
             api_port, proxy_port = _free_port(), _free_port()
@@ -313,13 +320,16 @@ def up(
                           args=["node", "--listen", f"127.0.0.1:{api_port}",
                                 "--proxy-listen", f"127.0.0.1:{proxy_port}"])  # fmt: skip
             addresses.append({"id": node_id, "api": url, "proxy": f"127.0.0.1:{proxy_port}"})
-            _wait_ready(proc, f"{url}/v1/node", headers=auth)
+            started.append(proc)
+        for proc in started:  # started together, waited for together
+            _wait_ready(proc, f"{proc.url}/v1/node", headers=auth)
         common = {
             "HUTCH_DATABASE_URL": state.database_url,
             "HUTCH_CLUSTER_TOKEN": token,
             "HUTCH_CLUSTER_NODES": json.dumps(addresses),
         }
-        api_urls = []
+        api_urls: list[str] = []
+        apis_started: list[Proc] = []
         for a in range(1, apis + 1):
             port = _free_port()
             url = f"http://127.0.0.1:{port}"
@@ -327,8 +337,10 @@ def up(
                           env={**common, "HUTCH_HOME": str(home / "apis" / f"api-{a}"),
                                "HUTCH_MIGRATE": "false", "HUTCH_API_HOST": "127.0.0.1",
                                "HUTCH_API_PORT": str(port)})  # fmt: skip
-            _wait_ready(proc, f"{url}/health")
             api_urls.append(url)
+            apis_started.append(proc)
+        for proc in apis_started:
+            _wait_ready(proc, f"{proc.url}/health")
         port = _free_port()
         url = f"http://127.0.0.1:{port}"
         proc = _spawn(state, role="proxy", pid_id="proxy-1", url=url, args=["proxy"],

@@ -1,0 +1,237 @@
+"""A real local cluster (``hutch cluster up --nodes 2 --apis 2``: PostgreSQL, two ``hutch
+api``, one ``hutch proxy``, two ``hutch node`` with their own proxies) driven with the
+official ``e2b`` SDK through the edge, then ``hutch cluster down`` leaving nothing.
+
+Host names move with ``HUTCH_TEST_SLOT`` (``hc<slot><n>*``, subnets ``10.<230+slot>.<n>.0/24``),
+distinct from every other test's, so no lock is needed.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+from e2b import Sandbox, SandboxState
+from e2b.exceptions import SandboxNotRunningException
+
+from tests.conftest import machine_lacks
+
+SLOT = int(os.environ.get("HUTCH_TEST_SLOT", "0") or "0")
+PREFIX = f"hc{SLOT}"
+SUBNET = f"10.{230 + SLOT}"
+TEMPLATE = "base"
+HUTCH = [sys.executable, "-m", "hutch"]
+
+
+@dataclass
+class Cluster:
+    home: Path
+    info: dict[str, object]
+
+    @property
+    def env(self) -> dict[str, str]:
+        return self.info["env"]  # type: ignore[return-value]
+
+    def procs(self, role: str) -> list[dict[str, object]]:
+        return [p for p in self.info["processes"] if p["role"] == role]  # type: ignore[attr-defined,index]
+
+    def sdk(self, api: int = 0) -> dict[str, str]:
+        return {"api_key": self.env["E2B_API_KEY"], "api_url": str(self.procs("api")[api]["url"]),
+                "sandbox_url": self.env["E2B_SANDBOX_URL"]}  # fmt: skip
+
+    @property
+    def token(self) -> str:
+        return (self.home / "cluster.token").read_text().strip()
+
+    def node_of(self, sandbox_id: str) -> str:
+        """Which node runs the sandbox, asked of the nodes themselves."""
+        for node in self.procs("node"):
+            auth = {"Authorization": f"Bearer {self.token}"}
+            listed = httpx.get(f"{node['url']}/v1/sandboxes", timeout=10, headers=auth).json()
+            if any(s["sandbox_id"] == sandbox_id for s in listed["sandboxes"]):
+                return str(node["id"])
+        raise AssertionError(f"{sandbox_id} runs on no node")
+
+
+def _host_leftovers() -> dict[str, list[str]]:
+    """Everything on the host named like this test's cluster."""
+    netns = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+    links = subprocess.run(["ip", "-o", "link"], capture_output=True, text=True).stdout
+    names = [line.split(":")[1].strip() for line in links.splitlines()]
+    tables = subprocess.run(["nft", "list", "tables"], capture_output=True, text=True).stdout
+    return {
+        "netns": [n for n in netns.split() if n.startswith(PREFIX)],
+        "links": [n for n in names if n.startswith(PREFIX)],
+        "nft": [t for t in tables.split() if t.startswith(PREFIX)],
+        "mounts": [m for m in Path("/proc/mounts").read_text().splitlines() if "/hutch-cl" in m],
+        "cgroups": [str(p) for p in Path("/sys/fs/cgroup").glob(f"{PREFIX}*")],
+    }
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[Cluster]:
+    if os.geteuid() != 0:
+        machine_lacks("a cluster's nodes need root")
+    if not Path(f"/var/lib/hutch/templates/{TEMPLATE}/template.json").is_file():
+        machine_lacks(f"install.sh's {TEMPLATE} template")
+    # Not pytest's tmp_path: its root is 0700, and PostgreSQL runs as the postgres user.
+    home = Path(tempfile.mkdtemp(prefix="hutch-cl-"))
+    assert not any(_host_leftovers().values()), _host_leftovers()
+    up = subprocess.run(
+        [*HUTCH, "cluster", "up", "--home", str(home), "--nodes", "2", "--apis", "2",
+         "--names", PREFIX, "--subnet", SUBNET, "--json"],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert up.returncode == 0, up.stderr
+    info = json.loads(up.stdout)
+    try:
+        yield Cluster(home=home, info=info)
+    finally:
+        if home.exists():
+            subprocess.run([*HUTCH, "cluster", "down", "--home", str(home)], timeout=300)
+        shutil.rmtree(home, ignore_errors=True)
+
+
+def test_cluster_up_reports_every_process_and_the_exports(cluster: Cluster) -> None:
+    roles = sorted(str(p["role"]) for p in cluster.info["processes"])  # type: ignore[attr-defined]
+    assert roles == ["api", "api", "node", "node", "proxy"]
+    assert {p["nodeId"] for p in cluster.procs("node")} == {"node-1", "node-2"}
+    assert all(p["running"] and p["pid"] for p in cluster.info["processes"])  # type: ignore[attr-defined]
+    assert cluster.env["E2B_API_KEY"].startswith("e2b_")
+    status = subprocess.run([*HUTCH, "cluster", "status", "--home", str(cluster.home)],
+                            capture_output=True, text=True, timeout=30, check=True)  # fmt: skip
+    assert f"export E2B_SANDBOX_URL={cluster.env['E2B_SANDBOX_URL']}" in status.stdout
+
+
+def test_sandboxes_spread_over_nodes_and_work_through_the_edge(cluster: Cluster) -> None:
+    sandboxes = [Sandbox.create(TEMPLATE, timeout=120, metadata={"i": str(i)},
+                                **cluster.sdk(i % 2)) for i in range(4)]  # fmt: skip
+    try:
+        nodes = {s.sandbox_id: cluster.node_of(s.sandbox_id) for s in sandboxes}
+        assert set(nodes.values()) == {"node-1", "node-2"}, nodes
+        for i, sbx in enumerate(sandboxes):
+            # Each node's sandboxes live on its own subnet, reached through its proxy.
+            node = int(nodes[sbx.sandbox_id].rsplit("-", 1)[1])
+            address, answer = sbx.commands.run("hostname -I; echo $((6 * 7))").stdout.split()
+            assert address.startswith(f"{SUBNET}.{node}.") and answer == "42"
+            sbx.files.write(f"/tmp/f{i}", f"hello {i}")
+            assert sbx.files.read(f"/tmp/f{i}") == f"hello {i}"
+            # Metadata PATCH through the other api than the one that created it.
+            other = cluster.sdk((i + 1) % 2)
+            patched = httpx.patch(f"{other['api_url']}/sandboxes/{sbx.sandbox_id}/metadata",
+                                  json={"patched": "yes"}, timeout=30,
+                                  headers={"X-API-Key": other["api_key"]})  # fmt: skip
+            assert patched.is_success, patched.text
+            info = Sandbox.get_info(sbx.sandbox_id, **cluster.sdk(i % 2))
+            assert info.metadata == {"i": str(i), "patched": "yes"}
+        # Pause and resume one sandbox of each node, memory kept.
+        for sbx in sandboxes[:2]:
+            sbx.commands.run("echo kept > /dev/shm/m")
+            sbx.pause()
+            assert Sandbox.get_info(sbx.sandbox_id, **cluster.sdk()).state == SandboxState.PAUSED
+            again = Sandbox.connect(sbx.sandbox_id, **cluster.sdk(1))
+            assert again.commands.run("cat /dev/shm/m").stdout.strip() == "kept"
+        # A kill: the edge answers "not found" at once, never the old route.
+        victim = sandboxes.pop()
+        victim.kill()
+        with pytest.raises(SandboxNotRunningException, match="not found"):
+            victim.commands.run("true")
+    finally:
+        for sbx in sandboxes:
+            sbx.kill()
+
+
+def test_auto_resume_through_the_edge(cluster: Cluster) -> None:
+    sbx = Sandbox.create(TEMPLATE, timeout=3, lifecycle={"on_timeout": "pause"}, **cluster.sdk())
+    try:
+        sbx.files.write("/tmp/x", "y")
+        deadline = time.monotonic() + 60
+        while Sandbox.get_info(sbx.sandbox_id, **cluster.sdk()).state != SandboxState.PAUSED:
+            assert time.monotonic() < deadline, "never auto-paused"
+            time.sleep(0.3)
+        # Traffic through the edge wakes it through an api.
+        assert sbx.files.read("/tmp/x") == "y"
+        assert Sandbox.get_info(sbx.sandbox_id, **cluster.sdk(1)).state == SandboxState.RUNNING
+    finally:
+        sbx.kill()
+
+
+def test_node_proxy_refuses_callers_without_the_cluster_token(cluster: Cluster) -> None:
+    sbx = Sandbox.create(TEMPLATE, timeout=60, **cluster.sdk())
+    try:
+        node = next(p for p in cluster.procs("node") if p["id"] == cluster.node_of(sbx.sandbox_id))
+        # The node proxy's port is the one the api and the edge were given.
+        nodes = json.loads(_env_of(cluster, "api")["HUTCH_CLUSTER_NODES"])
+        proxy = next(n["proxy"] for n in nodes if n["id"] == node["id"])
+        ask = {"E2b-Sandbox-Id": sbx.sandbox_id, "E2b-Sandbox-Port": "49983"}
+        refused = httpx.get(f"http://{proxy}/health", headers=ask, timeout=10)
+        assert refused.status_code == 401
+        wrong = httpx.get(f"http://{proxy}/health", timeout=10,
+                          headers={**ask, "X-Hutch-Node-Token": "nope"})  # fmt: skip
+        assert wrong.status_code == 401
+        right = httpx.get(f"http://{proxy}/health", timeout=10,
+                          headers={**ask, "X-Hutch-Node-Token": cluster.token})  # fmt: skip
+        assert right.status_code == 204
+    finally:
+        sbx.kill()
+
+
+def _env_of(cluster: Cluster, role: str) -> dict[str, str]:
+    pid = cluster.procs(role)[0]["pid"]
+    raw = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    return dict(item.decode().split("=", 1) for item in raw if b"=" in item)
+
+
+def test_sigkill_of_one_api_during_creates_the_other_carries_on(cluster: Cluster) -> None:
+    victim = cluster.procs("api")[0]
+    survivor = cluster.sdk(1)
+
+    def create(i: int) -> Sandbox:
+        return Sandbox.create(TEMPLATE, timeout=120, **survivor)
+
+    with concurrent.futures.ThreadPoolExecutor(max_workers=3) as pool:
+        doomed = pool.submit(Sandbox.create, TEMPLATE, timeout=120, **cluster.sdk(0))
+        futures = [pool.submit(create, i) for i in range(3)]
+        time.sleep(0.3)
+        os.kill(int(victim["pid"]), signal.SIGKILL)
+        made = [f.result(timeout=120) for f in futures]
+        doomed_result = doomed.exception(timeout=120) or doomed.result()
+    try:
+        for sbx in made:
+            assert sbx.commands.run("echo alive").stdout.strip() == "alive"
+        assert len({cluster.node_of(s.sandbox_id) for s in made}) >= 1
+        # The killed api answers nothing; the survivor still creates.
+        with pytest.raises(httpx.TransportError):
+            httpx.get(f"{victim['url']}/health", timeout=5)
+        extra = Sandbox.create(TEMPLATE, timeout=60, **survivor)
+        made.append(extra)
+    finally:
+        for sbx in made:
+            sbx.kill()
+        if isinstance(doomed_result, Sandbox):
+            Sandbox.kill(doomed_result.sandbox_id, **survivor)
+
+
+def test_cluster_down_leaves_nothing(cluster: Cluster) -> None:
+    """Last in the module: down stops exactly the recorded processes and cleans up."""
+    sbx = Sandbox.create(TEMPLATE, timeout=120, **cluster.sdk(1))  # left running for down
+    assert sbx.commands.run("true").exit_code == 0
+    pids = [int(p["pid"]) for p in cluster.info["processes"]]  # type: ignore[attr-defined]
+    down = subprocess.run([*HUTCH, "cluster", "down", "--home", str(cluster.home)],
+                          capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert down.returncode == 0, down.stderr
+    assert not cluster.home.exists()
+    assert [pid for pid in pids if Path(f"/proc/{pid}").exists()] == []
+    assert _host_leftovers() == {"netns": [], "links": [], "nft": [], "mounts": [], "cgroups": []}
