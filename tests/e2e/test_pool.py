@@ -23,6 +23,7 @@ from e2b import Sandbox
 from hutch.node.templates.busybox import build_busybox
 
 from .serveproc import Serve
+from .test_observability import scrape
 
 pytestmark = pytest.mark.root
 
@@ -150,6 +151,12 @@ def test_hutch_status_reports_the_pool_fill(pooled: Serve) -> None:
         {"templateID": "late", "target": 1, "ready": 0},  # not built (yet)
     ]
     assert f"busybox {POOL}/{POOL}, late 0/1" in pooled.hutch("status")
+    # The same fill on /metrics (docs/observability.md): wanted and ready per template.
+    scraped = scrape(pooled)
+    assert scraped.value("hutch_node_pool_wanted", template="busybox") == POOL
+    assert scraped.value("hutch_node_pool_ready", template="busybox") == POOL
+    assert scraped.value("hutch_node_pool_wanted", template="late") == 1
+    assert scraped.value("hutch_node_pool_ready", template="late") == 0
 
 
 def test_creates_beyond_the_pool_fall_back_to_cold_ones(pooled: Serve) -> None:

@@ -15,7 +15,9 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any, Protocol
 
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 
+from hutch.api import metrics
 from hutch.api.http import (
     routes_admin,
     routes_edge,
@@ -62,6 +64,7 @@ from hutch.api.store.base import (
 )
 from hutch.shared.errors import NotFoundError, UnavailableError
 from hutch.shared.ids import SandboxID, TeamID
+from hutch.shared.observe import Observe
 from hutch.shared.paths import CLI_KEY_FILE
 from hutch.volumes.base import VolumeBackend
 
@@ -293,10 +296,20 @@ def create_app(
             if run_reaper and ctx.usage is not None
             else None
         )
+        gauges = (
+            asyncio.create_task(
+                metrics.sample_sandboxes(
+                    the_store.sandboxes.count_live, interval_s=settings.usage_interval_s
+                ),
+                name="hutch-sandbox-gauges",
+            )
+            if run_reaper
+            else None
+        )
         try:
             yield
         finally:
-            for running in (task, sampler):
+            for running in (task, sampler, gauges):
                 if running is not None:
                     running.cancel()
                     with contextlib.suppress(asyncio.CancelledError):
@@ -324,6 +337,15 @@ def create_app(
         ],
         exception_handlers=dict(EXCEPTION_HANDLERS),
         lifespan=lifespan,
+        middleware=[
+            Middleware(
+                Observe,
+                requests=metrics.REQUESTS,
+                seconds=metrics.REQUEST_SECONDS,
+                access_log="hutch.api.access",
+                span_prefix="api",
+            ),
+        ],
     )
     app.router.redirect_slashes = False
     return app

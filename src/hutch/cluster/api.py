@@ -28,6 +28,7 @@ from hutch.cluster.settings import ClusterSettings
 from hutch.node.runner import NodeApiServer
 from hutch.shared.errors import UnavailableError
 from hutch.shared.ids import NodeID, SandboxID
+from hutch.shared.telemetry import run_observed
 
 log = logging.getLogger("hutch.api")
 
@@ -105,10 +106,7 @@ async def run_api(api: ApiSettings, cluster: ClusterSettings) -> None:
 
 def run(api: ApiSettings, cluster: ClusterSettings) -> None:
     """Blocking entry point for ``hutch api``."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    for noisy in ("httpx", "httpcore", "alembic"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
     try:
-        asyncio.run(run_api(api, cluster))
+        run_observed(run_api(api, cluster), service="hutch-api")
     except ValueError as exc:
         raise SystemExit(f"hutch api: {exc}") from None

@@ -42,6 +42,7 @@ from hutch.proxy.catalog import InMemorySandboxCatalog, NodeHop, SandboxRoute
 from hutch.proxy.runner import create_config
 from hutch.shared.errors import UnavailableError
 from hutch.shared.ids import NodeID, SandboxID
+from hutch.shared.telemetry import run_observed
 
 log = logging.getLogger("hutch.edge")
 
@@ -281,10 +282,7 @@ async def run_edge(settings: ClusterSettings) -> None:
 
 def run(settings: ClusterSettings) -> None:
     """Blocking entry point for ``hutch proxy``."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    for noisy in ("httpx", "httpcore"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
     try:
-        asyncio.run(run_edge(settings))
+        run_observed(run_edge(settings), service="hutch-proxy")
     except ValueError as exc:
         raise SystemExit(f"hutch proxy: {exc}") from None

@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import logging
 import resource
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
+from typing import Any
 
+from hutch.node import metrics
 from hutch.node.adapters import HostUsageProbe, HttpEnvdClient, OverlayRootfs
 from hutch.node.envd_bundle import build_envd_bundle
 from hutch.node.network.base import NetworkSettings
@@ -78,6 +80,13 @@ def build_node(settings: NodeSettings, *, build_bundle: bool = True) -> Node:
         else RuncRuntime(root=settings.runtime_root)
     )
     networks = LinuxSandboxNetworks(network_settings(settings))
+    # Timed at the adapter seams (node/metrics.py): runtime calls and network setup.
+    timed_runtime: Any = metrics.TimedAdapter(
+        runtime, histogram=metrics.RUNTIME_SECONDS, calls=metrics.TIMED_RUNTIME_CALLS
+    )
+    timed_networks: Any = metrics.TimedAdapter(
+        networks, histogram=metrics.NETWORK_SECONDS, calls=metrics.TIMED_NETWORK_CALLS
+    )
     templates = DirTemplateStore(settings.templates_dir, shared=settings.shared_templates_dirs)
     envd = HttpEnvdClient()
     config = ManagerConfig(
@@ -94,7 +103,7 @@ def build_node(settings: NodeSettings, *, build_bundle: bool = True) -> Node:
         templates_dir=settings.templates_dir,
     )
     manager = SandboxManager(
-        config=config, runtime=runtime, networks=networks, rootfs=OverlayRootfs(),
+        config=config, runtime=timed_runtime, networks=timed_networks, rootfs=OverlayRootfs(),
         templates=templates, envd=envd,
     )  # fmt: skip
     sampler = UsageSampler(
@@ -128,7 +137,19 @@ def build_node_service(
         node_id=node_id, version=__version__, runtime=settings.runtime,
         max_sandboxes=settings.max_sandboxes, pool_sizes=settings.pool_sizes,
     )  # fmt: skip
-    return NodeService(
+    service = NodeService(
         identity=identity, sandboxes=node.manager, sampler=node.sampler, templates=templates,
         volumes=volumes,
     )  # fmt: skip
+
+    def usage() -> Iterator[tuple[float, int, int]]:
+        for sandbox in node.manager.list():
+            sample = node.sampler.latest(sandbox.sandbox_id)
+            if sample is not None:
+                cores = sample.cpu_used_pct / 100 * sample.cpu_count
+                yield cores, sample.mem_used, sample.disk_used
+
+    metrics.register_collector(
+        metrics.NodeCollector(load=service.load, usage=usage, disk_path=settings.sandboxes_dir)
+    )
+    return service

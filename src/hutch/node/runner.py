@@ -24,6 +24,7 @@ from starlette.types import ASGIApp
 
 from hutch.node.settings import NodeSettings
 from hutch.shared.errors import InvalidArgumentError
+from hutch.shared.telemetry import run_observed
 
 if TYPE_CHECKING:
     from hutch.node.app import Node
@@ -173,9 +174,6 @@ def parse_listen(listen: str, what: str = "--listen") -> tuple[str, int]:
 def run(settings: NodeSettings, *, listen: str | None, socket_path: Path | None,
         extra: ExtraServers | None = None) -> None:  # fmt: skip
     """Blocking entry point for ``hutch node``: ``listen`` is ``HOST:PORT``."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    for noisy in ("httpx", "httpcore"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
     host: str | None = None
     port: int | None = None
     if listen is not None:
@@ -183,6 +181,7 @@ def run(settings: NodeSettings, *, listen: str | None, socket_path: Path | None,
     elif socket_path is None:
         socket_path = private_socket(settings.home)
     try:
-        asyncio.run(run_node(settings, host=host, port=port, uds=socket_path, extra=extra))
+        run_observed(run_node(settings, host=host, port=port, uds=socket_path, extra=extra),
+                     service="hutch-node")  # fmt: skip
     except (InvalidArgumentError, ValueError) as exc:
         raise SystemExit(f"hutch node: {exc}") from None

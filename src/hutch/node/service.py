@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
+from hutch.node import metrics
 from hutch.node.sandbox.envd_log import EnvdLogEntry
 from hutch.node.sandbox.models import (
     ReconcileReport,
@@ -238,6 +239,9 @@ class NodeService:
     ) -> tuple[ReconcileReport, list[RunningSandbox]]:
         """Make the host agree with the caller's ids; the report and the adopted sandboxes."""
         report = await self._sandboxes.reconcile(known, paused_ids=paused)
+        metrics.record_reconcile(
+            adopted=len(report.adopted), removed=len(report.removed), missing=len(report.missing)
+        )
         adopted = []
         for sid in report.adopted:
             with contextlib.suppress(SandboxNotFoundError):

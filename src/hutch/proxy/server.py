@@ -16,15 +16,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hmac
+import logging
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from http.cookiejar import CookieJar, DefaultCookiePolicy
 from typing import Any, Final
 
 import httpx
 
-from hutch.proxy import errors
+from hutch.proxy import errors, metrics
 from hutch.proxy.catalog import NODE_TOKEN_HEADER, SandboxCatalog, SandboxRoute
 from hutch.proxy.routing import SandboxTarget, SignedFileTarget, is_internal, route
+from hutch.shared import logging as hlog
 from hutch.shared.ids import SandboxID
 
 Scope = MutableMapping[str, Any]
@@ -52,6 +55,9 @@ HOP_BY_HOP: Final = frozenset(
 _REQUEST_DROP: Final = HOP_BY_HOP | {b"host", NODE_TOKEN_HEADER}
 #: Replaced by the route's own when it goes through a node's proxy.
 _SANDBOX_HEADERS: Final = frozenset({b"e2b-sandbox-id", b"e2b-sandbox-port"})
+_REQUEST_ID: Final = hlog.REQUEST_ID_HEADER.lower().encode()
+#: One line per proxied request (docs/observability.md): grep a sandbox id or request id.
+_access = logging.getLogger("hutch.proxy.access")
 
 
 class _ClientDisconnected(Exception):
@@ -226,7 +232,10 @@ class ProxyApp:
             try:
                 woken = await self.catalog.wake(asleep) if asleep is not None else None
             except errors.SandboxTransitioningError as exc:
+                metrics.AUTO_RESUMES.labels("timeout").inc()
                 return errors.still_transitioning(exc.sandbox_id)
+            if asleep is not None:
+                metrics.AUTO_RESUMES.labels("resumed" if woken is not None else "failed").inc()
             if woken is not None:
                 resolved = await self._resolve(scope)
         return resolved
@@ -250,12 +259,40 @@ class ProxyApp:
         return target.sandbox_id
 
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
-        resolved = await self.resolve(scope)
-        if isinstance(resolved[0], int):
-            await _respond(send, resolved)  # type: ignore[arg-type]
-            return
-        sandbox, port = resolved  # type: ignore[misc]
-        await _Exchange(self.client, scope, receive, send, sandbox, port).run()
+        incoming = next((v for k, v in scope["headers"] if k == _REQUEST_ID), None)
+        request_id = hlog.request_id_from(incoming)
+        answered = {"status": 0}
+
+        async def send_with_id(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                answered["status"] = int(message["status"])
+                headers = [(k, v) for k, v in message.get("headers", ()) if k != _REQUEST_ID]
+                message = {**message, "headers": [*headers, (_REQUEST_ID, request_id.encode())]}
+            await send(message)
+
+        started = time.perf_counter()
+        outcome = "client_gone"
+        port: int | None = None
+        with hlog.request_scope(request_id):
+            try:
+                resolved = await self.resolve(scope)
+                if isinstance(resolved[0], int):
+                    outcome = "refused"
+                    await _respond(send_with_id, resolved)  # type: ignore[arg-type]
+                    return
+                sandbox, port = resolved  # type: ignore[misc]
+                hlog.bind(sandbox_id=sandbox.sandbox_id)
+                exchange = _Exchange(self.client, scope, receive, send_with_id, sandbox, port)
+                await exchange.run()
+                outcome = exchange.outcome
+            finally:
+                status = answered["status"]
+                metrics.REQUESTS.labels(outcome, str(status)).inc()
+                _access.info(
+                    "%s %s %d %.1f ms", scope["method"], outcome, status,
+                    (time.perf_counter() - started) * 1000,
+                    extra={"status": status, "port": port},
+                )  # fmt: skip
 
 
 class _Exchange:
@@ -274,6 +311,8 @@ class _Exchange:
         self.sandbox, self.port = sandbox, port
         self.body_done = asyncio.Event()
         self.started = False
+        #: How it ended, for the proxy's metrics (``metrics.REQUESTS``).
+        self.outcome = "client_gone"
 
     def _url(self) -> str:
         host, port = self.sandbox.address(self.port)
@@ -291,6 +330,7 @@ class _Exchange:
                     raise _ClientDisconnected
                 chunk = message.get("body", b"")
                 if chunk:
+                    metrics.BYTES.labels("in").inc(len(chunk))
                     yield chunk
                 if not message.get("more_body", False):
                     return
@@ -302,17 +342,25 @@ class _Exchange:
         if content is None:
             self.body_done.set()
         headers = upstream_headers(self.scope, self.sandbox.hop_headers(self.port))
+        request_id = hlog.current_request_id()
+        if request_id is not None:  # a node's proxy logs the edge's id (docs/observability.md)
+            headers = [(k, v) for k, v in headers if k.lower() != _REQUEST_ID]
+            headers.append((_REQUEST_ID, request_id.encode()))
         request = httpx.Request(self.scope["method"], self._url(), headers=headers, content=content)
+        sent = time.perf_counter()
         try:
             response = await self.client.send(request, stream=True)
         except (httpx.ConnectError, httpx.ConnectTimeout):
+            self.outcome = "upstream_error"
             await _respond(self.send, errors.port_not_open(self.sandbox.sandbox_id, self.port))
             return
         except httpx.TransportError:
             if not self.body_done.is_set():
                 raise  # the client stopped sending: nobody left to answer
+            self.outcome = "upstream_error"
             await _respond(self.send, errors.upstream_failed(self.sandbox.sandbox_id, self.port))
             return
+        metrics.UPSTREAM_SECONDS.observe(time.perf_counter() - sent)
         try:
             await self.send(
                 {
@@ -325,8 +373,10 @@ class _Exchange:
             # aiter_raw: bytes as they arrive, still encoded; a Connect stream's frames reach
             # the client as soon as envd writes them.
             async for chunk in response.aiter_raw():
+                metrics.BYTES.labels("out").inc(len(chunk))
                 await self.send({"type": "http.response.body", "body": chunk, "more_body": True})
             await self.send({"type": "http.response.body", "body": b""})
+            self.outcome = "proxied"
         finally:
             await response.aclose()
 

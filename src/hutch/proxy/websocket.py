@@ -17,7 +17,7 @@ import asyncio
 from typing import Any, ClassVar, Final
 from urllib.parse import unquote, urlsplit
 
-from hutch.proxy import errors
+from hutch.proxy import errors, metrics
 from hutch.proxy.catalog import NODE_TOKEN_HEADER, SandboxCatalog
 from hutch.proxy.routing import SandboxTarget, is_internal, route
 from hutch.proxy.server import token_matches
@@ -113,6 +113,8 @@ class WebSocketRelay(_Side):
     def connection_lost(self, exc: Exception | None) -> None:
         if self._server_state is not None:
             self._server_state.connections.discard(self)
+        if self.peer is not None:
+            metrics.WEBSOCKETS_OPEN.dec()
         super().connection_lost(exc)
 
     def shutdown(self) -> None:
@@ -136,6 +138,7 @@ class WebSocketRelay(_Side):
 
     def _fail(self, answer: tuple[int, bytes]) -> None:
         assert self.transport is not None
+        metrics.WEBSOCKETS.labels("refused").inc()
         self.transport.write(_http_error(answer))
         self.transport.close()
 
@@ -165,7 +168,9 @@ class WebSocketRelay(_Side):
             try:
                 sandbox = await self.catalog.wake(where.sandbox_id)  # ADR 0004
             except errors.SandboxTransitioningError:
+                metrics.AUTO_RESUMES.labels("timeout").inc()
                 return self._fail(errors.still_transitioning(where.sandbox_id))
+            metrics.AUTO_RESUMES.labels("resumed" if sandbox is not None else "failed").inc()
         if sandbox is None or not sandbox.running:
             return self._fail(errors.sandbox_not_found(where.sandbox_id))
         host, port = sandbox.address(where.port)
@@ -179,6 +184,8 @@ class WebSocketRelay(_Side):
             upstream.transport.close()
             return
         upstream.peer, self.peer = self, upstream
+        metrics.WEBSOCKETS.labels("relayed").inc()
+        metrics.WEBSOCKETS_OPEN.inc()
         peername = self.transport.get_extra_info("peername")
         original_host = next((v for k, v in headers if k == b"host"), b"")
         prior = [v for k, v in headers if k == b"x-forwarded-for"]

@@ -47,6 +47,7 @@ from hutch.serve.catalog import CatalogRoutes
 from hutch.serve.settings import ServeSettings
 from hutch.serve.templates import seed_templates
 from hutch.shared.ids import SandboxID
+from hutch.shared.telemetry import run_observed
 from hutch.volumes.base import VolumeBackend
 
 log = logging.getLogger("hutch.serve")
@@ -190,8 +191,4 @@ async def _run_both(proxy: uvicorn.Server, api: uvicorn.Server) -> None:
 
 def run(settings: ServeSettings) -> None:
     """Blocking entry point for the CLI."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    # One line per envd request from the node's client would drown everything else.
-    for noisy in ("httpx", "httpcore", "alembic"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
-    asyncio.run(serve(settings))
+    run_observed(serve(settings), service="hutch-serve")

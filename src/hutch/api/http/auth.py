@@ -25,6 +25,7 @@ from hutch.api.service.template_tags import TemplateTagService
 from hutch.api.service.templates import TemplateService
 from hutch.api.service.usage import UsageSampler
 from hutch.api.service.volumes import VolumeService
+from hutch.shared import logging as hlog
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -68,7 +69,9 @@ def context(request: Request) -> HttpContext:
 async def authenticate(request: Request) -> Team:
     """The caller's team; :class:`~hutch.shared.errors.UnauthenticatedError` (401) if the
     key is missing or wrong."""
-    return await context(request).keys.authenticate(api_key=request.headers.get("x-api-key"))
+    team = await context(request).keys.authenticate(api_key=request.headers.get("x-api-key"))
+    hlog.bind(team_id=team.id)
+    return team
 
 
 async def authenticate_caller(request: Request) -> Caller:

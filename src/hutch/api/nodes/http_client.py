@@ -19,6 +19,7 @@ import httpx
 from pydantic import BaseModel
 
 from hutch.api.nodes.errors import from_response, from_wire, transport_errors
+from hutch.api.nodes.observe import ObservedTransport
 from hutch.api.service.node_status import NodeStatus, PoolFill
 from hutch.api.service.ports import (
     BuildFailedError,
@@ -67,8 +68,10 @@ class HttpNodeClient:
         Unix socket); raises ``UnavailableError`` if it does not answer, and the node's
         error (``UnauthenticatedError`` for a wrong token) if it refuses."""
         headers = {"Authorization": f"Bearer {token}"} if token else {}
+        # Every call carries the request id and trace context (nodes/observe.py).
+        observed = ObservedTransport(transport or httpx.AsyncHTTPTransport())
         http = httpx.AsyncClient(
-            base_url=base_url, transport=transport, headers=headers, timeout=timeout
+            base_url=base_url, transport=observed, headers=headers, timeout=timeout
         )
         try:
             info = await _get_info(http)

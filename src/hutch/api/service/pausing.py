@@ -25,6 +25,7 @@ import logging
 from dataclasses import dataclass
 from datetime import timedelta
 
+from hutch.api import metrics
 from hutch.api.models import Sandbox, SandboxState, SandboxStateConflictError
 from hutch.api.service.locks import SandboxLocks
 from hutch.api.service.ports import NodeClient
@@ -82,6 +83,7 @@ class PauseService:
 
     # -- pause ----------------------------------------------------------------------------
 
+    @metrics.observed("pause")
     async def pause(
         self, *, team_id: TeamID | None, sandbox_id: str, keep_memory: bool = True
     ) -> Sandbox:
@@ -200,6 +202,7 @@ class PauseService:
         timeout = sandbox.timeout_s or self._policy.default_timeout_v2_s
         return await self.connect(team_id=None, sandbox_id=sandbox.id, timeout_s=timeout)
 
+    @metrics.observed("resume")
     async def _resume_locked(
         self, sandbox: Sandbox, timeout_s: int, *, keep_memory: bool
     ) -> Resumed:

@@ -27,6 +27,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 from typing import Final, Protocol
 
+from hutch.api import metrics
 from hutch.api.models import (
     TERMINAL_STATES,
     NewSandbox,
@@ -57,6 +58,7 @@ from hutch.api.service.validation import (
     check_timeout,
 )
 from hutch.api.store.base import Clock, SandboxStore, TemplateStore, utc_now
+from hutch.shared import logging as hlog
 from hutch.shared.errors import (
     ConflictError,
     ErrorCode,
@@ -247,6 +249,7 @@ class SandboxService:
 
     # -- create ---------------------------------------------------------------------------
 
+    @metrics.observed("create")
     async def create_sandbox(
         self,
         *,
@@ -282,6 +285,8 @@ class SandboxService:
                 f"template {request.template!r} not found",
                 public_message=f"Template '{request.template}' not found",
             )
+        metrics.note_template(template.alias)
+        hlog.bind(template=template.alias or template.id, team_id=team_id)
         if template.build_state is not TemplateBuildState.READY:
             raise InvalidArgumentError(
                 f"template {request.template!r} is not ready ({template.build_state})"
@@ -325,9 +330,12 @@ class SandboxService:
             template_build_id=build_id,
         )
         fingerprint = request.fingerprint()
+        metrics.phase("checks")
         created = await self._sandboxes.create_sandbox(
             new, idempotency_key=idempotency_key, request_hash=fingerprint
         )
+        metrics.phase("store")
+        hlog.bind(sandbox_id=created.sandbox.id)
         if not created.created:
             return await self._replayed(
                 created.sandbox, team_id=team_id, request=request, idempotency_key=idempotency_key
@@ -359,6 +367,7 @@ class SandboxService:
                 # Recorded before the node mounts anything: a volume DELETE sees it at once.
                 await self._volumes.record_mounts(sandbox.id, mounts)
             placed = await self._node.create(spec)
+            metrics.phase("node")
             return await self._sandboxes.set_state(
                 sandbox.id,
                 team_id=None,
@@ -561,6 +570,7 @@ class SandboxService:
         async with self._locks.hold(sandbox_id):
             return await self._kill_locked(team_id, sandbox_id)
 
+    @metrics.observed("kill")
     async def _kill_locked(self, team_id: TeamID | None, sandbox_id: str) -> Sandbox:
         try:
             sandbox = await self._sandboxes.set_state(

@@ -12,6 +12,7 @@ busy timeout. That is SQLite's equivalent of PostgreSQL's ``SELECT ... FOR UPDAT
 from __future__ import annotations
 
 import asyncio
+import time
 import weakref
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -22,6 +23,9 @@ from sqlalchemy import event
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
+from hutch.api import metrics
+
+_VERBS: Final = frozenset({"select", "insert", "update", "delete"})
 #: How long a SQLite writer waits for the lock before failing (milliseconds).
 SQLITE_BUSY_TIMEOUT_MS: Final = 30_000
 
@@ -62,10 +66,31 @@ def create_engine(url: str, *, echo: bool = False, pool_size: int = 10) -> Async
             parsed, echo=echo, pool_size=pool_size, max_overflow=2 * pool_size
         )
         _configure_sqlite(engine)
+        _time_statements(engine)
         return engine
-    return create_async_engine(
+    engine = create_async_engine(
         parsed, echo=echo, pool_size=pool_size, max_overflow=2 * pool_size, pool_pre_ping=True
     )
+    _time_statements(engine)
+    return engine
+
+
+def _time_statements(engine: AsyncEngine) -> None:
+    """Every statement's latency into ``hutch_store_query_duration_seconds`` by its verb."""
+
+    @event.listens_for(engine.sync_engine, "before_cursor_execute")
+    def before(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        conn.info.setdefault("hutch_started", []).append(time.perf_counter())
+
+    @event.listens_for(engine.sync_engine, "after_cursor_execute")
+    def after(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        started = conn.info.get("hutch_started")
+        if not started:
+            return
+        verb = statement.lstrip().split(None, 1)[0].lower() if statement.strip() else "other"
+        if verb not in _VERBS:
+            verb = "other"
+        metrics.STORE_SECONDS.labels(verb).observe(time.perf_counter() - started.pop())
 
 
 def _configure_sqlite(engine: AsyncEngine) -> None:

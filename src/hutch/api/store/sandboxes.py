@@ -222,6 +222,18 @@ class SqlSandboxStore:
         async with read_transaction(self._engine) as conn:
             return await _team_load(conn, team_id, states)
 
+    async def count_live(self) -> list[tuple[TeamID, str | None, str, int]]:
+        """``(team, template alias, state, count)`` of every sandbox not killed (metrics)."""
+        s = sandboxes.c
+        query = (
+            select(s.team_id, s.alias, s.state, func.count())
+            .where(s.state != SandboxState.KILLED.value)
+            .group_by(s.team_id, s.alias, s.state)
+        )
+        async with read_transaction(self._engine) as conn:
+            rows = (await conn.execute(query)).all()
+        return [(TeamID(r[0]), r[1], str(r[2]), int(r[3])) for r in rows]
+
     async def usage_by_team(
         self, *, states: Collection[SandboxState], started_after: datetime
     ) -> dict[TeamID, tuple[int, int]]:

@@ -12,6 +12,7 @@ from starlette.routing import Route
 
 from hutch.node.sandbox.models import RunningSandbox, SandboxRequest
 from hutch.node.service import NodeService, VolumeMount
+from hutch.shared import logging as hlog
 from hutch.shared import nodewire as wire
 from hutch.shared.errors import InvalidArgumentError
 
@@ -98,6 +99,7 @@ async def list_sandboxes(request: Request) -> Response:
 async def create_sandbox(request: Request) -> Response:
     """``POST /v1/sandboxes`` → 201 ``Sandbox`` once envd answered and was initialised."""
     spec = await body(request, wire.CreateSandbox)
+    hlog.bind(sandbox_id=spec.sandbox_id, template=spec.template)
     running = await service(request).create(
         SandboxRequest(
             sandbox_id=spec.sandbox_id,

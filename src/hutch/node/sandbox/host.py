@@ -21,6 +21,7 @@ import uuid
 from ipaddress import IPv4Address
 from pathlib import Path
 
+from hutch.node import metrics
 from hutch.node.bundle import write_bundle
 from hutch.node.runtime.base import Runtime, RuntimeFailedError, RuntimeState, RuntimeStatus
 from hutch.node.sandbox import lifecycle
@@ -114,7 +115,9 @@ class SandboxHost:
         await self.create_and_start(sid, sandbox_dir)
         state = await self.runtime.state(sid)
         envd_url = f"http://{net.address}:{ENVD_PORT}"
+        started = time.perf_counter()
         await self.wait_healthy(sid, envd_url, sandbox_dir=sandbox_dir)
+        metrics.ENVD_READY_SECONDS.observe(time.perf_counter() - started)
         return RunningSandbox(
             sandbox_id=sid, template=template.name, address=net.address, envd_url=envd_url,
             pid=state.pid or 0, cpu_count=cpu, memory_mb=memory,
