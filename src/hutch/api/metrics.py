@@ -68,17 +68,6 @@ SANDBOXES = Gauge(
     "Live sandboxes in the store by team, template and state (sampled).",
     ["team_id", "template", "state"],
 )
-BUILDS = Counter(
-    "hutch_template_builds_total",
-    "Template builds and image imports by kind and outcome.",
-    ["kind", "outcome"],
-)
-BUILD_SECONDS = Histogram(
-    "hutch_template_build_duration_seconds",
-    "Duration of template builds and image imports by kind and outcome.",
-    ["kind", "outcome"],
-    buckets=(1.0, 5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0),
-)
 STORE_SECONDS = Histogram(
     "hutch_store_query_duration_seconds",
     "SQL statements by verb (select, insert, update, delete, other).",

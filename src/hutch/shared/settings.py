@@ -2,7 +2,7 @@
 
 Read once by each role's entry point (``hutch serve``, ``hutch node``, ...) from ``HUTCH_*``
 and handed to :func:`hutch.shared.logging.configure_logging` and
-:mod:`hutch.shared.telemetry` (docs/observability.md, ADR 0019).
+:mod:`hutch.shared.telemetry` (docs/observability.md, ADR 0020).
 """
 
 from __future__ import annotations
