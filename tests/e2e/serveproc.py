@@ -151,8 +151,8 @@ class Serve:
     envd_bundle: Path
     api_port: int = field(default_factory=free_port)
     proxy_port: int = field(default_factory=free_port)
-    #: Prometheus ``/metrics`` (docs/observability.md); its logs are JSON lines.
-    metrics_port: int = field(default_factory=free_port)
+    #: Prometheus ``/metrics`` (docs/observability.md; None: off); its logs are JSON lines.
+    metrics_port: int | None = field(default_factory=free_port)
     proc: subprocess.Popen[bytes] | None = None
     #: Read at the next ``start`` (e.g. ``HUTCH_NODE_POOL_SIZE``).
     extra_env: dict[str, str] = field(default_factory=dict)
@@ -165,7 +165,8 @@ class Serve:
         # Names this instance for ``hutch`` subcommands, as for ``hutch serve`` itself.
         env["HUTCH_API_PORT"] = str(self.api_port)
         env["HUTCH_PROXY_PORT"] = str(self.proxy_port)
-        env["HUTCH_METRICS_PORT"] = str(self.metrics_port)
+        if self.metrics_port is not None:
+            env["HUTCH_METRICS_PORT"] = str(self.metrics_port)
         env["HUTCH_LOG_FORMAT"] = "json"
         env.update(self.extra_env)
         return env
@@ -199,7 +200,7 @@ class Serve:
         return cls(
             home=Path(d["home"]), envd_bundle=Path(d["envd_bundle"]), api_port=d["api_port"],
             proxy_port=d["proxy_port"], names=HostNames(**d["names"]),
-            metrics_port=d.get("metrics_port", 0),
+            metrics_port=d.get("metrics_port"),
         )  # fmt: skip
 
     def hutch(self, *args: str) -> str:
