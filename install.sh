@@ -103,6 +103,15 @@ else
   log "skipping the code-interpreter-v1 template: this source has no hutch.interpreter server"
 fi
 
+# The MCP gateway (E2B's mcp-gateway template, docs/mcp.md), the same kind of step build:
+# Debian's nodejs/npm/git, the catalog's reference MCP servers from npm and PyPI, the
+# gateway's venv; about two minutes on the first run, then cached by its fingerprint.
+if "$venv/bin/python" -c 'import importlib.util as u, sys; sys.exit(u.find_spec("hutch.mcpgateway") is None)'; then
+  "$venv/bin/python" -m hutch.node.templates build mcp-gateway --home "$home" >/dev/null
+else
+  log "skipping the mcp-gateway template: this source has no hutch.mcpgateway gateway"
+fi
+
 if [ "$(readlink "$bin_link" 2>/dev/null)" != "$venv/bin/hutch" ]; then
   ln -sfn "$venv/bin/hutch" "$bin_link"
 fi

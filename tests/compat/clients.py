@@ -157,8 +157,12 @@ def node_modules_for(client: NpmClient) -> Path:
 
 
 #: npm packages of the e2e tests (not matrix clients), each a directory with a committed
-#: ``package.json`` and ``package-lock.json``: the JS code-interpreter SDK.
-E2E_NPM_DIRS = (REPO / "tests" / "e2e" / "js" / "code-interpreter",)
+#: ``package.json`` and ``package-lock.json``: the JS code-interpreter SDK; the JS SDK with
+#: the MCP TypeScript SDK (test_mcp_js.py).
+E2E_NPM_DIRS = (
+    REPO / "tests" / "e2e" / "js" / "code-interpreter",
+    REPO / "tests" / "e2e" / "js" / "mcp",
+)
 
 
 def node_modules_at(source: Path, *, name: str, label: str) -> Path:

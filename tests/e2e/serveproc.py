@@ -110,13 +110,14 @@ ATTACH_ENV = "HUTCH_E2E_ATTACH"
 #: Where ``install.sh`` (which ``test.sh`` runs first) builds the templates.
 INSTALLED_TEMPLATES = Path("/var/lib/hutch/templates")
 #: install.sh's templates a test home offers when they are built (minutes each).
-LINKED_TEMPLATES = ("base", "code-interpreter-v1")
+LINKED_TEMPLATES = ("base", "code-interpreter-v1", "mcp-gateway")
 
 
 def seed_templates(home: Path) -> None:
     """A test home's templates: its own busybox (milliseconds to build) and, when
-    ``install.sh`` built them, the installed ``base`` and ``code-interpreter-v1`` linked in
-    (minutes to build; shared read-only, as an overlay lower layer always is)."""
+    ``install.sh`` built them, the installed ``base``, ``code-interpreter-v1`` and
+    ``mcp-gateway`` linked in (minutes to build; shared read-only, as an overlay lower
+    layer always is)."""
     build_busybox(home / "templates")
     for name in LINKED_TEMPLATES:
         link_installed_template(home / "templates", name)
