@@ -20,6 +20,7 @@ from hutch.api.service.ports import (
     SandboxMetrics,
     SandboxSpec,
 )
+from hutch.shared.egress import EgressPolicy
 from hutch.shared.errors import HutchError, NotFoundError, ResourceExhaustedError
 from hutch.shared.ids import NodeID, SandboxID, TemplateID
 
@@ -58,6 +59,8 @@ class FakeNodeClient:
     running: dict[SandboxID, SandboxSpec] = field(default_factory=dict)
     created: list[SandboxID] = field(default_factory=list)
     killed: list[SandboxID] = field(default_factory=list)
+    #: The policy each PUT network gave a sandbox.
+    networks: dict[SandboxID, EgressPolicy] = field(default_factory=dict)
     logs_by_id: dict[SandboxID, list[SandboxLogLine]] = field(default_factory=dict)
 
     async def create(self, spec: SandboxSpec) -> PlacedSandbox:
@@ -95,6 +98,11 @@ class FakeNodeClient:
         # Yield once, as a real node would: interleavings show up in the concurrency test.
         await asyncio.sleep(0)
         self.metadata[sandbox_id] = dict(metadata)
+
+    async def set_network(self, sandbox_id: SandboxID, policy: EgressPolicy) -> None:
+        if sandbox_id not in self.running:
+            raise NotFoundError(f"sandbox {sandbox_id} is not running on {self.node_id}")
+        self.networks[sandbox_id] = policy
 
     async def pause(self, sandbox_id: SandboxID, *, keep_memory: bool) -> bool:
         if self.pause_gate is not None:

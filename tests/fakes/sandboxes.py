@@ -22,6 +22,7 @@ from hutch.node.sandbox.sampler import UsageSample
 from hutch.node.templates.artifact import TemplateNotFoundError
 from hutch.node.templates.build import BuildLog, BuildStepError
 from hutch.node.templates.image import ImageTemplateOptions, ImportResult, Progress
+from hutch.shared.egress import EgressPolicy
 from hutch.shared.errors import AlreadyExistsError, HutchError, ResourceExhaustedError
 
 
@@ -93,6 +94,11 @@ class FakeSandboxes:
         self.get(sandbox_id)
         self.templates.add(name)
         return name
+
+    async def set_network(self, sandbox_id: str, policy: EgressPolicy) -> RunningSandbox:
+        sandbox = dataclasses.replace(self.get(sandbox_id), egress=policy)
+        self.running[sandbox_id] = sandbox
+        return sandbox
 
     def set_metadata(self, sandbox_id: str, metadata: Mapping[str, str]) -> RunningSandbox:
         sandbox = dataclasses.replace(self.get(sandbox_id), metadata=dict(metadata))

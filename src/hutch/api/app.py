@@ -37,6 +37,7 @@ from hutch.api.http.errors import EXCEPTION_HANDLERS
 from hutch.api.service.keys import KeyService
 from hutch.api.service.locks import SandboxLocks
 from hutch.api.service.metadata import MetadataService
+from hutch.api.service.network import NetworkService
 from hutch.api.service.node_status import NodeStatusSource
 from hutch.api.service.pausing import PauseService
 from hutch.api.service.ports import BuildRunner, NodeClient, TemplateBuilder
@@ -214,6 +215,7 @@ def build_context(
         builds=TemplateBuildService(templates=store.templates, runner=build_runner),
         tags=TemplateTagService(templates=store.templates),
         metadata=MetadataService(sandboxes=store.sandboxes, node=node, locks=locks),
+        network=NetworkService(sandboxes=store.sandboxes, node=node, locks=locks),
         volumes=volumes,
         pausing=pausing,
         snapshots=SnapshotService(

@@ -12,6 +12,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Final
 
+from hutch.shared.egress import DEFAULT_POLICY, EgressPolicy, policy_from_json
 from hutch.shared.errors import ConflictError
 from hutch.shared.ids import ApiKeyID, NodeID, SandboxID, TeamID, TemplateID, VolumeID
 
@@ -139,6 +140,41 @@ class NewTemplate:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class NetworkConfig:
+    """A sandbox's ``network`` (E2B's ``SandboxNetworkConfig``): what it may reach and who
+    may reach its ports through the proxy."""
+
+    egress: EgressPolicy = DEFAULT_POLICY
+    #: False: the proxy wants the ``e2b-traffic-access-token`` header (the sandbox's
+    #: traffic token) on every request to its ports.
+    allow_public_traffic: bool = True
+    #: The ``Host`` the proxy sends to the sandbox's port (``${PORT}`` is replaced).
+    mask_request_host: str | None = None
+
+    def to_json(self) -> dict[str, object]:
+        """The store's ``network`` column."""
+        out: dict[str, object] = {
+            "egress": self.egress.to_json(),
+            "allow_public_traffic": self.allow_public_traffic,
+        }
+        if self.mask_request_host is not None:
+            out["mask_request_host"] = self.mask_request_host
+        return out
+
+    @classmethod
+    def from_json(cls, data: object) -> NetworkConfig:
+        """Inverse of :meth:`to_json` (``None``: the default)."""
+        if not isinstance(data, dict):
+            return cls()
+        mask = data.get("mask_request_host")
+        return cls(
+            egress=policy_from_json(data.get("egress")),
+            allow_public_traffic=bool(data.get("allow_public_traffic", True)),
+            mask_request_host=str(mask) if mask is not None else None,
+        )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Sandbox:
     """One sandbox as the control plane knows it."""
 
@@ -177,6 +213,9 @@ class Sandbox:
     timeout_s: int | None = None
     #: The template build a tag chose at create (``name:tag``); None: the current one.
     template_build_id: str | None = None
+    network: NetworkConfig = field(default_factory=NetworkConfig)
+    #: What ``e2b-traffic-access-token`` must carry when ``allowPublicTraffic`` is false.
+    traffic_access_token: str | None = field(default=None, repr=False)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -245,6 +284,8 @@ class NewSandbox:
     auto_pause_memory: bool = True
     timeout_s: int | None = None
     template_build_id: str | None = None
+    network: NetworkConfig = field(default_factory=NetworkConfig)
+    traffic_access_token: str | None = field(default=None, repr=False)
     #: The team's enforced quotas: the store reserves room for this sandbox under them in
     #: the insert's own transaction (``None``: no check).
     quota: TeamQuotas | None = None

@@ -33,6 +33,7 @@ from hutch.node.sandbox.models import (
 )
 from hutch.node.sandbox.sampler import UsageSample
 from hutch.node.templates.manager import TemplateManager
+from hutch.shared.egress import EgressPolicy
 from hutch.shared.errors import InvalidArgumentError
 from hutch.volumes.base import VolumeBackend
 
@@ -57,6 +58,7 @@ class Sandboxes(Protocol):
     ) -> tuple[RunningSandbox, bool]: ...
     async def snapshot(self, sandbox_id: str, *, name: str) -> object: ...
     def set_metadata(self, sandbox_id: str, metadata: Mapping[str, str]) -> RunningSandbox: ...
+    async def set_network(self, sandbox_id: str, policy: EgressPolicy) -> RunningSandbox: ...
     def list(self) -> list[RunningSandbox]: ...
     def pool_members(self) -> list[RunningSandbox]: ...
     def get(self, sandbox_id: str) -> RunningSandbox: ...
@@ -219,6 +221,10 @@ class NodeService:
     def set_metadata(self, sandbox_id: str, metadata: Mapping[str, str]) -> None:
         """Replace the running sandbox's live metadata (the whole map)."""
         self._sandboxes.set_metadata(sandbox_id, metadata)
+
+    async def set_network(self, sandbox_id: str, policy: EgressPolicy) -> None:
+        """Replace the sandbox's egress policy (the whole policy)."""
+        await self._sandboxes.set_network(sandbox_id, policy)
 
     def metrics(
         self, sandbox_id: str, *, start: float | None, end: float | None

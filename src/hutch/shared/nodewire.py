@@ -88,6 +88,16 @@ class VolumeMount(_Wire):
     path: str
 
 
+class Egress(_Wire):
+    """A sandbox's egress policy (``shared/egress.py``): ``PUT /v1/sandboxes/{id}/network``
+    and part of a create. The node validates it again."""
+
+    allow_out: list[str] = Field(default_factory=list)
+    deny_out: list[str] = Field(default_factory=list)
+    #: None: the node's own resolvers.
+    dns_servers: list[str] | None = None
+
+
 class CreateSandbox(_Wire):
     """``POST /v1/sandboxes``."""
 
@@ -98,6 +108,8 @@ class CreateSandbox(_Wire):
     env_vars: dict[str, str] = Field(default_factory=dict)
     access_token: str | None = None
     allow_internet: bool = True
+    #: None: everything, or nothing when ``allow_internet`` is false.
+    egress: Egress | None = None
     metadata: dict[str, str] = Field(default_factory=dict)
     volume_mounts: list[VolumeMount] = Field(default_factory=list)
 

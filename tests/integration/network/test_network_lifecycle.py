@@ -19,8 +19,12 @@ pytestmark = pytest.mark.root
 def set_elements() -> str:
     """Our nft sets as text (their elements name addresses and veths)."""
     return "\n".join(
-        sh("nft", "list", "set", family, "hntest", name).stdout
-        for family, name in (("inet", "allowed"), ("bridge", "ports"), ("bridge", "addrs"))
+        sh("nft", "list", kind, family, "hntest", name).stdout
+        for kind, family, name in (
+            ("map", "inet", "policies"),
+            ("set", "bridge", "ports"),
+            ("set", "bridge", "addrs"),
+        )
     )
 
 
@@ -87,7 +91,7 @@ async def test_restart_recovers_and_reconciles(networks: LinuxSandboxNetworks) -
     assert attached["orphan"].host_veth is None
     assert restarted.pool.used == {a.address, b.address}
     assert restarted.pool.claim() not in {a.address, b.address}
-    assert str(a.address) in sh("nft", "list", "set", "inet", "hntest", "allowed").stdout
+    assert str(a.address) in sh("nft", "list", "map", "inet", "hntest", "policies").stdout
     # The node keeps what its store knows (sbxa) and releases the rest by id alone.
     for unknown in ("sbxb", "orphan"):
         await restarted.teardown(unknown)

@@ -69,10 +69,3 @@ def test_firewall_script_only_touches_our_tables() -> None:
     for line in script.splitlines():
         assert line.split()[3] == "hutch", line
     assert 'oifname != "hutch0" ip saddr 10.11.0.0/16 masquerade' in script
-
-
-def test_disallowed_sandbox_elements_force_absence_from_allowed() -> None:
-    script = rules.attach_elements_script(
-        S, host_veth="hutchx", address=IPv4Address("10.11.0.2"), mac="m", allow_internet=False
-    )
-    assert "delete element inet hutch allowed { 10.11.0.2 }" in script

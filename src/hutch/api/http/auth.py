@@ -15,6 +15,7 @@ from starlette.requests import Request
 from hutch.api.models import Team
 from hutch.api.service.keys import Caller, KeyService
 from hutch.api.service.metadata import MetadataService
+from hutch.api.service.network import NetworkService
 from hutch.api.service.node_status import NodeStatusSource
 from hutch.api.service.pausing import PauseService
 from hutch.api.service.sandboxes import SandboxService
@@ -44,6 +45,8 @@ class HttpContext:
     envd_version: str
     #: E2B SDK template builds; None: this server does not build templates.
     builds: TemplateBuildService | None = None
+    #: ``PUT /sandboxes/{id}/network``; None: not offered.
+    network: NetworkService | None = None
     #: E2B template tags (``name:tag``); None: not offered.
     tags: TemplateTagService | None = None
     #: ``<home>/cli.key`` (root-only): a caller that sends its content in ``X-Hutch-Host-Key``

@@ -27,6 +27,7 @@ from hutch.api.http.query import (
 )
 from hutch.api.http.schemas import (
     ConnectBody,
+    NetworkBody,
     NewSandboxBody,
     PauseBody,
     RefreshBody,
@@ -74,10 +75,44 @@ async def _create(request: Request, *, api_version: int) -> Response:
             volume_mounts=tuple((m.name, m.path) for m in body.volume_mounts or ()),
             mcp_servers=tuple(sorted(body.mcp or ())),
             api_version=api_version,
+            **_network_fields(body.network),
         ),
         idempotency_key=request.headers.get("idempotency-key"),
     )
     return JSONResponse(sandbox_body(sandbox, domain=ctx.domain), status_code=201)
+
+
+def _network_fields(network: NetworkBody | None) -> dict[str, object]:
+    if network is None:
+        return {}
+    return {
+        "allow_out": tuple(network.allow_out) if network.allow_out is not None else None,
+        "deny_out": tuple(network.deny_out) if network.deny_out is not None else None,
+        "dns_servers": tuple(network.dns_servers) if network.dns_servers is not None else None,
+        "allow_public_traffic": network.allow_public_traffic,
+        "mask_request_host": network.mask_request_host,
+    }
+
+
+async def set_network(request: Request) -> Response:
+    """``PUT /sandboxes/{id}/network`` → 204: the whole egress policy replaced."""
+    team = await authenticate(request)
+    body = await read_body(request, NetworkBody)
+    unsupported = body.unsupported()
+    for field in ("allowPublicTraffic", "maskRequestHost"):
+        if body.model_dump(by_alias=True).get(field) is not None:
+            unsupported.append(f"network.{field}: set at create only")
+    if unsupported:
+        raise InvalidArgumentError("; ".join(unsupported))
+    service = context(request).network
+    if service is None:
+        raise InvalidArgumentError("network updates are not offered by this server")
+    await service.set_network(
+        team_id=team.id, sandbox_id=sandbox_id_param(request), allow_out=body.allow_out,
+        deny_out=body.deny_out, dns_servers=body.dns_servers,
+        allow_internet=body.allow_internet_access,
+    )  # fmt: skip
+    return Response(status_code=204)
 
 
 async def create_v2(request: Request) -> Response:
@@ -338,6 +373,7 @@ ROUTES: Final = [
     Route("/v2/sandboxes/{sandbox_id}/connect", connect_v2, methods=["POST"]),
     Route("/sandboxes/{sandbox_id}/pause", pause, methods=["POST"]),
     Route("/sandboxes/{sandbox_id}/resume", resume, methods=["POST"]),
+    Route("/sandboxes/{sandbox_id}/network", set_network, methods=["PUT"]),
     Route("/sandboxes/{sandbox_id}/metrics", metrics, methods=["GET"]),
     Route("/sandboxes/{sandbox_id}/logs", logs_v1, methods=["GET"]),
     Route("/v2/sandboxes/{sandbox_id}/logs", logs_v2, methods=["GET"]),

@@ -21,7 +21,7 @@ from typing import Any, Final
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr
 
-from hutch.api.models import ApiKey, Sandbox, Team, Template, Volume, VolumeMount
+from hutch.api.models import ApiKey, NetworkConfig, Sandbox, Team, Template, Volume, VolumeMount
 from hutch.api.service.node_status import NodeStatus
 from hutch.api.service.ports import SandboxLogLine, SandboxMetrics
 from hutch.api.service.sandboxes import public_state
@@ -31,7 +31,6 @@ from hutch.volumes.base import EntryStat, Usage
 #: Fields of ``NewSandbox``/``NewSandboxV2`` hutch does not implement yet, and why: refused
 #: (400) rather than silently ignored (an ignored egress rule would surprise).
 UNSUPPORTED_CREATE_FIELDS: Final = {
-    "network": "per-sandbox network rules are not supported by this server yet",
     "iam": "IAM tokens are not supported by this server yet",
 }
 _NAMESPACE: Final = uuid.UUID("6c1f6a8e-5d2b-4f57-9a0e-8d1d3b0c2a61")
@@ -54,6 +53,31 @@ class VolumeMountBody(_Body):
     path: StrictStr
 
 
+#: Fields of ``SandboxNetworkConfig``/``SandboxNetworkUpdateConfig`` refused when set.
+UNSUPPORTED_NETWORK_FIELDS: Final = {
+    "egressProxy": "network.egressProxy: a SOCKS5 egress proxy is not supported by this server",
+    "rules": "network.rules: transform rules are not supported by this server",
+    "httpsPorts": "network.httpsPorts: HTTPS to sandbox ports is not supported by this server",
+}
+
+
+class NetworkBody(_Body):
+    """``SandboxNetworkConfig`` (create) and ``SandboxNetworkUpdateConfig`` (PUT)."""
+
+    allow_out: list[StrictStr] | None = Field(default=None, alias="allowOut")
+    deny_out: list[StrictStr] | None = Field(default=None, alias="denyOut")
+    dns_servers: list[StrictStr] | None = Field(default=None, alias="dnsServers")
+    allow_public_traffic: StrictBool | None = Field(default=None, alias="allowPublicTraffic")
+    mask_request_host: StrictStr | None = Field(default=None, alias="maskRequestHost")
+    #: Only in the update body (the create has it beside ``network``).
+    allow_internet_access: StrictBool | None = None
+
+    def unsupported(self) -> list[str]:
+        """The unsupported fields the request actually sets."""
+        extra = self.model_extra or {}
+        return [why for name, why in UNSUPPORTED_NETWORK_FIELDS.items() if extra.get(name)]
+
+
 class NewSandboxBody(_Body):
     """``NewSandbox`` (v1, has ``secure``) and ``NewSandboxV2`` (no ``secure``)."""
 
@@ -71,12 +95,14 @@ class NewSandboxBody(_Body):
     #: As in E2B's API only the server names are kept (infra records them with the
     #: sandbox's creation metadata); the gateway itself gets the config from the SDK.
     mcp: dict[StrictStr, Any] | None = None
+    network: NetworkBody | None = None
 
     def unsupported(self) -> list[str]:
         """``"field: why"`` for each unsupported feature the request actually asks for."""
         extra = self.model_extra or {}
         fields = UNSUPPORTED_CREATE_FIELDS.items()
-        return [f"{name}: {why}" for name, why in fields if extra.get(name)]
+        found = [f"{name}: {why}" for name, why in fields if extra.get(name)]
+        return found + (self.network.unsupported() if self.network is not None else [])
 
 
 class ImportImageBody(_Body):
@@ -147,6 +173,23 @@ def sandbox_body(sandbox: Sandbox, *, domain: str | None) -> dict[str, Any]:
         body["alias"] = sandbox.alias
     if sandbox.envd_access_token is not None:
         body["envdAccessToken"] = sandbox.envd_access_token
+    if sandbox.traffic_access_token is not None:
+        body["trafficAccessToken"] = sandbox.traffic_access_token
+    return body
+
+
+def network_body(network: NetworkConfig) -> dict[str, Any]:
+    """``SandboxNetworkConfig``: the policy in force, as given."""
+    egress = network.egress
+    body: dict[str, Any] = {
+        "allowOut": list(egress.allow_out),
+        "denyOut": list(egress.deny_out),
+        "allowPublicTraffic": network.allow_public_traffic,
+    }
+    if egress.dns_servers is not None:
+        body["dnsServers"] = list(egress.dns_servers)
+    if network.mask_request_host is not None:
+        body["maskRequestHost"] = network.mask_request_host
     return body
 
 
@@ -178,10 +221,12 @@ def listed_sandbox_body(sandbox: Sandbox, *, mounts: Sequence[VolumeMount] = ())
 def sandbox_detail_body(
     sandbox: Sandbox, *, domain: str | None, mounts: Sequence[VolumeMount] = ()
 ) -> dict[str, Any]:
-    """``SandboxDetail``: ``GET /sandboxes/{id}`` (no ``network``; ``pauseMode`` once paused:
+    """``SandboxDetail``: ``GET /sandboxes/{id}`` (``network`` in force; ``pauseMode`` once paused:
     ``full`` when the last pause kept memory, ``filesystem`` when it kept only files)."""
     body = listed_sandbox_body(sandbox, mounts=mounts)
     body["allowInternetAccess"] = sandbox.allow_internet
+    if sandbox.network != NetworkConfig():  # infra: omitted when none was given
+        body["network"] = network_body(sandbox.network)
     body["lifecycle"] = {
         "autoResume": sandbox.auto_resume,
         "onTimeout": "pause" if sandbox.auto_pause else "kill",

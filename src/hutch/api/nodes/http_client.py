@@ -36,6 +36,7 @@ from hutch.api.service.ports import (
     VolumeMountSpec,
 )
 from hutch.shared import nodewire as wire
+from hutch.shared.egress import EgressPolicy
 from hutch.shared.errors import HutchError, UnavailableError
 from hutch.shared.ids import NodeID, SandboxID, TemplateID
 
@@ -145,6 +146,7 @@ class HttpNodeClient:
                 env_vars=dict(spec.env_vars),
                 access_token=spec.envd_access_token,
                 allow_internet=spec.allow_internet,
+                egress=_egress(spec.egress) if spec.egress is not None else None,
                 metadata=dict(spec.metadata),
                 volume_mounts=_mounts(spec.volume_mounts),
             ),
@@ -210,6 +212,10 @@ class HttpNodeClient:
         await self._call(
             "PUT", f"/sandboxes/{sandbox_id}/metadata", body=wire.Metadata(metadata=dict(metadata))
         )
+
+    async def set_network(self, sandbox_id: SandboxID, policy: EgressPolicy) -> None:
+        """See ``NodeClient.set_network``."""
+        await self._call("PUT", f"/sandboxes/{sandbox_id}/network", body=_egress(policy))
 
     async def metrics(
         self, sandbox_id: SandboxID, *, start: datetime | None, end: datetime | None
@@ -393,3 +399,11 @@ def _outcome_error(event: wire.StreamEvent, what: str) -> HutchError:
 
 def _cut_short(what: str) -> UnavailableError:
     return UnavailableError(f"{what}: the node's stream ended without an outcome")
+
+
+def _egress(policy: EgressPolicy) -> wire.Egress:
+    return wire.Egress(
+        allow_out=list(policy.allow_out),
+        deny_out=list(policy.deny_out),
+        dns_servers=list(policy.dns_servers) if policy.dns_servers is not None else None,
+    )

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Protocol
 
+from hutch.shared.egress import EgressPolicy
 from hutch.shared.ids import NodeID, SandboxID, TeamID, TemplateID
 
 
@@ -51,6 +52,8 @@ class SandboxSpec:
     #: Passed to envd's ``/init`` (``accessToken``); ``None`` for an unsecured sandbox.
     envd_access_token: str | None = field(default=None, repr=False)
     allow_internet: bool = True
+    #: The egress policy (``network.allowOut``/``denyOut``); ``None``: the default.
+    egress: EgressPolicy | None = None
     metadata: Mapping[str, str] = field(default_factory=dict)
     #: Traffic through the proxy to the paused sandbox resumes it (ADR 0004).
     auto_resume: bool = False
@@ -153,6 +156,12 @@ class NodeClient(Protocol):
         Idempotent. :class:`~hutch.shared.errors.NotFoundError` if the node does not run
         the sandbox (ADR 0005).
         """
+        ...
+
+    async def set_network(self, sandbox_id: SandboxID, policy: EgressPolicy) -> None:
+        """Replace the running sandbox's egress policy (the whole policy), in force for
+        new connections when this returns. Idempotent; ``NotFoundError`` if the node does
+        not have the sandbox."""
         ...
 
     async def metrics(

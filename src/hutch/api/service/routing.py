@@ -22,6 +22,7 @@ from hutch.api.service.ports import (
     SandboxRoutes,
     SandboxSpec,
 )
+from hutch.shared.egress import EgressPolicy
 from hutch.shared.ids import NodeID, SandboxID, TemplateID
 
 
@@ -82,6 +83,10 @@ class RoutedNodeClient:
     async def set_metadata(self, sandbox_id: SandboxID, metadata: Mapping[str, str]) -> None:
         """See ``NodeClient.set_metadata``."""
         await self._node.set_metadata(sandbox_id, metadata)
+
+    async def set_network(self, sandbox_id: SandboxID, policy: EgressPolicy) -> None:
+        """See ``NodeClient.set_network``."""
+        await self._node.set_network(sandbox_id, policy)
 
     async def metrics(
         self, sandbox_id: SandboxID, *, start: datetime | None, end: datetime | None

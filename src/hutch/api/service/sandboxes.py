@@ -30,6 +30,7 @@ from typing import Final, Protocol
 from hutch.api import metrics
 from hutch.api.models import (
     TERMINAL_STATES,
+    NetworkConfig,
     NewSandbox,
     Sandbox,
     SandboxPage,
@@ -59,6 +60,7 @@ from hutch.api.service.validation import (
 )
 from hutch.api.store.base import Clock, SandboxStore, TemplateStore, utc_now
 from hutch.shared import logging as hlog
+from hutch.shared.egress import parse_policy
 from hutch.shared.errors import (
     ConflictError,
     ErrorCode,
@@ -132,6 +134,12 @@ class CreateSandboxRequest:
     #: The names of the MCP servers asked for (``mcp``'s keys), kept as E2B's API keeps
     #: them; the SDK starts the gateway itself after the create (docs/mcp.md).
     mcp_servers: tuple[str, ...] = ()
+    #: ``network`` as sent (validated by :func:`network_config`); ``None``: not sent.
+    allow_out: tuple[str, ...] | None = None
+    deny_out: tuple[str, ...] | None = None
+    dns_servers: tuple[str, ...] | None = None
+    allow_public_traffic: bool | None = None
+    mask_request_host: str | None = None
     #: 1 for ``POST /sandboxes``, 2 for ``POST /v2/sandboxes`` (default timeout differs).
     api_version: int = 2
 
@@ -182,6 +190,35 @@ def public_state(state: SandboxState) -> str | None:
     return None
 
 
+def network_config(request: CreateSandboxRequest) -> NetworkConfig:
+    """The create's ``network`` and ``allow_internet_access``, validated (400 naming the
+    bad entry, E2B's rules: ``shared/egress.py``)."""
+    egress = parse_policy(
+        request.allow_out,
+        request.deny_out,
+        dns_servers=request.dns_servers,
+        allow_internet=request.allow_internet,
+    )
+    mask = request.mask_request_host
+    if mask is not None:
+        check_mask_request_host(mask)
+    return NetworkConfig(
+        egress=egress,
+        allow_public_traffic=request.allow_public_traffic is not False,
+        mask_request_host=mask,
+    )
+
+
+def check_mask_request_host(mask: str) -> str:
+    """``maskRequestHost``: an ASCII host, optionally with a port or ``${PORT}``."""
+    host = mask.replace("${PORT}", "1")
+    if not host or len(host) > 255 or not host.isascii() or any(c in host for c in " /?#@\\"):
+        raise InvalidArgumentError(
+            f"mask request host is not valid: {mask}",
+        )
+    return mask
+
+
 def spec_of(sandbox: Sandbox) -> SandboxSpec:
     """What the node needs to start (or boot again) ``sandbox``."""
     template_id = sandbox.template_id
@@ -197,6 +234,7 @@ def spec_of(sandbox: Sandbox) -> SandboxSpec:
         env_vars=sandbox.env_vars,
         envd_access_token=sandbox.envd_access_token,
         allow_internet=sandbox.allow_internet,
+        egress=None if sandbox.network.egress.is_default else sandbox.network.egress,
         metadata=sandbox.metadata,
         auto_resume=sandbox.auto_resume,
     )
@@ -267,6 +305,7 @@ class SandboxService:
             request.timeout_s if request.timeout_s is not None else default, field="timeout"
         )
         metadata = check_metadata(request.metadata)
+        network = network_config(request)
         env_vars = check_env_vars(request.env_vars)
         auto_pause_memory = check_auto_pause_memory(
             request.auto_pause_memory,
@@ -321,7 +360,11 @@ class SandboxService:
             envd_access_token=secrets.token_hex(32) if request.secure else None,
             node_id=self._node.node_id,
             auto_pause=request.auto_pause,
-            allow_internet=request.allow_internet,
+            allow_internet=not network.egress.blocks_all,
+            network=network,
+            traffic_access_token=None
+            if network.allow_public_traffic
+            else secrets.token_urlsafe(24),
             auto_resume=(request.auto_pause and auto_pause_memory)
             if request.auto_resume is None
             else request.auto_resume,

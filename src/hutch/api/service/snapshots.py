@@ -182,6 +182,11 @@ class SnapshotService:
             env_vars=sandbox.env_vars, secure=sandbox.envd_access_token is not None,
             allow_internet=sandbox.allow_internet, auto_pause=sandbox.auto_pause,
             auto_pause_memory=sandbox.auto_pause_memory, auto_resume=sandbox.auto_resume,
+            # The fork carries the policy in force (and public-traffic setting).
+            allow_out=sandbox.network.egress.allow_out, deny_out=sandbox.network.egress.deny_out,
+            dns_servers=sandbox.network.egress.dns_servers,
+            allow_public_traffic=sandbox.network.allow_public_traffic,
+            mask_request_host=sandbox.network.mask_request_host,
         )  # fmt: skip
         gate = asyncio.Semaphore(_FORK_CONCURRENCY)
 

@@ -17,6 +17,7 @@ from hutch.api.models import (
     ApiKey,
     CreatedApiKey,
     CreatedSandbox,
+    NetworkConfig,
     NewSandbox,
     NewTemplate,
     Sandbox,
@@ -167,6 +168,9 @@ class SandboxStore(Protocol):
         team_id: TeamID | None,
         end_at: datetime,
         extend_only: bool = False,
+    ) -> Sandbox: ...
+    async def set_network(
+        self, sandbox_id: str, network: NetworkConfig, *, team_id: TeamID | None
     ) -> Sandbox: ...
     async def mark_killed(self, sandbox_id: str, *, team_id: TeamID | None) -> Sandbox: ...
     async def delete_sandbox(self, sandbox_id: str, *, team_id: TeamID | None) -> None: ...

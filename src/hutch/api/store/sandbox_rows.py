@@ -14,7 +14,7 @@ from typing import Any
 from sqlalchemy import Select, and_, exists, or_, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from hutch.api.models import NewSandbox, Sandbox, SandboxState, SortOrder
+from hutch.api.models import NetworkConfig, NewSandbox, Sandbox, SandboxState, SortOrder
 from hutch.api.store.pagination import Cursor
 from hutch.api.store.tables import sandbox_metadata, sandboxes
 from hutch.shared.ids import NodeID, SandboxID, TeamID, TemplateID
@@ -45,6 +45,8 @@ def sandbox_values(sandbox_id: SandboxID, new: NewSandbox) -> dict[str, Any]:
         "timeout_s": new.timeout_s,
         "template_build_id": new.template_build_id,
         "auto_pause_memory": new.auto_pause_memory,
+        "network": json.dumps(new.network.to_json(), sort_keys=True),
+        "traffic_access_token": new.traffic_access_token,
     }
 
 
@@ -80,6 +82,8 @@ def row_to_sandbox(row: Any, metadata: Mapping[str, str]) -> Sandbox:
         auto_resume=bool(row.auto_resume),
         timeout_s=row.timeout_s,
         version=row.version,
+        network=NetworkConfig.from_json(json.loads(row.network) if row.network else None),
+        traffic_access_token=row.traffic_access_token,
     )
 
 

@@ -17,6 +17,7 @@ pass ``None`` on purpose.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Collection, Mapping
 from datetime import datetime
 from typing import Final
@@ -29,6 +30,7 @@ from hutch.api.models import (
     NODE_BUSY_STATES,
     TERMINAL_STATES,
     CreatedSandbox,
+    NetworkConfig,
     NewSandbox,
     Sandbox,
     SandboxPage,
@@ -476,6 +478,35 @@ class SqlSandboxStore:
             result = await conn.execute(stmt)
         if result.rowcount == 0:
             raise _not_found(sandbox_id)
+
+    async def set_network(
+        self, sandbox_id: str, network: NetworkConfig, *, team_id: TeamID | None
+    ) -> Sandbox:
+        """Replace the sandbox's stored ``network`` (``PUT /sandboxes/{id}/network``).
+
+        A sandbox being killed or killed is a :class:`SandboxStateConflictError`.
+        """
+        s = sandboxes.c
+        stmt = (
+            update(sandboxes)
+            .where(s.id == sandbox_id, s.state.not_in([st.value for st in TERMINAL_STATES]))
+            .values(
+                network=json.dumps(network.to_json(), sort_keys=True),
+                allow_internet=not network.egress.blocks_all,
+                version=s.version + 1,
+            )
+        )
+        if team_id is not None:
+            stmt = stmt.where(s.team_id == team_id)
+        async with write_transaction(self._engine) as conn:
+            result = await conn.execute(stmt)
+            sandbox = await fetch_sandbox(conn, sandbox_id, team_id=team_id)
+        if sandbox is None:
+            raise _not_found(sandbox_id)
+        if result.rowcount == 0:
+            live = frozenset(SandboxState) - TERMINAL_STATES
+            raise SandboxStateConflictError(sandbox.id, sandbox.state, wanted=_describe(live))
+        return sandbox
 
     async def patch_metadata(
         self,

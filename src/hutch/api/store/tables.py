@@ -169,6 +169,10 @@ sandboxes = Table(
     # 0007 (filesystem-only auto-pause): false when the timeout's auto-pause keeps only
     # the filesystem (``autoPauseMemory: false``).
     Column("auto_pause_memory", Boolean, nullable=False, server_default=true()),
+    # 0010 (network policy): JSON of the sandbox's ``network`` (egress policy, public
+    # traffic, host mask); null: the default. And the traffic token the proxy checks.
+    Column("network", Text, nullable=True),
+    Column("traffic_access_token", String(255), nullable=True),
     # The listing's keyset: WHERE team_id = ? ORDER BY started_at, id.
     Index(None, "team_id", "started_at", "id"),
     # The reaper: WHERE state = 'running' AND end_at <= now.

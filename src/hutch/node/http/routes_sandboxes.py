@@ -14,6 +14,7 @@ from hutch.node.sandbox.models import RunningSandbox, SandboxRequest
 from hutch.node.service import NodeService, VolumeMount
 from hutch.shared import logging as hlog
 from hutch.shared import nodewire as wire
+from hutch.shared.egress import EgressPolicy, parse_policy
 from hutch.shared.errors import InvalidArgumentError
 
 _M = TypeVar("_M", bound=BaseModel)
@@ -50,6 +51,10 @@ def sandbox_out(sandbox: RunningSandbox, *, paused: str | None = None) -> wire.S
 
 def _mounts(mounts: list[wire.VolumeMount]) -> list[VolumeMount]:
     return [VolumeMount(volume_id=m.volume_id, backend=m.backend, path=m.path) for m in mounts]
+
+
+def _egress(body: wire.Egress) -> EgressPolicy:
+    return parse_policy(body.allow_out, body.deny_out, dns_servers=body.dns_servers)
 
 
 def _sid(request: Request) -> str:
@@ -109,6 +114,7 @@ async def create_sandbox(request: Request) -> Response:
             cpu_count=spec.cpu_count,
             memory_mb=spec.memory_mb,
             allow_internet=spec.allow_internet,
+            egress=_egress(spec.egress) if spec.egress is not None else None,
             metadata=spec.metadata,
         ),
         volumes=_mounts(spec.volume_mounts),
@@ -156,6 +162,13 @@ async def set_metadata(request: Request) -> Response:
     """``PUT /v1/sandboxes/{id}/metadata`` → 204."""
     args = await body(request, wire.Metadata)
     service(request).set_metadata(_sid(request), args.metadata)
+    return Response(status_code=204)
+
+
+async def set_network(request: Request) -> Response:
+    """``PUT /v1/sandboxes/{id}/network`` → 204: the whole egress policy, in force at once."""
+    args = await body(request, wire.Egress)
+    await service(request).set_network(_sid(request), _egress(args))
     return Response(status_code=204)
 
 
@@ -231,6 +244,7 @@ ROUTES = [
     Route(f"{wire.PREFIX}/sandboxes/{{sandbox_id}}/resume", resume_sandbox, methods=["POST"]),
     Route(f"{wire.PREFIX}/sandboxes/{{sandbox_id}}/snapshot", snapshot_sandbox, methods=["POST"]),
     Route(f"{wire.PREFIX}/sandboxes/{{sandbox_id}}/metadata", set_metadata, methods=["PUT"]),
+    Route(f"{wire.PREFIX}/sandboxes/{{sandbox_id}}/network", set_network, methods=["PUT"]),
     Route(f"{wire.PREFIX}/sandboxes/{{sandbox_id}}/metrics", metrics, methods=["GET"]),
     Route(f"{wire.PREFIX}/sandboxes/{{sandbox_id}}/logs", logs, methods=["GET"]),
     Route(f"{wire.PREFIX}/snapshots/{{snapshot_id}}", delete_snapshot, methods=["DELETE"]),

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv4Network
 from typing import Protocol
 
+from hutch.shared.egress import EgressPolicy
 from hutch.shared.errors import InvalidArgumentError
 
 #: Linux caps interface names at 15 bytes (IFNAMSIZ - 1).
@@ -63,6 +64,16 @@ class NetworkSettings:
     #: When false only the bridge gets forwarding, and the operator (or a test) enables it
     #: on the uplink itself.
     manage_ip_forward: bool = True
+    #: The egress filter's port on the gateway address: sandboxes with domain rules have
+    #: their TCP to ports 80 and 443 redirected there (``egress/``, ADR 0019).
+    egress_filter_port: int = 3129
+    #: At most this many concurrent connections (conntrack entries) a sandbox may open
+    #: (``ct count``); a new one beyond it is refused. 0: no cap.
+    max_connections: int = 1024
+    #: The resolvers a sandbox whose ``allowOut`` names domains may always reach (UDP and
+    #: TCP 53), unless its policy lists its own ``dns_servers``: the sandboxes'
+    #: ``resolv.conf`` servers.
+    dns_servers: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         subnet = IPv4Network(self.subnet)
@@ -129,9 +140,22 @@ class SandboxNetworks(Protocol):
         ...
 
     async def setup(
-        self, sandbox_id: str, *, allow_internet: bool, address: IPv4Address | None = None
+        self,
+        sandbox_id: str,
+        *,
+        allow_internet: bool,
+        address: IPv4Address | None = None,
+        policy: EgressPolicy | None = None,
     ) -> SandboxNetwork:
-        """Give ``sandbox_id`` a netns with a private address on the bridge."""
+        """Give ``sandbox_id`` a netns with a private address on the bridge.
+
+        ``policy`` (default: all, or nothing without ``allow_internet``) is in force
+        before the port is up.
+        """
+        ...
+
+    async def apply_policy(self, address: IPv4Address, policy: EgressPolicy) -> None:
+        """Replace the egress policy of the sandbox at ``address`` (atomically)."""
         ...
 
     async def teardown(self, sandbox_id: str, *, address: IPv4Address | None = None) -> None:

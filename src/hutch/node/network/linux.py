@@ -20,6 +20,7 @@ from pathlib import Path
 from hutch.node.network import names, rules
 from hutch.node.network.base import AttachedNetwork, NetworkSettings, SandboxNetwork
 from hutch.node.network.ipam import AddressPool
+from hutch.shared.egress import ALL_TRAFFIC, DEFAULT_POLICY, EgressPolicy, parse_policy
 from hutch.shared.errors import AlreadyExistsError, HutchError, from_os_error
 
 #: Where ``ip netns`` keeps its bind-mounted namespace files (fixed by iproute2).
@@ -92,7 +93,12 @@ class LinuxSandboxNetworks:
     # ---- one sandbox ------------------------------------------------------------------
 
     async def setup(
-        self, sandbox_id: str, *, allow_internet: bool, address: IPv4Address | None = None
+        self,
+        sandbox_id: str,
+        *,
+        allow_internet: bool,
+        address: IPv4Address | None = None,
+        policy: EgressPolicy | None = None,
     ) -> SandboxNetwork:
         """Give ``sandbox_id`` its netns, veth, address and firewall elements.
 
@@ -110,13 +116,15 @@ class LinuxSandboxNetworks:
         veth = names.veth_name(s, sandbox_id)
         if (NETNS_DIR / netns).exists() or (_SYS_NET / veth).exists():
             raise AlreadyExistsError(f"network of sandbox {sandbox_id} already exists")
+        if policy is None:
+            policy = DEFAULT_POLICY if allow_internet else parse_policy((), (ALL_TRAFFIC,))
         address = self.pool.claim(address)
         mac = names.mac_for(address)
         try:
             # Firewall elements first: the port must never be up without its pinning.
             await self._nft_script(
                 rules.attach_elements_script(
-                    s, host_veth=veth, address=address, mac=mac, allow_internet=allow_internet
+                    s, host_veth=veth, address=address, mac=mac, policy=policy
                 )
             )
             alias = names.veth_alias(sandbox_id, address)
@@ -138,8 +146,15 @@ class LinuxSandboxNetworks:
             host_veth=veth,
             sandbox_ifname=s.sandbox_ifname,
             mac=mac,
-            allow_internet=allow_internet,
+            allow_internet=not policy.blocks_all,
         )
+
+    async def apply_policy(self, address: IPv4Address, policy: EgressPolicy) -> None:
+        """Replace the egress policy of the sandbox at ``address`` in one transaction.
+
+        New connections meet it at once; open ones keep going (docs/network.md).
+        """
+        await self._nft_script(rules.policy_script(self.settings, address=address, policy=policy))
 
     async def teardown(self, sandbox_id: str, *, address: IPv4Address | None = None) -> None:
         """Remove the sandbox's netns, veth, firewall elements and address. Idempotent.

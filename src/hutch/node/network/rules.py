@@ -7,19 +7,22 @@ The firewall lives in two tables of our own and never touches anyone else's:
 
 ``inet <table>``
     * ``prerouting``: a sandbox's packets to another sandbox are refused.
+    * ``dstnat``: TCP to 80/443 of a sandbox with domain rules goes to the egress filter.
     * ``forward``: nothing passes between two sandboxes (``iifname B oifname B``, which
-      also catches bridged frames when ``br_netfilter`` is loaded); a sandbox's packets
-      leave only if its address is in the ``allowed`` set (fail closed: a sandbox is
-      offline until setup says otherwise) and not to ``denied_egress``; nothing from
-      outside opens a connection into a sandbox.
-    * ``input``: a sandbox can answer the host (the proxy's connections) but never open a
-      connection to a service on the host, on any of its addresses.
+      also catches bridged frames when ``br_netfilter`` is loaded); never to
+      ``denied_egress``; a new connection from a sandbox jumps to its own egress chain
+      (map ``policies``, filled by :func:`policy_script`; a source without one is
+      refused: fail closed); nothing from outside opens a connection into a sandbox.
+    * ``prerouting`` also caps each sandbox's concurrent connections (``ct count``).
+    * ``input``: a sandbox can answer the host (the proxy's connections) and reach the
+      egress filter through the dstnat, but never open a connection to a service on
+      the host, on any of its addresses.
     * ``postrouting``: masquerade the subnet out of every interface but the bridge.
 
 ``bridge <table>``
     * ``prerouting``: a sandbox port may only send frames from its own MAC and IPv4
       address (also in ARP), and only IPv4 and ARP, so no sandbox can borrow another's
-      address to get around ``allowed`` or to steal the proxy's traffic.
+      address to get around its policy or to steal the proxy's traffic.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from ipaddress import IPv4Address
 
 from hutch.node.network.base import NetworkSettings
 from hutch.node.network.names import mac_for
+from hutch.shared.egress import EgressPolicy
 
 # Refuse rather than drop what a sandbox may not do: its programs fail at once (pip with
 # no internet access says so instead of hanging), and it learns nothing it could not
@@ -44,9 +48,15 @@ def firewall_script(settings: NetworkSettings) -> str:
     t = settings.table
     br = f'"{settings.bridge}"'
     ports = f'"{settings.veth_prefix}*"'
+    gw = settings.gateway
     lines = [
         f"add table inet {t}",
-        f"add set inet {t} allowed {{ type ipv4_addr; }}",
+        # Per sandbox address: a jump to its egress chain (``policy_script``); a source
+        # without one is refused (egress is fail-closed).
+        f"add map inet {t} policies {{ type ipv4_addr : verdict; }}",
+        # Per sandbox address with domain rules: a jump to its redirect chain (nat).
+        f"add map inet {t} redirects {{ type ipv4_addr : verdict; }}",
+        f"add set inet {t} conns {{ type ipv4_addr; size 65535; flags dynamic; }}",
         f"add set inet {t} denied_egress {{ type ipv4_addr; flags interval; auto-merge; }}",
         f"flush set inet {t} denied_egress",
     ]
@@ -54,6 +64,10 @@ def firewall_script(settings: NetworkSettings) -> str:
         nets = ", ".join(str(n) for n in settings.denied_egress)
         lines.append(f"add element inet {t} denied_egress {{ {nets} }}")
     lines += [
+        # TCP to 80/443 of a sandbox with domain rules goes to the egress filter.
+        f"add chain inet {t} dstnat {{ type nat hook prerouting priority dstnat; policy accept; }}",
+        f"flush chain inet {t} dstnat",
+        f"add rule inet {t} dstnat iifname {br} ip saddr vmap @redirects",
         # Sandbox to sandbox is refused before routing: in `forward` the kernel would
         # already have sent an ICMP redirect ("go direct") and then swallowed our reject.
         f"add chain inet {t} prerouting"
@@ -61,18 +75,36 @@ def firewall_script(settings: NetworkSettings) -> str:
         f"flush chain inet {t} prerouting",
         f"add rule inet {t} prerouting iifname {br} ip daddr {settings.subnet}"
         f" ip daddr != {settings.gateway} {_REJECT}",
+    ]
+    if settings.max_connections > 0:
+        # The cap on a sandbox's concurrent connections (its conntrack entries), so one
+        # sandbox cannot exhaust the node's conntrack table or ports. After dstnat, so
+        # connections to the egress filter count too.
+        lines.append(
+            f"add rule inet {t} prerouting iifname {br} ct state new"
+            f" add @conns {{ ip saddr ct count over {settings.max_connections} }} {_REJECT}"
+        )
+    lines += [
         f"add chain inet {t} forward"
         " { type filter hook forward priority filter; policy accept; }",
         f"flush chain inet {t} forward",
         f"add rule inet {t} forward iifname {br} oifname {br} drop",
         f"add rule inet {t} forward iifname {br} meta nfproto != ipv4 {_REJECT}",
-        f"add rule inet {t} forward iifname {br} ip saddr != @allowed {_REJECT}",
+        # Whatever a policy says: never the metadata range, the LAN, other sandboxes.
         f"add rule inet {t} forward iifname {br} ip daddr @denied_egress {_REJECT}",
+        # A policy decides new connections; open ones keep going after an update.
+        f"add rule inet {t} forward iifname {br} ct state established,related accept",
+        f"add rule inet {t} forward iifname {br} ip saddr vmap @policies",
+        f"add rule inet {t} forward iifname {br} {_REJECT}",
         f"add rule inet {t} forward oifname {br} ct state established,related accept",
         f"add rule inet {t} forward oifname {br} drop",
         f"add chain inet {t} input {{ type filter hook input priority filter; policy accept; }}",
         f"flush chain inet {t} input",
         f"add rule inet {t} input iifname {br} ct state established,related accept",
+        # Only connections our dstnat sent to the filter; a sandbox dialing the port
+        # itself is refused like any other host service.
+        f"add rule inet {t} input iifname {br} ip daddr {gw}"
+        f" tcp dport {settings.egress_filter_port} ct status dnat accept",
         f"add rule inet {t} input iifname {br} {_REJECT}",
         f"add chain inet {t} postrouting"
         " { type nat hook postrouting priority srcnat; policy accept; }",
@@ -115,38 +147,97 @@ def _ensure_absent(family_table_set: str, element: str) -> list[str]:
     ]
 
 
+def _chains(address: IPv4Address) -> tuple[str, str]:
+    # Named by the address, not the sandbox: a stale map element for a reused address
+    # then always points at the chain the new sandbox's setup refills.
+    tag = str(address).replace(".", "_")
+    return f"egress_{tag}", f"redirect_{tag}"
+
+
+def _set(items: list[str]) -> str:
+    return "{ " + ", ".join(items) + " }"
+
+
+def policy_script(settings: NetworkSettings, *, address: IPv4Address, policy: EgressPolicy) -> str:
+    """The nft script that puts ``policy`` in force for the sandbox at ``address``.
+
+    One atomic transaction: its chains are created if missing, flushed and refilled,
+    and its map elements (re)pointed at them. The egress chain, jumped to for every new
+    connection from ``address`` that passed the absolute refusals (``denied_egress``):
+    ``allowOut`` networks accept; with domains, the resolvers accept (UDP/TCP 53);
+    ``denyOut`` networks reject; anything else accepts (no ``0.0.0.0/0`` denied). With
+    domains, the redirect chain sends TCP to 80/443 (not to an allowed network) to the
+    egress filter, which decides by Host/SNI.
+    """
+    t = settings.table
+    egress, redirect = _chains(address)
+    allow = [str(n) for n in policy.allow_networks]
+    deny = [str(n) for n in policy.deny_networks if n.prefixlen > 0]
+    lines = [
+        f"add chain inet {t} {egress}",
+        f"flush chain inet {t} {egress}",
+        f"add chain inet {t} {redirect}",
+        f"flush chain inet {t} {redirect}",
+    ]
+    if allow:
+        lines.append(f"add rule inet {t} {egress} ip daddr {_set(allow)} accept")
+    if policy.domains:
+        servers = policy.dns_servers if policy.dns_servers is not None else settings.dns_servers
+        if servers:
+            dns = _set(list(servers))
+            lines.append(f"add rule inet {t} {egress} ip daddr {dns} meta l4proto {{ tcp, udp }}"
+                         " th dport 53 accept")  # fmt: skip
+    if deny:
+        lines.append(f"add rule inet {t} {egress} ip daddr {_set(deny)} {_REJECT}")
+    lines.append(f"add rule inet {t} {egress} {_REJECT if policy.blocks_all else 'accept'}")
+    lines.append(f"add element inet {t} policies {{ {address} : jump {egress} }}")
+    lines += _ensure_absent(f"inet {t} redirects", f"{address} : jump {redirect}")
+    if policy.domains:
+        if allow:
+            lines.append(f"add rule inet {t} {redirect} ip daddr {_set(allow)} return")
+        lines.append(
+            f"add rule inet {t} {redirect} tcp dport {{ 80, 443 }}"
+            f" dnat ip to {settings.gateway}:{settings.egress_filter_port}"
+        )
+        lines.append(f"add element inet {t} redirects {{ {address} : jump {redirect} }}")
+    return "\n".join(lines) + "\n"
+
+
 def attach_elements_script(
     settings: NetworkSettings,
     *,
     host_veth: str,
     address: IPv4Address,
     mac: str,
-    allow_internet: bool,
+    policy: EgressPolicy,
 ) -> str:
-    """Set elements that admit one sandbox's port and, if allowed, its egress."""
+    """Set elements that admit one sandbox's port, and its egress policy."""
     t = settings.table
     lines = [
         f'add element bridge {t} ports {{ "{host_veth}" . {mac} }}',
         f'add element bridge {t} addrs {{ "{host_veth}" . {address} }}',
     ]
-    if allow_internet:
-        lines.append(f"add element inet {t} allowed {{ {address} }}")
-    else:
-        # A stale element from an earlier sandbox with this address must not leak egress.
-        lines += _ensure_absent(f"inet {t} allowed", str(address))
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines) + "\n" + policy_script(settings, address=address, policy=policy)
 
 
 def detach_elements_script(
     settings: NetworkSettings, *, host_veth: str, address: IPv4Address, mac: str
 ) -> str:
-    """Remove one sandbox's set elements; valid whether or not they exist."""
+    """Remove one sandbox's set elements and chains; valid whether or not they exist."""
     t = settings.table
+    egress, redirect = _chains(address)
     lines = [
-        *_ensure_absent(f"inet {t} allowed", str(address)),
+        *_ensure_absent(f"inet {t} policies", f"{address} : jump {egress}"),
+        *_ensure_absent(f"inet {t} redirects", f"{address} : jump {redirect}"),
         *_ensure_absent(f"bridge {t} ports", f'"{host_veth}" . {mac}'),
         *_ensure_absent(f"bridge {t} addrs", f'"{host_veth}" . {address}'),
     ]
+    for chain in (egress, redirect):
+        lines += [
+            f"add chain inet {t} {chain}",
+            f"flush chain inet {t} {chain}",
+            f"delete chain inet {t} {chain}",
+        ]
     return "\n".join(lines) + "\n"
 
 

@@ -30,6 +30,7 @@ from hutch.node.sandbox.models import (
     RunningSandbox,
     SandboxNotFoundError,
     SandboxRequest,
+    effective_policy,
 )
 from hutch.node.sandbox.ports import EnvdClient, NodeNetworks, RootfsLayer, TemplateStore
 from hutch.node.sandbox.records import BOOT_ID, ENVD_LOG, tail, write_record
@@ -94,7 +95,8 @@ class SandboxHost:
             raise AlreadyExistsError(f"leftovers of sandbox {sid} exist; reconcile first") from None
         undo.append(as_undo(lambda: shutil.rmtree(sandbox_dir, ignore_errors=True)))
 
-        net = await self.networks.setup(sid, allow_internet=request.allow_internet)
+        policy = effective_policy(request)
+        net = await self.networks.setup(sid, allow_internet=request.allow_internet, policy=policy)
         undo.append(lambda: self.networks.teardown(sid, address=net.address))
 
         lifecycle.write_etc_files(
@@ -122,7 +124,8 @@ class SandboxHost:
             sandbox_id=sid, template=template.name, address=net.address, envd_url=envd_url,
             pid=state.pid or 0, cpu_count=cpu, memory_mb=memory,
             default_user=template.default_user, workdir=template.workdir,
-            started_at=time.time(), sandbox_dir=sandbox_dir, allow_internet=request.allow_internet,
+            started_at=time.time(), sandbox_dir=sandbox_dir, allow_internet=not policy.blocks_all,
+            egress=policy,
             volume_mounts=tuple(request.volume_mounts),
         )  # fmt: skip
 

@@ -25,6 +25,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 from collections.abc import Iterable, Mapping, Sequence
+from ipaddress import IPv4Address
 from pathlib import Path
 
 from hutch.node.bundle import validate_sandbox_id
@@ -45,6 +46,7 @@ from hutch.node.sandbox.ports import EnvdClient, NodeNetworks, RootfsLayer, Temp
 from hutch.node.sandbox.records import ENVD_LOG, write_record
 from hutch.node.sandbox.undo import Undo, unwind
 from hutch.node.templates.artifact import TemplateArtifact
+from hutch.shared.egress import EgressPolicy
 from hutch.shared.errors import AlreadyExistsError, ResourceExhaustedError
 
 log = logging.getLogger("hutch.node.sandbox")
@@ -230,6 +232,24 @@ class SandboxManager:
         """
         current = self.get(sandbox_id)
         return self._host.record(dataclasses.replace(current, metadata=dict(metadata)))
+
+    async def set_network(self, sandbox_id: str, policy: EgressPolicy) -> RunningSandbox:
+        """Replace the sandbox's egress policy: its nft chains at once, then its record.
+
+        New connections meet the new policy; open ones keep going (docs/network.md).
+        """
+        current = self.get(sandbox_id)
+        await self._host.networks.apply_policy(current.address, policy)
+        return self._host.record(
+            dataclasses.replace(current, egress=policy, allow_internet=not policy.blocks_all)
+        )
+
+    def by_address(self, address: IPv4Address) -> RunningSandbox | None:
+        """The sandbox at ``address`` (the egress filter's lookup), or None."""
+        for sandbox in self._host.running.values():
+            if sandbox.address == address:
+                return sandbox
+        return None
 
     async def exec(
         self,

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from hutch.node.templates.artifact import TemplateArtifact
+from hutch.shared.egress import DEFAULT_POLICY, EgressPolicy, policy_from_json
 from hutch.shared.errors import NotFoundError
 
 
@@ -32,6 +33,9 @@ class SandboxRequest:
     cpu_count: float | None = None
     memory_mb: int | None = None
     allow_internet: bool = True
+    #: The egress policy (``network.allowOut``/``denyOut``); ``None``: all, or nothing
+    #: without ``allow_internet``.
+    egress: EgressPolicy | None = None
     #: The control plane's metadata of the sandbox: the node keeps the live copy (ADR 0005).
     metadata: Mapping[str, str] = field(default_factory=dict)
     #: ``(host directory, path in the sandbox)``: volumes, bind-mounted read-write
@@ -40,6 +44,17 @@ class SandboxRequest:
     #: Start from this artifact instead of the published template ``template`` names
     #: (template builds: an intermediate step's tree). Never from the warm pool.
     artifact: TemplateArtifact | None = None
+
+
+def effective_policy(request: SandboxRequest) -> EgressPolicy:
+    """The policy a create asks for: its own, else all or (no internet) nothing."""
+    if request.egress is not None:
+        return request.egress
+    return (
+        DEFAULT_POLICY
+        if request.allow_internet
+        else policy_from_json({"allow_out": [], "deny_out": ["0.0.0.0/0"]})
+    )
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -66,6 +81,8 @@ class RunningSandbox:
     #: The live metadata (``SandboxManager.set_metadata`` replaces it; ADR 0005).
     metadata: Mapping[str, str] = field(default_factory=dict)
     allow_internet: bool = True
+    #: The egress policy in force (``set_network`` replaces it; kept across pause).
+    egress: EgressPolicy = DEFAULT_POLICY
     #: ``None`` while it runs; ``"full"`` when frozen with its memory, ``"filesystem"``
     #: when its processes are gone and only its files are kept (ADR 0004).
     paused: str | None = None
@@ -93,6 +110,7 @@ class RunningSandbox:
             "started_at": self.started_at,
             "metadata": dict(self.metadata),
             "allow_internet": self.allow_internet,
+            "egress": self.egress.to_json(),
             "paused": self.paused,
             "volume_mounts": [[str(src), dest] for src, dest in self.volume_mounts],
         }
@@ -115,6 +133,7 @@ class RunningSandbox:
             metadata={str(k): str(v) for k, v in (data.get("metadata") or {}).items()},
             host_id=str(data.get("host_id") or data["sandbox_id"]),
             allow_internet=bool(data.get("allow_internet", True)),
+            egress=policy_from_json(data.get("egress")),
             paused=data.get("paused"),
             volume_mounts=tuple(
                 (Path(src), str(dest)) for src, dest in data.get("volume_mounts") or ()

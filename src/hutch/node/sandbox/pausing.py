@@ -94,7 +94,9 @@ async def reboot(
         await host.delete_container(host_id)
         # The old network may be gone (host restart): make a fresh one either way.
         await host.networks.teardown(host_id, address=sandbox.address)
-        net = await host.networks.setup(host_id, allow_internet=sandbox.allow_internet)
+        net = await host.networks.setup(
+            host_id, allow_internet=sandbox.allow_internet, policy=sandbox.egress
+        )
         lifecycle.write_etc_files(
             sandbox_dir / "upper", sandbox_id=sid, address=net.address,
             dns_servers=cfg.dns_servers,

@@ -18,7 +18,7 @@ import time
 
 from hutch.node.sandbox import lifecycle
 from hutch.node.sandbox.host import SandboxHost, init_body
-from hutch.node.sandbox.models import RunningSandbox, SandboxRequest
+from hutch.node.sandbox.models import RunningSandbox, SandboxRequest, effective_policy
 from hutch.node.sandbox.pool import PoolKey, WarmPool, new_pool_id
 from hutch.node.sandbox.records import write_record
 from hutch.node.sandbox.undo import Undo, unwind
@@ -178,8 +178,10 @@ class PoolKeeper:
         A member that cannot be personalised (or whose template was rebuilt since it
         booted) is destroyed, and the next one, or a cold create, is tried.
         """
+        # Members boot with internet access; any other policy is put in force on the
+        # taken member before its envd is /init-ed (no user code ran in it yet).
         key = pool_key(template, cpu=request.cpu_count, memory=request.memory_mb,
-                       allow_internet=request.allow_internet)  # fmt: skip
+                       allow_internet=True)  # fmt: skip
         while (member := self._pool.take(key)) is not None:
             self._pool_wakeup.set()
             fresh = self._member_stamps.pop(member.host_id, None) == template_stamp(template)
@@ -202,9 +204,13 @@ class PoolKeeper:
         self, member: RunningSandbox, request: SandboxRequest, *, template: TemplateArtifact
     ) -> RunningSandbox:
         """Give a booted member ``request``'s identity; its envd gets ``/init`` last."""
+        policy = effective_policy(request)
+        if policy != member.egress:
+            await self._host.networks.apply_policy(member.address, policy)
         sandbox = dataclasses.replace(
             member, sandbox_id=request.sandbox_id, started_at=time.time(),
-            metadata=dict(request.metadata),
+            metadata=dict(request.metadata), egress=policy,
+            allow_internet=not policy.blocks_all,
         )  # fmt: skip
         await self._host.runtime.set_hostname(member.host_id, request.sandbox_id)
         lifecycle.write_identity(
