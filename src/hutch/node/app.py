@@ -10,10 +10,13 @@ import logging
 import resource
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
+from ipaddress import IPv4Address
 from typing import Any
 
 from hutch.node import metrics
 from hutch.node.adapters import HostUsageProbe, HttpEnvdClient, OverlayRootfs
+from hutch.node.egress.proxy import EgressFilter, FilterConfig
+from hutch.node.egress.resolver import Resolver
 from hutch.node.envd_bundle import build_envd_bundle
 from hutch.node.network.base import NetworkSettings
 from hutch.node.network.linux import LinuxSandboxNetworks
@@ -26,6 +29,7 @@ from hutch.node.service import NodeIdentity, NodeService
 from hutch.node.settings import NodeSettings
 from hutch.node.templates.artifact import DirTemplateStore
 from hutch.node.templates.manager import TemplateManager
+from hutch.shared.egress import EgressPolicy
 from hutch.shared.errors import NotFoundError
 from hutch.volumes.base import VolumeBackend
 
@@ -42,9 +46,12 @@ class Node:
     templates: DirTemplateStore
     #: Resource samples of the running sandboxes; the caller ``start()``s it.
     sampler: UsageSampler
+    #: Domain rules' filter; the caller ``start()``s it after ``manager.start()``.
+    egress: EgressFilter
 
     async def aclose(self) -> None:
         """Release the node's own resources (sandboxes keep running)."""
+        await self.egress.aclose()
         await self.sampler.aclose()
         await self.envd.aclose()
 
@@ -58,6 +65,9 @@ def network_settings(settings: NodeSettings) -> NetworkSettings:
         veth_prefix=settings.veth_prefix,
         table=settings.nft_table,
         manage_ip_forward=settings.manage_ip_forward,
+        egress_filter_port=settings.egress_filter_port,
+        max_connections=settings.max_connections_per_sandbox,
+        dns_servers=settings.dns_servers,
     )
 
 
@@ -110,7 +120,23 @@ def build_node(settings: NodeSettings, *, build_bundle: bool = True) -> Node:
         sandboxes=manager.list, probe=HostUsageProbe(),
         interval_s=settings.metrics_interval_s, keep=settings.metrics_keep,
     )  # fmt: skip
-    return Node(manager=manager, envd=envd, networks=networks, templates=templates, sampler=sampler)
+    net = networks.settings
+
+    def policy_of(address: IPv4Address) -> EgressPolicy | None:
+        sandbox = manager.by_address(address)
+        return sandbox.egress if sandbox is not None else None
+
+    egress = EgressFilter(
+        FilterConfig(
+            listen=net.gateway, port=net.egress_filter_port,
+            refused=(*net.denied_egress, net.subnet),
+        ),
+        policies=policy_of, resolver=Resolver(settings.egress_resolver),
+    )  # fmt: skip
+    return Node(
+        manager=manager, envd=envd, networks=networks, templates=templates, sampler=sampler,
+        egress=egress,
+    )  # fmt: skip
 
 
 def build_node_service(

@@ -125,6 +125,7 @@ async def run_node(settings: NodeSettings, *, host: str | None, port: int | None
     volumes = LocalVolumeBackend(settings.volumes_dir or settings.home / "volumes")
     try:
         await node.manager.start()
+        await node.egress.start()
         known, paused = _records(settings.sandboxes_dir)
         report = await node.manager.reconcile(known, paused_ids=paused)
         log.info("adopted %d sandboxes, removed %d leftovers", len(report.adopted),

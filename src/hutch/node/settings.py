@@ -44,6 +44,13 @@ class NodeSettings(BaseSettings):
     #: Written into each sandbox's /etc/resolv.conf: the host's own resolver is unreachable
     #: from sandboxes (the firewall refuses input from the bridge), so these go through NAT.
     dns_servers: tuple[str, ...] = ("1.1.1.1", "8.8.8.8")
+    #: The egress filter (ADR 0019): its port on the bridge's gateway address, and the
+    #: resolver it asks for the addresses of allowed domains (``ip`` or ``ip:port``;
+    #: empty: the host's own resolver).
+    egress_filter_port: int = Field(default=3129, ge=1, le=65535)
+    egress_resolver: str = ""
+    #: At most this many concurrent connections per sandbox (nft ``ct count``); 0: no cap.
+    max_connections_per_sandbox: int = Field(default=1024, ge=0)
     #: The static tini every sandbox runs as PID 1 (Debian package ``tini``).
     tini_path: Path = Path("/usr/bin/tini-static")
     #: envd's bundle; default ``<home>/envd``. Built there on first start when missing.

@@ -59,6 +59,11 @@ class SandboxRoute:
     auto_resume: bool = False
     #: Set when the sandbox runs on another host: traffic goes through its node's proxy.
     via: NodeHop | None = None
+    #: ``allowPublicTraffic: false``: requests to its ports (not envd's) must carry this in
+    #: ``e2b-traffic-access-token``.
+    traffic_access_token: str | None = field(default=None, repr=False)
+    #: ``maskRequestHost``: the ``Host`` sent to its ports (``${PORT}`` replaced).
+    mask_request_host: str | None = None
 
     def address(self, port: int) -> tuple[str, int]:
         """The ``(host, port)`` to connect to for the sandbox's ``port``."""

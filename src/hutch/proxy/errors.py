@@ -43,6 +43,23 @@ def json_body(status: int, message: str, **fields: object) -> bytes:
     return json.dumps({**fields, "message": message, "code": status}).encode()
 
 
+TRAFFIC_TOKEN_HEADER = "e2b-traffic-access-token"
+
+
+def traffic_token_missing(sandbox_id: str) -> tuple[int, bytes]:
+    """403: the sandbox's ports want its traffic token (``allowPublicTraffic: false``)."""
+    return 403, json_body(
+        403, f"the {TRAFFIC_TOKEN_HEADER} header is missing", sandboxId=sandbox_id
+    )
+
+
+def traffic_token_invalid(sandbox_id: str) -> tuple[int, bytes]:
+    """403: the traffic token sent is not the sandbox's."""
+    return 403, json_body(
+        403, f"the {TRAFFIC_TOKEN_HEADER} header is invalid", sandboxId=sandbox_id
+    )
+
+
 def bad_request(message: str) -> tuple[int, bytes]:
     """400 for a request the proxy cannot route."""
     return 400, json_body(400, message)

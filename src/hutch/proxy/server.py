@@ -29,6 +29,7 @@ from hutch.proxy.catalog import NODE_TOKEN_HEADER, SandboxCatalog, SandboxRoute
 from hutch.proxy.routing import SandboxTarget, SignedFileTarget, is_internal, route
 from hutch.shared import logging as hlog
 from hutch.shared.ids import SandboxID
+from hutch.shared.paths import ENVD_PORT
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -222,6 +223,13 @@ class ProxyApp:
         found = await self.catalog.lookup(target.sandbox_id)
         if found is None or not found.running:
             return errors.sandbox_not_found(target.sandbox_id)
+        if found.traffic_access_token is not None and target.port != ENVD_PORT:
+            # envd's port has its own token (infra skips it too).
+            sent = _header(scope, errors.TRAFFIC_TOKEN_HEADER.encode())
+            if sent is None:
+                return errors.traffic_token_missing(target.sandbox_id)
+            if not hmac.compare_digest(sent, found.traffic_access_token.encode()):
+                return errors.traffic_token_invalid(target.sandbox_id)
         return found, target.port
 
     async def resolve(self, scope: Scope) -> tuple[SandboxRoute, int] | tuple[int, bytes]:
@@ -346,6 +354,10 @@ class _Exchange:
         if request_id is not None:  # a node's proxy logs the edge's id (docs/observability.md)
             headers = [(k, v) for k, v in headers if k.lower() != _REQUEST_ID]
             headers.append((_REQUEST_ID, request_id.encode()))
+        mask = self.sandbox.mask_request_host
+        if mask is not None and self.port != ENVD_PORT:
+            value = mask.replace("${PORT}", str(self.port)).encode()
+            headers = [(k, v) for k, v in headers if k.lower() != b"host"] + [(b"host", value)]
         request = httpx.Request(self.scope["method"], self._url(), headers=headers, content=content)
         sent = time.perf_counter()
         try:
@@ -407,3 +419,10 @@ def create_app(
     """The proxy app over ``catalog``; ``client`` is the upstream pool (default: its own);
     ``require_token``: answer 401 to requests without that node token (a node's proxy)."""
     return ProxyApp(catalog, client, require_token=require_token)
+
+
+def _header(scope: Scope, name: bytes) -> bytes | None:
+    for key, value in scope["headers"]:
+        if key.lower() == name:
+            return bytes(value)
+    return None

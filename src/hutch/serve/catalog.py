@@ -30,6 +30,8 @@ class CatalogRoutes:
         running: bool = True,
         auto_resume: bool = False,
         node_id: NodeID | None = None,
+        traffic_access_token: str | None = None,
+        mask_request_host: str | None = None,
     ) -> None:
         """Route envd and every port of the sandbox to its private address (one node:
         ``node_id`` is the local one)."""
@@ -40,6 +42,8 @@ class CatalogRoutes:
                 envd_access_token=envd_access_token,
                 running=running,
                 auto_resume=auto_resume,
+                traffic_access_token=traffic_access_token,
+                mask_request_host=mask_request_host,
             )
         )
 

@@ -70,6 +70,7 @@ async def serve(settings: ServeSettings) -> None:
     try:
         await seed_templates(store, await _templates_on_disk(node_settings, node))
         await node.manager.start()
+        await node.egress.start()  # on the gateway address, which start() made sure of
         # One set of volume backends for the api (content API) and the node (mounts).
         volume_backends = build_volume_backends(api_settings)
         service = build_node_service(

@@ -58,6 +58,10 @@ class SandboxSpec:
     #: Traffic through the proxy to the paused sandbox resumes it (ADR 0004).
     auto_resume: bool = False
     volume_mounts: Sequence[VolumeMountSpec] = ()
+    #: For the proxy's route only (never sent to the node): ``allowPublicTraffic: false``'s
+    #: token and ``maskRequestHost``.
+    traffic_access_token: str | None = field(default=None, repr=False)
+    mask_request_host: str | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -214,9 +218,14 @@ class SandboxRoutes(Protocol):
         running: bool = True,
         auto_resume: bool = False,
         node_id: NodeID | None = None,
+        traffic_access_token: str | None = None,
+        mask_request_host: str | None = None,
     ) -> None:
         """Route to the sandbox at ``address`` on node ``node_id`` (``running`` False:
-        paused, held for a wake)."""
+        paused, held for a wake).
+
+        ``traffic_access_token``: its ports (not envd's) want it in
+        ``e2b-traffic-access-token``; ``mask_request_host``: the ``Host`` sent to them."""
         ...
 
     async def mark_paused(self, sandbox_id: SandboxID) -> None:

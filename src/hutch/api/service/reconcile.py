@@ -86,6 +86,8 @@ async def reconcile(
         await routes.publish(
             SandboxID(sid), address=placed.address, envd_access_token=row.envd_access_token,
             running=mode is None, auto_resume=row.auto_resume, node_id=placed.node_id,
+            traffic_access_token=row.traffic_access_token,
+            mask_request_host=row.network.mask_request_host,
         )  # fmt: skip
     result = StartupReport(
         adopted=tuple(sorted(report.adopted)),

@@ -44,6 +44,8 @@ class RoutedNodeClient:
         await self._routes.publish(
             spec.sandbox_id, address=placed.address, envd_access_token=spec.envd_access_token,
             auto_resume=spec.auto_resume, node_id=placed.node_id,
+            traffic_access_token=spec.traffic_access_token,
+            mask_request_host=spec.mask_request_host,
         )  # fmt: skip
         return placed
 
@@ -65,6 +67,8 @@ class RoutedNodeClient:
             spec.sandbox_id, address=resumed.placed.address,
             envd_access_token=spec.envd_access_token, auto_resume=spec.auto_resume,
             node_id=resumed.placed.node_id,
+            traffic_access_token=spec.traffic_access_token,
+            mask_request_host=spec.mask_request_host,
         )  # fmt: skip
         return resumed
 

@@ -237,6 +237,8 @@ def spec_of(sandbox: Sandbox) -> SandboxSpec:
         egress=None if sandbox.network.egress.is_default else sandbox.network.egress,
         metadata=sandbox.metadata,
         auto_resume=sandbox.auto_resume,
+        traffic_access_token=sandbox.traffic_access_token,
+        mask_request_host=sandbox.network.mask_request_host,
     )
 
 

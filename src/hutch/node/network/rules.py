@@ -80,10 +80,15 @@ def firewall_script(settings: NetworkSettings) -> str:
         # The cap on a sandbox's concurrent connections (its conntrack entries), so one
         # sandbox cannot exhaust the node's conntrack table or ports. After dstnat, so
         # connections to the egress filter count too.
-        lines.append(
-            f"add rule inet {t} prerouting iifname {br} ct state new"
-            f" add @conns {{ ip saddr ct count over {settings.max_connections} }} {_REJECT}"
-        )
+        # TCP gets a reset: ICMP errors are rate-limited by the kernel, so a flood's
+        # refused SYNs would otherwise hang on retransmits instead of failing at once.
+        over = f"add @conns {{ ip saddr ct count over {settings.max_connections} }}"
+        lines += [
+            f"add rule inet {t} prerouting iifname {br} meta l4proto tcp ct state new"
+            f" {over} reject with tcp reset",
+            f"add rule inet {t} prerouting iifname {br} meta l4proto != tcp ct state new"
+            f" {over} {_REJECT}",
+        ]
     lines += [
         f"add chain inet {t} forward"
         " { type filter hook forward priority filter; policy accept; }",

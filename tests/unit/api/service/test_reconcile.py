@@ -25,7 +25,7 @@ class Routes:
     published: dict[str, tuple[str, str | None, bool]] = field(default_factory=dict)
 
     async def publish(self, sandbox_id, *, address, envd_access_token, running=True,  # type: ignore[no-untyped-def]
-                      auto_resume=False, node_id=None):  # fmt: skip
+                      auto_resume=False, node_id=None, **_):  # fmt: skip
         self.published[sandbox_id] = (address, envd_access_token, running)
 
     async def mark_paused(self, sandbox_id):  # type: ignore[no-untyped-def]

@@ -18,7 +18,7 @@ class RecordingRoutes:
     events: list[tuple[str, str, object]] = field(default_factory=list)
 
     async def publish(self, sandbox_id, *, address, envd_access_token, running=True,  # type: ignore[no-untyped-def]
-                      auto_resume=False, node_id=None):  # fmt: skip
+                      auto_resume=False, node_id=None, **_):  # fmt: skip
         on_node = sandbox_id in self.node.running
         self.events.append(("publish", sandbox_id, (address, running, auto_resume, on_node)))
 
