@@ -82,7 +82,9 @@ class StoreCatalog(InMemorySandboxCatalog):
         else:
             self._withdrawn.pop(sid, None)
             route = self._route(sid, event.node_id, event.address, event.envd_access_token,
-                                running=event.running, auto_resume=event.auto_resume)  # fmt: skip
+                                running=event.running, auto_resume=event.auto_resume,
+                                traffic_access_token=event.traffic_access_token,
+                                mask_request_host=event.mask_request_host)  # fmt: skip
             if route is None:
                 self.remove(sid)
             else:
@@ -104,7 +106,8 @@ class StoreCatalog(InMemorySandboxCatalog):
 
     def _route(
         self, sid: SandboxID, node_id: str | None, address: str | None, token: str | None,
-        *, running: bool, auto_resume: bool,
+        *, running: bool, auto_resume: bool, traffic_access_token: str | None = None,
+        mask_request_host: str | None = None,
     ) -> SandboxRoute | None:  # fmt: skip
         if node_id is None or address is None:
             return None
@@ -113,7 +116,9 @@ class StoreCatalog(InMemorySandboxCatalog):
             log.warning("sandbox %s runs on node %s, which this edge does not know", sid, node_id)
             return None
         return SandboxRoute(sandbox_id=sid, host=address, envd_access_token=token,
-                            running=running, auto_resume=auto_resume, via=hop)  # fmt: skip
+                            running=running, auto_resume=auto_resume, via=hop,
+                            traffic_access_token=traffic_access_token,
+                            mask_request_host=mask_request_host)  # fmt: skip
 
     def _row_route(self, row: Sandbox) -> SandboxRoute | None:
         if row.state is SandboxState.RUNNING:
@@ -123,7 +128,9 @@ class StoreCatalog(InMemorySandboxCatalog):
         else:
             return None
         return self._route(SandboxID(row.id), row.node_id, row.address, row.envd_access_token,
-                           running=running, auto_resume=row.auto_resume)  # fmt: skip
+                           running=running, auto_resume=row.auto_resume,
+                           traffic_access_token=row.traffic_access_token,
+                           mask_request_host=row.network.mask_request_host)  # fmt: skip
 
     async def lookup(self, sandbox_id: SandboxID) -> SandboxRoute | None:
         """The cached route, else the store's (cached when no event raced the read)."""

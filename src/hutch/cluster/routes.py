@@ -35,6 +35,9 @@ class RouteEvent:
     envd_access_token: str | None = None
     running: bool = True
     auto_resume: bool = False
+    #: ``allowPublicTraffic: false``'s token and ``maskRequestHost`` (issue 13).
+    traffic_access_token: str | None = None
+    mask_request_host: str | None = None
 
     def encode(self) -> str:
         """The NOTIFY payload (JSON; well under PostgreSQL's 8000 bytes)."""
@@ -47,6 +50,8 @@ class RouteEvent:
                 "token": self.envd_access_token,
                 "running": self.running,
                 "autoResume": self.auto_resume,
+                "trafficToken": self.traffic_access_token,
+                "maskHost": self.mask_request_host,
             }
         )
 
@@ -64,6 +69,8 @@ class RouteEvent:
             envd_access_token=data.get("token"),
             running=bool(data.get("running", True)),
             auto_resume=bool(data.get("autoResume")),
+            traffic_access_token=data.get("trafficToken"),
+            mask_request_host=data.get("maskHost"),
         )
 
 
@@ -95,6 +102,8 @@ class NotifyRoutes:
         running: bool = True,
         auto_resume: bool = False,
         node_id: NodeID | None = None,
+        traffic_access_token: str | None = None,
+        mask_request_host: str | None = None,
     ) -> None:
         """See ``SandboxRoutes.publish``."""
         await self._send(
@@ -106,6 +115,8 @@ class NotifyRoutes:
                 envd_access_token=envd_access_token,
                 running=running,
                 auto_resume=auto_resume,
+                traffic_access_token=traffic_access_token,
+                mask_request_host=mask_request_host,
             )
         )
 

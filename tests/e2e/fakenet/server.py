@@ -28,6 +28,10 @@ async def _http(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> N
         writer.close()
         return
     host = ""
+    target = head.split(b" ", 2)[1] if head.count(b" ") >= 2 else b"/"
+    if target.startswith(b"/bytes/") and target[7:].isdigit():
+        await _bytes(writer, int(target[7:]))
+        return
     for line in head.split(b"\r\n")[1:]:
         name, _, value = line.partition(b":")
         if name.strip().lower() == b"host":
@@ -41,6 +45,23 @@ async def _http(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> N
     )
     try:
         await writer.drain()
+    finally:
+        writer.close()
+
+
+async def _bytes(writer: asyncio.StreamWriter, size: int) -> None:
+    """``GET /bytes/N``: N zero bytes (throughput measurements)."""
+    writer.write(
+        b"HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\n"
+        + f"Connection: close\r\nContent-Length: {size}\r\n\r\n".encode()
+    )
+    chunk = b"\0" * (256 * 1024)
+    left = size
+    try:
+        while left > 0:
+            writer.write(chunk[: min(left, len(chunk))])
+            left -= min(left, len(chunk))
+            await writer.drain()
     finally:
         writer.close()
 

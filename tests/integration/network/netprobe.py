@@ -54,6 +54,24 @@ def get(addr: str, port: int, src: str | None) -> None:
         conn.close()
 
 
+def get_host(addr: str, port: int, host: str) -> None:
+    """``GET /`` to ``addr:port`` with ``Host: host``; "ok <body>", "closed" or "error X"."""
+    try:
+        with socket.create_connection((addr, port), timeout=_TIMEOUT) as sock:
+            sock.sendall(f"GET / HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n".encode())
+            data = b""
+            while chunk := sock.recv(65536):
+                data += chunk
+    except OSError as exc:
+        name = errno.errorcode.get(exc.errno or 0, type(exc).__name__)
+        print("error", name, flush=True)
+        return
+    if not data:
+        print("closed", flush=True)
+        return
+    print("ok", data.partition(b"\r\n\r\n")[2].decode(), flush=True)
+
+
 def udp_recv(addr: str, port: int, count: int) -> None:
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     sock.bind((addr, port))
@@ -76,6 +94,8 @@ def main(argv: list[str]) -> None:
         serve(addr, int(port))
     elif cmd == "get":
         get(addr, int(port), rest[0] if rest else None)
+    elif cmd == "get-host":
+        get_host(addr, int(port), rest[0])
     elif cmd == "udp-recv":
         udp_recv(addr, int(port), int(rest[0]))
     elif cmd == "udp-send":

@@ -33,6 +33,7 @@ from hutch.api.service.ports import (
     SandboxMetrics,
     SandboxSpec,
 )
+from hutch.shared.egress import EgressPolicy
 from hutch.shared.errors import (
     InvalidArgumentError,
     NotFoundError,
@@ -143,6 +144,10 @@ class NodeSet:
     async def set_metadata(self, sandbox_id: SandboxID, metadata: Mapping[str, str]) -> None:
         """See ``NodeClient.set_metadata``."""
         await (await self._node_of(sandbox_id)).set_metadata(sandbox_id, metadata)
+
+    async def set_network(self, sandbox_id: SandboxID, policy: EgressPolicy) -> None:
+        """See ``NodeClient.set_network``."""
+        await (await self._node_of(sandbox_id)).set_network(sandbox_id, policy)
 
     async def metrics(
         self, sandbox_id: SandboxID, *, start: datetime | None, end: datetime | None

@@ -73,6 +73,10 @@ async def reconcile(
             if sandbox is None or sandbox.host_id != host_id:
                 await destroy(host_id)
         if sandbox is not None:
+            if sandbox.host_id in attached:
+                # Its policy again: a node of an older version had none in nft, and a
+                # restart must never leave a sandbox with more egress than it was given.
+                await host.networks.apply_policy(sandbox.address, sandbox.egress)
             host.running[sid] = sandbox
             adopted.append(sid)
         else:
