@@ -44,7 +44,7 @@ class NodeSettings(BaseSettings):
     #: Written into each sandbox's /etc/resolv.conf: the host's own resolver is unreachable
     #: from sandboxes (the firewall refuses input from the bridge), so these go through NAT.
     dns_servers: tuple[str, ...] = ("1.1.1.1", "8.8.8.8")
-    #: The egress filter (ADR 0021): its port on the bridge's gateway address, and the
+    #: The egress filter (ADR 0022): its port on the bridge's gateway address, and the
     #: resolver it asks for the addresses of allowed domains (``ip`` or ``ip:port``;
     #: empty: the host's own resolver).
     egress_filter_port: int = Field(default=3129, ge=1, le=65535)

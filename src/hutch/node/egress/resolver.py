@@ -1,6 +1,6 @@
 """The node's resolver for the egress filter: A records over UDP from one server, or the
 host's own (``getaddrinfo``) when none is set. The filter dials what this returns, never
-what the sandbox resolved (ADR 0021)."""
+what the sandbox resolved (ADR 0022)."""
 
 from __future__ import annotations
 

@@ -65,7 +65,7 @@ class NetworkSettings:
     #: on the uplink itself.
     manage_ip_forward: bool = True
     #: The egress filter's port on the gateway address: sandboxes with domain rules have
-    #: their TCP to ports 80 and 443 redirected there (``egress/``, ADR 0021).
+    #: their TCP to ports 80 and 443 redirected there (``egress/``, ADR 0022).
     egress_filter_port: int = 3129
     #: At most this many concurrent connections (conntrack entries) a sandbox may open
     #: (``ct count``); a new one beyond it is refused. 0: no cap.
