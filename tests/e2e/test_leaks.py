@@ -26,15 +26,27 @@ CONCURRENCY = 4
 
 
 def _nft_elements(table: str) -> dict[str, int]:
-    """Elements in each of the node's nftables sets (per-sandbox state)."""
+    """Elements of the node's per-sandbox nftables maps and sets, and its per-sandbox
+    policy chains (``egress_<address>``, ``redirect_<address>``)."""
     counts = {}
-    for family, name in (("inet", "allowed"), ("bridge", "ports"), ("bridge", "addrs")):
+    for kind, family, name in (
+        ("map", "inet", "policies"), ("map", "inet", "redirects"),
+        ("set", "bridge", "ports"), ("set", "bridge", "addrs"),
+    ):  # fmt: skip
         out = subprocess.run(
-            ["nft", "-j", "list", "set", family, table, name],
+            ["nft", "-j", "list", kind, family, table, name],
             capture_output=True, text=True, check=True,
         ).stdout  # fmt: skip
-        sets = [x["set"] for x in json.loads(out)["nftables"] if "set" in x]
+        sets = [x[kind] for x in json.loads(out)["nftables"] if kind in x]
         counts[f"{family} {name}"] = sum(len(s.get("elem", [])) for s in sets)
+    out = subprocess.run(
+        ["nft", "-j", "list", "chains", "inet"], capture_output=True, text=True, check=True
+    ).stdout
+    chains = [x["chain"] for x in json.loads(out)["nftables"] if "chain" in x]
+    counts["inet policy chains"] = sum(
+        1 for c in chains
+        if c.get("table") == table and c["name"].startswith(("egress_", "redirect_"))
+    )  # fmt: skip
     return counts
 
 
