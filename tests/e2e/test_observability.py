@@ -69,7 +69,15 @@ def test_metrics_move_with_sdk_traffic_and_labels_stay_bounded(serve: Serve) -> 
         sbx.kill()
     with pytest.raises(SandboxException, match="404"):
         Sandbox.create("no-such-template-" + secrets.token_hex(4), timeout=60)
-    after = scrape(serve)
+    # A request is counted just after its answer is sent: wait for the last one's count.
+    deadline = time.monotonic() + 10
+    while (after := scrape(serve)).value(
+        "hutch_api_requests_total", route="/v2/sandboxes", method="POST", status="404"
+    ) == before.value(
+        "hutch_api_requests_total", route="/v2/sandboxes", method="POST", status="404"
+    ):
+        assert time.monotonic() < deadline, "the failed create was never counted"
+        time.sleep(0.05)
 
     create = {"operation": "create", "template": "busybox"}
     assert _delta(before, after, "hutch_sandbox_operations_total", outcome="ok", **create) == 1
@@ -157,7 +165,13 @@ def test_one_request_id_follows_a_sandbox_through_every_role(serve: Serve) -> No
     finally:
         sbx.kill()
 
+    # An access line is written just after its answer: wait for the proxy's.
+    deadline = time.monotonic() + 10
     lines = _log_lines(serve)
+    while not any(line.get("request_id") == proxy_id for line in lines):
+        assert time.monotonic() < deadline, "the proxy never logged the request"
+        time.sleep(0.05)
+        lines = _log_lines(serve)
     of_create = [line for line in lines if line.get("request_id") == request_id]
     roles = {str(line["logger"]).split(".")[1] for line in of_create}
     assert {"api", "node"} <= roles, of_create

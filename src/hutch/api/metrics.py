@@ -17,6 +17,7 @@ from typing import Any, Final, TypeVar
 
 from prometheus_client import Counter, Gauge, Histogram
 
+from hutch.shared import telemetry
 from hutch.shared.errors import HutchError
 
 _F = TypeVar("_F", bound=Callable[..., Any])
@@ -67,6 +68,17 @@ SANDBOXES = Gauge(
     "hutch_sandboxes",
     "Live sandboxes in the store by team, template and state (sampled).",
     ["team_id", "template", "state"],
+)
+BUILDS = Counter(
+    "hutch_template_builds_total",
+    "Template builds (SDK Template.build) and image imports by kind and outcome.",
+    ["kind", "outcome"],
+)
+BUILD_SECONDS = Histogram(
+    "hutch_template_build_duration_seconds",
+    "Duration of template builds and image imports by kind and outcome.",
+    ["kind", "outcome"],
+    buckets=(1.0, 5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0),
 )
 STORE_SECONDS = Histogram(
     "hutch_store_query_duration_seconds",
@@ -145,14 +157,20 @@ def observed(operation: str) -> Callable[[_F], _F]:
                 return await fn(*args, **kwargs)
             op = Operation(operation)
             token = _operation.set(op)
-            try:
-                result = await fn(*args, **kwargs)
-            except BaseException as exc:
-                LIFECYCLE.labels(operation, outcome_of(exc), template_label(op.template)).inc()
-                raise
-            finally:
-                _operation.reset(token)
-            label = template_label(_template_of(result) or op.template)
+            # A span per operation too (the reaper's and the proxy's have no request span).
+            with telemetry.tracer().start_as_current_span(f"sandbox.{operation}") as span:
+                try:
+                    result = await fn(*args, **kwargs)
+                except BaseException as exc:
+                    outcome = outcome_of(exc)
+                    span.set_attribute("hutch.outcome", outcome)
+                    LIFECYCLE.labels(operation, outcome, template_label(op.template)).inc()
+                    raise
+                finally:
+                    _operation.reset(token)
+                label = template_label(_template_of(result) or op.template)
+                span.set_attribute("hutch.template", label)
+                span.set_attribute("hutch.outcome", "ok")
             LIFECYCLE.labels(operation, "ok", label).inc()
             LIFECYCLE_SECONDS.labels(operation, label).observe(time.perf_counter() - op.started)
             for name, seconds in op.phases:
@@ -183,3 +201,9 @@ async def sample_sandboxes(count_live: Callable[[], Any], *, interval_s: float) 
         except Exception:  # a store hiccup must not end the sampling
             logging.getLogger("hutch.api.metrics").warning("sandbox gauges", exc_info=True)
         await asyncio.sleep(interval_s)
+
+
+def record_build(kind: str, outcome: str, seconds: float) -> None:
+    """One finished template build or import (``kind``: build, import)."""
+    BUILDS.labels(kind, outcome).inc()
+    BUILD_SECONDS.labels(kind, outcome).observe(seconds)

@@ -92,10 +92,16 @@ def build_node(settings: NodeSettings, *, build_bundle: bool = True) -> Node:
     networks = LinuxSandboxNetworks(network_settings(settings))
     # Timed at the adapter seams (node/metrics.py): runtime calls and network setup.
     timed_runtime: Any = metrics.TimedAdapter(
-        runtime, histogram=metrics.RUNTIME_SECONDS, calls=metrics.TIMED_RUNTIME_CALLS
+        runtime,
+        histogram=metrics.RUNTIME_SECONDS,
+        calls=metrics.TIMED_RUNTIME_CALLS,
+        span_prefix="runtime",
     )
     timed_networks: Any = metrics.TimedAdapter(
-        networks, histogram=metrics.NETWORK_SECONDS, calls=metrics.TIMED_NETWORK_CALLS
+        networks,
+        histogram=metrics.NETWORK_SECONDS,
+        calls=metrics.TIMED_NETWORK_CALLS,
+        span_prefix="network",
     )
     templates = DirTemplateStore(settings.templates_dir, shared=settings.shared_templates_dirs)
     envd = HttpEnvdClient()

@@ -20,6 +20,7 @@ from prometheus_client import Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import REGISTRY, Collector
 
+from hutch.shared import telemetry
 from hutch.shared.errors import HutchError
 
 _FAST: Final = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
@@ -69,30 +70,36 @@ class TimedAdapter:
     """Delegates every attribute to ``inner``; the coroutine methods in ``calls`` are timed
     into ``histogram`` (labels call, outcome). Satisfies whatever Protocol ``inner`` does."""
 
-    def __init__(self, inner: Any, *, histogram: Histogram, calls: frozenset[str]) -> None:
+    def __init__(
+        self, inner: Any, *, histogram: Histogram, calls: frozenset[str], span_prefix: str
+    ) -> None:
         self._inner = inner
         self._histogram = histogram
         self._calls = calls
+        self._prefix = span_prefix
 
     def __getattr__(self, name: str) -> Any:
         value = getattr(self._inner, name)
         if name not in self._calls or not inspect.iscoroutinefunction(value):
             return value
         histogram = self._histogram
+        span_name = f"{self._prefix}.{name}"
 
         @functools.wraps(value)
         async def timed(*args: Any, **kwargs: Any) -> Any:
             started = time.perf_counter()
             outcome = "error"
-            try:
-                result = await value(*args, **kwargs)
-                outcome = "ok"
-                return result
-            except HutchError as exc:
-                outcome = str(exc.code.value)
-                raise
-            finally:
-                histogram.labels(name, outcome).observe(time.perf_counter() - started)
+            with telemetry.tracer().start_as_current_span(span_name) as span:
+                try:
+                    result = await value(*args, **kwargs)
+                    outcome = "ok"
+                    return result
+                except HutchError as exc:
+                    outcome = str(exc.code.value)
+                    raise
+                finally:
+                    span.set_attribute("hutch.outcome", outcome)
+                    histogram.labels(name, outcome).observe(time.perf_counter() - started)
 
         return timed
 

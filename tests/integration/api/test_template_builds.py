@@ -217,3 +217,20 @@ def test_tag_bad_input(builds: tuple[str, str, FakeBuildRunner]) -> None:
         assert r.status_code == code, (template, r.text)
     assert delete({"name": "bad", "tags": ["default"]}).status_code == 204
     assert httpx.get(f"{api}/templates/bad/tags", headers=h).json() == []
+
+
+def test_builds_are_counted_by_outcome_on_metrics(
+    builds: tuple[str, str, FakeBuildRunner],
+) -> None:
+    # The api's metrics live in this process (the app runs in a thread here).
+    from prometheus_client import REGISTRY
+
+    def count(outcome: str) -> float:
+        labels = {"kind": "build", "outcome": outcome}
+        return REGISTRY.get_sample_value("hutch_template_builds_total", labels) or 0.0
+
+    ok, error = count("ok"), count("error")
+    Template.build(Template().from_template("base").run_cmd("echo fine"), "counted")
+    with pytest.raises(BuildException):
+        Template.build(Template().from_template("base").run_cmd("fail"), "counted-broken")
+    assert (count("ok") - ok, count("error") - error) == (1, 1)

@@ -94,6 +94,12 @@ def test_tracing_a_create_spans_the_api_and_the_node_in_one_trace(
     assert httpx.delete(f"{url}/sandboxes/{sandbox_id}", headers={"X-API-Key": key},
                         timeout=30).status_code == 204  # fmt: skip
 
+    # A server span ends just after its response is sent: wait for the kill's to end.
+    deadline = time.monotonic() + 10
+    while not any(s.name == "api DELETE /sandboxes/{sandbox_id}"
+                  for s in exporter.get_finished_spans()):  # fmt: skip
+        assert time.monotonic() < deadline, [s.name for s in exporter.get_finished_spans()]
+        time.sleep(0.01)
     spans = {span.name: span for span in exporter.get_finished_spans()}
     api = spans["api POST /sandboxes"]
     node = next(
@@ -104,9 +110,15 @@ def test_tracing_a_create_spans_the_api_and_the_node_in_one_trace(
         s for s in exporter.get_finished_spans()
         if s.name == "node POST /v1/sandboxes" and s.kind is trace.SpanKind.CLIENT
     )  # fmt: skip
+    operation = spans["sandbox.create"]
     assert api.kind is trace.SpanKind.SERVER
-    assert {format(s.context.trace_id, "032x") for s in (api, client, node)} == {parent_trace}
-    assert client.parent is not None and client.parent.span_id == api.context.span_id
+    spans_of_create = (api, operation, client, node)
+    assert {format(s.context.trace_id, "032x") for s in spans_of_create} == {parent_trace}
+    # api SERVER → sandbox.create (the service) → node CLIENT → node SERVER
+    assert operation.parent is not None and operation.parent.span_id == api.context.span_id
+    assert operation.attributes["hutch.template"] == "busybox"
+    assert operation.attributes["hutch.outcome"] == "ok"
+    assert client.parent is not None and client.parent.span_id == operation.context.span_id
     assert node.parent is not None and node.parent.span_id == client.context.span_id
     assert api.attributes["http.route"] == "/sandboxes"
     assert api.attributes["hutch.sandbox_id"] == sandbox_id

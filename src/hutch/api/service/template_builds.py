@@ -17,12 +17,14 @@ import asyncio
 import contextlib
 import logging
 import math
+import time
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from hutch.api import metrics
 from hutch.api.models import NewTemplate, Template, TemplateBuildState
 from hutch.api.service.ports import BuildFailedError, BuildRunner
 from hutch.api.service.template_tags import (
@@ -181,6 +183,7 @@ class TemplateBuildService:
             build.entries.append(LogEntry(datetime.now(UTC), level, message, step))
 
         add("info", f"Building template {build.template_id} (build {build.build_id})")
+        started = time.perf_counter()
         try:
             await self.runner.run_build(
                 build.template_id,
@@ -214,6 +217,8 @@ class TemplateBuildService:
             await self._templates.set_build_state(build.template_id, state)
         build.finished_at = build.updated_at = datetime.now(UTC)
         build.status = final
+        metrics.record_build("build", "ok" if final == "ready" else "error",
+                             time.perf_counter() - started)  # fmt: skip
 
 
 class UploadTokens:

@@ -11,8 +11,10 @@ from __future__ import annotations
 import base64
 import binascii
 import math
+import time
 from datetime import datetime
 
+from hutch.api import metrics
 from hutch.api.models import NewTemplate, Template, TemplateBuildState
 from hutch.api.service.ports import ImageImport, ImportedImage, ImportProgress, TemplateBuilder
 from hutch.api.store.base import TemplateStore
@@ -85,7 +87,13 @@ class TemplateService:
         builder = self._require_builder()
         if await self._templates.find_template_any_team(request.name) is not None:
             raise AlreadyExistsError(f"template {request.name!r} already exists")
-        imported = await builder.import_image(request, progress=progress)
+        started = time.perf_counter()
+        try:
+            imported = await builder.import_image(request, progress=progress)
+        except BaseException as exc:
+            metrics.record_build("import", metrics.outcome_of(exc), time.perf_counter() - started)
+            raise
+        metrics.record_build("import", "ok", time.perf_counter() - started)
         try:
             row = await self._templates.create_template(
                 NewTemplate(

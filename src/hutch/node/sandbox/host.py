@@ -36,6 +36,7 @@ from hutch.node.sandbox.ports import EnvdClient, NodeNetworks, RootfsLayer, Temp
 from hutch.node.sandbox.records import BOOT_ID, ENVD_LOG, tail, write_record
 from hutch.node.sandbox.undo import Undo, as_undo
 from hutch.node.templates.artifact import TemplateArtifact
+from hutch.shared import telemetry
 from hutch.shared.errors import AlreadyExistsError, DeadlineExceededError, NotFoundError
 from hutch.shared.paths import ENVD_PORT
 
@@ -118,7 +119,8 @@ class SandboxHost:
         state = await self.runtime.state(sid)
         envd_url = f"http://{net.address}:{ENVD_PORT}"
         started = time.perf_counter()
-        await self.wait_healthy(sid, envd_url, sandbox_dir=sandbox_dir)
+        with telemetry.tracer().start_as_current_span("envd.ready"):
+            await self.wait_healthy(sid, envd_url, sandbox_dir=sandbox_dir)
         metrics.ENVD_READY_SECONDS.observe(time.perf_counter() - started)
         return RunningSandbox(
             sandbox_id=sid, template=template.name, address=net.address, envd_url=envd_url,
