@@ -143,6 +143,29 @@ def test_pooled_sandbox_is_indistinguishable_from_a_cold_one(pooled: Serve) -> N
         cold_sbx.kill()
 
 
+def test_a_pooled_sandbox_gets_the_creates_egress_policy(pooled: Serve) -> None:
+    """A member boots with all egress; a create with a deny list takes it and its chain
+    holds the list before the sandbox is handed out (the record keeps it too)."""
+    import subprocess
+
+    _wait_for_pool(pooled)
+    sbx = Sandbox.create("busybox", timeout=60, network={"deny_out": ["198.51.100.7"]})
+    try:
+        host_id = _host_id(pooled, sbx.sandbox_id)
+        assert host_id.startswith("pool-")
+        record = _records(pooled)[host_id]
+        assert record["egress"] == {"allow_out": [], "deny_out": ["198.51.100.7"]}
+        chain = "egress_" + str(record["address"]).replace(".", "_")
+        listed = subprocess.run(
+            ["nft", "list", "chain", "inet", pooled.names.nft_table, chain],
+            capture_output=True, text=True, check=True,
+        ).stdout  # fmt: skip
+        assert "198.51.100.7 reject" in listed
+        assert sbx.get_info().network["deny_out"] == ["198.51.100.7"]  # type: ignore[index]
+    finally:
+        sbx.kill()
+
+
 def test_hutch_status_reports_the_pool_fill(pooled: Serve) -> None:
     _wait_for_pool(pooled)
     report = json.loads(pooled.hutch("status", "--json"))

@@ -178,10 +178,13 @@ class PoolKeeper:
         A member that cannot be personalised (or whose template was rebuilt since it
         booted) is destroyed, and the next one, or a cold create, is tried.
         """
-        # Members boot with internet access; any other policy is put in force on the
-        # taken member before its envd is /init-ed (no user code ran in it yet).
+        # Members boot with internet access. A policy that still allows some of it (deny
+        # lists) is put in force on the taken member before its envd is /init-ed (no
+        # user code ran in it yet); one that denies 0.0.0.0/0 keys a pool of its own,
+        # which has no members (cold, as before policies existed).
+        allow = not effective_policy(request).blocks_all
         key = pool_key(template, cpu=request.cpu_count, memory=request.memory_mb,
-                       allow_internet=True)  # fmt: skip
+                       allow_internet=allow)  # fmt: skip
         while (member := self._pool.take(key)) is not None:
             self._pool_wakeup.set()
             fresh = self._member_stamps.pop(member.host_id, None) == template_stamp(template)
