@@ -91,24 +91,32 @@ def _drop_set(headers: list[tuple[bytes, bytes]], base: frozenset[bytes]) -> set
     return drop
 
 
-def _forwarded(scope: Scope, headers: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
-    """``X-Forwarded-For/-Host/-Proto``: append to the chain, keep the original host."""
+def _forwarded(
+    scope: Scope, headers: list[tuple[bytes, bytes]], *, trusted: bool = False
+) -> list[tuple[bytes, bytes]]:
+    """``X-Forwarded-For/-Host/-Proto``: append to the chain, keep the original host (a
+    ``trusted`` caller, an edge that proved the cluster token, set them already)."""
     client = scope.get("client")
     client_ip = client[0].encode() if client else b""
     prior = [v for k, v in headers if k.lower() == b"x-forwarded-for"]
     host = next((v for k, v in headers if k.lower() == b"host"), b"")
+    proto = str(scope.get("scheme", "http")).encode()
+    if trusted:
+        host = next((v for k, v in headers if k.lower() == b"x-forwarded-host"), host)
+        proto = next((v for k, v in headers if k.lower() == b"x-forwarded-proto"), proto)
     return [
         (b"x-forwarded-for", b", ".join([*prior, client_ip]) if prior else client_ip),
         (b"x-forwarded-host", host),
-        (b"x-forwarded-proto", str(scope.get("scheme", "http")).encode()),
+        (b"x-forwarded-proto", proto),
     ]
 
 
 def upstream_headers(
-    scope: Scope, hop: list[tuple[bytes, bytes]] | None = None
+    scope: Scope, hop: list[tuple[bytes, bytes]] | None = None, *, trusted: bool = False
 ) -> list[tuple[bytes, bytes]]:
     """The request headers to send upstream (hop-by-hop removed, forwarding added; with
-    ``hop``, the node proxy's headers instead of the client's sandbox headers)."""
+    ``hop``, the node proxy's headers instead of the client's sandbox headers; ``trusted``:
+    the caller is an edge, whose ``X-Forwarded-Host/-Proto`` are kept)."""
     headers: list[tuple[bytes, bytes]] = list(scope["headers"])
     drop = _drop_set(headers, _REQUEST_DROP) | {
         b"x-forwarded-for",
@@ -118,7 +126,7 @@ def upstream_headers(
     if hop:
         drop |= _SANDBOX_HEADERS
     kept = [(k, v) for k, v in headers if k.lower() not in drop]
-    return kept + _forwarded(scope, headers) + (hop or [])
+    return kept + _forwarded(scope, headers, trusted=trusted) + (hop or [])
 
 
 def token_matches(headers: list[tuple[bytes, bytes]], token: str) -> bool:
@@ -291,6 +299,7 @@ class ProxyApp:
                 sandbox, port = resolved  # type: ignore[misc]
                 hlog.bind(sandbox_id=sandbox.sandbox_id)
                 exchange = _Exchange(self.client, scope, receive, send_with_id, sandbox, port)
+                exchange.trusted = self.require_token is not None  # past the token check
                 await exchange.run()
                 outcome = exchange.outcome
             finally:
@@ -321,6 +330,7 @@ class _Exchange:
         self.started = False
         #: How it ended, for the proxy's metrics (``metrics.REQUESTS``).
         self.outcome = "client_gone"
+        self.trusted = False
 
     def _url(self) -> str:
         host, port = self.sandbox.address(self.port)
@@ -349,7 +359,9 @@ class _Exchange:
         content = self._body() if _has_body(self.scope) else None
         if content is None:
             self.body_done.set()
-        headers = upstream_headers(self.scope, self.sandbox.hop_headers(self.port))
+        headers = upstream_headers(
+            self.scope, self.sandbox.hop_headers(self.port), trusted=self.trusted
+        )
         request_id = hlog.current_request_id()
         if request_id is not None:  # a node's proxy logs the edge's id (docs/observability.md)
             headers = [(k, v) for k, v in headers if k.lower() != _REQUEST_ID]

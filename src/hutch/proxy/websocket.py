@@ -188,6 +188,10 @@ class WebSocketRelay(_Side):
         metrics.WEBSOCKETS_OPEN.inc()
         peername = self.transport.get_extra_info("peername")
         original_host = next((v for k, v in headers if k == b"host"), b"")
+        proto = b"http"
+        if self.require_token is not None:  # an edge, past the token check: its view holds
+            original_host = next((v for k, v in headers if k == b"x-forwarded-host"), original_host)
+            proto = next((v for k, v in headers if k == b"x-forwarded-proto"), proto)
         prior = [v for k, v in headers if k == b"x-forwarded-for"]
         client_ip = (peername[0] if peername else "").encode()
         lines = [
@@ -201,7 +205,7 @@ class WebSocketRelay(_Side):
         lines += [
             b"x-forwarded-for: " + b", ".join([*prior, client_ip]),
             b"x-forwarded-host: " + original_host,
-            b"x-forwarded-proto: http",
+            b"x-forwarded-proto: " + proto,
         ]
         assert upstream.transport is not None
         upstream.transport.write(b"\r\n".join(lines) + b"\r\n\r\n" + rest)

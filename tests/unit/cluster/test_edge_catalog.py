@@ -1,0 +1,129 @@
+"""``StoreCatalog``, the edge's routes: NOTIFY events first, the store on a miss, and never
+a route after a withdrawal (ADR 0019)."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from types import SimpleNamespace
+from typing import Any
+
+from hutch.api.models import SandboxState
+from hutch.cluster.edge import StoreCatalog, asyncpg_params
+from hutch.cluster.routes import RouteEvent
+from hutch.proxy.catalog import NodeHop
+from hutch.shared.ids import NodeID, SandboxID
+
+HOP = NodeHop(host="127.0.0.1", port=7001, token="t0k")
+
+
+@dataclass
+class Rows:
+    rows: dict[str, Any] = field(default_factory=dict)
+    reads: int = 0
+    gate: asyncio.Event | None = None
+
+    async def find_sandbox(self, sandbox_id: str, *, team_id: object) -> Any:
+        self.reads += 1
+        if self.gate is not None:
+            await self.gate.wait()
+        return self.rows.get(sandbox_id)
+
+
+def _row(sid: str, state: SandboxState, *, node: str = "n1", auto_resume: bool = False) -> Any:
+    return SimpleNamespace(id=sid, state=state, node_id=node, address="10.9.0.2",
+                           envd_access_token="e", auto_resume=auto_resume)  # fmt: skip
+
+
+def _catalog(rows: Rows, *, listening: bool = True) -> StoreCatalog:
+    hops = {NodeID("n1"): HOP}
+    catalog = StoreCatalog(SimpleNamespace(sandboxes=rows), hops=hops.get)  # type: ignore[arg-type]
+    catalog.reset(listening=listening)
+    return catalog
+
+
+def _publish(sid: str, **kw: Any) -> RouteEvent:
+    return RouteEvent("publish", SandboxID(sid), node_id=kw.pop("node", "n1"),
+                      address="10.9.0.2", envd_access_token="e", **kw)  # fmt: skip
+
+
+async def test_edge_catalog_event_routes_through_the_node_hop() -> None:
+    rows = Rows()
+    catalog = _catalog(rows)
+    catalog.apply(RouteEvent.decode(_publish("s1").encode()))
+    route = await catalog.lookup(SandboxID("s1"))
+    assert route is not None and route.running
+    assert route.address(8080) == ("127.0.0.1", 7001)
+    assert route.hop_headers(8080) == [
+        (b"e2b-sandbox-id", b"s1"), (b"e2b-sandbox-port", b"8080"), (b"x-hutch-node-token", b"t0k"),
+    ]  # fmt: skip
+    assert rows.reads == 0
+
+
+async def test_edge_catalog_withdrawal_beats_a_row_still_running() -> None:
+    rows = Rows({"s1": _row("s1", SandboxState.RUNNING)})
+    catalog = _catalog(rows)
+    catalog.apply(_publish("s1"))
+    catalog.apply(RouteEvent("withdraw", SandboxID("s1"), running=False))
+    # The kill is still in progress: the row says running, the tombstone wins.
+    assert await catalog.lookup(SandboxID("s1")) is None
+    assert rows.reads == 0
+
+
+async def test_edge_catalog_miss_reads_the_store_and_caches_while_listening() -> None:
+    rows = Rows({"s1": _row("s1", SandboxState.RUNNING), "s2": _row("s2", SandboxState.KILLED),
+                 "s3": _row("s3", SandboxState.PAUSED, auto_resume=True),
+                 "s4": _row("s4", SandboxState.RUNNING, node="gone")})  # fmt: skip
+    catalog = _catalog(rows)
+    first = await catalog.lookup(SandboxID("s1"))
+    assert first is not None and first.running and first.via == HOP
+    assert await catalog.lookup(SandboxID("s1")) == first and rows.reads == 1  # cached
+    assert await catalog.lookup(SandboxID("s2")) is None  # killed
+    paused = await catalog.lookup(SandboxID("s3"))
+    assert paused is not None and not paused.running and paused.auto_resume
+    assert await catalog.lookup(SandboxID("s4")) is None  # a node this edge does not know
+    assert await catalog.lookup(SandboxID("nope")) is None
+
+
+async def test_edge_catalog_caches_nothing_without_listen() -> None:
+    rows = Rows({"s1": _row("s1", SandboxState.RUNNING)})
+    catalog = _catalog(rows, listening=False)
+    assert await catalog.lookup(SandboxID("s1")) is not None
+    assert await catalog.lookup(SandboxID("s1")) is not None
+    assert rows.reads == 2  # no events arrive: every request reads the store
+
+
+async def test_edge_catalog_read_racing_an_event_is_not_cached() -> None:
+    rows = Rows({"s1": _row("s1", SandboxState.RUNNING)}, gate=asyncio.Event())
+    catalog = _catalog(rows)
+    reading = asyncio.ensure_future(catalog.lookup(SandboxID("s1")))
+    await asyncio.sleep(0)
+    catalog.apply(RouteEvent("paused", SandboxID("s1"), running=False))  # during the read
+    rows.rows["s1"] = _row("s1", SandboxState.PAUSED)
+    rows.gate.set()  # type: ignore[union-attr]
+    await reading
+    again = await catalog.lookup(SandboxID("s1"))
+    assert again is not None and not again.running  # read anew, not the raced "running"
+
+
+async def test_edge_catalog_reset_drops_the_cache() -> None:
+    catalog = _catalog(Rows())
+    catalog.apply(_publish("s1"))
+    catalog.reset(listening=False)
+    assert catalog.find(SandboxID("s1")) is None and not catalog.listening
+
+
+def test_edge_route_event_round_trip_and_bad_payloads() -> None:
+    event = _publish("s1", running=False, auto_resume=True)
+    assert RouteEvent.decode(event.encode()) == event
+    for bad in ('{"op": "explode", "id": "x"}', "[]"):
+        try:
+            RouteEvent.decode(bad)
+        except ValueError:
+            continue
+        raise AssertionError(bad)
+
+
+def test_edge_asyncpg_params_from_a_socket_url() -> None:
+    params = asyncpg_params("postgresql+asyncpg://postgres@/hutch?host=/tmp/pg/run")
+    assert params == {"user": "postgres", "database": "hutch", "host": "/tmp/pg/run"}
