@@ -17,9 +17,10 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import httpx
 import pytest
@@ -33,6 +34,7 @@ PREFIX = f"hc{SLOT}"
 SUBNET = f"10.{230 + SLOT}"
 TEMPLATE = "base"
 HUTCH = [sys.executable, "-m", "hutch"]
+T = TypeVar("T")
 
 
 @dataclass
@@ -222,6 +224,45 @@ def test_sigkill_of_one_api_during_creates_the_other_carries_on(cluster: Cluster
             sbx.kill()
         if isinstance(doomed_result, Sandbox):
             Sandbox.kill(doomed_result.sandbox_id, **survivor)
+
+
+def _eventually(call: Callable[[], T], *, within_s: float = 60) -> T:
+    """``call()``'s result once it stops raising (requests in flight during a restart may
+    fail, retryably); its last error past ``within_s``."""
+    deadline = time.monotonic() + within_s
+    while True:
+        try:
+            return call()
+        except Exception:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.5)
+
+
+def test_postgres_restart_apis_and_edge_reconnect(cluster: Cluster) -> None:
+    before = Sandbox.create(TEMPLATE, timeout=120, **cluster.sdk())
+    made = [before]
+    try:
+        data = cluster.home / "pg" / "data"
+        pg_ctl = sorted(Path("/usr/lib/postgresql").glob("*/bin/pg_ctl"))[-1]
+        subprocess.run([str(pg_ctl), "-D", str(data), "-l", str(data.parent / "postgres.log"),
+                        "-m", "fast", "-w", "restart"], user="postgres", check=True,
+                       capture_output=True, timeout=60)  # fmt: skip
+        # The sandbox made before is still reached through the edge, and both apis create.
+        out = _eventually(lambda: before.commands.run("echo still").stdout)
+        assert out.strip() == "still"
+        for api in (0, 1):
+            made.append(_eventually(lambda a=api: Sandbox.create(TEMPLATE, timeout=60,
+                                                                 **cluster.sdk(a))))  # fmt: skip
+            assert made[-1].commands.run("true").exit_code == 0
+        # Routes still follow kills once the edge listens again.
+        victim = made.pop()
+        victim.kill()
+        with pytest.raises(SandboxNotRunningException):
+            victim.commands.run("true")
+    finally:
+        for sbx in made:
+            sbx.kill()
 
 
 def test_cluster_down_leaves_nothing(cluster: Cluster) -> None:

@@ -32,6 +32,7 @@ from typing import Any, Final
 import asyncpg
 import httpx
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import SQLAlchemyError
 
 from hutch.api.models import Sandbox, SandboxState
 from hutch.api.service.reconcile import live_rows
@@ -138,7 +139,10 @@ class StoreCatalog(InMemorySandboxCatalog):
         if cached is not None or sandbox_id in self._withdrawn:
             return cached
         before = self._events
-        row = await self._store.sandboxes.find_sandbox(sandbox_id, team_id=None)
+        try:
+            row = await self._store.sandboxes.find_sandbox(sandbox_id, team_id=None)
+        except (SQLAlchemyError, OSError) as exc:
+            raise UnavailableError(f"the store did not answer ({type(exc).__name__})") from exc
         if sandbox_id in self._withdrawn:
             return None
         route = self._row_route(row) if row is not None else None
@@ -153,7 +157,10 @@ class StoreCatalog(InMemorySandboxCatalog):
         found = self.find_by_file_signature(query_string, method)
         if found is not None:
             return found
-        rows = await live_rows(teams=self._store.teams, sandboxes=self._store.sandboxes)
+        try:
+            rows = await live_rows(teams=self._store.teams, sandboxes=self._store.sandboxes)
+        except (SQLAlchemyError, OSError) as exc:
+            raise UnavailableError(f"the store did not answer ({type(exc).__name__})") from exc
         routes = [r for r in map(self._row_route, rows) if r is not None]
         found = InMemorySandboxCatalog({r.sandbox_id: r for r in routes}).find_by_file_signature(
             query_string, method

@@ -91,6 +91,11 @@ def invalid_signature() -> tuple[int, bytes]:
     return 401, json_body(401, INVALID_SIGNATURE)
 
 
+def routes_unavailable(detail: str) -> tuple[int, bytes]:
+    """503 when the routes cannot be looked up (an edge whose store is down): retryable."""
+    return 503, json_body(503, f"Sandbox routes are unavailable, retry shortly: {detail}")
+
+
 NODE_TOKEN_REFUSED: Final = "missing or invalid cluster token"
 
 

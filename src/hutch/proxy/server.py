@@ -28,6 +28,7 @@ from hutch.proxy import errors, metrics
 from hutch.proxy.catalog import NODE_TOKEN_HEADER, SandboxCatalog, SandboxRoute
 from hutch.proxy.routing import SandboxTarget, SignedFileTarget, is_internal, route
 from hutch.shared import logging as hlog
+from hutch.shared.errors import UnavailableError
 from hutch.shared.ids import SandboxID
 from hutch.shared.paths import ENVD_PORT
 
@@ -241,7 +242,14 @@ class ProxyApp:
         return found, target.port
 
     async def resolve(self, scope: Scope) -> tuple[SandboxRoute, int] | tuple[int, bytes]:
-        """:meth:`_resolve`, waking a paused auto-resume sandbox first (ADR 0004)."""
+        """:meth:`_resolve`, waking a paused auto-resume sandbox first (ADR 0004); 503 when
+        the catalog cannot look routes up (``UnavailableError``: an edge's store is down)."""
+        try:
+            return await self._resolve_or_wake(scope)
+        except UnavailableError as exc:
+            return errors.routes_unavailable(exc.public_message)
+
+    async def _resolve_or_wake(self, scope: Scope) -> tuple[SandboxRoute, int] | tuple[int, bytes]:
         resolved = await self._resolve(scope)
         if isinstance(resolved[0], int) and resolved[0] != 401:
             asleep = await self._asleep(scope)

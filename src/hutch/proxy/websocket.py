@@ -21,6 +21,7 @@ from hutch.proxy import errors, metrics
 from hutch.proxy.catalog import NODE_TOKEN_HEADER, SandboxCatalog
 from hutch.proxy.routing import SandboxTarget, is_internal, route
 from hutch.proxy.server import token_matches
+from hutch.shared.errors import UnavailableError
 
 #: A request head larger than this is refused (h11 already limits it; this is our buffer).
 _MAX_HEAD: Final = 64 * 1024
@@ -50,6 +51,7 @@ def _http_error(answer: tuple[int, bytes]) -> bytes:
         404: b"Not Found",
         409: b"Conflict",
         502: b"Bad Gateway",
+        503: b"Service Unavailable",
     }
     reason = reasons.get(status, b"Error")
     return (
@@ -163,14 +165,17 @@ class WebSocketRelay(_Side):
         decoded_path = unquote(parts.path.decode("latin-1"))
         if is_internal(where, decoded_path):
             return self._fail(errors.internal_route(decoded_path))
-        sandbox = await self.catalog.lookup(where.sandbox_id)
-        if sandbox is not None and not sandbox.running and sandbox.auto_resume:
-            try:
-                sandbox = await self.catalog.wake(where.sandbox_id)  # ADR 0004
-            except errors.SandboxTransitioningError:
-                metrics.AUTO_RESUMES.labels("timeout").inc()
-                return self._fail(errors.still_transitioning(where.sandbox_id))
-            metrics.AUTO_RESUMES.labels("resumed" if sandbox is not None else "failed").inc()
+        try:
+            sandbox = await self.catalog.lookup(where.sandbox_id)
+            if sandbox is not None and not sandbox.running and sandbox.auto_resume:
+                try:
+                    sandbox = await self.catalog.wake(where.sandbox_id)  # ADR 0004
+                except errors.SandboxTransitioningError:
+                    metrics.AUTO_RESUMES.labels("timeout").inc()
+                    return self._fail(errors.still_transitioning(where.sandbox_id))
+                metrics.AUTO_RESUMES.labels("resumed" if sandbox is not None else "failed").inc()
+        except UnavailableError as exc:
+            return self._fail(errors.routes_unavailable(exc.public_message))
         if sandbox is None or not sandbox.running:
             return self._fail(errors.sandbox_not_found(where.sandbox_id))
         host, port = sandbox.address(where.port)

@@ -127,3 +127,26 @@ def test_edge_route_event_round_trip_and_bad_payloads() -> None:
 def test_edge_asyncpg_params_from_a_socket_url() -> None:
     params = asyncpg_params("postgresql+asyncpg://postgres@/hutch?host=/tmp/pg/run")
     assert params == {"user": "postgres", "database": "hutch", "host": "/tmp/pg/run"}
+
+
+async def test_edge_store_down_is_a_retryable_503() -> None:
+    from sqlalchemy.exc import OperationalError
+
+    from hutch.proxy.server import create_app
+    from hutch.shared.errors import UnavailableError
+
+    class Down:
+        async def find_sandbox(self, sandbox_id: str, *, team_id: object) -> Any:
+            raise OperationalError("SELECT", {}, ConnectionRefusedError())
+
+    catalog = _catalog(Down())  # type: ignore[arg-type]
+    try:
+        await catalog.lookup(SandboxID("s1"))
+    except UnavailableError:
+        pass
+    else:
+        raise AssertionError("no UnavailableError")
+    scope = {"type": "http", "method": "GET", "path": "/", "query_string": b"",
+             "headers": [(b"e2b-sandbox-id", b"s1"), (b"e2b-sandbox-port", b"49983")]}  # fmt: skip
+    status, body = await create_app(catalog).resolve(scope)  # type: ignore[misc]
+    assert status == 503 and b"retry" in body
