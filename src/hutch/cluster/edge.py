@@ -26,7 +26,7 @@ import dataclasses
 import logging
 import signal
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any, Final
 
 import asyncpg
@@ -60,12 +60,27 @@ class StoreCatalog(InMemorySandboxCatalog):
 
     def __init__(self, store: SqlStore, *, hops: Hops, **options: Any) -> None:
         super().__init__(**options)
+        if self.waker is not None:
+            self.waker = self._then_forget(self.waker)
         self._store = store
         self._hops = hops
         self._withdrawn: OrderedDict[SandboxID, None] = OrderedDict()
         #: Bumped by every event: a store read that raced an event is not cached.
         self._events = 0
         self.listening = False
+
+    def _then_forget(
+        self, waker: Callable[[SandboxID], Awaitable[None]]
+    ) -> Callable[[SandboxID], Awaitable[None]]:
+        """After a wake, the cached (paused) route is dropped: the resume's own event may
+        not have arrived yet, and the store already has the running route."""
+
+        async def wake(sandbox_id: SandboxID) -> None:
+            await waker(sandbox_id)
+            self._events += 1
+            self.remove(sandbox_id)
+
+        return wake
 
     # ---- events (NOTIFY) -------------------------------------------------------------
 

@@ -150,3 +150,18 @@ async def test_edge_store_down_is_a_retryable_503() -> None:
              "headers": [(b"e2b-sandbox-id", b"s1"), (b"e2b-sandbox-port", b"49983")]}  # fmt: skip
     status, body = await create_app(catalog).resolve(scope)  # type: ignore[misc]
     assert status == 503 and b"retry" in body
+
+
+async def test_edge_wake_reads_the_resumed_route_before_its_event_arrives() -> None:
+    rows = Rows({"s1": _row("s1", SandboxState.PAUSED, auto_resume=True)})
+
+    async def waker(sid: SandboxID) -> None:  # the api resumed it: the row runs again
+        rows.rows[sid] = _row(sid, SandboxState.RUNNING, auto_resume=True)
+
+    hops = {NodeID("n1"): HOP}
+    catalog = StoreCatalog(SimpleNamespace(sandboxes=rows), hops=hops.get, waker=waker)  # type: ignore[arg-type]
+    catalog.reset(listening=True)
+    catalog.apply(_publish("s1", auto_resume=True))
+    catalog.apply(RouteEvent("paused", SandboxID("s1"), running=False))
+    woken = await catalog.wake(SandboxID("s1"))  # no "publish" event has come yet
+    assert woken is not None and woken.running
