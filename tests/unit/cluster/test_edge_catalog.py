@@ -32,7 +32,9 @@ class Rows:
 
 def _row(sid: str, state: SandboxState, *, node: str = "n1", auto_resume: bool = False) -> Any:
     return SimpleNamespace(id=sid, state=state, node_id=node, address="10.9.0.2",
-                           envd_access_token="e", auto_resume=auto_resume)  # fmt: skip
+                           envd_access_token="e", auto_resume=auto_resume,
+                           traffic_access_token=None,
+                           network=SimpleNamespace(mask_request_host=None))  # fmt: skip
 
 
 def _catalog(rows: Rows, *, listening: bool = True) -> StoreCatalog:
