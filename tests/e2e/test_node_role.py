@@ -23,6 +23,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from hutch.api.nodes.http_client import HttpNodeClient
 from hutch.api.service.ports import SandboxSpec
@@ -54,6 +55,7 @@ class NodeProcess:
     url: str
     home: Path
     proc: subprocess.Popen[bytes]
+    metrics_url: str = ""
 
     def log_tail(self) -> str:
         return (self.home / "node.log").read_text(errors="replace")[-3000:]
@@ -68,13 +70,16 @@ def node_process(tmp_path: Path) -> Iterator[NodeProcess]:
     port = free_port()
     env = {k: v for k, v in os.environ.items() if "proxy" not in k.lower()}
     env.update(NODE_NAMES.env(), HUTCH_NODE_ENVD_BUNDLE_DIR=str(envd))
+    metrics_port = free_port()  # docs/observability.md: the role's own /metrics, JSON logs
+    env.update(HUTCH_METRICS_PORT=str(metrics_port), HUTCH_LOG_FORMAT="json")
     with open(home / "node.log", "ab") as log:
         proc = subprocess.Popen(
             [sys.executable, "-m", "hutch", "node", "--home", str(home), "--listen",
              f"127.0.0.1:{port}", "--node-id", "node-e2e"],
             env=env, stdout=log, stderr=log, stdin=subprocess.DEVNULL,
         )  # fmt: skip
-    node = NodeProcess(url=f"http://127.0.0.1:{port}", home=home, proc=proc)
+    node = NodeProcess(url=f"http://127.0.0.1:{port}", home=home, proc=proc,
+                       metrics_url=f"http://127.0.0.1:{metrics_port}/metrics")  # fmt: skip
     helper = Serve(home=home, envd_bundle=envd, names=NODE_NAMES)
     try:
         deadline = time.monotonic() + 120
@@ -155,3 +160,19 @@ def test_node_role_serves_the_node_api_to_http_node_client(node_process: NodePro
             await client.aclose()
 
     asyncio.run(drive())
+    # The node role alone serves its metrics and logs JSON lines that name the sandbox.
+    families = {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(httpx.get(node_process.metrics_url).text)
+        for sample in family.samples
+    }
+    created = ("hutch_node_requests_total",
+               (("method", "POST"), ("route", "/v1/sandboxes"), ("status", "201")))  # fmt: skip
+    assert families[created] == 1
+    assert families[("hutch_node_sandboxes", (("state", "running"),))] == 0
+    assert families[("hutch_node_runtime_call_duration_seconds_count",
+                     (("call", "create"), ("outcome", "ok")))] >= 1  # fmt: skip
+    lines = [json.loads(line) for line in node_process.log_tail().splitlines()
+             if line.startswith("{")]  # fmt: skip
+    mine = [line for line in lines if line.get("sandbox_id") == "nodee2e0sandbox1"]
+    assert mine and all(line["node_id"] == "node-e2e" for line in mine)

@@ -114,6 +114,7 @@ def test_metrics_move_with_sdk_traffic_and_labels_stay_bounded(serve: Serve) -> 
     assert _delta(before, after, "hutch_proxy_bytes_total", direction="out") > 0
     assert _delta(before, after, "hutch_proxy_upstream_duration_seconds_count") >= 1
     assert after.value("hutch_store_query_duration_seconds_count", verb="select") > 0
+    assert after.value("hutch_store_pool_connections", state="size") >= 1
     assert after.families["hutch_sandbox_operations"] == "counter"
     assert after.families["hutch_api_request_duration_seconds"] == "histogram"
     # Bounded labels: no sandbox id anywhere, and no value that looks like one.

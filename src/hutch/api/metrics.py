@@ -12,10 +12,13 @@ import contextvars
 import functools
 import logging
 import time
-from collections.abc import Callable, Iterable
+import weakref
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any, Final, TypeVar
 
-from prometheus_client import Counter, Gauge, Histogram
+from prometheus_client import REGISTRY, Counter, Gauge, Histogram
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
 
 from hutch.shared import telemetry
 from hutch.shared.errors import HutchError
@@ -207,3 +210,34 @@ def record_build(kind: str, outcome: str, seconds: float) -> None:
     """One finished template build or import (``kind``: build, import)."""
     BUILDS.labels(kind, outcome).inc()
     BUILD_SECONDS.labels(kind, outcome).observe(seconds)
+
+
+class _StorePools(Collector):
+    """``hutch_store_pool_connections{state}``: the SQL pools' connections at scrape time
+    (every engine this process opened and still holds)."""
+
+    def __init__(self) -> None:
+        self.pools: weakref.WeakSet[Any] = weakref.WeakSet()
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        family = GaugeMetricFamily(
+            "hutch_store_pool_connections",
+            "SQL connection pool: connections checked out (in use) and the pool's size.",
+            labels=["state"],
+        )
+        used = size = 0
+        for pool in list(self.pools):
+            used += int(getattr(pool, "checkedout", lambda: 0)())
+            size += int(getattr(pool, "size", lambda: 0)())
+        family.add_metric(["checked_out"], used)
+        family.add_metric(["size"], size)
+        yield family
+
+
+_STORE_POOLS = _StorePools()
+REGISTRY.register(_STORE_POOLS)
+
+
+def watch_pool(pool: object) -> None:
+    """Report ``pool`` in ``hutch_store_pool_connections`` while it lives."""
+    _STORE_POOLS.pools.add(pool)

@@ -76,7 +76,9 @@ def create_engine(url: str, *, echo: bool = False, pool_size: int = 10) -> Async
 
 
 def _time_statements(engine: AsyncEngine) -> None:
-    """Every statement's latency into ``hutch_store_query_duration_seconds`` by its verb."""
+    """Every statement's latency into ``hutch_store_query_duration_seconds`` by its verb,
+    and the engine's pool into ``hutch_store_pool_connections``."""
+    metrics.watch_pool(engine.sync_engine.pool)
 
     @event.listens_for(engine.sync_engine, "before_cursor_execute")
     def before(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
