@@ -66,10 +66,10 @@ def test_pause_and_connect_keep_memory_processes_files_metadata(serve: Serve) ->
         assert sbx.sandbox_id in {s.sandbox_id for s in paused}
         with _api(serve) as c:
             assert c.get(f"/sandboxes/{sbx.sandbox_id}").json()["pauseMode"] == "full"
-        frozen = int((serve.home / "sandboxes" / sbx.sandbox_id / "upper/tmp/counter")
+        frozen = int((serve.home / "sandboxes" / sbx.sandbox_id / "layer/upper/tmp/counter")
                      .read_text())  # fmt: skip
         time.sleep(0.5)
-        assert int((serve.home / "sandboxes" / sbx.sandbox_id / "upper/tmp/counter")
+        assert int((serve.home / "sandboxes" / sbx.sandbox_id / "layer/upper/tmp/counter")
                    .read_text()) == frozen  # fmt: skip
 
         again = Sandbox.connect(sbx.sandbox_id)

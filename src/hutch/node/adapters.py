@@ -12,21 +12,42 @@ from pathlib import Path
 
 import httpx
 
-from hutch.node import rootfs, usage
+from hutch.node import disk, rootfs, usage
 from hutch.node.sandbox.models import RunningSandbox
 from hutch.node.sandbox.ports import SandboxUsage
 from hutch.shared.errors import HutchError
 
 
 class OverlayRootfs:
-    """Satisfies ``RootfsLayer`` with one overlayfs mount per sandbox (``rootfs.py``)."""
+    """Satisfies ``RootfsLayer``: one overlayfs mount per sandbox (``rootfs.py``) whose
+    upper layer is on the sandbox's own loop-mounted ext4 disk (``disk.py``, ADR 0023)."""
+
+    def prepare(self, sandbox_dir: Path, *, disk_mb: int) -> Path:
+        """Make and mount the sandbox's disk of ``disk_mb`` MiB; return its upper dir."""
+        disk.create_disk(sandbox_dir, size_mb=disk_mb)
+        upper = rootfs.upper_dir(sandbox_dir)
+        upper.mkdir(mode=0o755)
+        return upper
+
+    def reattach(self, sandbox_dir: Path) -> bool:
+        """Mount a kept disk again if it is not (after a host restart); False: no disk."""
+        if not disk.has_disk(sandbox_dir):
+            return False
+        disk.attach_disk(sandbox_dir)
+        return True
+
+    def upper(self, sandbox_dir: Path) -> Path:
+        """The sandbox's upper directory."""
+        return rootfs.upper_dir(sandbox_dir)
 
     def mount(self, sandbox_dir: Path, *, lower: Path | Sequence[Path]) -> Path:
         """Mount ``<sandbox_dir>/rootfs`` over ``lower`` (a list: top-most first)."""
         return rootfs.mount_rootfs(sandbox_dir, lower=[lower] if isinstance(lower, Path) else lower)
 
     def remove(self, sandbox_dir: Path) -> None:
-        """Unmount and delete rootfs, upper and work."""
+        """Unmount and delete rootfs, the disk (upper and work with it) and its image."""
+        rootfs.unmount_rootfs(sandbox_dir)
+        disk.remove_disk(sandbox_dir)
         rootfs.remove_rootfs(sandbox_dir)
 
     def mounted_under(self, directory: Path) -> list[Path]:
@@ -37,20 +58,20 @@ class OverlayRootfs:
 class HostUsageProbe:
     """Satisfies ``UsageProbe``: cgroup counters of PID 1's cgroups, bytes of the upper dir.
 
-    ``disk_total`` is what the upper directory holds plus what its filesystem has free: no
-    quota caps a sandbox's writes yet, so that is what it could grow to (ADR 0010).
+    A sandbox with its own disk (ADR 0023) reports that filesystem's ``statfs``: used and
+    total as its ``df /`` shows them. One without (made before disks existed) reports
+    what its upper directory holds and, as total, that plus what the node's filesystem
+    has free (ADR 0010).
     """
 
     def read(self, sandbox: RunningSandbox, *, with_disk: bool) -> SandboxUsage:
         """See ``UsageProbe.read``. A sandbox paused without its memory has no container:
         no CPU or memory is in use, only its kept upper directory on disk."""
         if sandbox.paused == "filesystem":
-            upper = sandbox.sandbox_dir / "upper"
-            used = usage.disk_usage(upper)
+            used, total = _disk(sandbox)
             return SandboxUsage(
                 cpu_time_ns=0, cpu_limit=None, mem_used=0, mem_limit=None, mem_cache=0,
-                disk_used=used, disk_total=used + usage.free_bytes(sandbox.sandbox_dir),
-                age_s=None,
+                disk_used=used, disk_total=total, age_s=None,
             )  # fmt: skip
         dirs = usage.cgroup_dirs(sandbox.pid)
         # The recorded pid may be gone and reused by another process: its cgroups must be
@@ -60,14 +81,20 @@ class HostUsageProbe:
         cg = usage.read_cgroup_usage(dirs)
         disk_used = disk_total = None
         if with_disk:
-            upper = sandbox.sandbox_dir / "upper"
-            disk_used = usage.disk_usage(upper)
-            disk_total = disk_used + usage.free_bytes(sandbox.sandbox_dir)
+            disk_used, disk_total = _disk(sandbox)
         return SandboxUsage(
             cpu_time_ns=cg.cpu_time_ns, cpu_limit=cg.cpu_limit, mem_used=cg.mem_used,
             mem_limit=cg.mem_limit, mem_cache=cg.mem_cache, disk_used=disk_used,
             disk_total=disk_total, age_s=usage.process_age(sandbox.pid),
         )  # fmt: skip
+
+
+def _disk(sandbox: RunningSandbox) -> tuple[int, int]:
+    layer = disk.layer_dir(sandbox.sandbox_dir)
+    if rootfs.is_mounted(layer):
+        return usage.fs_usage(layer)
+    used = usage.disk_usage(rootfs.upper_dir(sandbox.sandbox_dir))
+    return used, used + usage.free_bytes(sandbox.sandbox_dir)
 
 
 class EnvdInitError(HutchError):

@@ -2,9 +2,13 @@
 
 Layout under a sandbox directory (which is also its OCI bundle)::
 
-    <sandbox_dir>/rootfs   the overlayfs mount point (the container's /)
-    <sandbox_dir>/upper    everything the sandbox writes
-    <sandbox_dir>/work     overlayfs' scratch directory (same filesystem as upper)
+    <sandbox_dir>/rootfs         the overlayfs mount point (the container's /)
+    <sandbox_dir>/layer/upper    everything the sandbox writes
+    <sandbox_dir>/layer/work     overlayfs' scratch directory (same filesystem as upper)
+
+``layer/`` is the sandbox's own disk when the node gave it one (``disk.py``: a loop-mounted
+ext4 of the sandbox's disk size), else a plain directory. A sandbox made before disks
+existed has ``upper``/``work`` directly in its directory; :func:`upper_dir` finds either.
 
 Creating a sandbox copies nothing. mount(2) and umount2(2) are called directly through
 ctypes: 0.1 ms against ~2-3 ms for forking mount(8) (numbers in ``docs/runtime.md``), and no
@@ -52,6 +56,15 @@ def rootfs_dir(sandbox_dir: Path) -> Path:
     return Path(sandbox_dir) / "rootfs"
 
 
+def upper_dir(sandbox_dir: Path) -> Path:
+    """The sandbox's upper directory (its writes): ``layer/upper``, or a legacy ``upper``."""
+    sandbox_dir = Path(sandbox_dir)
+    legacy = sandbox_dir / "upper"
+    if legacy.is_dir() and not (sandbox_dir / "layer").exists():
+        return legacy
+    return sandbox_dir / "layer" / "upper"
+
+
 def overlay_options(lower: Sequence[Path], *, upper: Path, work: Path) -> str:
     """The overlayfs option string; ``lower`` is ordered top-most first."""
     if not lower:
@@ -80,7 +93,9 @@ def mount_rootfs(sandbox_dir: Path, *, lower: Sequence[Path] | str) -> Path:
         if not path.is_dir():
             raise InvalidArgumentError(f"overlay lower directory does not exist: {path}")
     target = rootfs_dir(sandbox_dir)
-    upper, work = sandbox_dir / "upper", sandbox_dir / "work"
+    upper = upper_dir(sandbox_dir)
+    base = upper.parent
+    work = base / "work"
     for path in (target, upper, work):
         try:
             path.mkdir(mode=0o755, parents=True, exist_ok=True)
@@ -92,7 +107,7 @@ def mount_rootfs(sandbox_dir: Path, *, lower: Sequence[Path] | str) -> Path:
     # string is what the sandbox reads in its /proc/self/mountinfo, and a warm pool
     # member's directory carries its pool id, not the sandbox's (ADR 0011). The kernel
     # resolves the paths at mount time; the descriptor is not needed afterwards.
-    fd = os.open(sandbox_dir, os.O_PATH | os.O_DIRECTORY)
+    fd = os.open(base, os.O_PATH | os.O_DIRECTORY)
     try:
         via = Path(f"/proc/self/fd/{fd}")
         options = overlay_options(lowers, upper=via / "upper", work=via / "work")
@@ -103,12 +118,17 @@ def mount_rootfs(sandbox_dir: Path, *, lower: Sequence[Path] | str) -> Path:
 
 
 def unmount_rootfs(sandbox_dir: Path) -> None:
-    """Unmount the sandbox's overlay; a no-op if it is not mounted.
+    """Unmount the sandbox's overlay; a no-op if it is not mounted."""
+    unmount(rootfs_dir(Path(sandbox_dir).absolute()))
+
+
+def unmount(target: Path) -> None:
+    """Unmount ``target`` (every mount stacked there); a no-op if it is not a mount point.
 
     A busy mount (a straggling process still holds a file) is detached lazily rather than
     left behind: the kernel frees it when the last user goes.
     """
-    target = rootfs_dir(Path(sandbox_dir).absolute())
+    target = Path(target).absolute()
     while is_mounted(target):
         try:
             _umount(target, 0)
@@ -122,10 +142,14 @@ def unmount_rootfs(sandbox_dir: Path) -> None:
 
 
 def remove_rootfs(sandbox_dir: Path) -> None:
-    """Unmount the overlay and delete its upper, work and mount-point directories."""
+    """Unmount the overlay and delete its upper, work and mount-point directories.
+
+    A ``layer`` that is still a mount point (the sandbox's disk) is refused: unmount it
+    first (``disk.remove_disk``).
+    """
     sandbox_dir = Path(sandbox_dir).absolute()
     unmount_rootfs(sandbox_dir)
-    for name in ("rootfs", "upper", "work"):
+    for name in ("rootfs", "layer", "upper", "work"):
         path = sandbox_dir / name
         if is_mounted(path):
             # Never recurse into a mounted tree: that would delete the template's files.
@@ -169,6 +193,11 @@ def _unescape(field: str) -> str:
             out.append(field[i])
             i += 1
     return "".join(out)
+
+
+def mount_fs(source: str, target: Path, fstype: str, flags: int, options: str) -> None:
+    """mount(2) ``source`` of ``fstype`` at ``target``; ``HutchError`` on failure."""
+    _mount(source, target, fstype, flags, options)
 
 
 def _mount(source: str, target: Path, fstype: str, flags: int, options: str) -> None:

@@ -56,6 +56,12 @@ class NodeSettings(BaseSettings):
     #: envd's bundle; default ``<home>/envd``. Built there on first start when missing.
     envd_bundle_dir: Path | None = None
     pids_limit: int = Field(default=1024, ge=16)
+    #: Every sandbox's writable layer is an ext4 disk of its own (ADR 0023): this size
+    #: (MiB) when neither the create nor the template names one; allocated in full on the
+    #: node's disk at create.
+    default_disk_mb: int = Field(default=1024, ge=16)
+    #: The largest disk a create or a template may ask for (MiB); above it: 400.
+    max_disk_mb: int = Field(default=10240, ge=16)
     #: Resource samples of running sandboxes (``GET /sandboxes/{id}/metrics``): how often,
     #: and how many are kept per sandbox (720 x 5 s: the last hour).
     metrics_interval_s: float = Field(default=5.0, gt=0)
@@ -98,6 +104,10 @@ class NodeSettings(BaseSettings):
         if not self.tini_path.is_absolute():
             raise ValueError(f"tini_path must be absolute: {self.tini_path}")
         parse_pool_sizes(self.pool_size)
+        if self.default_disk_mb > self.max_disk_mb:
+            raise ValueError(
+                f"default_disk_mb {self.default_disk_mb} is above max_disk_mb {self.max_disk_mb}"
+            )
         return self
 
     def effective_api_token(self) -> str | None:

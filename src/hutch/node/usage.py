@@ -189,6 +189,12 @@ def disk_usage(root: Path) -> int:
     return total
 
 
+def fs_usage(path: Path) -> tuple[int, int]:
+    """``(used, total)`` bytes of ``path``'s filesystem, as ``df`` counts them."""
+    st = os.statvfs(path)
+    return (st.f_blocks - st.f_bfree) * st.f_frsize, st.f_blocks * st.f_frsize
+
+
 def free_bytes(path: Path) -> int:
     """Bytes an unprivileged writer may still allocate on ``path``'s filesystem."""
     st = os.statvfs(path)

@@ -68,7 +68,10 @@ async def serve(settings: ServeSettings) -> None:
     client: HttpNodeClient | None = None
     socket_path = private_socket(api_settings.home)
     try:
-        await seed_templates(store, await _templates_on_disk(node_settings, node))
+        await seed_templates(
+            store, await _templates_on_disk(node_settings, node),
+            default_disk_mb=node_settings.default_disk_mb,
+        )  # fmt: skip
         await node.manager.start()
         await node.egress.start()  # on the gateway address, which start() made sure of
         # One set of volume backends for the api (content API) and the node (mounts).

@@ -17,8 +17,14 @@ from hutch.node.templates.artifact import TemplateArtifact
 from hutch.shared.ids import TemplateID
 
 
-async def seed_templates(store: ApiStore, artifacts: list[TemplateArtifact]) -> list[str]:
-    """Create the rows missing for ``artifacts``; return the names that were added."""
+async def seed_templates(
+    store: ApiStore, artifacts: list[TemplateArtifact], *, default_disk_mb: int = 1024
+) -> list[str]:
+    """Create the rows missing for ``artifacts``; return the names that were added.
+
+    A row's ``disk_mb`` is the artifact's, else the node's ``default_disk_mb``: what its
+    sandboxes get (ADR 0023), so ``diskSizeMB`` reports the limit in force.
+    """
     team = await store.teams.ensure_default_team()
     added = []
     for artifact in artifacts:
@@ -38,6 +44,7 @@ async def seed_templates(store: ApiStore, artifacts: list[TemplateArtifact]) -> 
                 # The row's cpu is an integer (E2B's cpuCount); the node keeps the fraction.
                 cpu_count=max(1, math.ceil(artifact.cpu_count)),
                 memory_mb=artifact.memory_mb,
+                disk_mb=artifact.disk_mb or default_disk_mb,
                 public=True,
             )
         )

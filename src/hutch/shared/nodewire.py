@@ -105,6 +105,9 @@ class CreateSandbox(_Wire):
     template: str
     cpu_count: float | None = None
     memory_mb: int | None = None
+    #: The hard limit of its writable layer (MiB, ADR 0023); None: the template's, else
+    #: the node's default. Above the node's limit: 400 naming it.
+    disk_mb: int | None = Field(default=None, ge=1)
     env_vars: dict[str, str] = Field(default_factory=dict)
     access_token: str | None = None
     allow_internet: bool = True

@@ -17,7 +17,7 @@ from ipaddress import IPv4Network
 from pathlib import Path
 
 import hutch
-from hutch.node import envd_bundle, rootfs
+from hutch.node import disk, envd_bundle, rootfs
 from hutch.node.runtime.base import Runtime
 from hutch.node.settings import NodeSettings
 
@@ -120,6 +120,8 @@ class Leaks:
     containers: int
     processes: int
     sandbox_dirs: int
+    #: Loop devices backed by a sandbox's disk image (ADR 0023).
+    loop_devices: int = 0
 
     def total(self) -> int:
         return sum(vars(self).values())
@@ -158,4 +160,5 @@ async def count_leaks(settings: NodeSettings, runtime: Runtime) -> Leaks:
         containers=len(await runtime.list()),
         processes=procs,
         sandbox_dirs=len(dirs),
+        loop_devices=len(disk.loop_devices_under(settings.home / "sandboxes")),
     )

@@ -46,7 +46,7 @@ def test_mount_rootfs_writes_go_to_upper(sandbox_dir, layers):
     mounted = rootfs.mount_rootfs(sandbox_dir, lower=[top, bottom])
     (mounted / "new").write_text("x")
     (mounted / "shared").unlink()
-    assert (sandbox_dir / "upper/new").read_text() == "x"
+    assert (rootfs.upper_dir(sandbox_dir) / "new").read_text() == "x"
     assert (top / "shared").read_text() == "top"
 
 

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from hutch.node import rootfs
 from hutch.node.bundle import DEFAULT_CAPABILITIES, BindMount
 
 # The spec's seccomp, capabilities, masks and devices are enforced by the host kernel under
@@ -101,7 +102,7 @@ async def test_spec_writes_land_in_the_upper_dir_not_the_template(
     box = await make_sandbox()
     result = await runtime.exec(box.sandbox_id, ["sh", "-c", "echo x > /etc/written; rm /bin/vi"])
     assert result.exit_code == 0
-    assert (box.sandbox_dir / "upper/etc/written").read_text() == "x\n"
+    assert (rootfs.upper_dir(box.sandbox_dir) / "etc/written").read_text() == "x\n"
     assert not (template_dir / "etc/written").exists()
     assert (template_dir / "bin/vi").is_symlink()
 

@@ -74,6 +74,7 @@ async def _create(request: Request, *, api_version: int) -> Response:
             auto_resume=body.auto_resume.enabled if body.auto_resume is not None else None,
             volume_mounts=tuple((m.name, m.path) for m in body.volume_mounts or ()),
             mcp_servers=tuple(sorted(body.mcp or ())),
+            disk_mb=body.disk_size_mb,
             api_version=api_version,
             **_network_fields(body.network),
         ),

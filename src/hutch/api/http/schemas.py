@@ -96,6 +96,8 @@ class NewSandboxBody(_Body):
     #: sandbox's creation metadata); the gateway itself gets the config from the SDK.
     mcp: dict[StrictStr, Any] | None = None
     network: NetworkBody | None = None
+    #: hutch's own: a disk other than the template's (MiB, up to the node's limit).
+    disk_size_mb: StrictInt | None = Field(default=None, alias="diskSizeMB", ge=1)
 
     def unsupported(self) -> list[str]:
         """``"field: why"`` for each unsupported feature the request actually asks for."""

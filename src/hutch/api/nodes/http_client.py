@@ -143,6 +143,7 @@ class HttpNodeClient:
                 template=spec.template_id,
                 cpu_count=spec.cpu_count,
                 memory_mb=spec.memory_mb,
+                disk_mb=spec.disk_mb,
                 env_vars=dict(spec.env_vars),
                 access_token=spec.envd_access_token,
                 allow_internet=spec.allow_internet,

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
+import functools
 import logging
 import os
 import signal
@@ -23,6 +25,7 @@ from collections.abc import Callable
 from hutch.envd.process import pty as ptys
 from hutch.envd.process.fanout import DEFAULT_CAPACITY, OutputFanout, Subscription
 from hutch.envd.process.models import Output, OutputStream, ProcessEnd, ProcessSpec, PtySize
+from hutch.envd.process.oom import MemoryCgroup, oom_message
 from hutch.envd.process.reaper import ChildReaper
 from hutch.envd.process.spawn import Spawned
 from hutch.shared.errors import ConflictError, InvalidArgumentError, NotFoundError
@@ -35,6 +38,11 @@ CHUNK_BYTES = 64 * 1024
 EXIT_DRAIN_BYTES = 1024 * 1024
 #: At exit, how long a terminal may still deliver output before the end is sent anyway.
 PTY_DRAIN_GRACE_S = 0.25
+
+
+@functools.cache
+def _memory_cgroup() -> MemoryCgroup | None:
+    return MemoryCgroup.find()
 
 
 class ProcessHandle:
@@ -70,6 +78,9 @@ class ProcessHandle:
         self._stdin_lock = asyncio.Lock()
         self._pending_writes: set[asyncio.Future[None]] = set()
         self._wait_status: int | None = None
+        #: The sandbox's OOM kill count at the start: a SIGKILL while it rose is an OOM.
+        memcg = _memory_cgroup()
+        self._oom_kills = memcg.oom_kills() if memcg is not None else None
         self._end: ProcessEnd | None = None
         self._ended = asyncio.Event()
         self._timers: list[asyncio.TimerHandle] = []
@@ -204,10 +215,24 @@ class ProcessHandle:
             os.close(fd)
             self._wake_writers()
         assert self._wait_status is not None
-        self._end = ProcessEnd.from_wait_status(self._wait_status)
+        self._end = self._ended_how(self._wait_status)
         self._fanout.finish(self._end)
         self._ended.set()
         log.info("pid %d ended: %s", self.pid, self._end.status)
+
+    def _ended_how(self, wait_status: int) -> ProcessEnd:
+        """The end event; an OOM kill says so in its ``error`` and in envd's log."""
+        end = ProcessEnd.from_wait_status(wait_status)
+        memcg = _memory_cgroup()
+        if memcg is None or self._oom_kills is None:
+            return end
+        why = oom_message(wait_status, before=self._oom_kills, after=memcg.oom_kills(),
+                          limit_mib=memcg.limit_mib())  # fmt: skip
+        if why is None:
+            return end
+        command = " ".join([self.spec.cmd, *self.spec.args])
+        log.warning("pid %d (%s) %s", self.pid, command[:200], why)
+        return dataclasses.replace(end, error=f"{end.status} ({why})")
 
     # -- input ------------------------------------------------------------------------------
 

@@ -113,6 +113,7 @@ async def create_sandbox(request: Request) -> Response:
             access_token=spec.access_token,
             cpu_count=spec.cpu_count,
             memory_mb=spec.memory_mb,
+            disk_mb=spec.disk_mb,
             allow_internet=spec.allow_internet,
             egress=_egress(spec.egress) if spec.egress is not None else None,
             metadata=spec.metadata,

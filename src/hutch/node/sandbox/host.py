@@ -5,8 +5,9 @@ the adapters (runtime, networks, rootfs, templates, envd), which sandboxes run, 
 are busy, and the two halves of a sandbox's life on the host. Boot, in order, each step
 pushing its undo (``undo.py``)::
 
-    sandbox dir -> network (netns, veth, address) -> /etc files in the upper layer
-    -> overlay rootfs -> config.json -> runtime create + start -> envd /health
+    sandbox dir -> network (netns, veth, address) -> disk (the upper layer's own ext4)
+    -> /etc files in the upper layer -> overlay rootfs -> config.json
+    -> runtime create + start -> envd /health
 
 and destroy: container, rootfs, network, directory, in the reverse order.
 """
@@ -37,7 +38,12 @@ from hutch.node.sandbox.records import BOOT_ID, ENVD_LOG, tail, write_record
 from hutch.node.sandbox.undo import Undo, as_undo
 from hutch.node.templates.artifact import TemplateArtifact
 from hutch.shared import telemetry
-from hutch.shared.errors import AlreadyExistsError, DeadlineExceededError, NotFoundError
+from hutch.shared.errors import (
+    AlreadyExistsError,
+    DeadlineExceededError,
+    InvalidArgumentError,
+    NotFoundError,
+)
 from hutch.shared.paths import ENVD_PORT
 
 #: Readiness polling: start fast (envd is usually up within a few hundred ms), back off.
@@ -96,14 +102,16 @@ class SandboxHost:
             raise AlreadyExistsError(f"leftovers of sandbox {sid} exist; reconcile first") from None
         undo.append(as_undo(lambda: shutil.rmtree(sandbox_dir, ignore_errors=True)))
 
+        disk_mb = self.disk_mb(request, template)
         policy = effective_policy(request)
         net = await self.networks.setup(sid, allow_internet=request.allow_internet, policy=policy)
         undo.append(lambda: self.networks.teardown(sid, address=net.address))
 
-        lifecycle.write_etc_files(
-            sandbox_dir / "upper", sandbox_id=sid, address=net.address, dns_servers=cfg.dns_servers
-        )
         undo.append(as_undo(lambda: self.rootfs.remove(sandbox_dir)))
+        upper = await asyncio.to_thread(self.rootfs.prepare, sandbox_dir, disk_mb=disk_mb)
+        lifecycle.write_etc_files(
+            upper, sandbox_id=sid, address=net.address, dns_servers=cfg.dns_servers
+        )
         rootfs = self.rootfs.mount(sandbox_dir, lower=template.lowers)
 
         cpu = request.cpu_count if request.cpu_count is not None else template.cpu_count
@@ -128,8 +136,22 @@ class SandboxHost:
             default_user=template.default_user, workdir=template.workdir,
             started_at=time.time(), sandbox_dir=sandbox_dir, allow_internet=not policy.blocks_all,
             egress=policy,
-            volume_mounts=tuple(request.volume_mounts),
+            volume_mounts=tuple(request.volume_mounts), disk_mb=disk_mb,
         )  # fmt: skip
+
+    def disk_mb(self, request: SandboxRequest, template: TemplateArtifact) -> int:
+        """The disk ``request`` gets: its own, the template's, or the node's default; one
+        above the node's limit is refused (400, naming the limit)."""
+        cfg = self.config
+        size = request.disk_mb or template.disk_mb or cfg.default_disk_mb
+        if size < 1:
+            raise InvalidArgumentError(f"disk size must be at least 1 MB, not {size}")
+        if size > cfg.max_disk_mb:
+            raise InvalidArgumentError(
+                f"disk size {size} MB is above this node's limit of {cfg.max_disk_mb} MB "
+                "(HUTCH_NODE_MAX_DISK_MB)"
+            )
+        return size
 
     async def create_and_start(self, host_id: str, sandbox_dir: Path) -> None:
         """A fresh ``<sandbox dir>/boot_id`` → runtime create → it over ``/proc/.../boot_id``

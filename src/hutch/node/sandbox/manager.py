@@ -4,8 +4,9 @@ Create is one ordered flow, and every step that leaves something on the host pus
 undo onto a stack (``undo.py``), so a failure anywhere (or a cancellation) unwinds exactly
 what was done::
 
-    sandbox dir -> network (netns, veth, address) -> /etc files in the upper layer
-    -> overlay rootfs -> config.json -> runtime create + start -> envd /health -> envd /init
+    sandbox dir -> network (netns, veth, address) -> disk (ext4 image, ADR 0023)
+    -> /etc files in the upper layer -> overlay rootfs -> config.json
+    -> runtime create + start -> envd /health -> envd /init
 
 Boot (everything up to a healthy envd, ``host.py``) and personalisation (``/init``: env
 vars, access token, user, workdir) are separate, so the warm pool (ADR 0011,
@@ -98,6 +99,7 @@ class SandboxManager:
         """
         sandbox_id = validate_sandbox_id(request.sandbox_id)
         template = request.artifact or await self._host.templates.get(request.template)
+        self._host.disk_mb(request, template)  # above the node's limit: 400 before anything
         self._claim(sandbox_id)
         try:
             # Pool members booted without bind mounts: a create with volumes boots cold;

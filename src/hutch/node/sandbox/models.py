@@ -32,6 +32,9 @@ class SandboxRequest:
     access_token: str | None = None
     cpu_count: float | None = None
     memory_mb: int | None = None
+    #: The hard limit of its writable layer (ADR 0023); None: the template's, else the
+    #: node's default. Above the node's ``max_disk_mb``: ``InvalidArgumentError``.
+    disk_mb: int | None = None
     allow_internet: bool = True
     #: The egress policy (``network.allowOut``/``denyOut``); ``None``: all, or nothing
     #: without ``allow_internet``.
@@ -89,6 +92,8 @@ class RunningSandbox:
     host_id: str = ""
     #: ``(host directory, path in the sandbox)`` of its volumes (bound again on a reboot).
     volume_mounts: Sequence[tuple[Path, str]] = ()
+    #: Its disk's size in MiB (ADR 0023); 0 for a sandbox made before disks existed.
+    disk_mb: int = 0
 
     def __post_init__(self) -> None:
         if not self.host_id:
@@ -113,6 +118,7 @@ class RunningSandbox:
             "egress": self.egress.to_json(),
             "paused": self.paused,
             "volume_mounts": [[str(src), dest] for src, dest in self.volume_mounts],
+            "disk_mb": self.disk_mb,
         }
 
     @classmethod
@@ -138,6 +144,7 @@ class RunningSandbox:
             volume_mounts=tuple(
                 (Path(src), str(dest)) for src, dest in data.get("volume_mounts") or ()
             ),
+            disk_mb=int(data.get("disk_mb") or 0),
         )
 
     def dumps(self) -> str:
@@ -177,6 +184,10 @@ class ManagerConfig:
     ready_timeout_s: float = 30.0
     dns_servers: Sequence[str] = ("1.1.1.1", "8.8.8.8")
     pids_limit: int = 1024
+    #: A sandbox's disk when neither its create nor its template names one (MiB).
+    default_disk_mb: int = 1024
+    #: The largest disk a create or a template may ask for (MiB).
+    max_disk_mb: int = 10240
     max_nofile: int | None = None
     #: Where snapshots are published as templates (``<home>/templates``); None: no snapshots.
     templates_dir: Path | None = None

@@ -97,8 +97,9 @@ async def reboot(
         net = await host.networks.setup(
             host_id, allow_internet=sandbox.allow_internet, policy=sandbox.egress
         )
+        await asyncio.to_thread(host.rootfs.reattach, sandbox_dir)  # gone after a host restart
         lifecycle.write_etc_files(
-            sandbox_dir / "upper", sandbox_id=sid, address=net.address,
+            host.rootfs.upper(sandbox_dir), sandbox_id=sid, address=net.address,
             dns_servers=cfg.dns_servers,
         )  # fmt: skip
         rootfs = sandbox_dir / "rootfs"
@@ -155,7 +156,7 @@ async def snapshot(host: SandboxHost, sandbox_id: str, *, name: str) -> Template
         frozen = True
     try:
         return await snapshots.capture(
-            sandbox.sandbox_dir / "upper", base, templates_dir=host.config.templates_dir,
+            host.rootfs.upper(sandbox.sandbox_dir), base, templates_dir=host.config.templates_dir,
             name=name,
         )  # fmt: skip
     finally:

@@ -2,7 +2,7 @@
 
 A pool member is a sandbox booted ahead of demand up to a healthy envd that has not been
 ``/init``-ed: no env vars, no access token, no owner. Everything fixed once its container
-runs is part of its :class:`PoolKey` (template, CPU, memory, internet access); a create
+runs is part of its :class:`PoolKey` (template, CPU, memory, internet access, disk); a create
 takes a member only when its own key is equal, and the manager then personalises it
 (hostname, ``/etc/hostname``, ``/etc/hosts``, ``/init``). See ADR 0011.
 
@@ -42,6 +42,8 @@ class PoolKey:
     cpu_count: float
     memory_mb: int
     allow_internet: bool
+    #: The disk's size: its filesystem is made at boot (ADR 0023).
+    disk_mb: int = 0
 
 
 class WarmPool:

@@ -112,7 +112,9 @@ class PoolKeeper:
                     self._pool_missing.add(name)
                 continue
             self._pool_missing.discard(name)
-            targets[pool_key(template, cpu=None, memory=None, allow_internet=True)] = size
+            key = pool_key(template, cpu=None, memory=None, disk=None, allow_internet=True,
+                           default_disk_mb=self._config.default_disk_mb)  # fmt: skip
+            targets[key] = size
             stamps[name] = template_stamp(template)
         for member in self._pool.retarget(targets):
             await self._discard_member(member)
@@ -146,7 +148,7 @@ class PoolKeeper:
         host_id = new_pool_id()
         request = SandboxRequest(
             sandbox_id=host_id, template=key.template, cpu_count=key.cpu_count,
-            memory_mb=key.memory_mb, allow_internet=key.allow_internet,
+            memory_mb=key.memory_mb, allow_internet=key.allow_internet, disk_mb=key.disk_mb,
         )  # fmt: skip
         undo: list[Undo] = []
         self._hosts_in_flight.add(host_id)
@@ -184,7 +186,8 @@ class PoolKeeper:
         # which has no members (cold, as before policies existed).
         allow = not effective_policy(request).blocks_all
         key = pool_key(template, cpu=request.cpu_count, memory=request.memory_mb,
-                       allow_internet=allow)  # fmt: skip
+                       disk=request.disk_mb, allow_internet=allow,
+                       default_disk_mb=self._config.default_disk_mb)  # fmt: skip
         while (member := self._pool.take(key)) is not None:
             self._pool_wakeup.set()
             fresh = self._member_stamps.pop(member.host_id, None) == template_stamp(template)
@@ -226,14 +229,22 @@ class PoolKeeper:
 
 
 def pool_key(
-    template: TemplateArtifact, *, cpu: float | None, memory: int | None, allow_internet: bool
+    template: TemplateArtifact,
+    *,
+    cpu: float | None,
+    memory: int | None,
+    allow_internet: bool,
+    disk: int | None = None,
+    default_disk_mb: int = 0,
 ) -> PoolKey:
-    """The pool key of a create: its effective resources, the template's by default."""
+    """The pool key of a create: its effective resources, the template's by default (the
+    disk: the template's, else the node's ``default_disk_mb``)."""
     return PoolKey(
         template=template.name,
         cpu_count=float(cpu if cpu is not None else template.cpu_count),
         memory_mb=int(memory if memory is not None else template.memory_mb),
         allow_internet=allow_internet,
+        disk_mb=int(disk or template.disk_mb or default_disk_mb),
     )
 
 

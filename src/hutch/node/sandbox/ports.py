@@ -33,14 +33,28 @@ class TemplateStore(Protocol):
 
 
 class RootfsLayer(Protocol):
-    """A sandbox's writable root over a template's read-only tree."""
+    """A sandbox's writable root over a template's read-only tree, on a disk of its own."""
+
+    def prepare(self, sandbox_dir: Path, *, disk_mb: int) -> Path:
+        """Make the sandbox's disk of ``disk_mb`` MiB (its hard limit); return the empty
+        upper directory on it. Blocking (mkfs): called in a worker thread."""
+        ...
+
+    def reattach(self, sandbox_dir: Path) -> bool:
+        """Make sure a kept disk is mounted (after a host restart); False if it has none."""
+        ...
+
+    def upper(self, sandbox_dir: Path) -> Path:
+        """The sandbox's upper directory (everything it wrote)."""
+        ...
 
     def mount(self, sandbox_dir: Path, *, lower: Path | Sequence[Path]) -> Path:
-        """Mount ``<sandbox_dir>/rootfs`` (upper in ``<sandbox_dir>/upper``); return it."""
+        """Mount ``<sandbox_dir>/rootfs`` over ``lower`` (upper: :meth:`upper`); return it."""
         ...
 
     def remove(self, sandbox_dir: Path) -> None:
-        """Unmount and delete rootfs, upper and work; a no-op for what is not there."""
+        """Unmount and delete rootfs, upper, work and the disk; a no-op for what is not
+        there."""
         ...
 
     def mounted_under(self, directory: Path) -> list[Path]:

@@ -14,7 +14,7 @@ from hutch.node.runtime.base import RuntimeStatus
 from hutch.node.sandbox.host import SandboxHost
 from hutch.node.sandbox.models import ReconcileReport, RunningSandbox
 from hutch.node.sandbox.records import RECORD
-from hutch.shared.errors import NotFoundError
+from hutch.shared.errors import HutchError, NotFoundError
 
 
 async def reconcile(
@@ -123,7 +123,11 @@ async def _adoptable_paused(
         return None
     if sandbox.sandbox_id != sandbox_id or sandbox.host_id != host_id:
         return None
-    if not (sandbox_dir / "upper").is_dir():
+    try:
+        host.rootfs.reattach(sandbox_dir)  # its disk is unmounted after a host restart
+    except (OSError, HutchError):
+        return None
+    if not host.rootfs.upper(sandbox_dir).is_dir():
         return None
     state = await host.find_state(host_id)
     status = state.status if state is not None else None

@@ -71,6 +71,9 @@ class TemplateArtifact:
     env: Mapping[str, str] = field(default_factory=dict)
     cpu_count: float = 1.0
     memory_mb: int = 512
+    #: The disk (hard limit of a sandbox's writable layer, MiB) its sandboxes get unless a
+    #: create asks for another; None: the node's default (ADR 0023).
+    disk_mb: int | None = None
     #: Free-form facts about the build (builder, sources, duration); not interpreted.
     build: Mapping[str, Any] = field(default_factory=dict)
     #: How to start an imported image (its command beside envd); None for busybox/base.
@@ -101,6 +104,8 @@ class TemplateArtifact:
         data["env"] = dict(self.env)
         data["build"] = dict(self.build)
         data["image"] = self.image.to_json() if self.image is not None else None
+        if data["disk_mb"] is None:
+            del data["disk_mb"]  # the node's default: template.json as before disks
         return {"format": FORMAT, **data}
 
 
@@ -188,6 +193,7 @@ def read_artifact(template_dir: Path, *, templates_dir: Path | None = None) -> T
         env=dict(data.get("env", {})),
         cpu_count=float(data["cpu_count"]),
         memory_mb=int(data["memory_mb"]),
+        disk_mb=int(data["disk_mb"]) if data.get("disk_mb") else None,
         build=dict(data.get("build", {})),
         image=ImageRun.from_json(image) if image else None,
         artifact=fingerprint or None,
