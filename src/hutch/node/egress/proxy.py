@@ -39,7 +39,10 @@ from hutch.shared.errors import HutchError
 log = logging.getLogger("hutch.node.egress")
 
 _SO_ORIGINAL_DST = 80
-_CHUNK = 64 * 1024
+_CHUNK = 1024 * 1024
+#: StreamReader buffer limit: reading pauses at twice this; the default 64 KiB made the
+#: copy stop and start every few packets.
+_LIMIT = 1024 * 1024
 
 #: The sandbox's policy by its address; None: not a sandbox of this node.
 PolicyLookup = Callable[[IPv4Address], EgressPolicy | None]
@@ -87,7 +90,7 @@ class EgressFilter:
         """Listen on ``listen:port`` (the gateway: only the bridge's dstnat reaches it)."""
         self._server = await asyncio.start_server(
             self._handle, host=str(self.config.listen), port=self.config.port,
-            reuse_address=True, backlog=1024,
+            reuse_address=True, backlog=1024, limit=_LIMIT,
         )  # fmt: skip
 
     async def aclose(self) -> None:
@@ -187,7 +190,8 @@ class EgressFilter:
                 continue
             try:
                 return await asyncio.wait_for(
-                    asyncio.open_connection(str(address), port), self.config.connect_timeout_s
+                    asyncio.open_connection(str(address), port, limit=_LIMIT),
+                    self.config.connect_timeout_s,
                 )
             except (OSError, TimeoutError) as exc:
                 log.info("egress: dialing %s (%s:%d) failed: %s", hostname, address, port, exc)
