@@ -103,6 +103,14 @@ async def test_filter_dials_allowed_names_itself_and_refuses_the_rest(
         assert await asyncio.to_thread(run, "get-host", str(upstream.address), "80", host) == (
             "closed"
         ), host
+    # DNS rebinding: the same allowed name now answers the metadata range, then another
+    # sandbox's address; the filter resolves per connection and dials neither.
+    b = await networks.setup("sbxb", allow_internet=True)
+    for rebound in (IPv4Address("169.254.169.254"), b.address):
+        names.table["allowed.test"] = [rebound]
+        got = await asyncio.to_thread(run, "get-host", str(upstream.address), "80", "allowed.test")
+        assert got == "closed", rebound
+    names.table["allowed.test"] = [upstream.address]
     # Other ports are CIDR-only: refused by the chain.
     _, other = processes.start(probe_argv(upstream.netns, "serve", "0.0.0.0", "0"))
     assert run("get", str(upstream.address), str(other)) == "error EHOSTUNREACH"
