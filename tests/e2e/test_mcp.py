@@ -145,16 +145,19 @@ def test_a_bad_config_fails_the_create_and_leaves_no_sandbox(
     assert _listed() == before
 
 
-def test_mcp_gateway_with_the_async_sdk(serve: Serve) -> None:
+def test_mcp_gateway_with_the_async_sdk_and_a_pypi_server(serve: Serve) -> None:
     _require_template(serve)
 
     async def main() -> None:
-        sbx = await AsyncSandbox.create(mcp={"memory": {}})
+        sbx = await AsyncSandbox.create(mcp={"memory": {}, "time": {}})  # npm and PyPI
         try:
             url, headers = _by_headers(serve, sbx)  # type: ignore[arg-type]
             async with _client(url, headers, await sbx.get_mcp_token() or "") as mcp:
                 names = {t.name for t in (await mcp.list_tools()).tools}
                 assert "memory__read_graph" in names and not any("filesystem" in n for n in names)
+                assert "time__get_current_time" in names
+                now = await mcp.call_tool("time__get_current_time", {"timezone": "UTC"})
+                assert not now.isError and "UTC" in now.content[0].text  # type: ignore[union-attr]
         finally:
             await sbx.kill()
 

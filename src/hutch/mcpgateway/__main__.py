@@ -28,10 +28,18 @@ def _pull(names: list[str]) -> int:
             file=sys.stderr,
         )
         return 2
+    # What the template has already (every catalog server in mcp-gateway) needs no network.
+    missing = [
+        CATALOG[n] for n in dict.fromkeys(names)
+        if not CATALOG[n].executable(settings.servers_dir).exists()
+    ]  # fmt: skip
+    for name in names:
+        if CATALOG[name] not in missing:
+            print(f"mcp-gateway pull: {name} ({CATALOG[name].spec}) is installed")
+    if not missing:
+        return 0
     script = install_script(
-        [CATALOG[n] for n in names],
-        servers_dir=settings.servers_dir,
-        python=settings.server_python,
+        missing, servers_dir=settings.servers_dir, python=settings.server_python
     )
     return subprocess.run(["/bin/sh", "-c", script], check=False).returncode
 

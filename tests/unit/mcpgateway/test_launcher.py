@@ -150,3 +150,25 @@ def test_a_catalog_server_not_installed_says_how_to_add_it(gateway: Gateway) -> 
     assert done.returncode == 1
     assert "MCP server 'time' failed to start" in done.stderr
     assert "add_mcp_server('time')" in done.stderr
+
+
+def _pull(gateway: Gateway, *names: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "hutch.mcpgateway", "pull", *names],
+        env=gateway.env, capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+
+
+def test_pull_of_an_installed_server_needs_nothing_and_an_unknown_one_fails(
+    gateway: Gateway,
+) -> None:
+    """The SDK's ``Template.add_mcp_server`` runs ``mcp-gateway pull``: the template's own
+    servers are there already (no network); an unknown name fails the build step."""
+    bin_dir = gateway.root / "servers" / "npm" / "node_modules" / ".bin"
+    bin_dir.mkdir(parents=True)
+    (bin_dir / "mcp-server-memory").write_text("#!/bin/sh\n")
+    done = _pull(gateway, "memory")
+    assert done.returncode == 0, done.stderr
+    assert "memory (@modelcontextprotocol/server-memory@" in done.stdout
+    bad = _pull(gateway, "memory", "slack")
+    assert bad.returncode == 2 and "unknown MCP server slack" in bad.stderr

@@ -4,20 +4,23 @@ The SDK creates from it and runs ``mcp-gateway --config '<json>'`` as root
 (docs/mcp.md). Built with the step builder in a build sandbox (``local_build.py``), as
 ``code-interpreter-v1`` is (ADR 0018), from Debian, npm and PyPI packages:
 
-1. ``RUN`` as root: the host's own CA certificates trusted as on the host (pip and npm
-   pointed at the system store), then Debian's ``nodejs``, ``npm``, ``git`` and
-   ``python3-venv``.
-2. ``RUN`` as root: the catalog's servers, pinned (``hutch/mcpgateway/catalog.py``): the
-   npm ones under ``/opt/mcp-gateway/servers/npm``, the PyPI ones in the venv
-   ``/opt/mcp-gateway/servers/venv``; the script is made from the catalog, so a changed
-   pin reruns this step.
-3. ``RUN`` as root: the gateway's own venv, ``/opt/mcp-gateway/venv``, with its pinned
-   ``requirements.txt`` (the ``mcp`` SDK), and ``/usr/local/bin/mcp-gateway``.
-4. ``COPY`` the gateway's source (``hutch/mcpgateway``) to ``/opt/mcp-gateway/src``.
+1. ``RUN`` as root, one script of three parts (one step, so one seal of the tree: each
+   step's seal copies the whole tree, so fewer steps keep the cold build, which CI pays on
+   every run, and the step cache on disk small):
+
+   * the host's own CA certificates trusted as on the host (pip and npm pointed at the
+     system store), then Debian's ``nodejs``, ``npm``, ``git`` and ``python3-venv``;
+   * the catalog's servers, pinned (``hutch/mcpgateway/catalog.py``): the npm ones under
+     ``/opt/mcp-gateway/servers/npm``, the PyPI ones in the venv
+     ``/opt/mcp-gateway/servers/venv`` (the script is made from the catalog);
+   * the gateway's own venv, ``/opt/mcp-gateway/venv``, with its pinned
+     ``requirements.txt`` (the ``mcp`` SDK), and ``/usr/local/bin/mcp-gateway``.
+2. ``COPY`` the gateway's source (``hutch/mcpgateway``) to ``/opt/mcp-gateway/src``.
 
 No start command: the gateway is started by the SDK's command, with the caller's token.
 A definition, source and ``base`` that did not change are not rebuilt (the fingerprint,
-as for ``code-interpreter-v1``); a changed gateway source reruns only step 4.
+as for ``code-interpreter-v1``); a changed gateway source reruns only step 2, a changed
+pin or requirement step 1.
 """
 
 from __future__ import annotations
@@ -60,7 +63,7 @@ def gateway_package() -> Path:
 
 
 def system_script(*, cas: list[tuple[str, str]]) -> str:
-    """Step 1: CAs and Debian packages, as root."""
+    """Step 1's first part: CAs and Debian packages, as root."""
     lines = ["set -eu", "export DEBIAN_FRONTEND=noninteractive HOME=/root"]
     if cas:
         lines.append("mkdir -p /usr/local/share/ca-certificates/hutch-host")
@@ -80,7 +83,8 @@ def system_script(*, cas: list[tuple[str, str]]) -> str:
 
 
 def servers_script() -> str:
-    """Step 2: every catalog server, pinned, as ``mcp-gateway pull`` installs them (the
+    """Step 1's second part: every catalog server, pinned, as ``mcp-gateway pull``
+    installs them (the
     catalog is the gateway's own, ``hutch/mcpgateway/catalog.py``, read as data)."""
     script = install_script(
         list(CATALOG.values()), servers_dir=Path(SERVERS_DIR), python=KERNEL_PYTHON
@@ -94,7 +98,7 @@ def servers_script() -> str:
 
 
 def gateway_script(*, requirements: str) -> str:
-    """Step 3: the gateway's own venv and its command, as root."""
+    """Step 1's last part: the gateway's own venv and its command, as root."""
     pip = f"{GATEWAY_VENV}/bin/pip"
     purelib = "'import sysconfig; print(sysconfig.get_path(\"purelib\"))'"
     wrapper = f'#!/bin/sh\nexec {GATEWAY_VENV}/bin/python -m hutch.mcpgateway "$@"\n'
@@ -138,10 +142,13 @@ def template_spec(
         tmp = files_dir / f".tmp-{files_hash}-{os.getpid()}"
         tmp.write_bytes(archive)
         os.replace(tmp, files_dir / files_hash)
+    script = "\n".join([
+        system_script(cas=host_ca_certificates()),
+        servers_script(),
+        gateway_script(requirements=requirements.read_text()),
+    ])  # fmt: skip
     steps = [
-        {"type": "RUN", "args": [system_script(cas=host_ca_certificates()), "root"]},
-        {"type": "RUN", "args": [servers_script(), "root"]},
-        {"type": "RUN", "args": [gateway_script(requirements=requirements.read_text()), "root"]},
+        {"type": "RUN", "args": [script, "root"]},
         {"type": "COPY", "args": ["mcpgateway", f"{GATEWAY_SRC}/hutch/mcpgateway", "root", ""],
          "filesHash": files_hash},
     ]  # fmt: skip
