@@ -65,6 +65,7 @@ def test_metrics_move_with_sdk_traffic_and_labels_stay_bounded(serve: Serve) -> 
         assert sbx.commands.run("echo hi").stdout == "hi\n"
         during = scrape(serve)
         assert during.value("hutch_node_sandboxes", state="running") >= 1
+        assert during.value("hutch_node_disk_allocated_bytes") > 0
     finally:
         sbx.kill()
     with pytest.raises(SandboxException, match="404"):

@@ -184,6 +184,11 @@ def build_node_service(
                 yield cores, sample.mem_used, sample.disk_used
 
     metrics.register_collector(
-        metrics.NodeCollector(load=service.load, usage=usage, disk_path=settings.sandboxes_dir)
+        metrics.NodeCollector(
+            load=service.load,
+            usage=usage,
+            disk_path=settings.sandboxes_dir,
+            disk_allocated=lambda: sum(s.disk_mb for s in node.manager.list()) << 20,
+        )
     )
     return service

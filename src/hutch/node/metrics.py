@@ -116,7 +116,7 @@ class NodeCollector(Collector):
 
     ``load`` is ``NodeService.load`` (cheap, in-memory); ``usage`` yields the newest
     ``(cpu_used_cores, mem_used_bytes, disk_used_bytes)`` per sandbox; ``disk_path`` is the
-    filesystem the sandboxes' upper layers live on.
+    filesystem the sandboxes' disks live on; ``disk_allocated`` sums their sizes (bytes).
     """
 
     def __init__(
@@ -125,10 +125,12 @@ class NodeCollector(Collector):
         load: Callable[[], Any],
         usage: Callable[[], Iterator[tuple[float, int, int]]],
         disk_path: Path,
+        disk_allocated: Callable[[], int] = lambda: 0,
     ) -> None:
         self._load = load
         self._usage = usage
         self._disk_path = disk_path
+        self._disk_allocated = disk_allocated
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
         load = self._load()
@@ -168,6 +170,11 @@ class NodeCollector(Collector):
         yield _gauge("hutch_node_memory_used_bytes", "Memory sandboxes use (sampled).", mem)
         yield _gauge(
             "hutch_node_disk_used_bytes", "Bytes sandboxes wrote to their upper layers.", disk
+        )
+        yield _gauge(
+            "hutch_node_disk_allocated_bytes",
+            "Sizes of the sandboxes' own disks (their writable layers).",
+            self._disk_allocated(),
         )
         try:
             st = os.statvfs(self._disk_path)
