@@ -142,9 +142,7 @@ def build_context(
         clock=clock,
         kill_sandbox=kill_for_volume,
     )
-    quotas = QuotaService(
-        teams=store.teams, defaults=settings.team_quota_defaults(), volumes=store.volumes
-    )
+    quotas = QuotaService(teams=store.teams, defaults=settings.team_quota_defaults())
     volumes.quotas = quotas
     locks = SandboxLocks()
     sandboxes = SandboxService(
@@ -158,6 +156,7 @@ def build_context(
         volumes=volumes,
     )
     pausing = PauseService(
+        quotas=quotas,
         sandboxes=store.sandboxes,
         node=node,
         locks=locks,
@@ -212,7 +211,7 @@ def build_context(
             ),
         ),
         templates=templates,
-        builds=TemplateBuildService(templates=store.templates, runner=build_runner),
+        builds=TemplateBuildService(templates=store.templates, runner=build_runner, quotas=quotas),
         tags=TemplateTagService(templates=store.templates),
         metadata=MetadataService(sandboxes=store.sandboxes, node=node, locks=locks),
         network=NetworkService(sandboxes=store.sandboxes, node=node, locks=locks),

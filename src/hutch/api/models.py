@@ -228,6 +228,8 @@ class TeamQuotas:
     max_memory_mb: int | None = None
     max_timeout_s: int | None = None
     max_volume_bytes: int | None = None
+    max_paused_sandboxes: int | None = None
+    max_concurrent_builds: int | None = None
 
     def over(self, defaults: TeamQuotas) -> TeamQuotas:
         """These overrides on top of ``defaults``."""
@@ -255,6 +257,8 @@ QUOTA_FIELDS: Final = (
     "max_memory_mb",
     "max_timeout_s",
     "max_volume_bytes",
+    "max_paused_sandboxes",
+    "max_concurrent_builds",
 )
 
 

@@ -49,6 +49,8 @@ class ApiSettings(BaseSettings):
     team_max_memory_mb: int = Field(default=0, ge=0)
     team_max_timeout_s: int = Field(default=0, ge=0)
     team_max_volume_bytes: int = Field(default=0, ge=0)
+    team_max_paused_sandboxes: int = Field(default=0, ge=0)
+    team_max_concurrent_builds: int = Field(default=0, ge=0)
     envd_version: str = ENVD_VERSION
     #: Where new volumes' data goes (docs/volumes.md).
     volume_backend: Literal["local", "s3"] = "local"
@@ -94,6 +96,8 @@ class ApiSettings(BaseSettings):
             max_memory_mb=self.team_max_memory_mb,
             max_timeout_s=self.team_max_timeout_s,
             max_volume_bytes=self.team_max_volume_bytes,
+            max_paused_sandboxes=self.team_max_paused_sandboxes,
+            max_concurrent_builds=self.team_max_concurrent_builds,
         )
 
     def effective_volumes_dir(self) -> Path:

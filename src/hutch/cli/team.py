@@ -99,6 +99,8 @@ def usage(
         ("vCPUs", use["vcpus"], limits["maxVcpus"], ""),
         ("memory", use["memoryMB"], limits["maxMemoryMB"], " MiB"),
         ("volumes", use["volumeBytes"], limits["maxVolumeBytes"], " bytes"),
+        ("paused sandboxes", use.get("pausedSandboxes", 0), limits.get("maxPausedSandboxes"), ""),
+        ("builds running", use.get("runningBuilds", 0), limits.get("maxConcurrentBuilds"), ""),
     )
     click.echo(f"team {name} ({quotas['teamID']})")
     for label, used, limit, unit in rows:

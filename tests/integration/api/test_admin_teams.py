@@ -164,3 +164,62 @@ def test_delete_refuses_live_sandboxes_unless_forced(api_any_db: ApiServer) -> N
         assert sandbox_id not in api.node.running  # type: ignore[attr-defined]
     r = httpx.get(f"{api.url}/sandboxes/{sandbox_id}", headers={"X-API-Key": api.admin_key})
     assert r.status_code == 404
+
+
+def test_admin_publishes_any_teams_template_logged_with_its_key(
+    api: ApiServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="hutch.audit")
+    with _client(api, api.admin_key) as admin:
+        admin_id = admin.get("/admin/teams/ops/api-keys").json()[0]["id"]
+    with _client(api, api.other_key) as other:
+        assert [t["templateID"] for t in other.get("/templates").json()] == []
+        r = other.post("/sandboxes", json={"templateID": "base"})
+        assert r.status_code == 404  # the default team's template, not public
+    with _client(api, api.admin_key) as admin:
+        r = admin.patch("/admin/templates/base", json={"public": True})
+        assert r.status_code == 200, r.text
+        assert r.json() == {"templateID": "basetemplate00000001", "teamID": api.team_id,
+                            "public": True}  # fmt: skip
+    with _client(api, api.other_key) as other:
+        assert other.post("/sandboxes", json={"templateID": "base"}).status_code == 201
+        # A member may not publish another team's template (nor learn it exists: 403 is
+        # about the role, before any lookup).
+        r = other.patch("/admin/templates/base", json={"public": False})
+        assert r.status_code == 403 and "needs an admin API key" in r.json()["message"]
+    with _client(api, api.admin_key) as admin:
+        assert admin.patch("/admin/templates/base", json={"public": False}).status_code == 200
+        assert admin.patch("/admin/templates/nope", json={"public": True}).status_code == 404
+        r = admin.patch("/admin/templates/base", json={"public": "yes"})
+        assert r.status_code == 400
+    with _client(api, api.other_key) as other:
+        assert other.post("/sandboxes", json={"templateID": "base"}).status_code == 404
+    audit = [r.getMessage() for r in caplog.records if r.name == "hutch.audit"]
+    assert (
+        f"admin key {admin_id} published template basetemplate00000001 of team "
+        f"{api.team_id}" in audit
+    ), audit
+    assert any(m.startswith(f"admin key {admin_id} unpublished template") for m in audit)
+
+
+def test_admin_lists_every_teams_sandboxes(api_any_db: ApiServer) -> None:
+    api = api_any_db
+    with _client(api, api.key) as mine:
+        a = mine.post("/sandboxes", json={"templateID": "base"}).json()["sandboxID"]
+        b = mine.post("/sandboxes", json={"templateID": "base"}).json()["sandboxID"]
+        assert mine.post(f"/sandboxes/{b}/pause").status_code == 204
+        assert mine.patch("/v2/templates/base", json={"public": True}).status_code == 200
+    with _client(api, api.other_key) as other:
+        c = other.post("/sandboxes", json={"templateID": "base"}).json()["sandboxID"]
+        # A member sees only its own team's, and not this route.
+        assert [s["sandboxID"] for s in other.get("/v2/sandboxes").json()] == [c]
+        assert other.get("/admin/sandboxes").status_code == 403
+    with _client(api, api.admin_key) as admin:
+        listed = admin.get("/admin/sandboxes").json()
+        assert {(s["sandboxID"], s["teamName"], s["state"]) for s in listed} == {
+            (a, "default", "running"), (b, "default", "paused"), (c, "other", "running"),
+        }  # fmt: skip
+        assert all(s["templateID"] == "basetemplate00000001" for s in listed)
+        only = admin.get("/admin/sandboxes", params={"teamID": "other"}).json()
+        assert [s["sandboxID"] for s in only] == [c]
+        assert admin.get("/admin/sandboxes", params={"teamID": "nope"}).status_code == 404

@@ -179,3 +179,158 @@ def test_quotas_need_an_admin_and_a_known_team(api: ApiServer) -> None:
         assert admin.get("/admin/teams/nope/quotas").status_code == 404
         assert admin.patch("/admin/teams/nope/quotas", json={}).status_code == 404
         assert admin.patch("/admin/teams/default/quotas", json=[1]).status_code == 400
+
+
+def _paused(c: httpx.Client, n: int) -> list[str]:
+    ids = []
+    for _ in range(n):
+        sid = c.post("/sandboxes", json={"templateID": "base"}).json()["sandboxID"]
+        assert c.post(f"/sandboxes/{sid}/pause").status_code == 204
+        ids.append(sid)
+    return ids
+
+
+def test_a_resume_counts_against_the_running_quota(api_any_db: ApiServer) -> None:
+    api = api_any_db
+    with _member(api) as c:
+        [paused] = _paused(c, 1)
+        _set(api, maxRunningSandboxes=1)
+        running = c.post("/sandboxes", json={"templateID": "base"}).json()["sandboxID"]
+        r = c.post(f"/sandboxes/{paused}/connect", json={"timeout": 60})
+        assert r.status_code == 429, r.text
+        assert r.json() == {
+            "code": 429,
+            "message": "You have reached the maximum number of concurrent sandboxes (1): "
+            "quota maxRunningSandboxes of this team",
+        }
+        assert r.headers["Should-Retry"] == "false"
+        # The deprecated resume too; nothing changed: still paused, the node never asked.
+        assert c.post(f"/sandboxes/{paused}/resume", json={}).status_code == 429
+        assert c.get(f"/sandboxes/{paused}").json()["state"] == "paused"
+        assert api.node.resumes == [] and paused in api.node.paused
+        # The vCPU quota counts the resumed sandbox's own vCPUs (base: 2).
+        _set(api, maxRunningSandboxes=0, maxVcpus=3)
+        r = c.post(f"/sandboxes/{paused}/connect", json={"timeout": 60})
+        assert r.status_code == 429 and "(3; 2 in use, this sandbox needs 2)" in r.text
+        # Room made: the resume goes through.
+        assert c.delete(f"/sandboxes/{running}").status_code == 204
+        assert c.post(f"/sandboxes/{paused}/connect", json={"timeout": 60}).status_code == 201
+        assert c.get(f"/sandboxes/{paused}").json()["state"] == "running"
+
+
+def test_concurrent_resumes_for_the_last_slots_exactly_the_quota_wins(
+    api_any_db: ApiServer,
+) -> None:
+    api = api_any_db
+    with _member(api) as c:
+        ids = _paused(c, 8)
+    _set(api, maxRunningSandboxes=3)
+
+    def resume(sid: str) -> int:
+        with _member(api) as c:
+            return c.post(f"/sandboxes/{sid}/connect", json={"timeout": 60}).status_code
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        statuses = list(pool.map(resume, ids))
+    assert sorted(statuses) == [201] * 3 + [429] * 5, statuses
+    assert len(api.node.resumes) == 3 and len(api.node.paused) == 5
+
+
+def test_the_sdk_connect_past_the_quota_is_a_rate_limit(sdk_env: ApiServer) -> None:
+    api = sdk_env
+    paused = Sandbox.create("base")
+    paused.pause()
+    _set(api, maxRunningSandboxes=1)
+    Sandbox.create("base")
+    with pytest.raises(RateLimitException, match="maximum number of concurrent sandboxes"):
+        Sandbox.connect(paused.sandbox_id)
+    assert api.node.resumes == []
+
+
+def test_paused_quota(api_any_db: ApiServer) -> None:
+    api = api_any_db
+    _set(api, maxPausedSandboxes=2)
+    with _member(api) as c:
+        kept = _paused(c, 2)
+        third = c.post("/sandboxes", json={"templateID": "base"}).json()["sandboxID"]
+        r = c.post(f"/sandboxes/{third}/pause")
+        assert r.status_code == 429, r.text
+        assert r.json()["message"] == (
+            "You have reached the maximum number of paused sandboxes (2): quota "
+            "maxPausedSandboxes of this team; kill or resume one first"
+        )
+        assert c.get(f"/sandboxes/{third}").json()["state"] == "running"
+        assert third not in api.node.paused
+        # Another team is not limited by it.
+        with _member(api, api.other_key) as other:
+            assert c.patch("/v2/templates/base", json={"public": True}).status_code == 200
+            _paused(other, 3)
+        # A resume makes room.
+        assert c.post(f"/sandboxes/{kept[0]}/connect", json={"timeout": 60}).status_code == 201
+        assert c.post(f"/sandboxes/{third}/pause").status_code == 204
+
+
+def test_concurrent_pauses_for_the_last_paused_slot(api_any_db: ApiServer) -> None:
+    api = api_any_db
+    with _member(api) as c:
+        ids = [c.post("/sandboxes", json={"templateID": "base"}).json()["sandboxID"]
+               for _ in range(6)]  # fmt: skip
+    _set(api, maxPausedSandboxes=2)
+
+    def pause(sid: str) -> int:
+        with _member(api) as c:
+            return c.post(f"/sandboxes/{sid}/pause").status_code
+
+    with ThreadPoolExecutor(max_workers=6) as pool:
+        statuses = list(pool.map(pause, ids))
+    assert sorted(statuses) == [204] * 2 + [429] * 4, statuses
+    assert len(api.node.paused) == 2
+
+
+def test_auto_pause_past_the_paused_quota_kills_at_the_timeout(api: ApiServer) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from tests.integration.api.conftest import reap_now
+
+    _set(api, maxPausedSandboxes=1)
+    with _member(api) as c:
+        [kept] = _paused(c, 1)
+        sid = c.post(
+            "/sandboxes", json={"templateID": "base", "autoPause": True, "timeout": 30}
+        ).json()["sandboxID"]
+        reap_now(api, datetime.now(UTC) + timedelta(seconds=60))
+        assert c.get(f"/sandboxes/{sid}").status_code == 404  # killed, not left running
+        assert sid in api.node.killed and sid not in api.node.paused
+        assert c.get(f"/sandboxes/{kept}").json()["state"] == "paused"
+
+
+def test_concurrent_volume_creates_for_the_last_bytes(api_any_db: ApiServer) -> None:
+    api = api_any_db
+    _set(api, maxVolumeBytes=3 << 20)  # room for three 1 MiB volumes
+
+    def create(i: int) -> int:
+        with _member(api) as c:
+            return c.post("/volumes", json={"name": f"v{i}", "sizeMB": 1}).status_code
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        statuses = list(pool.map(create, range(8)))
+    assert sorted(statuses) == [201] * 3 + [429] * 5, statuses
+    with _member(api) as c:
+        assert len(c.get("/volumes").json()) == 3
+
+
+def test_the_sdk_sees_the_vcpu_memory_and_timeout_quotas(sdk_env: ApiServer) -> None:
+    from e2b.exceptions import InvalidArgumentException, SandboxException
+
+    api = sdk_env
+    _set(api, maxVcpus=3)  # base: 2 vCPUs
+    Sandbox.create("base")
+    with pytest.raises(RateLimitException, match="quota maxVcpus"):
+        Sandbox.create("base")
+    _set(api, maxVcpus=0, maxMemoryMB=600)  # base: 512 MiB
+    with pytest.raises(RateLimitException, match="quota maxMemoryMB"):
+        Sandbox.create("base")
+    _set(api, maxMemoryMB=0, maxTimeout=600)
+    with pytest.raises((InvalidArgumentException, SandboxException), match="quota maxTimeout"):
+        Sandbox.create("base", timeout=601)
+    assert len(api.node.running) == 1

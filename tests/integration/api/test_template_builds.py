@@ -234,3 +234,70 @@ def test_builds_are_counted_by_outcome_on_metrics(
     with pytest.raises(BuildException):
         Template.build(Template().from_template("base").run_cmd("fail"), "counted-broken")
     assert (count("ok") - ok, count("error") - error) == (1, 1)
+
+
+class GatedBuildRunner(FakeBuildRunner):
+    """Every build waits until ``release`` is set (builds that run at once)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.release = threading.Event()
+
+    async def run_build(self, name: str, start: Mapping[str, object], **kw: object) -> None:
+        while not self.release.is_set():
+            await asyncio.sleep(0.01)
+        self.builds.append((name, start))
+
+
+def test_builds_at_once_quota(tmp_path: Path) -> None:
+    """``maxConcurrentBuilds`` (here the settings' default, 2): a third build started while
+    two run is 429 naming the quota and is not started; it starts once one has finished;
+    another team is not limited by it."""
+    url = f"sqlite+aiosqlite:///{tmp_path / 'hutch.db'}"
+    key, _team, other_key, _admin = run_async(lambda: _seed(url))
+    runner = GatedBuildRunner()
+    port = free_port()
+    cfg = ApiSettings(home=tmp_path, database_url=url, api_host="127.0.0.1", api_port=port,
+                      reaper_interval_s=3600, team_max_concurrent_builds=2)  # fmt: skip
+    app = create_app(cfg, node=FakeNodeClient(), build_runner=runner)
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    while not server.started:
+        assert thread.is_alive()
+        time.sleep(0.01)
+    api = f"http://127.0.0.1:{port}"
+
+    def requested(c: httpx.Client, name: str) -> str:
+        r = c.post("/v3/templates", json={"name": name})
+        assert r.status_code == 202, r.text
+        return str(r.json()["buildID"])
+
+    def start(c: httpx.Client, name: str, build_id: str) -> httpx.Response:
+        return c.post(f"/v2/templates/{name}/builds/{build_id}", json={"steps": []})
+
+    try:
+        with httpx.Client(base_url=api, headers={"X-API-Key": key}, timeout=30) as c:
+            builds = {n: requested(c, n) for n in ("t1", "t2", "t3")}
+            assert start(c, "t1", builds["t1"]).status_code == 202
+            assert start(c, "t2", builds["t2"]).status_code == 202
+            r = start(c, "t3", builds["t3"])
+            assert r.status_code == 429, r.text
+            assert r.json()["message"] == (
+                "You have reached the maximum number of concurrent template builds (2): "
+                "quota maxConcurrentBuilds of this team"
+            )
+            status = c.get(f"/templates/t3/builds/{builds['t3']}/status").json()
+            assert status["status"] == "waiting"  # not started
+            with httpx.Client(base_url=api, headers={"X-API-Key": other_key}) as other:
+                assert start(other, "o1", requested(other, "o1")).status_code == 202
+            runner.release.set()
+            deadline = time.monotonic() + 30
+            while c.get(f"/templates/t1/builds/{builds['t1']}/status").json()["status"] != "ready":
+                assert time.monotonic() < deadline
+                time.sleep(0.05)
+            assert start(c, "t3", builds["t3"]).status_code == 202
+    finally:
+        runner.release.set()
+        server.should_exit = True
+        thread.join(timeout=30)

@@ -16,7 +16,15 @@ from starlette.routing import Route
 
 from hutch.api.http.auth import authenticate_caller, context
 from hutch.api.http.query import parse_unix, read_body
-from hutch.api.http.schemas import AdminNewKeyBody, NewTeamBody, admin_team_body, api_key_body, iso
+from hutch.api.http.schemas import (
+    AdminNewKeyBody,
+    NewTeamBody,
+    PublishBody,
+    admin_team_body,
+    api_key_body,
+    iso,
+    listed_sandbox_body,
+)
 from hutch.api.service.keys import KeyService
 from hutch.api.service.quotas import QuotaService, check_changes, wire_body
 from hutch.api.service.teams import TeamService
@@ -125,7 +133,11 @@ async def _quotas_body(
             "vcpus": use.vcpus,
             "memoryMB": use.memory_mb,
             "volumeBytes": use.volume_bytes,
+            "pausedSandboxes": use.paused_sandboxes,
         }
+    builds = context(request).builds
+    if builds is not None and "usage" in body:
+        body["usage"]["runningBuilds"] = builds.running_builds(team_id)  # type: ignore[index]
     return body
 
 
@@ -189,7 +201,32 @@ async def set_quotas(request: Request) -> Response:
     return JSONResponse(await _quotas_body(request, quotas, team.id))
 
 
+async def list_all_sandboxes(request: Request) -> Response:
+    """``GET /admin/sandboxes[?teamID=]`` → 200 ``[ListedSandbox + teamID, teamName]``:
+    every team's running and paused sandboxes (or one team's, by id or name)."""
+    caller = await authenticate_caller(request)
+    found = await _teams(request).all_sandboxes(caller, ref=request.query_params.get("teamID"))
+    return JSONResponse(
+        [{**listed_sandbox_body(s), "teamID": team.id, "teamName": team.name} for team, s in found]
+    )
+
+
+async def publish_template(request: Request) -> Response:
+    """``PATCH /admin/templates/{templateID}`` ``{public}`` → 200 ``{templateID, teamID,
+    public}``: publish (or unpublish) any team's template."""
+    caller = await authenticate_caller(request)
+    body = await read_body(request, PublishBody)
+    template = await context(request).templates.publish_any(
+        caller, str(request.path_params["template_id"]), public=body.public
+    )
+    return JSONResponse(
+        {"templateID": template.id, "teamID": template.team_id, "public": template.public}
+    )
+
+
 ROUTES = [
+    Route("/admin/sandboxes", list_all_sandboxes, methods=["GET"]),
+    Route("/admin/templates/{template_id}", publish_template, methods=["PATCH"]),
     Route("/teams/{team_id}/metrics", team_metrics, methods=["GET"]),
     Route("/admin/teams/{team_id}/quotas", get_quotas, methods=["GET"]),
     Route("/admin/teams/{team_id}/quotas", set_quotas, methods=["PATCH"]),

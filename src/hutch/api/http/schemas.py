@@ -336,6 +336,12 @@ class NewTeamBody(_Body):
     name: StrictStr
 
 
+class PublishBody(_Body):
+    """hutch's ``PATCH /admin/templates/{templateID}``: ``{public}``."""
+
+    public: StrictBool
+
+
 class AdminNewKeyBody(_Body):
     """``NewTeamAPIKey`` of ``POST /admin/teams/{teamID}/api-keys``; hutch adds ``admin``."""
 

@@ -26,9 +26,10 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from hutch.api import metrics
-from hutch.api.models import Sandbox, SandboxState, SandboxStateConflictError
+from hutch.api.models import Sandbox, SandboxState, SandboxStateConflictError, TeamQuotas
 from hutch.api.service.locks import SandboxLocks
 from hutch.api.service.ports import NodeClient
+from hutch.api.service.quotas import QuotaService
 from hutch.api.service.sandboxes import SandboxPolicy, SandboxService
 from hutch.api.service.validation import check_timeout
 from hutch.api.store.base import Clock, SandboxStore, utc_now
@@ -67,7 +68,9 @@ class PauseService:
         service: SandboxService,
         policy: SandboxPolicy,
         clock: Clock = utc_now,
+        quotas: QuotaService | None = None,
     ) -> None:
+        self._quotas = quotas
         self._sandboxes = sandboxes
         self._node = node
         self._locks = locks
@@ -105,9 +108,11 @@ class PauseService:
                 )
             # The public view shows ``pausing`` as ``paused``: the row carries the mode asked
             # for from this step on, and the node's answer (it may keep only files) after.
+            # maxPausedSandboxes is checked in this move's own transaction.
             await self._move(
                 sandbox, SandboxState.RUNNING, SandboxState.PAUSING,
                 pause_mode="full" if keep_memory else "filesystem",
+                quota=await self._quota_of(sandbox),
             )  # fmt: skip
             try:
                 kept = await self._node.pause(sandbox.id, keep_memory=keep_memory)
@@ -129,11 +134,13 @@ class PauseService:
         new: SandboxState,
         *,
         pause_mode: str | None = None,
+        quota: TeamQuotas | None = None,
     ) -> None:
         try:
             await self._sandboxes.set_state(
-                sandbox.id, team_id=None, expected=expected, new=new, pause_mode=pause_mode
-            )
+                sandbox.id, team_id=None, expected=expected, new=new, pause_mode=pause_mode,
+                quota=quota,
+            )  # fmt: skip
         except SandboxStateConflictError as exc:
             # Only a writer outside the lock (a kill's first step) can get here.
             raise ConflictError(
@@ -202,11 +209,19 @@ class PauseService:
         timeout = sandbox.timeout_s or self._policy.default_timeout_v2_s
         return await self.connect(team_id=None, sandbox_id=sandbox.id, timeout_s=timeout)
 
+    async def _quota_of(self, sandbox: Sandbox) -> TeamQuotas | None:
+        return None if self._quotas is None else await self._quotas.effective(sandbox.team_id)
+
     @metrics.observed("resume")
     async def _resume_locked(
         self, sandbox: Sandbox, timeout_s: int, *, keep_memory: bool
     ) -> Resumed:
-        await self._move(sandbox, SandboxState.PAUSED, SandboxState.RESUMING)
+        # A resume joins the running set: the running quotas are checked in this move's
+        # transaction, as a create's (429, and the sandbox stays paused).
+        await self._move(
+            sandbox, SandboxState.PAUSED, SandboxState.RESUMING,
+            quota=await self._quota_of(sandbox),
+        )  # fmt: skip
         try:
             spec = await self._service.spec_with_volumes(sandbox)
             resumed = await self._node.resume(spec, keep_memory=keep_memory)

@@ -15,7 +15,7 @@ from typing import Final
 
 from hutch.api.models import QUOTA_FIELDS, TeamQuotas
 from hutch.api.service.keys import Caller, KeyService
-from hutch.api.store.base import TeamStore, VolumeStore
+from hutch.api.store.base import TeamStore
 from hutch.shared.errors import InvalidArgumentError, QuotaExceededError
 from hutch.shared.ids import TeamID
 
@@ -28,6 +28,8 @@ WIRE_NAMES: Final = {
     "maxMemoryMB": ("max_memory_mb", 1 << 30),
     "maxTimeout": ("max_timeout_s", 30 * 86_400),
     "maxVolumeBytes": ("max_volume_bytes", 1 << 60),
+    "maxPausedSandboxes": ("max_paused_sandboxes", 1_000_000),
+    "maxConcurrentBuilds": ("max_concurrent_builds", 10_000),
 }
 
 
@@ -57,12 +59,9 @@ def check_changes(body: dict[str, object]) -> dict[str, int | None]:
 class QuotaService:
     """Resolves and enforces the team quotas."""
 
-    def __init__(
-        self, *, teams: TeamStore, defaults: TeamQuotas, volumes: VolumeStore | None = None
-    ) -> None:
+    def __init__(self, *, teams: TeamStore, defaults: TeamQuotas) -> None:
         self._teams = teams
         self._defaults = defaults
-        self._volumes = volumes
         assert set(QUOTA_FIELDS) == {n for n, _ in WIRE_NAMES.values()}
 
     @property
@@ -95,17 +94,22 @@ class QuotaService:
             )
         return quotas
 
-    async def check_volume(self, team_id: TeamID, new_bytes: int) -> None:
-        """429 when a new volume of ``new_bytes`` would take the team's volumes' total
-        size over ``maxVolumeBytes``."""
-        limit = (await self.effective(team_id)).limit("max_volume_bytes")
-        if limit is None or self._volumes is None:
-            return
-        used = sum(v.quota_bytes for v in await self._volumes.list_volumes(team_id=team_id))
-        if used + new_bytes > limit:
-            raise QuotaExceededError(
-                f"team {team_id}: volumes {used} + {new_bytes} bytes, quota {limit}",
-                public_message=f"You have reached the maximum total size of volumes "
-                f"({limit} bytes; {used} in use, this volume needs {new_bytes}): quota "
-                "maxVolumeBytes of this team",
-            )
+    async def volume_limit(self, team_id: TeamID) -> int | None:
+        """The team's ``maxVolumeBytes`` (``None``: no limit), which the volume store
+        reserves against in the create's transaction."""
+        return (await self.effective(team_id)).limit("max_volume_bytes")
+
+    async def build_limit(self, team_id: TeamID) -> int | None:
+        """The team's ``maxConcurrentBuilds`` (``None``: no limit)."""
+        return (await self.effective(team_id)).limit("max_concurrent_builds")
+
+
+def check_builds(team_id: TeamID, running: int, limit: int | None) -> None:
+    """429 when one more build would take the team's ``running`` builds over ``limit``
+    (``maxConcurrentBuilds``)."""
+    if limit is not None and running + 1 > limit:
+        raise QuotaExceededError(
+            f"team {team_id}: {running} builds running, quota {limit}",
+            public_message="You have reached the maximum number of concurrent template "
+            f"builds ({limit}): quota maxConcurrentBuilds of this team",
+        )

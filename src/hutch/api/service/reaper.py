@@ -17,11 +17,11 @@ import logging
 from datetime import datetime
 from typing import Final
 
-from hutch.api.models import SandboxState
+from hutch.api.models import Sandbox, SandboxState
 from hutch.api.service.pausing import PauseService
 from hutch.api.service.sandboxes import SandboxService
 from hutch.api.store.base import Clock, SandboxStore, utc_now
-from hutch.shared.errors import HutchError, NotFoundError
+from hutch.shared.errors import HutchError, NotFoundError, QuotaExceededError
 
 _log = logging.getLogger(__name__)
 _BATCH: Final = 100
@@ -72,11 +72,7 @@ class Reaper:
                         await self._finish_kill(sandbox.id)
                     elif sandbox.auto_pause and self._pausing is not None:
                         # autoPause: the timeout pauses instead of killing (ADR 0004).
-                        await self._pausing.pause(
-                            team_id=None,
-                            sandbox_id=sandbox.id,
-                            keep_memory=sandbox.auto_pause_memory,
-                        )
+                        await self._auto_pause(sandbox)
                     else:
                         await self._service.kill_sandbox(team_id=None, sandbox_id=sandbox.id)
                     killed += 1
@@ -84,6 +80,18 @@ class Reaper:
                     pass  # killed by someone else meanwhile
                 except HutchError as exc:
                     _log.warning("reaper: killing %s failed: %s", sandbox.id, exc.message)
+
+    async def _auto_pause(self, sandbox: Sandbox) -> None:
+        """Pause at the deadline; past the team's ``maxPausedSandboxes`` the timeout kills
+        it as it would without ``autoPause`` (it cannot run on past its deadline)."""
+        assert self._pausing is not None
+        try:
+            await self._pausing.pause(
+                team_id=None, sandbox_id=sandbox.id, keep_memory=sandbox.auto_pause_memory
+            )
+        except QuotaExceededError as exc:
+            _log.warning("reaper: %s killed at its timeout, not paused: %s", sandbox.id, exc)
+            await self._service.kill_sandbox(team_id=None, sandbox_id=sandbox.id)
 
     async def _finish_kill(self, sandbox_id: str) -> None:
         await self._service.finish_kill(sandbox_id)

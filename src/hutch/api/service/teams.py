@@ -19,7 +19,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Final
 
-from hutch.api.models import ApiKey, CreatedApiKey, SandboxState, Team
+from hutch.api.models import ApiKey, CreatedApiKey, Sandbox, SandboxState, Team
 from hutch.api.service.keys import Caller, KeyService
 from hutch.api.service.quotas import QuotaService
 from hutch.api.store.base import ApiKeyStore, SandboxStore, TeamStore
@@ -145,19 +145,31 @@ class TeamService:
         )  # fmt: skip
         return team
 
-    async def _kill_all(self, team_id: TeamID) -> int:
-        """Kill every live sandbox of the team (one pass over the listing's pages)."""
-        assert self._cleanup is not None
-        ids: list[str] = []
+    async def _live_of(self, team_id: TeamID) -> list[Sandbox]:
+        """Every live sandbox of the team, newest first (all the listing's pages)."""
+        found: list[Sandbox] = []
         token: str | None = None
         while True:
             page = await self._sandboxes.list_sandboxes(
                 team_id=team_id, states=LIVE_STATES, limit=100, next_token=token
             )
-            ids.extend(s.id for s in page.items)
+            found.extend(page.items)
             token = page.next_token
             if token is None:
-                break
+                return found
+
+    async def all_sandboxes(
+        self, caller: Caller, *, ref: str | None = None
+    ) -> list[tuple[Team, Sandbox]]:
+        """An admin's view: every team's live sandboxes (or one team's), by team."""
+        KeyService.require_admin(caller, action="Listing every team's sandboxes")
+        chosen = [await self.resolve(ref)] if ref else await self._teams.list_teams()
+        return [(team, s) for team in chosen for s in await self._live_of(team.id)]
+
+    async def _kill_all(self, team_id: TeamID) -> int:
+        """Kill every live sandbox of the team (one pass over the listing's pages)."""
+        assert self._cleanup is not None
+        ids = [s.id for s in await self._live_of(team_id)]
         killed = 0
         for sandbox_id in ids:
             with contextlib.suppress(NotFoundError):  # killed meanwhile

@@ -27,6 +27,7 @@ from typing import Any
 from hutch.api import metrics
 from hutch.api.models import NewTemplate, Template, TemplateBuildState
 from hutch.api.service.ports import BuildFailedError, BuildRunner
+from hutch.api.service.quotas import QuotaService, check_builds
 from hutch.api.service.template_tags import (
     DEFAULT_TAG,
     TemplateTagService,
@@ -81,7 +82,14 @@ def split_name(name: str) -> tuple[str, list[str]]:
 class TemplateBuildService:
     """Build bookkeeping over the store and a :class:`BuildRunner`."""
 
-    def __init__(self, *, templates: TemplateStore, runner: BuildRunner | None) -> None:
+    def __init__(
+        self,
+        *,
+        templates: TemplateStore,
+        runner: BuildRunner | None,
+        quotas: QuotaService | None = None,
+    ) -> None:
+        self._quotas = quotas
         self._templates = templates
         self._runner = runner
         self._builds: dict[str, Build] = {}
@@ -143,6 +151,13 @@ class TemplateBuildService:
             raise NotFoundError(f"build {build_id} of template {template_id} not found")
         return build
 
+    def running_builds(self, team_id: TeamID) -> int:
+        """How many of the team's builds are running in this process."""
+        return sum(
+            1 for b in self._builds.values()
+            if b.team_id == team_id and b.status == "building"
+        )  # fmt: skip
+
     def builds_of(self, template_id: str, *, team_id: TeamID) -> list[Build]:
         """The team's builds of ``template_id`` this process ran or runs, newest first
         (builds are not kept across restarts)."""
@@ -172,6 +187,11 @@ class TemplateBuildService:
                 from_template, team_id=team_id
             )
             start["fromTemplate"] = template_version_name(base, kept) if kept else base
+        if self._quotas is not None:
+            # maxConcurrentBuilds: builds run in this process, and nothing awaits between
+            # this count and the status below, so two starts cannot both take the last one.
+            limit = await self._quotas.build_limit(team_id)
+            check_builds(team_id, self.running_builds(team_id), limit)
         build.status = "building"
         build.updated_at = datetime.now(UTC)
         await self._templates.set_build_state(build.template_id, TemplateBuildState.BUILDING)

@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import base64
 import binascii
+import logging
 import math
 import time
 from datetime import datetime
 
 from hutch.api import metrics
 from hutch.api.models import NewTemplate, Template, TemplateBuildState
+from hutch.api.service.keys import Caller, KeyService
 from hutch.api.service.ports import ImageImport, ImportedImage, ImportProgress, TemplateBuilder
 from hutch.api.store.base import TemplateStore
 from hutch.shared.errors import (
@@ -25,6 +27,8 @@ from hutch.shared.errors import (
     UnavailableError,
 )
 from hutch.shared.ids import TeamID, TemplateID
+
+_audit = logging.getLogger("hutch.audit")
 
 
 class TemplateService:
@@ -54,6 +58,23 @@ class TemplateService:
         visible to (or hidden from) every team."""
         found = await self.get_own(id_or_alias, team_id=team_id)
         return await self._templates.set_public(found.id, team_id=team_id, public=public)
+
+    async def publish_any(self, caller: Caller, id_or_alias: str, *, public: bool) -> Template:
+        """An admin publishes (or unpublishes) any team's template, so every team may start
+        sandboxes from it; logged on ``hutch.audit`` with the key's id (ADR 0015)."""
+        KeyService.require_admin(caller, action="Publishing a template of any team")
+        found = await self._templates.find_template_any_team(id_or_alias)
+        if found is None:
+            raise NotFoundError(
+                f"template {id_or_alias!r} not found",
+                public_message=f"Template {id_or_alias} not found",
+            )
+        after = await self._templates.set_public(found.id, team_id=found.team_id, public=public)
+        _audit.info(
+            "admin key %s %s template %s of team %s",
+            caller.key.id, "published" if public else "unpublished", found.id, found.team_id,
+        )  # fmt: skip
+        return after
 
     async def list_page(
         self, *, team_id: TeamID, limit: int = 100, next_token: str | None = None

@@ -27,6 +27,8 @@ _RUNNING = frozenset(
     {SandboxState.CREATING, SandboxState.RUNNING, SandboxState.PAUSING, SandboxState.RESUMING}
 )
 
+_PAUSED = frozenset({SandboxState.PAUSING, SandboxState.PAUSED})
+
 
 @dataclass(frozen=True, slots=True)
 class TeamSample:
@@ -45,6 +47,8 @@ class TeamUse:
     vcpus: int
     memory_mb: int
     volume_bytes: int
+    #: Paused (and pausing) sandboxes kept: what ``maxPausedSandboxes`` counts.
+    paused_sandboxes: int = 0
 
 
 class UsageSampler:
@@ -95,9 +99,11 @@ class UsageSampler:
         if self._volumes is not None:
             owned = await self._volumes.list_volumes(team_id=team_id)
             volume_bytes = sum(v.quota_bytes for v in owned)
+        paused, _, _ = await self._sandboxes.team_load(team_id, states=_PAUSED)
         return TeamUse(
-            running_sandboxes=count, vcpus=vcpus, memory_mb=memory_mb, volume_bytes=volume_bytes
-        )
+            running_sandboxes=count, vcpus=vcpus, memory_mb=memory_mb,
+            volume_bytes=volume_bytes, paused_sandboxes=paused,
+        )  # fmt: skip
 
     async def run(self) -> None:
         """Sample every ``interval_s`` (the first one ``interval_s`` after the start) until

@@ -183,8 +183,8 @@ class VolumeService:
         if isinstance(size_mb, bool) or not isinstance(size_mb, int) or size_mb <= 0:
             raise InvalidArgumentError(f"sizeMB {size_mb!r}: must be a positive integer")
         quota = size_mb * MIB
-        if self.quotas is not None:
-            await self.quotas.check_volume(team.id, quota)
+        # maxVolumeBytes: reserved by the store in the insert's transaction.
+        limit = None if self.quotas is None else await self.quotas.volume_limit(team.id)
         backend = self._backends[self._policy.backend]
         capacity = await backend.capacity_bytes()
         if quota > capacity:
@@ -198,6 +198,7 @@ class VolumeService:
             quota_bytes=quota,
             backend=backend.name,
             token_secret=secrets.token_hex(32),
+            max_total_bytes=limit,
         )
         try:
             await backend.create(volume.id, quota_bytes=quota)

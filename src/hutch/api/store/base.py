@@ -160,6 +160,7 @@ class SandboxStore(Protocol):
         node_id: NodeID | None = None,
         address: str | None = None,
         pause_mode: str | None = None,
+        quota: TeamQuotas | None = None,
     ) -> Sandbox: ...
     async def set_end_at(
         self,
@@ -196,6 +197,7 @@ class VolumeStore(Protocol):
         quota_bytes: int,
         backend: str,
         token_secret: str,
+        max_total_bytes: int | None = None,
     ) -> Volume: ...
     async def find_volume(self, id_or_name: str, *, team_id: TeamID | None) -> Volume | None: ...
     async def get_volume(self, id_or_name: str, *, team_id: TeamID | None) -> Volume: ...

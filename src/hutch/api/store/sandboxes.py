@@ -100,35 +100,85 @@ async def _team_load(
     return int(row[0]), int(row[1]), int(row[2])
 
 
+#: States in which a sandbox counts against its team's paused quota (kept on disk).
+PAUSED_QUOTA_STATES: Final = frozenset({SandboxState.PAUSING, SandboxState.PAUSED})
+
+
+async def _lock_team(conn: AsyncConnection, team_id: TeamID) -> None:
+    """Queue this transaction behind the team's other quota checks: on PostgreSQL the
+    team's row ``FOR UPDATE``; SQLite's writers are serialised already (``BEGIN
+    IMMEDIATE``)."""
+    if conn.dialect.name != "sqlite":
+        await conn.execute(select(teams.c.id).where(teams.c.id == team_id).with_for_update())
+
+
 async def reserve_under_quota(conn: AsyncConnection, new: NewSandbox, quota: TeamQuotas) -> None:
     """Refuse ``new`` with :class:`QuotaExceededError` if the team's running sandboxes with
     it would exceed ``quota``. Called in the insert's transaction, so the check and the row
     are one step: on SQLite writers are serialised (``BEGIN IMMEDIATE``); on PostgreSQL the
     team's row is locked ``FOR UPDATE`` first, so creates of one team queue here while
     other teams' go on, and concurrent creates for the last slot cannot both see it free."""
-    if conn.dialect.name != "sqlite":
-        await conn.execute(select(teams.c.id).where(teams.c.id == new.team_id).with_for_update())
-    running, vcpus, memory_mb = await _team_load(conn, new.team_id, QUOTA_STATES)
+    await _lock_team(conn, new.team_id)
+    await _check_running(conn, new.team_id, new.cpu_count, new.memory_mb, quota)
+
+
+async def _check_running(
+    conn: AsyncConnection, team_id: TeamID, cpu_count: int, memory_mb: int, quota: TeamQuotas
+) -> None:
+    """:class:`QuotaExceededError` if one more sandbox of ``cpu_count`` vCPUs and
+    ``memory_mb`` MiB would take the team's running sandboxes over ``quota``."""
+    running, vcpus, used_mb = await _team_load(conn, team_id, QUOTA_STATES)
     if (limit := quota.limit("max_running_sandboxes")) is not None and running + 1 > limit:
         raise QuotaExceededError(
-            f"team {new.team_id}: {running} running sandboxes, quota {limit}",
+            f"team {team_id}: {running} running sandboxes, quota {limit}",
             public_message="You have reached the maximum number of concurrent sandboxes "
             f"({limit}): quota maxRunningSandboxes of this team",
         )
-    if (limit := quota.limit("max_vcpus")) is not None and vcpus + new.cpu_count > limit:
+    if (limit := quota.limit("max_vcpus")) is not None and vcpus + cpu_count > limit:
         raise QuotaExceededError(
-            f"team {new.team_id}: {vcpus} + {new.cpu_count} vCPUs, quota {limit}",
+            f"team {team_id}: {vcpus} + {cpu_count} vCPUs, quota {limit}",
             public_message=f"You have reached the maximum total vCPUs of running sandboxes "
-            f"({limit}; {vcpus} in use, this sandbox needs {new.cpu_count}): quota maxVcpus "
+            f"({limit}; {vcpus} in use, this sandbox needs {cpu_count}): quota maxVcpus "
             "of this team",
         )
-    if (limit := quota.limit("max_memory_mb")) is not None and memory_mb + new.memory_mb > limit:
+    if (limit := quota.limit("max_memory_mb")) is not None and used_mb + memory_mb > limit:
         raise QuotaExceededError(
-            f"team {new.team_id}: {memory_mb} + {new.memory_mb} MiB, quota {limit}",
+            f"team {team_id}: {used_mb} + {memory_mb} MiB, quota {limit}",
             public_message=f"You have reached the maximum total memory of running sandboxes "
-            f"({limit} MiB; {memory_mb} MiB in use, this sandbox needs {new.memory_mb} MiB): "
+            f"({limit} MiB; {used_mb} MiB in use, this sandbox needs {memory_mb} MiB): "
             "quota maxMemoryMB of this team",
         )
+
+
+async def _check_move(
+    conn: AsyncConnection, sandbox_id: str, new: SandboxState, quota: TeamQuotas
+) -> None:
+    """The quota a move to ``new`` must fit: into the running set (a resume: the running
+    quotas) or the paused set (a pause: ``maxPausedSandboxes``). Other moves: none."""
+    s = sandboxes.c
+    row = (
+        await conn.execute(
+            select(s.team_id, s.state, s.cpu_count, s.memory_mb).where(s.id == sandbox_id)
+        )
+    ).first()
+    if row is None:
+        return  # the compare-and-set reports it
+    team_id, state = TeamID(row.team_id), SandboxState(row.state)
+    if new in QUOTA_STATES and state not in QUOTA_STATES and quota.limits_sandboxes():
+        await _lock_team(conn, team_id)
+        await _check_running(conn, team_id, int(row.cpu_count), int(row.memory_mb), quota)
+    elif new in PAUSED_QUOTA_STATES and state not in PAUSED_QUOTA_STATES:
+        limit = quota.limit("max_paused_sandboxes")
+        if limit is None:
+            return
+        await _lock_team(conn, team_id)
+        paused, _, _ = await _team_load(conn, team_id, PAUSED_QUOTA_STATES)
+        if paused + 1 > limit:
+            raise QuotaExceededError(
+                f"team {team_id}: {paused} paused sandboxes, quota {limit}",
+                public_message=f"You have reached the maximum number of paused sandboxes "
+                f"({limit}): quota maxPausedSandboxes of this team; kill or resume one first",
+            )
 
 
 class SqlSandboxStore:
@@ -373,6 +423,7 @@ class SqlSandboxStore:
         node_id: NodeID | None = None,
         address: str | None = None,
         pause_mode: str | None = None,
+        quota: TeamQuotas | None = None,
     ) -> Sandbox:
         """Move the sandbox from one of ``expected`` to ``new``, atomically.
 
@@ -380,7 +431,9 @@ class SqlSandboxStore:
         :class:`SandboxStateConflictError` names the state it is in (with
         ``expected_version``, a changed version is a :class:`ConflictError`). ``end_at``,
         ``node_id``, ``address`` and ``pause_mode``, when given, are written in the same
-        statement.
+        statement. With ``quota``, a move into the running set (a resume) or the paused set
+        (a pause) is checked against the team's quotas in the same transaction, behind the
+        team's lock as a create's (:class:`QuotaExceededError`: nothing changes).
         """
         wanted = frozenset({expected} if isinstance(expected, SandboxState) else expected)
         values: dict[str, object] = {"state": new.value, "version": sandboxes.c.version + 1}
@@ -402,6 +455,8 @@ class SqlSandboxStore:
         if expected_version is not None:
             cas = cas.where(sandboxes.c.version == expected_version)
         async with write_transaction(self._engine) as conn:
+            if quota is not None:
+                await _check_move(conn, sandbox_id, new, quota)
             result = await conn.execute(cas)
             if result.rowcount == 0:
                 current = await fetch_sandbox(conn, sandbox_id, team_id=team_id)

@@ -82,6 +82,8 @@ teams = Table(
     Column("max_memory_mb", Integer, nullable=True),
     Column("max_timeout_s", Integer, nullable=True),
     Column("max_volume_bytes", BigInteger, nullable=True),
+    Column("max_paused_sandboxes", Integer, nullable=True),
+    Column("max_concurrent_builds", Integer, nullable=True),
 )
 
 api_keys = Table(

@@ -5,16 +5,16 @@ from __future__ import annotations
 from collections.abc import Collection, Iterable
 from typing import Any
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete, func, select
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from hutch.api.models import SandboxState, Volume, VolumeMount
 from hutch.api.store.base import Clock, utc_now
 from hutch.api.store.engine import read_transaction, write_transaction
 from hutch.api.store.errors import is_foreign_key_violation, is_unique_violation
-from hutch.api.store.tables import sandbox_volume_mounts, sandboxes, volumes
-from hutch.shared.errors import AlreadyExistsError, NotFoundError
+from hutch.api.store.tables import sandbox_volume_mounts, sandboxes, teams, volumes
+from hutch.shared.errors import AlreadyExistsError, NotFoundError, QuotaExceededError
 from hutch.shared.ids import SandboxID, TeamID, VolumeID, is_volume_id
 
 
@@ -28,6 +28,33 @@ def _volume(row: Any) -> Volume:
         token_secret=row.token_secret,
         created_at=row.created_at,
     )
+
+
+async def _reserve_volume_bytes(
+    conn: AsyncConnection, team_id: TeamID, new_bytes: int, limit: int
+) -> None:
+    """:class:`QuotaExceededError` if ``new_bytes`` more would take the team's volumes
+    over ``limit`` bytes. In the insert's transaction, behind the team's row lock on
+    PostgreSQL (SQLite serialises writers), so two creates cannot both take the last
+    bytes."""
+    if conn.dialect.name != "sqlite":
+        await conn.execute(select(teams.c.id).where(teams.c.id == team_id).with_for_update())
+    used = int(
+        (
+            await conn.execute(
+                select(func.coalesce(func.sum(volumes.c.quota_bytes), 0)).where(
+                    volumes.c.team_id == team_id
+                )
+            )
+        ).scalar_one()
+    )
+    if used + new_bytes > limit:
+        raise QuotaExceededError(
+            f"team {team_id}: volumes {used} + {new_bytes} bytes, quota {limit}",
+            public_message=f"You have reached the maximum total size of volumes "
+            f"({limit} bytes; {used} in use, this volume needs {new_bytes}): quota "
+            "maxVolumeBytes of this team",
+        )
 
 
 class SqlVolumeStore:
@@ -46,8 +73,11 @@ class SqlVolumeStore:
         quota_bytes: int,
         backend: str,
         token_secret: str,
+        max_total_bytes: int | None = None,
     ) -> Volume:
-        """Insert a volume; :class:`AlreadyExistsError` if the team already has ``name``."""
+        """Insert a volume; :class:`AlreadyExistsError` if the team already has ``name``;
+        with ``max_total_bytes``, :class:`QuotaExceededError` if the team's volumes with
+        this one would be larger (checked in the insert's transaction)."""
         vol = Volume(
             id=volume_id,
             team_id=team_id,
@@ -59,6 +89,8 @@ class SqlVolumeStore:
         )
         try:
             async with write_transaction(self._engine) as conn:
+                if max_total_bytes is not None:
+                    await _reserve_volume_bytes(conn, team_id, quota_bytes, max_total_bytes)
                 await conn.execute(
                     volumes.insert().values(
                         id=vol.id,
