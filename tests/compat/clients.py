@@ -165,6 +165,17 @@ E2E_NPM_DIRS = (
 )
 
 
+def python_interpreter_label() -> str:
+    """The matrix column of ``.venv``'s ``e2b-code-interpreter`` (pyproject's test pin)."""
+    return f"Python e2b-code-interpreter {importlib.metadata.version('e2b-code-interpreter')}"
+
+
+def js_interpreter_label() -> str:
+    """The matrix column of the e2e tests' pinned ``@e2b/code-interpreter``."""
+    pkg = json.loads((E2E_NPM_DIRS[0] / "package.json").read_text())
+    return f"JS @e2b/code-interpreter {pkg['dependencies']['@e2b/code-interpreter']}"
+
+
 def node_modules_at(source: Path, *, name: str, label: str) -> Path:
     """``node_modules`` of the npm project in ``source``, installed with ``npm ci`` into
     ``CACHE`` (keyed by its lock file) when missing."""

@@ -1,9 +1,11 @@
 """A pytest plugin the matrix loads into each Python client's run (``-p tests.compat.plugin``).
 
 ``--compat-results=PATH`` makes it write, at the end of the session, one JSON object per
-``compat``-marked test: ``{"name": nodeid, "features": [...], "outcome": "passed" |
-"failed" | "skipped", "error": "..."}``. ``@pytest.mark.compat("files", "watch")`` names
-the features a test proves (docs/compat.md's rows).
+``compat``-marked test (``--compat-marker=NAME``: per test marked ``NAME``, e.g. the
+code-interpreter SDK's ``compat_interpreter``): ``{"name": nodeid, "features": [...],
+"outcome": "passed" | "failed" | "skipped", "error": "..."}``.
+``@pytest.mark.compat("files", "watch")`` names the features a test proves (docs/compat.md's
+rows).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ _RESULTS: dict[str, dict[str, Any]] = {}
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption("--compat-results", default=None, help="where to write compat results")
+    parser.addoption("--compat-marker", default="compat", help="the marker naming features")
 
 
 @pytest.hookimpl(wrapper=True)
@@ -27,7 +30,7 @@ def pytest_runtest_makereport(
     item: pytest.Item, call: pytest.CallInfo[None]
 ) -> Generator[None, pytest.TestReport, pytest.TestReport]:
     report = yield
-    marker = item.get_closest_marker("compat")
+    marker = item.get_closest_marker(item.config.getoption("--compat-marker"))
     if marker is not None:
         entry = _RESULTS.setdefault(
             item.nodeid, {"name": item.nodeid, "features": list(marker.args), "outcome": "passed"}

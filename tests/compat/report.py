@@ -18,7 +18,7 @@ from typing import Any
 #: Rows in this order; a feature not listed here follows, alphabetically.
 FEATURES = (
     "create", "commands", "files", "metadata", "watch", "pty", "list", "pause", "connect",
-    "kill", "info", "logs", "async",
+    "kill", "info", "logs", "async", "run_code", "run_code errors", "code contexts", "charts",
 )  # fmt: skip
 
 _HEADER = """\
@@ -28,7 +28,10 @@ Generated from the last run of the compatibility matrix (`tests/compat/test_matr
 part of `./test.sh` and CI) by `tests/compat/report.py`: do not edit by hand. Each column is
 a released client, pinned (`tests/compat/clients.py`, `tests/compat/js/clients/*/`), run
 against one real `hutch serve`: the Python SDK runs the `compat`-marked tests of
-`tests/e2e`, the JS SDK `tests/compat/js/sdk.test.cjs`, the CLI `tests/compat/js/cli.test.cjs`.
+`tests/e2e`, the JS SDK `tests/compat/js/sdk.test.cjs`, the CLI `tests/compat/js/cli.test.cjs`;
+the code-interpreter SDKs (the versions the e2e tests pin) run the `compat_interpreter`-marked
+tests of `tests/e2e/test_interpreter.py` and `tests/e2e/js/interpreter.test.cjs` against its
+`code-interpreter-v1` template (the last four rows).
 A cell says whether every test of that client proving the feature passed, and how many
 there are; `-` means that client's subset does not cover it.
 

@@ -6,7 +6,12 @@ as a subprocess against it:
 * Python ``e2b`` (``clients.PYTHON_SDKS``): the ``compat``-marked tests of ``tests/e2e``,
   attached to this serve (``HUTCH_E2E_ATTACH``), with that release's interpreter;
 * the JS SDK (each ``js/clients/e2b-*``): ``js/sdk.test.cjs`` under ``node --test``;
-* the ``e2b`` CLI (``js/clients/e2b-cli-*``): ``js/cli.test.cjs``, which runs the CLI.
+* the ``e2b`` CLI (``js/clients/e2b-cli-*``): ``js/cli.test.cjs``, which runs the CLI;
+* the code-interpreter SDKs, at the versions the e2e tests pin: Python
+  ``e2b-code-interpreter`` (``.venv``'s) runs the ``compat_interpreter``-marked tests of
+  ``tests/e2e/test_interpreter.py``; ``@e2b/code-interpreter`` (``tests/e2e/js/
+  code-interpreter``) runs ``tests/e2e/js/interpreter.test.cjs``. Both need the
+  ``code-interpreter-v1`` template install.sh builds.
 
 A client whose subset has a failure fails its test here. The last test renders every
 client's results into ``docs/compat.md`` (``report.py``) and fails when the committed file
@@ -19,6 +24,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -103,16 +109,11 @@ def _record(
     )
 
 
-@pytest.mark.parametrize("version", clients.PYTHON_SDKS)
-def test_python_sdk(matrix: tuple[Serve, dict[str, str]], version: str, tmp_path: Path) -> None:
-    serve, env = matrix
-    python = clients.python_for(version)
-    out = tmp_path / "results.json"
-    files = sorted(
-        str(p.relative_to(clients.REPO))
-        for p in (clients.REPO / "tests" / "e2e").glob("test_*.py")
-        if "pytest.mark.compat(" in p.read_text()
-    )
+def _pytest_subset(
+    serve: Serve, env: dict[str, str], *, python: Path, marker: str, files: list[str],
+    label: str, out: Path,
+) -> None:  # fmt: skip
+    """Run the tests of ``files`` marked ``marker`` attached to ``serve``; record them."""
     env = {
         **env,
         ATTACH_ENV: serve.attach_spec(),
@@ -120,10 +121,40 @@ def test_python_sdk(matrix: tuple[Serve, dict[str, str]], version: str, tmp_path
         "PYTHONPATH": os.pathsep.join([str(clients.REPO / "src"), str(clients.REPO)]),
     }
     cmd = [str(python), "-m", "pytest", "-p", "tests.compat.plugin", f"--compat-results={out}",
-           "-p", "no:cacheprovider", "-m", "compat", "-q", *files]  # fmt: skip
+           f"--compat-marker={marker}", "-p", "no:cacheprovider", "-m", marker, "-q",
+           *files]  # fmt: skip
     run = _run(cmd, env)
     results = json.loads(out.read_text()) if out.is_file() else []
-    _record(f"Python e2b {version}", results, run)
+    _record(label, results, run)
+
+
+@pytest.mark.parametrize("version", clients.PYTHON_SDKS)
+def test_python_sdk(matrix: tuple[Serve, dict[str, str]], version: str, tmp_path: Path) -> None:
+    serve, env = matrix
+    files = sorted(
+        str(p.relative_to(clients.REPO))
+        for p in (clients.REPO / "tests" / "e2e").glob("test_*.py")
+        if "pytest.mark.compat(" in p.read_text()
+    )
+    _pytest_subset(
+        serve, env, python=clients.python_for(version), marker="compat", files=files,
+        label=f"Python e2b {version}", out=tmp_path / "results.json",
+    )  # fmt: skip
+
+
+def _require_interpreter(serve: Serve) -> None:
+    if not (serve.home / "templates" / "code-interpreter-v1" / "template.json").is_file():
+        machine_lacks("the code-interpreter-v1 template is not installed (./install.sh)")
+
+
+def test_python_code_interpreter(matrix: tuple[Serve, dict[str, str]], tmp_path: Path) -> None:
+    serve, env = matrix
+    _require_interpreter(serve)
+    _pytest_subset(
+        serve, env, python=Path(sys.executable), marker="compat_interpreter",
+        files=["tests/e2e/test_interpreter.py"], label=clients.python_interpreter_label(),
+        out=tmp_path / "results.json",
+    )  # fmt: skip
 
 
 def _node() -> str:
@@ -137,14 +168,18 @@ def _node() -> str:
 
 
 def _node_test(script: str, client: clients.NpmClient, env: dict[str, str], tmp_path: Path) -> None:
+    _node_run(clients.JS_DIR / script, clients.node_modules_for(client), client.label, env,
+              tmp_path)  # fmt: skip
+
+
+def _node_run(script: Path, modules: Path, label: str, env: dict[str, str], tmp_path: Path) -> None:
     node = _node()
-    modules = clients.node_modules_for(client)
     out = tmp_path / "results.jsonl"
     reporter = (clients.JS_DIR / "reporter.mjs").as_uri()
     env = {**env, "NODE_PATH": str(modules), "HOME": str(tmp_path)}  # no ~/.e2b config
     cmd = [node, "--test", f"--test-reporter={reporter}", f"--test-reporter-destination={out}",
            "--test-reporter=spec", "--test-reporter-destination=stdout",
-           str(clients.JS_DIR / script)]  # fmt: skip
+           str(script)]  # fmt: skip
     run = _run(cmd, env)
     lines = out.read_text().splitlines() if out.is_file() else []
     results = []
@@ -152,7 +187,7 @@ def _node_test(script: str, client: clients.NpmClient, env: dict[str, str], tmp_
         r = json.loads(line)
         features, _, _ = r["name"].partition(":")
         results.append({**r, "features": [f.strip() for f in features.split(",")]})
-    _record(client.label, results, run)
+    _record(label, results, run)
 
 
 def test_js_sdk(
@@ -167,9 +202,22 @@ def test_cli(
     _node_test("cli.test.cjs", npm_client, matrix[1], tmp_path)
 
 
+def test_js_code_interpreter(matrix: tuple[Serve, dict[str, str]], tmp_path: Path) -> None:
+    serve, env = matrix
+    _require_interpreter(serve)
+    _node()
+    source = clients.E2E_NPM_DIRS[0]
+    modules = clients.node_modules_at(source, name=f"e2e-{source.name}", label=source.name)
+    script = clients.REPO / "tests" / "e2e" / "js" / "interpreter.test.cjs"
+    _node_run(script, modules, clients.js_interpreter_label(), env, tmp_path)
+
+
 def test_compat_doc_shows_these_results(tmp_path_factory: pytest.TempPathFactory) -> None:
-    expected = [f"Python e2b {v}" for v in clients.PYTHON_SDKS] + [
-        c.label for c in clients.npm_clients()
+    expected = [
+        *(f"Python e2b {v}" for v in clients.PYTHON_SDKS),
+        *(c.label for c in clients.npm_clients()),
+        clients.python_interpreter_label(),
+        clients.js_interpreter_label(),
     ]
     missing = [label for label in expected if label not in RESULTS]
     if missing:

@@ -107,8 +107,11 @@ SECOND_NAMES = HostNames(
 #: the session's ``serve`` is then that running instance, and the ``compat``-marked tests
 #: drive it (the E2B_* variables name it).
 ATTACH_ENV = "HUTCH_E2E_ATTACH"
-#: Where ``install.sh`` (which ``test.sh`` runs first) builds the templates.
-INSTALLED_TEMPLATES = Path("/var/lib/hutch/templates")
+#: Where ``install.sh`` (which ``test.sh`` runs first) builds the templates; a developer
+#: trying a changed template definition points this at the home it was built into.
+INSTALLED_TEMPLATES = Path(
+    os.environ.get("HUTCH_TEST_INSTALLED_TEMPLATES") or "/var/lib/hutch/templates"
+)
 #: install.sh's templates a test home offers when they are built (minutes each).
 LINKED_TEMPLATES = ("base", "code-interpreter-v1", "mcp-gateway")
 

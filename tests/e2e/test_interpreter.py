@@ -40,6 +40,7 @@ def interp(serve: Serve) -> Iterator[Sandbox]:
         sbx.kill()
 
 
+@pytest.mark.compat_interpreter("run_code")
 def test_interpreter_run_code_callbacks_results_and_the_plain_sdk(interp: Sandbox) -> None:
     assert interp.get_info().template_id == TEMPLATE
     out: list[OutputMessage] = []
@@ -77,6 +78,7 @@ def test_interpreter_run_code_callbacks_results_and_the_plain_sdk(interp: Sandbo
     assert errors == [ex.error]
 
 
+@pytest.mark.compat_interpreter("charts")
 def test_interpreter_matplotlib_chart(interp: Sandbox) -> None:
     ex = interp.run_code(
         "import matplotlib.pyplot as plt\n"
@@ -90,6 +92,7 @@ def test_interpreter_matplotlib_chart(interp: Sandbox) -> None:
     assert figure.chart.title == "Squares"
 
 
+@pytest.mark.compat_interpreter("code contexts")
 def test_interpreter_contexts_and_languages(interp: Sandbox) -> None:
     ctx = interp.create_code_context(cwd="/tmp")
     interp.run_code("x = 41", context=ctx)
@@ -112,6 +115,7 @@ def test_interpreter_contexts_and_languages(interp: Sandbox) -> None:
     assert env.text == "hi"
 
 
+@pytest.mark.compat_interpreter("run_code errors")
 def test_interpreter_bad_inputs_leave_it_serving(interp: Sandbox) -> None:
     syntax = interp.run_code("def (:")
     assert syntax.error is not None and syntax.error.name == "SyntaxError"

@@ -18,7 +18,7 @@ async function withSandbox(body) {
   }
 }
 
-test('runCode with callbacks, results, a DataFrame, a chart, files and commands', async () => {
+test('run_code, charts: runCode with callbacks, results, a DataFrame, a chart, files and commands', async () => {
   await withSandbox(async (sbx) => {
     assert.equal((await sbx.getInfo()).templateId, 'code-interpreter-v1')
     const out = []
@@ -60,7 +60,7 @@ test('runCode with callbacks, results, a DataFrame, a chart, files and commands'
   })
 })
 
-test('contexts, bash, env vars, timeouts, a dying kernel, unknown language and context', async () => {
+test('code contexts, run_code errors: contexts, bash, env vars, timeouts, a dying kernel, unknown language and context', async () => {
   await withSandbox(async (sbx) => {
     const ctx = await sbx.createCodeContext({ cwd: '/tmp' })
     await sbx.runCode('x = 41', { context: ctx })

@@ -65,6 +65,10 @@ SERVER_SRC: Final = f"{SERVER_DIR}/src"
 SERVER_LOG: Final = "/var/log/hutch-interpreter.log"
 PIP_VERSION: Final = "26.3"
 APT_PACKAGES: Final = ("python3-venv", "python3-pip")
+#: The R kernel: Debian's R with IRkernel (CRAN itself is not used).
+R_APT_PACKAGES: Final = ("r-base-core", "r-cran-irkernel")
+#: Where the R kernelspec goes (the server's lookup finds them).
+KERNELSPEC_PREFIX: Final = "/usr/local"
 KERNEL_REQUIREMENTS: Final = Path(__file__).with_name("interpreter-kernel.txt")
 HOST_CA_DIR: Final = Path("/usr/local/share/ca-certificates")
 
@@ -117,6 +121,28 @@ def system_script(*, kernel_requirements: str, cas: list[tuple[str, str]]) -> st
 
 
 _PURELIB: Final = "'import sysconfig; print(sysconfig.get_path(\"purelib\"))'"
+
+
+def r_script() -> str:
+    """Step 3: R and IRkernel from Debian, its kernelspec (language ``R``), as root."""
+    spec = (
+        '{"argv": ["R", "--slave", "-e", "IRkernel::main()", "--args", "{connection_file}"],'
+        ' "display_name": "R", "language": "R", "interrupt_mode": "signal"}'
+    )
+    kernels = f"{KERNELSPEC_PREFIX}/share/jupyter/kernels"
+    return "\n".join(
+        [
+            "set -eu",
+            "export DEBIAN_FRONTEND=noninteractive HOME=/root",
+            "apt-get update -qq",
+            f"apt-get install -y -qq --no-install-recommends {' '.join(R_APT_PACKAGES)} >/dev/null",
+            "apt-get clean",
+            "rm -rf /var/lib/apt/lists/*",
+            f"mkdir -p {kernels}/ir",
+            f"printf '%s\\n' '{spec}' > {kernels}/ir/kernel.json",
+            "R --slave -e 'library(IRkernel)'",
+        ]
+    )
 
 
 def server_script(*, server_requirements: str) -> str:
@@ -211,6 +237,7 @@ def template_spec(
         {"type": "RUN", "args": [
             server_script(server_requirements=requirements.read_text()), "root",
         ]},
+        {"type": "RUN", "args": [r_script(), "root"]},
         {"type": "COPY", "args": ["interpreter", f"{SERVER_SRC}/hutch/interpreter", "root", ""],
          "filesHash": files_hash},
     ]  # fmt: skip
