@@ -1,7 +1,7 @@
 """Two more team quotas (issue 16, ADR 0015): paused sandboxes kept, builds at once.
 
-Revision ID: 0010
-Revises: 0009
+Revision ID: 0011
+Revises: 0010
 Create Date: 2026-12-02
 
 Each column null: the team uses ``ApiSettings``' default; 0: no limit.
@@ -16,8 +16,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0010"
-down_revision = "0009"
+revision = "0011"
+down_revision = "0010"
 branch_labels = None
 depends_on = None
 
