@@ -192,3 +192,58 @@ def test_interpreter_variant_built_with_the_sdk_keeps_the_server(serve: Serve) -
         assert sbx.run_code("import hutch_variant; hutch_variant.VALUE * 1").text == "42"
     finally:
         sbx.kill()
+
+
+def _wheel(name: str, version: str, source: str) -> bytes:
+    """A minimal pure-Python wheel of module ``name`` (no network needed to install it)."""
+    import hashlib
+    import io
+    import zipfile
+
+    dist = f"{name}-{version}.dist-info"
+    files = {
+        f"{name}.py": source.encode(),
+        f"{dist}/METADATA": f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n".encode(),
+        f"{dist}/WHEEL": b"Wheel-Version: 1.0\nGenerator: hutch-test\nRoot-Is-Purelib: true\n"
+        b"Tag: py3-none-any\n",
+    }
+
+    def digest(data: bytes) -> str:
+        raw = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
+        return f"sha256={raw}"
+
+    record = "".join(f"{path},{digest(data)},{len(data)}\n" for path, data in files.items())
+    files[f"{dist}/RECORD"] = (record + f"{dist}/RECORD,,\n").encode()
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as z:
+        for path, data in files.items():
+            z.writestr(path, data)
+    return buf.getvalue()
+
+
+def test_interpreter_secure_sandbox_envs_and_pip_install(serve: Serve) -> None:
+    """A secure sandbox (envd wants its access token, which the server must send to read
+    the sandbox's env vars), the env-var precedence sandbox < execution, and ``%pip
+    install`` / ``!pip install`` into the kernel's environment, importable at once and in
+    a new context (it stays for the sandbox's life)."""
+    _require_template(serve)
+    sbx = Sandbox.create(timeout=300, secure=True, envs={"WHO": "sandbox", "KEEP": "kept"})
+    try:
+        assert sbx.run_code("import os; os.environ['WHO']").text == "sandbox"
+        both = sbx.run_code("os.environ['WHO'] + ' ' + os.environ['KEEP']", envs={"WHO": "cell"})
+        assert both.text == "cell kept"
+        assert sbx.run_code("os.environ['WHO']").text == "sandbox"  # the cell's was undone
+        sbx.files.write("/tmp/hutchdemo-1.0-py3-none-any.whl",
+                        _wheel("hutchdemo", "1.0", "ANSWER = 42\n"))  # fmt: skip
+        pip = sbx.run_code("%pip install -q --no-index /tmp/hutchdemo-1.0-py3-none-any.whl")
+        assert pip.error is None, pip.error
+        assert sbx.run_code("import hutchdemo; hutchdemo.ANSWER").text == "42"
+        sbx.files.write("/tmp/hutchdemo2-1.0-py3-none-any.whl",
+                        _wheel("hutchdemo2", "1.0", "ANSWER = 43\n"))  # fmt: skip
+        bang = sbx.run_code("!pip install -q --no-index /tmp/hutchdemo2-1.0-py3-none-any.whl")
+        assert bang.error is None, bang.error
+        ctx = sbx.create_code_context()
+        fresh = sbx.run_code("import hutchdemo, hutchdemo2; hutchdemo2.ANSWER", context=ctx)
+        assert fresh.text == "43"
+    finally:
+        sbx.kill()
