@@ -198,6 +198,38 @@ def test_node_proxy_refuses_callers_without_the_cluster_token(cluster: Cluster) 
         sbx.kill()
 
 
+def test_network_policy_and_traffic_token_through_the_edge(cluster: Cluster) -> None:
+    """Issue 13 across processes: the api stores the policy and sends it to the node that
+    runs the sandbox (its nft chain holds it), a PUT through the other api reaches that
+    node, and the edge wants the traffic token on the sandbox's ports."""
+    network = {"deny_out": ["198.51.100.1"], "allow_public_traffic": False}
+    sbx = Sandbox.create(TEMPLATE, timeout=60, network=network, **cluster.sdk(0))
+    try:
+        info = Sandbox.get_info(sbx.sandbox_id, **cluster.sdk(1))
+        assert info.network is not None and info.network["deny_out"] == ["198.51.100.1"]
+        Sandbox.update_network(sbx.sandbox_id, {"deny_out": ["198.51.100.2"]}, **cluster.sdk(1))
+        address = sbx.commands.run("hostname -I").stdout.split()[0]
+        chain = "egress_" + address.replace(".", "_")
+        tables = subprocess.run(["nft", "-j", "list", "tables"], capture_output=True,
+                                text=True, check=True).stdout  # fmt: skip
+        ours = [t["table"]["name"] for t in json.loads(tables)["nftables"] if "table" in t
+                and t["table"]["name"].startswith(PREFIX)]  # fmt: skip
+        listed = "".join(
+            subprocess.run(["nft", "list", "chain", "inet", name, chain],
+                           capture_output=True, text=True).stdout for name in ours
+        )  # fmt: skip
+        assert "198.51.100.2" in listed and "198.51.100.1" not in listed, listed
+        edge = cluster.sdk()["sandbox_url"]
+        ask = {"E2b-Sandbox-Id": sbx.sandbox_id, "E2b-Sandbox-Port": "8000"}
+        missing = httpx.get(f"{edge}/", headers=ask, timeout=10)
+        assert missing.status_code == 403 and "missing" in missing.json()["message"]
+        token = {"e2b-traffic-access-token": sbx.traffic_access_token or ""}
+        allowed = httpx.get(f"{edge}/", headers={**ask, **token}, timeout=10)
+        assert allowed.status_code != 403  # nothing listens on 8000: the node says so
+    finally:
+        sbx.kill()
+
+
 def _env_of(cluster: Cluster, role: str) -> dict[str, str]:
     pid = cluster.procs(role)[0]["pid"]
     raw = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
