@@ -249,7 +249,7 @@ class GatedBuildRunner(FakeBuildRunner):
         self.builds.append((name, start))
 
 
-def test_builds_at_once_quota(tmp_path: Path) -> None:
+def test_builds_at_once_quota(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """``maxConcurrentBuilds`` (here the settings' default, 2): a third build started while
     two run is 429 naming the quota and is not started; it starts once one has finished;
     another team is not limited by it."""
@@ -289,6 +289,12 @@ def test_builds_at_once_quota(tmp_path: Path) -> None:
             )
             status = c.get(f"/templates/t3/builds/{builds['t3']}/status").json()
             assert status["status"] == "waiting"  # not started
+            # The official SDK's Template.build gets it too, as an error naming the quota.
+            monkeypatch.setenv("E2B_API_URL", api)
+            monkeypatch.setenv("E2B_API_KEY", key)
+            with pytest.raises(Exception, match="quota maxConcurrentBuilds") as raised:
+                Template.build(Template().from_template("base").run_cmd("echo"), "t4")
+            assert "429" in str(raised.value) or raised.type.__name__ == "RateLimitException"
             with httpx.Client(base_url=api, headers={"X-API-Key": other_key}) as other:
                 assert start(other, "o1", requested(other, "o1")).status_code == 202
             runner.release.set()

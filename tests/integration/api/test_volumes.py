@@ -679,3 +679,15 @@ async def test_async_sdk_volume(vol_env: ApiServer) -> None:
     assert [e.path for e in await vol.list("/", depth=2)] == ["/x", "/x/y.txt"]
     assert (await AsyncVolume.get_info("async-vol")).volume_id == vol.volume_id
     assert await AsyncVolume.destroy(vol.volume_id) is True
+
+
+def test_sdk_volume_past_the_teams_bytes_quota_is_a_rate_limit(vol_env: ApiServer) -> None:
+    from e2b.exceptions import RateLimitException
+
+    with httpx.Client(base_url=vol_env.url, headers={"X-API-Key": vol_env.admin_key}) as admin:
+        r = admin.patch("/admin/teams/default/quotas", json={"maxVolumeBytes": 1536 << 20})
+        assert r.status_code == 200, r.text
+    Volume.create("first")  # the SDK sends no size: the 1024 MiB default
+    with pytest.raises(RateLimitException, match="quota maxVolumeBytes"):
+        Volume.create("second")
+    assert [v.name for v in Volume.list()] == ["first"]
