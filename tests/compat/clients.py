@@ -159,8 +159,10 @@ def node_modules_for(client: NpmClient) -> Path:
 #: npm packages of the e2e tests (not matrix clients), each a directory with a committed
 #: ``package.json`` and ``package-lock.json``: the JS code-interpreter SDK; the JS SDK with
 #: the MCP TypeScript SDK (test_mcp_js.py).
+#: The JS code-interpreter SDK's (also a column of the matrix).
+INTERPRETER_NPM_DIR = REPO / "tests" / "e2e" / "js" / "code-interpreter"
 E2E_NPM_DIRS = (
-    REPO / "tests" / "e2e" / "js" / "code-interpreter",
+    INTERPRETER_NPM_DIR,
     REPO / "tests" / "e2e" / "js" / "mcp",
 )
 
@@ -172,7 +174,7 @@ def python_interpreter_label() -> str:
 
 def js_interpreter_label() -> str:
     """The matrix column of the e2e tests' pinned ``@e2b/code-interpreter``."""
-    pkg = json.loads((E2E_NPM_DIRS[0] / "package.json").read_text())
+    pkg = json.loads((INTERPRETER_NPM_DIR / "package.json").read_text())
     return f"JS @e2b/code-interpreter {pkg['dependencies']['@e2b/code-interpreter']}"
 
 

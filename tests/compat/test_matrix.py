@@ -206,7 +206,7 @@ def test_js_code_interpreter(matrix: tuple[Serve, dict[str, str]], tmp_path: Pat
     serve, env = matrix
     _require_interpreter(serve)
     _node()
-    source = clients.E2E_NPM_DIRS[0]
+    source = clients.INTERPRETER_NPM_DIR
     modules = clients.node_modules_at(source, name=f"e2e-{source.name}", label=source.name)
     script = clients.REPO / "tests" / "e2e" / "js" / "interpreter.test.cjs"
     _node_run(script, modules, clients.js_interpreter_label(), env, tmp_path)
