@@ -25,6 +25,7 @@ import contextlib
 import dataclasses
 import logging
 import signal
+import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from typing import Any, Final
@@ -41,7 +42,7 @@ from hutch.cluster.routes import CHANNEL, RouteEvent
 from hutch.cluster.settings import ClusterSettings
 from hutch.proxy.catalog import InMemorySandboxCatalog, NodeHop, SandboxRoute
 from hutch.proxy.runner import create_config
-from hutch.shared.errors import UnavailableError
+from hutch.shared.errors import NotFoundError, UnavailableError
 from hutch.shared.ids import NodeID, SandboxID
 from hutch.shared.telemetry import run_observed
 
@@ -58,8 +59,17 @@ Hops = Callable[[NodeID], NodeHop | None]
 class StoreCatalog(InMemorySandboxCatalog):
     """See the module docstring. ``listening`` says whether NOTIFY keeps the cache true."""
 
-    def __init__(self, store: SqlStore, *, hops: Hops, **options: Any) -> None:
+    def __init__(
+        self,
+        store: SqlStore,
+        *,
+        hops: Hops,
+        ensure_hop: Callable[[NodeID], Awaitable[None]] | None = None,
+        **options: Any,
+    ) -> None:
         super().__init__(**options)
+        #: Called before a store read's route is built: learn the node's proxy if new.
+        self._ensure_hop = ensure_hop
         if self.waker is not None:
             self.waker = self._then_forget(self.waker)
         self._store = store
@@ -160,6 +170,8 @@ class StoreCatalog(InMemorySandboxCatalog):
             raise UnavailableError(f"the store did not answer ({type(exc).__name__})") from exc
         if sandbox_id in self._withdrawn:
             return None
+        if row is not None and row.node_id and self._ensure_hop is not None:
+            await self._ensure_hop(NodeID(row.node_id))
         route = self._row_route(row) if row is not None else None
         if route is not None and self.listening and self._events == before:
             self.put(route)
@@ -261,6 +273,56 @@ def api_waker(api_urls: list[str], token: str, client: httpx.AsyncClient) -> Any
     return wake
 
 
+#: The label a node registers its proxy's ``HOST:PORT`` under (``hutch node --proxy-listen``).
+PROXY_LABEL: Final = "hutch.dev/proxy"
+_HOP_TTL_S: Final = 10.0
+
+
+class RegistryHops:
+    """Node proxies as the node registry knows them (issue 11's membership): each node
+    registers its proxy's address as the label :data:`PROXY_LABEL`. Configured nodes
+    (``HUTCH_CLUSTER_NODES``) come first; a node is read from the registry when first
+    needed and again after :data:`_HOP_TTL_S` (it may have re-registered elsewhere)."""
+
+    def __init__(self, store: SqlStore, *, token: str, static: Hops) -> None:
+        self._store = store
+        self._token = token
+        self._static = static
+        self._known: dict[NodeID, tuple[float, NodeHop | None]] = {}
+
+    def __call__(self, node_id: NodeID) -> NodeHop | None:
+        found = self._static(node_id)
+        if found is not None:
+            return found
+        known = self._known.get(node_id)
+        return known[1] if known is not None else None
+
+    async def ensure(self, node_id: NodeID) -> None:
+        """Read the node's proxy from the registry unless known lately."""
+        if self._static(node_id) is not None:
+            return
+        known = self._known.get(node_id)
+        if known is not None and time.monotonic() - known[0] < _HOP_TTL_S:
+            return
+        hop: NodeHop | None = None
+        registry = getattr(self._store, "nodes", None)  # the nodes table (issue 11)
+        try:
+            if registry is None:
+                raise NotFoundError(f"node {node_id}: no node registry in this store")
+            node = await registry.get_node(node_id)
+            host, sep, port = str(node.labels.get(PROXY_LABEL, "")).rpartition(":")
+            if sep and port.isdigit() and host:
+                hop = NodeHop(host=host.strip("[]"), port=int(port), token=self._token)
+            else:
+                log.warning("node %s registered no %s label: its sandboxes are not routable",
+                            node_id, PROXY_LABEL)  # fmt: skip
+        except NotFoundError:
+            hop = None
+        except (SQLAlchemyError, OSError) as exc:
+            raise UnavailableError(f"the store did not answer ({type(exc).__name__})") from exc
+        self._known[node_id] = (time.monotonic(), hop)
+
+
 def static_hops(settings: ClusterSettings, token: str) -> Hops:
     """The node proxies the settings name (until the node registry of issue 11)."""
     hops: dict[NodeID, NodeHop] = {}
@@ -283,7 +345,8 @@ async def run_edge(settings: ClusterSettings) -> None:
     client = httpx.AsyncClient(timeout=httpx.Timeout(120.0, connect=5.0), trust_env=False)
     stop = asyncio.Event()
     try:
-        catalog = StoreCatalog(store, hops=static_hops(settings, token),
+        hops = RegistryHops(store, token=token, static=static_hops(settings, token))
+        catalog = StoreCatalog(store, hops=hops, ensure_hop=hops.ensure,
                                waker=api_waker(apis, token, client))  # fmt: skip
         listener = asyncio.create_task(listen(catalog, url, stop=stop), name="hutch-edge-listen")
         server = NodeApiServer(

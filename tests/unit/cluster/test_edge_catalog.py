@@ -167,3 +167,38 @@ async def test_edge_wake_reads_the_resumed_route_before_its_event_arrives() -> N
     catalog.apply(RouteEvent("paused", SandboxID("s1"), running=False))
     woken = await catalog.wake(SandboxID("s1"))  # no "publish" event has come yet
     assert woken is not None and woken.running
+
+
+async def test_edge_registry_hops_read_the_proxy_label_of_a_registered_node() -> None:
+    from hutch.cluster.edge import PROXY_LABEL, RegistryHops
+    from hutch.shared.errors import NotFoundError
+
+    class Nodes:
+        reads = 0
+
+        async def get_node(self, node_id: str) -> Any:
+            self.reads += 1
+            if node_id == "n2":
+                return SimpleNamespace(labels={PROXY_LABEL: "10.0.0.12:5008"})
+            if node_id == "bare":
+                return SimpleNamespace(labels={})
+            raise NotFoundError(f"node {node_id} not found")
+
+    nodes = Nodes()
+    static = {NodeID("n1"): HOP}
+    hops = RegistryHops(SimpleNamespace(nodes=nodes), token="t0k", static=static.get)  # type: ignore[arg-type]
+    await hops.ensure(NodeID("n1"))
+    assert hops(NodeID("n1")) == HOP and nodes.reads == 0  # configured: no read
+    assert hops(NodeID("n2")) is None  # not read yet
+    await hops.ensure(NodeID("n2"))
+    await hops.ensure(NodeID("n2"))
+    assert hops(NodeID("n2")) == NodeHop(host="10.0.0.12", port=5008, token="t0k")
+    assert nodes.reads == 1  # remembered
+    for unroutable in ("bare", "never"):
+        await hops.ensure(NodeID(unroutable))
+        assert hops(NodeID(unroutable)) is None
+    # A store read through the catalog learns the node first.
+    rows = Rows({"s9": _row("s9", SandboxState.RUNNING, node="n2")})
+    catalog = StoreCatalog(SimpleNamespace(sandboxes=rows), hops=hops, ensure_hop=hops.ensure)  # type: ignore[arg-type]
+    route = await catalog.lookup(SandboxID("s9"))
+    assert route is not None and route.via is not None and route.via.host == "10.0.0.12"
