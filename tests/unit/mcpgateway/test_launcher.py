@@ -59,9 +59,9 @@ class Gateway:
         }
         (root / "echo.py").write_text(SERVER)
 
-    def entry(self, repo: str, run: str) -> dict[str, object]:
+    def entry(self, repo: str, run: str, **more: object) -> dict[str, object]:
         (self.root / "servers" / "github" / "local" / repo / ".git").mkdir(parents=True)
-        return {f"github/local/{repo}": {"runCmd": run}}
+        return {f"github/local/{repo}": {"runCmd": run, **more}}
 
     def launch(self, config: object) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
@@ -109,8 +109,9 @@ async def _echo(url: str, token: str) -> str:
 def test_config_starts_the_gateway_then_exits_0_and_mcp_needs_the_token(
     gateway: Gateway,
 ) -> None:
-    done = gateway.launch(gateway.entry("echo", f"{sys.executable} {gateway.root / 'echo.py'}"))
-    assert done.returncode == 0, done.stderr
+    run = f"test -f installed && {sys.executable} {gateway.root / 'echo.py'}"
+    done = gateway.launch(gateway.entry("echo", run, installCmd="touch installed"))
+    assert done.returncode == 0, done.stderr  # installCmd ran in the checkout, then runCmd
     assert "ready" in done.stdout
     token_file = gateway.root / "state" / ".token"
     assert token_file.read_text() == gateway.token
