@@ -17,7 +17,8 @@ bin_link="${HUTCH_BIN_LINK:-/usr/local/bin/hutch}"
 system_packages=(
   python3 python3-venv python3-dev   # the interpreter hutch and envd run on
   attr                               # getfattr/setfattr, for operators inspecting file metadata
-  e2fsprogs                          # mkfs.ext4 for sealed artifacts and volumes
+  e2fsprogs                          # mkfs.ext4 for sealed artifacts, volumes and sandbox disks
+  lxcfs                              # /proc/meminfo, cpuinfo, stat, uptime as each sandbox's own
   util-linux                         # mount, nsenter, unshare
   iproute2 nftables                  # per-sandbox network namespaces, bridge, NAT
   runc                               # the default OCI runtime

@@ -17,6 +17,8 @@ import httpx
 import pytest
 from e2b import CommandExitException, Sandbox
 
+from tests.conftest import machine_lacks
+
 from .serveproc import Serve
 
 pytestmark = pytest.mark.root
@@ -154,3 +156,37 @@ def test_fork_bomb_is_held_at_the_pids_limit(serve: Serve) -> None:
     finally:
         assert bomb.kill() is True  # every process in it goes with it (leaks are checked)
         other.kill()
+
+
+def test_sandbox_sees_its_own_memory_cpus_uptime_and_disk(serve: Serve) -> None:
+    sbx = Sandbox.create("busybox", timeout=120)  # busybox: 128 MiB, 1 CPU, 1024 MiB disk
+    try:
+        meminfo = sbx.commands.run("cat /proc/meminfo").stdout
+        assert "MemTotal:         131072 kB" in meminfo, meminfo.splitlines()[0]
+        cpuinfo = sbx.commands.run("cat /proc/cpuinfo").stdout
+        assert cpuinfo.count("processor\t:") == 1, cpuinfo.count("processor")
+        stat = sbx.commands.run("cat /proc/stat").stdout.splitlines()
+        assert [line.split()[0] for line in stat[:2]] == ["cpu", "cpu0"]
+        assert not any(line.startswith("cpu1") for line in stat)
+        uptime = float(sbx.commands.run("cat /proc/uptime").stdout.split()[0])
+        host_uptime = float(Path("/proc/uptime").read_text().split()[0])
+        assert uptime < 120 < host_uptime, (uptime, host_uptime)  # the sandbox's own
+        size, _, _ = _df_kb(sbx)
+        assert 900 * 1024 < size <= 1024 * 1024
+    finally:
+        sbx.kill()
+
+
+def test_base_tools_size_themselves_from_the_sandbox(serve: Serve) -> None:
+    if not (serve.home / "templates" / "base" / "template.json").is_file():
+        machine_lacks("the base template is not installed (./install.sh builds it)")
+    sbx = Sandbox.create("base", timeout=120)  # base: 1024 MiB, 2 CPUs
+    try:
+        free = sbx.commands.run("free -m | sed -n 2p").stdout.split()  # procps: /proc/meminfo
+        assert free[0] == "Mem:" and int(free[1]) == 1024, free
+        assert int(sbx.commands.run("grep -c ^processor /proc/cpuinfo").stdout) == 2
+        up = sbx.commands.run("cut -d' ' -f1 /proc/uptime").stdout
+        assert float(up) < 120, up
+        assert sbx.commands.run("df -k --output=size / | tail -1").stdout.strip().isdigit()
+    finally:
+        sbx.kill()

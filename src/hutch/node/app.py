@@ -116,6 +116,8 @@ def build_node(settings: NodeSettings, *, build_bundle: bool = True) -> Node:
         pids_limit=settings.pids_limit,
         default_disk_mb=settings.default_disk_mb,
         max_disk_mb=settings.max_disk_mb,
+        # gVisor shows its own /proc (its sentry's view of the sandbox's limits).
+        lxcfs_dir=settings.lxcfs_dir if settings.runtime == "runc" else None,
         max_nofile=resource.getrlimit(resource.RLIMIT_NOFILE)[1],
         pool_sizes=settings.pool_sizes,
         templates_dir=settings.templates_dir,

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
+from hutch.node.lxcfs import DESTINATIONS as LXCFS_DESTINATIONS
 from hutch.node.seccomp import default_profile
 from hutch.shared.errors import InvalidArgumentError
 
@@ -102,6 +103,9 @@ class SandboxSpec:
     pids_limit: int = 1024
     netns_path: Path | None = None
     bind_mounts: Sequence[BindMount] = ()
+    #: ``(host file, /proc file)``: LXCFS's views of the sandbox's own limits, bound
+    #: read-only over the kernel's (``node/lxcfs.py``); only its destinations are allowed.
+    proc_views: Sequence[tuple[Path, str]] = ()
     readonly_rootfs: bool = False
     nofile: int = 65536
 
@@ -230,6 +234,9 @@ def _validate(spec: SandboxSpec) -> None:
         _validate_destination(mount.destination)
         if not Path(mount.source).is_absolute():
             raise InvalidArgumentError(f"bind mount source must be absolute: {mount.source}")
+    for source, dest in spec.proc_views:
+        if dest not in LXCFS_DESTINATIONS or not Path(source).is_absolute():
+            raise InvalidArgumentError(f"not a /proc view runc allows: {source} -> {dest}")
 
 
 def _validate_destination(dest: str) -> None:
@@ -295,6 +302,15 @@ def _mounts(spec: SandboxSpec) -> list[dict[str, Any]]:
             "options": ["nosuid", "noexec", "nodev", "relatime", "ro"],
         },
     ]
+    for source, dest in spec.proc_views:
+        mounts.append(
+            {
+                "destination": dest,
+                "type": "bind",
+                "source": str(source),
+                "options": ["bind", "ro", "nosuid", "nodev", "noexec"],
+            }
+        )
     for bind in spec.bind_mounts:
         options = ["rbind", "rprivate", "nosuid", "nodev"]
         if bind.read_only:

@@ -62,6 +62,10 @@ class NodeSettings(BaseSettings):
     default_disk_mb: int = Field(default=1024, ge=16)
     #: The largest disk a create or a template may ask for (MiB); above it: 400.
     max_disk_mb: int = Field(default=10240, ge=16)
+    #: The host's lxcfs mount (Debian's service mounts it here on a systemd host; the node
+    #: starts one there when none runs). runc sandboxes get its /proc views of their own
+    #: limits (``node/lxcfs.py``). Empty: off.
+    lxcfs_dir: Path | None = Path("/var/lib/lxcfs")
     #: Resource samples of running sandboxes (``GET /sandboxes/{id}/metrics``): how often,
     #: and how many are kept per sandbox (720 x 5 s: the last hour).
     metrics_interval_s: float = Field(default=5.0, gt=0)
@@ -90,7 +94,7 @@ class NodeSettings(BaseSettings):
     #: Where a standalone node's local volume backend keeps its images (``<home>/volumes``).
     volumes_dir: Path | None = None
 
-    @field_validator("shared_templates_dir", mode="before")
+    @field_validator("shared_templates_dir", "lxcfs_dir", mode="before")
     @classmethod
     def _empty_is_none(cls, value: object) -> object:
         return None if value == "" else value

@@ -160,3 +160,25 @@ def test_write_bundle_writes_config_json(tmp_path):
     assert path == tmp_path / "config.json"
     assert json.loads(path.read_text()) == spec
     assert sorted(p.name for p in tmp_path.iterdir()) == ["config.json"]
+
+
+def test_build_spec_binds_lxcfs_views_read_only_and_only_over_their_proc_files():
+    views = [(Path("/var/lib/lxcfs/proc/meminfo"), "/proc/meminfo")]
+    spec = build_spec(_replace(proc_views=views))
+    bound = [m for m in spec["mounts"] if m["destination"] == "/proc/meminfo"]
+    assert bound == [
+        {
+            "destination": "/proc/meminfo",
+            "type": "bind",
+            "source": "/var/lib/lxcfs/proc/meminfo",
+            "options": ["bind", "ro", "nosuid", "nodev", "noexec"],
+        }
+    ]
+    # After /proc itself is mounted, so the view lands on top of it.
+    dests = [m["destination"] for m in spec["mounts"]]
+    assert dests.index("/proc") < dests.index("/proc/meminfo")
+    for dest in ("/proc/self/environ", "/proc/sys/kernel/hostname", "/etc/passwd"):
+        with pytest.raises(InvalidArgumentError):
+            build_spec(_replace(proc_views=[(Path("/var/lib/lxcfs/proc/meminfo"), dest)]))
+    with pytest.raises(InvalidArgumentError):
+        build_spec(_replace(proc_views=[(Path("relative/meminfo"), "/proc/meminfo")]))

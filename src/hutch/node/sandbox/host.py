@@ -15,6 +15,7 @@ and destroy: container, rootfs, network, directory, in the reverse order.
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import shutil
 import time
@@ -22,7 +23,7 @@ import uuid
 from ipaddress import IPv4Address
 from pathlib import Path
 
-from hutch.node import metrics
+from hutch.node import lxcfs, metrics
 from hutch.node.bundle import write_bundle
 from hutch.node.runtime.base import Runtime, RuntimeFailedError, RuntimeState, RuntimeStatus
 from hutch.node.sandbox import lifecycle
@@ -51,6 +52,10 @@ _POLL_FIRST_S = 0.005
 _POLL_MAX_S = 0.05
 #: How often, while polling, to ask the runtime whether PID 1 died (fail fast, with its log).
 _LIVENESS_EVERY_S = 0.5
+#: How long lxcfs may take to answer a stat before a sandbox boots without its views.
+_LXCFS_CHECK_S = 1.0
+
+log = logging.getLogger("hutch.node.sandbox")
 
 
 class SandboxHost:
@@ -119,6 +124,7 @@ class SandboxHost:
         spec = lifecycle.sandbox_spec(
             sandbox_id=sid, rootfs=rootfs, template=template, cpu_count=cpu, memory_mb=memory,
             netns_path=Path(net.netns_path), config=cfg, volume_mounts=request.volume_mounts,
+            proc_views=await self.proc_views(),
         )  # fmt: skip
         write_bundle(sandbox_dir, lifecycle.oci_config(spec, config=cfg))
 
@@ -138,6 +144,20 @@ class SandboxHost:
             egress=policy,
             volume_mounts=tuple(request.volume_mounts), disk_mb=disk_mb,
         )  # fmt: skip
+
+    async def proc_views(self) -> list[tuple[Path, str]]:
+        """lxcfs's /proc views for a new container; none when lxcfs is off, dead or hung
+        (checked in a thread under a timeout: a hung FUSE mount never holds the node)."""
+        if self.config.lxcfs_dir is None:
+            return []
+        try:
+            return await asyncio.wait_for(
+                asyncio.to_thread(lxcfs.views, self.config.lxcfs_dir), _LXCFS_CHECK_S
+            )
+        except TimeoutError:
+            log.warning("lxcfs at %s does not answer: this sandbox sees the host's /proc",
+                        self.config.lxcfs_dir)  # fmt: skip
+            return []
 
     def disk_mb(self, request: SandboxRequest, template: TemplateArtifact) -> int:
         """The disk ``request`` gets: its own, the template's, or the node's default; one

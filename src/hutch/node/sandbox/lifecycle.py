@@ -84,6 +84,7 @@ def sandbox_spec(
     netns_path: Path,
     config: ManagerConfig,
     volume_mounts: Sequence[tuple[Path, str]] = (),
+    proc_views: Sequence[tuple[Path, str]] = (),
 ) -> SandboxSpec:
     """tini as PID 1 (it reaps zombies; see HOST-NOTES) running envd as root.
 
@@ -132,6 +133,7 @@ def sandbox_spec(
         pids_limit=config.pids_limit,
         netns_path=netns_path,
         bind_mounts=(*mounts, *(BindMount(source, dest) for source, dest in volume_mounts)),
+        proc_views=tuple(proc_views),
     )
 
 

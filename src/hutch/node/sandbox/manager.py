@@ -23,12 +23,14 @@ vars, access token, user, workdir) are separate, so the warm pool (ADR 0011,
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import logging
 from collections.abc import Iterable, Mapping, Sequence
 from ipaddress import IPv4Address
 from pathlib import Path
 
+from hutch.node import lxcfs
 from hutch.node.bundle import validate_sandbox_id
 from hutch.node.runtime.base import ExecResult, Runtime
 from hutch.node.sandbox import pausing
@@ -83,6 +85,11 @@ class SandboxManager:
         """Prepare the host (bridge, firewall, directories). Call once before anything else."""
         self._config.sandboxes_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         await self._host.networks.ensure_bridge()
+        if self._config.lxcfs_dir is not None:  # the host's one, started if none runs
+            await asyncio.to_thread(
+                lxcfs.ensure_running, self._config.lxcfs_dir,
+                pidfile=Path("/run/lxcfs.pid"),
+            )  # fmt: skip
 
     # ---- create -------------------------------------------------------------------------
 

@@ -188,6 +188,9 @@ class ManagerConfig:
     default_disk_mb: int = 1024
     #: The largest disk a create or a template may ask for (MiB).
     max_disk_mb: int = 10240
+    #: Where the host's lxcfs is mounted (``node/lxcfs.py``); None: sandboxes see the
+    #: host's /proc values (and always under runsc, which has its own).
+    lxcfs_dir: Path | None = None
     max_nofile: int | None = None
     #: Where snapshots are published as templates (``<home>/templates``); None: no snapshots.
     templates_dir: Path | None = None

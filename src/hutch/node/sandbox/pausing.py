@@ -108,7 +108,7 @@ async def reboot(
         spec = lifecycle.sandbox_spec(
             sandbox_id=host_id, rootfs=rootfs, template=template, cpu_count=sandbox.cpu_count,
             memory_mb=sandbox.memory_mb, netns_path=Path(net.netns_path), config=cfg,
-            volume_mounts=sandbox.volume_mounts,
+            volume_mounts=sandbox.volume_mounts, proc_views=await host.proc_views(),
         )  # fmt: skip
         write_bundle(sandbox_dir, lifecycle.oci_config(spec, config=cfg))
         try:
