@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any, Protocol
 
 from starlette.applications import Starlette
@@ -35,7 +35,8 @@ from hutch.api.http import (
 from hutch.api.http.auth import HttpContext
 from hutch.api.http.errors import EXCEPTION_HANDLERS
 from hutch.api.service.keys import KeyService
-from hutch.api.service.locks import SandboxLocks
+from hutch.api.service.leader import AlwaysLeader, Leadership, SingletonFactory
+from hutch.api.service.locks import SandboxLockFamily, SandboxLocks
 from hutch.api.service.metadata import MetadataService
 from hutch.api.service.network import NetworkService
 from hutch.api.service.node_status import NodeStatusSource
@@ -47,7 +48,11 @@ from hutch.api.service.reaper import Reaper
 from hutch.api.service.sandboxes import SandboxPolicy, SandboxService
 from hutch.api.service.snapshots import SnapshotService
 from hutch.api.service.teams import TeamCleanup, TeamService
-from hutch.api.service.template_builds import TemplateBuildService
+from hutch.api.service.template_builds import (
+    UPLOAD_SECRET_NAME,
+    TemplateBuildService,
+    UploadTokens,
+)
 from hutch.api.service.template_tags import TemplateTagService
 from hutch.api.service.templates import TemplateService
 from hutch.api.service.usage import UsageSampler
@@ -57,6 +62,7 @@ from hutch.api.store.base import (
     ApiKeyStore,
     Clock,
     SandboxStore,
+    SecretStore,
     SnapshotStore,
     TeamStore,
     TemplateStore,
@@ -85,6 +91,8 @@ class ApiStore(Protocol):
     def volumes(self) -> VolumeStore: ...
     @property
     def snapshots(self) -> SnapshotStore: ...
+    @property
+    def secrets(self) -> SecretStore: ...
 
 
 def build_volume_backends(settings: ApiSettings) -> dict[str, VolumeBackend]:
@@ -119,8 +127,13 @@ def build_context(
     builder: TemplateBuilder | None = None,
     build_runner: BuildRunner | None = None,
     node_status: NodeStatusSource | None = None,
+    locks: SandboxLockFamily | None = None,
+    upload_secret: bytes | None = None,
 ) -> tuple[HttpContext, Reaper]:
-    """The services over ``store`` and ``node``, and the reaper that shares them."""
+    """The services over ``store`` and ``node``, and the reaper that shares them.
+
+    ``locks``: the per-sandbox lock family (the store's, across api processes on
+    PostgreSQL); default the in-process one."""
     policy = SandboxPolicy(
         default_timeout_v2_s=settings.default_timeout_v2_s,
         default_timeout_v1_s=settings.default_timeout_v1_s,
@@ -144,7 +157,8 @@ def build_context(
     )
     quotas = QuotaService(teams=store.teams, defaults=settings.team_quota_defaults())
     volumes.quotas = quotas
-    locks = SandboxLocks()
+    if locks is None:
+        locks = SandboxLocks(wait_s=settings.sandbox_lock_wait_s)
     sandboxes = SandboxService(
         quotas=quotas,
         sandboxes=store.sandboxes,
@@ -211,7 +225,12 @@ def build_context(
             ),
         ),
         templates=templates,
-        builds=TemplateBuildService(templates=store.templates, runner=build_runner, quotas=quotas),
+        builds=TemplateBuildService(
+            templates=store.templates,
+            runner=build_runner,
+            quotas=quotas,
+            upload_tokens=UploadTokens(upload_secret),
+        ),
         tags=TemplateTagService(templates=store.templates),
         metadata=MetadataService(sandboxes=store.sandboxes, node=node, locks=locks),
         network=NetworkService(sandboxes=store.sandboxes, node=node, locks=locks),
@@ -254,10 +273,15 @@ def create_app(
     build_runner: BuildRunner | None = None,
     on_context: Callable[[HttpContext], None] | None = None,
     node_status: NodeStatusSource | None = None,
+    singletons: Mapping[str, SingletonFactory] | None = None,
 ) -> Starlette:
     """The ASGI app. Without ``store``, the SQL store at the settings' URL is opened (and
     migrated when ``settings.migrate``) at startup and closed at shutdown. Without
-    ``builder``, template imports answer 503."""
+    ``builder``, template imports answer 503.
+
+    The reaper, the usage sampler and ``singletons`` (name → coroutine factory, e.g. a
+    lost-node sweeper) run only while this api is the elected leader (ADR 0024); the
+    elector is ``app.state.leader`` (more singletons may register there at any time)."""
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -271,6 +295,8 @@ def create_app(
                 settings.effective_database_url(), migrate=settings.migrate
             )
             the_store = opened
+        coordination = _coordination(the_store, settings)
+        leader: Leadership = coordination.leader if coordination else AlwaysLeader()
         # Backends handed in belong to the caller (serve shares them with the node);
         # the ones made here are closed (host mounts released) at shutdown.
         own_backends = build_volume_backends(settings) if volume_backends is None else {}
@@ -284,19 +310,24 @@ def create_app(
             builder=builder,
             build_runner=build_runner,
             node_status=node_status,
+            locks=coordination.locks if coordination else None,
+            upload_secret=await upload_secret(the_store, settings),
         )
         app.state.ctx = ctx
+        app.state.leader = leader
         if on_context is not None:
             on_context(ctx)  # e.g. serve wires the proxy's auto-resume to ctx.pausing
         app.state.reaper = reaper
         # The loop the store's connections belong to (tests submit work to it).
         app.state.loop = asyncio.get_running_loop()
-        task = asyncio.create_task(reaper.run(), name="hutch-reaper") if run_reaper else None
-        sampler = (
-            asyncio.create_task(ctx.usage.run(), name="hutch-usage")
-            if run_reaper and ctx.usage is not None
-            else None
-        )
+        if run_reaper:
+            leader.run_while_leader("reaper", reaper.run)
+            if ctx.usage is not None:
+                leader.run_while_leader("usage", ctx.usage.run)
+        for name, factory in (singletons or {}).items():
+            leader.run_while_leader(name, factory)
+        campaign = asyncio.create_task(leader.run(), name="hutch-leader")
+        # Every api reports the live-sandbox gauges on its own metrics (not a singleton).
         gauges = (
             asyncio.create_task(
                 metrics.sample_sandboxes(
@@ -310,11 +341,13 @@ def create_app(
         try:
             yield
         finally:
-            for running in (task, sampler, gauges):
+            for running in (gauges, campaign):
                 if running is not None:
                     running.cancel()
                     with contextlib.suppress(asyncio.CancelledError):
                         await running
+            if coordination is not None:
+                await coordination.aclose()
             for backend in own_backends.values():
                 await backend.aclose()
             if opened is not None:
@@ -350,3 +383,29 @@ def create_app(
     )
     app.router.redirect_slashes = False
     return app
+
+
+async def upload_secret(store: ApiStore, settings: ApiSettings) -> bytes:
+    """The template upload-token key: the settings', else the store's shared one (made by
+    the first api that asks), so every api signs and checks with the same key."""
+    if settings.template_upload_secret:
+        return settings.template_upload_secret.encode()
+    import secrets
+
+    value = await store.secrets.get_or_create(UPLOAD_SECRET_NAME, lambda: secrets.token_hex(32))
+    return value.encode()
+
+
+def _coordination(store: object, settings: ApiSettings) -> Any:
+    """The SQL store's locks and elector (``store/coordination.py``); ``None`` for a store
+    that is not SQL (a test's fake: in-process locks, always the leader)."""
+    from hutch.api.store.coordination import open_coordination
+    from hutch.api.store.sql import SqlStore
+
+    if not isinstance(store, SqlStore):
+        return None
+    return open_coordination(
+        store.engine,
+        lock_wait_s=settings.sandbox_lock_wait_s,
+        leader_interval_s=settings.leader_interval_s,
+    )

@@ -37,6 +37,12 @@ class ApiSettings(BaseSettings):
     #: Sandboxes one node may hold before creates get 429; 0: no limit at the API.
     max_sandboxes_per_node: int = Field(default=100, ge=0)
     reaper_interval_s: float = Field(default=1.0, gt=0)
+    #: The key of template upload URLs (hex or any text); unset: made once, kept in the store.
+    template_upload_secret: str | None = Field(default=None, repr=False)
+    #: How long an operation waits for a sandbox another one holds before a 503 (ADR 0024).
+    sandbox_lock_wait_s: float = Field(default=60.0, gt=0)
+    #: How often a PostgreSQL api campaigns for leadership, or checks it still leads.
+    leader_interval_s: float = Field(default=2.0, gt=0)
     #: Requests per second each API key may make (token bucket, per api process); 0: off.
     rate_limit_per_s: float = Field(default=0, ge=0, le=1_000_000)
     #: The bucket's size: requests a key may make at once; 0: the rate (at least 1).

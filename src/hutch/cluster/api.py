@@ -1,8 +1,8 @@
 """``hutch api``: the api role alone, on PostgreSQL, reaching nodes over the node API.
 
-Stateless: run any number behind a load balancer (the per-sandbox locks and the reaper are
-still per process until issue 11's coordination lands: docs/deploy.md says what that
-means). No node and no proxy inside: sandboxes are placed on the configured nodes
+Stateless: run any number behind a load balancer: the per-sandbox locks are PostgreSQL
+advisory locks and the reaper runs on the elected leader only (ADR 0024). No node and no
+proxy inside: sandboxes are placed on the configured nodes
 (``NodeSet``; the node registry of issue 11 replaces the list), and edges learn routes
 through NOTIFY (``routes.py``). Startup waits for every configured node to answer (they
 may start after the api), then serves; ``GET /health`` answering 200 means ready.

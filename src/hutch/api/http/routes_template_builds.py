@@ -21,7 +21,7 @@ from hutch.api.http.auth import authenticate, context
 from hutch.api.http.query import read_body
 from hutch.api.http.schemas import _Body, iso
 from hutch.api.service.logs import LogDirection, LogsQuery, select_log_lines
-from hutch.api.service.template_builds import TemplateBuildService, UploadTokens
+from hutch.api.service.template_builds import TemplateBuildService
 from hutch.api.service.template_tags import TemplateTagService
 from hutch.shared.errors import (
     InvalidArgumentError,
@@ -33,7 +33,6 @@ from hutch.shared.errors import (
 _HASH_RE: Final = re.compile(r"^[A-Za-z0-9_-]{8,128}$")
 #: At most this many log entries per status answer (E2B's page size).
 _LOGS_PAGE: Final = 100
-_TOKENS = UploadTokens()
 
 
 class BuildRequestBody(_Body):
@@ -95,7 +94,7 @@ async def file_upload_link(request: Request) -> Response:
     files_hash = _files_hash(request)
     if await builds.runner.has_files(files_hash):
         return JSONResponse({"present": True}, status_code=201)
-    token = _TOKENS.sign(template.id, files_hash)
+    token = builds.upload_tokens.sign(template.id, files_hash)
     url = str(request.url.replace(query=f"token={token}"))
     return JSONResponse({"present": False, "url": url}, status_code=201)
 
@@ -105,9 +104,10 @@ async def upload_files(request: Request) -> Response:
     template_id = str(request.path_params["template_id"])
     files_hash = _files_hash(request)
     token = request.query_params.get("token", "")
-    if not token or not _TOKENS.check(template_id, files_hash, token):
+    builds = _builds(request)
+    if not token or not builds.upload_tokens.check(template_id, files_hash, token):
         raise UnauthenticatedError("invalid or missing upload token")
-    await _builds(request).runner.store_files(files_hash, request.stream())
+    await builds.runner.store_files(files_hash, request.stream())
     return Response(status_code=200)
 
 

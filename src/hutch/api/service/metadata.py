@@ -1,6 +1,6 @@
 """Metadata PATCH: merge into the store and the running sandbox, both or neither (ADR 0005).
 
-Under the sandbox's lock (:class:`~hutch.api.service.locks.SandboxLocks`), end to end:
+Under the sandbox's lock (``locks.py``; across api processes on PostgreSQL), end to end:
 
 1. the store merges the patch under its row lock, and only while the sandbox is
    ``running`` (creating, pausing, paused, resuming, killing: 409 naming the state;
@@ -20,7 +20,7 @@ import asyncio
 from collections.abc import Awaitable, Callable, Mapping
 
 from hutch.api.models import SandboxState
-from hutch.api.service.locks import SandboxLocks
+from hutch.api.service.locks import SandboxLockFamily
 from hutch.api.service.ports import NodeClient
 from hutch.api.service.validation import check_metadata, check_metadata_patch
 from hutch.api.store.base import SandboxStore
@@ -48,7 +48,7 @@ class MetadataService:
         *,
         sandboxes: SandboxStore,
         node: NodeClient,
-        locks: SandboxLocks,
+        locks: SandboxLockFamily,
         between_steps: BetweenSteps | None = None,
     ) -> None:
         self._sandboxes = sandboxes

@@ -27,7 +27,7 @@ from datetime import timedelta
 
 from hutch.api import metrics
 from hutch.api.models import Sandbox, SandboxState, SandboxStateConflictError, TeamQuotas
-from hutch.api.service.locks import SandboxLocks
+from hutch.api.service.locks import SandboxLockFamily
 from hutch.api.service.ports import NodeClient
 from hutch.api.service.quotas import QuotaService
 from hutch.api.service.sandboxes import SandboxPolicy, SandboxService
@@ -64,7 +64,7 @@ class PauseService:
         *,
         sandboxes: SandboxStore,
         node: NodeClient,
-        locks: SandboxLocks,
+        locks: SandboxLockFamily,
         service: SandboxService,
         policy: SandboxPolicy,
         clock: Clock = utc_now,

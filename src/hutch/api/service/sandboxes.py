@@ -40,7 +40,7 @@ from hutch.api.models import (
     TemplateBuildState,
     VolumeMount,
 )
-from hutch.api.service.locks import SandboxLocks
+from hutch.api.service.locks import SandboxLockFamily, SandboxLocks
 from hutch.api.service.logs import LogsQuery, select_log_lines
 from hutch.api.service.ports import (
     NodeClient,
@@ -273,7 +273,7 @@ class SandboxService:
         node: NodeClient,
         policy: SandboxPolicy,
         clock: Clock = utc_now,
-        locks: SandboxLocks | None = None,
+        locks: SandboxLockFamily | None = None,
         volumes: VolumeMounts | None = None,
         quotas: QuotaService | None = None,
     ) -> None:

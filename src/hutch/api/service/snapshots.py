@@ -27,7 +27,7 @@ from hutch.api.models import (
     SnapshotPage,
     TemplateBuildState,
 )
-from hutch.api.service.locks import SandboxLocks
+from hutch.api.service.locks import SandboxLockFamily
 from hutch.api.service.ports import NodeClient
 from hutch.api.service.sandboxes import CreateSandboxRequest, SandboxService
 from hutch.api.store.base import SandboxStore, SnapshotStore, TemplateStore
@@ -80,7 +80,7 @@ class SnapshotService:
         templates: TemplateStore,
         snapshots: SnapshotStore,
         node: NodeClient,
-        locks: SandboxLocks,
+        locks: SandboxLockFamily,
         service: SandboxService,
     ) -> None:
         self._sandboxes = sandboxes

@@ -88,11 +88,15 @@ class TemplateBuildService:
         templates: TemplateStore,
         runner: BuildRunner | None,
         quotas: QuotaService | None = None,
+        upload_tokens: UploadTokens | None = None,
     ) -> None:
         self._quotas = quotas
         self._templates = templates
         self._runner = runner
         self._builds: dict[str, Build] = {}
+        #: Signs and checks the upload URLs; its key is shared by every api (the store's,
+        #: or the settings'), so any api accepts a URL another one handed out.
+        self.upload_tokens = upload_tokens if upload_tokens is not None else UploadTokens()
 
     @property
     def runner(self) -> BuildRunner:
@@ -241,8 +245,17 @@ class TemplateBuildService:
                              time.perf_counter() - started)  # fmt: skip
 
 
+#: The name of the upload-token key among the store's shared secrets.
+UPLOAD_SECRET_NAME = "template-upload-token"
+
+
 class UploadTokens:
-    """Signs the file upload URLs handed to the SDK (it PUTs without an API key)."""
+    """Signs the file upload URLs handed to the SDK (it PUTs without an API key).
+
+    The key comes from ``HUTCH_TEMPLATE_UPLOAD_SECRET`` or, by default, the store's
+    ``cluster_secrets`` (made by the first api that starts): never from one process's
+    memory, so an upload URL minted by one api is accepted by another (ADR 0024). Without
+    a key (a test's bare service), a random one of this process."""
 
     def __init__(self, secret: bytes | None = None) -> None:
         import os

@@ -211,6 +211,12 @@ class VolumeStore(Protocol):
     ) -> dict[SandboxID, list[VolumeMount]]: ...
 
 
+class SecretStore(Protocol):
+    """Secrets shared by every api. See :class:`hutch.api.store.secrets.SqlSecretStore`."""
+
+    async def get_or_create(self, name: str, make: Callable[[], str]) -> str: ...
+
+
 class SnapshotStore(Protocol):
     """Snapshots. See :class:`hutch.api.store.snapshots.SqlSnapshotStore`."""
 

@@ -11,6 +11,7 @@ from hutch.api.store.engine import create_engine
 from hutch.api.store.keys import SqlApiKeyStore
 from hutch.api.store.migrations import check_schema_head, upgrade_engine_to_head
 from hutch.api.store.sandboxes import SqlSandboxStore
+from hutch.api.store.secrets import SqlSecretStore
 from hutch.api.store.snapshots import SqlSnapshotStore
 from hutch.api.store.teams import SqlTeamStore
 from hutch.api.store.templates import SqlTemplateStore
@@ -28,6 +29,7 @@ class SqlStore:
     sandboxes: SqlSandboxStore
     volumes: SqlVolumeStore
     snapshots: SqlSnapshotStore
+    secrets: SqlSecretStore
 
     @classmethod
     def on(cls, engine: AsyncEngine, *, clock: Clock = utc_now) -> SqlStore:
@@ -40,6 +42,7 @@ class SqlStore:
             sandboxes=SqlSandboxStore(engine, clock=clock),
             volumes=SqlVolumeStore(engine, clock=clock),
             snapshots=SqlSnapshotStore(engine, clock=clock),
+            secrets=SqlSecretStore(engine, clock=clock),
         )
 
     async def close(self) -> None:

@@ -272,8 +272,19 @@ snapshots = Table(
     Index(None, "sandbox_id"),
 )
 
+#: Secrets every api process must share (e.g. the template upload-token key): made once by
+#: whichever api needs one first, read by all (ADR 0024).
+cluster_secrets = Table(
+    "cluster_secrets",
+    metadata,
+    Column("name", String(64), primary_key=True),
+    Column("value", String(256), nullable=False),
+    Column("created_at", UTCDateTime(), nullable=False),
+)
+
 #: Every table, children before parents (the order to empty them in).
 ALL_TABLES_CHILDREN_FIRST = (
+    cluster_secrets,
     sandbox_volume_mounts,
     snapshots,
     volumes,
