@@ -55,6 +55,7 @@ async def test_one_of_two_electors_leads_and_the_other_takes_over_when_its_sessi
         [pid] = await advisory_locks(admin, granted=True)
         await terminate(admin, pid)  # a's process (or its link to PostgreSQL) died
         await _until(lambda: b.is_leader and not a.is_leader, "b takes over")
+        await _until(lambda: "b started" in log, "b's singleton runs")
         assert b.running() == ["reaper"] and a.running() == []
         assert log[:3] == ["a started", "a stopped", "b started"] or log[:3] == [
             "a started",
@@ -70,6 +71,7 @@ async def test_one_of_two_electors_leads_and_the_other_takes_over_when_its_sessi
         with contextlib.suppress(asyncio.CancelledError):
             await task_b
         await _until(lambda: a.is_leader, "a leads again")
+        await _until(lambda: log[-1] == "a started", "a's singleton runs again")
         assert log[-1] == "a started" and "b stopped" in log
     finally:
         for task in (task_a, task_b):
