@@ -74,6 +74,21 @@ async def test_disk_above_the_node_limit_is_refused_before_anything_is_made(
     assert (await count_leaks(settings, node.manager._runtime)).total() == 0
 
 
+async def test_disk_of_a_template_build_sandbox_is_the_node_limit(
+    node: Node, settings: NodeSettings
+) -> None:
+    object.__setattr__(node.manager.config, "max_disk_mb", 256)
+    template = await node.templates.get("busybox")
+    sid = new_id()
+    built = await node.manager.create(
+        SandboxRequest(sandbox_id=sid, template="busybox", artifact=template)
+    )
+    assert built.disk_mb == 256
+    assert disk.image_path(settings.sandboxes_dir / sid).stat().st_size == 256 * MIB
+    await node.manager.kill(sid)
+    assert (await count_leaks(settings, node.manager._runtime)).total() == 0
+
+
 async def test_disk_kept_across_a_filesystem_pause_and_a_lost_mount(
     node: Node, settings: NodeSettings
 ) -> None:

@@ -161,9 +161,12 @@ class SandboxHost:
 
     def disk_mb(self, request: SandboxRequest, template: TemplateArtifact) -> int:
         """The disk ``request`` gets: its own, the template's, or the node's default; one
-        above the node's limit is refused (400, naming the limit)."""
+        above the node's limit is refused (400, naming the limit). A template build's
+        sandbox (an explicit artifact) gets the node's largest: its steps accumulate in
+        one upper layer (code-interpreter-v1's are ~0.8 GB above base)."""
         cfg = self.config
-        size = request.disk_mb or template.disk_mb or cfg.default_disk_mb
+        build = cfg.max_disk_mb if request.artifact is not None else None
+        size = request.disk_mb or build or template.disk_mb or cfg.default_disk_mb
         if size < 1:
             raise InvalidArgumentError(f"disk size must be at least 1 MB, not {size}")
         if size > cfg.max_disk_mb:
