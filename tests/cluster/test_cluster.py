@@ -163,17 +163,8 @@ def test_auto_resume_through_the_edge(cluster: Cluster) -> None:
         while Sandbox.get_info(sbx.sandbox_id, **cluster.sdk()).state != SandboxState.PAUSED:
             assert time.monotonic() < deadline, "never auto-paused"
             time.sleep(0.3)
-        # Traffic through the edge wakes it through an api. Until issue 11's coordination
-        # elects one reaper, the other api's reaper may pause it again on a stale list right
-        # after the resume (then that read is "not found" and the next one wakes it again):
-        # up to three reads, each of which needs a resume through the edge.
-        for attempt in range(3):
-            try:
-                assert sbx.files.read("/tmp/x") == "y"
-                break
-            except SandboxNotRunningException:
-                if attempt == 2:
-                    raise
+        # Traffic through the edge wakes it through an api (one reaper: the elected leader's).
+        assert sbx.files.read("/tmp/x") == "y"
     finally:
         sbx.kill()
 
