@@ -19,7 +19,7 @@ from e2b import CommandExitException, Sandbox
 
 from tests.conftest import machine_lacks
 
-from .serveproc import Serve
+from .serveproc import Serve, restarted_on_runsc
 
 pytestmark = pytest.mark.root
 
@@ -190,3 +190,22 @@ def test_base_tools_size_themselves_from_the_sandbox(serve: Serve) -> None:
         assert sbx.commands.run("df -k --output=size / | tail -1").stdout.strip().isdigit()
     finally:
         sbx.kill()
+
+
+def test_runsc_sandbox_is_held_by_its_disk_and_sees_its_memory(serve: Serve) -> None:
+    """Under gVisor the upper layer is on the same disk, and its /proc shows the limit."""
+    with restarted_on_runsc(serve):
+        made = _create(serve, diskSizeMB=64)
+        assert made.status_code == 201, made.text
+        sbx = Sandbox.connect(made.json()["sandboxID"])
+        try:
+            with pytest.raises(CommandExitException) as err:
+                sbx.commands.run("dd if=/dev/zero of=/home/user/bomb bs=1M count=200")
+            assert "No space left on device" in err.value.stderr, err.value.stderr
+            size, _, avail = _df_kb(sbx)  # gVisor's / is the host overlay on the disk
+            assert 48 * 1024 < size <= 64 * 1024 and avail < 1024, (size, avail)
+            # gVisor's own /proc (no lxcfs under runsc): the sandbox's 128 MiB.
+            meminfo = sbx.commands.run("head -1 /proc/meminfo").stdout
+            assert meminfo.split()[:2] == ["MemTotal:", "131072"], meminfo
+        finally:
+            sbx.kill()
