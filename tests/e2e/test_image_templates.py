@@ -8,6 +8,7 @@ process with the image's env, working directory and user.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
@@ -293,3 +294,27 @@ def test_delete_keeps_the_artifact_of_running_sandboxes(serve: Serve, archive: P
                  "--name", "bbdel2", "--enable-inject-envd").returncode == 0  # fmt: skip
     assert hutch(serve, "template", "delete", "bbdel2").returncode == 0
     assert not artifact.exists()
+
+
+def test_template_asks_for_a_larger_disk_up_to_the_node_limit(serve: Serve, archive: Path) -> None:
+    """An imported template's ``diskSizeMB`` is what its sandboxes get (ADR 0023); one above
+    the node's limit is refused with 400 naming it, before anything is imported."""
+    limit = serve.node_settings().max_disk_mb
+    too_big = hutch(serve, "template", "create-from-image", f"docker-archive:{archive}",
+                    "--name", "bbhuge", "--disk-size-mb", str(limit + 1))  # fmt: skip
+    assert too_big.returncode != 0 and f"limit of {limit} MB" in too_big.stderr, too_big.stderr
+    done = hutch(serve, "template", "create-from-image", f"docker-archive:{archive}",
+                 "--name", "bbdisk", "--disk-size-mb", "2048", "--json")  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    key = {"X-API-Key": os.environ["E2B_API_KEY"]}
+    shown = httpx.get(f"{serve.api_url}/templates", headers=key).json()
+    assert {t["templateID"]: t["diskSizeMB"] for t in shown}["bbdisk"] == 2048
+    sbx = Sandbox.create("bbdisk", timeout=120)
+    try:
+        assert httpx.get(f"{serve.api_url}/sandboxes/{sbx.sandbox_id}",
+                         headers=key).json()["diskSizeMB"] == 2048  # fmt: skip
+        size = int(sbx.commands.run("df -k / | tail -1").stdout.split()[1])
+        assert 1900 * 1024 < size <= 2048 * 1024, size
+    finally:
+        sbx.kill()
+    assert hutch(serve, "template", "delete", "bbdisk").returncode == 0

@@ -33,6 +33,10 @@ def template() -> None:
 )  # fmt: skip
 @click.option("--cpu", type=float, default=1.0, show_default=True, help="Default vCPUs.")
 @click.option("--memory-mb", type=int, default=512, show_default=True, help="Default memory.")
+@click.option(
+    "--disk-size-mb", type=click.IntRange(min=1), default=None,
+    help="Its sandboxes' disk, up to the node's limit (default: the node's default).",
+)  # fmt: skip
 @click.option("--start-cmd", default=None, help="Started in the background at sandbox start.")
 @click.option("--ready-cmd", default=None, help="Must exit 0 before the sandbox is ready.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
@@ -41,7 +45,8 @@ def template() -> None:
 @API_KEY_OPTION
 def create_from_image(
     source: str, name: str, enable_inject_envd: bool, envd_path: Path | None, cpu: float,
-    memory_mb: int, start_cmd: str | None, ready_cmd: str | None, as_json: bool,
+    memory_mb: int, disk_size_mb: int | None, start_cmd: str | None, ready_cmd: str | None,
+    as_json: bool,
     home: Path | None, api_port: int | None, api_key: str | None,
 ) -> None:  # fmt: skip
     """Import SOURCE (docker-archive:PATH, oci-archive:PATH, oci:DIR[:TAG], docker://REF).
@@ -55,6 +60,8 @@ def create_from_image(
         "source": _absolute_source(source), "name": name, "enableInjectEnvd": enable_inject_envd,
         "cpuCount": cpu, "memoryMB": memory_mb, "startCmd": start_cmd, "readyCmd": ready_cmd,
     }  # fmt: skip
+    if disk_size_mb is not None:
+        body["diskSizeMB"] = disk_size_mb
     api = ApiClient(home, api_port, api_key)
     headers: dict[str, str] = {}
     if envd_path is not None:

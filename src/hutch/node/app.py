@@ -168,6 +168,7 @@ def build_node_service(
         envd_bundle=settings.envd_bundle_path,
         sandboxes=node.manager,
         shared_templates=settings.shared_templates_dirs,
+        max_disk_mb=settings.max_disk_mb,
     )
     identity = NodeIdentity(
         node_id=node_id, version=__version__, runtime=settings.runtime,

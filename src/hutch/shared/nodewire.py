@@ -233,6 +233,9 @@ class ImportImage(_Wire):
     envd_path: str | None = None
     cpu_count: float = 1.0
     memory_mb: int = 512
+    #: Its sandboxes' disk (MiB, ADR 0023); None: the node's default. Above the node's
+    #: limit: 400.
+    disk_mb: int | None = Field(default=None, ge=1)
     start_cmd: str | None = None
     ready_cmd: str | None = None
 

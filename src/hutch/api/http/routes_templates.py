@@ -142,7 +142,7 @@ async def import_image(request: Request) -> Response:
         if not body.enable_inject_envd:
             raise InvalidArgumentError("envdPath needs enableInjectEnvd")
     values = {
-        "cpu_count": body.cpu_count, "memory_mb": body.memory_mb,
+        "cpu_count": body.cpu_count, "memory_mb": body.memory_mb, "disk_mb": body.disk_size_mb,
         "start_cmd": body.start_cmd, "ready_cmd": body.ready_cmd,
     }  # fmt: skip
     spec = ImageImport(

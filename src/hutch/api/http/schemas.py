@@ -119,6 +119,8 @@ class ImportImageBody(_Body):
     enable_inject_envd: StrictBool = Field(default=False, alias="enableInjectEnvd")
     cpu_count: float | None = Field(default=None, alias="cpuCount", gt=0, le=1024)
     memory_mb: StrictInt | None = Field(default=None, alias="memoryMB", ge=8)
+    #: Its sandboxes' disk (MiB, ADR 0023), up to the node's limit; None: the default.
+    disk_size_mb: StrictInt | None = Field(default=None, alias="diskSizeMB", ge=1)
     start_cmd: StrictStr | None = Field(default=None, alias="startCmd")
     ready_cmd: StrictStr | None = Field(default=None, alias="readyCmd")
 

@@ -299,7 +299,7 @@ class HttpNodeClient:
         body = wire.ImportImage(
             source=request.source, name=request.name, inject_envd=request.inject_envd,
             envd_path=request.envd_path, cpu_count=request.cpu_count,
-            memory_mb=request.memory_mb, start_cmd=request.start_cmd,
+            memory_mb=request.memory_mb, disk_mb=request.disk_mb, start_cmd=request.start_cmd,
             ready_cmd=request.ready_cmd,
         )  # fmt: skip
         async with contextlib.aclosing(self._stream("/templates/import", body)) as events:

@@ -248,6 +248,8 @@ class ImageImport:
     envd_path: str | None = None
     cpu_count: float = 1.0
     memory_mb: int = 512
+    #: Its sandboxes' disk (MiB, ADR 0023); None: the node's default.
+    disk_mb: int | None = None
     start_cmd: str | None = None
     ready_cmd: str | None = None
 

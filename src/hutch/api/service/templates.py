@@ -125,6 +125,7 @@ class TemplateService:
                     # The row's cpu is an integer (E2B's cpuCount); the node keeps the fraction.
                     cpu_count=max(1, math.ceil(request.cpu_count)),
                     memory_mb=request.memory_mb,
+                    **({"disk_mb": request.disk_mb} if request.disk_mb else {}),
                 )
             )
         except BaseException:

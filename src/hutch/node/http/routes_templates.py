@@ -68,7 +68,7 @@ async def import_image(request: Request) -> Response:
     options = ImageTemplateOptions(
         name=args.name, inject_envd=args.inject_envd,
         envd_path=Path(args.envd_path) if args.envd_path else None,
-        cpu_count=args.cpu_count, memory_mb=args.memory_mb,
+        cpu_count=args.cpu_count, memory_mb=args.memory_mb, disk_mb=args.disk_mb,
         start_cmd=args.start_cmd, ready_cmd=args.ready_cmd,
     )  # fmt: skip
     loop = asyncio.get_running_loop()

@@ -67,6 +67,9 @@ class ImageTemplateOptions:
     envd_path: Path | None = None
     cpu_count: float = 1.0
     memory_mb: int = 512
+    #: Its sandboxes' disk (MiB, ADR 0023); None: the node's default. Not part of the
+    #: fingerprint (a sandbox's disk, not the artifact's content).
+    disk_mb: int | None = None
     start_cmd: str | None = None
     ready_cmd: str | None = None
     #: Build steps (E2B template builds); part of the fingerprint.
@@ -179,6 +182,7 @@ def import_image(
             env=dict(image.config.env),
             cpu_count=options.cpu_count,
             memory_mb=options.memory_mb,
+            disk_mb=options.disk_mb,
             build={"builder": "image", "source": source, "image_digest": image.manifest_digest,
                    "config_digest": image.config_digest, "fingerprint": fp,
                    "envd_injected": envd_sha is not None, "envd_sha256": envd_sha,

@@ -55,8 +55,11 @@ class TemplateManager:
         sandboxes: BuildSandboxes | None = None,
         files_dir: Path | None = None,
         shared_templates: Sequence[Path] = (),
+        max_disk_mb: int | None = None,
     ) -> None:
         self._templates_dir = templates_dir
+        #: The largest disk an imported template may give its sandboxes (the node's).
+        self._max_disk_mb = max_disk_mb
         self._store = DirTemplateStore(templates_dir, shared=shared_templates)
         self._envd_bundle = envd_bundle
         self._sandboxes = sandboxes
@@ -73,8 +76,15 @@ class TemplateManager:
     ) -> ImportResult:
         """Import ``source`` (skopeo syntax) as template ``options.name``.
 
-        ``progress`` is called from the worker thread.
+        ``progress`` is called from the worker thread. A disk above the node's limit is
+        refused (``InvalidArgumentError`` naming it) before anything is fetched.
         """
+        limit = self._max_disk_mb
+        if options.disk_mb is not None and limit is not None and options.disk_mb > limit:
+            raise InvalidArgumentError(
+                f"disk size {options.disk_mb} MB is above this node's limit of {limit} MB "
+                "(HUTCH_NODE_MAX_DISK_MB)"
+            )
         async with self._locks.setdefault(options.name, asyncio.Lock()):
             return await asyncio.to_thread(
                 import_image, source, options, templates_dir=self._templates_dir,
