@@ -12,6 +12,8 @@ Measures, each ``--n`` times (median and p95):
   in-process family SQLite uses, for scale;
 * the hand-over: how long after one api releases a sandbox another api that waited for it
   is inside (two families, two engines);
+* template build claim latency: from ``start_build``'s commit on one api to another api's
+  worker running it, woken by NOTIFY (poll an hour) and by its poll alone (1 s, no LISTEN);
 * leader take-over after the leader's session is terminated, at ``interval_s`` 0.1 and 2 s
   (fewer rounds: each takes up to one interval).
 """
@@ -132,9 +134,58 @@ async def bench_leader(url: str, interval_s: float, rounds: int) -> list[str]:
     return [f"leader take-over, interval {interval_s:g} s ({rounds} rounds)", *_ms(samples)]
 
 
+async def bench_claims(url: str, *, notify: bool, rounds: int) -> list[str]:
+    from hutch.api.service.template_builds import TemplateBuildService
+    from hutch.api.service.template_jobs import BuildWorker
+    from hutch.api.store.builds import build_listener
+    from hutch.api.store.sql import open_sql_store
+
+    started: dict[str, float] = {}
+    claimed: dict[str, float] = {}
+
+    class Runner:
+        async def has_files(self, files_hash: str) -> bool:
+            return False
+
+        async def store_files(self, files_hash: str, chunks: object) -> None:
+            pass
+
+        async def run_build(self, name: str, start: object, **kw: object) -> None:
+            claimed[str(kw["build_id"])] = time.perf_counter()
+
+    a, b = await open_sql_store(url), await open_sql_store(url)
+    front = TemplateBuildService(templates=a.templates, runner=Runner(), jobs=a.builds)
+    back = TemplateBuildService(templates=b.templates, runner=Runner(), jobs=b.builds)
+    worker = BuildWorker(
+        back, listen=build_listener(b.engine) if notify else None, poll_s=3600 if notify else 1.0
+    )
+    task = asyncio.create_task(worker.run())
+    await asyncio.sleep(0.3)
+    team = await a.teams.ensure_default_team()
+    for i in range(rounds):
+        name = f"bench{'n' if notify else 'p'}{i}"
+        template, build, _ = await front.request_build(
+            team_id=team.id, name=name, cpu_count=1, memory_mb=256
+        )
+        started[build.build_id] = time.perf_counter()
+        await front.start_build(template.id, build.build_id, {}, team_id=team.id)
+        while build.build_id not in claimed:
+            await asyncio.sleep(0.001)
+        await asyncio.sleep(0.137 * (i % 7))  # spread starts over the poll's phase
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    await a.close()
+    await b.close()
+    samples = [claimed[k] - started[k] for k in started]
+    how = "NOTIFY (poll 1 h)" if notify else "poll every 1 s, no LISTEN"
+    return [f"build claim by another api, {how} ({rounds} builds)", *_ms(samples)]
+
+
 async def main(url: str, n: int) -> None:
     await upgrade_to_head(url)
     rows = await bench_locks(url, n)
+    rows.append(await bench_claims(url, notify=True, rounds=50))
+    rows.append(await bench_claims(url, notify=False, rounds=20))
     rows.append(await bench_leader(url, 0.1, 20))
     rows.append(await bench_leader(url, 2.0, 5))
     print_table("Coordination on PostgreSQL (unix socket)", rows, ["what", "median", "p95"])

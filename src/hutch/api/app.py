@@ -50,6 +50,7 @@ from hutch.api.service.snapshots import SnapshotService
 from hutch.api.service.teams import TeamCleanup, TeamService
 from hutch.api.service.template_builds import (
     UPLOAD_SECRET_NAME,
+    BuildJobs,
     TemplateBuildService,
     UploadTokens,
 )
@@ -93,6 +94,8 @@ class ApiStore(Protocol):
     def snapshots(self) -> SnapshotStore: ...
     @property
     def secrets(self) -> SecretStore: ...
+    @property
+    def builds(self) -> BuildJobs: ...
 
 
 def build_volume_backends(settings: ApiSettings) -> dict[str, VolumeBackend]:
@@ -229,6 +232,7 @@ def build_context(
             templates=store.templates,
             runner=build_runner,
             quotas=quotas,
+            jobs=store.builds,
             upload_tokens=UploadTokens(upload_secret),
         ),
         tags=TemplateTagService(templates=store.templates),
@@ -327,6 +331,8 @@ def create_app(
         for name, factory in (singletons or {}).items():
             leader.run_while_leader(name, factory)
         campaign = asyncio.create_task(leader.run(), name="hutch-leader")
+        worker = _build_worker(ctx, the_store, settings)
+        working = asyncio.create_task(worker.run(), name="hutch-builds") if worker else None
         # Every api reports the live-sandbox gauges on its own metrics (not a singleton).
         gauges = (
             asyncio.create_task(
@@ -341,7 +347,7 @@ def create_app(
         try:
             yield
         finally:
-            for running in (gauges, campaign):
+            for running in (working, gauges, campaign):
                 if running is not None:
                     running.cancel()
                     with contextlib.suppress(asyncio.CancelledError):
@@ -394,6 +400,29 @@ async def upload_secret(store: ApiStore, settings: ApiSettings) -> bytes:
 
     value = await store.secrets.get_or_create(UPLOAD_SECRET_NAME, lambda: secrets.token_hex(32))
     return value.encode()
+
+
+def _build_worker(ctx: HttpContext, store: object, settings: ApiSettings) -> Any:
+    """This api's template build worker (``service/template_jobs.py``), when it can build:
+    woken by its own starts, by NOTIFY on PostgreSQL, and by its poll."""
+    from hutch.api.service.template_jobs import BuildWorker
+    from hutch.api.store.builds import build_listener
+    from hutch.api.store.engine import is_sqlite
+    from hutch.api.store.sql import SqlStore
+
+    if ctx.builds is None or not ctx.builds.can_build:
+        return None
+    engine = store.engine if isinstance(store, SqlStore) else None
+    worker = BuildWorker(
+        ctx.builds,
+        listen=build_listener(engine) if engine is not None else None,
+        poll_s=settings.build_poll_interval_s,
+        orphan_after_s=settings.build_orphan_after_s,
+        # SQLite means one api: a claim this process did not make is a previous run's.
+        orphans_at_start=engine is None or is_sqlite(engine),
+    )
+    ctx.builds.on_started = worker.wake
+    return worker
 
 
 def _coordination(store: object, settings: ApiSettings) -> Any:

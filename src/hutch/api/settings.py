@@ -41,6 +41,10 @@ class ApiSettings(BaseSettings):
     template_upload_secret: str | None = Field(default=None, repr=False)
     #: How long an operation waits for a sandbox another one holds before a 503 (ADR 0024).
     sandbox_lock_wait_s: float = Field(default=60.0, gt=0)
+    #: How often a build worker looks for started template builds without a wake-up.
+    build_poll_interval_s: float = Field(default=1.0, gt=0)
+    #: A claimed build whose worker has not heartbeaten for this long is failed (ADR 0024).
+    build_orphan_after_s: float = Field(default=30.0, gt=0)
     #: How often a PostgreSQL api campaigns for leadership, or checks it still leads.
     leader_interval_s: float = Field(default=2.0, gt=0)
     #: Requests per second each API key may make (token bucket, per api process); 0: off.

@@ -137,7 +137,7 @@ async def _quotas_body(
         }
     builds = context(request).builds
     if builds is not None and "usage" in body:
-        body["usage"]["runningBuilds"] = builds.running_builds(team_id)  # type: ignore[index]
+        body["usage"]["runningBuilds"] = await builds.running_builds(team_id)  # type: ignore[index]
     return body
 
 

@@ -129,7 +129,7 @@ async def start_build(request: Request) -> Response:
 async def build_status(request: Request) -> Response:
     """``GET /templates/{id}/builds/{buildID}/status?logsOffset=N`` → ``TemplateBuildInfo``."""
     team = await authenticate(request)
-    build = _builds(request).get_build(
+    build = await _builds(request).get_build(
         str(request.path_params["template_id"]),
         str(request.path_params["build_id"]),
         team_id=team.id,
@@ -197,7 +197,7 @@ async def build_logs(request: Request) -> Response:
     cursor = _int_param(q.get("cursor"), field="cursor")
     limit = _int_param(q.get("limit"), field="limit")
     try:
-        build = _builds(request).get_build(
+        build = await _builds(request).get_build(
             str(request.path_params["template_id"]), build_id, team_id=team.id
         )
     except NotFoundError:

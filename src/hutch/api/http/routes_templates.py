@@ -64,13 +64,13 @@ async def list_templates_v2(request: Request) -> Response:
 async def get_template(request: Request) -> Response:
     """``GET /templates/{id}[?limit=&nextToken=]`` → 200 ``TemplateWithBuilds``: the
     ``Template`` fields (the SDK's model requires them) and its builds, newest first.
-    Builds this process has run are listed with their own ids; a template with none (built
-    by install.sh, imported from an image, or before a restart) lists its current version."""
+    Builds of the SDK (kept in the store) are listed with their own ids; a template with
+    none (built by install.sh, imported from an image) lists its current version."""
     team = await authenticate(request)
     ctx = context(request)
     template = await ctx.templates.get_own(str(request.path_params["template_id"]), team_id=team.id)
     limit = parse_limit(request.query_params.get("limit"))
-    runs = ctx.builds.builds_of(template.id, team_id=team.id) if ctx.builds is not None else []
+    runs = await ctx.builds.builds_of(template.id, team_id=team.id) if ctx.builds else []
     body = template_body(template, default_envd_version=ctx.envd_version)
     body["builds"] = [build_body(b) for b in runs][:limit] or [current_build_body(template, body)]
     return JSONResponse(body)

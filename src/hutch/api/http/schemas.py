@@ -399,7 +399,7 @@ def team_body(team: Team, *, is_default: bool, key: str) -> dict[str, Any]:
 
 
 def build_body(build: Any) -> dict[str, Any]:
-    """``TemplateBuild`` of a build this process ran (``service/template_builds.Build``)."""
+    """``TemplateBuild`` of an SDK build (kept in the store) (``service/template_builds.Build``)."""
     body: dict[str, Any] = {
         "buildID": build.build_id,
         "status": build.status,

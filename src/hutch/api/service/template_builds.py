@@ -5,10 +5,13 @@ The flow the SDK drives (``e2b/template_sync/build_api.py``): ``POST /v3/templat
 to the returned URL → ``POST /v2/templates/{id}/builds/{buildID}`` (:meth:`start_build`)
 → ``GET /templates/{id}/builds/{buildID}/status?logsOffset=N`` until ready or error.
 
-Builds run as tasks of this process; their state and logs are kept in memory (a restart
-forgets running builds; the templates they published stay). The store's row goes
-``waiting`` → ``building`` → ``ready``; a failed rebuild leaves the row ``ready`` (the
-previous version still serves), a failed first build ``error``.
+Builds are **jobs in the store** (ADR 0024, ``store/builds.py``): the request, the start,
+the status, the log lines and the failure reason are rows, so any api answers a build's
+status and logs. Starting a build only records it; a :class:`~hutch.api.service.
+template_jobs.BuildWorker` (one per api that can build) claims it and runs it here
+(:meth:`execute`). A build whose worker died is failed with that reason, never run twice.
+The template's row goes ``waiting`` → ``building`` → ``ready``; a failed rebuild leaves it
+``ready`` (the previous version still serves), a failed first build ``error``.
 """
 
 from __future__ import annotations
@@ -19,10 +22,10 @@ import logging
 import math
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
 from hutch.api import metrics
 from hutch.api.models import NewTemplate, Template, TemplateBuildState
@@ -35,13 +38,13 @@ from hutch.api.service.template_tags import (
     split_tag,
 )
 from hutch.api.store.base import TemplateStore
-from hutch.shared.errors import AlreadyExistsError, HutchError, InvalidArgumentError, NotFoundError
+from hutch.shared.errors import HutchError, InvalidArgumentError, NotFoundError
 from hutch.shared.ids import TeamID, TemplateID, template_version_name
 
 log = logging.getLogger("hutch.api.template_builds")
 
 
-@dataclass
+@dataclass(frozen=True, slots=True)
 class LogEntry:
     """One build log line (E2B's ``BuildLogEntry``)."""
 
@@ -53,7 +56,7 @@ class LogEntry:
 
 @dataclass
 class Build:
-    """A build of one template, as the status endpoint reports it."""
+    """A build of one template, as the status endpoint reports it (read from the store)."""
 
     build_id: str
     template_id: TemplateID
@@ -62,15 +65,57 @@ class Build:
     memory_mb: int
     first: bool
     status: str = "waiting"
-    entries: list[LogEntry] = field(default_factory=list)
+    entries: list[Any] = field(default_factory=list)
     reason: str | None = None
     reason_step: str | None = None
     #: Recorded when the build succeeds (``default`` when the request named none).
     tags: list[str] = field(default_factory=list)
-    task: asyncio.Task[None] | None = None
     created_at: datetime = field(default_factory=lambda: datetime.now(UTC))
     updated_at: datetime = field(default_factory=lambda: datetime.now(UTC))
     finished_at: datetime | None = None
+
+
+class BuildJobs(Protocol):
+    """The jobs table (``store/builds.SqlBuildStore``)."""
+
+    async def add_build(
+        self, *, build_id: str, template_id: str, team_id: str, cpu_count: int,
+        memory_mb: int, first: bool, tags: Sequence[str],
+    ) -> Any: ...  # fmt: skip
+    async def find_build(self, build_id: str) -> Any: ...
+    async def builds_of(self, template_id: str, *, team_id: str) -> list[Any]: ...
+    async def start(self, build_id: str, start: dict[str, Any]) -> Any: ...
+    async def claim(self, worker: str) -> Any: ...
+    async def heartbeat(self, build_id: str, worker: str) -> bool: ...
+    async def append_lines(self, build_id: str, lines: Sequence[Any]) -> None: ...
+    async def lines(
+        self, build_id: str, *, offset: int = 0, limit: int | None = None
+    ) -> list[Any]: ...
+    async def finish(
+        self, build_id: str, *, status: str, worker: str | None,
+        reason: str | None = None, reason_step: str | None = None,
+    ) -> bool: ...  # fmt: skip
+    async def orphans(self, *, heartbeat_before: datetime) -> list[Any]: ...
+    async def count_building(self, team_id: str) -> int: ...
+
+
+def _view(record: Any, entries: list[Any]) -> Build:
+    return Build(
+        build_id=record.build_id,
+        template_id=TemplateID(record.template_id),
+        team_id=TeamID(record.team_id),
+        cpu_count=record.cpu_count,
+        memory_mb=record.memory_mb,
+        first=record.first,
+        status=record.status,
+        entries=entries,
+        reason=record.reason,
+        reason_step=record.reason_step,
+        tags=list(record.tags),
+        created_at=record.created_at,
+        updated_at=record.updated_at,
+        finished_at=record.finished_at,
+    )
 
 
 def split_name(name: str) -> tuple[str, list[str]]:
@@ -79,24 +124,31 @@ def split_name(name: str) -> tuple[str, list[str]]:
     return base, [tag] if tag else []
 
 
+#: How often a running build's new log lines are written to the store.
+_FLUSH_EVERY_S = 0.2
+
+
 class TemplateBuildService:
-    """Build bookkeeping over the store and a :class:`BuildRunner`."""
+    """Build bookkeeping over the store's jobs and a :class:`BuildRunner`."""
 
     def __init__(
         self,
         *,
         templates: TemplateStore,
         runner: BuildRunner | None,
+        jobs: BuildJobs,
         quotas: QuotaService | None = None,
         upload_tokens: UploadTokens | None = None,
     ) -> None:
         self._quotas = quotas
         self._templates = templates
         self._runner = runner
-        self._builds: dict[str, Build] = {}
+        self.jobs = jobs
         #: Signs and checks the upload URLs; its key is shared by every api (the store's,
         #: or the settings'), so any api accepts a URL another one handed out.
         self.upload_tokens = upload_tokens if upload_tokens is not None else UploadTokens()
+        #: Called after a build is started (this api's worker claims it at once).
+        self.on_started: Callable[[], None] | None = None
 
     @property
     def runner(self) -> BuildRunner:
@@ -104,6 +156,10 @@ class TemplateBuildService:
         if self._runner is None:
             raise InvalidArgumentError("this server does not build templates")
         return self._runner
+
+    @property
+    def can_build(self) -> bool:
+        return self._runner is not None
 
     async def request_build(
         self,
@@ -121,6 +177,8 @@ class TemplateBuildService:
         tags = check_tags([*named, *(tags or [])]) or [DEFAULT_TAG]
         existing = await self._templates.find_template_any_team(base)
         if existing is not None and existing.team_id != team_id:
+            from hutch.shared.errors import AlreadyExistsError
+
             raise AlreadyExistsError(f"template name {base!r} is taken")
         if existing is None:
             existing = await self._templates.create_template(
@@ -136,38 +194,31 @@ class TemplateBuildService:
             first = True
         else:
             first = existing.build_state is not TemplateBuildState.READY
-        build = Build(
+        record = await self.jobs.add_build(
             build_id=str(uuid.uuid4()),
             template_id=existing.id,
             team_id=team_id,
-            cpu_count=cpu_count or existing.cpu_count,
+            cpu_count=int(cpu_count or existing.cpu_count),
             memory_mb=memory_mb or existing.memory_mb,
             first=first,
             tags=tags,
         )
-        self._builds[build.build_id] = build
-        return existing, build, tags
+        return existing, _view(record, []), tags
 
-    def get_build(self, template_id: str, build_id: str, *, team_id: TeamID) -> Build:
-        """The build, if it is ``team_id``'s; ``NotFoundError`` otherwise."""
-        build = self._builds.get(build_id)
-        if build is None or build.template_id != template_id or build.team_id != team_id:
+    async def get_build(self, template_id: str, build_id: str, *, team_id: TeamID) -> Build:
+        """The build with its log lines, if it is ``team_id``'s; ``NotFoundError`` otherwise."""
+        record = await self.jobs.find_build(build_id)
+        if record is None or record.template_id != template_id or record.team_id != team_id:
             raise NotFoundError(f"build {build_id} of template {template_id} not found")
-        return build
+        return _view(record, await self.jobs.lines(build_id))
 
-    def running_builds(self, team_id: TeamID) -> int:
-        """How many of the team's builds are running in this process."""
-        return sum(
-            1 for b in self._builds.values()
-            if b.team_id == team_id and b.status == "building"
-        )  # fmt: skip
+    async def builds_of(self, template_id: str, *, team_id: TeamID) -> list[Build]:
+        """The team's builds of ``template_id``, newest first (without their log lines)."""
+        return [_view(r, []) for r in await self.jobs.builds_of(template_id, team_id=team_id)]
 
-    def builds_of(self, template_id: str, *, team_id: TeamID) -> list[Build]:
-        """The team's builds of ``template_id`` this process ran or runs, newest first
-        (builds are not kept across restarts)."""
-        found = [b for b in self._builds.values()
-                 if b.template_id == template_id and b.team_id == team_id]  # fmt: skip
-        return sorted(found, key=lambda b: b.created_at, reverse=True)
+    async def running_builds(self, team_id: TeamID) -> int:
+        """How many of the team's builds are running (started, not ended), in any api."""
+        return await self.jobs.count_building(team_id)
 
     async def get_own_template(self, template_id: str, *, team_id: TeamID) -> Template:
         """The team's template ``template_id``; ``NotFoundError`` otherwise."""
@@ -179,10 +230,8 @@ class TemplateBuildService:
     async def start_build(
         self, template_id: str, build_id: str, start: Mapping[str, Any], *, team_id: TeamID
     ) -> Build:
-        """Start the build as a task; it is polled through :meth:`get_build`."""
-        build = self.get_build(template_id, build_id, team_id=team_id)
-        if build.task is not None:
-            raise AlreadyExistsError(f"build {build_id} was started already")
+        """Record the start; a worker (of any api that builds) claims and runs it."""
+        build = await self.get_build(template_id, build_id, team_id=team_id)
         start = dict(start)
         from_template = start.get("fromTemplate")
         if isinstance(from_template, str) and from_template:
@@ -192,57 +241,99 @@ class TemplateBuildService:
             )
             start["fromTemplate"] = template_version_name(base, kept) if kept else base
         if self._quotas is not None:
-            # maxConcurrentBuilds: builds run in this process, and nothing awaits between
-            # this count and the status below, so two starts cannot both take the last one.
+            # maxConcurrentBuilds over every api's builds (the store's count); two starts
+            # racing through different apis may both pass it by one.
             limit = await self._quotas.build_limit(team_id)
-            check_builds(team_id, self.running_builds(team_id), limit)
-        build.status = "building"
-        build.updated_at = datetime.now(UTC)
+            check_builds(team_id, await self.running_builds(team_id), limit)
+        record = await self.jobs.start(build.build_id, start)  # AlreadyExists when started
         await self._templates.set_build_state(build.template_id, TemplateBuildState.BUILDING)
-        build.task = asyncio.create_task(self._run(build, start), name=f"build-{build_id}")
-        return build
+        if self.on_started is not None:
+            self.on_started()
+        return _view(record, build.entries)
 
-    async def _run(self, build: Build, start: dict[str, Any]) -> None:
+    async def execute(self, record: Any, *, worker: str) -> None:
+        """Run a build this api's worker claimed, to its end (status, logs, template row)."""
+        pending: list[LogEntry] = []
+
         def add(level: str, message: str, step: str | None = None) -> None:
-            build.entries.append(LogEntry(datetime.now(UTC), level, message, step))
+            pending.append(LogEntry(datetime.now(UTC), level, message, step))
 
-        add("info", f"Building template {build.template_id} (build {build.build_id})")
+        stop = asyncio.Event()
+
+        async def flush() -> None:
+            # Taken off the buffer only once written (one writer at a time: the flusher,
+            # then the final flush after it has stopped).
+            count = len(pending)
+            await self.jobs.append_lines(record.build_id, pending[:count])
+            del pending[:count]
+
+        async def flusher() -> None:
+            while not stop.is_set():
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), _FLUSH_EVERY_S)
+                await flush()
+
+        add("info", f"Building template {record.template_id} (build {record.build_id})")
+        flushing = asyncio.create_task(flusher(), name=f"build-logs-{record.build_id}")
+        reason: str | None = None
+        reason_step: str | None = None
         started = time.perf_counter()
         try:
             await self.runner.run_build(
-                build.template_id,
-                start,
-                cpu_count=build.cpu_count,
-                memory_mb=build.memory_mb,
+                TemplateID(record.template_id),
+                dict(record.start or {}),
+                cpu_count=record.cpu_count,
+                memory_mb=record.memory_mb,
                 log=add,
-                build_id=build.build_id,
+                build_id=record.build_id,
             )
             with contextlib.suppress(NotFoundError):  # the template was deleted meanwhile
-                await self._templates.set_tags(build.template_id, build.tags, build.build_id)
+                await self._templates.set_tags(
+                    TemplateID(record.template_id), list(record.tags), record.build_id
+                )
         except (BuildFailedError, HutchError) as exc:
-            message = exc.message
-            build.reason = message
-            build.reason_step = getattr(exc, "step", None)
-            add("error", f"Build failed: {message}", build.reason_step)
-            state = TemplateBuildState.ERROR if build.first else TemplateBuildState.READY
-            final = "error"
-        except Exception as exc:  # the build task must always end in a status
-            log.exception("build %s crashed", build.build_id)
-            build.reason = f"internal error: {exc!r}"
-            add("error", f"Build failed: {build.reason}")
-            state = TemplateBuildState.ERROR if build.first else TemplateBuildState.READY
-            final = "error"
+            reason = exc.message
+            reason_step = getattr(exc, "step", None)
+            add("error", f"Build failed: {reason}", reason_step)
+        except Exception as exc:  # the build must always end in a status
+            log.exception("build %s crashed", record.build_id)
+            reason = f"internal error: {exc!r}"
+            add("error", f"Build failed: {reason}")
         else:
-            add("info", f"Build finished (tags: {', '.join(build.tags)})")
-            state = TemplateBuildState.READY
-            final = "ready"
+            add("info", f"Build finished (tags: {', '.join(record.tags)})")
+        finally:
+            stop.set()  # never cancelled mid-write: that would lose the batch it writes
+            with contextlib.suppress(Exception):
+                await flushing
+        await flush()  # every line is in the store before the status says it ended
+        state = TemplateBuildState.READY
+        if reason is not None and record.first:
+            state = TemplateBuildState.ERROR
         # The row first: a client seeing "ready" creates sandboxes from it at once.
         with contextlib.suppress(NotFoundError):
-            await self._templates.set_build_state(build.template_id, state)
-        build.finished_at = build.updated_at = datetime.now(UTC)
-        build.status = final
-        metrics.record_build("build", "ok" if final == "ready" else "error",
+            await self._templates.set_build_state(TemplateID(record.template_id), state)
+        await self.jobs.finish(
+            record.build_id,
+            status="error" if reason is not None else "ready",
+            worker=worker,
+            reason=reason,
+            reason_step=reason_step,
+        )
+        metrics.record_build("build", "ok" if reason is None else "error",
                              time.perf_counter() - started)  # fmt: skip
+
+    async def fail_orphan(self, record: Any, reason: str) -> bool:
+        """Fail a build whose worker stopped (it is not run again: ADR 0024)."""
+        if not await self.jobs.finish(record.build_id, status="error", worker=record.worker,
+                                      reason=reason):  # fmt: skip
+            return False  # it finished (or was failed) meanwhile
+        await self.jobs.append_lines(
+            record.build_id, [LogEntry(datetime.now(UTC), "error", f"Build failed: {reason}")]
+        )
+        state = TemplateBuildState.ERROR if record.first else TemplateBuildState.READY
+        with contextlib.suppress(NotFoundError):
+            await self._templates.set_build_state(TemplateID(record.template_id), state)
+        return True
 
 
 #: The name of the upload-token key among the store's shared secrets.

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from hutch.api.store.base import Clock, utc_now
+from hutch.api.store.builds import SqlBuildStore
 from hutch.api.store.engine import create_engine
 from hutch.api.store.keys import SqlApiKeyStore
 from hutch.api.store.migrations import check_schema_head, upgrade_engine_to_head
@@ -30,6 +31,7 @@ class SqlStore:
     volumes: SqlVolumeStore
     snapshots: SqlSnapshotStore
     secrets: SqlSecretStore
+    builds: SqlBuildStore
 
     @classmethod
     def on(cls, engine: AsyncEngine, *, clock: Clock = utc_now) -> SqlStore:
@@ -43,6 +45,7 @@ class SqlStore:
             volumes=SqlVolumeStore(engine, clock=clock),
             snapshots=SqlSnapshotStore(engine, clock=clock),
             secrets=SqlSecretStore(engine, clock=clock),
+            builds=SqlBuildStore(engine, clock=clock),
         )
 
     async def close(self) -> None:

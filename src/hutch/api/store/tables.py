@@ -282,8 +282,56 @@ cluster_secrets = Table(
     Column("created_at", UTCDateTime(), nullable=False),
 )
 
+#: SDK template builds as jobs (ADR 0024): any api answers their status and logs, and any
+#: api with a build runner claims a started one (``FOR UPDATE SKIP LOCKED`` on PostgreSQL).
+template_builds = Table(
+    "template_builds",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    # No foreign key: a build's record outlives a deleted template (its status stays readable).
+    Column("template_id", String(64), nullable=False),
+    Column("team_id", String(64), ForeignKey("teams.id", ondelete="CASCADE"), nullable=False),
+    # waiting (requested) → building (started; claimed when worker is set) → ready | error
+    Column("status", String(16), nullable=False),
+    Column("cpu_count", Integer, nullable=False),
+    Column("memory_mb", Integer, nullable=False),
+    # The first build of its template: a failure leaves the template "error", not "ready".
+    Column("first", Boolean, nullable=False),
+    Column("tags", Text, nullable=False),  # JSON list
+    Column("start", Text, nullable=True),  # JSON: the start request, set when started
+    Column("worker", String(128), nullable=True),
+    Column("heartbeat_at", UTCDateTime(), nullable=True),
+    Column("reason", Text, nullable=True),
+    Column("reason_step", String(64), nullable=True),
+    Column("created_at", UTCDateTime(), nullable=False),
+    Column("updated_at", UTCDateTime(), nullable=False),
+    Column("finished_at", UTCDateTime(), nullable=True),
+    Index(None, "template_id", "team_id"),
+    Index(None, "status", "created_at"),
+)
+
+#: A build's log lines, in the order written (``seq`` per build).
+template_build_logs = Table(
+    "template_build_logs",
+    metadata,
+    Column(
+        "build_id",
+        String(64),
+        ForeignKey("template_builds.id", ondelete="CASCADE"),
+        nullable=False,
+    ),
+    Column("seq", Integer, nullable=False),
+    Column("timestamp", UTCDateTime(), nullable=False),
+    Column("level", String(16), nullable=False),
+    Column("message", Text, nullable=False),
+    Column("step", String(64), nullable=True),
+    PrimaryKeyConstraint("build_id", "seq"),
+)
+
 #: Every table, children before parents (the order to empty them in).
 ALL_TABLES_CHILDREN_FIRST = (
+    template_build_logs,
+    template_builds,
     cluster_secrets,
     sandbox_volume_mounts,
     snapshots,
