@@ -15,6 +15,7 @@ import sys
 import time
 from collections.abc import Iterator
 
+import httpx
 import pytest
 from e2b import Sandbox, SandboxQuery, SandboxState
 
@@ -305,3 +306,36 @@ def test_status_reports_health_capacity_sandboxes_pool_and_templates(
     assert nobody.returncode == 2 and "hutch: cannot reach the API at" in nobody.stderr
     wrong_key = hutch(serve, "status", "--api-key", "e2b_" + "0" * 40)
     assert_error(wrong_key, 401, "")
+
+
+def _node_cli(serve: Serve, *args: str) -> subprocess.CompletedProcess[str]:
+    """``hutch node ...`` with the home's CLI key (an admin key; the env's is a member's)."""
+    env = {k: v for k, v in serve.env.items() if k != "E2B_API_KEY"}
+    return subprocess.run(
+        [sys.executable, "-m", "hutch", "node", *args[:1], "--home", str(serve.home), *args[1:]],
+        env=env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+
+
+def test_node_list_drain_and_undrain(serve: Serve) -> None:
+    """``hutch node list|drain|undrain`` on serve's own registered node (ADR 0025): a
+    drained node takes no create (503 naming it), an undrained one does again."""
+    listed = _node_cli(serve, "list", "--json")
+    assert listed.returncode == 0, listed.stderr
+    (node,) = [json.loads(line) for line in listed.stdout.splitlines()]
+    assert node["id"] == "local" and node["status"] == "ready"
+    assert node["address"].startswith("unix:") and node["metrics"]["cpuCount"] >= 1
+    assert _node_cli(serve, "drain", "local").returncode == 0
+    try:
+        assert "local  draining" in _node_cli(serve, "list").stdout
+        key = (serve.home / "cli.key").read_text().strip()
+        r = httpx.post(f"{serve.api_url}/v2/sandboxes", json={"templateID": "base"},
+                       headers={"X-API-Key": key}, timeout=60)  # fmt: skip
+        assert r.status_code == 503, r.text
+        assert r.json()["error_code"] == "sandbox_capacity_unavailable"
+        assert "node local: draining" in r.json()["message"]
+    finally:
+        assert _node_cli(serve, "undrain", "local").returncode == 0
+    assert "local  ready" in _node_cli(serve, "list").stdout
+    missing = _node_cli(serve, "drain", "nope")
+    assert missing.returncode == 1 and "hutch: 404: Node nope not found" in missing.stderr

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Callable, Mapping
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from starlette.applications import Starlette
@@ -20,10 +21,12 @@ from starlette.middleware import Middleware
 from hutch.api import metrics
 from hutch.api.http import (
     routes_admin,
+    routes_cluster,
     routes_edge,
     routes_health,
     routes_keys,
     routes_metadata,
+    routes_nodes,
     routes_sandboxes,
     routes_snapshots,
     routes_status,
@@ -34,17 +37,26 @@ from hutch.api.http import (
 )
 from hutch.api.http.auth import HttpContext
 from hutch.api.http.errors import EXCEPTION_HANDLERS
+from hutch.api.http.routes_cluster import ClusterContext
+from hutch.api.models import Sandbox
+from hutch.api.nodes.registry import NodeRegistry
+from hutch.api.nodes.router import NodeRouter
 from hutch.api.service.keys import KeyService
 from hutch.api.service.leader import AlwaysLeader, Leadership, SingletonFactory
+from hutch.api.service.leases import LostNodeSweeper
 from hutch.api.service.locks import SandboxLockFamily, SandboxLocks
+from hutch.api.service.membership import MembershipPolicy, MembershipService
 from hutch.api.service.metadata import MetadataService
 from hutch.api.service.network import NetworkService
 from hutch.api.service.node_status import NodeStatusSource
 from hutch.api.service.pausing import PauseService
-from hutch.api.service.ports import BuildRunner, NodeClient, TemplateBuilder
+from hutch.api.service.placement import PlacementPolicy
+from hutch.api.service.ports import BuildRunner, NodeClient, SandboxRoutes, TemplateBuilder
 from hutch.api.service.quotas import QuotaService
 from hutch.api.service.ratelimit import RateLimiter
 from hutch.api.service.reaper import Reaper
+from hutch.api.service.reconcile import registration_reconciler
+from hutch.api.service.routing import NoRoutes, RoutedNodeClient
 from hutch.api.service.sandboxes import SandboxPolicy, SandboxService
 from hutch.api.service.snapshots import SnapshotService
 from hutch.api.service.teams import TeamCleanup, TeamService
@@ -70,6 +82,7 @@ from hutch.api.store.base import (
     VolumeStore,
     utc_now,
 )
+from hutch.api.store.nodes import SqlNodeStore
 from hutch.shared.errors import NotFoundError, UnavailableError
 from hutch.shared.ids import SandboxID, TeamID
 from hutch.shared.observe import Observe
@@ -96,6 +109,8 @@ class ApiStore(Protocol):
     def secrets(self) -> SecretStore: ...
     @property
     def builds(self) -> BuildJobs: ...
+    @property
+    def nodes(self) -> SqlNodeStore: ...
 
 
 def build_volume_backends(settings: ApiSettings) -> dict[str, VolumeBackend]:
@@ -120,6 +135,79 @@ def build_volume_backends(settings: ApiSettings) -> dict[str, VolumeBackend]:
     return backends
 
 
+@dataclass(frozen=True, slots=True)
+class Cluster:
+    """What :func:`build_cluster` makes: the routes' context, the registry of node clients,
+    and the ``NodeClient`` that sends each call to its sandbox's node."""
+
+    context: ClusterContext
+    registry: NodeRegistry
+    node: NodeClient
+
+
+def build_cluster(
+    settings: ApiSettings,
+    *,
+    store: ApiStore,
+    routes: SandboxRoutes,
+    token: str | None = None,
+    sweep: bool = True,
+) -> Cluster:
+    """Membership over ``store.nodes`` (ADR 0025), the registry of node clients it
+    reconciles registering nodes through, and the router over it (wrapped to keep
+    ``routes``); ``token`` defaults to the settings' cluster token (``hutch serve`` makes
+    one per start). ``sweep`` False: no lost-node sweeper (``hutch serve``, whose one node
+    lives in its own process)."""
+    from hutch import __version__
+    from hutch.shared.nodewire import API_VERSION
+
+    token = token if token is not None else settings.effective_cluster_token()
+    registry = NodeRegistry(nodes=store.nodes, token=token)
+    membership = MembershipService(
+        nodes=store.nodes,
+        policy=MembershipPolicy(
+            api_version=API_VERSION,
+            version=__version__,
+            lease_s=settings.cluster_lease_s,
+            grace_s=settings.cluster_lost_grace_s,
+        ),
+        on_registered=registration_reconciler(
+            teams=store.teams,
+            sandboxes=store.sandboxes,
+            client=registry.client,
+            forget=registry.forget,
+            routes=routes,
+        ),
+    )
+
+    async def find_sandbox(sandbox_id: SandboxID) -> Sandbox | None:
+        return await store.sandboxes.find_sandbox(sandbox_id, team_id=None)
+
+    router = NodeRouter(
+        clients=registry, find_sandbox=find_sandbox, list_nodes=store.nodes.list_nodes
+    )
+    sweeper = LostNodeSweeper(
+        nodes=store.nodes, routes=routes,
+        grace_s=settings.cluster_lost_grace_s, interval_s=settings.cluster_sweep_interval_s,
+    )  # fmt: skip
+    return Cluster(
+        context=ClusterContext(
+            membership=membership, token=token, sweeper=sweeper if sweep else None
+        ),
+        registry=registry,
+        node=RoutedNodeClient(router, routes=routes),
+    )
+
+
+def placement_policy(settings: ApiSettings) -> PlacementPolicy:
+    """The settings' placement knobs."""
+    return PlacementPolicy(
+        cpu_overcommit=settings.placement_cpu_overcommit,
+        memory_overcommit=settings.placement_memory_overcommit,
+        max_sandboxes_per_node=settings.max_sandboxes_per_node or None,
+    )
+
+
 def build_context(
     settings: ApiSettings,
     *,
@@ -132,6 +220,7 @@ def build_context(
     node_status: NodeStatusSource | None = None,
     locks: SandboxLockFamily | None = None,
     upload_secret: bytes | None = None,
+    placement: PlacementPolicy | None = None,
 ) -> tuple[HttpContext, Reaper]:
     """The services over ``store`` and ``node``, and the reaper that shares them.
 
@@ -171,6 +260,8 @@ def build_context(
         clock=clock,
         locks=locks,
         volumes=volumes,
+        placement=placement,
+        node_stats=store.nodes if placement is not None else None,
     )
     pausing = PauseService(
         quotas=quotas,
@@ -268,7 +359,7 @@ def build_context(
 def create_app(
     settings: ApiSettings,
     *,
-    node: NodeClient,
+    node: NodeClient | None,
     store: ApiStore | None = None,
     clock: Clock = utc_now,
     run_reaper: bool = True,
@@ -278,6 +369,8 @@ def create_app(
     on_context: Callable[[HttpContext], None] | None = None,
     node_status: NodeStatusSource | None = None,
     singletons: Mapping[str, SingletonFactory] | None = None,
+    cluster: ClusterContext | None = None,
+    routes: SandboxRoutes | None = None,
 ) -> Starlette:
     """The ASGI app. Without ``store``, the SQL store at the settings' URL is opened (and
     migrated when ``settings.migrate``) at startup and closed at shutdown. Without
@@ -285,7 +378,13 @@ def create_app(
 
     The reaper, the usage sampler and ``singletons`` (name → coroutine factory, e.g. a
     lost-node sweeper) run only while this api is the elected leader (ADR 0024); the
-    elector is ``app.state.leader`` (more singletons may register there at any time)."""
+    elector is ``app.state.leader`` (more singletons may register there at any time).
+
+    ``cluster`` (:func:`build_cluster`) serves node registration and ``GET /nodes`` (ADR
+    0025); without it, the settings' cluster token (when set) makes one at startup over the
+    store (publishing to ``routes`` when given), else they answer 503. With a cluster and
+    no ``node`` client, calls go to each sandbox's node and creates are placed; its
+    lost-node sweeper runs as the singleton ``lost-nodes``."""
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -305,9 +404,23 @@ def create_app(
         # the ones made here are closed (host mounts released) at shutdown.
         own_backends = build_volume_backends(settings) if volume_backends is None else {}
         backends = volume_backends if volume_backends is not None else own_backends
+        registry: NodeRegistry | None = None
+        the_node, the_cluster = node, cluster
+        if cluster is None and settings.effective_cluster_token():
+            # A scale-out api: nodes register here, calls go to each sandbox's node; their
+            # routes are the store's (the edge proxy reads them) unless ``routes`` is given.
+            built = build_cluster(
+                settings, store=the_store, routes=routes if routes is not None else NoRoutes()
+            )
+            registry, the_cluster = built.registry, built.context
+            app.state.cluster = the_cluster
+            if the_node is None:
+                the_node = built.node
+        if the_node is None:
+            raise ValueError("create_app needs a node client, or a cluster token to route")
         ctx, reaper = build_context(
             settings,
-            node=node,
+            node=the_node,
             store=the_store,
             volume_backends=backends,
             clock=clock,
@@ -316,6 +429,10 @@ def create_app(
             node_status=node_status,
             locks=coordination.locks if coordination else None,
             upload_secret=await upload_secret(the_store, settings),
+            # Routing through the registry (serve's cluster, or no node client handed in):
+            # every create is placed among the registered nodes. A node client handed in
+            # with a token (``hutch api``'s configured ``NodeSet``) places by itself.
+            placement=placement_policy(settings) if cluster is not None or node is None else None,
         )
         app.state.ctx = ctx
         app.state.leader = leader
@@ -330,6 +447,8 @@ def create_app(
                 leader.run_while_leader("usage", ctx.usage.run)
         for name, factory in (singletons or {}).items():
             leader.run_while_leader(name, factory)
+        if run_reaper and the_cluster is not None and the_cluster.sweeper is not None:
+            leader.run_while_leader("lost-nodes", the_cluster.sweeper.run)
         campaign = asyncio.create_task(leader.run(), name="hutch-leader")
         worker = _build_worker(ctx, the_store, settings)
         working = asyncio.create_task(worker.run(), name="hutch-builds") if worker else None
@@ -352,6 +471,8 @@ def create_app(
                     running.cancel()
                     with contextlib.suppress(asyncio.CancelledError):
                         await running
+            if registry is not None:
+                await registry.aclose()
             if coordination is not None:
                 await coordination.aclose()
             for backend in own_backends.values():
@@ -374,6 +495,8 @@ def create_app(
             *routes_volumes.ROUTES,
             *routes_volumecontent.ROUTES,
             *routes_edge.ROUTES,
+            *routes_cluster.ROUTES,
+            *routes_nodes.ROUTES,
         ],
         exception_handlers=dict(EXCEPTION_HANDLERS),
         lifespan=lifespan,
@@ -388,6 +511,7 @@ def create_app(
         ],
     )
     app.router.redirect_slashes = False
+    app.state.cluster = cluster if cluster is not None else ClusterContext(None, None)
     return app
 
 

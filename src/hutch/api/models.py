@@ -216,6 +216,9 @@ class Sandbox:
     network: NetworkConfig = field(default_factory=NetworkConfig)
     #: What ``e2b-traffic-access-token`` must carry when ``allowPublicTraffic`` is false.
     traffic_access_token: str | None = field(default=None, repr=False)
+    #: Why the control plane reported it killed when nobody asked (its node was lost,
+    #: or came back without it); shown in its logs (ADR 0025).
+    killed_reason: str | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -98,6 +98,22 @@ class ApiSettings(BaseSettings):
             raise ValueError("the cluster token is empty")
         return token
 
+    # ---- cluster membership (ADR 0025, docs/node-api.md "Membership") ----------------------
+    # The cluster token above is also what nodes send to register and beat
+    # (``/hutch/cluster``); without one the cluster routes answer 503.
+    #: A node's lease: it must beat within this long (it beats every third of it).
+    cluster_lease_s: float = Field(default=15.0, gt=0, le=3600)
+    #: After its lease ended, how long a silent node keeps its sandboxes before they are
+    #: reported killed and it is marked ``lost``.
+    cluster_lost_grace_s: float = Field(default=30.0, ge=0, le=86_400)
+    #: How often each api looks for nodes past lease and grace.
+    cluster_sweep_interval_s: float = Field(default=2.0, gt=0)
+
+    #: Placement (ADR 0025): sandbox vCPUs per host CPU and sandbox memory limits per MiB
+    #: of host memory that a node is filled up to.
+    placement_cpu_overcommit: float = Field(default=16.0, gt=0)
+    placement_memory_overcommit: float = Field(default=4.0, gt=0)
+
     def team_quota_defaults(self) -> TeamQuotas:
         """The ``team_max_*`` settings as :class:`TeamQuotas`."""
         return TeamQuotas(

@@ -68,7 +68,7 @@ def serve(
                         runtime=runtime))  # fmt: skip
 
 
-@cli.command("node")
+@cli.group("node", invoke_without_command=True)
 @click.option(
     "--home",
     type=click.Path(file_okay=False, path_type=Path),
@@ -90,12 +90,26 @@ def serve(
     default=None,
     help="Also serve the node's proxy on HOST:PORT, for edges on other hosts (needs a token).",
 )
+@click.option(
+    "--register", "register", default=None,
+    help="Register with these apis, comma-separated URLs (HUTCH_NODE_CLUSTER_API_URLS).",
+)  # fmt: skip
+@click.option(
+    "--advertise", default=None,
+    help="How apis reach this node (HUTCH_NODE_ADVERTISE_ADDRESS; default from --listen).",
+)  # fmt: skip
+@click.pass_context
 def node(
-    home: Path | None, listen: str | None, socket_path: Path | None, node_id: str | None,
-    runtime: str | None, proxy_listen: str | None,
+    ctx: click.Context, home: Path | None, listen: str | None, socket_path: Path | None,
+    node_id: str | None, runtime: str | None, proxy_listen: str | None, register: str | None,
+    advertise: str | None,
 ) -> None:  # fmt: skip
     """Run the node role alone: sandboxes, templates, sampler, warm pool, and the node API
-    (docs/node-api.md). The token comes from HUTCH_NODE_API_TOKEN or <home>/node-api.token."""
+    (docs/node-api.md). The token comes from HUTCH_NODE_API_TOKEN or <home>/node-api.token;
+    with --register the node joins a cluster (ADR 0025). Subcommands manage the cluster's
+    nodes through an api: list, drain, undrain."""
+    if ctx.invoked_subcommand is not None:
+        return
     from pydantic import ValidationError
 
     from hutch.node.runner import ExtraServers, parse_listen
@@ -104,7 +118,10 @@ def node(
 
     if listen is not None and socket_path is not None:
         raise click.UsageError("--listen and --socket exclude each other")
-    values = {"home": home.resolve() if home else None, "node_id": node_id, "runtime": runtime}
+    values = {
+        "home": home.resolve() if home else None, "node_id": node_id, "runtime": runtime,
+        "cluster_api_urls": register, "advertise_address": advertise,
+    }  # fmt: skip
     try:
         settings = NodeSettings(**{k: v for k, v in values.items() if v is not None})  # type: ignore[arg-type]
         token = settings.effective_api_token()
@@ -117,6 +134,11 @@ def node(
         if not token:
             raise click.UsageError("--proxy-listen needs the cluster token (HUTCH_NODE_API_TOKEN)")
         proxy_host, proxy_port = parse_listen(proxy_listen, "--proxy-listen")
+        # Edges find a registered node's proxy by this label (cluster/edge.RegistryHops).
+        label = f"hutch.dev/proxy={proxy_host}:{proxy_port}"
+        settings = settings.model_copy(
+            update={"labels": ",".join(x for x in (settings.labels, label) if x)}
+        )
 
         def extra(built: object) -> list[object]:
             return [node_proxy_config(built.manager, host=proxy_host, port=proxy_port,  # type: ignore[attr-defined]
@@ -164,6 +186,16 @@ def proxy(host: str | None, port: int | None) -> None:
     except ValidationError as exc:
         raise click.UsageError(str(exc)) from None
     run_edge(settings)
+
+
+def _node_subcommands() -> None:
+    from hutch.cli.nodes import drain, list_nodes, undrain
+
+    for command in (list_nodes, drain, undrain):
+        node.add_command(command)
+
+
+_node_subcommands()
 
 
 @cli.group("keys")

@@ -16,6 +16,7 @@ import signal
 import time
 
 import uvicorn
+from pydantic import SecretStr
 
 from hutch.api.app import create_app
 from hutch.api.nodes.http_client import HttpNodeClient
@@ -52,7 +53,16 @@ async def run_api(api: ApiSettings, cluster: ClusterSettings) -> None:
     url = cluster.postgres_url()
     token = cluster.token()
     if not cluster.cluster_nodes:
-        raise ValueError("no nodes: set HUTCH_CLUSTER_NODES (docs/deploy.md)")
+        # No configured nodes: nodes register themselves (``hutch node --register``;
+        # ADR 0025) and placement chooses among them.
+        api = api.model_copy(update={"database_url": url, "cluster_token": SecretStr(token)})
+        store = await open_sql_store(url, migrate=api.migrate)
+        try:
+            app = create_app(api, node=None, store=store, routes=NotifyRoutes(store.engine))
+            await _serve(app, api)
+        finally:
+            await store.close()
+        return
     # The per-node limit is each node's own (it refuses, and the next node is tried).
     api = api.model_copy(update={"max_sandboxes_per_node": 0, "database_url": url})
     store = await open_sql_store(url, migrate=api.migrate)
@@ -77,31 +87,35 @@ async def run_api(api: ApiSettings, cluster: ClusterSettings) -> None:
             build_runner=nodes,
             node_status=nodes,
         )
-        server = NodeApiServer(
-            uvicorn.Config(
-                app,
-                host=api.api_host,
-                port=api.api_port,
-                lifespan="on",
-                log_level="warning",
-                access_log=False,
-                server_header=False,
-            )
-        )
-        loop = asyncio.get_running_loop()
-
-        def stop() -> None:
-            server.should_exit = True
-
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop)
-        await server.serve()
-        if not server.started:
-            raise SystemExit("hutch api: failed to start (is its port in use?)")
+        await _serve(app, api)
     finally:
         for client in clients:
             await client.aclose()
         await store.close()
+
+
+async def _serve(app: object, api: ApiSettings) -> None:
+    server = NodeApiServer(
+        uvicorn.Config(
+            app,  # type: ignore[arg-type]
+            host=api.api_host,
+            port=api.api_port,
+            lifespan="on",
+            log_level="warning",
+            access_log=False,
+            server_header=False,
+        )
+    )
+    loop = asyncio.get_running_loop()
+
+    def stop() -> None:
+        server.should_exit = True
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop)
+    await server.serve()
+    if not server.started:
+        raise SystemExit("hutch api: failed to start (is its port in use?)")
 
 
 def run(api: ApiSettings, cluster: ClusterSettings) -> None:

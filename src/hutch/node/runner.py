@@ -15,7 +15,7 @@ import logging
 import os
 import signal
 import tempfile
-from collections.abc import Callable, Generator
+from collections.abc import Awaitable, Callable, Generator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -149,9 +149,32 @@ async def run_node(settings: NodeSettings, *, host: str | None, port: int | None
             loop.add_signal_handler(sig, stop)
         try:
             tasks = [asyncio.ensure_future(each.serve()) for each in (server, *others)]
-            await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-            stop()  # one ended (a port in use, or a signal): end them all
+            membership = (
+                asyncio.ensure_future(
+                    _keep_registered(
+                        server,
+                        settings,
+                        address=_address(settings, host, port, uds),
+                        token=token,
+                        templates=template_names(node),
+                    )
+                )
+                if settings.cluster_api_url_list
+                else None
+            )
+            await asyncio.wait(
+                [*tasks, *([membership] if membership else [])],
+                return_when=asyncio.FIRST_COMPLETED,
+            )
+            stop()  # one ended (a port in use, a signal, a refusal): end them all
+            if membership is not None and not membership.done():
+                membership.cancel()
             await asyncio.gather(*tasks)
+            if membership is not None:
+                await asyncio.gather(membership, return_exceptions=True)
+                refused = None if membership.cancelled() else membership.exception()
+                if refused is not None:
+                    raise SystemExit(f"hutch node: {refused}")
         finally:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.remove_signal_handler(sig)
@@ -162,6 +185,60 @@ async def run_node(settings: NodeSettings, *, host: str | None, port: int | None
         await volumes.aclose()
         await node.aclose()
     log.info("stopped; sandboxes keep running until the next start adopts them")
+
+
+def _address(settings: NodeSettings, host: str | None, port: int | None,
+             uds: Path | None) -> str:  # fmt: skip
+    """How apis reach this node's API (``advertise_address`` wins)."""
+    if settings.advertise_address:
+        return settings.advertise_address
+    if uds is not None:
+        return f"unix:{uds}"
+    shown = f"[{host}]" if host and ":" in host else host
+    return f"http://{shown}:{port}"
+
+
+def template_names(node: Node) -> Callable[[], Awaitable[list[str]]]:
+    """The names of the node's templates, asked anew at each call (for registration)."""
+
+    async def names() -> list[str]:
+        return [t.name for t in await node.templates.list()]
+
+    return names
+
+
+async def _keep_registered(
+    server: NodeApiServer,
+    settings: NodeSettings,
+    *,
+    address: str,
+    token: str | None,
+    templates: Callable[[], Awaitable[list[str]]] | None = None,
+) -> None:
+    """Once the node API listens, register with the cluster's apis (``cluster_api_urls``)
+    and keep the lease until cancelled; a final refusal (``RegistrationRefused``) ends it."""
+    from hutch import __version__
+    from hutch.node.membership import Registrar, registration_factory
+
+    if not token:
+        raise InvalidArgumentError(
+            "registering with an api needs the cluster token "
+            "(HUTCH_NODE_API_TOKEN or HUTCH_NODE_API_TOKEN_FILE)"
+        )
+    while not server.started:
+        await asyncio.sleep(0.01)
+    registrar = Registrar(
+        api_urls=settings.cluster_api_url_list, token=token,
+        registration=registration_factory(
+            settings, node_id=settings.node_id, address=address, version=__version__,
+            templates=templates,
+        ),
+    )  # fmt: skip
+    try:
+        await registrar.register()  # RegistrationRefused: the node ends with its message
+        await registrar.run()
+    finally:
+        await registrar.aclose()
 
 
 def parse_listen(listen: str, what: str = "--listen") -> tuple[str, int]:

@@ -94,6 +94,40 @@ class NodeSettings(BaseSettings):
     #: Where a standalone node's local volume backend keeps its images (``<home>/volumes``).
     volumes_dir: Path | None = None
 
+    # ---- membership (ADR 0025; docs/node-api.md "Membership") -------------------------------
+    #: The apis to register with, comma-separated (any one will do; the next is tried when
+    #: one stops answering). Empty: the node does not register (an api that knows it some
+    #: other way, or none).
+    cluster_api_urls: str = ""
+    #: How the apis reach this node's API; default ``http://<listen>`` or ``unix:<socket>``.
+    advertise_address: str | None = None
+    #: ``key=value`` pairs, comma-separated, shown in ``GET /nodes``.
+    labels: str = ""
+    #: The boot id the node registers with; default the kernel's (new after a host reboot).
+    boot_id: str | None = None
+    #: Capacity offered to sandboxes; 0: measured (CPUs, memory, the home's disk).
+    capacity_cpu_count: int = Field(default=0, ge=0)
+    capacity_memory_mb: int = Field(default=0, ge=0)
+    capacity_disk_mb: int = Field(default=0, ge=0)
+
+    @property
+    def cluster_api_url_list(self) -> list[str]:
+        """``cluster_api_urls`` split."""
+        return [u.strip() for u in self.cluster_api_urls.split(",") if u.strip()]
+
+    @property
+    def label_map(self) -> dict[str, str]:
+        """``labels`` parsed (``ValueError`` for an entry that is not ``k=v``)."""
+        labels: dict[str, str] = {}
+        for part in self.labels.split(","):
+            if not part.strip():
+                continue
+            key, sep, value = part.partition("=")
+            if not sep or not key.strip():
+                raise ValueError(f"label {part!r}: want key=value")
+            labels[key.strip()] = value.strip()
+        return labels
+
     @field_validator("shared_templates_dir", "lxcfs_dir", mode="before")
     @classmethod
     def _empty_is_none(cls, value: object) -> object:
@@ -112,6 +146,7 @@ class NodeSettings(BaseSettings):
             raise ValueError(
                 f"default_disk_mb {self.default_disk_mb} is above max_disk_mb {self.max_disk_mb}"
             )
+        _ = self.label_map
         return self
 
     def effective_api_token(self) -> str | None:

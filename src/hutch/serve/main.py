@@ -7,8 +7,10 @@ needs the one before):
 
 1. open the store (migrating it): the api's source of truth;
 2. build the node (``build_node``) and seed template rows from its templates on disk;
-3. ``manager.start()`` (bridge, firewall), serve the node API, then reconcile store rows
-   with the node through it (``api/service/reconcile.py``), which gives adopted sandboxes
+3. ``manager.start()`` (bridge, firewall), serve the node API, then register the node as
+   every node registers (``node/membership.Registrar`` → ``POST /hutch/cluster/nodes``,
+   in-process; ADR 0025), which reconciles its store rows with it through the node API
+   (``api/service/reconcile.py``) and gives adopted sandboxes
    their proxy routes back; then the warm pool starts filling in the background (ADR 0011);
 4. serve the proxy, then the api: ``GET /health`` on the api answering 200 means ready.
 
@@ -30,15 +32,17 @@ from collections.abc import Callable
 import httpx
 import uvicorn
 
-from hutch.api.app import build_volume_backends, create_app
+from hutch import __version__
+from hutch.api.app import build_cluster, build_volume_backends, create_app
 from hutch.api.http.auth import HttpContext
-from hutch.api.nodes.http_client import HttpNodeClient
-from hutch.api.service.reconcile import reconcile
-from hutch.api.service.routing import RoutedNodeClient
+from hutch.api.http.routes_cluster import create_cluster_app
+from hutch.api.nodes.registry import NodeRegistry
 from hutch.api.store.sql import open_sql_store
 from hutch.node.app import Node, build_node, build_node_service
 from hutch.node.http.app import create_node_app
+from hutch.node.membership import Registrar, registration_factory
 from hutch.node.runner import NodeApiServer, node_api_server, private_socket
+from hutch.node.runner import template_names as _template_names
 from hutch.node.settings import NodeSettings
 from hutch.node.templates.artifact import TemplateArtifact
 from hutch.proxy.catalog import InMemorySandboxCatalog
@@ -46,11 +50,14 @@ from hutch.proxy.runner import create_config as proxy_config
 from hutch.serve.catalog import CatalogRoutes
 from hutch.serve.settings import ServeSettings
 from hutch.serve.templates import seed_templates
-from hutch.shared.ids import SandboxID
+from hutch.shared.ids import NodeID, SandboxID
 from hutch.shared.telemetry import run_observed
 from hutch.volumes.base import VolumeBackend
 
 log = logging.getLogger("hutch.serve")
+
+#: The lease of serve's in-process node (it beats every third of it).
+_SERVE_LEASE_S = 3600.0
 
 _Server = NodeApiServer  # a uvicorn server that leaves signals to serve(), for all three
 
@@ -65,7 +72,9 @@ async def serve(settings: ServeSettings) -> None:
     volume_backends: dict[str, VolumeBackend] = {}
     node_api: NodeApiServer | None = None
     node_task: asyncio.Task[None] | None = None
-    client: HttpNodeClient | None = None
+    registry: NodeRegistry | None = None
+    registrar: Registrar | None = None
+    heartbeat: asyncio.Task[None] | None = None
     socket_path = private_socket(api_settings.home)
     try:
         await seed_templates(
@@ -87,25 +96,43 @@ async def serve(settings: ServeSettings) -> None:
             await asyncio.sleep(0.01)
         if node_task.done():
             raise SystemExit(f"hutch serve: the node API did not start on {socket_path}")
-        client = await HttpNodeClient.connect(
-            "http://node", token=token, transport=httpx.AsyncHTTPTransport(uds=str(socket_path))
-        )
         catalog = InMemorySandboxCatalog()
         routes = CatalogRoutes(catalog)
-        await reconcile(teams=store.teams, sandboxes=store.sandboxes, node=client, routes=routes)
+        # Its one node lives in this process: a lease that a busy event loop cannot outrun,
+        # and no sweeper (if this process stalls, so does everything it would sweep for).
+        cluster = build_cluster(
+            api_settings.model_copy(update={"cluster_lease_s": _SERVE_LEASE_S}),
+            store=store, routes=routes, token=token, sweep=False,
+        )  # fmt: skip
+        registry = cluster.registry
+        # The node registers like any other (ADR 0025): the same Registrar and routes,
+        # in-process; the registration reconciles the store with it before serving.
+        registrar = Registrar(
+            api_urls=["http://serve"], token=token,
+            registration=registration_factory(
+                node_settings, node_id=settings.node_id, address=f"unix:{socket_path}",
+                version=__version__, templates=_template_names(node),
+            ),
+            transport=httpx.ASGITransport(app=create_cluster_app(cluster.context)),
+        )  # fmt: skip
+        await registrar.register()
+        heartbeat = asyncio.create_task(registrar.run(), name="hutch-node-heartbeat")
+        # Templates and the status page are the one node's (placement covers sandboxes).
+        client = await registry.client(NodeID(settings.node_id))
         await node.manager.start_pool()
         node.sampler.start()
         api = _Server(
             uvicorn.Config(
                 create_app(
                     api_settings,
-                    node=RoutedNodeClient(client, routes=routes),
+                    node=cluster.node,
                     store=store,
                     builder=client,
                     build_runner=client,
                     on_context=_wire_auto_resume(catalog),
                     volume_backends=volume_backends,
                     node_status=client,
+                    cluster=cluster.context,
                 ),
                 host=settings.host,
                 port=settings.api_port,
@@ -118,8 +145,13 @@ async def serve(settings: ServeSettings) -> None:
         proxy = _Server(proxy_config(catalog, host=settings.host, port=settings.proxy_port))
         await _run_both(proxy, api)
     finally:
-        if client is not None:
-            await client.aclose()
+        if heartbeat is not None:
+            heartbeat.cancel()
+            await asyncio.gather(heartbeat, return_exceptions=True)
+        if registrar is not None:
+            await registrar.aclose()
+        if registry is not None:
+            await registry.aclose()
         if node_api is not None and node_task is not None:
             node_api.should_exit = True
             await asyncio.gather(node_task, return_exceptions=True)

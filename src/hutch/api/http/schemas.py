@@ -22,6 +22,7 @@ from typing import Any, Final
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr
 
 from hutch.api.models import ApiKey, NetworkConfig, Sandbox, Team, Template, Volume, VolumeMount
+from hutch.api.service.membership import NodeView
 from hutch.api.service.node_status import NodeStatus
 from hutch.api.service.ports import SandboxLogLine, SandboxMetrics
 from hutch.api.service.sandboxes import public_state
@@ -504,4 +505,81 @@ def node_status_body(status: NodeStatus) -> dict[str, Any]:
         "pool": [
             {"templateID": p.template, "target": p.target, "ready": p.ready} for p in status.pool
         ],
+    }
+
+
+# ---- cluster nodes (``GET /nodes``, E2B's ``Node``/``NodeDetail``; ADR 0025) ---------------
+
+#: E2B's nodes belong to a cluster; hutch has one.
+CLUSTER_ID: Final = "00000000-0000-0000-0000-000000000000"
+
+
+class NodeStatusChangeBody(_Body):
+    """E2B's ``NodeStatusChange``: ``{status, clusterID?}``."""
+
+    status: StrictStr
+    clusterID: StrictStr | None = None
+
+
+def node_body(view: NodeView) -> dict[str, Any]:
+    """E2B's ``Node`` (and ``NodeDetail``, the same fields bar ``sandboxStartingCount``),
+    plus hutch's own: ``address``, ``labels``, ``bootID``, ``heartbeatAt``,
+    ``leaseExpiresAt``, ``lostReason``, ``capacity``, ``allocatedDiskMB``. ``status`` is
+    ``ready``, ``draining`` or ``lost`` (hutch's; E2B's nearest to lost is unhealthy)."""
+    node, load = view.node, view.load
+    mib = 1 << 20
+    return {
+        "id": node.id,
+        "serviceInstanceID": node.boot_id,
+        "clusterID": CLUSTER_ID,
+        "version": node.version,
+        "commit": "",
+        "machineInfo": {
+            "cpuFamily": "",
+            "cpuModel": "",
+            "cpuModelName": "",
+            "cpuArchitecture": "",
+        },
+        "status": node.status.value,
+        "statusChangedAt": iso(node.status_changed_at),
+        "sandboxCount": load.sandboxes,
+        "sandboxStartingCount": load.starting,
+        "createSuccesses": node.create_successes,
+        "createFails": node.create_fails,
+        "metrics": {
+            "allocatedCPU": load.allocated_cpu,
+            "allocatedMemoryBytes": load.allocated_memory_mb * mib,
+            "cpuPercent": round(node.usage.cpu_pct),
+            "memoryUsedBytes": node.usage.memory_used_mb * mib,
+            "cpuCount": node.capacity.cpu_count,
+            "memoryTotalBytes": node.capacity.memory_mb * mib,
+            "disks": [
+                {
+                    "mountPoint": "/",
+                    "device": "",
+                    "filesystemType": "",
+                    "usedBytes": node.usage.disk_used_mb * mib,
+                    "totalBytes": node.capacity.disk_mb * mib,
+                }
+            ],
+            "hugePagesTotal": 0,
+            "hugePagesUsed": 0,
+            "hugePagesReserved": 0,
+            "hugePageSizeBytes": 0,
+        },
+        "address": node.address,
+        "labels": dict(node.labels),
+        "bootID": node.boot_id,
+        "apiVersion": node.api_version,
+        "registeredAt": iso(node.registered_at),
+        "heartbeatAt": iso(node.heartbeat_at),
+        "leaseExpiresAt": iso(node.lease_expires_at),
+        "lostReason": node.lost_reason,
+        "capacity": {
+            "cpuCount": node.capacity.cpu_count,
+            "memoryMB": node.capacity.memory_mb,
+            "diskMB": node.capacity.disk_mb,
+            "maxSandboxes": node.capacity.max_sandboxes,
+        },
+        "allocatedDiskMB": load.allocated_disk_mb,
     }

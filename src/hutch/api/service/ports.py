@@ -62,6 +62,9 @@ class SandboxSpec:
     #: token and ``maskRequestHost``.
     traffic_access_token: str | None = field(default=None, repr=False)
     mask_request_host: str | None = None
+    #: The node placement chose (the row's ``node_id``): where a cluster's router sends
+    #: the create or resume; a node ignores it.
+    node_id: NodeID | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -1,4 +1,12 @@
-"""Startup reconciliation: make the store and a node agree again (through ``NodeClient``).
+"""Reconciliation: make the store and one node agree again (through ``NodeClient``).
+
+It runs when a node registers (``registration_reconciler``: ``hutch serve``'s start, a
+``hutch node`` start or its return after a lost lease) and looks **only at that node's rows**
+(``sandboxes.node_id``): another node's sandboxes are never adopted, cleaned or marked killed
+here (ADR 0025). A node back with a new boot id (the host rebooted, or the node says so) has
+lost its running sandboxes: none is offered for adoption, so the node destroys whatever is
+left and those rows are marked killed; paused rows are still offered (a filesystem-only
+pause survives a reboot, ADR 0004).
 
 Rows in ``running`` are *known* to the node; rows in ``pausing``, ``paused`` or ``resuming``
 are too, and are kept as long as their files are: they end ``running`` if the container
@@ -9,20 +17,20 @@ finish. The node destroys whatever is not known, adopts what is known and still 
 and cleans the leftovers of known ones that are gone; every live row that was not adopted
 is then marked killed. Adopted sandboxes get their proxy route back, and the store's
 metadata (the source of truth, ADR 0005) if the node's copy differs.
-
-One node per store for now: with several, each node's rows would be selected by
-``node_id`` (issue 11's membership step).
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from hutch.api.models import Sandbox, SandboxState
+from hutch.api.nodes_model import Registered
+from hutch.api.service.membership import OnRegistered, ReconcileOutcome
 from hutch.api.service.ports import NodeClient, SandboxRoutes
 from hutch.api.store.base import SandboxStore, TeamStore
-from hutch.shared.ids import SandboxID
+from hutch.shared.ids import NodeID, SandboxID
 
 log = logging.getLogger(__name__)
 
@@ -58,18 +66,37 @@ async def live_rows(*, teams: TeamStore, sandboxes: SandboxStore) -> list[Sandbo
 
 
 async def reconcile(
-    *, teams: TeamStore, sandboxes: SandboxStore, node: NodeClient, routes: SandboxRoutes
+    *,
+    teams: TeamStore,
+    sandboxes: SandboxStore,
+    node: NodeClient,
+    routes: SandboxRoutes,
+    rebooted: bool = False,
 ) -> StartupReport:
-    """See the module docstring. Call once the node is up and before serving."""
-    rows = {row.id: row for row in await live_rows(teams=teams, sandboxes=sandboxes)}
-    known = [SandboxID(s) for s, row in rows.items() if row.state is SandboxState.RUNNING]
+    """See the module docstring: the rows of ``node.node_id`` only."""
+    rows = {
+        row.id: row
+        for row in await live_rows(teams=teams, sandboxes=sandboxes)
+        if row.node_id == node.node_id
+    }
+    known = [
+        SandboxID(s)
+        for s, row in rows.items()
+        if row.state is SandboxState.RUNNING and not rebooted
+    ]
     paused = [SandboxID(s) for s, row in rows.items() if row.state in _PAUSE_STATES]
     report = await node.reconcile(known, paused=paused)
     killed = []
+    reason = (
+        f"node {node.node_id} came back with a new boot id (its host restarted): the "
+        "sandbox is gone"
+        if rebooted
+        else f"node {node.node_id} no longer had the sandbox when it registered"
+    )
     for sid, row in rows.items():
         adopted = report.adopted.get(SandboxID(sid))
         if adopted is None:
-            await sandboxes.mark_killed(sid, team_id=None)
+            await sandboxes.mark_killed(sid, team_id=None, reason=reason)
             killed.append(sid)
             continue
         placed, metadata, mode = adopted
@@ -96,3 +123,29 @@ async def reconcile(
     )
     log.info("reconciled: %s", result)
     return result
+
+
+def registration_reconciler(
+    *,
+    teams: TeamStore,
+    sandboxes: SandboxStore,
+    client: Callable[[NodeID], Awaitable[NodeClient]],
+    forget: Callable[[NodeID], Awaitable[None]],
+    routes: SandboxRoutes,
+) -> OnRegistered:
+    """``MembershipService.on_registered``: reconcile the node that just registered with its
+    own rows, through its client (``client(node_id)``, e.g. ``NodeRegistry.client``; the
+    cached one is dropped first, the node may have moved)."""
+
+    async def on_registered(registered: Registered) -> ReconcileOutcome:
+        await forget(registered.node.id)
+        node = await client(registered.node.id)
+        report = await reconcile(
+            teams=teams, sandboxes=sandboxes, node=node, routes=routes,
+            rebooted=registered.rebooted,
+        )  # fmt: skip
+        return ReconcileOutcome(
+            adopted=report.adopted, removed=report.removed, marked_killed=report.marked_killed
+        )
+
+    return on_registered

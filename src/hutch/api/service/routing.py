@@ -107,3 +107,28 @@ class RoutedNodeClient:
     ) -> ReconciledNode:
         """Reconcile; routes are given back by ``service/reconcile.py`` (it has the rows)."""
         return await self._node.reconcile(known, paused=paused)
+
+
+class NoRoutes:
+    """``SandboxRoutes`` of an api with no proxy in its process (scale-out: the edge proxy
+    finds routes in the store): every call is a no-op."""
+
+    async def publish(
+        self,
+        sandbox_id: SandboxID,
+        *,
+        address: str,
+        envd_access_token: str | None,
+        running: bool = True,
+        auto_resume: bool = False,
+        node_id: NodeID | None = None,
+        traffic_access_token: str | None = None,
+        mask_request_host: str | None = None,
+    ) -> None:
+        """Nothing to tell."""
+
+    async def mark_paused(self, sandbox_id: SandboxID) -> None:
+        """Nothing to tell."""
+
+    async def withdraw(self, sandbox_id: SandboxID) -> None:
+        """Nothing to tell."""

@@ -42,6 +42,7 @@ from hutch.api.models import (
 )
 from hutch.api.service.locks import SandboxLockFamily, SandboxLocks
 from hutch.api.service.logs import LogsQuery, select_log_lines
+from hutch.api.service.placement import Demand, Placement, PlacementPolicy, pinned_node
 from hutch.api.service.ports import (
     NodeClient,
     SandboxLogLine,
@@ -70,7 +71,7 @@ from hutch.shared.errors import (
     ResourceExhaustedError,
     UnavailableError,
 )
-from hutch.shared.ids import SandboxID, TeamID, TemplateID, template_version_name
+from hutch.shared.ids import NodeID, SandboxID, TeamID, TemplateID, template_version_name
 from hutch.shared.paths import ENVD_VERSION
 
 #: Codes of a node's own failures to create (not the request's fault): infra answers them
@@ -242,6 +243,7 @@ def spec_of(sandbox: Sandbox) -> SandboxSpec:
         auto_resume=sandbox.auto_resume,
         traffic_access_token=sandbox.traffic_access_token,
         mask_request_host=sandbox.network.mask_request_host,
+        node_id=sandbox.node_id,
     )
 
 
@@ -262,6 +264,12 @@ class VolumeMounts(Protocol):
     async def mounts_of(self, sandbox_id: SandboxID) -> list[VolumeMountSpec]: ...
 
 
+class NodeStats(Protocol):
+    """Where create outcomes are counted per node (``SqlNodeStore``)."""
+
+    async def count_create(self, node_id: NodeID, *, ok: bool) -> None: ...
+
+
 class SandboxService:
     """The sandbox verbs; one instance per app, safe for concurrent use."""
 
@@ -276,7 +284,13 @@ class SandboxService:
         locks: SandboxLockFamily | None = None,
         volumes: VolumeMounts | None = None,
         quotas: QuotaService | None = None,
+        placement: PlacementPolicy | None = None,
+        node_stats: NodeStats | None = None,
     ) -> None:
+        #: None: one node (``node.node_id``), its count checked against the policy; set:
+        #: every create is placed among the registered nodes (``service/placement.py``).
+        self._placement = placement
+        self._node_stats = node_stats
         self._volumes = volumes
         self._quotas = quotas
         self._locks = locks if locks is not None else SandboxLocks()
@@ -347,7 +361,8 @@ class SandboxService:
             if self._quotas is not None
             else None
         )
-        await self._check_capacity()
+        if self._placement is None:
+            await self._check_capacity()
         now = self._clock()
         new = NewSandbox(
             quota=quota,
@@ -363,7 +378,7 @@ class SandboxService:
             metadata=metadata,
             env_vars=env_vars,
             envd_access_token=secrets.token_hex(32) if request.secure else None,
-            node_id=self._node.node_id,
+            node_id=self._node.node_id if self._placement is None else None,
             auto_pause=request.auto_pause,
             allow_internet=not network.egress.blocks_all,
             network=network,
@@ -379,18 +394,61 @@ class SandboxService:
         )
         fingerprint = request.fingerprint()
         metrics.phase("checks")
-        created = await self._sandboxes.create_sandbox(
-            new, idempotency_key=idempotency_key, request_hash=fingerprint
-        )
-        metrics.phase("store")
-        hlog.bind(sandbox_id=created.sandbox.id)
-        if not created.created:
-            return await self._replayed(
-                created.sandbox, team_id=team_id, request=request, idempotency_key=idempotency_key
+        placer = await self._placer(new, build_id=build_id, mounts=mounts)
+        while True:
+            created = await self._sandboxes.create_sandbox(
+                new, idempotency_key=idempotency_key, request_hash=fingerprint, placer=placer
             )
-        if request.mcp_servers:
-            _log.info("sandbox %s asks for MCP servers %s", created.sandbox.id, request.mcp_servers)
-        return await self._start(created.sandbox, mounts=mounts)
+            metrics.phase("store")
+            hlog.bind(sandbox_id=created.sandbox.id)
+            if not created.created:
+                return await self._replayed(
+                    created.sandbox, team_id=team_id, request=request,
+                    idempotency_key=idempotency_key,
+                )  # fmt: skip
+            if request.mcp_servers:
+                _log.info(
+                    "sandbox %s asks for MCP servers %s", created.sandbox.id, request.mcp_servers
+                )
+            node_id = created.sandbox.node_id
+            try:
+                started = await self._start(created.sandbox, mounts=mounts)
+            except UnavailableError as exc:
+                # The node refused (full, failing, gone) and the row was rolled back: try
+                # the next node (ADR 0025); the placer's 503 names every refusal.
+                if placer is None or node_id is None:
+                    raise
+                await self._count(node_id, ok=False)
+                placer = placer.excluding(node_id, f"refused: {exc.message}")
+                continue
+            if node_id is not None:
+                await self._count(node_id, ok=True)
+            return started
+
+    async def _placer(
+        self, new: NewSandbox, *, build_id: str | None, mounts: Sequence[VolumeMount]
+    ) -> Placement | None:
+        if self._placement is None:
+            return None
+        local = [m.volume_id for m in mounts if m.backend == "local"]
+        pinned = (
+            pinned_node((await self._sandboxes.volume_nodes(local)).values()) if local else None
+        )
+        template = new.template_id
+        if build_id:
+            template = TemplateID(template_version_name(template, build_id))
+        return Placement(
+            demand=Demand(
+                cpu_count=new.cpu_count, memory_mb=new.memory_mb, disk_mb=new.disk_mb,
+                template=template, pinned=pinned,
+            ),
+            policy=self._placement,
+        )  # fmt: skip
+
+    async def _count(self, node_id: NodeID, *, ok: bool) -> None:
+        if self._node_stats is not None:
+            with contextlib.suppress(Exception):  # a counter never fails a create
+                await self._node_stats.count_create(node_id, ok=ok)
 
     async def spec_with_volumes(self, sandbox: Sandbox) -> SandboxSpec:
         """:func:`spec_of` plus the volumes the sandbox mounts (to boot it again)."""
@@ -558,9 +616,21 @@ class SandboxService:
     async def get_logs(
         self, *, team_id: TeamID, sandbox_id: str, query: LogsQuery
     ) -> list[SandboxLogLine]:
-        """The sandbox's log lines; also for a killed sandbox, while the node keeps them."""
+        """The sandbox's log lines; also for a killed sandbox, while the node keeps them.
+        A sandbox reported killed without a kill (its node lost, ADR 0025) answers one line
+        saying why, without asking its node."""
         sandbox = await self._sandboxes.get_sandbox(sandbox_id, team_id=team_id)
-        return select_log_lines(await self._node.logs(sandbox.id), query)
+        if sandbox.killed_reason is None:
+            return select_log_lines(await self._node.logs(sandbox.id), query)
+        # Its node is lost (a stopped host may hold the connection open for minutes) or
+        # no longer had it: nothing to ask there; the reason is the log.
+        lines = [
+            SandboxLogLine(
+                timestamp=sandbox.started_at, level="error",
+                message=f"sandbox killed: {sandbox.killed_reason}", fields={"logger": "hutch.api"},
+            )
+        ]  # fmt: skip
+        return select_log_lines(lines, query)
 
     # -- timeouts -------------------------------------------------------------------------
 

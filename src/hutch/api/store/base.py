@@ -34,6 +34,7 @@ from hutch.api.models import (
     Volume,
     VolumeMount,
 )
+from hutch.api.nodes_model import Placer
 from hutch.shared.ids import ApiKeyID, NodeID, SandboxID, TeamID, TemplateID, VolumeID
 
 #: Where the store gets "now" for the timestamps it sets itself (created_at, ...).
@@ -107,7 +108,9 @@ class SandboxStore(Protocol):
         *,
         idempotency_key: str | None = None,
         request_hash: str | None = None,
+        placer: Placer | None = None,
     ) -> CreatedSandbox: ...
+    async def volume_nodes(self, volume_ids: Collection[str]) -> dict[str, NodeID]: ...
     async def find_sandbox(self, sandbox_id: str, *, team_id: TeamID | None) -> Sandbox | None: ...
     async def get_sandbox(self, sandbox_id: str, *, team_id: TeamID | None) -> Sandbox: ...
     async def list_sandboxes(
@@ -173,7 +176,10 @@ class SandboxStore(Protocol):
     async def set_network(
         self, sandbox_id: str, network: NetworkConfig, *, team_id: TeamID | None
     ) -> Sandbox: ...
-    async def mark_killed(self, sandbox_id: str, *, team_id: TeamID | None) -> Sandbox: ...
+    async def mark_killed(
+        self, sandbox_id: str, *, team_id: TeamID | None, reason: str | None = None
+    ) -> Sandbox: ...
+    async def kill_on_node(self, node_id: NodeID, *, reason: str) -> list[Sandbox]: ...
     async def delete_sandbox(self, sandbox_id: str, *, team_id: TeamID | None) -> None: ...
     async def patch_metadata(
         self,

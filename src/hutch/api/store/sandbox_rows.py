@@ -79,6 +79,7 @@ def row_to_sandbox(row: Any, metadata: Mapping[str, str]) -> Sandbox:
         allow_internet=bool(row.allow_internet),
         pause_mode=row.pause_mode,
         template_build_id=row.template_build_id,
+        killed_reason=row.killed_reason,
         auto_resume=bool(row.auto_resume),
         timeout_s=row.timeout_s,
         version=row.version,

@@ -17,6 +17,7 @@ pass ``None`` on purpose.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Collection, Mapping
 from datetime import datetime
@@ -39,9 +40,11 @@ from hutch.api.models import (
     SortOrder,
     TeamQuotas,
 )
+from hutch.api.nodes_model import Candidate, NodeLoad, Placer
 from hutch.api.store.base import Clock, utc_now
 from hutch.api.store.engine import read_transaction, write_transaction
 from hutch.api.store.errors import is_foreign_key_violation, is_unique_violation
+from hutch.api.store.nodes import lock_node, node_from_row, node_loads, store_now
 from hutch.api.store.pagination import Cursor, decode_cursor, encode_cursor
 from hutch.api.store.sandbox_rows import (
     fetch_sandbox,
@@ -52,7 +55,14 @@ from hutch.api.store.sandbox_rows import (
     sandbox_values,
     scoped,
 )
-from hutch.api.store.tables import idempotency_keys, sandbox_metadata, sandboxes, teams
+from hutch.api.store.tables import (
+    idempotency_keys,
+    nodes,
+    sandbox_metadata,
+    sandbox_volume_mounts,
+    sandboxes,
+    teams,
+)
 from hutch.shared.errors import (
     AlreadyExistsError,
     ConflictError,
@@ -181,6 +191,41 @@ async def _check_move(
             )
 
 
+class _NodeTaken(Exception):
+    """The best node no longer fits once locked: retry without it."""
+
+    def __init__(self, node_id: NodeID, reason: str) -> None:
+        super().__init__(node_id, reason)
+        self.node_id = node_id
+        self.reason = reason
+
+
+async def _place(conn: AsyncConnection, placer: Placer) -> NodeID:
+    """The node to insert the new row on (see :meth:`SqlSandboxStore.create_sandbox`)."""
+    now = await store_now(conn, utc_now)
+    listed = [node_from_row(row) for row in await conn.execute(select(nodes))]
+    loads = await node_loads(conn)
+    ranked = placer.rank(
+        [
+            Candidate(
+                node=n, load=loads.get(n.id, NodeLoad()), lease_expired=n.lease_expires_at < now
+            )
+            for n in listed
+        ]
+    )
+    best = ranked[0]
+    locked = await lock_node(conn, best)
+    if locked is None:
+        raise _NodeTaken(best, "left the cluster")
+    load = (await node_loads(conn, [best])).get(best, NodeLoad())
+    why = placer.misfit(
+        Candidate(node=locked, load=load, lease_expired=locked.lease_expires_at < now)
+    )
+    if why is not None:
+        raise _NodeTaken(best, why)
+    return best
+
+
 class SqlSandboxStore:
     """:class:`~hutch.api.store.base.SandboxStore` on SQL."""
 
@@ -196,6 +241,7 @@ class SqlSandboxStore:
         *,
         idempotency_key: str | None = None,
         request_hash: str | None = None,
+        placer: Placer | None = None,
     ) -> CreatedSandbox:
         """Record a new sandbox (state ``new.state``, ``creating`` by default).
 
@@ -203,7 +249,27 @@ class SqlSandboxStore:
         returns the first sandbox with ``created=False`` instead of making another, even
         when both race. A key reused with a different ``request_hash`` (or for another
         operation) is a :class:`ConflictError`. An unknown team is :class:`NotFoundError`.
+
+        With ``placer``, the node is chosen in the same transaction (:func:`_place`): the
+        best node's row is locked (PostgreSQL ``FOR UPDATE``; SQLite has one writer), its
+        load read again and the row inserted on it, so concurrent creates through any
+        number of api processes never overbook a node. A node that no longer fits once
+        locked (another api placed there first) is excluded and the transaction retried.
         """
+        while True:
+            try:
+                return await self._create_once(new, idempotency_key, request_hash, placer)
+            except _NodeTaken as taken:
+                assert placer is not None
+                placer = placer.excluding(taken.node_id, taken.reason)
+
+    async def _create_once(
+        self,
+        new: NewSandbox,
+        idempotency_key: str | None,
+        request_hash: str | None,
+        placer: Placer | None,
+    ) -> CreatedSandbox:
         sandbox_id = new.id or new_sandbox_id()
         try:
             async with write_transaction(self._engine) as conn:
@@ -213,6 +279,8 @@ class SqlSandboxStore:
                         return CreatedSandbox(sandbox=replay, created=False)
                 if new.quota is not None and new.quota.limits_sandboxes():
                     await reserve_under_quota(conn, new, new.quota)
+                if placer is not None:
+                    new = dataclasses.replace(new, node_id=await _place(conn, placer))
                 await self._insert(conn, sandbox_id, new)
                 if idempotency_key is not None:
                     await conn.execute(
@@ -398,6 +466,21 @@ class SqlSandboxStore:
         async with read_transaction(self._engine) as conn:
             return await rows_to_sandboxes(conn, await conn.execute(query))
 
+    async def volume_nodes(self, volume_ids: Collection[str]) -> dict[str, NodeID]:
+        """The node each volume was last mounted on (a local volume lives there)."""
+        s, m = sandboxes.c, sandbox_volume_mounts.c
+        query = (
+            select(m.volume_id, s.node_id)
+            .join(sandboxes, s.id == m.sandbox_id)
+            .where(m.volume_id.in_(list(volume_ids)), s.node_id.is_not(None))
+            .order_by(s.started_at.desc())
+        )
+        found: dict[str, NodeID] = {}
+        async with read_transaction(self._engine) as conn:
+            for volume_id, node_id in await conn.execute(query):
+                found.setdefault(volume_id, NodeID(node_id))
+        return found
+
     async def count_on_node(
         self, node_id: NodeID, *, states: Collection[SandboxState] = NODE_BUSY_STATES
     ) -> int:
@@ -506,13 +589,19 @@ class SqlSandboxStore:
             raise SandboxStateConflictError(sandbox.id, sandbox.state, wanted=_describe(live))
         return sandbox
 
-    async def mark_killed(self, sandbox_id: str, *, team_id: TeamID | None) -> Sandbox:
-        """Record that the sandbox is gone (any state to ``killed``; idempotent)."""
+    async def mark_killed(
+        self, sandbox_id: str, *, team_id: TeamID | None, reason: str | None = None
+    ) -> Sandbox:
+        """Record that the sandbox is gone (any state to ``killed``; idempotent); ``reason``:
+        why, when nobody asked for the kill (shown in its logs)."""
         s = sandboxes.c
+        values: dict[str, object] = {"state": SandboxState.KILLED.value, "version": s.version + 1}
+        if reason is not None:
+            values["killed_reason"] = reason
         stmt = (
             update(sandboxes)
             .where(s.id == sandbox_id, s.state != SandboxState.KILLED.value)
-            .values(state=SandboxState.KILLED.value, version=s.version + 1)
+            .values(values)
         )
         if team_id is not None:
             stmt = stmt.where(s.team_id == team_id)
@@ -522,6 +611,29 @@ class SqlSandboxStore:
         if sandbox is None:
             raise _not_found(sandbox_id)
         return sandbox
+
+    async def kill_on_node(self, node_id: NodeID, *, reason: str) -> list[Sandbox]:
+        """Report every live sandbox of ``node_id`` killed with ``reason`` (a lost node's),
+        in one transaction; the rows it changed."""
+        s = sandboxes.c
+        async with write_transaction(self._engine) as conn:
+            ids = [
+                row[0]
+                for row in await conn.execute(
+                    select(s.id).where(s.node_id == node_id, s.state != SandboxState.KILLED.value)
+                )
+            ]
+            if not ids:
+                return []
+            await conn.execute(
+                update(sandboxes)
+                .where(s.id.in_(ids), s.state != SandboxState.KILLED.value)
+                .values(
+                    state=SandboxState.KILLED.value, version=s.version + 1, killed_reason=reason
+                )
+            )
+            found = [await fetch_sandbox(conn, sid, team_id=None) for sid in ids]
+        return [f for f in found if f is not None]
 
     async def delete_sandbox(self, sandbox_id: str, *, team_id: TeamID | None) -> None:
         """Remove the record, its metadata and idempotency keys for good."""

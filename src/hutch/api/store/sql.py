@@ -11,6 +11,7 @@ from hutch.api.store.builds import SqlBuildStore
 from hutch.api.store.engine import create_engine
 from hutch.api.store.keys import SqlApiKeyStore
 from hutch.api.store.migrations import check_schema_head, upgrade_engine_to_head
+from hutch.api.store.nodes import SqlNodeStore
 from hutch.api.store.sandboxes import SqlSandboxStore
 from hutch.api.store.secrets import SqlSecretStore
 from hutch.api.store.snapshots import SqlSnapshotStore
@@ -32,6 +33,7 @@ class SqlStore:
     snapshots: SqlSnapshotStore
     secrets: SqlSecretStore
     builds: SqlBuildStore
+    nodes: SqlNodeStore
 
     @classmethod
     def on(cls, engine: AsyncEngine, *, clock: Clock = utc_now) -> SqlStore:
@@ -46,6 +48,7 @@ class SqlStore:
             snapshots=SqlSnapshotStore(engine, clock=clock),
             secrets=SqlSecretStore(engine, clock=clock),
             builds=SqlBuildStore(engine, clock=clock),
+            nodes=SqlNodeStore(engine, clock=clock),
         )
 
     async def close(self) -> None:

@@ -17,6 +17,7 @@ from sqlalchemy import (
     Column,
     DateTime,
     Dialect,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -175,6 +176,9 @@ sandboxes = Table(
     # traffic, host mask); null: the default. And the traffic token the proxy checks.
     Column("network", Text, nullable=True),
     Column("traffic_access_token", String(255), nullable=True),
+    # 0014 (membership, ADR 0025): why it was reported killed without a kill (its node
+    # was lost, or came back without it); its logs say so.
+    Column("killed_reason", Text, nullable=True),
     # The listing's keyset: WHERE team_id = ? ORDER BY started_at, id.
     Index(None, "team_id", "started_at", "id"),
     # The reaper: WHERE state = 'running' AND end_at <= now.
@@ -328,11 +332,47 @@ template_build_logs = Table(
     PrimaryKeyConstraint("build_id", "seq"),
 )
 
+nodes = Table(
+    "nodes",
+    metadata,
+    # 0014 (membership, ADR 0025): one row per registered node; times from the store's clock.
+    Column("id", String(64), primary_key=True),
+    # How an api reaches the node API: ``http://host:port`` or ``unix:/path``.
+    Column("address", String(512), nullable=False),
+    Column("api_version", String(16), nullable=False),
+    Column("version", String(64), nullable=False),
+    Column("boot_id", String(64), nullable=False),
+    Column("cpu_count", Integer, nullable=False),
+    Column("memory_mb", Integer, nullable=False),
+    Column("disk_mb", Integer, nullable=False),
+    Column("max_sandboxes", Integer, nullable=False),
+    # JSON object of the node's labels (nothing queries inside it).
+    Column("labels", Text, nullable=False),
+    # JSON list of the templates the node holds (placement prefers them).
+    Column("templates", Text, nullable=False, server_default="[]"),
+    # The last heartbeat's load of the host.
+    Column("used_cpu_pct", Float, nullable=False, server_default="0"),
+    Column("used_memory_mb", Integer, nullable=False, server_default="0"),
+    Column("used_disk_mb", Integer, nullable=False, server_default="0"),
+    # ready | draining | lost
+    Column("status", String(16), nullable=False),
+    Column("status_changed_at", UTCDateTime(), nullable=False),
+    Column("lost_reason", Text, nullable=True),
+    Column("registered_at", UTCDateTime(), nullable=False),
+    Column("heartbeat_at", UTCDateTime(), nullable=False),
+    Column("lease_expires_at", UTCDateTime(), nullable=False),
+    Column("create_successes", BigInteger, nullable=False, server_default="0"),
+    Column("create_fails", BigInteger, nullable=False, server_default="0"),
+    # The lost-node sweeper: WHERE status != 'lost' AND lease_expires_at < now - grace.
+    Index(None, "status", "lease_expires_at"),
+)
+
 #: Every table, children before parents (the order to empty them in).
 ALL_TABLES_CHILDREN_FIRST = (
     template_build_logs,
     template_builds,
     cluster_secrets,
+    nodes,
     sandbox_volume_mounts,
     snapshots,
     volumes,

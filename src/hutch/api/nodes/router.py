@@ -1,0 +1,154 @@
+"""``NodeRouter``: the ``NodeClient`` of a cluster. Every call goes to the sandbox's own node.
+
+A create or resume goes to ``spec.node_id`` (placement chose it, the row records it);
+every other sandbox call to the node of the sandbox's row (``sandboxes.node_id``), through
+the ``NodeRegistry``'s client for it. A call whose node does not answer drops that client, so
+the next one reads the node's row again. ``RoutedNodeClient`` (``service/routing.py``) wraps
+it to keep the proxy's routes in step.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from datetime import datetime
+from typing import Protocol, TypeVar
+
+from hutch.api.models import Sandbox
+from hutch.api.nodes_model import Node, NodeStatus
+from hutch.api.service.ports import (
+    NodeClient,
+    PlacedSandbox,
+    ReconciledNode,
+    ResumedSandbox,
+    SandboxLogLine,
+    SandboxMetrics,
+    SandboxSpec,
+)
+from hutch.shared.egress import EgressPolicy
+from hutch.shared.errors import HutchError, InvalidArgumentError, NotFoundError, UnavailableError
+from hutch.shared.ids import NodeID, SandboxID, TemplateID
+
+_T = TypeVar("_T")
+
+
+class Clients(Protocol):
+    """Node clients by id (``NodeRegistry``)."""
+
+    async def client(self, node_id: NodeID) -> NodeClient: ...
+    async def forget(self, node_id: NodeID) -> None: ...
+
+
+class NodeRouter:
+    """See the module docstring."""
+
+    def __init__(
+        self,
+        *,
+        clients: Clients,
+        find_sandbox: Callable[[SandboxID], Awaitable[Sandbox | None]],
+        list_nodes: Callable[[], Awaitable[list[Node]]],
+    ) -> None:
+        self._clients = clients
+        self._find = find_sandbox
+        self._list_nodes = list_nodes
+
+    @property
+    def node_id(self) -> NodeID:
+        """A cluster has no one node: placement chooses (never asked when it is on)."""
+        raise InvalidArgumentError("a cluster's router stands for no single node")
+
+    async def _on(self, node_id: NodeID) -> NodeClient:
+        return await self._clients.client(node_id)
+
+    async def _call(self, node_id: NodeID, call: Callable[[NodeClient], Awaitable[_T]]) -> _T:
+        client = await self._on(node_id)
+        try:
+            return await call(client)
+        except UnavailableError:
+            await self._clients.forget(node_id)
+            raise
+
+    async def _node_of(self, sandbox_id: SandboxID) -> NodeID:
+        row = await self._find(sandbox_id)
+        if row is None or row.node_id is None:
+            raise NotFoundError(f"sandbox {sandbox_id} is on no node")
+        return row.node_id
+
+    def _spec_node(self, spec: SandboxSpec) -> NodeID:
+        if spec.node_id is None:
+            raise InvalidArgumentError(f"sandbox {spec.sandbox_id} was placed on no node")
+        return spec.node_id
+
+    async def create(self, spec: SandboxSpec) -> PlacedSandbox:
+        """On the node placement chose."""
+        return await self._call(self._spec_node(spec), lambda c: c.create(spec))
+
+    async def kill(self, sandbox_id: SandboxID) -> None:
+        """On the sandbox's node; a sandbox on no node (its row is gone) has nothing to
+        kill anywhere this api knows of."""
+        try:
+            node_id = await self._node_of(sandbox_id)
+        except NotFoundError:
+            return
+        await self._call(node_id, lambda c: c.kill(sandbox_id))
+
+    async def pause(self, sandbox_id: SandboxID, *, keep_memory: bool) -> bool:
+        """On the sandbox's node."""
+        node_id = await self._node_of(sandbox_id)
+        return await self._call(node_id, lambda c: c.pause(sandbox_id, keep_memory=keep_memory))
+
+    async def resume(self, spec: SandboxSpec, *, keep_memory: bool) -> ResumedSandbox:
+        """On the node that holds the paused sandbox."""
+        node_id = spec.node_id or await self._node_of(spec.sandbox_id)
+        return await self._call(node_id, lambda c: c.resume(spec, keep_memory=keep_memory))
+
+    async def snapshot(self, sandbox_id: SandboxID, *, snapshot_id: TemplateID) -> None:
+        """On the sandbox's node."""
+        node_id = await self._node_of(sandbox_id)
+        await self._call(node_id, lambda c: c.snapshot(sandbox_id, snapshot_id=snapshot_id))
+
+    async def _live_nodes(self) -> list[NodeID]:
+        return [n.id for n in await self._list_nodes() if n.status is not NodeStatus.LOST]
+
+    async def delete_snapshot(self, snapshot_id: TemplateID) -> None:
+        """On every live node (idempotent; a node that does not answer keeps its copy)."""
+        for node_id in await self._live_nodes():
+            with contextlib.suppress(HutchError):
+                await self._call(node_id, lambda c: c.delete_snapshot(snapshot_id))
+
+    async def list_running(self) -> Sequence[SandboxID]:
+        """Every live node's sandboxes (nodes that do not answer are left out)."""
+        found: list[SandboxID] = []
+        for node_id in await self._live_nodes():
+            with contextlib.suppress(UnavailableError):
+                found.extend(await self._call(node_id, lambda c: c.list_running()))
+        return found
+
+    async def set_metadata(self, sandbox_id: SandboxID, metadata: Mapping[str, str]) -> None:
+        """On the sandbox's node."""
+        node_id = await self._node_of(sandbox_id)
+        await self._call(node_id, lambda c: c.set_metadata(sandbox_id, metadata))
+
+    async def set_network(self, sandbox_id: SandboxID, policy: EgressPolicy) -> None:
+        """On the sandbox's node."""
+        node_id = await self._node_of(sandbox_id)
+        await self._call(node_id, lambda c: c.set_network(sandbox_id, policy))
+
+    async def metrics(
+        self, sandbox_id: SandboxID, *, start: datetime | None, end: datetime | None
+    ) -> Sequence[SandboxMetrics]:
+        """On the sandbox's node."""
+        node_id = await self._node_of(sandbox_id)
+        return await self._call(node_id, lambda c: c.metrics(sandbox_id, start=start, end=end))
+
+    async def logs(self, sandbox_id: SandboxID) -> Sequence[SandboxLogLine]:
+        """On the sandbox's node."""
+        node_id = await self._node_of(sandbox_id)
+        return await self._call(node_id, lambda c: c.logs(sandbox_id))
+
+    async def reconcile(
+        self, known: Sequence[SandboxID], *, paused: Sequence[SandboxID]
+    ) -> ReconciledNode:
+        """Not routable: a node is reconciled through its own client when it registers."""
+        raise InvalidArgumentError("reconcile one node through its own client")

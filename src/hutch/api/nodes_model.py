@@ -1,0 +1,132 @@
+"""Cluster membership's records (ADR 0025): a node as the store knows it.
+
+Apart from ``models.py`` (sandboxes, teams, templates) because membership is a domain of
+its own: the store's ``nodes`` table, the api's ``MembershipService`` and ``GET /nodes``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+from typing import Protocol
+
+from hutch.shared.ids import NodeID
+
+
+class NodeStatus(StrEnum):
+    """``ready``: takes new sandboxes; ``draining``: keeps its sandboxes, takes no new
+    ones; ``lost``: its lease ran out past the grace, its sandboxes were reported killed."""
+
+    READY = "ready"
+    DRAINING = "draining"
+    LOST = "lost"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class NodeCapacity:
+    """What a node offers to sandboxes (as it registered it)."""
+
+    cpu_count: int
+    memory_mb: int
+    disk_mb: int
+    max_sandboxes: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class NodeUsage:
+    """The host's load at the node's last heartbeat."""
+
+    cpu_pct: float = 0.0
+    memory_used_mb: int = 0
+    disk_used_mb: int = 0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class NodeRegistration:
+    """What a node says of itself when it registers (``POST /hutch/cluster/nodes``)."""
+
+    node_id: NodeID
+    address: str
+    api_version: str
+    version: str
+    boot_id: str
+    capacity: NodeCapacity
+    labels: Mapping[str, str] = field(default_factory=dict)
+    usage: NodeUsage = field(default_factory=NodeUsage)
+    #: Templates the node holds (names, ``name@build`` versions).
+    templates: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Node:
+    """A registered node (one ``nodes`` row)."""
+
+    id: NodeID
+    address: str
+    api_version: str
+    version: str
+    boot_id: str
+    capacity: NodeCapacity
+    labels: Mapping[str, str]
+    usage: NodeUsage
+    status: NodeStatus
+    status_changed_at: datetime
+    lost_reason: str | None
+    registered_at: datetime
+    heartbeat_at: datetime
+    lease_expires_at: datetime
+    create_successes: int = 0
+    create_fails: int = 0
+    templates: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class NodeLoad:
+    """What the store's sandbox rows place on a node (every team's)."""
+
+    sandboxes: int = 0
+    starting: int = 0
+    allocated_cpu: int = 0
+    allocated_memory_mb: int = 0
+    allocated_disk_mb: int = 0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Registered:
+    """What a registration did: the row now, and the one it replaced (None: new node)."""
+
+    node: Node
+    previous: Node | None
+
+    @property
+    def rebooted(self) -> bool:
+        """The node came back with another boot id: its old sandboxes are gone."""
+        return self.previous is not None and self.previous.boot_id != self.node.boot_id
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Candidate:
+    """A node and what is placed on it, as placement weighs it."""
+
+    node: Node
+    load: NodeLoad = field(default_factory=NodeLoad)
+    #: Its lease ended (by the store's clock): silent, maybe on its way to lost.
+    lease_expired: bool = False
+
+
+class Placer(Protocol):
+    """Placement as the store's create transaction calls it (``service/placement.py``)."""
+
+    def rank(self, candidates: Sequence[Candidate]) -> list[NodeID]:
+        """The nodes the sandbox fits on, best first; ``NoNodeFits`` when none."""
+        ...
+
+    def misfit(self, candidate: Candidate) -> str | None:
+        """Why the sandbox does not fit on the (locked, reloaded) candidate; None: fits."""
+        ...
+
+    def excluding(self, node_id: NodeID, reason: str) -> Placer:
+        """The same placement with ``node_id`` ruled out."""
+        ...
