@@ -69,4 +69,7 @@ def test_series_counts_concurrent_sandboxes_and_starts(api_any_db: ApiServer) ->
     assert r.status_code == 200 and len(r.json()) == 2
     # The live use beside the quotas.
     q = httpx.get(f"{api.url}/admin/teams/default/quotas", headers=admin).json()
-    assert q["usage"] == {"runningSandboxes": 2, "vcpus": 4, "memoryMB": 1024, "volumeBytes": 0}
+    assert q["usage"] == {
+        "runningSandboxes": 2, "vcpus": 4, "memoryMB": 1024, "volumeBytes": 0,
+        "pausedSandboxes": 0, "runningBuilds": 0,
+    }  # fmt: skip
