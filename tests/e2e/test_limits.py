@@ -163,7 +163,7 @@ def test_sandbox_sees_its_own_memory_cpus_uptime_and_disk(serve: Serve) -> None:
     try:
         meminfo = sbx.commands.run("cat /proc/meminfo").stdout
         assert "MemTotal:         131072 kB" in meminfo, meminfo.splitlines()[0]
-        cpuinfo = sbx.commands.run("cat /proc/cpuinfo").stdout
+        cpuinfo = sbx.files.read("/proc/cpuinfo")  # lxcfs's size is the host's: envd reads it
         assert cpuinfo.count("processor\t:") == 1, cpuinfo.count("processor")
         stat = sbx.commands.run("cat /proc/stat").stdout.splitlines()
         assert [line.split()[0] for line in stat[:2]] == ["cpu", "cpu0"]

@@ -15,6 +15,9 @@ from dataclasses import dataclass
 from hutch.envd.users import User
 from hutch.shared.errors import InvalidArgumentError, NotFoundError, from_os_error
 
+#: The most of a /proc, /sys or empty-sized file a download reads (they are small).
+PSEUDO_MAX = 16 << 20
+
 #: Bytes read per worker-thread hop when streaming a download.
 READ_CHUNK = 1 << 20
 
@@ -54,7 +57,39 @@ def open_file(path: str, *, user: User) -> OpenedFile:
         os.close(fd)
         kind = "a directory" if stat.S_ISDIR(st.st_mode) else "not a regular file"
         raise InvalidArgumentError(f"{path}: is {kind}, not a file")
+    if st.st_size == 0 or _pseudo(path):
+        return _snapshot(path, fd)
     return OpenedFile(path=path, fd=fd, size=st.st_size)
+
+
+def _pseudo(path: str) -> bool:
+    """Files whose size says nothing of their content: /proc and /sys (the kernel reports
+    0; lxcfs's views in a sandbox report the host's length)."""
+    real = os.path.realpath(path)
+    return real.startswith(("/proc/", "/sys/"))
+
+
+def _snapshot(path: str, fd: int) -> OpenedFile:
+    """Read ``fd`` to its end (at most ``PSEUDO_MAX`` bytes) into a memfd: its length is
+    then exact, and ``Content-Length`` true."""
+    try:
+        chunks, total = [], 0
+        while total < PSEUDO_MAX:
+            try:
+                data = os.read(fd, min(1 << 16, PSEUDO_MAX - total))
+            except BlockingIOError:
+                break
+            except OSError as exc:
+                raise from_os_error(exc, path) from exc
+            if not data:
+                break
+            chunks.append(data)
+            total += len(data)
+    finally:
+        os.close(fd)
+    mem = os.memfd_create("envd-read", os.MFD_CLOEXEC)
+    os.write(mem, b"".join(chunks))
+    return OpenedFile(path=path, fd=mem, size=total)
 
 
 class GzipStream:
