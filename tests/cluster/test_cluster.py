@@ -173,9 +173,9 @@ def test_node_proxy_refuses_callers_without_the_cluster_token(cluster: Cluster) 
     sbx = Sandbox.create(TEMPLATE, timeout=60, **cluster.sdk())
     try:
         node = next(p for p in cluster.procs("node") if p["id"] == cluster.node_of(sbx.sandbox_id))
-        # The node proxy's port is the one the api and the edge were given.
-        nodes = json.loads(_env_of(cluster, "api")["HUTCH_CLUSTER_NODES"])
-        proxy = next(n["proxy"] for n in nodes if n["id"] == node["id"])
+        # The node proxy's address is the one the node registered (its --proxy-listen).
+        argv = Path(f"/proc/{node['pid']}/cmdline").read_bytes().decode().split("\0")
+        proxy = argv[argv.index("--proxy-listen") + 1]
         ask = {"E2b-Sandbox-Id": sbx.sandbox_id, "E2b-Sandbox-Port": "49983"}
         refused = httpx.get(f"http://{proxy}/health", headers=ask, timeout=10)
         assert refused.status_code == 401
@@ -255,6 +255,16 @@ def test_sigkill_of_one_api_during_creates_the_other_carries_on(cluster: Cluster
             Sandbox.kill(doomed_result.sandbox_id, **survivor)
 
 
+def _running(pid: int) -> bool:
+    """Whether ``pid`` runs: a killed process not yet waited for by its reaper (state Z,
+    which an orphan keeps until its subreaper gets to it) has stopped."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rpartition(")")[2].split()[0] not in ("Z", "X")
+
+
 def _eventually(call: Callable[[], T], *, within_s: float = 60) -> T:
     """``call()``'s result once it stops raising (requests in flight during a restart may
     fail, retryably); its last error past ``within_s``."""
@@ -269,7 +279,7 @@ def _eventually(call: Callable[[], T], *, within_s: float = 60) -> T:
 
 
 def test_postgres_restart_apis_and_edge_reconnect(cluster: Cluster) -> None:
-    apis = [i for i, p in enumerate(cluster.procs("api")) if Path(f"/proc/{p['pid']}").exists()]
+    apis = [i for i, p in enumerate(cluster.procs("api")) if _running(int(p["pid"]))]
     assert apis, "no api left running"
     before = Sandbox.create(TEMPLATE, timeout=120, **cluster.sdk(apis[0]))
     made = [before]
@@ -305,5 +315,5 @@ def test_cluster_down_leaves_nothing(cluster: Cluster) -> None:
                           capture_output=True, text=True, timeout=300)  # fmt: skip
     assert down.returncode == 0, down.stderr
     assert not cluster.home.exists()
-    assert [pid for pid in pids if Path(f"/proc/{pid}").exists()] == []
+    assert [pid for pid in pids if _running(pid)] == []
     assert _host_leftovers() == {"netns": [], "links": [], "nft": [], "mounts": [], "cgroups": []}

@@ -2,10 +2,12 @@
 
 ``up`` starts, in order: a private PostgreSQL (Debian's server binaries, ``initdb`` into
 ``<home>/pg`` as the ``postgres`` user, listening on a Unix socket in ``<home>/pg/run``
-only), the store migrated with the install's templates seeded and an API key made, N
-``hutch node`` processes (each its own home ``<home>/nodes/<id>`` and its own host names:
-bridge, subnet, netns and veth prefixes, nft table, cgroup parent; node API and node proxy
-on loopback ports), M ``hutch api`` and one ``hutch proxy``. Every process runs in its own
+only), the store migrated with the install's templates seeded and an API key made, M
+``hutch api``, N ``hutch node`` processes that register with those apis (ADR 0025; each its
+own home ``<home>/nodes/<id>`` and its own host names: bridge, subnet, netns and veth
+prefixes, nft table, cgroup parent; node API and node proxy on loopback ports, the proxy's
+address in the registration's ``hutch.dev/proxy`` label) and one ``hutch proxy``; ``up``
+returns once every node is a ready row of the nodes table. Every process runs in its own
 session, logs to ``<home>/logs/<role>-<id>.log`` and is recorded in ``<home>/cluster.json``
 as it starts, with its pid and start time, so that ``down`` stops exactly the processes
 ``up`` started, even after a failed ``up``.
@@ -136,8 +138,14 @@ def _start_time(pid: int) -> int | None:
 
 
 def _alive(proc: Proc) -> bool:
-    """Whether ``proc`` is still the process ``up`` started (pid reuse is checked)."""
-    return _start_time(proc.pid) == proc.start_time
+    """Whether ``proc`` is still the process ``up`` started (pid reuse is checked) and still
+    running: a killed process that its reaper has not waited for yet (a zombie) is gone."""
+    try:
+        stat = Path(f"/proc/{proc.pid}/stat").read_text()
+    except OSError:
+        return False
+    fields = stat.rpartition(")")[2].split()
+    return fields[0] not in ("Z", "X") and int(fields[19]) == proc.start_time
 
 
 # ---- PostgreSQL -----------------------------------------------------------------------
@@ -273,6 +281,33 @@ def _wait_ready(proc: Proc, probe: str, *, headers: dict[str, str] | None = None
     raise ClusterError(f"{proc.role} {proc.id} not ready after {_READY_S:.0f} s (see {proc.log})")
 
 
+def _wait_registered(state: ClusterState, nodes: list[Proc]) -> None:
+    """Until every node started is a ready row of the nodes table (its registration went
+    through an api), or a node exits."""
+    import asyncio
+
+    from hutch.api.nodes_model import NodeStatus
+    from hutch.api.store.sql import open_sql_store
+
+    async def ready_ids() -> set[str]:
+        store = await open_sql_store(state.database_url, migrate=False)
+        try:
+            return {n.id for n in await store.nodes.list_nodes() if n.status is NodeStatus.READY}
+        finally:
+            await store.close()
+
+    wanted = {proc.node_id for proc in nodes}
+    deadline = time.monotonic() + _READY_S
+    while not wanted <= asyncio.run(ready_ids()):
+        for proc in nodes:
+            if not _alive(proc):
+                tail = Path(proc.log).read_text(errors="replace")[-2000:]
+                raise ClusterError(f"node {proc.id} exited before it registered:\n{tail}")
+        if time.monotonic() > deadline:
+            raise ClusterError(f"nodes not registered after {_READY_S:.0f} s: {sorted(wanted)}")
+        time.sleep(0.2)
+
+
 def up(
     home: Path, *, nodes: int, apis: int, names: Names = Names(), pool: str = "",
     shared_templates: Path = Path("/var/lib/hutch/templates"),
@@ -299,7 +334,22 @@ def up(
         state.api_key = asyncio.run(_prepare_store(state.database_url, shared_templates))
         state.save()
         auth = {"Authorization": f"Bearer {token}"}
-        addresses = []
+        # The apis first, on the store alone: the nodes then register with them (ADR 0025)
+        # and are placed from the nodes table, as on real hosts; none is configured.
+        common = {"HUTCH_DATABASE_URL": state.database_url, "HUTCH_CLUSTER_TOKEN": token}
+        api_urls: list[str] = []
+        apis_started: list[Proc] = []
+        for a in range(1, apis + 1):
+            port = _free_port()
+            url = f"http://127.0.0.1:{port}"
+            proc = _spawn(state, role="api", pid_id=f"api-{a}", url=url, args=["api"],
+                          env={**common, "HUTCH_HOME": str(home / "apis" / f"api-{a}"),
+                               "HUTCH_MIGRATE": "false", "HUTCH_API_HOST": "127.0.0.1",
+                               "HUTCH_API_PORT": str(port)})  # fmt: skip
+            api_urls.append(url)
+            apis_started.append(proc)
+        for proc in apis_started:
+            _wait_ready(proc, f"{proc.url}/health")
         started: list[Proc] = []
         for n in range(1, nodes + 1):
             node_id = f"node-{n}"
@@ -318,29 +368,12 @@ def up(
             url = f"http://127.0.0.1:{api_port}"
             proc = _spawn(state, role="node", pid_id=node_id, node_id=node_id, env=env, url=url,
                           args=["node", "--listen", f"127.0.0.1:{api_port}",
-                                "--proxy-listen", f"127.0.0.1:{proxy_port}"])  # fmt: skip
-            addresses.append({"id": node_id, "api": url, "proxy": f"127.0.0.1:{proxy_port}"})
+                                "--proxy-listen", f"127.0.0.1:{proxy_port}",
+                                "--register", ",".join(api_urls)])  # fmt: skip
             started.append(proc)
         for proc in started:  # started together, waited for together
             _wait_ready(proc, f"{proc.url}/v1/node", headers=auth)
-        common = {
-            "HUTCH_DATABASE_URL": state.database_url,
-            "HUTCH_CLUSTER_TOKEN": token,
-            "HUTCH_CLUSTER_NODES": json.dumps(addresses),
-        }
-        api_urls: list[str] = []
-        apis_started: list[Proc] = []
-        for a in range(1, apis + 1):
-            port = _free_port()
-            url = f"http://127.0.0.1:{port}"
-            proc = _spawn(state, role="api", pid_id=f"api-{a}", url=url, args=["api"],
-                          env={**common, "HUTCH_HOME": str(home / "apis" / f"api-{a}"),
-                               "HUTCH_MIGRATE": "false", "HUTCH_API_HOST": "127.0.0.1",
-                               "HUTCH_API_PORT": str(port)})  # fmt: skip
-            api_urls.append(url)
-            apis_started.append(proc)
-        for proc in apis_started:
-            _wait_ready(proc, f"{proc.url}/health")
+        _wait_registered(state, started)
         port = _free_port()
         url = f"http://127.0.0.1:{port}"
         proc = _spawn(state, role="proxy", pid_id="proxy-1", url=url, args=["proxy"],
