@@ -12,12 +12,14 @@ from nodehelpers import count_leaks, node_settings
 
 from hutch.node.app import build_node
 from hutch.node.sandbox import SandboxRequest
+from tests.conftest import machine_lacks
 
 
-@pytest.mark.skipif(shutil.which("runsc") is None, reason="runsc is not installed")
 async def test_manager_on_runsc_creates_and_kills(
     node_home: Path, envd_bundle_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    if shutil.which("runsc") is None:
+        machine_lacks("runsc is not installed (install.sh installs it)")
     for var in ("HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy"):
         monkeypatch.delenv(var, raising=False)
     settings = node_settings(node_home, envd_bundle_dir, runtime="runsc")

@@ -16,6 +16,7 @@ from hutch.node import rootfs
 from hutch.node.runtime.base import RuntimeFailedError, RuntimeStatus
 from hutch.node.runtime.runc import RuncRuntime
 from hutch.shared.errors import AlreadyExistsError, NotFoundError
+from tests.conftest import machine_lacks
 
 pytestmark = pytest.mark.root
 runc_only = pytest.mark.parametrize("runtime", ["runc"], indirect=True)
@@ -132,7 +133,7 @@ async def test_runc_seccomp_denies_user_namespaces_with_eperm(runtime, make_sand
     control = await make_sandbox(use_seccomp=False)
     baseline = await runtime.exec(control.sandbox_id, ["unshare", "-U", "true"])
     if baseline.exit_code != 0:
-        pytest.skip(f"this kernel refuses user namespaces anyway: {baseline.stderr!r}")
+        machine_lacks(f"this kernel refuses user namespaces anyway: {baseline.stderr!r}")
     box = await make_sandbox()
     result = await runtime.exec(box.sandbox_id, ["unshare", "-U", "true"])
     assert result.exit_code != 0

@@ -149,7 +149,8 @@ def test_blank_figure_has_no_chart_and_mixed_axes_are_unknown() -> None:
 
 
 def test_dataframe_to_data_is_json_safe() -> None:
-    pd = pytest.importorskip("pandas")
+    import pandas as pd  # a pinned test dependency: its absence is an error, not a skip
+
     frame = pd.DataFrame(
         {
             "n": [1, 2],
