@@ -26,6 +26,7 @@ from typing import Final
 from sqlalchemy import case, delete, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.sql.dml import Update
 
 from hutch.api.models import (
     NODE_BUSY_STATES,
@@ -577,8 +578,15 @@ class SqlSandboxStore:
             .where(s.id == sandbox_id, s.state.not_in([st.value for st in TERMINAL_STATES]))
             .values(end_at=new_end, version=s.version + 1)
         )
+        return await self._update_live(stmt, sandbox_id, team_id=team_id)
+
+    async def _update_live(
+        self, stmt: Update, sandbox_id: SandboxID, *, team_id: TeamID | None
+    ) -> Sandbox:
+        """Run ``stmt`` (an UPDATE of one sandbox that must not be ended, narrowed to
+        ``team_id`` when given) and return the row; not found, or the state it is in."""
         if team_id is not None:
-            stmt = stmt.where(s.team_id == team_id)
+            stmt = stmt.where(sandboxes.c.team_id == team_id)
         async with write_transaction(self._engine) as conn:
             result = await conn.execute(stmt)
             sandbox = await fetch_sandbox(conn, sandbox_id, team_id=team_id)
@@ -663,17 +671,7 @@ class SqlSandboxStore:
                 version=s.version + 1,
             )
         )
-        if team_id is not None:
-            stmt = stmt.where(s.team_id == team_id)
-        async with write_transaction(self._engine) as conn:
-            result = await conn.execute(stmt)
-            sandbox = await fetch_sandbox(conn, sandbox_id, team_id=team_id)
-        if sandbox is None:
-            raise _not_found(sandbox_id)
-        if result.rowcount == 0:
-            live = frozenset(SandboxState) - TERMINAL_STATES
-            raise SandboxStateConflictError(sandbox.id, sandbox.state, wanted=_describe(live))
-        return sandbox
+        return await self._update_live(stmt, sandbox_id, team_id=team_id)
 
     async def patch_metadata(
         self,
