@@ -13,11 +13,10 @@ from e2b import Sandbox
 from tests.integration.api.conftest import ApiServer, _serve
 
 
-@pytest.fixture
-def limited(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[ApiServer]:
-    """The API with 1 request per second per key, in bursts of 3."""
+def _limited(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, rate: float) -> Iterator[ApiServer]:
+    """The API with ``rate`` requests per second per key, in bursts of 3."""
     gen = _serve(f"sqlite+aiosqlite:///{tmp_path / 'hutch.db'}", tmp_path,
-                 rate_limit_per_s=1, rate_limit_burst=3)  # fmt: skip
+                 rate_limit_per_s=rate, rate_limit_burst=3)  # fmt: skip
     api = next(gen)
     monkeypatch.setenv("E2B_API_URL", api.url)
     monkeypatch.setenv("E2B_API_KEY", api.key)
@@ -28,8 +27,22 @@ def limited(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[ApiServ
         gen.close()
 
 
-def test_a_key_over_its_rate_gets_429_with_retry_after(limited: ApiServer) -> None:
-    api = limited
+@pytest.fixture
+def limited(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[ApiServer]:
+    """1 request per second: the SDK's retry after Retry-After is short."""
+    yield from _limited(tmp_path, monkeypatch, 1)
+
+
+@pytest.fixture
+def slow(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[ApiServer]:
+    """1 request per 100 s: no token comes back while a test counts its 200s and 429s,
+    however slowly a loaded machine serves them (at 1 per second, a second spent between
+    the first and the fourth request refills a token and the fourth is a 200)."""
+    yield from _limited(tmp_path, monkeypatch, 0.01)
+
+
+def test_a_key_over_its_rate_gets_429_with_retry_after(slow: ApiServer) -> None:
+    api = slow
     with httpx.Client(base_url=api.url, headers={"X-API-Key": api.key}) as c:
         statuses = [c.get("/v2/sandboxes").status_code for _ in range(4)]
         assert statuses[:3] == [200, 200, 200] and statuses[3] == 429, statuses
@@ -37,7 +50,7 @@ def test_a_key_over_its_rate_gets_429_with_retry_after(limited: ApiServer) -> No
         assert r.status_code == 429
         assert r.headers["Retry-After"].isdigit() and int(r.headers["Retry-After"]) >= 1
         assert r.json()["code"] == 429
-        assert "Rate limit exceeded: at most 1 requests per second" in r.json()["message"]
+        assert "Rate limit exceeded: at most 0.01 requests per second" in r.json()["message"]
         assert "Should-Retry" not in r.headers  # the SDK may retry after Retry-After
     # Another key has its own bucket; the bearer routes count too.
     with httpx.Client(base_url=api.url, headers={"X-API-Key": api.other_key}) as other:
