@@ -11,11 +11,11 @@ import pytest
 from e2b import Sandbox
 
 from .serveproc import Serve, restarted_on_runsc
+from .test_pause import COUNTER, counter_of, counts_past
 
 pytestmark = pytest.mark.root
 
 BOOT_ID = "cat /proc/sys/kernel/random/boot_id"
-COUNTER = "i=0; while true; do i=$((i+1)); echo $i > /tmp/counter; sleep 0.05; done"
 
 
 @pytest.fixture
@@ -56,10 +56,6 @@ def _ready_member(serve: Serve) -> bool:
     return any(f"member {m} ready" in log for m in idle)
 
 
-def _count(sbx: Sandbox) -> int:
-    return int(sbx.commands.run("cat /tmp/counter").stdout.strip() or 0)
-
-
 def test_pooled_sandbox_pauses_resumes_and_reboots_as_itself(pooled: Serve) -> None:
     # serve.log spans restarts: wait for a member of this run (its directory is idle and
     # the node logged it ready), not for any earlier run's line.
@@ -75,9 +71,7 @@ def test_pooled_sandbox_pauses_resumes_and_reboots_as_itself(pooled: Serve) -> N
         sbx.pause()
         again = Sandbox.connect(sbx.sandbox_id)
         assert again.commands.run(BOOT_ID).stdout == boot_id
-        first = _count(again)
-        time.sleep(0.3)
-        assert _count(again) > first
+        counts_past(again, counter_of(again))  # the same process counts on
         sbx.files.write("/tmp/kept", "yes")
         sbx.pause(mode="filesystem")
         rebooted = Sandbox.connect(sbx.sandbox_id)
@@ -101,12 +95,10 @@ def test_runsc_pause_keeps_memory_and_processes(on_runsc: Serve) -> None:
     try:
         boot_id = sbx.commands.run(BOOT_ID).stdout
         sbx.commands.run(COUNTER, background=True, timeout=0)
-        time.sleep(0.3)
+        counts_past(sbx, 0)
         assert sbx.pause() is True
         again = Sandbox.connect(sbx.sandbox_id)
-        first = _count(again)
-        time.sleep(0.3)
-        assert _count(again) > first  # the same process counts on: memory kept
+        counts_past(again, counter_of(again))  # the same process counts on: memory kept
         assert again.commands.run(BOOT_ID).stdout == boot_id
         sbx.pause(mode="filesystem")
         rebooted = Sandbox.connect(sbx.sandbox_id)
