@@ -202,8 +202,11 @@ def test_kill_and_reaper_never_touch_idle_members(pooled: Serve) -> None:
     members = _wait_for_pool(pooled)
     assert Sandbox.kill(members[0]) is False  # no such sandbox for the API: 404
     assert _idle_members(pooled) == members
-    short = Sandbox.create("busybox", timeout=1)  # takes a member; the reaper kills it
+    # It takes a member; the reaper kills it once a 1 s timeout is set. Created with 1 s,
+    # a loaded machine's reaper could kill it before its host id was read.
+    short = Sandbox.create("busybox", timeout=120)
     taken = _host_id(pooled, short.sandbox_id)
+    short.set_timeout(1)
     deadline = time.monotonic() + 30
     while short.is_running() and time.monotonic() < deadline:
         time.sleep(0.2)
