@@ -123,6 +123,11 @@ class Placer(Protocol):
         """The nodes the sandbox fits on, best first; ``NoNodeFits`` when none."""
         ...
 
+    def shortlist(self, candidates: Sequence[Candidate]) -> list[NodeID]:
+        """The fitting nodes as good as the best for a create that races others (best
+        first, never empty); ``NoNodeFits`` when none."""
+        ...
+
     def misfit(self, candidate: Candidate) -> str | None:
         """Why the sandbox does not fit on the (locked, reloaded) candidate; None: fits."""
         ...

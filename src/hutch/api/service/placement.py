@@ -11,6 +11,13 @@ again with :func:`misfit` (another api may have placed there meanwhile) and inse
 * **artifact**: a node that already holds the template gets 0.25 off (no pull);
 * ties go to the node id, so the order is deterministic.
 
+Concurrent creates would all rank the same node first and queue on its row lock, so the
+store takes the first **unlocked** node of a :func:`shortlist` instead (``FOR UPDATE SKIP
+LOCKED``, ``store/placement.py``): the fitting nodes whose score is within
+:data:`SPREAD_MARGIN` of the best, at most :data:`SPREAD_MAX`. The margin is smaller than
+the artifact bonus, so a node that must pull the template never stands in for one that
+holds it.
+
 A node fits when it is ``ready``, not excluded (it refused this create already), its
 sandbox count is below its own ``max_sandboxes`` and the api's per-node limit, and the
 sandbox's CPU and memory fit under capacity times overcommit. A sandbox that mounts a local
@@ -31,6 +38,11 @@ from hutch.shared.ids import NodeID
 ALLOCATED_WEIGHT: Final = 0.6
 USED_WEIGHT: Final = 0.4
 ARTIFACT_BONUS: Final = 0.25
+#: How far (in score) behind the best a node may be and still take a create while the
+#: better ones are locked by other creates (below :data:`ARTIFACT_BONUS` on purpose).
+SPREAD_MARGIN: Final = 0.1
+#: At most this many nodes are offered to one create's ``SKIP LOCKED``.
+SPREAD_MAX: Final = 32
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -125,6 +137,23 @@ class NoNodeFits(UnavailableError):
 
 def rank(candidates: Sequence[Candidate], demand: Demand, policy: PlacementPolicy) -> list[NodeID]:
     """The nodes ``demand`` fits on, best first; :class:`NoNodeFits` when none."""
+    return [node_id for _, node_id in _scored(candidates, demand, policy)]
+
+
+def shortlist(
+    candidates: Sequence[Candidate], demand: Demand, policy: PlacementPolicy
+) -> list[NodeID]:
+    """The fitting nodes as good as the best one for a create racing others: best first,
+    within :data:`SPREAD_MARGIN` of its score, at most :data:`SPREAD_MAX` (never empty;
+    :class:`NoNodeFits` when nothing fits)."""
+    scored = _scored(candidates, demand, policy)
+    best = scored[0][0]
+    return [node_id for s, node_id in scored[:SPREAD_MAX] if s <= best + SPREAD_MARGIN]
+
+
+def _scored(
+    candidates: Sequence[Candidate], demand: Demand, policy: PlacementPolicy
+) -> list[tuple[float, NodeID]]:
     fitting: list[tuple[float, NodeID]] = []
     reasons: dict[NodeID, str] = {}
     for c in candidates:
@@ -135,7 +164,7 @@ def rank(candidates: Sequence[Candidate], demand: Demand, policy: PlacementPolic
             reasons[c.node.id] = why
     if not fitting:
         raise NoNodeFits(reasons)
-    return [node_id for _, node_id in sorted(fitting)]
+    return sorted(fitting)
 
 
 def pinned_node(volume_nodes: Collection[NodeID | None]) -> NodeID | None:
@@ -165,6 +194,13 @@ class Placement:
         """See :func:`rank`; a node that refused says so in the 503."""
         try:
             return rank(candidates, self.demand, self.policy)
+        except NoNodeFits as exc:
+            raise NoNodeFits({**exc.reasons, **self.refusals}) from None
+
+    def shortlist(self, candidates: Sequence[Candidate]) -> list[NodeID]:
+        """See :func:`shortlist`; a node that refused says so in the 503."""
+        try:
+            return shortlist(candidates, self.demand, self.policy)
         except NoNodeFits as exc:
             raise NoNodeFits({**exc.reasons, **self.refusals}) from None
 

@@ -41,12 +41,12 @@ from hutch.api.models import (
     SortOrder,
     TeamQuotas,
 )
-from hutch.api.nodes_model import Candidate, NodeLoad, Placer
+from hutch.api.nodes_model import Placer
 from hutch.api.store.base import Clock, utc_now
 from hutch.api.store.engine import read_transaction, write_transaction
 from hutch.api.store.errors import is_foreign_key_violation, is_unique_violation
-from hutch.api.store.nodes import lock_node, node_from_row, node_loads, store_now
 from hutch.api.store.pagination import Cursor, decode_cursor, encode_cursor
+from hutch.api.store.placement import NodeTaken, reserve_node
 from hutch.api.store.sandbox_rows import (
     fetch_sandbox,
     listing_query,
@@ -58,7 +58,6 @@ from hutch.api.store.sandbox_rows import (
 )
 from hutch.api.store.tables import (
     idempotency_keys,
-    nodes,
     sandbox_metadata,
     sandbox_volume_mounts,
     sandboxes,
@@ -192,41 +191,6 @@ async def _check_move(
             )
 
 
-class _NodeTaken(Exception):
-    """The best node no longer fits once locked: retry without it."""
-
-    def __init__(self, node_id: NodeID, reason: str) -> None:
-        super().__init__(node_id, reason)
-        self.node_id = node_id
-        self.reason = reason
-
-
-async def _place(conn: AsyncConnection, placer: Placer) -> NodeID:
-    """The node to insert the new row on (see :meth:`SqlSandboxStore.create_sandbox`)."""
-    now = await store_now(conn, utc_now)
-    listed = [node_from_row(row) for row in await conn.execute(select(nodes))]
-    loads = await node_loads(conn)
-    ranked = placer.rank(
-        [
-            Candidate(
-                node=n, load=loads.get(n.id, NodeLoad()), lease_expired=n.lease_expires_at < now
-            )
-            for n in listed
-        ]
-    )
-    best = ranked[0]
-    locked = await lock_node(conn, best)
-    if locked is None:
-        raise _NodeTaken(best, "left the cluster")
-    load = (await node_loads(conn, [best])).get(best, NodeLoad())
-    why = placer.misfit(
-        Candidate(node=locked, load=load, lease_expired=locked.lease_expires_at < now)
-    )
-    if why is not None:
-        raise _NodeTaken(best, why)
-    return best
-
-
 class SqlSandboxStore:
     """:class:`~hutch.api.store.base.SandboxStore` on SQL."""
 
@@ -251,16 +215,17 @@ class SqlSandboxStore:
         when both race. A key reused with a different ``request_hash`` (or for another
         operation) is a :class:`ConflictError`. An unknown team is :class:`NotFoundError`.
 
-        With ``placer``, the node is chosen in the same transaction (:func:`_place`): the
-        best node's row is locked (PostgreSQL ``FOR UPDATE``; SQLite has one writer), its
-        load read again and the row inserted on it, so concurrent creates through any
-        number of api processes never overbook a node. A node that no longer fits once
-        locked (another api placed there first) is excluded and the transaction retried.
+        With ``placer``, the node is chosen in the same transaction
+        (:func:`~hutch.api.store.placement.reserve_node`): the first unlocked node of the
+        best ones has its row locked (PostgreSQL ``FOR UPDATE SKIP LOCKED``; SQLite has one
+        writer), its load read again and the row inserted on it, so concurrent creates
+        through any number of api processes never overbook a node and do not queue on one
+        row. A node that no longer fits once locked is excluded and the transaction retried.
         """
         while True:
             try:
                 return await self._create_once(new, idempotency_key, request_hash, placer)
-            except _NodeTaken as taken:
+            except NodeTaken as taken:
                 assert placer is not None
                 placer = placer.excluding(taken.node_id, taken.reason)
 
@@ -281,7 +246,7 @@ class SqlSandboxStore:
                 if new.quota is not None and new.quota.limits_sandboxes():
                     await reserve_under_quota(conn, new, new.quota)
                 if placer is not None:
-                    new = dataclasses.replace(new, node_id=await _place(conn, placer))
+                    new = dataclasses.replace(new, node_id=await reserve_node(conn, placer))
                 await self._insert(conn, sandbox_id, new)
                 if idempotency_key is not None:
                     await conn.execute(

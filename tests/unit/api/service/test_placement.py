@@ -1,4 +1,5 @@
-"""Placement's pure logic (ADR 0019): fit, score, order, refusals, volume pinning."""
+"""Placement's pure logic (ADR 0025, 0026): fit, score, order, shortlist, refusals, volume
+pinning."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import pytest
 
 from hutch.api.nodes_model import Candidate, Node, NodeCapacity, NodeLoad, NodeStatus, NodeUsage
 from hutch.api.service.placement import (
+    SPREAD_MAX,
     Demand,
     NoNodeFits,
     Placement,
@@ -15,6 +17,7 @@ from hutch.api.service.placement import (
     misfit,
     pinned_node,
     rank,
+    shortlist,
 )
 from hutch.shared.errors import UnavailableError
 from hutch.shared.ids import NodeID
@@ -133,3 +136,33 @@ def test_volume_pinning() -> None:
     assert pinned_node([]) is None
     with pytest.raises(UnavailableError, match="different nodes"):
         pinned_node([NodeID("x"), NodeID("y")])
+
+
+def test_shortlist_is_the_nodes_as_good_as_the_best() -> None:
+    """Equally loaded nodes are interchangeable for racing creates; a much fuller one, one
+    without the template when others hold it, and a misfit are not."""
+    nodes = [
+        cand(node("a", templates=("base",))),
+        cand(node("b", templates=("base",)), sandboxes=1, cpu=1, memory_mb=512),
+        cand(node("c")),  # must pull the template: 0.25 worse
+        cand(node("d", templates=("base",)), sandboxes=8, cpu=8, memory_mb=4096),  # full
+        cand(node("e", templates=("base",)), sandboxes=6, cpu=6, memory_mb=3072),
+    ]
+    assert rank(nodes, SMALL, POLICY) == ["a", "b", "c", "e"]
+    assert shortlist(nodes, SMALL, POLICY) == ["a", "b"]
+
+
+def test_shortlist_is_capped_and_never_empty() -> None:
+    many = [cand(node(f"n{i:03d}")) for i in range(3 * SPREAD_MAX)]
+    got = shortlist(many, SMALL, POLICY)
+    assert got == [f"n{i:03d}" for i in range(SPREAD_MAX)]
+    assert shortlist([cand(node("only"), sandboxes=9)], SMALL, POLICY) == ["only"]
+    with pytest.raises(NoNodeFits):
+        shortlist([cand(node("x", status=NodeStatus.DRAINING))], SMALL, POLICY)
+
+
+def test_placement_shortlist_names_refusals_when_nothing_fits() -> None:
+    placement = Placement(demand=SMALL, policy=POLICY).excluding(NodeID("a"), "refused: full")
+    with pytest.raises(NoNodeFits) as caught:
+        placement.shortlist([cand(node("a"))])
+    assert caught.value.reasons == {"a": "refused: full"}
