@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from datetime import timedelta
 from pathlib import Path
 
@@ -96,10 +96,21 @@ async def test_notify_wakes_another_apis_worker_and_any_api_answers_status_and_l
     runner = GatedRunner()
     front = _service(a, GatedRunner())  # api A takes the requests (it could build too)
     back = _service(b, runner)  # api B builds; its poll is an hour: only NOTIFY wakes it
-    worker = BuildWorker(back, listen=build_listener(b.engine), poll_s=3600)
+    listen = build_listener(b.engine)
+    assert listen is not None
+    listening = asyncio.Event()
+
+    @contextlib.asynccontextmanager
+    async def listen_and_tell(callback: Callable[[], None]) -> AsyncIterator[None]:
+        async with listen(callback):  # LISTEN has run when this is entered
+            listening.set()
+            yield
+
+    worker = BuildWorker(back, listen=listen_and_tell, poll_s=3600)
     try:
         async with _running(worker):
-            await asyncio.sleep(0.2)  # B is listening
+            # A NOTIFY before B's LISTEN would never wake it (the poll is an hour away).
+            await asyncio.wait_for(listening.wait(), 60)
             build_id = await _started_build(front, a, "notified")
             await asyncio.wait_for(runner.started.wait(), 15)
             team = await a.teams.ensure_default_team()
