@@ -92,10 +92,14 @@ async def test_restart_under_a_running_cell_ends_it(async_sbx) -> None:
 
     ctx = await async_sbx.create_code_context()
     try:
+        # The restart comes once the cell says it runs, not after a second: a restart that
+        # reached the server first would leave the endless cell to a fresh kernel.
+        inside = asyncio.Event()
         running = asyncio.create_task(
-            async_sbx.run_code("while True: pass", context=ctx, timeout=0)
-        )
-        await asyncio.sleep(1)
+            async_sbx.run_code("print('in', flush=True)\nwhile True: pass", context=ctx,
+                               timeout=0, on_stdout=lambda _: inside.set())
+        )  # fmt: skip
+        await asyncio.wait_for(inside.wait(), 60)
         await async_sbx.restart_code_context(ctx)
         ended = await asyncio.wait_for(running, timeout=60)
         assert ended.error is not None and ended.error.name == "ContextRestarting"
