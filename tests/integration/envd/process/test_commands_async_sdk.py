@@ -47,10 +47,12 @@ async def test_async_background_stdin_connect_and_kill(async_sandbox) -> None:
 async def test_async_deadline(async_sandbox, test_user) -> None:
     # As the test account: a deadline may land while a login shell runs its profile,
     # and root's profile on a dev host may hold locks (pyenv) that a kill leaves behind.
+    # 5 s, not 1: a loaded machine's login shell can take a second before the echo, and
+    # a deadline that lands first leaves no marker to read.
     marker = Path(test_user.pw_dir) / f"deadline-pid-{uuid.uuid4().hex}"
     with pytest.raises(TimeoutException):
         await async_sandbox.commands.run(
-            f"echo $$ > {marker}; exec sleep 30", timeout=1, user=test_user.pw_name
+            f"echo $$ > {marker}; exec sleep 30", timeout=5, user=test_user.pw_name
         )
     pid = int(marker.read_text())
     marker.unlink()
