@@ -141,7 +141,7 @@ def test_fork_bomb_is_held_at_the_pids_limit(serve: Serve) -> None:
         # The classic bomb: every shell forks two more, for ever, until pids.max says no.
         bomb.commands.run("b() { b | b & }; b", background=True, user="root", timeout=0)
         current = 0
-        for _ in range(400):  # a count of polls, not a deadline
+        for _ in range(1200):  # a count of polls, not a deadline
             current = int((pids / "pids.current").read_text())
             if current >= limit:
                 break

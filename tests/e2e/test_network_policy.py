@@ -331,7 +331,7 @@ def test_traffic_token_guards_the_sandbox_ports(server: tuple[Serve, dict[str, s
         sbx.commands.run("python3 -m http.server 8000 --bind 0.0.0.0", background=True)
         url = f"{serve.sandbox_url}/"
         headers = {"e2b-sandbox-id": sbx.sandbox_id, "e2b-sandbox-port": "8000"}
-        for _ in range(50):
+        for _ in range(600):
             r = httpx.get(url, headers={**headers, "e2b-traffic-access-token": token})
             if r.status_code == 200:
                 break

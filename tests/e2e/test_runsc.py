@@ -59,7 +59,7 @@ def test_runsc_metrics(on_runsc: Serve) -> None:
     sbx = Sandbox.create("busybox", timeout=60)
     try:
         metrics = sbx.get_metrics()
-        for _ in range(120):  # a count of polls, not a deadline
+        for _ in range(240):  # a count of polls, not a deadline
             if metrics:
                 break
             time.sleep(0.25)

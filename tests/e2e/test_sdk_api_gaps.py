@@ -103,7 +103,7 @@ async def test_async_command_under_a_killed_sandbox_raises_not_running(serve: Se
     killer = asyncio.ensure_future(kill_once_running())
     with pytest.raises(SandboxNotRunningException, match=END_OF_LIFE):
         await sbx.commands.run("sleep 60", timeout=90)
-    await asyncio.wait_for(killer, 10)
+    await asyncio.wait_for(killer, 60)
     assert await sbx.is_running() is False
 
 

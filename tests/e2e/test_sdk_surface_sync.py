@@ -83,7 +83,7 @@ def test_watch_dir_sees_writes(sbx: Sandbox) -> None:
         sbx.files.write("/tmp/watched/a.txt", "one")
         sbx.commands.run("rm /tmp/watched/a.txt")
         events = []
-        for _ in range(100):  # a count of polls, not a deadline
+        for _ in range(600):  # a count of polls, not a deadline
             events += handle.get_new_events()
             if any(e.type == FilesystemEventType.REMOVE for e in events):
                 break
