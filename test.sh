@@ -12,8 +12,9 @@ cd "$here"
 # Test-only system packages: a real PostgreSQL server for the store tests, dosfstools for a
 # filesystem without user xattrs, musl to prove envd's bundle runs in a musl image; node and
 # npm for the compatibility matrix's JS SDK and CLI (tests/compat; any node >= 20.18.1 that
-# is already installed will do).
-test_packages=(postgresql dosfstools musl)
+# is already installed will do); Debian's chromium and its chromedriver for the dashboard's
+# browser tests (tests/e2e/test_dashboard.py; nothing downloads a browser of its own).
+test_packages=(postgresql dosfstools musl chromium chromium-driver)
 missing=()
 for pkg in "${test_packages[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")

@@ -1,0 +1,98 @@
+// Nodes (admin keys): capacity, allocation, health, and this instance's warm pool.
+import { api } from "../api";
+import { bytes, dateTime, mib, relative } from "../format";
+import { useLoad } from "../hooks";
+import type { HutchNode, HutchStatus } from "../types";
+import { ActionButton, ErrorText, Section } from "../components/ui";
+
+export function NodesPage() {
+  const nodes = useLoad((signal) => api.get<HutchNode[]>("/nodes", signal), [], 3000);
+  const status = useLoad((signal) => api.get<HutchStatus>("/hutch/status", signal), [], 3000);
+  return (
+    <>
+      <h1>Nodes</h1>
+      <ErrorText error={nodes.error} />
+      <div class="table-wrap">
+        <table class="list" data-testid="nodes">
+          <caption class="sr-only">Nodes of the cluster</caption>
+          <thead>
+            <tr>
+              <th scope="col">Node</th>
+              <th scope="col">Status</th>
+              <th scope="col">Sandboxes</th>
+              <th scope="col">CPU allocated</th>
+              <th scope="col">Memory allocated</th>
+              <th scope="col">Disk allocated</th>
+              <th scope="col">Host use</th>
+              <th scope="col">Heartbeat</th>
+              <th scope="col">
+                <span class="sr-only">Actions</span>
+              </th>
+            </tr>
+          </thead>
+          <tbody>
+            {(nodes.data ?? []).map((n) => (
+              <tr key={n.id}>
+                <td data-label="Node">
+                  <span class="mono">{n.id}</span>
+                  <br />
+                  <span class="muted">
+                    {n.address} · v{n.version}
+                  </span>
+                </td>
+                <td data-label="Status">
+                  <span class={`state state-${n.status}`}>{n.status}</span>
+                  {n.lostReason ? <span class="muted"> {n.lostReason}</span> : null}
+                </td>
+                <td data-label="Sandboxes">
+                  {n.sandboxCount} of {n.capacity.maxSandboxes}
+                  {n.sandboxStartingCount ? ` (${n.sandboxStartingCount} starting)` : ""}
+                </td>
+                <td data-label="CPU allocated">
+                  <meter min={0} max={n.capacity.cpuCount} value={n.metrics.allocatedCPU} aria-label="CPU allocated" /> {n.metrics.allocatedCPU} / {n.capacity.cpuCount}
+                </td>
+                <td data-label="Memory allocated">
+                  <meter min={0} max={n.metrics.memoryTotalBytes} value={n.metrics.allocatedMemoryBytes} aria-label="Memory allocated" /> {bytes(n.metrics.allocatedMemoryBytes)} /{" "}
+                  {bytes(n.metrics.memoryTotalBytes)}
+                </td>
+                <td data-label="Disk allocated">
+                  {mib(n.allocatedDiskMB)} / {mib(n.capacity.diskMB)}
+                </td>
+                <td data-label="Host use">
+                  {n.metrics.cpuPercent} % CPU, {bytes(n.metrics.memoryUsedBytes)}
+                </td>
+                <td data-label="Heartbeat" title={`lease until ${dateTime(n.leaseExpiresAt)}`}>
+                  {relative(n.heartbeatAt)}
+                </td>
+                <td>
+                  {n.status === "ready" ? (
+                    <ActionButton label="Drain" action={() => api.send("POST", `/nodes/${encodeURIComponent(n.id)}`, { status: "draining" })} done={nodes.reload} />
+                  ) : n.status === "draining" ? (
+                    <ActionButton label="Undrain" action={() => api.send("POST", `/nodes/${encodeURIComponent(n.id)}`, { status: "ready" })} done={nodes.reload} />
+                  ) : null}
+                </td>
+              </tr>
+            ))}
+          </tbody>
+        </table>
+      </div>
+      {status.data ? (
+        <Section title={`Warm pool of ${status.data.nodeID}`} id="pool">
+          {status.data.pool.length ? (
+            <ul class="pool">
+              {status.data.pool.map((p) => (
+                <li key={p.templateID}>
+                  <label>
+                    {p.templateID}: <meter min={0} max={p.target || 1} value={p.ready} /> {p.ready} of {p.target} ready
+                  </label>
+                </li>
+              ))}
+            </ul>
+          ) : (
+            <p class="muted">No warm pool configured.</p>
+          )}
+        </Section>
+      ) : null}
+    </>
+  );
+}

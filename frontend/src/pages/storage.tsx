@@ -1,0 +1,130 @@
+// Volumes (list, create, delete) and snapshots (list, delete), with the API's own guards:
+// a volume mounted in a live sandbox, for one, is refused with its message.
+import { useState } from "preact/hooks";
+import { api, message } from "../api";
+import { bytes } from "../format";
+import { useLoad } from "../hooks";
+import type { Snapshot, Volume } from "../types";
+import { ConfirmButton, ErrorText, Section, Status } from "../components/ui";
+
+export function StoragePage() {
+  const volumes = useLoad((signal) => api.get<Volume[]>("/volumes", signal), [], 5000);
+  const snapshots = useLoad((signal) => api.get<Snapshot[]>("/snapshots?limit=100", signal), [], 5000);
+  const [name, setName] = useState("");
+  const [size, setSize] = useState("");
+  const [status, setStatus] = useState<string>();
+  const [error, setError] = useState<string>();
+  return (
+    <>
+      <h1>Volumes &amp; snapshots</h1>
+      <Status text={status} />
+      <Section title="Volumes" id="volumes">
+        <ErrorText error={volumes.error} />
+        <div class="table-wrap">
+          <table class="list" data-testid="volumes">
+            <caption class="sr-only">Volumes of the team</caption>
+            <thead>
+              <tr>
+                <th scope="col">Name</th>
+                <th scope="col">ID</th>
+                <th scope="col">Size</th>
+                <th scope="col">Used</th>
+                <th scope="col">
+                  <span class="sr-only">Actions</span>
+                </th>
+              </tr>
+            </thead>
+            <tbody>
+              {(volumes.data ?? []).map((v) => (
+                <tr key={v.volumeID}>
+                  <td data-label="Name">{v.name}</td>
+                  <td data-label="ID" class="mono">
+                    {v.volumeID}
+                  </td>
+                  <td data-label="Size">{bytes(v.sizeMB * 1048576)}</td>
+                  <td data-label="Used">{v.usedBytes !== undefined ? bytes(v.usedBytes) : "–"}</td>
+                  <td>
+                    <ConfirmButton
+                      label="Delete"
+                      confirm={`Delete volume ${v.name} and its files?`}
+                      action={() => api.send("DELETE", `/volumes/${encodeURIComponent(v.volumeID)}`)}
+                      done={() => {
+                        setStatus(`Volume ${v.name} deleted.`);
+                        volumes.reload();
+                      }}
+                    />
+                  </td>
+                </tr>
+              ))}
+            </tbody>
+          </table>
+        </div>
+        {volumes.data && !volumes.data.length ? <p class="muted">No volumes.</p> : null}
+        <form
+          class="inline"
+          onSubmit={async (e) => {
+            e.preventDefault();
+            setError(undefined);
+            try {
+              const body: Record<string, unknown> = { name: name.trim() };
+              if (size.trim()) body.sizeMB = Number.parseInt(size, 10);
+              await api.send("POST", "/volumes", body);
+              setStatus(`Volume ${name.trim()} created.`);
+              setName("");
+              setSize("");
+              volumes.reload();
+            } catch (err) {
+              setError(message(err));
+            }
+          }}
+        >
+          <label for="vol-name">New volume name</label>
+          <input id="vol-name" required value={name} onInput={(e) => setName((e.target as HTMLInputElement).value)} />
+          <label for="vol-size">Size (MiB, optional)</label>
+          <input id="vol-size" type="number" min="1" value={size} onInput={(e) => setSize((e.target as HTMLInputElement).value)} />
+          <button type="submit">Create volume</button>
+        </form>
+        <ErrorText error={error} />
+      </Section>
+      <Section title="Snapshots" id="snapshots">
+        <ErrorText error={snapshots.error} />
+        <div class="table-wrap">
+          <table class="list" data-testid="snapshots">
+            <caption class="sr-only">Snapshots of the team</caption>
+            <thead>
+              <tr>
+                <th scope="col">Snapshot</th>
+                <th scope="col">Names</th>
+                <th scope="col">
+                  <span class="sr-only">Actions</span>
+                </th>
+              </tr>
+            </thead>
+            <tbody>
+              {(snapshots.data ?? []).map((s) => (
+                <tr key={s.snapshotID}>
+                  <td data-label="Snapshot" class="mono">
+                    {s.snapshotID}
+                  </td>
+                  <td data-label="Names">{s.names.join(", ") || "–"}</td>
+                  <td>
+                    <ConfirmButton
+                      label="Delete"
+                      confirm="Delete this snapshot?"
+                      action={() => api.send("DELETE", `/templates/${encodeURIComponent(s.snapshotID)}`)}
+                      done={() => {
+                        setStatus(`Snapshot ${s.snapshotID} deleted.`);
+                        snapshots.reload();
+                      }}
+                    />
+                  </td>
+                </tr>
+              ))}
+            </tbody>
+          </table>
+        </div>
+        {snapshots.data && !snapshots.data.length ? <p class="muted">No snapshots. Take one from a sandbox's page.</p> : null}
+      </Section>
+    </>
+  );
+}
