@@ -1,8 +1,10 @@
 'use strict'
 // The code interpreter through a real `hutch serve` with the official JS SDK
 // (`@e2b/code-interpreter`, pinned in code-interpreter/package.json), unchanged.
-// tests/e2e/test_interpreter_js.py runs it with `node --test`, NODE_PATH naming the
-// installed node_modules, and E2B_API_URL, E2B_SANDBOX_URL and E2B_API_KEY naming the serve.
+// The compatibility matrix's JS code-interpreter column (tests/compat/test_matrix.py,
+// test_js_code_interpreter) runs it with `node --test`, NODE_PATH naming the installed
+// node_modules, and E2B_API_URL, E2B_SANDBOX_URL and E2B_API_KEY naming the matrix's serve;
+// a failed test fails that column (it ran twice per suite when tests/e2e ran it as well).
 
 const { test } = require('node:test')
 const assert = require('node:assert/strict')
