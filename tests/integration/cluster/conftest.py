@@ -154,11 +154,16 @@ def serve_api(database_url: str, home: Path, **settings: object) -> Iterator[Clu
 
 @pytest.fixture(params=["sqlite", "postgres"])
 def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    """A fresh database: SQLite, then the store tests' PostgreSQL."""
+    """A fresh database: SQLite, then the store tests' PostgreSQL (``postgres_only``)."""
     if request.param == "sqlite":
         return f"sqlite+aiosqlite:///{tmp_path / 'hutch.db'}"
     dbs: PostgresDatabases = request.getfixturevalue("postgres_databases")
     return dbs.create()
+
+
+#: For a test of several apis on one database (each its own store): PostgreSQL only, since
+#: SQLite serves one api (ADR 0024); on SQLite it would run the same code a second time.
+postgres_only = pytest.mark.parametrize("database_url", ["postgres"], indirect=True)
 
 
 @pytest.fixture

@@ -24,6 +24,7 @@ from tests.integration.cluster.conftest import (
     ClusterApi,
     FakeNodeApi,
     beating,
+    postgres_only,
     serve_api,
     wait_for,
 )
@@ -135,6 +136,7 @@ def test_back_within_the_grace_same_boot_adopts_new_boot_cleans(
         assert len(b.sandboxes.running) >= 1 and not b.sandboxes.killed
 
 
+@postgres_only
 def test_sweepers_in_two_apis_mark_a_node_lost_once(database_url: str) -> None:
     async def race() -> list[list[tuple[NodeID, list[str]]]]:
         one = await open_sql_store(database_url, migrate=True)

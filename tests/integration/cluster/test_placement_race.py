@@ -17,6 +17,7 @@ from hutch.api.service.sandboxes import CreateSandboxRequest, SandboxPolicy, San
 from hutch.api.store.sql import SqlStore, open_sql_store
 from hutch.shared.ids import NodeID
 from tests.fakes.node import FakeNodeClient
+from tests.integration.cluster.conftest import postgres_only
 
 PER_NODE = 7
 CREATES = 60
@@ -85,6 +86,7 @@ async def _race(url: str) -> tuple[Counter[str], int, dict[str, int]]:
         await setup.close()
 
 
+@postgres_only
 def test_concurrent_creates_through_two_apis_never_overbook(database_url: str) -> None:
     per_node, refused, stored = asyncio.run(_race(database_url))
     assert per_node == {"node-a": PER_NODE, "node-b": PER_NODE}

@@ -33,6 +33,7 @@ from hutch.api.store.sql import SqlStore, open_sql_store
 from hutch.api.store.tables import sandboxes
 from hutch.shared.ids import NodeID, SandboxID, TeamID, TemplateID
 from tests.fakes.node import FakeNodeClient
+from tests.integration.cluster.conftest import postgres_only
 from tests.integration.store.conftest import PostgresDatabases
 
 #: Capacity is exact in these tests (no overcommit), so overbooking would show.
@@ -249,6 +250,7 @@ async def _burst(url: str, seed: int) -> tuple[dict[str, list[int]], dict[str, s
         await setup.close()
 
 
+@postgres_only
 @pytest.mark.parametrize("seed", [11, 12])
 def test_a_burst_of_creates_and_kills_never_overbooks_and_ends_exact(
     database_url: str, seed: int
