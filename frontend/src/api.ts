@@ -69,10 +69,21 @@ export async function request(method: string, url: string, opts: RequestOptions 
   const r = await fetch(url, { method, body, headers, credentials: "same-origin", signal: opts.signal });
   if (!r.ok) {
     const err = await failure(r);
-    if (r.status === 401 && !opts.keepOn401) onSignedOut();
+    // A 401 signs the page out when the session itself is gone (expired, or its key
+    // revoked); a route's own 401 (an admin route for a team key) is only an error.
+    if (r.status === 401 && !opts.keepOn401) void stillSignedIn().then((yes) => yes || onSignedOut());
     throw err;
   }
   return r;
+}
+
+async function stillSignedIn(): Promise<boolean> {
+  try {
+    const r = await fetch(`${BASE}/session`, { credentials: "same-origin" });
+    return r.ok;
+  } catch {
+    return true; // unreachable is not signed out
+  }
 }
 
 async function jsonOf<T>(r: Response): Promise<T> {

@@ -17,8 +17,8 @@ export function Terminal({ id }: { id: string }) {
     setState("loading");
     // xterm.js is most of the bundle's weight: loaded when a terminal is first opened.
     import("./xterm")
-      .then(({ XTerm, FitAddon }) => {
-        if (!stopped) cleanup = start(XTerm, FitAddon);
+      .then((xterm) => {
+        if (!stopped) cleanup = start(xterm);
       })
       .catch((e) => setState(`failed to load: ${message(e)}`));
     return () => {
@@ -27,11 +27,11 @@ export function Terminal({ id }: { id: string }) {
     };
   }, [open, id]);
 
-  function start(XTerm: typeof import("./xterm").XTerm, FitAddon: typeof import("./xterm").FitAddon): () => void {
+  function start({ XTerm, FitAddon, openWithoutInlineStyles }: typeof import("./xterm")): () => void {
     const term = new XTerm({ convertEol: false, cursorBlink: true, fontSize: 14, scrollback: 2000, screenReaderMode: false });
     const fit = new FitAddon();
     term.loadAddon(fit);
-    term.open(box.current!);
+    const unstyle = openWithoutInlineStyles(term, box.current!);
     fit.fit();
     setState("connecting");
     const ws = new WebSocket(terminalUrl(id));
@@ -73,6 +73,7 @@ export function Terminal({ id }: { id: string }) {
       resized.dispose();
       ws.close();
       term.dispose();
+      unstyle();
     };
   }
 

@@ -86,9 +86,10 @@ export function ConfirmButton(props: { label: string; confirm: string; action: (
 }
 
 export function Section(props: { title: string; id?: string; children: ComponentChildren; actions?: ComponentChildren }) {
-  const headingId = `${props.id ?? props.title.toLowerCase().replace(/\W+/g, "-")}-heading`;
+  const id = props.id ?? props.title.toLowerCase().replace(/\W+/g, "-");
+  const headingId = `${id}-heading`;
   return (
-    <section class="card" aria-labelledby={headingId}>
+    <section class="card" id={id} aria-labelledby={headingId}>
       <div class="card-head">
         <h2 id={headingId}>{props.title}</h2>
         {props.actions}

@@ -23,7 +23,7 @@ export function NodesPage() {
               <th scope="col">CPU allocated</th>
               <th scope="col">Memory allocated</th>
               <th scope="col">Disk allocated</th>
-              <th scope="col">Host use</th>
+              <th scope="col">Host load</th>
               <th scope="col">Heartbeat</th>
               <th scope="col">
                 <span class="sr-only">Actions</span>
@@ -58,7 +58,7 @@ export function NodesPage() {
                 <td data-label="Disk allocated">
                   {mib(n.allocatedDiskMB)} / {mib(n.capacity.diskMB)}
                 </td>
-                <td data-label="Host use">
+                <td data-label="Host load">
                   {n.metrics.cpuPercent} % CPU, {bytes(n.metrics.memoryUsedBytes)}
                 </td>
                 <td data-label="Heartbeat" title={`lease until ${dateTime(n.leaseExpiresAt)}`}>
