@@ -17,7 +17,6 @@ from typing import Any, Protocol
 
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
-from starlette.routing import BaseRoute
 
 from hutch.api import metrics
 from hutch.api.http import (
@@ -41,12 +40,18 @@ from hutch.api.http.errors import EXCEPTION_HANDLERS
 from hutch.api.http.routes_cluster import ClusterContext
 from hutch.api.models import Sandbox
 from hutch.api.nodes.registry import NodeRegistry
-from hutch.api.nodes.router import NodeRouter
+from hutch.api.nodes.router import ClusterTemplates, NodeRouter
+from hutch.api.nodes_model import Registered
+from hutch.api.service.artifacts import ArtifactService
 from hutch.api.service.keys import KeyService
 from hutch.api.service.leader import AlwaysLeader, Leadership, SingletonFactory
 from hutch.api.service.leases import LostNodeSweeper
 from hutch.api.service.locks import SandboxLockFamily, SandboxLocks
-from hutch.api.service.membership import MembershipPolicy, MembershipService
+from hutch.api.service.membership import (
+    MembershipPolicy,
+    MembershipService,
+    ReconcileOutcome,
+)
 from hutch.api.service.metadata import MetadataService
 from hutch.api.service.network import NetworkService
 from hutch.api.service.node_status import NodeStatusSource
@@ -85,7 +90,7 @@ from hutch.api.store.base import (
 )
 from hutch.api.store.nodes import SqlNodeStore
 from hutch.shared.errors import NotFoundError, UnavailableError
-from hutch.shared.ids import SandboxID, TeamID
+from hutch.shared.ids import NodeID, SandboxID, TeamID
 from hutch.shared.observe import Observe
 from hutch.shared.paths import CLI_KEY_FILE
 from hutch.volumes.base import VolumeBackend
@@ -144,6 +149,10 @@ class Cluster:
     context: ClusterContext
     registry: NodeRegistry
     node: NodeClient
+    #: Which node holds which template (ADR 0028); None over a store without holdings.
+    artifacts: ArtifactService | None = None
+    #: Template deletes on every holder (``TemplateBuilder`` for an api with no builder).
+    templates: ClusterTemplates | None = None
 
 
 def build_cluster(
@@ -184,9 +193,29 @@ def build_cluster(
     async def find_sandbox(sandbox_id: SandboxID) -> Sandbox | None:
         return await store.sandboxes.find_sandbox(sandbox_id, team_id=None)
 
+    holdings = getattr(store, "artifacts", None)
+    artifacts = ArtifactService(holdings) if holdings is not None else None
     router = NodeRouter(
-        clients=registry, find_sandbox=find_sandbox, list_nodes=store.nodes.list_nodes
-    )
+        clients=registry, find_sandbox=find_sandbox, list_nodes=store.nodes.list_nodes,
+        artifacts=artifacts,
+    )  # fmt: skip
+    if artifacts is not None:
+        reconcile = membership.on_registered
+
+        async def sync(node_id: NodeID, names: Sequence[str], replace: bool) -> None:
+            await artifacts.sync(node_id, names, replace=replace)
+
+        async def registered(reg: Registered) -> ReconcileOutcome:
+            outcome = await reconcile(reg) if reconcile is not None else ReconcileOutcome()
+            # Deletes it missed while away are applied now (nothing left on its disk).
+            await artifacts.collect(reg.node.id, delete_on=router.delete_on)
+            return outcome
+
+        membership.on_templates = sync
+        membership.on_registered = registered
+        membership.on_beat = lambda node_id: artifacts.collect_soon(
+            node_id, delete_on=router.delete_on
+        )
     sweeper = LostNodeSweeper(
         nodes=store.nodes, routes=routes,
         grace_s=settings.cluster_lost_grace_s, interval_s=settings.cluster_sweep_interval_s,
@@ -197,6 +226,8 @@ def build_cluster(
         ),
         registry=registry,
         node=RoutedNodeClient(router, routes=routes),
+        artifacts=artifacts,
+        templates=ClusterTemplates(router),
     )
 
 
@@ -222,6 +253,7 @@ def build_context(
     locks: SandboxLockFamily | None = None,
     upload_secret: bytes | None = None,
     placement: PlacementPolicy | None = None,
+    artifacts: ArtifactService | None = None,
 ) -> tuple[HttpContext, Reaper]:
     """The services over ``store`` and ``node``, and the reaper that shares them.
 
@@ -263,6 +295,7 @@ def build_context(
         volumes=volumes,
         placement=placement,
         node_stats=store.nodes if placement is not None else None,
+        artifacts=artifacts,
     )
     pausing = PauseService(
         quotas=quotas,
@@ -339,6 +372,7 @@ def build_context(
             node=node,
             locks=locks,
             service=sandboxes,
+            artifacts=artifacts,
         ),
         domain=settings.domain,
         envd_version=settings.envd_version,
@@ -372,7 +406,6 @@ def create_app(
     singletons: Mapping[str, SingletonFactory] | None = None,
     cluster: ClusterContext | None = None,
     routes: SandboxRoutes | None = None,
-    mounts: Sequence[BaseRoute] = (),
 ) -> Starlette:
     """The ASGI app. Without ``store``, the SQL store at the settings' URL is opened (and
     migrated when ``settings.migrate``) at startup and closed at shutdown. Without
@@ -386,10 +419,7 @@ def create_app(
     0025); without it, the settings' cluster token (when set) makes one at startup over the
     store (publishing to ``routes`` when given), else they answer 503. With a cluster and
     no ``node`` client, calls go to each sandbox's node and creates are placed; its
-    lost-node sweeper runs as the singleton ``lost-nodes``.
-
-    ``mounts``: more routes after the API's own (the web dashboard's, ``hutch.dashboard``,
-    which this package never imports)."""
+    lost-node sweeper runs as the singleton ``lost-nodes``."""
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -410,7 +440,8 @@ def create_app(
         own_backends = build_volume_backends(settings) if volume_backends is None else {}
         backends = volume_backends if volume_backends is not None else own_backends
         registry: NodeRegistry | None = None
-        the_node, the_cluster = node, cluster
+        artifacts: ArtifactService | None = None
+        the_node, the_cluster, the_builder = node, cluster, builder
         if cluster is None and settings.effective_cluster_token():
             # A scale-out api: nodes register here, calls go to each sandbox's node; their
             # routes are the store's (the edge proxy reads them) unless ``routes`` is given.
@@ -420,7 +451,9 @@ def create_app(
             registry, the_cluster = built.registry, built.context
             app.state.cluster = the_cluster
             if the_node is None:
-                the_node = built.node
+                the_node, artifacts = built.node, built.artifacts
+                if the_builder is None:
+                    the_builder = built.templates  # deletes reach every holder
         if the_node is None:
             raise ValueError("create_app needs a node client, or a cluster token to route")
         ctx, reaper = build_context(
@@ -429,10 +462,11 @@ def create_app(
             store=the_store,
             volume_backends=backends,
             clock=clock,
-            builder=builder,
+            builder=the_builder,
             build_runner=build_runner,
             node_status=node_status,
             locks=coordination.locks if coordination else None,
+            artifacts=artifacts,
             upload_secret=await upload_secret(the_store, settings),
             # Routing through the registry (serve's cluster, or no node client handed in):
             # every create is placed among the registered nodes. A node client handed in
@@ -502,7 +536,6 @@ def create_app(
             *routes_edge.ROUTES,
             *routes_cluster.ROUTES,
             *routes_nodes.ROUTES,
-            *mounts,
         ],
         exception_handlers=dict(EXCEPTION_HANDLERS),
         lifespan=lifespan,

@@ -114,10 +114,17 @@ class Candidate:
     load: NodeLoad = field(default_factory=NodeLoad)
     #: Its lease ended (by the store's clock): silent, maybe on its way to lost.
     lease_expired: bool = False
+    #: The store's ``artifact_holdings`` says it holds the sandbox's template (ADR 0028).
+    holds_artifact: bool = False
 
 
 class Placer(Protocol):
     """Placement as the store's create transaction calls it (``service/placement.py``)."""
+
+    @property
+    def artifact(self) -> str:
+        """The node template the sandbox starts from ("" none): holders are preferred."""
+        ...
 
     def rank(self, candidates: Sequence[Candidate]) -> list[NodeID]:
         """The nodes the sandbox fits on, best first; ``NoNodeFits`` when none."""

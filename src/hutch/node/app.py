@@ -29,6 +29,7 @@ from hutch.node.service import NodeIdentity, NodeService
 from hutch.node.settings import NodeSettings
 from hutch.node.templates.artifact import DirTemplateStore
 from hutch.node.templates.manager import TemplateManager
+from hutch.node.templates.transfer import Exporter, Fetcher
 from hutch.shared.egress import EgressPolicy
 from hutch.shared.errors import NotFoundError
 from hutch.volumes.base import VolumeBackend
@@ -174,9 +175,12 @@ def build_node_service(
         node_id=node_id, version=__version__, runtime=settings.runtime,
         max_sandboxes=settings.max_sandboxes, pool_sizes=settings.pool_sizes,
     )  # fmt: skip
+    fetcher = Fetcher(node.templates, settings.templates_dir, token=settings.effective_api_token())
+    fetcher.clean_incoming()  # a crashed fetch's leftovers (never a part: ADR 0028)
     service = NodeService(
         identity=identity, sandboxes=node.manager, sampler=node.sampler, templates=templates,
-        volumes=volumes,
+        volumes=volumes, exporter=Exporter(node.templates, settings.templates_dir),
+        fetcher=fetcher,
     )  # fmt: skip
 
     def usage() -> Iterator[tuple[float, int, int]]:

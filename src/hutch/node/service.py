@@ -32,7 +32,9 @@ from hutch.node.sandbox.models import (
     SandboxRequest,
 )
 from hutch.node.sandbox.sampler import UsageSample
+from hutch.node.templates.artifact import TemplateNotFoundError
 from hutch.node.templates.manager import TemplateManager
+from hutch.node.templates.transfer import Exporter, Fetched, Fetcher
 from hutch.shared.egress import EgressPolicy
 from hutch.shared.errors import InvalidArgumentError
 from hutch.volumes.base import VolumeBackend
@@ -122,8 +124,13 @@ class NodeService:
         sampler: Samples,
         templates: TemplateManager,
         volumes: Mapping[str, VolumeBackend] | None = None,
+        exporter: Exporter | None = None,
+        fetcher: Fetcher | None = None,
     ) -> None:
         self.identity = identity
+        #: Serves this node's artifacts to peers; fetches what it lacks (ADR 0028).
+        self.exporter = exporter
+        self.fetcher = fetcher
         self.templates = templates
         self._sandboxes = sandboxes
         self._sampler = sampler
@@ -154,14 +161,36 @@ class NodeService:
         )
 
     async def create(
-        self, request: SandboxRequest, *, volumes: Sequence[VolumeMount] = ()
+        self,
+        request: SandboxRequest,
+        *,
+        volumes: Sequence[VolumeMount] = (),
+        artifact_sources: Sequence[str] = (),
     ) -> RunningSandbox:
-        """Mount the volumes on the host, then start the sandbox with them bound in."""
+        """Mount the volumes on the host, then start the sandbox with them bound in.
+
+        A template this node lacks is fetched from the first of ``artifact_sources`` that
+        serves it, then the create runs again; lacking it and unable to fetch it, the node
+        refuses with ``ArtifactUnavailableError`` (the api tries another node).
+        """
         binds = await self._volume_binds(volumes)
         if binds:
             request = _with_mounts(request, binds)
         self._killed_logs.pop(request.sandbox_id, None)
+        try:
+            return await self._sandboxes.create(request)
+        except TemplateNotFoundError:
+            if self.fetcher is None:
+                raise
+            if await self.fetcher.ensure(request.template, artifact_sources) is None:
+                raise  # it is here: the not-found was about something else
         return await self._sandboxes.create(request)
+
+    async def fetch_artifact(self, name: str, sources: Sequence[str]) -> Fetched | None:
+        """Hold template ``name`` (None: held already), fetched from a peer."""
+        if self.fetcher is None:
+            raise InvalidArgumentError("this node fetches no artifacts")
+        return await self.fetcher.ensure(name, sources)
 
     async def _volume_binds(self, volumes: Sequence[VolumeMount]) -> list[tuple[Path, str]]:
         binds = []

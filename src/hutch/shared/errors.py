@@ -18,6 +18,8 @@ place each (HTTP status: :func:`http_status` below; Connect codes: ``envd/rpc/er
     x InsufficientStorageError     resource_exhausted, 507 (out of disk space or quota)
   x DeadlineExceededError          deadline_exceeded, 504
   x UnavailableError               unavailable, 503 (retryable)
+    x ArtifactUnavailableError     unavailable, 503 (a node lacks a template's artifact
+                                   and could not fetch it: placement tries the next node)
 """
 
 from __future__ import annotations
@@ -132,6 +134,13 @@ class DeadlineExceededError(HutchError):
 class UnavailableError(HutchError):
     code = ErrorCode.UNAVAILABLE
     retryable = True
+
+
+class ArtifactUnavailableError(UnavailableError):
+    """The node does not hold the template's (or snapshot's) artifact and could not fetch
+    it from a peer (none named, none answered, a digest did not match): the create goes to
+    another node (ADR 0028); when no node can serve it, the api answers 503 with
+    ``error_code`` ``template_artifact_unavailable``."""
 
 
 _HTTP_STATUS: dict[ErrorCode, int] = {

@@ -115,6 +115,51 @@ class CreateSandbox(_Wire):
     egress: Egress | None = None
     metadata: dict[str, str] = Field(default_factory=dict)
     volume_mounts: list[VolumeMount] = Field(default_factory=list)
+    #: Node API addresses of peers that hold the template's artifact (ADR 0028): a node
+    #: that lacks it fetches it from the first that serves it, then creates; empty and
+    #: lacking it, the node refuses with ``ArtifactUnavailableError``.
+    artifact_sources: list[str] = Field(default_factory=list)
+
+
+class ArtifactPart(_Wire):
+    """One directory of an artifact, streamed as its own tar: ``artifact`` (a sealed
+    image tree, ``.artifacts/<id>``), ``layer`` (a snapshot's layer, ``.snapshots/<id>``)
+    or ``tree`` (a template with its own rootfs, ``<id>/``)."""
+
+    kind: Literal["artifact", "layer", "tree"]
+    id: str
+
+
+class ArtifactManifest(_Wire):
+    """``GET /v1/artifacts/{name}``: what a peer must fetch to hold template ``name``.
+
+    ``template`` is the source's ``template.json`` (its paths are the source's: the
+    receiver rewrites ``layers`` to its own ``.snapshots/<id>/layer`` in ``layers`` order,
+    top-most first); ``base`` names the template whose own tree a snapshot sits on (the
+    receiver uses its own, fetched first when it lacks it)."""
+
+    name: str
+    template: dict[str, Any] = Field(default_factory=dict)
+    parts: list[ArtifactPart] = Field(default_factory=list)
+    layers: list[str] = Field(default_factory=list)
+    base: str | None = None
+
+
+class FetchArtifact(_Wire):
+    """``POST /v1/artifacts/{name}/fetch``: hold ``name``, fetched from the first of
+    ``sources`` (peer node API addresses) that serves it."""
+
+    sources: list[str]
+
+
+class FetchedArtifact(_Wire):
+    """What a fetch did: ``fetched`` false when the node held it already."""
+
+    name: str
+    fetched: bool
+    source: str | None = None
+    bytes: int = 0
+    seconds: float = 0.0
 
 
 class Sandbox(_Wire):

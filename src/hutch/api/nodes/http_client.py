@@ -150,6 +150,7 @@ class HttpNodeClient:
                 egress=_egress(spec.egress) if spec.egress is not None else None,
                 metadata=dict(spec.metadata),
                 volume_mounts=_mounts(spec.volume_mounts),
+                artifact_sources=list(spec.artifact_sources),
             ),
             answer=wire.Sandbox,
         )

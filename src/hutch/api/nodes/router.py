@@ -16,7 +16,11 @@ from typing import Protocol, TypeVar
 
 from hutch.api.models import Sandbox
 from hutch.api.nodes_model import Node, NodeStatus
+from hutch.api.service.artifacts import ArtifactService
 from hutch.api.service.ports import (
+    ImageImport,
+    ImportedImage,
+    ImportProgress,
     NodeClient,
     PlacedSandbox,
     ReconciledNode,
@@ -48,7 +52,10 @@ class NodeRouter:
         clients: Clients,
         find_sandbox: Callable[[SandboxID], Awaitable[Sandbox | None]],
         list_nodes: Callable[[], Awaitable[list[Node]]],
+        artifacts: ArtifactService | None = None,
     ) -> None:
+        #: Which node holds which template (ADR 0028): deletes reach every holder.
+        self._artifacts = artifacts
         self._clients = clients
         self._find = find_sandbox
         self._list_nodes = list_nodes
@@ -112,10 +119,26 @@ class NodeRouter:
         return [n.id for n in await self._list_nodes() if n.status is not NodeStatus.LOST]
 
     async def delete_snapshot(self, snapshot_id: TemplateID) -> None:
-        """On every live node (idempotent; a node that does not answer keeps its copy)."""
-        for node_id in await self._live_nodes():
-            with contextlib.suppress(HutchError):
-                await self._call(node_id, lambda c: c.delete_snapshot(snapshot_id))
+        """On every live node and every holder (idempotent); a holder that does not answer
+        is marked, and the delete applied when it is back (``ArtifactService``)."""
+        await self._delete_everywhere(snapshot_id, snapshot=True)
+
+    async def delete_template(self, name: str) -> None:
+        """A template's files, on every node that holds them (as :meth:`delete_snapshot`)."""
+        await self._delete_everywhere(name, snapshot=False)
+
+    async def delete_on(self, node_id: NodeID, name: str) -> None:
+        """Delete template or snapshot ``name`` on one node (idempotent there)."""
+        await self._call(node_id, lambda c: c.delete_snapshot(TemplateID(name)))
+
+    async def _delete_everywhere(self, name: str, *, snapshot: bool) -> None:
+        live = await self._live_nodes()
+        if self._artifacts is None:
+            for node_id in live:
+                with contextlib.suppress(HutchError):
+                    await self.delete_on(node_id, name)
+            return
+        await self._artifacts.delete_everywhere(name, live=live, delete_on=self.delete_on)
 
     async def list_running(self) -> Sequence[SandboxID]:
         """Every live node's sandboxes (nodes that do not answer are left out)."""
@@ -152,3 +175,22 @@ class NodeRouter:
     ) -> ReconciledNode:
         """Not routable: a node is reconciled through its own client when it registers."""
         raise InvalidArgumentError("reconcile one node through its own client")
+
+
+class ClusterTemplates:
+    """``TemplateBuilder`` of a cluster's api that was handed no builder: deletes go to
+    every node holding the template (:meth:`NodeRouter.delete_template`); imports are not
+    placed on a node here and answer 503 as before."""
+
+    def __init__(self, router: NodeRouter) -> None:
+        self._router = router
+
+    async def import_image(
+        self, request: ImageImport, *, progress: ImportProgress | None = None
+    ) -> ImportedImage:
+        """Not here: 503."""
+        raise UnavailableError("this server cannot build templates (no builder configured)")
+
+    async def delete(self, name: str) -> None:
+        """On every holder (a holder that does not answer: when it is back)."""
+        await self._router.delete_template(name)

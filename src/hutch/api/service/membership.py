@@ -122,6 +122,10 @@ class MembershipService:
         self._nodes = nodes
         self.policy = policy
         self.on_registered = on_registered
+        #: ``(node, templates it reports, replace)`` after a registration (replace) or a
+        #: heartbeat: the artifact holdings (ADR 0028); ``on_beat(node)`` after each beat.
+        self.on_templates: Callable[[NodeID, Sequence[str], bool], Awaitable[None]] | None = None
+        self.on_beat: Callable[[NodeID], None] | None = None
 
     async def register(self, reg: NodeRegistration) -> tuple[Registered, ReconcileOutcome]:
         """Record the node (refused if incompatible), then reconcile it."""
@@ -132,6 +136,8 @@ class MembershipService:
             reg.node_id, reg.address, reg.boot_id, registered.node.status,
             "new" if registered.previous is None else registered.previous.status,
         )  # fmt: skip
+        if self.on_templates is not None:
+            await self.on_templates(reg.node_id, reg.templates, True)
         outcome = ReconcileOutcome()
         if self.on_registered is not None:
             outcome = await self.on_registered(registered)
@@ -146,10 +152,15 @@ class MembershipService:
         templates: Sequence[str] | None = None,
     ) -> Node:
         """Renew the lease (see ``SqlNodeStore.heartbeat`` for the refusals)."""
-        return await self._nodes.heartbeat(
+        node = await self._nodes.heartbeat(
             node_id, boot_id=boot_id, lease_s=self.policy.lease_s, usage=usage,
             templates=templates,
         )  # fmt: skip
+        if self.on_templates is not None and templates is not None:
+            await self.on_templates(node_id, templates, False)
+        if self.on_beat is not None:
+            self.on_beat(node_id)
+        return node
 
     async def set_status(self, node_id: NodeID, status: NodeStatus) -> Node:
         """Drain (``draining``: no new placements, its sandboxes run on) or undrain

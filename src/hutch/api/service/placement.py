@@ -8,7 +8,8 @@ again with :func:`misfit` (another api may have placed there meanwhile) and inse
 * **allocated**: the largest of the node's CPU, memory and sandbox-count fractions after
   this sandbox (CPU and memory against capacity times overcommit), weight 0.6;
 * **used**: the larger of the host's CPU and memory use at its last heartbeat, weight 0.4;
-* **artifact**: a node that already holds the template gets 0.25 off (no pull);
+* **artifact**: a node that already holds the template (its ``artifact_holdings`` row, or
+  its heartbeat's list) gets 0.25 off: no fetch from a peer (ADR 0028);
 * ties go to the node id, so the order is deterministic.
 
 Concurrent creates would all rank the same node first and queue on its row lock, so the
@@ -113,7 +114,8 @@ def score(c: Candidate, d: Demand, policy: PlacementPolicy) -> float:
         node.usage.cpu_pct / 100.0,
         node.usage.memory_used_mb / max(1, node.capacity.memory_mb),
     )
-    bonus = ARTIFACT_BONUS if d.template and d.template in node.templates else 0.0
+    holds = c.holds_artifact or bool(d.template and d.template in node.templates)
+    bonus = ARTIFACT_BONUS if holds else 0.0
     return ALLOCATED_WEIGHT * allocated + USED_WEIGHT * used - bonus
 
 
@@ -189,6 +191,11 @@ class Placement:
     policy: PlacementPolicy
     #: Why excluded nodes were excluded (for the message when nothing else fits).
     refusals: Mapping[NodeID, str] = field(default_factory=dict)
+
+    @property
+    def artifact(self) -> str:
+        """The node template the sandbox starts from (the store marks its holders)."""
+        return self.demand.template
 
     def rank(self, candidates: Sequence[Candidate]) -> list[NodeID]:
         """See :func:`rank`; a node that refused says so in the 503."""

@@ -65,6 +65,9 @@ class SandboxSpec:
     #: The node placement chose (the row's ``node_id``): where a cluster's router sends
     #: the create or resume; a node ignores it.
     node_id: NodeID | None = None
+    #: Node API addresses of peers holding the template, for a node that lacks it (ADR
+    #: 0028): it fetches from the first that serves it before it creates.
+    artifact_sources: Sequence[str] = ()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

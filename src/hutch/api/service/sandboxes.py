@@ -40,9 +40,16 @@ from hutch.api.models import (
     TemplateBuildState,
     VolumeMount,
 )
+from hutch.api.service.artifacts import ArtifactService
 from hutch.api.service.locks import SandboxLockFamily, SandboxLocks
 from hutch.api.service.logs import LogsQuery, select_log_lines
-from hutch.api.service.placement import Demand, Placement, PlacementPolicy, pinned_node
+from hutch.api.service.placement import (
+    Demand,
+    NoNodeFits,
+    Placement,
+    PlacementPolicy,
+    pinned_node,
+)
 from hutch.api.service.ports import (
     NodeClient,
     SandboxLogLine,
@@ -63,6 +70,7 @@ from hutch.api.store.base import Clock, SandboxStore, TemplateStore, utc_now
 from hutch.shared import logging as hlog
 from hutch.shared.egress import parse_policy
 from hutch.shared.errors import (
+    ArtifactUnavailableError,
     ConflictError,
     ErrorCode,
     HutchError,
@@ -286,7 +294,11 @@ class SandboxService:
         quotas: QuotaService | None = None,
         placement: PlacementPolicy | None = None,
         node_stats: NodeStats | None = None,
+        artifacts: ArtifactService | None = None,
     ) -> None:
+        #: Where templates live across nodes (ADR 0028): a create on a node that lacks
+        #: its template names the holders to fetch from, and a fetch is recorded.
+        self._artifacts = artifacts
         #: None: one node (``node.node_id``), its count checked against the policy; set:
         #: every create is placed among the registered nodes (``service/placement.py``).
         self._placement = placement
@@ -395,10 +407,23 @@ class SandboxService:
         fingerprint = request.fingerprint()
         metrics.phase("checks")
         placer = await self._placer(new, build_id=build_id, mounts=mounts)
+        lacking: dict[NodeID, str] = {}  # nodes that lacked the template and could not fetch it
         while True:
-            created = await self._sandboxes.create_sandbox(
-                new, idempotency_key=idempotency_key, request_hash=fingerprint, placer=placer
-            )
+            try:
+                created = await self._sandboxes.create_sandbox(
+                    new, idempotency_key=idempotency_key, request_hash=fingerprint, placer=placer
+                )
+            except NoNodeFits as exc:
+                if not lacking:
+                    raise
+                # The template exists (its row is here) but no node could start it: say so.
+                why = "; ".join(f"node {n}: {r}" for n, r in sorted(exc.reasons.items()))
+                raise ArtifactUnavailableError(
+                    f"template {request.template!r}: no node holds or could fetch it ({why})",
+                    public_message=f"Template '{request.template}' is not available on any node "
+                    f"that can start it right now, please retry shortly ({why})",
+                    error_code="template_artifact_unavailable",
+                ) from exc
             metrics.phase("store")
             hlog.bind(sandbox_id=created.sandbox.id)
             if not created.created:
@@ -419,6 +444,8 @@ class SandboxService:
                 if placer is None or node_id is None:
                     raise
                 await self._count(node_id, ok=False)
+                if isinstance(exc, ArtifactUnavailableError):
+                    lacking[node_id] = exc.message
                 placer = placer.excluding(node_id, f"refused: {exc.message}")
                 continue
             if node_id is not None:
@@ -472,8 +499,13 @@ class SandboxService:
             if mounts and self._volumes is not None:
                 # Recorded before the node mounts anything: a volume DELETE sees it at once.
                 await self._volumes.record_mounts(sandbox.id, mounts)
+            if self._artifacts is not None and sandbox.node_id is not None:
+                sources = await self._artifacts.sources_for(spec.template_id, sandbox.node_id)
+                spec = dataclasses.replace(spec, artifact_sources=sources)
             placed = await self._node.create(spec)
             metrics.phase("node")
+            if spec.artifact_sources and self._artifacts is not None:
+                await self._artifacts.record(spec.template_id, placed.node_id)  # fetched it
             return await self._sandboxes.set_state(
                 sandbox.id,
                 team_id=None,

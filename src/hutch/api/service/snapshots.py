@@ -27,6 +27,7 @@ from hutch.api.models import (
     SnapshotPage,
     TemplateBuildState,
 )
+from hutch.api.service.artifacts import ArtifactService
 from hutch.api.service.locks import SandboxLockFamily
 from hutch.api.service.ports import NodeClient
 from hutch.api.service.sandboxes import CreateSandboxRequest, SandboxService
@@ -82,7 +83,10 @@ class SnapshotService:
         node: NodeClient,
         locks: SandboxLockFamily,
         service: SandboxService,
+        artifacts: ArtifactService | None = None,
     ) -> None:
+        #: Records the snapshot's node as its holder (ADR 0028).
+        self._artifacts = artifacts
         self._sandboxes = sandboxes
         self._templates = templates
         self._snapshots = snapshots
@@ -115,6 +119,8 @@ class SnapshotService:
     async def _capture(self, sandbox: Sandbox, *, name: str | None) -> Snapshot:
         snapshot_id = TemplateID(f"snap-{secrets.token_hex(8)}")
         await self._node.snapshot(sandbox.id, snapshot_id=snapshot_id)
+        if self._artifacts is not None and sandbox.node_id is not None:
+            await self._artifacts.record(snapshot_id, sandbox.node_id)
         try:
             await self._templates.create_template(
                 NewTemplate(

@@ -33,6 +33,7 @@ from sqlalchemy import case, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from hutch.api.nodes_model import Candidate, Node, NodeLoad, Placer
+from hutch.api.store.artifacts import held_by
 from hutch.api.store.base import utc_now
 from hutch.api.store.engine import is_sqlite
 from hutch.api.store.nodes import lock_node, node_from_row, node_loads, store_now
@@ -69,10 +70,16 @@ async def reserve_node(conn: AsyncConnection, placer: Placer) -> NodeID:
     now = await store_now(conn, utc_now)
     listed = [node_from_row(row) for row in await conn.execute(select(nodes))]
     loads = await node_loads(conn)
+    # ADR 0028: the nodes holding the sandbox's template are preferred (no fetch).
+    artifact = getattr(placer, "artifact", "")
+    holding = await held_by(conn, artifact) if artifact else set()
     shortlist = placer.shortlist(
         [
             Candidate(
-                node=n, load=loads.get(n.id, NodeLoad()), lease_expired=n.lease_expires_at < now
+                node=n,
+                load=loads.get(n.id, NodeLoad()),
+                lease_expired=n.lease_expires_at < now,
+                holds_artifact=n.id in holding,
             )
             for n in listed
         ]

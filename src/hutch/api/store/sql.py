@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from hutch.api.store.artifacts import SqlArtifactStore
 from hutch.api.store.base import Clock, utc_now
 from hutch.api.store.builds import SqlBuildStore
 from hutch.api.store.engine import create_engine
@@ -34,6 +35,7 @@ class SqlStore:
     secrets: SqlSecretStore
     builds: SqlBuildStore
     nodes: SqlNodeStore
+    artifacts: SqlArtifactStore
 
     @classmethod
     def on(cls, engine: AsyncEngine, *, clock: Clock = utc_now) -> SqlStore:
@@ -49,6 +51,7 @@ class SqlStore:
             secrets=SqlSecretStore(engine, clock=clock),
             builds=SqlBuildStore(engine, clock=clock),
             nodes=SqlNodeStore(engine, clock=clock),
+            artifacts=SqlArtifactStore(engine, clock=clock),
         )
 
     async def close(self) -> None:

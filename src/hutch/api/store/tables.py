@@ -367,8 +367,22 @@ nodes = Table(
     Index(None, "status", "lease_expires_at"),
 )
 
+artifact_holdings = Table(
+    "artifact_holdings",
+    metadata,
+    # 0015 (ADR 0028): which node holds which node template (id, name@build, snapshot id).
+    Column("artifact", String(160), nullable=False),
+    Column("node_id", String(64), nullable=False),
+    # held | deleting (deleted while the node did not answer: applied when it is back)
+    Column("state", String(16), nullable=False),
+    Column("updated_at", UTCDateTime(), nullable=False),
+    PrimaryKeyConstraint("artifact", "node_id"),
+    Index(None, "node_id"),
+)
+
 #: Every table, children before parents (the order to empty them in).
 ALL_TABLES_CHILDREN_FIRST = (
+    artifact_holdings,
     template_build_logs,
     template_builds,
     cluster_secrets,

@@ -119,6 +119,7 @@ async def create_sandbox(request: Request) -> Response:
             metadata=spec.metadata,
         ),
         volumes=_mounts(spec.volume_mounts),
+        artifact_sources=spec.artifact_sources,
     )
     return answer(sandbox_out(running), status=201)
 

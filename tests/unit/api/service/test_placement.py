@@ -166,3 +166,19 @@ def test_placement_shortlist_names_refusals_when_nothing_fits() -> None:
     with pytest.raises(NoNodeFits) as caught:
         placement.shortlist([cand(node("a"))])
     assert caught.value.reasons == {"a": "refused: full"}
+
+
+def test_placement_a_holding_row_is_preferred_and_a_full_holder_falls_back() -> None:
+    # ADR 0028: the store's artifact_holdings row marks the holder (no heartbeat list).
+    placement = Placement(demand=SMALL, policy=POLICY)
+    assert placement.artifact == "base"
+    holder = Candidate(node=node("z"), load=NodeLoad(sandboxes=2, allocated_cpu=2,
+                                                     allocated_memory_mb=1024),
+                       holds_artifact=True)  # fmt: skip
+    assert placement.rank([cand(node("a")), holder]) == ["z", "a"]
+    # The holder is full: the create goes to a node that fetches it instead.
+    full = Candidate(node=node("z", max_sandboxes=2), load=NodeLoad(sandboxes=2),
+                     holds_artifact=True)  # fmt: skip
+    assert placement.rank([cand(node("a")), full]) == ["a"]
+    # The holder refused (it could not start it): the next node, which fetches it.
+    assert placement.excluding(NodeID("z"), "refused").rank([holder, cand(node("a"))]) == ["a"]
