@@ -19,7 +19,7 @@ from e2b import CommandExitException, Sandbox
 
 from tests.conftest import machine_lacks
 
-from .serveproc import Serve, restarted_on_runsc
+from .serveproc import Serve
 
 pytestmark = pytest.mark.root
 
@@ -32,12 +32,12 @@ def _api(serve: Serve) -> httpx.Client:
     )
 
 
-def _create(serve: Serve, **body: object) -> httpx.Response:
+def create_busybox(serve: Serve, **body: object) -> httpx.Response:
     with _api(serve) as api:
         return api.post("/v2/sandboxes", json={"templateID": "busybox", "timeout": 120, **body})
 
 
-def _df_kb(sbx: Sandbox) -> tuple[int, int, int]:
+def df_kb(sbx: Sandbox) -> tuple[int, int, int]:
     """``df -k /`` in the sandbox: (size, used, available) in KiB."""
     line = sbx.commands.run("df -k / | tail -1").stdout.split()
     return int(line[1]), int(line[2]), int(line[3])
@@ -45,7 +45,7 @@ def _df_kb(sbx: Sandbox) -> tuple[int, int, int]:
 
 def test_disk_bomb_gets_enospc_and_leaves_the_node_and_others_alone(serve: Serve) -> None:
     other = Sandbox.create("busybox", timeout=120)
-    made = _create(serve, diskSizeMB=64)
+    made = create_busybox(serve, diskSizeMB=64)
     assert made.status_code == 201, made.text
     bomb = Sandbox.connect(made.json()["sandboxID"])
     try:
@@ -61,14 +61,14 @@ def test_disk_bomb_gets_enospc_and_leaves_the_node_and_others_alone(serve: Serve
             bomb.commands.run("dd if=/dev/zero of=/home/user/bomb bs=1M count=200", user="root")
         assert err.value.exit_code == 1
         assert "No space left on device" in err.value.stderr
-        size, used, avail = _df_kb(bomb)
+        size, used, avail = df_kb(bomb)
         assert 48 * 1024 < size <= 64 * 1024 and avail < 1024, (size, used, avail)
         # Everything it wrote is in its image: not a byte more of the node's disk.
         assert image.stat().st_size == 64 * MIB
         assert image.stat().st_blocks * 512 <= 64 * MIB + 1 * MIB
 
         # The other sandbox sees its own 1 GiB disk and writes on; the node serves.
-        size, _, _ = _df_kb(other)
+        size, _, _ = df_kb(other)
         assert 900 * 1024 < size <= 1024 * 1024, size
         other.commands.run("dd if=/dev/zero of=/home/user/ok bs=1M count=32")
         assert other.files.read("/etc/hostname").strip() == other.sandbox_id
@@ -83,21 +83,21 @@ def test_disk_bomb_gets_enospc_and_leaves_the_node_and_others_alone(serve: Serve
 
 
 def test_disk_size_request_larger_and_above_the_node_limit(serve: Serve) -> None:
-    made = _create(serve, diskSizeMB=2048)
+    made = create_busybox(serve, diskSizeMB=2048)
     assert made.status_code == 201, made.text
     sbx = Sandbox.connect(made.json()["sandboxID"])
     try:
-        size, _, _ = _df_kb(sbx)
+        size, _, _ = df_kb(sbx)
         assert 1900 * 1024 < size <= 2048 * 1024, size
     finally:
         sbx.kill()
 
     limit = serve.node_settings().max_disk_mb
-    too_big = _create(serve, diskSizeMB=limit + 1)
+    too_big = create_busybox(serve, diskSizeMB=limit + 1)
     assert too_big.status_code == 400, too_big.text
     assert f"limit of {limit} MB" in too_big.json()["message"], too_big.text
-    assert _create(serve, diskSizeMB=0).status_code == 400
-    assert _create(serve, diskSizeMB="big").status_code == 400
+    assert create_busybox(serve, diskSizeMB=0).status_code == 400
+    assert create_busybox(serve, diskSizeMB="big").status_code == 400
     with _api(serve) as api:
         running = [s["sandboxID"] for s in api.get("/v2/sandboxes").json()]
     assert sbx.sandbox_id not in running  # killed, and the refused creates left no rows
@@ -171,7 +171,7 @@ def test_sandbox_sees_its_own_memory_cpus_uptime_and_disk(serve: Serve) -> None:
         uptime = float(sbx.commands.run("cat /proc/uptime").stdout.split()[0])
         host_uptime = float(Path("/proc/uptime").read_text().split()[0])
         assert uptime < 120 < host_uptime, (uptime, host_uptime)  # the sandbox's own
-        size, _, _ = _df_kb(sbx)
+        size, _, _ = df_kb(sbx)
         assert 900 * 1024 < size <= 1024 * 1024
     finally:
         sbx.kill()
@@ -190,22 +190,3 @@ def test_base_tools_size_themselves_from_the_sandbox(serve: Serve) -> None:
         assert sbx.commands.run("df -k --output=size / | tail -1").stdout.strip().isdigit()
     finally:
         sbx.kill()
-
-
-def test_runsc_sandbox_is_held_by_its_disk_and_sees_its_memory(serve: Serve) -> None:
-    """Under gVisor the upper layer is on the same disk, and its /proc shows the limit."""
-    with restarted_on_runsc(serve):
-        made = _create(serve, diskSizeMB=64)
-        assert made.status_code == 201, made.text
-        sbx = Sandbox.connect(made.json()["sandboxID"])
-        try:
-            with pytest.raises(CommandExitException) as err:
-                sbx.commands.run("dd if=/dev/zero of=/home/user/bomb bs=1M count=200")
-            assert "No space left on device" in err.value.stderr, err.value.stderr
-            size, _, avail = _df_kb(sbx)  # gVisor's / is the host overlay on the disk
-            assert 48 * 1024 < size <= 64 * 1024 and avail < 1024, (size, avail)
-            # gVisor's own /proc (no lxcfs under runsc): the sandbox's 128 MiB.
-            meminfo = sbx.commands.run("head -1 /proc/meminfo").stdout
-            assert meminfo.split()[:2] == ["MemTotal:", "131072"], meminfo
-        finally:
-            sbx.kill()

@@ -2,8 +2,10 @@
 from a cold one, creates beyond the pool fall back to cold ones, kill and the reaper never
 touch idle members, and a SIGKILL of serve leaves no member behind after the restart.
 
-The session's ``hutch serve`` is restarted with ``HUTCH_NODE_POOL_SIZE=busybox=2`` for this
-module and restarted without a pool afterwards (a SIGTERM destroys the idle members).
+A pooled sandbox pauses, resumes and snapshots as itself. The session's ``hutch serve`` is
+restarted with ``HUTCH_NODE_POOL_SIZE=busybox=2`` for this module and restarted without a
+pool afterwards (a SIGTERM destroys the idle members): every test that needs a pool lives
+here, so the suite pays that restart once.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from hutch.node.templates.busybox import build_busybox
 
 from .serveproc import Serve
 from .test_observability import scrape
+from .test_pause import BOOT_ID, COUNTER, counter_of, counts_past
 
 pytestmark = pytest.mark.root
 
@@ -180,6 +183,37 @@ def test_hutch_status_reports_the_pool_fill(pooled: Serve) -> None:
     assert scraped.value("hutch_node_pool_ready", template="busybox") == POOL
     assert scraped.value("hutch_node_pool_wanted", template="late") == 1
     assert scraped.value("hutch_node_pool_ready", template="late") == 0
+
+
+def test_pooled_sandbox_pauses_resumes_and_reboots_as_itself(pooled: Serve) -> None:
+    """Pause, resume and snapshots of a sandbox taken from the pool: its host objects keep
+    a ``pool-*`` id, the sandbox is still itself after each."""
+    _wait_for_pool(pooled)
+    sbx = Sandbox.create("busybox", envs={"E": "1"}, timeout=120)
+    try:
+        assert _host_id(pooled, sbx.sandbox_id).startswith("pool-")
+        boot_id = sbx.commands.run(BOOT_ID).stdout
+        sbx.commands.run(COUNTER, background=True, timeout=0)
+        sbx.pause()
+        again = Sandbox.connect(sbx.sandbox_id)
+        assert again.commands.run(BOOT_ID).stdout == boot_id
+        counts_past(again, counter_of(again))  # the same process counts on
+        sbx.files.write("/tmp/kept", "yes")
+        sbx.pause(mode="filesystem")
+        rebooted = Sandbox.connect(sbx.sandbox_id)
+        out = rebooted.commands.run('hostname; cat /etc/hostname; echo "$E"').stdout.split()
+        assert out == [sbx.sandbox_id, sbx.sandbox_id, "1"]
+        assert rebooted.commands.run(BOOT_ID).stdout != boot_id
+        assert rebooted.files.read("/tmp/kept") == "yes"
+        snap = rebooted.create_snapshot()
+        child = Sandbox.create(snap.snapshot_id, timeout=60)
+        try:
+            assert child.files.read("/tmp/kept") == "yes"
+        finally:
+            child.kill()
+            Sandbox.delete_snapshot(snap.snapshot_id)
+    finally:
+        sbx.kill()
 
 
 def test_creates_beyond_the_pool_fall_back_to_cold_ones(pooled: Serve) -> None:

@@ -1,7 +1,8 @@
 """``hutch serve`` on gVisor (``HUTCH_RUNTIME=runsc``), driven by the official SDK.
 
 The session's serve is restarted on runsc for this module (same home, names and ports;
-no sandbox runs across the switch) and back on runc afterwards. docs/runtime.md lists
+no sandbox runs across the switch) and back on runc afterwards: every test that needs
+gVisor lives here, so the suite pays that restart once. docs/runtime.md lists
 what differs under gVisor.
 """
 
@@ -10,9 +11,11 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-from e2b import Sandbox
+from e2b import CommandExitException, Sandbox
 
 from .serveproc import Serve, restarted_on_runsc
+from .test_limits import create_busybox, df_kb
+from .test_pause import BOOT_ID, COUNTER, counter_of, counts_past
 
 pytestmark = pytest.mark.root
 
@@ -69,5 +72,41 @@ def test_runsc_metrics(on_runsc: Serve) -> None:
         assert m.cpu_count >= 1 and 0 <= m.cpu_used_pct <= 100
         assert 0 < m.mem_used <= m.mem_total
         assert 0 < m.disk_used < m.disk_total
+    finally:
+        sbx.kill()
+
+
+def test_runsc_pause_keeps_memory_and_processes(on_runsc: Serve) -> None:
+    sbx = Sandbox.create("busybox", timeout=120)
+    try:
+        boot_id = sbx.commands.run(BOOT_ID).stdout
+        sbx.commands.run(COUNTER, background=True, timeout=0)
+        counts_past(sbx, 0)
+        assert sbx.pause() is True
+        again = Sandbox.connect(sbx.sandbox_id)
+        counts_past(again, counter_of(again))  # the same process counts on: memory kept
+        assert again.commands.run(BOOT_ID).stdout == boot_id
+        sbx.pause(mode="filesystem")
+        rebooted = Sandbox.connect(sbx.sandbox_id)
+        assert rebooted.commands.run(BOOT_ID).stdout != boot_id  # gVisor booted again
+    finally:
+        sbx.kill()
+
+
+def test_runsc_sandbox_is_held_by_its_disk_and_sees_its_memory(on_runsc: Serve) -> None:
+    """Under gVisor the upper layer is on the same disk (test_limits.py's disk limit), and
+    its /proc shows the memory limit."""
+    made = create_busybox(on_runsc, diskSizeMB=64)
+    assert made.status_code == 201, made.text
+    sbx = Sandbox.connect(made.json()["sandboxID"])
+    try:
+        with pytest.raises(CommandExitException) as err:
+            sbx.commands.run("dd if=/dev/zero of=/home/user/bomb bs=1M count=200")
+        assert "No space left on device" in err.value.stderr, err.value.stderr
+        size, _, avail = df_kb(sbx)  # gVisor's / is the host overlay on the disk
+        assert 48 * 1024 < size <= 64 * 1024 and avail < 1024, (size, avail)
+        # gVisor's own /proc (no lxcfs under runsc): the sandbox's 128 MiB.
+        meminfo = sbx.commands.run("head -1 /proc/meminfo").stdout
+        assert meminfo.split()[:2] == ["MemTotal:", "131072"], meminfo
     finally:
         sbx.kill()
