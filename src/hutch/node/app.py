@@ -23,7 +23,8 @@ from hutch.node.network.linux import LinuxSandboxNetworks
 from hutch.node.runtime.runc import RuncRuntime
 from hutch.node.runtime.runsc import RunscRuntime
 from hutch.node.sandbox.manager import SandboxManager
-from hutch.node.sandbox.models import ManagerConfig
+from hutch.node.sandbox.models import ManagerConfig, RunningSandbox
+from hutch.node.sandbox.records import ENVD_LOG, bound_log
 from hutch.node.sandbox.sampler import UsageSampler
 from hutch.node.service import NodeIdentity, NodeService
 from hutch.node.settings import NodeSettings
@@ -127,9 +128,16 @@ def build_node(settings: NodeSettings, *, build_bundle: bool = True) -> Node:
         config=config, runtime=timed_runtime, networks=timed_networks, rootfs=OverlayRootfs(),
         templates=templates, envd=envd,
     )  # fmt: skip
+
+    def bound_envd_log(sandbox: RunningSandbox) -> None:
+        dropped = bound_log(sandbox.sandbox_dir / ENVD_LOG, max_bytes=settings.envd_log_max_bytes)
+        if dropped:
+            log.info("sandbox %s: %d bytes of envd.log dropped", sandbox.sandbox_id, dropped)
+
     sampler = UsageSampler(
         sandboxes=manager.list, probe=HostUsageProbe(),
         interval_s=settings.metrics_interval_s, keep=settings.metrics_keep,
+        per_sandbox=bound_envd_log,
     )  # fmt: skip
     net = networks.settings
 

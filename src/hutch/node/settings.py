@@ -70,6 +70,10 @@ class NodeSettings(BaseSettings):
     #: and how many are kept per sandbox (720 x 5 s: the last hour).
     metrics_interval_s: float = Field(default=5.0, gt=0)
     metrics_keep: int = Field(default=720, ge=1)
+    #: A running sandbox's ``envd.log`` (its envd's output, on the node's disk beside the
+    #: sandbox's own) is trimmed to its last half once past this, checked at each metrics
+    #: tick (``records.bound_log``); the logs route reads its last 4 MiB.
+    envd_log_max_bytes: int = Field(default=16 * 1024 * 1024, ge=64 * 1024)
     #: Warm pool members per template, ``<template>=<count>`` comma-separated (ADR 0011):
     #: sandboxes booted ahead of demand that a matching create takes in tens of ms. Two of
     #: ``base`` (what ``Sandbox.create()`` asks for) cost ~55 MiB idle, two of

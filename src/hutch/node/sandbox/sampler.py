@@ -13,6 +13,8 @@ PID 1 started (a pooled sandbox's boot included). The upper directory is walked 
 every ``disk_every`` ticks (a large tree costs real time); the samples between repeat the
 last walk's numbers. A sandbox paused without its memory (ADR 0004: no container) gets
 samples of its disk alone (no CPU, no memory in use), so its disk use stays reported.
+``per_sandbox`` is a chore run in the same thread for each sandbox at each tick (the
+node bounds each sandbox's ``envd.log`` with it).
 """
 
 from __future__ import annotations
@@ -69,8 +71,10 @@ class UsageSampler:
         disk_every: int = 6,
         clock: Callable[[], float] = time.time,
         monotonic: Callable[[], float] = time.monotonic,
+        per_sandbox: Callable[[RunningSandbox], None] | None = None,
     ) -> None:
         self._sandboxes = sandboxes
+        self._per_sandbox = per_sandbox
         self._probe = probe
         self._interval = interval_s
         self._keep = keep
@@ -133,6 +137,11 @@ class UsageSampler:
                 log.debug("sandbox %s: no usage (%s)", sandbox.sandbox_id, exc)
                 continue
             out.append((sandbox, usage, self._monotonic()))
+            if self._per_sandbox is not None:
+                try:
+                    self._per_sandbox(sandbox)
+                except OSError as exc:
+                    log.warning("sandbox %s: %s", sandbox.sandbox_id, exc)
         return out
 
     def _record(self, sandbox: RunningSandbox, usage: SandboxUsage, *, at: float) -> None:
