@@ -24,6 +24,7 @@ from hutch.api.http import (
     routes_cluster,
     routes_edge,
     routes_health,
+    routes_imports,
     routes_keys,
     routes_metadata,
     routes_nodes,
@@ -72,6 +73,7 @@ from hutch.api.service.template_builds import (
     TemplateBuildService,
     UploadTokens,
 )
+from hutch.api.service.template_imports import ImportJobs, ImportPolicy, TemplateImportService
 from hutch.api.service.template_tags import TemplateTagService
 from hutch.api.service.templates import TemplateService
 from hutch.api.service.usage import UsageSampler
@@ -117,6 +119,8 @@ class ApiStore(Protocol):
     def builds(self) -> BuildJobs: ...
     @property
     def nodes(self) -> SqlNodeStore: ...
+    @property
+    def imports(self) -> ImportJobs: ...
 
 
 def build_volume_backends(settings: ApiSettings) -> dict[str, VolumeBackend]:
@@ -379,6 +383,12 @@ def build_context(
         host_key_file=settings.home / CLI_KEY_FILE,
         node_status=node_status,
         cluster_token=settings.effective_cluster_token(),
+        imports=TemplateImportService(
+            templates=store.templates,
+            jobs=store.imports,
+            builder=builder,
+            policy=ImportPolicy(lease_s=settings.import_lease_s),
+        ),
     )
     reaper = Reaper(
         sandboxes=store.sandboxes,
@@ -491,6 +501,8 @@ def create_app(
         campaign = asyncio.create_task(leader.run(), name="hutch-leader")
         worker = _build_worker(ctx, the_store, settings)
         working = asyncio.create_task(worker.run(), name="hutch-builds") if worker else None
+        importer = _import_worker(ctx, the_store, settings)
+        importing = asyncio.create_task(importer.run(), name="hutch-imports") if importer else None
         # Every api reports the live-sandbox gauges on its own metrics (not a singleton).
         gauges = (
             asyncio.create_task(
@@ -505,7 +517,7 @@ def create_app(
         try:
             yield
         finally:
-            for running in (working, gauges, campaign):
+            for running in (importing, working, gauges, campaign):
                 if running is not None:
                     running.cancel()
                     with contextlib.suppress(asyncio.CancelledError):
@@ -530,6 +542,7 @@ def create_app(
             *routes_snapshots.ROUTES,
             # First: "/templates/tags" must not reach "DELETE /templates/{template_id}".
             *routes_template_builds.ROUTES,
+            *routes_imports.ROUTES,
             *routes_templates.ROUTES,
             *routes_volumes.ROUTES,
             *routes_volumecontent.ROUTES,
@@ -585,6 +598,29 @@ def _build_worker(ctx: HttpContext, store: object, settings: ApiSettings) -> Any
         orphans_at_start=engine is None or is_sqlite(engine),
     )
     ctx.builds.on_started = worker.wake
+    return worker
+
+
+def _import_worker(ctx: HttpContext, store: object, settings: ApiSettings) -> Any:
+    """This api's template import worker (``service/import_jobs.py``), when it can import:
+    woken by its own submits, by NOTIFY on PostgreSQL, and by its poll."""
+    from hutch.api.service.import_jobs import ImportWorker
+    from hutch.api.store.builds import build_listener
+    from hutch.api.store.engine import is_sqlite
+    from hutch.api.store.imports import IMPORTS_CHANNEL
+    from hutch.api.store.sql import SqlStore
+
+    if ctx.imports is None or not ctx.imports.can_import:
+        return None
+    engine = store.engine if isinstance(store, SqlStore) else None
+    worker = ImportWorker(
+        ctx.imports,
+        listen=build_listener(engine, channel=IMPORTS_CHANNEL) if engine is not None else None,
+        poll_s=settings.build_poll_interval_s,
+        # SQLite means one api: a claim this process did not make is a previous run's.
+        take_over_at_start=engine is None or is_sqlite(engine),
+    )
+    ctx.imports.on_queued = worker.wake
     return worker
 
 

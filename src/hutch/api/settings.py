@@ -45,6 +45,9 @@ class ApiSettings(BaseSettings):
     build_poll_interval_s: float = Field(default=1.0, gt=0)
     #: A claimed build whose worker has not heartbeaten for this long is failed (ADR 0024).
     build_orphan_after_s: float = Field(default=30.0, gt=0)
+    #: A claimed image import whose worker has not renewed it for this long is taken over
+    #: by another api's worker (ADR 0030).
+    import_lease_s: float = Field(default=30.0, gt=0)
     #: How often a PostgreSQL api campaigns for leadership, or checks it still leads.
     leader_interval_s: float = Field(default=2.0, gt=0)
     #: Requests per second each API key may make (token bucket, per api process); 0: off.

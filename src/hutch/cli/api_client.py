@@ -111,6 +111,10 @@ def check(response: httpx.Response) -> None:
         fail(response.status_code, error_message(response))
 
 
+class StreamCutError(Exception):
+    """A streamed answer's connection broke after it had started."""
+
+
 class ApiClient:
     """Calls to the instance's API with the resolved key."""
 
@@ -163,13 +167,24 @@ class ApiClient:
         return response.json() if response.content else None
 
     def stream_lines(
-        self, method: str, path: str, body: Any = None, headers: dict[str, str] | None = None
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        headers: dict[str, str] | None = None,
+        *,
+        seen: dict[str, str] | None = None,
     ) -> Iterator[dict[str, Any]]:
-        """An NDJSON answer, one decoded line at a time (no read timeout: imports are long)."""
+        """An NDJSON answer, one decoded line at a time (no read timeout: imports are long).
+
+        ``seen``: filled with the response's headers once it starts; a connection that
+        breaks after that raises :class:`StreamCutError` (the caller may follow the work
+        elsewhere) instead of exiting."""
         import httpx
 
         all_headers = {"X-API-Key": self.key, "Accept": "application/x-ndjson", **(headers or {})}
         timeout = httpx.Timeout(60, read=None)
+        started = False
         try:
             with httpx.stream(
                 method, self.url + path, json=body, headers=all_headers, timeout=timeout
@@ -177,10 +192,15 @@ class ApiClient:
                 if response.is_error:
                     response.read()
                     check(response)
+                if seen is not None:
+                    seen.update(response.headers)
+                    started = True
                 for line in response.iter_lines():
                     if line.strip():
                         yield json.loads(line)
         except httpx.HTTPError as exc:
+            if started:
+                raise StreamCutError(str(exc)) from exc
             self._unreachable(exc)
 
     def content(self, base: str, token: str) -> httpx.Client:

@@ -15,7 +15,14 @@ from typing import Any
 
 import click
 
-from hutch.cli.api_client import API_KEY_OPTION, API_PORT_OPTION, HOME_OPTION, ApiClient, fail
+from hutch.cli.api_client import (
+    API_KEY_OPTION,
+    API_PORT_OPTION,
+    HOME_OPTION,
+    ApiClient,
+    StreamCutError,
+    fail,
+)
 
 
 @click.group("template")
@@ -84,35 +91,70 @@ def _absolute_source(source: str) -> str:
     return source
 
 
+#: How long the CLI keeps trying to follow an import whose API connection broke.
+_REFOLLOW_S = 120.0
+
+
 def _stream_import(
     api: ApiClient, body: dict[str, Any], headers: dict[str, str], *, quiet: bool
 ) -> dict[str, Any]:
+    """POST the import and show its progress; if the API's connection breaks mid-import
+    (that api stopped: the import is a job and goes on), follow the same import again
+    with ``GET /templates/imports/{id}`` (``X-Hutch-Import-Id``) until it ends."""
+    import time
+
     from rich.console import Console
     from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeElapsedColumn
 
     columns = (TextColumn("{task.description:<12}"), BarColumn(), DownloadColumn(),
                TimeElapsedColumn())  # fmt: skip
     tasks: dict[str, Any] = {}
+    seen: dict[str, str] = {}
+    lines = api.stream_lines("POST", "/templates/from-image", body, headers, seen=seen)
+    deadline: float | None = None
     with Progress(*columns, console=Console(stderr=True), disable=quiet) as bar:
-        for event in api.stream_lines("POST", "/templates/from-image", body, headers):
-            kind = event.get("type")
-            if kind == "progress":
-                stage, total = str(event["stage"]), max(int(event["total"]), 1)
-                if stage not in tasks:
-                    tasks[stage] = bar.add_task(stage, total=total)
-                bar.update(tasks[stage], completed=int(event["done"]), total=total)
-            elif kind == "error":
-                bar.stop()
-                fail(int(event["code"]), str(event["message"]))
-            elif kind == "result":
-                t = event["template"]
-                return {
-                    "name": t["templateID"], "fingerprint": t["fingerprint"],
-                    "cacheHit": t["cacheHit"], "envdInjected": t["envdInjected"],
-                    "envdSHA256": t["envdSHA256"], "cpuCount": t["cpuCount"],
-                    "memoryMB": t["memoryMB"],
-                }  # fmt: skip
-    fail(502, "the API ended the import stream without a result")
+        while True:
+            try:
+                for event in lines:
+                    result = _on_event(bar, tasks, event)
+                    if result is not None:
+                        return result
+                cut = "the stream ended without a result"
+            except StreamCutError as exc:
+                cut = str(exc)
+            import_id = seen.get("x-hutch-import-id")
+            if import_id is None:
+                fail(502, "the API ended the import stream without a result")
+            now = time.monotonic()
+            deadline = deadline or now + _REFOLLOW_S
+            if now > deadline:
+                fail(502, f"lost the API while following import {import_id}: {cut}")
+            bar.console.print(f"hutch: the API connection broke ({cut}); following import "
+                              f"{import_id} again")  # fmt: skip
+            time.sleep(1.0)
+            lines = api.stream_lines("GET", f"/templates/imports/{import_id}", seen=seen)
+
+
+def _on_event(bar: Any, tasks: dict[str, Any], event: dict[str, Any]) -> dict[str, Any] | None:
+    """Show one import event; the result once there is one (an error exits)."""
+    kind = event.get("type")
+    if kind == "progress":
+        stage, total = str(event["stage"]), max(int(event["total"]), 1)
+        if stage not in tasks:
+            tasks[stage] = bar.add_task(stage, total=total)
+        bar.update(tasks[stage], completed=int(event["done"]), total=total)
+    elif kind == "error":
+        bar.stop()
+        fail(int(event["code"]), str(event["message"]))
+    elif kind == "result":
+        t = event["template"]
+        return {
+            "name": t["templateID"], "fingerprint": t["fingerprint"],
+            "cacheHit": t["cacheHit"], "envdInjected": t["envdInjected"],
+            "envdSHA256": t["envdSHA256"], "cpuCount": t.get("cpuCount"),
+            "memoryMB": t.get("memoryMB"),
+        }  # fmt: skip
+    return None
 
 
 @template.command("list")

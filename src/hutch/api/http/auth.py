@@ -22,6 +22,7 @@ from hutch.api.service.sandboxes import SandboxService
 from hutch.api.service.snapshots import SnapshotService
 from hutch.api.service.teams import TeamService
 from hutch.api.service.template_builds import TemplateBuildService
+from hutch.api.service.template_imports import TemplateImportService
 from hutch.api.service.template_tags import TemplateTagService
 from hutch.api.service.templates import TemplateService
 from hutch.api.service.usage import UsageSampler
@@ -60,6 +61,8 @@ class HttpContext:
     usage: UsageSampler | None = None
     #: The cluster token edges wake sandboxes with (``routes_edge.py``); None: not offered.
     cluster_token: str | None = None
+    #: Template imports from OCI images, jobs in the store; None: not offered.
+    imports: TemplateImportService | None = None
 
 
 def context(request: Request) -> HttpContext:

@@ -1,9 +1,9 @@
-"""Templates: listing, import from OCI images, deletion.
+"""Templates: listing, publishing, deletion.
 
 The store holds the rows users see (``GET /templates``) and create sandboxes from; the
-:class:`~hutch.api.service.ports.TemplateBuilder` makes and removes the artifacts. A row is
-written only after its artifact is published, and an artifact whose row cannot be written
-is removed again, so neither exists without the other.
+:class:`~hutch.api.service.ports.TemplateBuilder` makes and removes the artifacts. Imports
+from OCI images are jobs (``template_imports.py``): their row is written only after the
+artifact is published.
 """
 
 from __future__ import annotations
@@ -11,22 +11,18 @@ from __future__ import annotations
 import base64
 import binascii
 import logging
-import math
-import time
 from datetime import datetime
 
-from hutch.api import metrics
-from hutch.api.models import NewTemplate, Template, TemplateBuildState
+from hutch.api.models import Template
 from hutch.api.service.keys import Caller, KeyService
-from hutch.api.service.ports import ImageImport, ImportedImage, ImportProgress, TemplateBuilder
+from hutch.api.service.ports import TemplateBuilder
 from hutch.api.store.base import TemplateStore
 from hutch.shared.errors import (
-    AlreadyExistsError,
     InvalidArgumentError,
     NotFoundError,
     UnavailableError,
 )
-from hutch.shared.ids import TeamID, TemplateID
+from hutch.shared.ids import TeamID
 
 _audit = logging.getLogger("hutch.audit")
 
@@ -96,42 +92,6 @@ class TemplateService:
     async def find_any(self, id_or_alias: str) -> Template | None:
         """The template by id or alias, whoever owns it (callers check visibility)."""
         return await self._templates.find_template_any_team(id_or_alias)
-
-    async def create_from_image(
-        self, request: ImageImport, *, team_id: TeamID, progress: ImportProgress | None = None
-    ) -> tuple[Template, ImportedImage]:
-        """Import an image as template ``request.name`` (id = alias = name) of ``team_id``.
-
-        Raises ``AlreadyExistsError`` when the name is taken (by any team: aliases are
-        global), ``ImageError`` for a bad image.
-        """
-        builder = self._require_builder()
-        if await self._templates.find_template_any_team(request.name) is not None:
-            raise AlreadyExistsError(f"template {request.name!r} already exists")
-        started = time.perf_counter()
-        try:
-            imported = await builder.import_image(request, progress=progress)
-        except BaseException as exc:
-            metrics.record_build("import", metrics.outcome_of(exc), time.perf_counter() - started)
-            raise
-        metrics.record_build("import", "ok", time.perf_counter() - started)
-        try:
-            row = await self._templates.create_template(
-                NewTemplate(
-                    team_id=team_id,
-                    id=TemplateID(request.name),
-                    alias=request.name,
-                    build_state=TemplateBuildState.READY,
-                    # The row's cpu is an integer (E2B's cpuCount); the node keeps the fraction.
-                    cpu_count=max(1, math.ceil(request.cpu_count)),
-                    memory_mb=request.memory_mb,
-                    **({"disk_mb": request.disk_mb} if request.disk_mb else {}),
-                )
-            )
-        except BaseException:
-            await builder.delete(request.name)
-            raise
-        return row, imported
 
     async def delete_template(self, id_or_alias: str, *, team_id: TeamID) -> Template:
         """Delete one of the team's own templates: its row, then its files."""

@@ -295,8 +295,11 @@ class SqlBuildStore:
             return [_record(r) for r in rows]
 
 
-def build_listener(engine: AsyncEngine) -> Callable[[Callable[[], None]], Any] | None:
-    """``LISTEN hutch_template_builds`` on a dedicated connection (PostgreSQL), calling the
+def build_listener(
+    engine: AsyncEngine, *, channel: str = BUILDS_CHANNEL
+) -> Callable[[Callable[[], None]], Any] | None:
+    """``LISTEN <channel>`` (default ``hutch_template_builds``; imports use
+    ``hutch_template_imports``) on a dedicated connection (PostgreSQL), calling the
     callback per notification; ``None`` on SQLite (the worker polls)."""
     if is_sqlite(engine):
         return None
@@ -308,7 +311,7 @@ def build_listener(engine: AsyncEngine) -> Callable[[Callable[[], None]], Any] |
         try:
             raw = await conn.get_raw_connection()
             driver: Any = raw.driver_connection
-            await driver.add_listener(BUILDS_CHANNEL, lambda *_: callback())
+            await driver.add_listener(channel, lambda *_: callback())
             yield
         finally:
             with contextlib.suppress(Exception):

@@ -10,6 +10,7 @@ from hutch.api.store.artifacts import SqlArtifactStore
 from hutch.api.store.base import Clock, utc_now
 from hutch.api.store.builds import SqlBuildStore
 from hutch.api.store.engine import create_engine
+from hutch.api.store.imports import SqlImportStore
 from hutch.api.store.keys import SqlApiKeyStore
 from hutch.api.store.migrations import check_schema_head, upgrade_engine_to_head
 from hutch.api.store.nodes import SqlNodeStore
@@ -34,6 +35,7 @@ class SqlStore:
     snapshots: SqlSnapshotStore
     secrets: SqlSecretStore
     builds: SqlBuildStore
+    imports: SqlImportStore
     nodes: SqlNodeStore
     artifacts: SqlArtifactStore
 
@@ -50,6 +52,7 @@ class SqlStore:
             snapshots=SqlSnapshotStore(engine, clock=clock),
             secrets=SqlSecretStore(engine, clock=clock),
             builds=SqlBuildStore(engine, clock=clock),
+            imports=SqlImportStore(engine, clock=clock),
             nodes=SqlNodeStore(engine, clock=clock),
             artifacts=SqlArtifactStore(engine, clock=clock),
         )

@@ -28,7 +28,7 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
 )
-from sqlalchemy.sql.expression import false, true
+from sqlalchemy.sql.expression import false, text, true
 from sqlalchemy.types import TypeDecorator
 
 
@@ -380,9 +380,45 @@ artifact_holdings = Table(
     Index(None, "node_id"),
 )
 
+#: Template imports from OCI images as jobs (issue 11): queued by the api that took the
+#: request, claimed by any api's import worker (``FOR UPDATE SKIP LOCKED``), progress and
+#: outcome readable from every api; a claim is a lease (``lease_expires_at``) renewed by
+#: the worker's heartbeat, taken over by another worker once it ends.
+template_imports = Table(
+    "template_imports",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("team_id", String(64), ForeignKey("teams.id", ondelete="CASCADE"), nullable=False),
+    # The template it makes (id = alias = name once it is ready).
+    Column("name", String(255), nullable=False),
+    # queued → running (claimed: worker, lease) → ready | error
+    Column("status", String(16), nullable=False),
+    Column("request", Text, nullable=False),  # JSON: the ImageImport
+    Column("worker", String(128), nullable=True),
+    Column("attempts", Integer, nullable=False, server_default="0"),
+    Column("lease_expires_at", UTCDateTime(), nullable=True),
+    Column("progress", Text, nullable=False, server_default="{}"),  # JSON: stage → [done, total]
+    Column("result", Text, nullable=True),  # JSON: fingerprint, cacheHit, envd facts
+    Column("error_status", Integer, nullable=True),
+    Column("error_message", Text, nullable=True),
+    Column("created_at", UTCDateTime(), nullable=False),
+    Column("updated_at", UTCDateTime(), nullable=False),
+    Column("finished_at", UTCDateTime(), nullable=True),
+    Index(None, "status", "created_at"),
+    # One import of a name at a time, whoever asked (a second is 409 at once).
+    Index(
+        "uq_template_imports_active_name",
+        "name",
+        unique=True,
+        sqlite_where=text("status IN ('queued', 'running')"),
+        postgresql_where=text("status IN ('queued', 'running')"),
+    ),
+)
+
 #: Every table, children before parents (the order to empty them in).
 ALL_TABLES_CHILDREN_FIRST = (
     artifact_holdings,
+    template_imports,
     template_build_logs,
     template_builds,
     cluster_secrets,
