@@ -54,3 +54,25 @@ def test_import_boundaries_mcpgateway_is_self_contained() -> None:
         if name.startswith("hutch") and not name.startswith("hutch.mcpgateway")
     ]
     assert bad == []
+
+
+def test_import_boundaries_dashboard_imports_only_api_and_shared() -> None:
+    # A front-end of the api (docs/dashboard.md): sandboxes only over HTTP, through the proxy.
+    bad = [
+        f"{path.relative_to(SRC)}: {name}"
+        for path in sorted((SRC / "dashboard").rglob("*.py"))
+        for name in _imports(path)
+        if name.startswith("hutch") and name.split(".")[1] not in ("dashboard", "api", "shared")
+    ]
+    assert bad == []
+
+
+def test_import_boundaries_no_role_imports_the_dashboard() -> None:
+    bad = [
+        f"{path.relative_to(SRC)}: {name}"
+        for role in (*ROLES, "cli")
+        for path in sorted((SRC / role).rglob("*.py"))
+        for name in _imports(path)
+        if name.startswith("hutch.dashboard")
+    ]
+    assert bad == []

@@ -17,6 +17,7 @@ from typing import Any, Protocol
 
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
+from starlette.routing import BaseRoute
 
 from hutch.api import metrics
 from hutch.api.http import (
@@ -416,6 +417,7 @@ def create_app(
     singletons: Mapping[str, SingletonFactory] | None = None,
     cluster: ClusterContext | None = None,
     routes: SandboxRoutes | None = None,
+    mounts: Sequence[BaseRoute] = (),
 ) -> Starlette:
     """The ASGI app. Without ``store``, the SQL store at the settings' URL is opened (and
     migrated when ``settings.migrate``) at startup and closed at shutdown. Without
@@ -429,7 +431,10 @@ def create_app(
     0025); without it, the settings' cluster token (when set) makes one at startup over the
     store (publishing to ``routes`` when given), else they answer 503. With a cluster and
     no ``node`` client, calls go to each sandbox's node and creates are placed; its
-    lost-node sweeper runs as the singleton ``lost-nodes``."""
+    lost-node sweeper runs as the singleton ``lost-nodes``.
+
+    ``mounts``: more routes after the API's own (the web dashboard's, ``hutch.dashboard``,
+    which this package never imports)."""
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -549,6 +554,7 @@ def create_app(
             *routes_edge.ROUTES,
             *routes_cluster.ROUTES,
             *routes_nodes.ROUTES,
+            *mounts,
         ],
         exception_handlers=dict(EXCEPTION_HANDLERS),
         lifespan=lifespan,

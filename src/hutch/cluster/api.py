@@ -26,6 +26,8 @@ from hutch.api.settings import ApiSettings
 from hutch.api.store.sql import open_sql_store
 from hutch.cluster.routes import NotifyRoutes
 from hutch.cluster.settings import ClusterSettings
+from hutch.dashboard.app import Dashboard, store_secret
+from hutch.dashboard.settings import DashboardSettings
 from hutch.node.runner import NodeApiServer
 from hutch.shared.errors import UnavailableError
 from hutch.shared.ids import NodeID, SandboxID
@@ -48,8 +50,12 @@ async def _connect(url: str, token: str) -> HttpNodeClient:
             await asyncio.sleep(0.5)
 
 
-async def run_api(api: ApiSettings, cluster: ClusterSettings) -> None:
-    """Serve the api until SIGTERM/SIGINT."""
+async def run_api(
+    api: ApiSettings, cluster: ClusterSettings, dashboard: DashboardSettings | None = None
+) -> None:
+    """Serve the api until SIGTERM/SIGINT (with the web dashboard unless ``dashboard``
+    disables it; its bridges reach sandboxes through ``HUTCH_DASHBOARD_SANDBOX_URL``)."""
+    dashboard = dashboard if dashboard is not None else DashboardSettings()
     url = cluster.postgres_url()
     token = cluster.token()
     if not cluster.cluster_nodes:
@@ -57,15 +63,22 @@ async def run_api(api: ApiSettings, cluster: ClusterSettings) -> None:
         # ADR 0025) and placement chooses among them.
         api = api.model_copy(update={"database_url": url, "cluster_token": SecretStr(token)})
         store = await open_sql_store(url, migrate=api.migrate)
+        board = _dashboard(dashboard, store)
         try:
-            app = create_app(api, node=None, store=store, routes=NotifyRoutes(store.engine))
+            app = create_app(
+                api, node=None, store=store, routes=NotifyRoutes(store.engine),
+                mounts=board.routes() if board is not None else (),
+            )  # fmt: skip
             await _serve(app, api)
         finally:
+            if board is not None:
+                await board.aclose()
             await store.close()
         return
     # The per-node limit is each node's own (it refuses, and the next node is tried).
     api = api.model_copy(update={"max_sandboxes_per_node": 0, "database_url": url})
     store = await open_sql_store(url, migrate=api.migrate)
+    board = _dashboard(dashboard, store)
     clients: list[HttpNodeClient] = []
     try:
         for node in cluster.cluster_nodes:
@@ -86,12 +99,21 @@ async def run_api(api: ApiSettings, cluster: ClusterSettings) -> None:
             builder=nodes,
             build_runner=nodes,
             node_status=nodes,
+            mounts=board.routes() if board is not None else (),
         )
         await _serve(app, api)
     finally:
+        if board is not None:
+            await board.aclose()
         for client in clients:
             await client.aclose()
         await store.close()
+
+
+def _dashboard(settings: DashboardSettings, store: object) -> Dashboard | None:
+    if not settings.enabled:
+        return None
+    return Dashboard(settings, secret=store_secret(store.secrets))  # type: ignore[attr-defined]
 
 
 async def _serve(app: object, api: ApiSettings) -> None:
@@ -101,6 +123,7 @@ async def _serve(app: object, api: ApiSettings) -> None:
             host=api.api_host,
             port=api.api_port,
             lifespan="on",
+            ws="websockets-sansio",  # the dashboard's terminal (docs/dashboard.md)
             log_level="warning",
             access_log=False,
             server_header=False,

@@ -38,6 +38,7 @@ from hutch.api.http.auth import HttpContext
 from hutch.api.http.routes_cluster import create_cluster_app
 from hutch.api.nodes.registry import NodeRegistry
 from hutch.api.store.sql import open_sql_store
+from hutch.dashboard.app import Dashboard, local_url, store_secret
 from hutch.node.app import Node, build_node, build_node_service
 from hutch.node.http.app import create_node_app
 from hutch.node.membership import Registrar, registration_factory
@@ -76,6 +77,13 @@ async def serve(settings: ServeSettings) -> None:
     registrar: Registrar | None = None
     heartbeat: asyncio.Task[None] | None = None
     socket_path = private_socket(api_settings.home)
+    dashboard_settings = settings.dashboard_settings()
+    dashboard: Dashboard | None = None
+    if dashboard_settings.enabled:
+        dashboard = Dashboard(
+            dashboard_settings, secret=store_secret(store.secrets),
+            sandbox_url=local_url(settings.host, settings.proxy_port),
+        )  # fmt: skip
     try:
         await seed_templates(
             store, await _templates_on_disk(node_settings, node),
@@ -133,10 +141,12 @@ async def serve(settings: ServeSettings) -> None:
                     volume_backends=volume_backends,
                     node_status=client,
                     cluster=cluster.context,
+                    mounts=dashboard.routes() if dashboard is not None else (),
                 ),
                 host=settings.host,
                 port=settings.api_port,
                 lifespan="on",
+                ws="websockets-sansio",  # the dashboard's terminal (docs/dashboard.md)
                 log_level="warning",
                 access_log=False,
                 server_header=False,
@@ -159,6 +169,8 @@ async def serve(settings: ServeSettings) -> None:
             if socket_path.parent != api_settings.home / "run":  # a temporary directory
                 with contextlib.suppress(OSError):
                     socket_path.parent.rmdir()
+        if dashboard is not None:
+            await dashboard.aclose()
         await node.manager.stop_pool()
         # Host mounts of volumes are released; sandboxes still running keep their bind
         # mounts (the filesystem lives on in their mount namespaces until they end).

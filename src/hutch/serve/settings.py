@@ -15,6 +15,7 @@ from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from hutch.api.settings import ApiSettings
+from hutch.dashboard.settings import DashboardSettings
 from hutch.node.settings import NodeSettings
 
 
@@ -50,3 +51,7 @@ class ServeSettings(BaseSettings):
         if self.runtime is not None:
             values["runtime"] = self.runtime
         return NodeSettings(**values)
+
+    def dashboard_settings(self) -> DashboardSettings:
+        """The dashboard's settings (``HUTCH_DASHBOARD_*``); its bridges use serve's proxy."""
+        return DashboardSettings()
