@@ -277,8 +277,15 @@ def test_start_and_ready_commands(serve: Serve, archive: Path) -> None:
     assert hutch(serve, "template", "delete", "bbstart").returncode == 0
 
 
-def test_delete_keeps_the_artifact_of_running_sandboxes(serve: Serve, archive: Path) -> None:
-    done = hutch(serve, "template", "create-from-image", f"docker-archive:{archive}",
+def test_delete_keeps_the_artifact_of_running_sandboxes(
+    serve: Serve, archive: Path, tmp_path: Path
+) -> None:
+    # An image of its own (one more variable in its config, so its own artifact): with the
+    # module's image, a template another module imported from the same image and kept
+    # (test_template_builds ran first) held the artifact and the prune rightly kept it.
+    config = {**BUSYBOX_CONFIG, "env": [*BUSYBOX_CONFIG["env"], "IMAGE_OF=test_delete_keeps"]}
+    own = write_docker_archive(tmp_path / "own.tar", busybox_layers(), **config)
+    done = hutch(serve, "template", "create-from-image", f"docker-archive:{own}",
                  "--name", "bbdel", "--json")  # fmt: skip
     assert done.returncode == 0, done.stderr
     artifact = serve.home / "templates" / ".artifacts" / json.loads(done.stdout)["fingerprint"]

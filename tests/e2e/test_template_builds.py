@@ -102,6 +102,10 @@ def test_sdk_build_from_an_imported_image(serve: Serve, tmp_path: Path) -> None:
         sbx.kill()
     with pytest.raises(BuildException, match=r"cannot read image"):
         Template.build(Template().from_image("nosuch/image:1"), "bbnosuch")
+    # What it made goes: the imported image's artifact is the one test_image_templates'
+    # image makes, and a template kept here would hold it for that module's tests.
+    serve.hutch("template", "delete", "bbbuilt")
+    serve.hutch("template", "delete", "bbforbuild")
 
 
 def test_sdk_tags_pin_a_build(serve: Serve, tmp_path: Path) -> None:
