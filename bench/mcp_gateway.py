@@ -16,6 +16,8 @@ SDK and the ``mcp`` SDK's client, prints one table and removes everything it sta
 SDK's create, then its ``mcp-gateway --config``, which returns once ``/mcp`` serves) plus
 the first MCP ``initialize`` and ``tools/list`` through hutch's proxy. Cold creates run
 with no warm pool; the serve is then restarted with ``HUTCH_NODE_POOL_SIZE=mcp-gateway=2``.
+The serve, the timed creates and the memory rows are ``_template_bench.py``'s, shared with
+``bench/interpreter.py``.
 """
 
 from __future__ import annotations
@@ -23,18 +25,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import tempfile
 import time
-from collections.abc import Callable
-from pathlib import Path
 
-import _instance
-import interpreter as interp_bench
 from _table import print_table
-from serve import _ms, wait_for_pool
+from _template_bench import TemplateServe, create_rows, template_serve, timed_creates
+from serve import _ms
 
-from hutch.node.templates.busybox import build_busybox
-from tests.e2e.serveproc import HostNames, Serve, link_installed_template, nodehelpers
+from tests.e2e.serveproc import HostNames
 
 CGROUP_PARENT = f"hbm-{os.getpid()}"
 NAMES = HostNames(
@@ -73,28 +70,13 @@ async def _list(session) -> int:
     return len((await session.list_tools()).tools)
 
 
-def create_to_ready(
-    sandbox_url: str, n: int, before: Callable[[], None]
-) -> tuple[list[float], list[float], list[float]]:
-    """The whole, the SDK's create (with the gateway's start) and the first MCP list."""
+def _create():  # type: ignore[no-untyped-def]
     from e2b import Sandbox
 
-    whole, creates, firsts = [], [], []
-    for _ in range(n):
-        before()
-        t0 = time.perf_counter()
-        sbx = Sandbox.create(mcp=CONFIG, timeout=300)
-        t1 = time.perf_counter()
-        assert asyncio.run(_mcp(sandbox_url, sbx, _list)) > 10
-        t2 = time.perf_counter()
-        whole.append(t2 - t0)
-        creates.append(t1 - t0)
-        firsts.append(t2 - t1)
-        sbx.kill()
-    return whole, creates, firsts
+    return Sandbox.create(mcp=CONFIG, timeout=300)
 
 
-def round_trips(sandbox_url: str, runs: int) -> list[tuple[str, str]]:
+def round_trips(bench: TemplateServe, runs: int) -> list[tuple[str, str]]:
     """``tools/call`` round trips in one MCP session, to each server."""
     from e2b import Sandbox
 
@@ -114,35 +96,29 @@ def round_trips(sandbox_url: str, runs: int) -> list[tuple[str, str]]:
         return mem, fs
 
     try:
-        mem, fs = asyncio.run(_mcp(sandbox_url, sbx, body))
+        mem, fs = asyncio.run(_mcp(bench.serve.sandbox_url, sbx, body))
         rows = [
             (f"tools/call memory__read_graph round trip (n={runs}) p50 / p95", _ms(mem)),
             (f"tools/call filesystem__list_directory round trip (n={runs}) p50 / p95", _ms(fs)),
         ]
         time.sleep(5)
-        rows += _memory(sbx.sandbox_id, "one gateway sandbox, filesystem + memory, idle")
+        rows += bench.memory_rows(
+            bench.host_id(sbx.sandbox_id),
+            "memory of one gateway sandbox, filesystem + memory, idle (memory cgroup)",
+        )
     finally:
         sbx.kill()
     return rows
 
 
-def _memory(sandbox_id: str, label: str) -> list[tuple[str, str]]:
-    mib = 2**20
-    cgroup = interp_bench._memory_cgroup(interp_bench._host_id(sandbox_id))
-    usage = interp_bench._cgroup_usage(cgroup) if cgroup else None
-    procs = interp_bench._processes(cgroup) if cgroup else []
-    rows = [(f"memory of {label} (memory cgroup)", f"{(usage or 0) / mib:.1f} MiB")]
-    for command, rss, pss in sorted(procs, key=lambda p: -p[2]):
-        rows.append((f"  process: {command}", f"PSS {pss / mib:.1f} MiB (RSS {rss / mib:.1f})"))
-    return rows
-
-
-def idle_member(home: Path) -> list[tuple[str, str]]:
+def idle_member(bench: TemplateServe) -> list[tuple[str, str]]:
     """An idle pool member of ``mcp-gateway`` (no gateway yet: it starts at create)."""
     member = next(
-        d for d in (home / "sandboxes").glob("pool-*") if not (d / "sandbox.json").exists()
+        d for d in (bench.home / "sandboxes").glob("pool-*") if not (d / "sandbox.json").exists()
     )
-    return _memory(member.name, "an idle mcp-gateway pool member")
+    return bench.memory_rows(
+        member.name, "memory of an idle mcp-gateway pool member (memory cgroup)"
+    )
 
 
 def main() -> None:
@@ -151,55 +127,24 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=50, help="tools/call round trips")
     parser.add_argument("--settle", type=float, default=3.0)
     args = parser.parse_args()
-    if os.geteuid() != 0:
-        raise SystemExit("bench/mcp_gateway.py needs root (runc, network namespaces)")
-    home = Path(tempfile.mkdtemp(prefix="hutch-bench-mcp-", dir="/var/tmp"))
-    interp_bench._HOME = home
-    interp_bench.CGROUP_PARENT = CGROUP_PARENT
-    build_busybox(home / "templates")
-    for name in ("base", TEMPLATE):
-        if not link_installed_template(home / "templates", name):
-            raise SystemExit(f"install.sh's {name} template is not built (run ./install.sh)")
-    inst = Serve(
-        home=home, envd_bundle=nodehelpers.cached_envd_bundle(), names=NAMES,
-        extra_env={"HUTCH_NODE_POOL_SIZE": ""},
-    )  # fmt: skip
     rows: list[tuple[str, str]] = []
-    try:
-        key = inst.hutch("keys", "create").strip()
-        os.environ.update(
-            E2B_API_URL=inst.api_url, E2B_SANDBOX_URL=inst.sandbox_url, E2B_API_KEY=key
-        )
-        for k in [k for k in os.environ if "proxy" in k.lower()]:
-            del os.environ[k]
-        inst.start()
+    with template_serve(TEMPLATE, NAMES, script="bench/mcp_gateway.py") as bench:
+
+        def first_list(sbx) -> None:  # type: ignore[no-untyped-def]
+            assert asyncio.run(_mcp(bench.serve.sandbox_url, sbx, _list)) > 10
+
+        parts = "Sandbox.create(mcp=...); first initialize + tools/list"
         time.sleep(args.settle)
-        cold, cold_create, cold_first = create_to_ready(
-            inst.sandbox_url, args.n, lambda: time.sleep(0.5)
+        cold = timed_creates(args.n, lambda: time.sleep(0.5), _create, first_list)
+        rows += create_rows("create-to-MCP-ready, cold, no pool", args.n, cold, parts=parts)
+        bench.with_pool(2)
+        pooled = timed_creates(
+            args.n, lambda: bench.wait_for_pool(2, args.settle), _create, first_list
         )
-        rows += [
-            (f"create-to-MCP-ready, cold, no pool (n={args.n}) p50 / p95", _ms(cold)),
-            ("  of which Sandbox.create(mcp=...); first initialize + tools/list: p50 / p95",
-             f"{_ms(cold_create)}; {_ms(cold_first)}"),
-        ]  # fmt: skip
-        inst.stop()
-        inst.extra_env["HUTCH_NODE_POOL_SIZE"] = f"{TEMPLATE}=2"
-        inst.start()
-        pooled, pool_create, pool_first = create_to_ready(
-            inst.sandbox_url, args.n, lambda: wait_for_pool(home, 2, args.settle, 120)
-        )
-        rows += [
-            (f"create-to-MCP-ready, from the pool (n={args.n}) p50 / p95", _ms(pooled)),
-            ("  of which Sandbox.create(mcp=...); first initialize + tools/list: p50 / p95",
-             f"{_ms(pool_create)}; {_ms(pool_first)}"),
-        ]  # fmt: skip
-        wait_for_pool(home, 2, args.settle, 120)
-        rows += idle_member(home)
-        rows += round_trips(inst.sandbox_url, args.runs)
-    finally:
-        inst.stop()
-        inst.destroy_everything()
-        _instance.remove_home(home)
+        rows += create_rows("create-to-MCP-ready, from the pool", args.n, pooled, parts=parts)
+        bench.wait_for_pool(2, args.settle)
+        rows += idle_member(bench)
+        rows += round_trips(bench, args.runs)
     print_table(
         f"MCP gateway through hutch serve on this machine ({os.cpu_count()} CPUs, runc), "
         f"template {TEMPLATE}, e2b SDK + mcp SDK client",
