@@ -154,7 +154,7 @@ class Cluster:
     context: ClusterContext
     registry: NodeRegistry
     node: NodeClient
-    #: Which node holds which template (ADR 0028); None over a store without holdings.
+    #: Which node holds which template (ADR 0029); None over a store without holdings.
     artifacts: ArtifactService | None = None
     #: Template deletes on every holder (``TemplateBuilder`` for an api with no builder).
     templates: ClusterTemplates | None = None

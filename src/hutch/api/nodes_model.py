@@ -114,7 +114,7 @@ class Candidate:
     load: NodeLoad = field(default_factory=NodeLoad)
     #: Its lease ended (by the store's clock): silent, maybe on its way to lost.
     lease_expired: bool = False
-    #: The store's ``artifact_holdings`` says it holds the sandbox's template (ADR 0028).
+    #: The store's ``artifact_holdings`` says it holds the sandbox's template (ADR 0029).
     holds_artifact: bool = False
 
 

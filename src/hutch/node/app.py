@@ -184,7 +184,7 @@ def build_node_service(
         max_sandboxes=settings.max_sandboxes, pool_sizes=settings.pool_sizes,
     )  # fmt: skip
     fetcher = Fetcher(node.templates, settings.templates_dir, token=settings.effective_api_token())
-    fetcher.clean_incoming()  # a crashed fetch's leftovers (never a part: ADR 0028)
+    fetcher.clean_incoming()  # a crashed fetch's leftovers (never a part: ADR 0029)
     service = NodeService(
         identity=identity, sandboxes=node.manager, sampler=node.sampler, templates=templates,
         volumes=volumes, exporter=Exporter(node.templates, settings.templates_dir),

@@ -128,7 +128,7 @@ class NodeService:
         fetcher: Fetcher | None = None,
     ) -> None:
         self.identity = identity
-        #: Serves this node's artifacts to peers; fetches what it lacks (ADR 0028).
+        #: Serves this node's artifacts to peers; fetches what it lacks (ADR 0029).
         self.exporter = exporter
         self.fetcher = fetcher
         self.templates = templates

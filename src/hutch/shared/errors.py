@@ -139,7 +139,7 @@ class UnavailableError(HutchError):
 class ArtifactUnavailableError(UnavailableError):
     """The node does not hold the template's (or snapshot's) artifact and could not fetch
     it from a peer (none named, none answered, a digest did not match): the create goes to
-    another node (ADR 0028); when no node can serve it, the api answers 503 with
+    another node (ADR 0029); when no node can serve it, the api answers 503 with
     ``error_code`` ``template_artifact_unavailable``."""
 
 

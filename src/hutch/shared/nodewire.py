@@ -115,7 +115,7 @@ class CreateSandbox(_Wire):
     egress: Egress | None = None
     metadata: dict[str, str] = Field(default_factory=dict)
     volume_mounts: list[VolumeMount] = Field(default_factory=list)
-    #: Node API addresses of peers that hold the template's artifact (ADR 0028): a node
+    #: Node API addresses of peers that hold the template's artifact (ADR 0029): a node
     #: that lacks it fetches it from the first that serves it, then creates; empty and
     #: lacking it, the node refuses with ``ArtifactUnavailableError``.
     artifact_sources: list[str] = Field(default_factory=list)

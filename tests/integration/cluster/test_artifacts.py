@@ -1,4 +1,4 @@
-"""Templates across nodes through the real api and wire (ADR 0028), nodes over fakes: a
+"""Templates across nodes through the real api and wire (ADR 0029), nodes over fakes: a
 create prefers the node holding the template; placed on a node that lacks it, that node is
 handed the holders' addresses and fetches (a fake fetch: the real one is
 ``tests/unit/node/test_artifact_transfer.py`` and ``tests/cluster/test_artifacts.py``),

@@ -1,4 +1,4 @@
-"""Moving artifacts between nodes (ADR 0028): a real export and fetch between two
+"""Moving artifacts between nodes (ADR 0029): a real export and fetch between two
 templates homes through the node API's artifact routes (in-process ASGI, the real
 ``Exporter``/``Fetcher``): files, modes, owners, hard links, symlinks, devices and xattrs
 arrive as they were; a corrupted transfer and a missing source leave nothing behind."""

@@ -54,7 +54,7 @@ class NodeRouter:
         list_nodes: Callable[[], Awaitable[list[Node]]],
         artifacts: ArtifactService | None = None,
     ) -> None:
-        #: Which node holds which template (ADR 0028): deletes reach every holder.
+        #: Which node holds which template (ADR 0029): deletes reach every holder.
         self._artifacts = artifacts
         self._clients = clients
         self._find = find_sandbox

@@ -1,4 +1,4 @@
-"""Where templates' artifacts live across nodes (ADR 0028): holdings, sources, deletes.
+"""Where templates' artifacts live across nodes (ADR 0029): holdings, sources, deletes.
 
 The store's ``artifact_holdings`` rows (``store/artifacts.py``) say which node holds which
 node template (a template id, ``name@build``, a snapshot id). This service answers the

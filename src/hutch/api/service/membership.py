@@ -123,7 +123,7 @@ class MembershipService:
         self.policy = policy
         self.on_registered = on_registered
         #: ``(node, templates it reports, replace)`` after a registration (replace) or a
-        #: heartbeat: the artifact holdings (ADR 0028); ``on_beat(node)`` after each beat.
+        #: heartbeat: the artifact holdings (ADR 0029); ``on_beat(node)`` after each beat.
         self.on_templates: Callable[[NodeID, Sequence[str], bool], Awaitable[None]] | None = None
         self.on_beat: Callable[[NodeID], None] | None = None
 

@@ -9,7 +9,7 @@ again with :func:`misfit` (another api may have placed there meanwhile) and inse
   this sandbox (CPU and memory against capacity times overcommit), weight 0.6;
 * **used**: the larger of the host's CPU and memory use at its last heartbeat, weight 0.4;
 * **artifact**: a node that already holds the template (its ``artifact_holdings`` row, or
-  its heartbeat's list) gets 0.25 off: no fetch from a peer (ADR 0028);
+  its heartbeat's list) gets 0.25 off: no fetch from a peer (ADR 0029);
 * ties go to the node id, so the order is deterministic.
 
 Concurrent creates would all rank the same node first and queue on its row lock, so the

@@ -66,7 +66,7 @@ class SandboxSpec:
     #: the create or resume; a node ignores it.
     node_id: NodeID | None = None
     #: Node API addresses of peers holding the template, for a node that lacks it (ADR
-    #: 0028): it fetches from the first that serves it before it creates.
+    #: 0029): it fetches from the first that serves it before it creates.
     artifact_sources: Sequence[str] = ()
 
 

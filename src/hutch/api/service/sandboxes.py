@@ -296,7 +296,7 @@ class SandboxService:
         node_stats: NodeStats | None = None,
         artifacts: ArtifactService | None = None,
     ) -> None:
-        #: Where templates live across nodes (ADR 0028): a create on a node that lacks
+        #: Where templates live across nodes (ADR 0029): a create on a node that lacks
         #: its template names the holders to fetch from, and a fetch is recorded.
         self._artifacts = artifacts
         #: None: one node (``node.node_id``), its count checked against the policy; set:

@@ -85,7 +85,7 @@ class SnapshotService:
         service: SandboxService,
         artifacts: ArtifactService | None = None,
     ) -> None:
-        #: Records the snapshot's node as its holder (ADR 0028).
+        #: Records the snapshot's node as its holder (ADR 0029).
         self._artifacts = artifacts
         self._sandboxes = sandboxes
         self._templates = templates

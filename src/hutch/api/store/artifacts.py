@@ -1,4 +1,4 @@
-"""``SqlArtifactStore``: which node holds which template artifact (ADR 0028, migration 0015).
+"""``SqlArtifactStore``: which node holds which template artifact (ADR 0029, migration 0015).
 
 A row is (node template name, node): ``held`` means the node has it on disk (placement
 prefers it, peers fetch from it); ``deleting`` means the template was deleted while the

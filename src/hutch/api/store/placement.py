@@ -70,7 +70,7 @@ async def reserve_node(conn: AsyncConnection, placer: Placer) -> NodeID:
     now = await store_now(conn, utc_now)
     listed = [node_from_row(row) for row in await conn.execute(select(nodes))]
     loads = await node_loads(conn)
-    # ADR 0028: the nodes holding the sandbox's template are preferred (no fetch).
+    # ADR 0029: the nodes holding the sandbox's template are preferred (no fetch).
     artifact = getattr(placer, "artifact", "")
     holding = await held_by(conn, artifact) if artifact else set()
     shortlist = placer.shortlist(

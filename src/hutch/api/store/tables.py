@@ -370,7 +370,7 @@ nodes = Table(
 artifact_holdings = Table(
     "artifact_holdings",
     metadata,
-    # 0015 (ADR 0028): which node holds which node template (id, name@build, snapshot id).
+    # 0015 (ADR 0029): which node holds which node template (id, name@build, snapshot id).
     Column("artifact", String(160), nullable=False),
     Column("node_id", String(64), nullable=False),
     # held | deleting (deleted while the node did not answer: applied when it is back)

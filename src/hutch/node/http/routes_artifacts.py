@@ -1,4 +1,4 @@
-"""``/v1/artifacts/...``: a template's artifact for a peer node (ADR 0028).
+"""``/v1/artifacts/...``: a template's artifact for a peer node (ADR 0029).
 
 ``GET /v1/artifacts/{name}`` answers the manifest (``shared.nodewire.ArtifactManifest``);
 ``GET /v1/artifacts/{name}/parts/{kind}/{id}`` streams one part as a tar, its SHA-256 in

@@ -1,4 +1,4 @@
-"""Moving a template's artifact between nodes (ADR 0028): export to a peer, fetch from one.
+"""Moving a template's artifact between nodes (ADR 0029): export to a peer, fetch from one.
 
 A template is made of **parts**, each one immutable directory of the templates home:
 

@@ -169,7 +169,7 @@ def test_placement_shortlist_names_refusals_when_nothing_fits() -> None:
 
 
 def test_placement_a_holding_row_is_preferred_and_a_full_holder_falls_back() -> None:
-    # ADR 0028: the store's artifact_holdings row marks the holder (no heartbeat list).
+    # ADR 0029: the store's artifact_holdings row marks the holder (no heartbeat list).
     placement = Placement(demand=SMALL, policy=POLICY)
     assert placement.artifact == "base"
     holder = Candidate(node=node("z"), load=NodeLoad(sandboxes=2, allocated_cpu=2,

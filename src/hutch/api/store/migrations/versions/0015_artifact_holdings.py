@@ -1,4 +1,4 @@
-"""Which nodes hold which template artifacts (issue 11, ADR 0028).
+"""Which nodes hold which template artifacts (issue 11, ADR 0029).
 
 Revision ID: 0015
 Revises: 0014
