@@ -152,6 +152,11 @@ def test_artifacts_a_deleting_row_is_applied_when_the_node_is_back(tmp_path: Pat
             service = ArtifactService(store.artifacts)
             await service.sync(NodeID("n1"), ["snap-1", "base"], replace=True)
             await service.sync(NodeID("n2"), ["snap-1"], replace=True)
+            # A fetched name@build stays held across a registration (nodes list no versions);
+            # a template the node no longer reports goes.
+            await service.record("tpl@build1", NodeID("n1"))
+            await service.sync(NodeID("n1"), ["snap-1"], replace=True)
+            assert await store.artifacts.held(NodeID("n1")) == ["snap-1", "tpl@build1"]
             calls: list[tuple[str, str]] = []
             down = {"n2"}
 

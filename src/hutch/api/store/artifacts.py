@@ -167,7 +167,11 @@ class SqlArtifactStore:
                         for a in new
                     ],
                 )
-            gone: Sequence[str] = [a for a, s in known.items() if s == HELD and a not in reported]
+            # Nodes list their templates, not their kept ``name@build`` versions: a
+            # version's row (a fetch recorded it) stays until a delete removes it.
+            gone: Sequence[str] = [
+                a for a, s in known.items() if s == HELD and a not in reported and "@" not in a
+            ]
             if replace and gone:
                 await conn.execute(
                     delete(artifact_holdings).where(

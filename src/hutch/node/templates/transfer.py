@@ -486,7 +486,12 @@ class Fetcher:
     def _publish(self, found: wire.ArtifactManifest) -> None:
         """Write ``found``'s ``template.json`` with this node's paths, atomically."""
         data = dict(found.template)
-        data["layers"] = [str(self._dir / SNAPSHOTS_DIR / lid / "layer") for lid in found.layers]
+        # Every path written below comes from a part id the peer named and part_dir checked.
+        data["layers"] = [str(part_dir(self._dir, "layer", lid) / "layer") for lid in found.layers]
+        fingerprint = data.get("artifact")
+        if fingerprint and not any(p.kind == "artifact" and p.id == fingerprint
+                                   for p in found.parts):  # fmt: skip
+            raise InvalidArgumentError(f"template {found.name!r}: its artifact is not a part")
         data.pop("rootfs_path", None)
         if found.base is not None and not data.get("artifact"):
             data["rootfs_path"] = _own_rootfs(self._store, self._dir, found.base)
