@@ -14,6 +14,7 @@ from pathlib import Path
 import uvicorn
 
 from hutch import __version__
+from hutch.api.models import NewTemplate, TemplateBuildState
 from hutch.api.store.sql import open_sql_store
 from hutch.node.http.app import create_node_app
 from hutch.node.membership import Registrar
@@ -21,7 +22,7 @@ from hutch.node.service import NodeIdentity, NodeService
 from hutch.node.templates.transfer import Fetched
 from hutch.shared import clusterwire as wire
 from hutch.shared.errors import ArtifactUnavailableError
-from hutch.shared.ids import NodeID
+from hutch.shared.ids import NodeID, TemplateID
 from tests.fakes.sandboxes import FakeSamples, FakeSandboxes, FakeTemplates
 from tests.integration.cluster.conftest import (
     TOKEN,
@@ -150,6 +151,19 @@ def test_artifacts_a_deleting_row_is_applied_when_the_node_is_back(tmp_path: Pat
         store = await open_sql_store(f"sqlite+aiosqlite:///{tmp_path / 'h.db'}", migrate=True)
         try:
             service = ArtifactService(store.artifacts)
+            team = await store.teams.ensure_default_team()
+            for tid in ("snap-1", "base", "tpl"):
+                await store.templates.create_template(
+                    NewTemplate(
+                        team_id=team.id,
+                        alias=None,
+                        id=TemplateID(tid),
+                        build_state=TemplateBuildState.READY,
+                    )
+                )
+            # A node's list names only templates the store knows (a leftover is no holding).
+            await service.sync(NodeID("n3"), ["base", "leftover"], replace=True)
+            assert await store.artifacts.held(NodeID("n3")) == ["base"]
             await service.sync(NodeID("n1"), ["snap-1", "base"], replace=True)
             await service.sync(NodeID("n2"), ["snap-1"], replace=True)
             # A fetched name@build stays held across a registration (nodes list no versions);

@@ -19,7 +19,7 @@ from hutch.api.nodes_model import NodeStatus
 from hutch.api.store.base import Clock, utc_now
 from hutch.api.store.engine import write_transaction
 from hutch.api.store.nodes import store_now
-from hutch.api.store.tables import artifact_holdings, nodes
+from hutch.api.store.tables import artifact_holdings, nodes, templates
 from hutch.shared.ids import NodeID
 
 HELD: Final = "held"
@@ -148,9 +148,15 @@ class SqlArtifactStore:
 
     async def sync(self, node_id: NodeID, names: Iterable[str], *, replace: bool) -> None:
         """What the node reports holding: rows added as ``held`` (a ``deleting`` one stays
-        so); with ``replace`` (its registration), ``held`` rows it no longer has go."""
-        reported = set(names)
+        so); with ``replace`` (its registration), ``held`` rows it no longer has go.
+
+        Only names of templates the store knows count: a heartbeat listed before a delete
+        and read after it must not bring the deleted template's row back."""
         async with write_transaction(self._engine) as conn:
+            wanted = {n.partition("@")[0]: n for n in names}
+            rows = await conn.execute(select(templates.c.id).where(templates.c.id.in_(wanted)))
+            live = {r.id for r in rows}
+            reported = {n for n in names if n.partition("@")[0] in live}
             rows = await conn.execute(
                 select(artifact_holdings.c.artifact, artifact_holdings.c.state).where(
                     artifact_holdings.c.node_id == node_id
