@@ -173,6 +173,35 @@ def test_sandbox_sees_its_own_memory_cpus_uptime_and_disk(serve: Serve) -> None:
         assert uptime < 120 < host_uptime, (uptime, host_uptime)  # the sandbox's own
         size, _, _ = df_kb(sbx)
         assert 900 * 1024 < size <= 1024 * 1024
+        # glibc's sysconf(_SC_NPROCESSORS_ONLN) reads this (lxcfs's: the quota's CPUs).
+        assert sbx.commands.run("cat /sys/devices/system/cpu/online").stdout == "0\n"
+        limit = sbx.commands.run(
+            "cat /sys/fs/cgroup/memory.max 2>/dev/null"
+            " || cat /sys/fs/cgroup/memory/memory.limit_in_bytes"
+        ).stdout
+        assert int(limit) == 128 * MIB, limit
+    finally:
+        sbx.kill()
+
+
+def test_what_still_shows_the_hosts_cpus_and_memory(serve: Serve) -> None:
+    """ADR 0031, pinned: no cpuset is set (the quota limits, as Docker's ``--cpus`` and
+    Kubernetes' CPU limits), so counts of the affinity mask (busybox ``nproc``) are the
+    host's; busybox ``free`` asks sysinfo(2), which lxcfs cannot answer: the host's RAM."""
+    sbx = Sandbox.create("busybox", timeout=120)  # 1 CPU, 128 MiB
+    try:
+        host_cpus = len(os.sched_getaffinity(0))
+        assert int(sbx.commands.run("nproc").stdout) == host_cpus
+        host_kb = next(
+            int(line.split()[1])
+            for line in Path("/proc/meminfo").read_text().splitlines()
+            if line.startswith("MemTotal:")
+        )
+        free = sbx.commands.run("free | sed -n 2p").stdout.split()
+        assert free[0] == "Mem:" and int(free[1]) == host_kb, free
+        # /proc/meminfo (what procps' free and most runtimes read) is the sandbox's.
+        meminfo = sbx.commands.run("head -1 /proc/meminfo").stdout
+        assert meminfo.split()[:2] == ["MemTotal:", "131072"], meminfo
     finally:
         sbx.kill()
 
@@ -185,6 +214,14 @@ def test_base_tools_size_themselves_from_the_sandbox(serve: Serve) -> None:
         free = sbx.commands.run("free -m | sed -n 2p").stdout.split()  # procps: /proc/meminfo
         assert free[0] == "Mem:" and int(free[1]) == 1024, free
         assert int(sbx.commands.run("grep -c ^processor /proc/cpuinfo").stdout) == 2
+        # sysconf-based counts are the template's 2 vCPUs (lxcfs's cpu/online), the
+        # affinity-based ones the host's (ADR 0031).
+        counts = sbx.commands.run(
+            "python3 -c 'import os; print(os.cpu_count(), len(os.sched_getaffinity(0)))';"
+            " getconf _NPROCESSORS_ONLN; nproc"
+        ).stdout.split()
+        host_cpus = len(os.sched_getaffinity(0))
+        assert counts == ["2", str(host_cpus), "2", str(host_cpus)], counts
         up = sbx.commands.run("cut -d' ' -f1 /proc/uptime").stdout
         assert float(up) < 120, up
         assert sbx.commands.run("df -k --output=size / | tail -1").stdout.strip().isdigit()

@@ -7,7 +7,11 @@ the node, as a host service does). LXCFS answers each read from the reader's cgr
 ``/proc/meminfo`` (``free``), ``/proc/cpuinfo`` and ``/proc/stat`` (``--enable-cfs``: the
 CPU quota as CPUs), ``/proc/uptime``, ``/proc/loadavg``, ``/proc/diskstats`` and
 ``/proc/swaps`` in a sandbox describe the sandbox. runc allows exactly these files as
-mount destinations inside ``/proc`` (its own allow list, made for LXCFS).
+mount destinations inside ``/proc`` (its own allow list, made for LXCFS). LXCFS's
+``/sys/devices/system/cpu/online`` (the quota's CPUs, ``0`` for one) is bound too: glibc's
+``sysconf(_SC_NPROCESSORS_ONLN)`` reads it, so Python's ``os.cpu_count()``, ``getconf`` and
+what is built on them count the sandbox's vCPUs. ``nproc`` and others that count the
+affinity mask see the host's CPUs: no cpuset is set (ADR 0031).
 
 If lxcfs dies, reads of the bound files in running sandboxes fail at once with ENOTCONN
 (FUSE's "transport endpoint is not connected"); they never hang. The node never reads
@@ -28,8 +32,12 @@ log = logging.getLogger("hutch.node.lxcfs")
 
 #: The ``/proc`` files LXCFS virtualises that runc lets a bundle mount over.
 PROC_FILES: Final = ("cpuinfo", "meminfo", "stat", "uptime", "loadavg", "diskstats", "swaps")
-#: Destinations :mod:`hutch.node.bundle` accepts for these views (and nothing else in /proc).
-DESTINATIONS: Final = frozenset(f"/proc/{name}" for name in PROC_FILES)
+#: The ``/sys`` files it virtualises that the bundle binds (skipped by an lxcfs without them).
+SYS_FILES: Final = ("devices/system/cpu/online",)
+#: Destinations :mod:`hutch.node.bundle` accepts for these views (nothing else in /proc, /sys).
+DESTINATIONS: Final = frozenset(
+    [f"/proc/{name}" for name in PROC_FILES] + [f"/sys/{name}" for name in SYS_FILES]
+)
 _START_WAIT_S: Final = 5.0
 
 
@@ -61,6 +69,15 @@ def views(mount: Path) -> list[tuple[Path, str]]:
         except OSError:  # ENOTCONN: lxcfs died; its mount stays until unmounted
             return []
         found.append((source, f"/proc/{name}"))
+    for name in SYS_FILES:
+        source = Path(mount) / "sys" / name
+        try:
+            os.stat(source)
+        except FileNotFoundError:  # an lxcfs before 4.0: the /proc views only
+            continue
+        except OSError:
+            return []
+        found.append((source, f"/sys/{name}"))
     return found
 
 

@@ -182,3 +182,13 @@ def test_build_spec_binds_lxcfs_views_read_only_and_only_over_their_proc_files()
             build_spec(_replace(proc_views=[(Path("/var/lib/lxcfs/proc/meminfo"), dest)]))
     with pytest.raises(InvalidArgumentError):
         build_spec(_replace(proc_views=[(Path("relative/meminfo"), "/proc/meminfo")]))
+
+
+def test_build_spec_binds_lxcfs_cpu_online_over_sysfs_and_nothing_else_in_sys():
+    online = "/sys/devices/system/cpu/online"
+    spec = build_spec(_replace(proc_views=[(Path("/var/lib/lxcfs" + online), online)]))
+    dests = [m["destination"] for m in spec["mounts"]]
+    assert dests.index("/sys") < dests.index(online)  # on top of the sandbox's sysfs
+    for dest in ("/sys/devices/system/cpu/possible", "/sys/fs/cgroup/memory.max"):
+        with pytest.raises(InvalidArgumentError):
+            build_spec(_replace(proc_views=[(Path("/var/lib/lxcfs" + online), dest)]))
