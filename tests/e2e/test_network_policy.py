@@ -240,6 +240,40 @@ def test_policy_survives_pause_and_resume(server: tuple[Serve, dict[str, str]]) 
         sbx.kill()
 
 
+def test_a_snapshot_and_a_fork_carry_the_policy(server: tuple[Serve, dict[str, str]]) -> None:
+    """A sandbox made from a snapshot of a restricted sandbox, or forked from it, is held
+    by the same rules (enforced on the node, not only shown), unless its create says
+    otherwise."""
+    _, opts = server
+    policy = {"allow_out": ["allowed.test"], "deny_out": ["0.0.0.0/0"]}
+    sbx = _create(opts, network=policy)
+    made: list[Sandbox] = []
+    try:
+        snapshot = sbx.create_snapshot()
+        made.append(Sandbox.create(snapshot.snapshot_id, timeout=300, **opts))  # type: ignore[arg-type]
+        [fork] = sbx.fork(timeout=300)
+        assert isinstance(fork, Sandbox)
+        made.append(fork)
+        for child in made:
+            assert child.get_info().network == {**policy, "allow_public_traffic": True}
+            assert _curl(child, "http://allowed.test/") == f"served-by={WEB_A} host=allowed.test\n"
+            assert _fails(child, "http://denied.test/")
+            assert _fails(child, f"http://{WEB_B}:8080/")
+        own = Sandbox.create(
+            snapshot.snapshot_id,
+            timeout=300,
+            network={"deny_out": [WEB_A]},
+            **opts,  # type: ignore[arg-type]
+        )
+        made.append(own)
+        assert _curl(own, f"http://{WEB_B}:8080/")
+        assert _fails(own, f"http://{WEB_A}:8080/")
+    finally:
+        for child in made:
+            child.kill()
+        sbx.kill()
+
+
 _FLOOD = """
 import socket, sys
 held, refused = [], 0

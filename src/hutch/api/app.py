@@ -301,6 +301,7 @@ def build_context(
         placement=placement,
         node_stats=store.nodes if placement is not None else None,
         artifacts=artifacts,
+        snapshots=store.snapshots,
     )
     pausing = PauseService(
         quotas=quotas,

@@ -324,6 +324,9 @@ class Snapshot:
     #: The name it was given (the template's alias), if any.
     alias: str | None
     created_at: datetime
+    #: The source's network policy when it was taken: a create from the snapshot (and so
+    #: a fork) gets it unless the create sends its own (docs/network.md).
+    network: NetworkConfig = field(default_factory=NetworkConfig)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

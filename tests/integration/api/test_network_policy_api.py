@@ -3,10 +3,12 @@ validation messages, what is stored and shown, what the node is told."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import httpx
 import pytest
 
-from hutch.shared.egress import DOMAINS_NEED_BLOCK_ALL
+from hutch.shared.egress import DOMAINS_NEED_BLOCK_ALL, EgressPolicy
 from tests.integration.api.conftest import ApiServer
 
 
@@ -88,3 +90,48 @@ def test_allow_internet_access_false_is_deny_all(api: ApiServer) -> None:
         spec = api.node.running[sid]
         assert spec.egress is not None and spec.egress.deny_out == ("0.0.0.0/0",)
         assert c.get(f"/sandboxes/{sid}").json()["network"]["denyOut"] == ["0.0.0.0/0"]
+
+
+def test_a_snapshot_and_a_fork_carry_the_policy_unless_the_create_sends_one(
+    api: ApiServer,
+) -> None:
+    """Issue 13: a create from a snapshot (a fork too) without a policy of its own gets
+    the one the source had in force when the snapshot was taken; a ``network`` or
+    ``allow_internet_access: false`` in the create replaces it whole."""
+    policy = {"allowOut": ["allowed.test"], "denyOut": ["0.0.0.0/0"]}
+    shown = {**policy, "allowPublicTraffic": True}
+    with _client(api) as c:
+        sid = _create(c, network={"denyOut": ["9.9.9.9"]}).json()["sandboxID"]
+        # The policy in force at the snapshot, not the one of the create.
+        assert c.put(f"/sandboxes/{sid}/network", json=policy).status_code == 204
+        snap = c.post(f"/sandboxes/{sid}/snapshots", json={}).json()["snapshotID"]
+        assert c.put(f"/sandboxes/{sid}/network", json={}).status_code == 204
+
+        def made(**body: object) -> tuple[dict[str, Any] | None, EgressPolicy | None]:
+            """(``network`` of GET /sandboxes/{id}, the policy the node was given)."""
+            r = c.post("/v2/sandboxes", json={"templateID": snap, **body})
+            assert r.status_code == 201, r.text
+            new = r.json()["sandboxID"]
+            detail = c.get(f"/sandboxes/{new}").json()
+            denied = (detail.get("network") or {}).get("denyOut", [])
+            assert detail["allowInternetAccess"] is ("0.0.0.0/0" not in denied)
+            return detail.get("network"), api.node.running[new].egress
+
+        # As the SDKs send a create without ``network`` (allow_internet_access true).
+        network, egress = made(allow_internet_access=True)
+        assert network == shown
+        assert egress is not None and egress.domains == ("allowed.test",)
+        network, _ = made(network={"denyOut": ["8.8.8.8"]})
+        assert network == {"allowOut": [], "denyOut": ["8.8.8.8"], "allowPublicTraffic": True}
+        assert made(network={})[1] is None  # stated: the default, everything
+        network, _ = made(allow_internet_access=False)
+        assert network is not None
+        assert network["denyOut"] == ["0.0.0.0/0"] and network["allowOut"] == []
+        # A fork snapshots the source now: the policy in force, not the create's.
+        assert c.put(f"/sandboxes/{sid}/network", json=policy).status_code == 204
+        r = c.post(f"/sandboxes/{sid}/fork", json={})
+        assert r.status_code == 201, r.text
+        fork = r.json()[0]["sandbox"]["sandboxID"]
+        assert c.get(f"/sandboxes/{fork}").json()["network"] == shown
+        forked = api.node.running[fork].egress
+        assert forked is not None and forked.domains == ("allowed.test",)

@@ -87,6 +87,7 @@ def _network_fields(network: NetworkBody | None) -> dict[str, object]:
     if network is None:
         return {}
     return {
+        "network_sent": True,
         "allow_out": tuple(network.allow_out) if network.allow_out is not None else None,
         "deny_out": tuple(network.deny_out) if network.deny_out is not None else None,
         "dns_servers": tuple(network.dns_servers) if network.dns_servers is not None else None,

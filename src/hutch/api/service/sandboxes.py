@@ -36,6 +36,7 @@ from hutch.api.models import (
     SandboxPage,
     SandboxState,
     SandboxStateConflictError,
+    Snapshot,
     SortOrder,
     TemplateBuildState,
     VolumeMount,
@@ -149,6 +150,8 @@ class CreateSandboxRequest:
     dns_servers: tuple[str, ...] | None = None
     allow_public_traffic: bool | None = None
     mask_request_host: str | None = None
+    #: ``network`` was in the body (also as ``{}``: the default policy, stated).
+    network_sent: bool = False
     #: hutch's ``diskSizeMB``: a disk other than the template's (the node refuses one
     #: above its limit with 400). ``None``: the template's.
     disk_mb: int | None = None
@@ -221,6 +224,17 @@ def network_config(request: CreateSandboxRequest) -> NetworkConfig:
     )
 
 
+def sends_network(request: CreateSandboxRequest) -> bool:
+    """Whether the create states a policy of its own: a ``network`` field, or
+    ``allow_internet_access: false``. (``true`` states nothing: the SDKs always send it.)
+    A create from a snapshot that states none gets the snapshot's policy."""
+    given = (
+        request.allow_out, request.deny_out, request.dns_servers,
+        request.allow_public_traffic, request.mask_request_host,
+    )  # fmt: skip
+    return request.network_sent or not request.allow_internet or any(v is not None for v in given)
+
+
 def check_mask_request_host(mask: str) -> str:
     """``maskRequestHost``: an ASCII host, optionally with a port or ``${PORT}``."""
     host = mask.replace("${PORT}", "1")
@@ -272,6 +286,14 @@ class VolumeMounts(Protocol):
     async def mounts_of(self, sandbox_id: SandboxID) -> list[VolumeMountSpec]: ...
 
 
+class SnapshotLookup(Protocol):
+    """Where a create from a snapshot finds the policy it carries (``SqlSnapshotStore``)."""
+
+    async def find_snapshot(
+        self, snapshot_id: TemplateID, *, team_id: TeamID
+    ) -> Snapshot | None: ...
+
+
 class NodeStats(Protocol):
     """Where create outcomes are counted per node (``SqlNodeStore``)."""
 
@@ -295,10 +317,13 @@ class SandboxService:
         placement: PlacementPolicy | None = None,
         node_stats: NodeStats | None = None,
         artifacts: ArtifactService | None = None,
+        snapshots: SnapshotLookup | None = None,
     ) -> None:
         #: Where templates live across nodes (ADR 0029): a create on a node that lacks
         #: its template names the holders to fetch from, and a fetch is recorded.
         self._artifacts = artifacts
+        #: Set: a create from a snapshot without a policy of its own gets the snapshot's.
+        self._snapshots = snapshots
         #: None: one node (``node.node_id``), its count checked against the policy; set:
         #: every create is placed among the registered nodes (``service/placement.py``).
         self._placement = placement
@@ -361,6 +386,10 @@ class SandboxService:
             raise InvalidArgumentError(
                 f"template {request.template!r} is not ready ({template.build_state})"
             )
+        if self._snapshots is not None and not sends_network(request):
+            snapshot = await self._snapshots.find_snapshot(template.id, team_id=team_id)
+            if snapshot is not None:  # "a snapshot and a fork carry it" (issue 13)
+                network = snapshot.network
         mounts: list[VolumeMount] = []
         if request.volume_mounts:
             if self._volumes is None:

@@ -9,6 +9,8 @@ from a snapshot boot fresh over its files (``Hutch-Snapshot: filesystem``).
 
 Fork = one snapshot of a running sandbox, then ``count`` creates from it, each with the
 source's live metadata, env vars, security and lifecycle; each succeeds or fails alone.
+A snapshot keeps the source's network policy: a create from it (so a fork) that sends no
+policy of its own gets it.
 """
 
 from __future__ import annotations
@@ -131,8 +133,9 @@ class SnapshotService:
                 )
             )  # fmt: skip
             return await self._snapshots.record_snapshot(
-                snapshot_id, team_id=sandbox.team_id, sandbox_id=sandbox.id
-            )
+                snapshot_id, team_id=sandbox.team_id, sandbox_id=sandbox.id,
+                network=sandbox.network,
+            )  # fmt: skip
         except BaseException:
             await asyncio.shield(self._forget(snapshot_id, sandbox.team_id))
             raise
@@ -186,13 +189,9 @@ class SnapshotService:
         request = CreateSandboxRequest(
             template=snapshot.id, timeout_s=timeout_s, metadata=sandbox.metadata,
             env_vars=sandbox.env_vars, secure=sandbox.envd_access_token is not None,
-            allow_internet=sandbox.allow_internet, auto_pause=sandbox.auto_pause,
+            auto_pause=sandbox.auto_pause,
             auto_pause_memory=sandbox.auto_pause_memory, auto_resume=sandbox.auto_resume,
-            # The fork carries the policy in force (and public-traffic setting).
-            allow_out=sandbox.network.egress.allow_out, deny_out=sandbox.network.egress.deny_out,
-            dns_servers=sandbox.network.egress.dns_servers,
-            allow_public_traffic=sandbox.network.allow_public_traffic,
-            mask_request_host=sandbox.network.mask_request_host,
+            # No policy of its own: the fork gets the snapshot's, the source's in force.
         )  # fmt: skip
         gate = asyncio.Semaphore(_FORK_CONCURRENCY)
 

@@ -227,8 +227,16 @@ class SnapshotStore(Protocol):
     """Snapshots. See :class:`hutch.api.store.snapshots.SqlSnapshotStore`."""
 
     async def record_snapshot(
-        self, snapshot_id: TemplateID, *, team_id: TeamID, sandbox_id: SandboxID
+        self,
+        snapshot_id: TemplateID,
+        *,
+        team_id: TeamID,
+        sandbox_id: SandboxID,
+        network: NetworkConfig | None = None,
     ) -> Snapshot: ...
+    async def find_snapshot(
+        self, snapshot_id: TemplateID, *, team_id: TeamID
+    ) -> Snapshot | None: ...
     async def list_snapshots(
         self,
         *,

@@ -271,6 +271,9 @@ snapshots = Table(
     # No foreign key: a snapshot outlives the sandbox it was taken from.
     Column("sandbox_id", String(64), nullable=False),
     Column("created_at", UTCDateTime(), nullable=False),
+    # 0017: JSON of the source's ``network`` at the snapshot (the shape of
+    # ``sandboxes.network``); a create from the snapshot gets it unless it sends its own.
+    Column("network", Text, nullable=True),
     # GET /snapshots: WHERE team_id = ? ORDER BY created_at, id (keyset).
     Index(None, "team_id", "created_at", "id"),
     Index(None, "sandbox_id"),
