@@ -354,25 +354,44 @@ def test_raw_sockets_and_forged_sources_are_contained(
         sbx.kill()
 
 
+_ECHO_HOST = """
+import http.server
+class Echo(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        body = ("host=" + self.headers["Host"]).encode()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+http.server.HTTPServer(("0.0.0.0", 8000), Echo).serve_forever()
+"""
+
+
 def test_traffic_token_guards_the_sandbox_ports(server: tuple[Serve, dict[str, str]]) -> None:
+    """``allowPublicTraffic: false`` wants the token; ``maskRequestHost`` is the ``Host``
+    the sandbox's server gets (``${PORT}`` replaced)."""
+    import time
+
     import httpx
 
     serve, opts = server
-    sbx = _create(opts, network={"allow_public_traffic": False})
+    network = {"allow_public_traffic": False, "mask_request_host": "masked.test:${PORT}"}
+    sbx = _create(opts, network=network)
     try:
         token = sbx.traffic_access_token
         assert token
-        sbx.commands.run("python3 -m http.server 8000 --bind 0.0.0.0", background=True)
+        sbx.files.write("/tmp/echo_host.py", _ECHO_HOST)
+        sbx.commands.run("python3 /tmp/echo_host.py", background=True)
         url = f"{serve.sandbox_url}/"
         headers = {"e2b-sandbox-id": sbx.sandbox_id, "e2b-sandbox-port": "8000"}
-        for _ in range(600):
+        deadline = time.monotonic() + 60  # a loaded machine's python starts slowly
+        while True:  # until the server listens (the proxy answers 502 before)
             r = httpx.get(url, headers={**headers, "e2b-traffic-access-token": token})
-            if r.status_code == 200:
+            if r.status_code == 200 or time.monotonic() > deadline:
                 break
-            import time
-
             time.sleep(0.1)
-        assert r.status_code == 200
+        assert r.status_code == 200, r.text
+        assert r.text == "host=masked.test:8000"
         r = httpx.get(url, headers=headers)
         assert r.status_code == 403 and "missing" in r.json()["message"]
         r = httpx.get(url, headers={**headers, "e2b-traffic-access-token": "wrong"})

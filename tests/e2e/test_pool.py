@@ -99,7 +99,10 @@ FINGERPRINT = (
     "hostname; cat /etc/hostname; cat /etc/hosts; id; pwd; umask; echo $HOME $USER $SHELL; "
     "env | sort; cat /etc/resolv.conf; ls -la /etc | grep -E ' (hosts|hostname|resolv.conf)$' "
     "| awk '{print $1, $3, $4, $NF}'; tr '\\0' '\\n' < /proc/1/environ | sort; "
-    "tr '\\0' ' ' < /proc/1/cmdline; echo; grep ' / / ' /proc/self/mountinfo | sed 's/.* - //'"
+    "tr '\\0' ' ' < /proc/1/cmdline; echo; grep ' / / ' /proc/self/mountinfo | sed 's/.* - //'; "
+    # Its own disk and lxcfs's views (issue 13), as a cold sandbox's.
+    "df -k / | tail -1 | awk '{print $2}'; head -1 /proc/meminfo; "
+    "cat /sys/devices/system/cpu/online"
 )
 
 
@@ -126,6 +129,7 @@ def test_pooled_sandbox_is_indistinguishable_from_a_cold_one(pooled: Serve) -> N
         assert result.stdout == f"{pooled_sbx.sandbox_id}\nhi\nuser\n/home/user\n"
         fingerprint = _fingerprint(pooled_sbx, pooled)
         assert "upperdir=<FD>/upper" in fingerprint and "<ID>\n<ID>\n" in fingerprint
+        assert fingerprint.endswith("131072 kB\n0\n"), fingerprint[-80:]  # 128 MiB, 1 CPU
         assert fingerprint == _fingerprint(cold_sbx, pooled)
 
         info = pooled_sbx.get_info()
