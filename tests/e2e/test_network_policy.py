@@ -410,6 +410,8 @@ def test_bad_policies_are_400s_naming_the_entry(server: tuple[Serve, dict[str, s
         ({"deny_out": ["denied.test"]}, "invalid denied CIDR denied.test"),
         ({"allow_out": ["allowed.test"]}, "ALL_TRAFFIC"),
         ({"allow_out": ["not a domain"], "deny_out": ["0.0.0.0/0"]}, "'not a domain'"),
+        ({"deny_out": ["10.0.0.0/40"]}, "invalid denied CIDR 10.0.0.0/40"),
+        ({"allow_out": [f"198.18.0.{i % 250}" for i in range(201)]}, "too many entries"),
     ):
         with pytest.raises((InvalidArgumentException, SandboxException)) as exc:
             _create(opts, network=network)
