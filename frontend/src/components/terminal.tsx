@@ -32,6 +32,8 @@ export function Terminal({ id }: { id: string }) {
     const fit = new FitAddon();
     term.loadAddon(fit);
     const unstyle = openWithoutInlineStyles(term, box.current!);
+    // xterm.js draws only while its element is on screen: show it.
+    box.current!.scrollIntoView({ block: "nearest" });
     fit.fit();
     setState("connecting");
     const ws = new WebSocket(terminalUrl(id));
