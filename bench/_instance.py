@@ -36,11 +36,14 @@ BENCH_NAMES = HostNames(
 )
 
 
-def new_instance(home: Path, extra_env: dict[str, str] | None = None) -> Serve:
-    """The e2e tests' ``Serve`` on the benchmarks' own names and envd bundle."""
+def new_instance(
+    home: Path, extra_env: dict[str, str] | None = None, *, envd_bundle: Path | None = None
+) -> Serve:
+    """The e2e tests' ``Serve`` on the benchmarks' own names; envd's bundle is this
+    checkout's unless ``envd_bundle`` names another (a before/after comparison)."""
     return Serve(
         home=home,
-        envd_bundle=nodehelpers.cached_envd_bundle(),
+        envd_bundle=envd_bundle or nodehelpers.cached_envd_bundle(),
         extra_env=dict(extra_env or {}),
         names=BENCH_NAMES,
     )

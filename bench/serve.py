@@ -287,6 +287,12 @@ def main() -> None:
         default=2.0,
         help="the fit test stops when MemAvailable drops below this",
     )
+    parser.add_argument(
+        "--envd-bundle",
+        type=Path,
+        default=None,
+        help="envd's bundle (python -m hutch.node.envd_bundle build; default: this checkout's)",
+    )
     args = parser.parse_args()
 
     if os.geteuid() != 0:
@@ -298,7 +304,7 @@ def main() -> None:
     extra = {}
     if args.pool_size is not None:
         extra["HUTCH_NODE_POOL_SIZE"] = f"{args.template}={args.pool_size}"
-    inst = new_instance(home=home, extra_env=extra)
+    inst = new_instance(home=home, extra_env=extra, envd_bundle=args.envd_bundle)
     rows: list[tuple[str, str]] = []
     try:
         key = inst.hutch("keys", "create").strip()

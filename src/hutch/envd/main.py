@@ -1,21 +1,53 @@
-"""``hutch envd``: parse settings, build the app, serve it with uvicorn."""
+"""``hutch envd``: parse settings, build the app, serve it with uvicorn.
+
+uvicorn's package ``__init__`` imports its command line (``uvicorn.main``: click, the
+reload and multiprocess supervisors, ``multiprocessing``), none of which envd uses: it
+builds a ``uvicorn.Config`` and runs a ``uvicorn.Server``. :func:`_uvicorn` imports those two
+without running that ``__init__`` (ADR 26).
+"""
 
 from __future__ import annotations
 
+import importlib.util
 import sys
-
-import uvicorn
+from types import ModuleType
 
 from hutch.envd.app import create_app
 from hutch.envd.logs import configure_logging
 from hutch.envd.settings import load_settings
 
 
+def _uvicorn() -> tuple[type, type]:
+    """``(uvicorn.Config, uvicorn.Server)``, without importing uvicorn's command line.
+
+    The package is registered as a bare module (its ``__path__`` only, ``__init__`` not
+    run), so ``uvicorn.config`` and ``uvicorn.server`` import as submodules do; the two
+    names that uvicorn's own modules take from the package (``from uvicorn import
+    Config`` in ``uvicorn.lifespan``) are set on it. If uvicorn is imported already (a
+    test, ``hutch envd`` from the CLI), that module is used as it is.
+    """
+    if "uvicorn" not in sys.modules:
+        spec = importlib.util.find_spec("uvicorn")
+        if spec is None or spec.submodule_search_locations is None:
+            raise ModuleNotFoundError("uvicorn is not installed", name="uvicorn")
+        package: ModuleType = importlib.util.module_from_spec(spec)
+        sys.modules["uvicorn"] = package
+    package = sys.modules["uvicorn"]
+    from uvicorn.config import Config
+    from uvicorn.server import Server
+
+    if not hasattr(package, "Config"):
+        package.Config = Config  # type: ignore[attr-defined]
+        package.Server = Server  # type: ignore[attr-defined]
+    return Config, Server
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run envd until it is told to stop."""
     settings = load_settings(sys.argv[1:] if argv is None else argv)
     configure_logging(settings.log_level)
-    config = uvicorn.Config(
+    config_type, server_type = _uvicorn()
+    config = config_type(
         create_app(settings),
         host=settings.host,
         port=settings.port,
@@ -30,6 +62,6 @@ def main(argv: list[str] | None = None) -> int:
         # SDK streams (commands, watches) idle for long stretches between keepalives.
         timeout_keep_alive=300,
     )
-    server = uvicorn.Server(config)
+    server = server_type(config)
     server.run()
     return 0

@@ -66,6 +66,40 @@ def test_envd_app_builds_without_importing_the_connect_stack(tmp_path: Path) -> 
     assert result["made"] == []
 
 
+#: uvicorn's command line, which its package ``__init__`` imports and envd never uses (ADR 26).
+UVICORN_CLI = ["uvicorn.main", "uvicorn.supervisors", "click", "multiprocessing"]
+
+_UVICORN_PROBE = """
+import json, sys
+from hutch.envd.main import _uvicorn
+
+Config, Server = _uvicorn()
+config = Config(lambda scope, receive, send: None, lifespan="on", http="h11", ws="none",
+                loop="asyncio", log_config=None)
+config.load()  # imports the h11 protocol and uvicorn.lifespan.on (`from uvicorn import Config`)
+Server(config)
+print(json.dumps({"cli": [m for m in json.loads(sys.argv[1]) if m in sys.modules],
+                  "lifespan": config.lifespan_class.__module__,
+                  "http": config.http_protocol_class.__module__}))
+"""
+
+
+def test_envd_runs_uvicorn_without_importing_its_command_line() -> None:
+    out = subprocess.run(
+        [sys.executable, "-c", _UVICORN_PROBE, json.dumps(UVICORN_CLI)],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    ).stdout
+    result = json.loads(out.splitlines()[-1])
+    assert result == {
+        "cli": [],
+        "lifespan": "uvicorn.lifespan.on",
+        "http": "uvicorn.protocols.http.h11_impl",
+    }
+
+
 def test_envd_serves_an_rpc_sent_the_moment_health_answers(tmp_path: Path) -> None:
     envd = start_envd(tmp_path)
     try:
