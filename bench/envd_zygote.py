@@ -2,34 +2,44 @@
 
 Run as root from the repository:
 
-    .venv/bin/python bench/envd_zygote.py [--bundle DIR] [--runs 9]
+    .venv/bin/python bench/envd_zygote.py [--bundle DIR] [--runs 9] [--in-runc]
 
-A measurement for issue 19's zygote lever (ADR 26), not the zygote: both envds run on the
-host through the bundle's own loader, in no namespace and no cgroup. The *zygote* is the
-bundle's interpreter that has imported all of envd (uvicorn, starlette, the Connect stack,
-the process and watch code), run ``gc.collect()`` and ``gc.freeze()``, and then forks one
-child per request; the child runs ``hutch.envd.main.main`` with the request's arguments.
-The *exec* envd is today's start (``python3 -I -B -m hutch.envd``). The two take turns run
-after run. What a real zygote adds per sandbox (entering six namespaces and a cgroup,
-dropping capabilities, copying the seccomp filter, closing the host's descriptors) is a
-few dozen syscalls and is not measured here.
+A measurement for issue 19's zygote lever (ADR 26), not the zygote. The *zygote* is the
+bundle's interpreter (started on the host through the bundle's own loader) that has
+imported all of envd (uvicorn, starlette, the Connect stack, the process and watch code),
+run ``gc.collect()`` and ``gc.freeze()``, and then forks one child per request; the child
+runs ``hutch.envd.main.main`` with the request's arguments. The *exec* envd is today's
+start (``python3 -I -B -m hutch.envd``). The two take turns run after run.
 
-Memory is read from ``/proc/PID/smaps_rollup`` once each envd has served ``/init`` and one
-``commands.run("true")`` through the official SDK, then idled: USS (``Private_Clean +
-Private_Dirty``) is what only that process holds, about what its memory cgroup is charged
-(a page is charged to the cgroup that first touched it: the zygote's pages to the node's),
-PSS shares the rest among the processes that map it (here the zygote and one child).
+On the host (always): both envds in no namespace and no cgroup. Memory is read from
+``/proc/PID/smaps_rollup`` once each has served ``/init`` and one ``commands.run("true")``
+through the official SDK, then idled: USS (``Private_Clean + Private_Dirty``) is what only
+that process holds, PSS shares the rest among the processes that map it (here the zygote
+and one child).
+
+``--in-runc``: each envd also runs in a runc container made by ``build_spec`` (a copy of
+the busybox rootfs, hutch's capabilities, seccomp profile and masks, the bundle mounted at
+its host path so the zygote's later imports resolve there too): exec'd as the container's
+PID 1, or forked by the zygote into a container whose PID 1 is ``sleep``, entering it as
+ADR 26 describes in part (its cgroups, its six namespaces, two more forks so that PID 1
+adopts envd, PID 1's seccomp filter read with ptrace; not the capabilities, credentials,
+rlimits or keyring). Its memory is the container's memory cgroup after ``/init`` and an
+idle moment, above what it held before envd (exec: the created container, ``runc init``
+waiting; fork: ``sleep`` as PID 1): what the sandbox is charged for envd.
 """
 
 from __future__ import annotations
 
 import argparse
 import collections
+import ctypes
 import json
 import os
+import resource
 import shutil
 import statistics
 import subprocess
+import sys
 import tempfile
 import time
 import urllib.request
@@ -38,10 +48,16 @@ from pathlib import Path
 from _table import print_table
 from envd_start import REPO, _build, _cpu_ns, _free_port, _health, _python, _smaps, _stop
 
+from hutch.node.bundle import BindMount, SandboxSpec, build_spec
+
 #: The zygote: import everything a request could need, freeze the heap, fork per line of
-#: stdin (a JSON argv for envd), answer each with the child's pid.
+#: stdin (JSON: envd's argv, and with ``--in-runc`` the container to enter), answer each
+#: with the child's pid (on the host: the pid of the forked child, which in a container
+#: forks twice more). Entering a container follows ADR 26 steps 5-7 in part: the cgroups,
+#: the six namespaces, two forks so that the container's PID 1 adopts envd, and PID 1's
+#: seccomp filter; not the capabilities, credentials, rlimits or keyring.
 _ZYGOTE = """
-import gc, json, os, signal, sys
+import ctypes, gc, json, os, signal, sys
 import hutch.envd.main as envd_main
 envd_main._uvicorn()
 import hutch.envd.rpc.services, hutch.envd.process.manager, hutch.envd.filesystem.watcher
@@ -49,16 +65,48 @@ import uvicorn.lifespan.on, uvicorn.protocols.http.h11_impl, uvicorn.loops.async
 gc.collect()
 gc.freeze()
 signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # children are reaped by the kernel
+libc = ctypes.CDLL(None, use_errno=True)
+
+
+class Prog(ctypes.Structure):
+    _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
+
+
+def enter(target):
+    for path in target["cgroups"]:
+        with open(os.path.join(path, "cgroup.procs"), "w") as f:
+            f.write(str(os.getpid()))
+    fds = [os.open(f"/proc/{target['pid']}/ns/{ns}", os.O_RDONLY)
+           for ns in ("ipc", "uts", "net", "cgroup", "pid", "mnt")]
+    for fd in fds:
+        if libc.setns(fd, 0) != 0:
+            raise OSError(ctypes.get_errno(), "setns")
+        os.close(fd)
+    if os.fork():
+        os._exit(0)  # C1
+    if os.fork():
+        os._exit(0)  # C2, the first process in the pid namespace: PID 1 adopts C3
+    for blob in target["filters"]:
+        code = bytes.fromhex(blob)
+        buf = ctypes.create_string_buffer(code, len(code))
+        prog = Prog(len(code) // 8, ctypes.cast(buf, ctypes.c_void_p))
+        if libc.syscall(317, 1, 0, ctypes.byref(prog)) != 0:  # seccomp(SET_MODE_FILTER)
+            raise OSError(ctypes.get_errno(), "seccomp")
+
+
 print("ready", flush=True)
 for line in sys.stdin:
+    request = json.loads(line)
     pid = os.fork()
     if pid == 0:
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)  # envd waits for its processes
+        if request.get("container"):
+            enter(request["container"])
         null = os.open("/dev/null", os.O_RDWR)
         os.dup2(null, 0)
         os.dup2(null, 1)
         os.setsid()
-        os._exit(envd_main.main(json.loads(line)))
+        os._exit(envd_main.main(request["argv"]))
     print(pid, flush=True)
 """
 
@@ -88,12 +136,19 @@ class Zygote:
         assert self.proc.stdout is not None and self.proc.stdin is not None
         port = _free_port()
         t0 = time.perf_counter()
-        self.proc.stdin.write(json.dumps(_envd_args(port, state)) + "\n")
+        self.proc.stdin.write(json.dumps({"argv": _envd_args(port, state)}) + "\n")
         self.proc.stdin.flush()
         pid = int(self.proc.stdout.readline())
         while not _health(port):
             time.sleep(0.001)
         return pid, port, time.perf_counter() - t0, _cpu_ns(pid) / 1e9
+
+    def enter(self, container: dict[str, object], argv: list[str]) -> None:
+        """Fork a child envd into ``container`` (the zygote's side of ADR 26's steps)."""
+        assert self.proc.stdout is not None and self.proc.stdin is not None
+        self.proc.stdin.write(json.dumps({"argv": argv, "container": container}) + "\n")
+        self.proc.stdin.flush()
+        self.proc.stdout.readline()
 
     def close(self) -> None:
         assert self.proc.stdin is not None
@@ -118,6 +173,164 @@ def _exec_start(bundle: Path, state: Path) -> tuple[subprocess.Popen[bytes], int
             raise SystemExit(f"{bundle}: envd exited during start")
         time.sleep(0.001)
     return proc, port, time.perf_counter() - t0, _cpu_ns(proc.pid) / 1e9
+
+
+#: Waits for "go" on stdin, then polls /health on loopback (in the container's network
+#: namespace, entered with nsenter), prints the seconds it took; then /init on "init".
+_POLLER = """
+import socket, sys, time, urllib.request
+port = int(sys.argv[1])
+def healthy():
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=1) as s:
+            s.sendall(b"GET /health HTTP/1.1\\r\\nHost: x\\r\\nConnection: close\\r\\n\\r\\n")
+            return s.recv(64).startswith(b"HTTP/1.1 204")
+    except OSError:
+        return False
+print("ready", flush=True)
+sys.stdin.readline()
+t0 = time.perf_counter()
+while not healthy():
+    time.sleep(0.001)
+print(time.perf_counter() - t0, flush=True)
+sys.stdin.readline()
+req = urllib.request.Request(f"http://127.0.0.1:{port}/init", data=b'{"envVars": {"A": "1"}}')
+print(urllib.request.urlopen(req, timeout=30).status, flush=True)
+"""
+
+_CGROUP_PARENT = "hutch-bench-zygote"
+_PTRACE_SEIZE, _PTRACE_INTERRUPT, _PTRACE_DETACH = 0x4206, 0x4207, 17
+_PTRACE_SECCOMP_GET_FILTER = 0x420C
+
+
+def _seccomp_filters(pid: int) -> list[str]:
+    """The seccomp filters of ``pid`` (hex BPF, oldest first), read with ptrace."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.ptrace.argtypes = [ctypes.c_long, ctypes.c_long, ctypes.c_void_p, ctypes.c_void_p]
+    if libc.ptrace(_PTRACE_SEIZE, pid, None, None) != 0:
+        raise OSError(ctypes.get_errno(), "PTRACE_SEIZE")
+    try:
+        libc.ptrace(_PTRACE_INTERRUPT, pid, None, None)
+        os.waitpid(pid, 0x40000000)  # __WALL: the tracee's stop
+        filters = []
+        while (n := libc.ptrace(_PTRACE_SECCOMP_GET_FILTER, pid, len(filters), None)) > 0:
+            buf = (ctypes.c_uint64 * n)()
+            libc.ptrace(_PTRACE_SECCOMP_GET_FILTER, pid, len(filters), buf)
+            filters.append(bytes(buf).hex())
+    finally:
+        libc.ptrace(_PTRACE_DETACH, pid, None, None)
+    return filters[::-1]  # the kernel lists the newest first
+
+
+def _cgroup_dirs(pid: int) -> list[str]:
+    out = []
+    for line in Path(f"/proc/{pid}/cgroup").read_text().splitlines():
+        _, controllers, path = line.split(":", 2)
+        name = controllers.split(",")[0].removeprefix("name=") if controllers else "unified"
+        d = Path("/sys/fs/cgroup") / name / path.lstrip("/")
+        if d.is_dir():
+            out.append(str(d))
+    return out
+
+
+def _cgroup_memory(cid: str) -> int:
+    for name in ("memory/" + _CGROUP_PARENT + f"/{cid}/memory.usage_in_bytes",
+                 f"{_CGROUP_PARENT}/{cid}/memory.current"):  # fmt: skip
+        path = Path("/sys/fs/cgroup") / name
+        if path.is_file():
+            return int(path.read_text())
+    raise SystemExit(f"no memory cgroup for {cid}")
+
+
+class Container:
+    """A runc container from ``build_spec`` (busybox rootfs, hutch's capabilities, seccomp
+    and masks) with the bundle mounted at its host path, so the zygote's imports resolve."""
+
+    def __init__(self, work: Path, bundle: Path, cid: str, args: list[str]) -> None:
+        self.cid, self.runc = cid, ["runc", "--root", str(work / "runc")]
+        rootfs = work / f"rootfs-{cid}"
+        shutil.copytree(Path("/var/lib/hutch/templates/busybox/rootfs"), rootfs, symlinks=True)
+        spec = SandboxSpec(
+            sandbox_id=cid, rootfs=rootfs, args=args,
+            bind_mounts=(BindMount(bundle, str(bundle), read_only=True),),
+        )  # fmt: skip
+        hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+        config = build_spec(spec, cgroup_parent=f"/{_CGROUP_PARENT}", max_nofile=hard)
+        self.bundle_dir = work / f"oci-{cid}"
+        self.bundle_dir.mkdir()
+        (self.bundle_dir / "config.json").write_text(json.dumps(config))
+        with open(os.devnull, "r+b") as null:
+            subprocess.run([*self.runc, "create", "--bundle", str(self.bundle_dir), cid],
+                           stdin=null, stdout=null, check=True)  # fmt: skip
+        state = subprocess.run([*self.runc, "state", cid], capture_output=True, check=True)
+        self.pid = json.loads(state.stdout)["pid"]
+
+    def start(self) -> None:
+        subprocess.run([*self.runc, "start", self.cid], check=True)
+
+    def poller(self, port: int) -> subprocess.Popen[str]:
+        """A /health poller in the container's network namespace, once it is ready."""
+        poller = subprocess.Popen(
+            ["nsenter", f"--net=/proc/{self.pid}/ns/net", "--", sys.executable, "-c", _POLLER,
+             str(port)],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        assert poller.stdout is not None and poller.stdout.readline().strip() == "ready"
+        return poller
+
+    def delete(self) -> None:
+        subprocess.run([*self.runc, "delete", "--force", self.cid], capture_output=True)
+
+
+def _ask(poller: subprocess.Popen[str], line: str) -> str:
+    assert poller.stdin is not None and poller.stdout is not None
+    poller.stdin.write(line + "\n")
+    poller.stdin.flush()
+    return poller.stdout.readline().strip()
+
+
+def _in_runc(bundle: Path, zygote: Zygote, work: Path, runs: int) -> list[tuple[str, str]]:
+    """exec'd envd as a container's PID 1 against a zygote's fork into a container."""
+    port, args = 49983, ["--host", "127.0.0.1", "--log-level", "warning"]
+    envd = [*_python(bundle), "-B", "-m", "hutch.envd", "--port", str(port), *args]
+    s: dict[str, list[float]] = collections.defaultdict(list)
+    for run in range(runs):
+        for mode in ("exec", "fork"):
+            c = Container(work, bundle, f"hbz-{mode}-{run}",
+                          envd if mode == "exec" else ["/bin/sleep", "1000000"])  # fmt: skip
+            try:
+                if mode == "fork":
+                    c.start()
+                base = _cgroup_memory(c.cid)
+                poller = c.poller(port)
+                if mode == "exec":
+                    filters: list[str] = []
+                    t0 = time.perf_counter()
+                    c.start()
+                else:
+                    filters = _seccomp_filters(c.pid)
+                    target = {"pid": c.pid, "cgroups": _cgroup_dirs(c.pid), "filters": filters}
+                    t0 = time.perf_counter()
+                    zygote.enter(target, ["--port", str(port), *args])
+                _ask(poller, "go")
+                s[f"{mode}_wall"].append(time.perf_counter() - t0)
+                assert _ask(poller, "init") == "204"
+                poller.wait(timeout=10)
+                time.sleep(2)
+                s[f"{mode}_mem"].append((_cgroup_memory(c.cid) - base) / 2**20)
+                if mode == "fork":
+                    s["filters"].append(len(filters))
+            finally:
+                c.delete()
+    mib = statistics.median
+    return [
+        ("in runc: exec'd envd as PID 1, `runc start` to first `/health` 204",
+         _ms(s["exec_wall"])),
+        ("in runc: zygote fork entering the container, request to first `/health` 204",
+         _ms(s["fork_wall"])),
+        ("in runc: memory cgroup after /init, idle, above the container before envd: exec / fork",
+         f"{mib(s['exec_mem']):.1f} / {mib(s['fork_mem']):.1f} MiB"),
+    ]  # fmt: skip
 
 
 def _exercise(port: int) -> None:
@@ -145,6 +358,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--bundle", type=Path, help="default: one built from this checkout")
     parser.add_argument("--runs", type=int, default=9)
+    parser.add_argument(
+        "--in-runc",
+        action="store_true",
+        help="also start each envd in a runc container (exec'd as PID 1, or forked into it)",
+    )
     args = parser.parse_args()
     if os.geteuid() != 0:
         raise SystemExit("bench/envd_zygote.py needs root (envd serves as root)")
@@ -179,7 +397,8 @@ def main() -> None:
             zygote_mem = _smaps(zygote.proc.pid)
         finally:
             _stop_child(pid)
-        rows = [
+        rows = _in_runc(bundle, zygote, work, args.runs) if args.in_runc else []
+        rows += [
             ("exec: start to first `/health` 204, CPU / wall",
              f"{_ms(s['exec_cpu'])} / {_ms(s['exec_wall'])}"),
             ("fork of the zygote: request to first `/health` 204, child CPU / wall",
@@ -199,6 +418,8 @@ def main() -> None:
     finally:
         if zygote is not None:
             zygote.close()
+        for parent in Path("/sys/fs/cgroup").glob(f"*/{_CGROUP_PARENT}"):
+            parent.rmdir()  # runc removed the containers' own cgroups
         shutil.rmtree(work, ignore_errors=True)
 
 
