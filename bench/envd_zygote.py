@@ -4,7 +4,7 @@ Run as root from the repository:
 
     .venv/bin/python bench/envd_zygote.py [--bundle DIR] [--runs 9] [--in-runc]
 
-A measurement for issue 19's zygote lever (ADR 26), not the zygote. The *zygote* is the
+A measurement for issue 19's zygote lever (ADR 32), not the zygote. The *zygote* is the
 bundle's interpreter (started on the host through the bundle's own loader) that has
 imported all of envd (uvicorn, starlette, the Connect stack, the process and watch code),
 run ``gc.collect()`` and ``gc.freeze()``, and then forks one child per request; the child
@@ -21,7 +21,7 @@ and one child).
 the busybox rootfs, hutch's capabilities, seccomp profile and masks, the bundle mounted at
 its host path so the zygote's later imports resolve there too): exec'd as the container's
 PID 1, or forked by the zygote into a container whose PID 1 is ``sleep``, entering it as
-ADR 26 describes in part (its cgroups, its six namespaces, two more forks so that PID 1
+ADR 32 describes in part (its cgroups, its six namespaces, two more forks so that PID 1
 adopts envd, PID 1's seccomp filter read with ptrace; not the capabilities, credentials,
 rlimits or keyring). Its memory is the container's memory cgroup after ``/init`` and an
 idle moment, above what it held before envd (exec: the created container, ``runc init``
@@ -53,7 +53,7 @@ from hutch.node.bundle import BindMount, SandboxSpec, build_spec
 #: The zygote: import everything a request could need, freeze the heap, fork per line of
 #: stdin (JSON: envd's argv, and with ``--in-runc`` the container to enter), answer each
 #: with the child's pid (on the host: the pid of the forked child, which in a container
-#: forks twice more). Entering a container follows ADR 26 steps 5-7 in part: the cgroups,
+#: forks twice more). Entering a container follows ADR 32 steps 5-7 in part: the cgroups,
 #: the six namespaces, two forks so that the container's PID 1 adopts envd, and PID 1's
 #: seccomp filter; not the capabilities, credentials, rlimits or keyring.
 _ZYGOTE = """
@@ -144,7 +144,7 @@ class Zygote:
         return pid, port, time.perf_counter() - t0, _cpu_ns(pid) / 1e9
 
     def enter(self, container: dict[str, object], argv: list[str]) -> None:
-        """Fork a child envd into ``container`` (the zygote's side of ADR 26's steps)."""
+        """Fork a child envd into ``container`` (the zygote's side of ADR 32's steps)."""
         assert self.proc.stdout is not None and self.proc.stdin is not None
         self.proc.stdin.write(json.dumps({"argv": argv, "container": container}) + "\n")
         self.proc.stdin.flush()

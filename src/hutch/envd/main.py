@@ -3,7 +3,7 @@
 uvicorn's package ``__init__`` imports its command line (``uvicorn.main``: click, the
 reload and multiprocess supervisors, ``multiprocessing``), none of which envd uses: it
 builds a ``uvicorn.Config`` and runs a ``uvicorn.Server``. :func:`_uvicorn` imports those two
-without running that ``__init__`` (ADR 26).
+without running that ``__init__`` (ADR 32).
 """
 
 from __future__ import annotations

@@ -66,7 +66,7 @@ def test_envd_app_builds_without_importing_the_connect_stack(tmp_path: Path) -> 
     assert result["made"] == []
 
 
-#: uvicorn's command line, which its package ``__init__`` imports and envd never uses (ADR 26).
+#: uvicorn's command line, which its package ``__init__`` imports and envd never uses (ADR 32).
 UVICORN_CLI = ["uvicorn.main", "uvicorn.supervisors", "click", "multiprocessing"]
 
 _UVICORN_PROBE = """
