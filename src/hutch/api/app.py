@@ -398,6 +398,7 @@ def build_context(
         pausing=pausing,
         clock=clock,
         interval_s=settings.reaper_interval_s,
+        stale_create_s=settings.create_stale_after_s,
     )
     sandboxes.on_deadline_passed = reaper.nudge
     return ctx, reaper

@@ -37,6 +37,9 @@ class ApiSettings(BaseSettings):
     #: Sandboxes one node may hold before creates get 429; 0: no limit at the API.
     max_sandboxes_per_node: int = Field(default=100, ge=0)
     reaper_interval_s: float = Field(default=1.0, gt=0)
+    #: A row still ``creating`` this long after its insert is a create whose api died
+    #: mid-way: the reaper kills it (above the node call's 300 s timeout).
+    create_stale_after_s: float = Field(default=600.0, gt=0)
     #: The key of template upload URLs (hex or any text); unset: made once, kept in the store.
     template_upload_secret: str | None = Field(default=None, repr=False)
     #: How long an operation waits for a sandbox another one holds before a 503 (ADR 0024).

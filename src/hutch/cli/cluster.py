@@ -31,16 +31,27 @@ def cluster() -> None:
 @click.option("--subnet", default="10.230", show_default=True,
               help="Node N's sandboxes get <subnet>.N.0/24.")  # fmt: skip
 @click.option("--pool", default="", help="Each node's warm pool (HUTCH_NODE_POOL_SIZE; none).")
+@click.option("--api-setting", "api_settings", multiple=True, metavar="NAME=VALUE",
+              help="An api setting for every api, e.g. cluster_lease_s=3 "
+                   "(HUTCH_CLUSTER_LEASE_S); repeatable.")  # fmt: skip
 @click.option("--json", "as_json", is_flag=True, help="Print every process as JSON.")
 def up(home: Path, nodes: int, apis: int, names: str, subnet: str, pool: str,
-       as_json: bool) -> None:  # fmt: skip
+       api_settings: tuple[str, ...], as_json: bool) -> None:  # fmt: skip
     """Start the cluster and print the E2B_* variables to export."""
+    from hutch.api.settings import ApiSettings
     from hutch.cluster.local import ClusterError, Names, status
     from hutch.cluster.local import up as cluster_up
 
+    tuned: dict[str, str] = {}
+    for item in api_settings:
+        name, sep, value = item.partition("=")
+        if not sep or name.lower() not in ApiSettings.model_fields:
+            raise click.BadParameter(f"{item!r}: want NAME=VALUE naming an api setting",
+                                     param_hint="--api-setting")  # fmt: skip
+        tuned[name.lower()] = value
     try:
         cluster_up(home, nodes=nodes, apis=apis, names=Names(prefix=names, subnet=subnet),
-                   pool=pool)  # fmt: skip
+                   pool=pool, api_settings=tuned)  # fmt: skip
         info = status(home)
     except ClusterError as exc:
         raise click.ClickException(str(exc)) from None

@@ -63,6 +63,8 @@ class Proc:
     node_id: str | None = None
     #: The environment it was started with (nodes: what ``down`` needs to clean up).
     env: dict[str, str] = field(default_factory=dict)
+    #: Its ``hutch`` arguments (nodes: what :func:`start_node` starts it again with).
+    args: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -261,7 +263,8 @@ def _spawn(state: ClusterState, *, role: str, pid_id: str, args: list[str], env:
         )  # fmt: skip
     start = _start_time(child.pid) or 0
     proc = Proc(role=role, id=pid_id, pid=child.pid, start_time=start, url=url, log=str(log),
-                node_id=node_id, env=env if role == "node" else {})  # fmt: skip
+                node_id=node_id, env=env if role == "node" else {},
+                args=args if role == "node" else [])  # fmt: skip
     state.processes.append(proc)
     state.save()
     return proc
@@ -312,8 +315,12 @@ def up(
     home: Path, *, nodes: int, apis: int, names: Names = Names(), pool: str = "",
     shared_templates: Path = Path("/var/lib/hutch/templates"),
     envd_bundle: Path | None = Path("/var/lib/hutch/envd"),
+    api_settings: dict[str, str] | None = None,
 ) -> ClusterState:  # fmt: skip
-    """Start the cluster (module docstring); on failure everything started is stopped."""
+    """Start the cluster (module docstring); on failure everything started is stopped.
+
+    ``api_settings``: ``ApiSettings`` field → value for every api (``cluster_lease_s``:
+    ``HUTCH_CLUSTER_LEASE_S``), e.g. short leases for fault tests."""
     import asyncio
 
     if nodes < 1 or apis < 1:
@@ -337,13 +344,14 @@ def up(
         # The apis first, on the store alone: the nodes then register with them (ADR 0025)
         # and are placed from the nodes table, as on real hosts; none is configured.
         common = {"HUTCH_DATABASE_URL": state.database_url, "HUTCH_CLUSTER_TOKEN": token}
+        tuned = {f"HUTCH_{k.upper()}": v for k, v in (api_settings or {}).items()}
         api_urls: list[str] = []
         apis_started: list[Proc] = []
         for a in range(1, apis + 1):
             port = _free_port()
             url = f"http://127.0.0.1:{port}"
             proc = _spawn(state, role="api", pid_id=f"api-{a}", url=url, args=["api"],
-                          env={**common, "HUTCH_HOME": str(home / "apis" / f"api-{a}"),
+                          env={**common, **tuned, "HUTCH_HOME": str(home / "apis" / f"api-{a}"),
                                "HUTCH_MIGRATE": "false", "HUTCH_API_HOST": "127.0.0.1",
                                "HUTCH_API_PORT": str(port)})  # fmt: skip
             api_urls.append(url)
@@ -384,6 +392,28 @@ def up(
         down(home)
         raise
     return state
+
+
+def start_node(home: Path, node_id: str) -> Proc:
+    """Start a recorded node again (its process stopped: killed by a test, crashed) with
+    the environment and arguments ``up`` gave it; returns once it answers and is a ready
+    row again (it registered, and its registration's reconcile ran). ``down`` stops it."""
+    home = home.resolve()
+    state = ClusterState.load(home)
+    if state is None:
+        raise ClusterError(f"no cluster in {home}")
+    old = next((p for p in state.processes if p.role == "node" and p.node_id == node_id), None)
+    if old is None or not old.args:
+        raise ClusterError(f"no node {node_id} recorded in {home}")
+    if _alive(old):
+        raise ClusterError(f"node {node_id} still runs (pid {old.pid})")
+    state.processes.remove(old)
+    proc = _spawn(state, role="node", pid_id=old.id, node_id=node_id, env=old.env,
+                  url=old.url, args=old.args)  # fmt: skip
+    token = (home / "cluster.token").read_text().strip()
+    _wait_ready(proc, f"{proc.url}/v1/node", headers={"Authorization": f"Bearer {token}"})
+    _wait_registered(state, [proc])
+    return proc
 
 
 def status(home: Path) -> dict[str, Any]:

@@ -14,10 +14,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Final
 
-from hutch.api.models import Sandbox, SandboxState
+from hutch.api.models import Sandbox, SandboxState, SandboxStateConflictError
 from hutch.api.service.pausing import PauseService
 from hutch.api.service.sandboxes import SandboxService
 from hutch.api.store.base import Clock, SandboxStore, utc_now
@@ -38,8 +38,10 @@ class Reaper:
         pausing: PauseService | None = None,
         clock: Clock = utc_now,
         interval_s: float = 1.0,
+        stale_create_s: float = 600.0,
     ) -> None:
         self._sandboxes = sandboxes
+        self._stale_create = timedelta(seconds=stale_create_s)
         self._service = service
         self._pausing = pausing
         self._clock = clock
@@ -56,7 +58,7 @@ class Reaper:
         A sandbox whose kill fails stays ``killing`` with its old deadline and is retried
         on the next pass (killing is idempotent on the node).
         """
-        killed = 0
+        killed = await self.settle_stale_creates(now)
         seen: set[str] = set()
         while True:
             expired = await self._sandboxes.list_expired(
@@ -80,6 +82,37 @@ class Reaper:
                     pass  # killed by someone else meanwhile
                 except HutchError as exc:
                     _log.warning("reaper: killing %s failed: %s", sandbox.id, exc.message)
+
+    async def settle_stale_creates(self, now: datetime) -> int:
+        """Kill the sandboxes of creates whose api died mid-way: rows still ``creating``
+        ``stale_create_s`` after their insert (longer than a create's node call may take,
+        so the api that made the row is gone). Each goes ``killing`` with its deadline now
+        (a compare-and-set: a create that does finish late finds it killed and rolls back)
+        and is killed on its node at once, or on a later pass while the node does not
+        answer. Returns how many were settled."""
+        settled = 0
+        for sandbox in await self._sandboxes.list_stale_creates(
+            started_before=now - self._stale_create, limit=_BATCH
+        ):
+            try:
+                await self._sandboxes.set_state(
+                    sandbox.id, team_id=None, expected=SandboxState.CREATING,
+                    new=SandboxState.KILLING, end_at=now,
+                )  # fmt: skip
+            except (SandboxStateConflictError, NotFoundError):
+                continue  # its create ended meanwhile
+            _log.warning(
+                "reaper: sandbox %s was still creating %s after it was asked for (its api "
+                "stopped mid-create); killing it", sandbox.id, now - sandbox.started_at,
+            )  # fmt: skip
+            settled += 1
+            try:
+                await self._finish_kill(sandbox.id)
+            except NotFoundError:
+                pass
+            except HutchError as exc:  # the next pass tries again (the row is killing)
+                _log.warning("reaper: killing %s failed: %s", sandbox.id, exc.message)
+        return settled
 
     async def _auto_pause(self, sandbox: Sandbox) -> None:
         """Pause at the deadline; past the team's ``maxPausedSandboxes`` the timeout kills

@@ -563,7 +563,24 @@ class SandboxService:
 
     async def _roll_back(self, sandbox_id: SandboxID, cause: BaseException) -> None:
         try:
-            await self._node.kill(sandbox_id)
+            try:
+                await self._node.kill(sandbox_id)
+            except UnavailableError as exc:
+                # The node does not answer (killed, partitioned, restarting): what it made of
+                # the sandbox is killed later, and the row says so meanwhile: ``killing``
+                # with its deadline now, so the reaper kills it once the node answers, the
+                # node's reconcile destroys it when it registers again, and the lost-node
+                # sweeper reports it killed with its node. The create may go on elsewhere.
+                with contextlib.suppress(SandboxStateConflictError, NotFoundError):
+                    await self._sandboxes.set_state(
+                        sandbox_id, team_id=None, expected=SandboxState.CREATING,
+                        new=SandboxState.KILLING, end_at=self._clock(),
+                    )  # fmt: skip
+                _log.warning(
+                    "create of %s failed (%r) and its node did not answer the rollback "
+                    "(%s): left to the reaper", sandbox_id, cause, exc.message,
+                )  # fmt: skip
+                return
             with contextlib.suppress(NotFoundError):  # a concurrent kill got there first
                 await self._sandboxes.delete_sandbox(sandbox_id, team_id=None)
         except Exception as exc:

@@ -432,6 +432,21 @@ class SqlSandboxStore:
         async with read_transaction(self._engine) as conn:
             return await rows_to_sandboxes(conn, await conn.execute(query))
 
+    async def list_stale_creates(
+        self, *, started_before: datetime, limit: int = 100
+    ) -> list[Sandbox]:
+        """Rows of any team still ``creating`` that were inserted before ``started_before``:
+        creates whose api died between the row and its outcome (the reaper settles them)."""
+        s = sandboxes.c
+        query = (
+            select(sandboxes)
+            .where(s.state == SandboxState.CREATING.value, s.started_at < started_before)
+            .order_by(s.started_at, s.id)
+            .limit(limit)
+        )
+        async with read_transaction(self._engine) as conn:
+            return await rows_to_sandboxes(conn, await conn.execute(query))
+
     async def volume_nodes(self, volume_ids: Collection[str]) -> dict[str, NodeID]:
         """The node each volume was last mounted on (a local volume lives there)."""
         s, m = sandboxes.c, sandbox_volume_mounts.c
