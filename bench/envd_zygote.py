@@ -21,11 +21,14 @@ and one child).
 the busybox rootfs, hutch's capabilities, seccomp profile and masks, the bundle mounted at
 its host path so the zygote's later imports resolve there too): exec'd as the container's
 PID 1, or forked by the zygote into a container whose PID 1 is ``sleep``, entering it as
-ADR 32 describes in part (its cgroups, its six namespaces, two more forks so that PID 1
-adopts envd, PID 1's seccomp filter read with ptrace; not the capabilities, credentials,
-rlimits or keyring). Its memory is the container's memory cgroup after ``/init`` and an
-idle moment, above what it held before envd (exec: the created container, ``runc init``
-waiting; fork: ``sleep`` as PID 1): what the sandbox is charged for envd.
+ADR 32 describes (its cgroups, its six namespaces, two more forks so that PID 1 adopts
+envd, PID 1's seccomp filter read with ptrace, its rlimits, credentials, umask and
+capabilities; not the session keyring, nor the descriptors sent by a node). The forked
+envd's credentials, capabilities, seccomp, no-new-privileges, umask, rlimits, namespaces
+and cgroups are compared with PID 1's, and it must serve ``/init``, a Connect ``Stat`` and
+a download of ``/etc/hostname``. Its memory is the container's memory cgroup after those
+and an idle moment, above what it held before envd (exec: the created container, ``runc
+init`` waiting; fork: ``sleep`` as PID 1): what the sandbox is charged for envd.
 """
 
 from __future__ import annotations
@@ -53,11 +56,11 @@ from hutch.node.bundle import BindMount, SandboxSpec, build_spec
 #: The zygote: import everything a request could need, freeze the heap, fork per line of
 #: stdin (JSON: envd's argv, and with ``--in-runc`` the container to enter), answer each
 #: with the child's pid (on the host: the pid of the forked child, which in a container
-#: forks twice more). Entering a container follows ADR 32 steps 5-7 in part: the cgroups,
-#: the six namespaces, two forks so that the container's PID 1 adopts envd, and PID 1's
-#: seccomp filter; not the capabilities, credentials, rlimits or keyring.
+#: forks twice more). Entering a container follows ADR 32 steps 5-7 but for the keyring
+#: and the descriptors: the cgroups, the six namespaces, two forks so that the container's
+#: PID 1 adopts envd, PID 1's seccomp filter, rlimits, credentials, umask, capabilities.
 _ZYGOTE = """
-import ctypes, gc, json, os, signal, sys
+import ctypes, gc, json, os, resource, signal, sys
 import hutch.envd.main as envd_main
 envd_main._uvicorn()
 import hutch.envd.rpc.services, hutch.envd.process.manager, hutch.envd.filesystem.watcher
@@ -92,6 +95,25 @@ def enter(target):
         prog = Prog(len(code) // 8, ctypes.cast(buf, ctypes.c_void_p))
         if libc.syscall(317, 1, 0, ctypes.byref(prog)) != 0:  # seccomp(SET_MODE_FILTER)
             raise OSError(ctypes.get_errno(), "seccomp")
+    # After the filter (it needs CAP_SYS_ADMIN without no-new-privileges), PID 1's rest.
+    for name, limits in target["rlimits"].items():
+        resource.setrlimit(getattr(resource, name), tuple(limits))
+    os.setgroups(target["groups"])
+    os.setresgid(*target["gid"])
+    os.setresuid(*target["uid"])
+    os.umask(target["umask"])
+    caps = target["caps"]
+    for cap in range(64):  # PR_CAPBSET_DROP; EINVAL past the kernel's last capability
+        if not caps["CapBnd"] >> cap & 1 and libc.prctl(24, cap, 0, 0, 0) != 0:
+            if ctypes.get_errno() != 22:
+                raise OSError(ctypes.get_errno(), "PR_CAPBSET_DROP")
+    libc.prctl(47, 4, 0, 0, 0)  # PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL
+    header = (ctypes.c_uint32 * 2)(0x20080522, 0)  # _LINUX_CAPABILITY_VERSION_3, this process
+    eff, prm, inh = caps["CapEff"], caps["CapPrm"], caps["CapInh"]
+    words = [eff, prm, inh, eff >> 32, prm >> 32, inh >> 32]
+    data = (ctypes.c_uint32 * 6)(*(w & 0xFFFFFFFF for w in words))
+    if libc.syscall(126, header, data) != 0:  # capset
+        raise OSError(ctypes.get_errno(), "capset")
 
 
 print("ready", flush=True)
@@ -178,7 +200,7 @@ def _exec_start(bundle: Path, state: Path) -> tuple[subprocess.Popen[bytes], int
 #: Waits for "go" on stdin, then polls /health on loopback (in the container's network
 #: namespace, entered with nsenter), prints the seconds it took; then /init on "init".
 _POLLER = """
-import socket, sys, time, urllib.request
+import json, socket, sys, time, urllib.request
 port = int(sys.argv[1])
 def healthy():
     try:
@@ -195,7 +217,15 @@ while not healthy():
 print(time.perf_counter() - t0, flush=True)
 sys.stdin.readline()
 req = urllib.request.Request(f"http://127.0.0.1:{port}/init", data=b'{"envVars": {"A": "1"}}')
-print(urllib.request.urlopen(req, timeout=30).status, flush=True)
+status = urllib.request.urlopen(req, timeout=30).status
+stat = urllib.request.Request(
+    f"http://127.0.0.1:{port}/filesystem.Filesystem/Stat", data=b'{"path": "/"}',
+    headers={"Content-Type": "application/json", "Connect-Protocol-Version": "1",
+             "Authorization": "Basic cm9vdDo="})
+kind = json.loads(urllib.request.urlopen(stat, timeout=60).read())["entry"]["type"]
+url = f"http://127.0.0.1:{port}/files?path=/etc/hostname&username=root"
+hostname = urllib.request.urlopen(url, timeout=30).read().decode().strip()
+print(json.dumps([status, kind, hostname]), flush=True)
 """
 
 _CGROUP_PARENT = "hutch-bench-zygote"
@@ -233,6 +263,48 @@ def _cgroup_dirs(pid: int) -> list[str]:
     return out
 
 
+_STATUS_FIELDS = ("Uid", "Gid", "Groups", "Umask", "NoNewPrivs", "Seccomp", "Seccomp_filters",
+                  "CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb")  # fmt: skip
+_NAMESPACES = ("ipc", "uts", "net", "cgroup", "pid", "mnt", "user")
+
+
+def _status(pid: int) -> dict[str, str]:
+    out = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        key, _, value = line.partition(":")
+        out[key] = value.strip()
+    return out
+
+
+def _target(pid: int) -> dict[str, object]:
+    """What the zygote's child needs to become like the container's PID 1."""
+    st = _status(pid)
+    ids = [int(v) for v in st["Uid"].split()[:3]], [int(v) for v in st["Gid"].split()[:3]]
+    rlimits = {n: resource.prlimit(pid, getattr(resource, n))
+               for n in dir(resource) if n.startswith("RLIMIT_")}  # fmt: skip
+    return {
+        "pid": pid, "cgroups": _cgroup_dirs(pid), "filters": _seccomp_filters(pid),
+        "uid": ids[0], "gid": ids[1], "groups": [int(g) for g in st["Groups"].split()],
+        "umask": int(st["Umask"], 8), "rlimits": rlimits,
+        "caps": {k: int(st[k], 16) for k in ("CapInh", "CapPrm", "CapEff", "CapBnd")},
+    }  # fmt: skip
+
+
+def _differences(pid: int, init: int) -> list[str]:
+    """What of envd (``pid``) differs from the container's PID 1 (``init``)."""
+    a, b = _status(pid), _status(init)
+    out = [k for k in _STATUS_FIELDS if a.get(k) != b.get(k)]
+    for n in _NAMESPACES:
+        if os.readlink(f"/proc/{pid}/ns/{n}") != os.readlink(f"/proc/{init}/ns/{n}"):
+            out.append(f"ns/{n}")
+    for name in ("limits", "cgroup"):
+        if Path(f"/proc/{pid}/{name}").read_text() != Path(f"/proc/{init}/{name}").read_text():
+            out.append(name)
+    if a["PPid"] != str(init):
+        out.append(f"PPid {a['PPid']}")
+    return out
+
+
 def _cgroup_memory(cid: str) -> int:
     for name in ("memory/" + _CGROUP_PARENT + f"/{cid}/memory.usage_in_bytes",
                  f"{_CGROUP_PARENT}/{cid}/memory.current"):  # fmt: skip
@@ -250,6 +322,7 @@ class Container:
         self.cid, self.runc = cid, ["runc", "--root", str(work / "runc")]
         rootfs = work / f"rootfs-{cid}"
         shutil.copytree(Path("/var/lib/hutch/templates/busybox/rootfs"), rootfs, symlinks=True)
+        (rootfs / "etc" / "hostname").write_text(f"{cid}\n")  # as a node writes it
         spec = SandboxSpec(
             sandbox_id=cid, rootfs=rootfs, args=args,
             bind_mounts=(BindMount(bundle, str(bundle), read_only=True),),
@@ -294,6 +367,7 @@ def _in_runc(bundle: Path, zygote: Zygote, work: Path, runs: int) -> list[tuple[
     port, args = 49983, ["--host", "127.0.0.1", "--log-level", "warning"]
     envd = [*_python(bundle), "-B", "-m", "hutch.envd", "--port", str(port), *args]
     s: dict[str, list[float]] = collections.defaultdict(list)
+    diffs: set[str] = set()
     for run in range(runs):
         for mode in ("exec", "fork"):
             c = Container(work, bundle, f"hbz-{mode}-{run}",
@@ -304,22 +378,23 @@ def _in_runc(bundle: Path, zygote: Zygote, work: Path, runs: int) -> list[tuple[
                 base = _cgroup_memory(c.cid)
                 poller = c.poller(port)
                 if mode == "exec":
-                    filters: list[str] = []
                     t0 = time.perf_counter()
                     c.start()
                 else:
-                    filters = _seccomp_filters(c.pid)
-                    target = {"pid": c.pid, "cgroups": _cgroup_dirs(c.pid), "filters": filters}
+                    target = _target(c.pid)
                     t0 = time.perf_counter()
                     zygote.enter(target, ["--port", str(port), *args])
                 _ask(poller, "go")
                 s[f"{mode}_wall"].append(time.perf_counter() - t0)
-                assert _ask(poller, "init") == "204"
+                answers = json.loads(_ask(poller, "init"))
+                if answers != [204, "FILE_TYPE_DIRECTORY", c.cid]:
+                    raise SystemExit(f"envd in {c.cid} answered {answers}")
+                if mode == "fork":
+                    children = Path(f"/proc/{c.pid}/task/{c.pid}/children").read_text().split()
+                    diffs.update(_differences(int(children[0]), c.pid))
                 poller.wait(timeout=10)
                 time.sleep(2)
                 s[f"{mode}_mem"].append((_cgroup_memory(c.cid) - base) / 2**20)
-                if mode == "fork":
-                    s["filters"].append(len(filters))
             finally:
                 c.delete()
     mib = statistics.median
@@ -328,8 +403,11 @@ def _in_runc(bundle: Path, zygote: Zygote, work: Path, runs: int) -> list[tuple[
          _ms(s["exec_wall"])),
         ("in runc: zygote fork entering the container, request to first `/health` 204",
          _ms(s["fork_wall"])),
-        ("in runc: memory cgroup after /init, idle, above the container before envd: exec / fork",
+        ("in runc: memory cgroup after the requests, idle, above it before envd: exec / fork",
          f"{mib(s['exec_mem']):.1f} / {mib(s['fork_mem']):.1f} MiB"),
+        ("in runc: forked envd's credentials, capabilities, seccomp, rlimits, namespaces, "
+         "cgroups, parent against PID 1's",
+         "differ: " + ", ".join(sorted(diffs)) if diffs else "equal"),
     ]  # fmt: skip
 
 
