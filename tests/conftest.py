@@ -10,7 +10,7 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NoReturn
@@ -42,6 +42,29 @@ def require_for_dir(items: list[pytest.Item], here: Path, reason: str | None) ->
     for item in items:
         if here in Path(item.path).parents:
             item.add_marker(pytest.mark.skip(reason=reason))
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The compatibility matrix (tests/compat) last: its pinned SDKs' columns take this
+    session's results of the e2e tests they would run again (``tests/compat/plugin.py``)."""
+    items.sort(key=lambda item: item.nodeid.startswith("tests/compat/"))  # stable
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    from tests.compat import plugin
+
+    plugin.collected(session)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    from tests.compat import plugin
+
+    report = yield
+    plugin.record_in_session(item, report)
+    return report
 
 
 def free_port() -> int:

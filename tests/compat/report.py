@@ -31,7 +31,9 @@ against one real `hutch serve`: the Python SDK runs the `compat`-marked tests of
 `tests/e2e`, the JS SDK `tests/compat/js/sdk.test.cjs`, the CLI `tests/compat/js/cli.test.cjs`;
 the code-interpreter SDKs (the versions the e2e tests pin) run the `compat_interpreter`-marked
 tests of `tests/e2e/test_interpreter.py` and `tests/e2e/js/interpreter.test.cjs` against its
-`code-interpreter-v1` template (the last four rows).
+`code-interpreter-v1` template (the last four rows). The columns of the SDKs the e2e tests
+themselves pin (`.venv`'s `e2b` and `e2b-code-interpreter`) are the suite's own run of those
+tests when it ran all of them, not a second run with the same SDK.
 A cell says whether every test of that client proving the feature passed, and how many
 there are; `-` means that client's subset does not cover it.
 

@@ -13,6 +13,11 @@ as a subprocess against it:
   code-interpreter``) runs ``tests/e2e/js/interpreter.test.cjs``. Both need the
   ``code-interpreter-v1`` template install.sh builds.
 
+The Python columns of ``.venv``'s own SDKs are the e2e tests' own runs: when the session
+ran every one of those tests (the whole suite; ``tests/conftest.py`` puts this module
+last), their results are taken from it instead of running them again against this serve;
+run alone (``pytest tests/compat``) the matrix runs them itself.
+
 A client whose subset has a failure fails its test here. The last test renders every
 client's results into ``docs/compat.md`` (``report.py``) and fails when the committed file
 did not already say that, so the table always shows the matrix's last results.
@@ -42,7 +47,7 @@ from tests.e2e.serveproc import (
     seed_templates,
 )  # fmt: skip
 
-from . import clients, report
+from . import clients, plugin, report
 
 #: A first run installs the clients too (test.sh does it before pytest, CI included).
 pytestmark = [pytest.mark.root, pytest.mark.timeout(1200)]
@@ -113,7 +118,17 @@ def _pytest_subset(
     serve: Serve, env: dict[str, str], *, python: Path, marker: str, files: list[str],
     label: str, out: Path,
 ) -> None:  # fmt: skip
-    """Run the tests of ``files`` marked ``marker`` attached to ``serve``; record them."""
+    """Run the tests of ``files`` marked ``marker`` attached to ``serve``; record them.
+
+    With ``.venv``'s own interpreter (the SDK the e2e tests pin) and a session that ran
+    those tests itself, their results here are that run's (``plugin.session_results``)."""
+    if python == Path(sys.executable):
+        ran = plugin.session_results(marker, files)
+        if ran is not None:
+            RESULTS[label] = ran
+            failed = [r["name"] for r in ran if r["outcome"] == "failed"]
+            assert not failed, f"{label}: {len(failed)} failed in this session: {failed}"
+            return
     env = {
         **env,
         ATTACH_ENV: serve.attach_spec(),
