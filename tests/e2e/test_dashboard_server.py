@@ -8,8 +8,10 @@ sandbox. Another team's sandbox is 404 through both bridges.
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from contextlib import closing
 from dataclasses import dataclass
@@ -17,7 +19,7 @@ from dataclasses import dataclass
 import httpx
 import pytest
 from e2b import Sandbox
-from websockets.exceptions import InvalidStatus
+from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import connect
 
 from hutch.dashboard.security import APP_CSP, DATA_CSP
@@ -77,8 +79,10 @@ def _ws_url(board: Board, sandbox_id: str, csrf: str) -> str:
     return f"{base}/dashboard/sandboxes/{sandbox_id}/terminal?csrf={csrf}&cols=100&rows=30"
 
 
-def _ws_headers(client: httpx.Client, origin: str) -> dict[str, str]:
-    return {"Cookie": f"{COOKIE_NAME}={client.cookies[COOKIE_NAME]}", "Origin": origin}
+def _ws_headers(client: httpx.Client | str, origin: str) -> dict[str, str]:
+    """A browser's upgrade headers: the session cookie (``client``'s, or this value)."""
+    value = client if isinstance(client, str) else client.cookies[COOKIE_NAME]
+    return {"Cookie": f"{COOKIE_NAME}={value}", "Origin": origin}
 
 
 def test_dashboard_sign_in_cookie_and_csp_on_serve(board: Board) -> None:
@@ -164,6 +168,26 @@ def test_dashboard_terminal_runs_a_command(board: Board) -> None:
         assert message["code"] == 3
 
 
+def test_dashboard_terminal_closed_by_the_browser_kills_the_shell(board: Board) -> None:
+    client, csrf = board.signed_in(board.key_a)
+    with closing(client), connect(
+        _ws_url(board, board.sandbox_a.sandbox_id, csrf),
+        additional_headers=_ws_headers(client, board.serve.api_url), open_timeout=60,
+    ) as ws:  # fmt: skip
+        ws.send(json.dumps({"type": "input", "data": "echo shell=$$\n"}))
+        output = b""
+        while (found := re.search(rb"shell=(\d+)", output)) is None:
+            frame = ws.recv(timeout=60)
+            assert isinstance(frame, bytes), frame
+            output += frame
+        pid = int(found.group(1))
+        assert pid in {p.pid for p in board.sandbox_a.commands.list()}
+    deadline = time.monotonic() + 30
+    while pid in {p.pid for p in board.sandbox_a.commands.list()}:
+        assert time.monotonic() < deadline, "the shell outlived its terminal"
+        time.sleep(0.1)
+
+
 def test_dashboard_other_teams_sandbox_is_404_through_both_bridges(board: Board) -> None:
     theirs = board.sandbox_b.sandbox_id
     client, csrf = board.signed_in(board.key_a)
@@ -178,33 +202,41 @@ def test_dashboard_other_teams_sandbox_is_404_through_both_bridges(board: Board)
         )  # fmt: skip
         assert listed.status_code == 404
         assert client.get(f"/dashboard/api/sandboxes/{theirs}").status_code == 404
-        with pytest.raises(InvalidStatus) as refused:
-            connect(
-                _ws_url(board, theirs, csrf),
-                additional_headers=_ws_headers(client, board.serve.api_url), open_timeout=30,
-            ).close()  # fmt: skip
-        assert refused.value.response.status_code == 404
+        _assert_refused(client, board, _ws_url(board, theirs, csrf), 404)
 
 
 def test_dashboard_terminal_refuses_a_wrong_csrf_or_origin(board: Board) -> None:
     client, csrf = board.signed_in(board.key_a)
     mine = board.sandbox_a.sandbox_id
     with closing(client):
-        for url, origin in (
-            (_ws_url(board, mine, "wrong"), board.serve.api_url),
-            (_ws_url(board, mine, csrf), "https://evil.example"),
-        ):
-            with pytest.raises(InvalidStatus) as refused:
-                connect(url, additional_headers=_ws_headers(client, origin)).close()
-            assert refused.value.response.status_code == 403
+        _assert_refused(client, board, _ws_url(board, mine, "wrong"), 403)
+        with pytest.raises(InvalidStatus) as refused:  # another site's page: no upgrade
+            connect(
+                _ws_url(board, mine, csrf),
+                additional_headers=_ws_headers(client, "https://evil.example"),
+            ).close()  # fmt: skip
+        assert refused.value.response.status_code == 403
+
+
+def _assert_refused(client: httpx.Client | str, board: Board, url: str, status: int) -> None:
+    """The terminal's refusal: an error frame naming ``status``, then close 4000+status."""
+    with connect(
+        url, additional_headers=_ws_headers(client, board.serve.api_url), open_timeout=30
+    ) as ws:
+        frame = json.loads(ws.recv(timeout=30))
+        assert frame["type"] == "error" and frame["status"] == status, frame
+        with pytest.raises(ConnectionClosed) as closed:
+            ws.recv(timeout=30)
+        assert closed.value.rcvd is not None and closed.value.rcvd.code == 4000 + status
 
 
 def test_dashboard_revoked_key_is_signed_out(board: Board) -> None:
     made = json.loads(_hutch(board.serve, "keys", "create", "--team", "dash-a", "--json"))
-    client, _ = board.signed_in(made["key"])
+    client, csrf = board.signed_in(made["key"])
     sandbox_id = board.sandbox_a.sandbox_id
     with closing(client):
         assert client.get("/dashboard/api/v2/sandboxes").status_code == 200
+        cookie = client.cookies[COOKIE_NAME]
         _hutch(
             board.serve, "keys", "revoke", made["id"], "--team", "dash-a", "--api-key", board.admin
         )
@@ -213,4 +245,7 @@ def test_dashboard_revoked_key_is_signed_out(board: Board) -> None:
         )
         assert envd.status_code == 401
         assert client.get("/dashboard/api/v2/sandboxes").status_code == 401
+        assert COOKIE_NAME not in client.cookies  # the 401s cleared it
+        # The copy taken before: its key no longer works on the terminal either.
+        _assert_refused(cookie, board, _ws_url(board, sandbox_id, csrf), 401)
         assert client.get("/dashboard/session").status_code == 401

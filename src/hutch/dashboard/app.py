@@ -38,7 +38,13 @@ from hutch.dashboard.security import SecurityHeaders, check_csrf, check_origin, 
 from hutch.dashboard.sessions import COOKIE_NAME, COOKIE_PATH, Session, SessionCodec
 from hutch.dashboard.settings import DashboardSettings
 from hutch.dashboard.static import StaticApp
-from hutch.shared.errors import HutchError, InvalidArgumentError, UnauthenticatedError, http_status
+from hutch.shared.errors import (
+    HutchError,
+    InvalidArgumentError,
+    PermissionDeniedError,
+    UnauthenticatedError,
+    http_status,
+)
 
 #: The store secret sessions are sealed under (every api shares it).
 SECRET_NAME: Final = "dashboard-session-key"
@@ -259,12 +265,20 @@ class Dashboard:
 
     async def _terminal(self, websocket: WebSocket) -> None:
         try:
+            check_origin(websocket.headers, required=True)
+        except PermissionDeniedError:
+            # Another site's page: refused before the upgrade (HTTP 403), nothing said.
+            await websocket.close(code=1008)
+            return
+        # Same-origin from here: every other refusal is said on the socket, where the page
+        # can read it (a refused upgrade reaches browser script as a bare "error").
+        await websocket.accept()
+        try:
             session = await self._current(websocket)
             if session is None:
                 raise UnauthenticatedError(
                     "no dashboard session", public_message="Not signed in to the dashboard"
                 )
-            check_origin(websocket.headers, required=True)
             check_token(
                 websocket.query_params.get("csrf"), expected=session.csrf_token,
                 where="the csrf query parameter",
@@ -275,16 +289,16 @@ class Dashboard:
             )
             if self._sandbox_url is None:
                 raise envd.bridge_unconfigured()
-        except Exception as exc:
-            await _deny(websocket, _error(websocket, exc))
+            sandbox_url = self._sandbox_url
+        except HutchError as exc:
+            await terminal.refuse(websocket, http_status(exc), exc.public_message)
             return
         token = await self._sandbox_token(websocket, session)
         if isinstance(token, Response):
-            await _deny(websocket, token)
+            await terminal.refuse(websocket, token.status_code, _message_of(token))
             return
-        await websocket.accept()
         await terminal.bridge(
-            websocket, sandbox_url=self._sandbox_url,
+            websocket, sandbox_url=sandbox_url,
             sandbox_id=str(websocket.path_params["sandbox_id"]), access_token=token,
             cols=cols, rows=rows,
         )  # fmt: skip
@@ -366,12 +380,13 @@ def _error(request: Request | WebSocket, exc: BaseException) -> Response:
     return error_response(status, exc.public_message, retryable=exc.retryable)
 
 
-async def _deny(websocket: WebSocket, response: Response) -> None:
-    """Refuse the WebSocket handshake with ``response`` (its status and JSON body)."""
-    if "websocket.http.response" in websocket.scope.get("extensions", {}):
-        await websocket.send_denial_response(response)
-    else:
-        await websocket.close(code=1008)
+def _message_of(response: Response) -> str:
+    """The ``message`` of an API error body."""
+    try:
+        body = json.loads(bytes(response.body))
+        return str(body["message"])
+    except (ValueError, KeyError, TypeError):
+        return f"refused ({response.status_code})"
 
 
 def _size(raw: str | None, default: int) -> int:

@@ -34,6 +34,20 @@ _MAX_INPUT: Final = 64 * 1024
 _MAX_DIMENSION: Final = 1000
 
 
+async def refuse(websocket: WebSocket, status: int, message: str) -> None:
+    """Say why the terminal cannot open, on the accepted ``websocket``: a text frame
+    ``{"type": "error", "status": <HTTP status>, "message"}``, then close code
+    ``4000 + status`` (4401 signed out, 4403 a wrong CSRF token, 4404 no such sandbox of
+    the team, 4503 no sandbox proxy) with the message as reason."""
+    with contextlib.suppress(RuntimeError, WebSocketDisconnect):
+        await websocket.send_text(
+            json.dumps({"type": "error", "status": status, "message": message})
+        )
+        # A close reason is at most 123 bytes (RFC 6455 5.5).
+        reason = message.encode()[:123].decode(errors="ignore")
+        await websocket.close(code=4000 + status if 400 <= status < 600 else 1011, reason=reason)
+
+
 class FrameError(ValueError):
     """A frame from the browser the bridge cannot read (the message says why)."""
 

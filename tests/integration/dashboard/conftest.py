@@ -37,33 +37,23 @@ class DashboardServer:
         return self.url.removeprefix("http://")
 
 
-@pytest.fixture
-def board(tmp_path: Path) -> Iterator[DashboardServer]:
-    database_url = f"sqlite+aiosqlite:///{tmp_path / 'hutch.db'}"
-    key, _team, other_key, admin_key = run_async(lambda: _seed(database_url))
-    node = FakeNodeClient()
-    port = free_port()
-    settings = ApiSettings(
-        home=tmp_path, database_url=database_url, api_host="127.0.0.1", api_port=port,
-        reaper_interval_s=3600, usage_interval_s=3600,
-    )  # fmt: skip
-    static = tmp_path / "static"
-    (static / "assets").mkdir(parents=True)
-    (static / "index.html").write_text("<!doctype html><title>app</title>")
-    (static / "assets" / "app-1234.js").write_text("console.log(1)")
+@dataclass
+class Running:
+    """A uvicorn server in its thread."""
 
-    async def secret() -> str:
-        raise AssertionError("the settings' secret wins over the store's")
+    server: uvicorn.Server
+    thread: threading.Thread
 
-    dashboard = Dashboard(
-        DashboardSettings(static_dir=static, secret="test-secret"),
-        secret=secret,
-        sandbox_url="http://127.0.0.1:9",  # never reached here: no sandbox exists
-    )
-    app = create_app(settings, node=node, mounts=dashboard.routes())
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=30)
+
+
+def start_api(app: object, port: int) -> Running:
+    """``app`` served on loopback ``port`` in a thread, as ``hutch serve`` serves it."""
     server = uvicorn.Server(
         uvicorn.Config(
-            app,
+            app,  # type: ignore[arg-type]
             host="127.0.0.1",
             port=port,
             log_level="warning",
@@ -78,11 +68,42 @@ def board(tmp_path: Path) -> Iterator[DashboardServer]:
         if not thread.is_alive() or time.monotonic() > deadline:
             raise RuntimeError("the API server did not start")
         time.sleep(0.01)
+    return Running(server, thread)
+
+
+def api_settings(tmp_path: Path, database_url: str, port: int) -> ApiSettings:
+    return ApiSettings(
+        home=tmp_path, database_url=database_url, api_host="127.0.0.1", api_port=port,
+        reaper_interval_s=3600, usage_interval_s=3600,
+    )  # fmt: skip
+
+
+@pytest.fixture
+def board(tmp_path: Path) -> Iterator[DashboardServer]:
+    database_url = f"sqlite+aiosqlite:///{tmp_path / 'hutch.db'}"
+    key, _team, other_key, admin_key = run_async(lambda: _seed(database_url))
+    node = FakeNodeClient()
+    port = free_port()
+    static = tmp_path / "static"
+    (static / "assets").mkdir(parents=True)
+    (static / "index.html").write_text("<!doctype html><title>app</title>")
+    (static / "assets" / "app-1234.js").write_text("console.log(1)")
+
+    async def secret() -> str:
+        raise AssertionError("the settings' secret wins over the store's")
+
+    dashboard = Dashboard(
+        DashboardSettings(static_dir=static, secret="test-secret"),
+        secret=secret,
+        sandbox_url="http://127.0.0.1:9",  # never reached here: no sandbox exists
+    )
+    app = create_app(api_settings(tmp_path, database_url, port), node=node,
+                     mounts=dashboard.routes())  # fmt: skip
+    server = start_api(app, port)
     try:
         yield DashboardServer(
             url=f"http://127.0.0.1:{port}", key=key, other_key=other_key,
             admin_key=admin_key, node=node, app=app,
         )  # fmt: skip
     finally:
-        server.should_exit = True
-        thread.join(timeout=30)
+        server.stop()
