@@ -50,10 +50,18 @@ def _cpu_ns(pid: int) -> int:
     return int(Path(f"/proc/{pid}/schedstat").read_text().split()[0])
 
 
+def _import_code(module: str) -> str:
+    """``import module``; for envd's main also what ``main()`` imports first (uvicorn's
+    Config and Server, ADR 32), so bundles from before and after that change compare."""
+    if module != "hutch.envd.main":
+        return f"import {module}"
+    return "import hutch.envd.main as m; getattr(m, '_uvicorn', lambda: None)()"
+
+
 def _import_cpu(bundle: Path, module: str) -> tuple[float, float]:
     """(CPU seconds, wall seconds) of a fresh interpreter that imports ``module``."""
     t0 = time.perf_counter()
-    proc = subprocess.Popen([*_python(bundle), "-B", "-c", f"import {module}"])
+    proc = subprocess.Popen([*_python(bundle), "-B", "-c", _import_code(module)])
     _, status, usage = os.wait4(proc.pid, 0)
     wall = time.perf_counter() - t0
     proc.returncode = os.waitstatus_to_exitcode(status)
@@ -121,7 +129,7 @@ def _importtime(bundle: Path, module: str, runs: int) -> dict[str, float]:
     per: dict[str, list[float]] = collections.defaultdict(list)
     for _ in range(runs):
         err = subprocess.run(
-            [*_python(bundle), "-B", "-X", "importtime", "-c", f"import {module}"],
+            [*_python(bundle), "-B", "-X", "importtime", "-c", _import_code(module)],
             capture_output=True,
             text=True,
             check=True,
