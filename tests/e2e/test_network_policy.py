@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -343,8 +344,13 @@ def test_raw_sockets_and_forged_sources_are_contained(
     try:
         sbx.files.write("/tmp/forge.py", _FORGE)
         assert sbx.commands.run(f"python3 /tmp/forge.py {WEB_A} {WEB_B}", user="root").stdout
-        udp = [e for e in internet.events() if e["kind"] == "udp"]
-        assert {"kind": "udp", "source": HOST_ADDR, "data": "legit"} in udp
+        # The datagrams are in flight when the script ends: wait for the last one sent (the
+        # fake internet records what it receives in its own process, in its own time).
+        legit = {"kind": "udp", "source": HOST_ADDR, "data": "legit"}
+        deadline = time.monotonic() + 60
+        while legit not in (udp := [e for e in internet.events() if e["kind"] == "udp"]):
+            assert time.monotonic() < deadline, udp
+            time.sleep(0.1)
         # The forged-source packet is dropped; the one with the sandbox's own (private)
         # source is NATed like any other and so arrives from the host's address.
         forged = [e for e in udp if e["data"] == "forged"]
@@ -370,8 +376,6 @@ http.server.HTTPServer(("0.0.0.0", 8000), Echo).serve_forever()
 def test_traffic_token_guards_the_sandbox_ports(server: tuple[Serve, dict[str, str]]) -> None:
     """``allowPublicTraffic: false`` wants the token; ``maskRequestHost`` is the ``Host``
     the sandbox's server gets (``${PORT}`` replaced)."""
-    import time
-
     import httpx
 
     serve, opts = server
