@@ -18,6 +18,7 @@ import yaml
 from hutch.api.settings import ApiSettings
 from hutch.cli.main import cli
 from hutch.cluster.settings import ClusterSettings
+from hutch.dashboard.settings import DashboardSettings
 from hutch.node.settings import NodeSettings
 
 DEPLOY = Path(__file__).parents[2] / "deploy"
@@ -38,6 +39,7 @@ def _known_settings() -> set[str]:
     names = {
         f"HUTCH_{f.upper()}" for f in (*ApiSettings.model_fields, *ClusterSettings.model_fields)
     }
+    names |= {f"HUTCH_DASHBOARD_{f.upper()}" for f in DashboardSettings.model_fields}
     return names | {f"HUTCH_NODE_{f.upper()}" for f in NodeSettings.model_fields}
 
 

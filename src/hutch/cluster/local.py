@@ -347,11 +347,15 @@ def up(
         tuned = {f"HUTCH_{k.upper()}": v for k, v in (api_settings or {}).items()}
         api_urls: list[str] = []
         apis_started: list[Proc] = []
+        # The edge's port, chosen now: the apis' dashboard reaches sandboxes through it.
+        edge_port = _free_port()
+        common_api = {**common, "HUTCH_DASHBOARD_SANDBOX_URL": f"http://127.0.0.1:{edge_port}"}
         for a in range(1, apis + 1):
             port = _free_port()
             url = f"http://127.0.0.1:{port}"
             proc = _spawn(state, role="api", pid_id=f"api-{a}", url=url, args=["api"],
-                          env={**common, **tuned, "HUTCH_HOME": str(home / "apis" / f"api-{a}"),
+                          env={**common_api, **tuned,
+                               "HUTCH_HOME": str(home / "apis" / f"api-{a}"),
                                "HUTCH_MIGRATE": "false", "HUTCH_API_HOST": "127.0.0.1",
                                "HUTCH_API_PORT": str(port)})  # fmt: skip
             api_urls.append(url)
@@ -382,7 +386,7 @@ def up(
         for proc in started:  # started together, waited for together
             _wait_ready(proc, f"{proc.url}/v1/node", headers=auth)
         _wait_registered(state, started)
-        port = _free_port()
+        port = edge_port
         url = f"http://127.0.0.1:{port}"
         proc = _spawn(state, role="proxy", pid_id="proxy-1", url=url, args=["proxy"],
                       env={**common, "HUTCH_PROXY_HOST": "127.0.0.1", "HUTCH_PROXY_PORT": str(port),

@@ -236,32 +236,16 @@ class Dashboard:
         check_csrf(request.method, request.headers, expected=session.csrf_token)
         path = str(request.path_params["path"])
         envd.check_allowed(path, request.method)
-        token = await self._sandbox_token(request, session)
-        if isinstance(token, Response):
-            return token
+        try:
+            sandbox_id, token = await envd.resolve_sandbox(request, api_key=session.api_key)
+        except UnauthenticatedError as exc:
+            return _signed_out(request, exc.public_message)
         if self._sandbox_url is None:
             raise envd.bridge_unconfigured()
         return await envd.relay(
             self._http(), request, sandbox_url=self._sandbox_url,
-            sandbox_id=str(request.path_params["sandbox_id"]), access_token=token, path=path,
+            sandbox_id=sandbox_id, access_token=token, path=path,
         )  # fmt: skip
-
-    async def _sandbox_token(
-        self, request: Request | WebSocket, session: Session
-    ) -> str | Response | None:
-        try:
-            return await envd.sandbox_access_token(
-                request.scope["app"],
-                sandbox_id=str(request.path_params["sandbox_id"]),
-                api_key=session.api_key,
-            )
-        except envd.ApiAnswer as answer:
-            response = Response(
-                answer.body, status_code=answer.status, media_type=answer.content_type
-            )
-            if answer.status == 401:
-                response.raw_headers.extend(_clear_cookie_headers(request))
-            return response
 
     async def _terminal(self, websocket: WebSocket) -> None:
         try:
@@ -287,19 +271,15 @@ class Dashboard:
                 _size(websocket.query_params.get("cols"), 80),
                 _size(websocket.query_params.get("rows"), 24),
             )
+            sandbox_id, token = await envd.resolve_sandbox(websocket, api_key=session.api_key)
             if self._sandbox_url is None:
                 raise envd.bridge_unconfigured()
             sandbox_url = self._sandbox_url
         except HutchError as exc:
             await terminal.refuse(websocket, http_status(exc), exc.public_message)
             return
-        token = await self._sandbox_token(websocket, session)
-        if isinstance(token, Response):
-            await terminal.refuse(websocket, token.status_code, _message_of(token))
-            return
         await terminal.bridge(
-            websocket, sandbox_url=sandbox_url,
-            sandbox_id=str(websocket.path_params["sandbox_id"]), access_token=token,
+            websocket, sandbox_url=sandbox_url, sandbox_id=sandbox_id, access_token=token,
             cols=cols, rows=rows,
         )  # fmt: skip
 
@@ -378,15 +358,6 @@ def _error(request: Request | WebSocket, exc: BaseException) -> Response:
     if status == 401:
         return _signed_out(request, exc.public_message)
     return error_response(status, exc.public_message, retryable=exc.retryable)
-
-
-def _message_of(response: Response) -> str:
-    """The ``message`` of an API error body."""
-    try:
-        body = json.loads(bytes(response.body))
-        return str(body["message"])
-    except (ValueError, KeyError, TypeError):
-        return f"refused ({response.status_code})"
 
 
 def _size(raw: str | None, default: int) -> int:

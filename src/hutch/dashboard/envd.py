@@ -1,11 +1,12 @@
 """``/dashboard/sandboxes/{id}/envd/{path}``: the file browser's calls to a sandbox's envd.
 
-The sandbox is first read through the public API with the session's key (``GET
-/sandboxes/{id}`` in-process): another team's sandbox, or one that does not exist, gets the
-API's own 404, and the read gives the envd access token, which is added here and never
-reaches the browser. The call then goes where the SDK's would: the sandbox proxy, routed by
-``E2b-Sandbox-Id``/``-Port`` (so a paused auto-resume sandbox wakes, and in a cluster the
-edge finds the sandbox's node), streamed both ways.
+The sandbox is first looked up with the session's key exactly as ``GET /sandboxes/{id}``
+does (the key check, then the sandbox service's ``get_sandbox``): another team's sandbox,
+or one that does not exist, gets the API's own 404, and the lookup gives the envd access
+token, which is added here and never reaches the browser. The call then goes where the
+SDK's would: the sandbox proxy, routed by ``E2b-Sandbox-Id``/``-Port`` (so a paused
+auto-resume sandbox wakes, and in a cluster the edge finds the sandbox's node), streamed
+both ways.
 
 Only the file browser's calls pass (:data:`ALLOWED`); a download is always an attachment of
 type ``application/octet-stream``, so a sandbox's file can never render or run as a page of
@@ -14,7 +15,6 @@ this origin.
 
 from __future__ import annotations
 
-import json
 from collections.abc import AsyncIterator
 from typing import Final
 from urllib.parse import quote
@@ -23,9 +23,12 @@ import httpx
 from starlette.background import BackgroundTask
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
-from starlette.types import ASGIApp
+from starlette.websockets import WebSocket
 
+from hutch.api.http.auth import context
+from hutch.api.http.query import sandbox_id_param
 from hutch.shared.errors import NotFoundError, UnavailableError
+from hutch.shared.ids import SandboxID
 
 #: envd's port inside every sandbox (fixed by the SDKs).
 ENVD_PORT: Final = 49983
@@ -67,32 +70,20 @@ _RESPONSE_DROP: Final = frozenset(
 )
 
 
-class ApiAnswer(Exception):
-    """The API refused the sandbox read: its status, body and content type, passed on."""
-
-    def __init__(self, status: int, body: bytes, content_type: str) -> None:
-        super().__init__(status)
-        self.status = status
-        self.body = body
-        self.content_type = content_type
-
-
-async def sandbox_access_token(api: ASGIApp, *, sandbox_id: str, api_key: str) -> str | None:
-    """The envd access token of the caller's sandbox ``sandbox_id`` (None: not secured),
-    read through the API as the SDK reads it; :class:`ApiAnswer` when the API refuses."""
-    transport = httpx.ASGITransport(app=api)
-    async with httpx.AsyncClient(transport=transport, base_url="http://dashboard") as client:
-        response = await client.get(
-            f"/sandboxes/{quote(sandbox_id, safe='')}", headers={"X-API-Key": api_key}
-        )
-    if response.status_code != 200:
-        raise ApiAnswer(
-            response.status_code,
-            response.content,
-            response.headers.get("content-type", "application/json"),
-        )
-    token = json.loads(response.content).get("envdAccessToken")
-    return str(token) if token else None
+async def resolve_sandbox(
+    request: Request | WebSocket, *, api_key: str
+) -> tuple[SandboxID, str | None]:
+    """The caller's sandbox named in the path and its envd access token (None: not
+    secured), checked as ``GET /sandboxes/{id}`` checks it (the same key check and the same
+    service call): :class:`UnauthenticatedError` for a key that no longer works,
+    :class:`NotFoundError` for another team's, a killed or an unknown sandbox."""
+    ctx = context(request)  # type: ignore[arg-type]
+    caller = await ctx.keys.authenticate_caller(api_key=api_key)
+    sandbox = await ctx.sandboxes.get_sandbox(
+        team_id=caller.team.id,
+        sandbox_id=sandbox_id_param(request),  # type: ignore[arg-type]
+    )
+    return sandbox.id, sandbox.envd_access_token
 
 
 def envd_headers(sandbox_id: str, access_token: str | None) -> dict[str, str]:
