@@ -9,6 +9,9 @@ export interface Session {
   team: { teamID?: string; name?: string; [k: string]: unknown };
   admin: boolean;
   csrfToken: string;
+  /** The signed-in key, masked (``e2b_3f…9a1c``). */
+  keyMask?: string;
+  expiresAt?: string;
 }
 
 export class ApiError extends Error {

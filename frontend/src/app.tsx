@@ -74,7 +74,9 @@ export function App() {
           </ul>
         </nav>
         <div class="who">
-          <span data-testid="team-name">{teamName}</span>
+          <span data-testid="team-name" title={session.keyMask ? `signed in with ${session.keyMask}` : undefined}>
+            {teamName}
+          </span>
           {session.admin ? <span class="badge">admin</span> : null}
           <button
             type="button"

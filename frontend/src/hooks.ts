@@ -1,5 +1,5 @@
 import { useEffect, useRef, useState } from "preact/hooks";
-import { message } from "./api";
+import { ApiError, message } from "./api";
 
 /** The current hash route, split: "#/sandboxes/abc" → ["sandboxes", "abc"]. */
 export function useRoute(): string[] {
@@ -22,6 +22,8 @@ export function useRoute(): string[] {
 export interface Loaded<T> {
   data: T | undefined;
   error: string | undefined;
+  /** The HTTP status of the last failure, when it was the API's answer. */
+  status: number | undefined;
   loading: boolean;
   reload: () => void;
 }
@@ -31,6 +33,7 @@ export interface Loaded<T> {
 export function useLoad<T>(load: (signal: AbortSignal) => Promise<T>, deps: unknown[], everyMs?: number): Loaded<T> {
   const [data, setData] = useState<T | undefined>(undefined);
   const [error, setError] = useState<string | undefined>(undefined);
+  const [status, setStatus] = useState<number | undefined>(undefined);
   const [loading, setLoading] = useState(true);
   const [tick, setTick] = useState(0);
   const seq = useRef(0);
@@ -45,9 +48,13 @@ export function useLoad<T>(load: (signal: AbortSignal) => Promise<T>, deps: unkn
         if (mine === seq.current && !stopped) {
           setData(value);
           setError(undefined);
+          setStatus(undefined);
         }
       } catch (e) {
-        if (!stopped && mine === seq.current) setError(message(e));
+        if (!stopped && mine === seq.current) {
+          setError(message(e));
+          setStatus(e instanceof ApiError ? e.status : undefined);
+        }
       } finally {
         if (!stopped) {
           setLoading(false);
@@ -62,5 +69,5 @@ export function useLoad<T>(load: (signal: AbortSignal) => Promise<T>, deps: unkn
       if (timer !== undefined) clearTimeout(timer);
     };
   }, [...deps, tick]);
-  return { data, error, loading, reload: () => setTick((t) => t + 1) };
+  return { data, error, status, loading, reload: () => setTick((t) => t + 1) };
 }

@@ -29,9 +29,15 @@ export function SandboxPage({ id }: { id: string }) {
       <h1>
         Sandbox <span class="mono">{id}</span>
       </h1>
-      <ErrorText error={detail.error} />
+      {detail.status === 404 ? (
+        <p role="alert">
+          No such sandbox: it was killed, its timeout ended, or it is not this team's. <a href="#/sandboxes">Back to the list</a>
+        </p>
+      ) : (
+        <ErrorText error={detail.error} />
+      )}
       <Status text={status} />
-      {s ? (
+      {s && detail.status !== 404 ? (
         <>
           <Section title="Overview" id="overview">
             <dl class="facts">
