@@ -57,7 +57,7 @@ class FakeSandboxes:
         self.requests.append(request)
         sandbox = RunningSandbox(
             sandbox_id=request.sandbox_id, template=request.template,
-            address=IPv4Address(f"10.99.0.{self._n + 1}"), envd_url="http://x:49983", pid=1,
+            address=IPv4Address("10.99.0.0") + self._n + 1, envd_url="http://x:49983", pid=1,
             cpu_count=request.cpu_count or 1, memory_mb=request.memory_mb or 512,
             default_user="user", workdir="/home/user", started_at=1000.0 + self._n,
             sandbox_dir=Path("/nonexistent"), metadata=dict(request.metadata),

@@ -1,7 +1,8 @@
-"""Concurrent creates do not queue on one node's row (ADR 0026), and never overbook.
+"""Concurrent creates do not queue on one node's lock (ADR 0026), and never overbook.
 
-On the store tests' real PostgreSQL: a create whose best node's row another create holds
-takes the next equally good node at once (``FOR UPDATE SKIP LOCKED``); when every node
+On the store tests' real PostgreSQL: a create whose node's placement lock another create
+holds takes the other equally good node at once (``pg_try_advisory_xact_lock``); a
+heartbeat is not held up by a placement; when every node
 that fits is held it waits for one instead of answering that nothing fits, and reads the
 load again after the wait. Then a seeded burst of creates and kills of mixed sizes through
 two ``SandboxService``s on two engines (two api processes) against nodes with CPU and
@@ -22,7 +23,7 @@ import pytest
 from sqlalchemy import select, text
 
 from hutch.api.models import NODE_BUSY_STATES, NewSandbox, NewTemplate, TemplateBuildState
-from hutch.api.nodes_model import NodeCapacity, NodeRegistration
+from hutch.api.nodes_model import NodeCapacity, NodeRegistration, NodeUsage
 from hutch.api.service.placement import Demand, NoNodeFits, Placement, PlacementPolicy
 from hutch.api.service.ports import PlacedSandbox, SandboxSpec
 from hutch.api.service.sandboxes import CreateSandboxRequest, SandboxPolicy, SandboxService
@@ -95,9 +96,13 @@ async def _other_node_while_best_is_held(url: str) -> tuple[NodeID, str]:
     template = (await store.templates.find_template("small", team_id=team)).id  # type: ignore[union-attr]
     try:
         async with write_transaction(store.engine) as conn:
-            held = await reserve_node(conn, SMALL)  # the best node, its row locked
+            held = await reserve_node(conn, SMALL)  # the best node, its lock held
             second = await asyncio.wait_for(
                 other.sandboxes.create_sandbox(_row(team, template), placer=SMALL), WAIT_S
+            )
+            # The node's row is not what placement locks: its heartbeat goes through.
+            await asyncio.wait_for(
+                other.nodes.heartbeat(held, boot_id="b", lease_s=600, usage=NodeUsage()), WAIT_S
             )
             await conn.execute(text("SELECT 1"))
         assert second.sandbox.node_id is not None
@@ -111,8 +116,8 @@ def test_a_create_takes_the_next_node_while_the_best_is_held(
     postgres_databases: PostgresDatabases,
 ) -> None:
     held, placed = asyncio.run(_other_node_while_best_is_held(postgres_databases.create()))
-    assert held == "node-a"  # ties by id
-    assert placed == "node-b"  # did not wait for node-a's row (it would never have come)
+    assert held == "node-a"  # the best (ties by id)
+    assert placed == "node-b"  # did not wait for node-a's lock (that would never have come)
 
 
 async def _waits_for_the_only_node(url: str, room: int) -> tuple[int, object]:

@@ -30,9 +30,24 @@ from hutch.api.nodes_model import (
 )
 from hutch.api.store.base import Clock, utc_now
 from hutch.api.store.engine import is_sqlite, read_transaction, write_transaction
+from hutch.api.store.locks import advisory_key
 from hutch.api.store.tables import nodes, sandboxes
 from hutch.shared.errors import ConflictError, NotFoundError
 from hutch.shared.ids import NodeID
+
+
+def placement_key(node_id: NodeID) -> int:
+    """The advisory lock key of the node's placement lock (``store/placement.py``)."""
+    return advisory_key("hutch.node", node_id)
+
+
+async def lock_placement(conn: AsyncConnection, node_id: NodeID) -> None:
+    """Wait for the node's placement lock, held until the transaction ends (PostgreSQL;
+    SQLite's writers are serialised already)."""
+    if not is_sqlite(conn):
+        await conn.execute(
+            text("SELECT pg_advisory_xact_lock(:key)"), {"key": placement_key(node_id)}
+        )
 
 
 def node_from_row(row: Row[Any]) -> Node:
@@ -267,6 +282,8 @@ class SqlNodeStore:
         won or the node beat meanwhile."""
         n, s = nodes.c, sandboxes.c
         async with write_transaction(self._engine) as conn:
+            # After any create placing a sandbox on it commits, so its row is killed too.
+            await lock_placement(conn, node_id)
             now = await store_now(conn, self._clock)
             won = await conn.execute(
                 update(nodes)

@@ -7,38 +7,56 @@ places a sandbox on node X does so while it holds X's row lock, and reads X's lo
 after taking it; the load it reads then includes every commit of a previous holder
 (READ COMMITTED: each statement sees what committed before it began).
 
-Taking the lock, on PostgreSQL:
+Every insert that places a sandbox on node X does so while it holds X's **placement
+lock**, a transaction-level advisory lock (``pg_advisory_xact_lock``, key
+``advisory_key("hutch.node", X)``), and reads X's row and load after taking it; what it
+reads then includes every commit of a previous holder (READ COMMITTED: each statement sees
+what committed before it began). The lock is not the node's row, so heartbeats,
+registrations and create counters (``UPDATE nodes``) never queue behind placements, and
+PostgreSQL grants a released advisory lock to the first waiter (no barging).
+
+Taking it, on PostgreSQL:
 
 1. rank every node from one read of the nodes and their loads; keep the
    :meth:`~hutch.api.nodes_model.Placer.shortlist` (the nodes as good as the best);
-2. lock the first of them **no other create holds**, in rank order, with one
-   ``SELECT ... ORDER BY rank LIMIT 1 FOR UPDATE SKIP LOCKED``: concurrent creates take
-   different nodes at once instead of queueing on the best one's row;
-3. only when every shortlisted row is locked, wait (``FOR UPDATE``) on one of them chosen
-   at random, so waiters spread over the shortlist and a create never reports that
-   nothing fits because the nodes that fit were busy;
-4. read the locked node's load again; if it no longer fits, :class:`NodeTaken` (the
+2. try their locks without waiting (``pg_try_advisory_xact_lock``): the best first (so
+   creates one after another still go to the least allocated node), then the others from
+   a random one round, so racing creates take different nodes at once (mostly at their
+   second try) instead of queueing on the best one;
+3. only when every shortlisted lock is held, wait on one of them chosen at random, so
+   waiters spread over the shortlist and a create never reports that nothing fits because
+   the nodes that fit were busy;
+4. read the node's row and load again; if it no longer fits, :class:`NodeTaken` (the
    caller retries the transaction without that node).
 
-A transaction holds at most one node lock, taken after the team's (``_lock_team``), and
-waits only in step 3, holding no other node's: there is no deadlock. SQLite's ``BEGIN
+A transaction holds at most one placement lock, taken after the team's (``_lock_team``),
+and waits only in step 3, holding no other: there is no deadlock. SQLite's ``BEGIN
 IMMEDIATE`` makes every writer the only one, so it takes the best node without a lock.
 """
 
 from __future__ import annotations
 
 import random
+from typing import Final
 
-from sqlalchemy import case, select
+from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from hutch.api.nodes_model import Candidate, Node, NodeLoad, Placer
+from hutch.api.nodes_model import Candidate, NodeLoad, Placer
 from hutch.api.store.artifacts import held_by
 from hutch.api.store.base import utc_now
 from hutch.api.store.engine import is_sqlite
-from hutch.api.store.nodes import lock_node, node_from_row, node_loads, store_now
+from hutch.api.store.nodes import (
+    lock_placement,
+    node_from_row,
+    node_loads,
+    placement_key,
+    store_now,
+)
 from hutch.api.store.tables import nodes
 from hutch.shared.ids import NodeID
+
+_TRY: Final = text("SELECT pg_try_advisory_xact_lock(:key)")
 
 
 class NodeTaken(Exception):
@@ -50,23 +68,20 @@ class NodeTaken(Exception):
         self.reason = reason
 
 
-async def lock_first_free(conn: AsyncConnection, ranked: list[NodeID]) -> Node | None:
-    """The first node of ``ranked`` whose row no other transaction holds, locked until this
-    one ends (PostgreSQL ``FOR UPDATE SKIP LOCKED``); None when all are held."""
-    order = case({node_id: i for i, node_id in enumerate(ranked)}, value=nodes.c.id)
-    query = (
-        select(nodes)
-        .where(nodes.c.id.in_(ranked))
-        .order_by(order)
-        .limit(1)
-        .with_for_update(skip_locked=True)
-    )
-    row = (await conn.execute(query)).first()
-    return node_from_row(row) if row is not None else None
+async def try_lock_one(conn: AsyncConnection, shortlist: list[NodeID]) -> NodeID | None:
+    """The first node whose placement lock this transaction took without waiting: the
+    best, then the others from a random one round (so that racing creates mostly succeed
+    at their second try); None when all are held."""
+    best, rest = shortlist[0], shortlist[1:]
+    start = random.randrange(len(rest)) if rest else 0
+    for node_id in [best, *rest[start:], *rest[:start]]:
+        if (await conn.execute(_TRY, {"key": placement_key(node_id)})).scalar_one():
+            return node_id
+    return None
 
 
 async def reserve_node(conn: AsyncConnection, placer: Placer) -> NodeID:
-    """The node to insert the new row on, its row locked (module docstring)."""
+    """The node to insert the new row on, its placement lock held (module docstring)."""
     now = await store_now(conn, utc_now)
     listed = [node_from_row(row) for row in await conn.execute(select(nodes))]
     loads = await node_loads(conn)
@@ -85,16 +100,17 @@ async def reserve_node(conn: AsyncConnection, placer: Placer) -> NodeID:
         ]
     )
     if is_sqlite(conn):
-        chosen, locked = shortlist[0], await lock_node(conn, shortlist[0])
+        chosen = shortlist[0]
     else:
-        locked = await lock_first_free(conn, shortlist)
-        if locked is None:
-            chosen = random.choice(shortlist)
-            locked = await lock_node(conn, chosen)
-        else:
-            chosen = locked.id
-    if locked is None:
+        found = await try_lock_one(conn, shortlist)
+        if found is None:
+            found = random.choice(shortlist)
+            await lock_placement(conn, found)
+        chosen = found
+    row = (await conn.execute(select(nodes).where(nodes.c.id == chosen))).first()
+    if row is None:
         raise NodeTaken(chosen, "left the cluster")
+    locked = node_from_row(row)
     load = (await node_loads(conn, [chosen])).get(chosen, NodeLoad())
     why = placer.misfit(
         Candidate(node=locked, load=load, lease_expired=locked.lease_expires_at < now)
