@@ -45,6 +45,15 @@ def test_session_sign_in_sets_a_strict_http_only_cookie_and_never_echoes_the_key
         assert again.json()["team"] == body["team"] and board.key not in again.text
 
 
+def test_session_cookie_is_secure_over_https(board: DashboardServer) -> None:
+    # Behind a TLS terminator on loopback (uvicorn trusts its X-Forwarded-Proto).
+    with _client(board, **{"x-forwarded-proto": "https"}) as client:
+        response = client.post("/dashboard/session", json={"apiKey": board.key})
+        assert response.status_code == 200
+        flags = {p.strip().lower() for p in response.headers["set-cookie"].split(";")}
+        assert "secure" in flags and "httponly" in flags
+
+
 def test_session_admin_key_says_admin(board: DashboardServer) -> None:
     with _client(board) as client:
         assert _sign_in(client, board.admin_key)["admin"] is True
