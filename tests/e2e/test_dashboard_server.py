@@ -115,7 +115,7 @@ def test_dashboard_envd_bridge_uploads_lists_and_downloads(board: Board) -> None
         assert refused.status_code == 403  # no CSRF token
         uploaded = client.post(
             f"{base}/files", params={"path": "/tmp/up.txt"}, files=files,
-            headers={"X-CSRF-Token": csrf},
+            headers={"X-CSRF-Token": csrf, "X-Metadata-Owner": "dashboard"},
         )  # fmt: skip
         assert uploaded.status_code == 200, uploaded.text
         # The SDK sees what the dashboard wrote.
@@ -133,6 +133,7 @@ def test_dashboard_envd_bridge_uploads_lists_and_downloads(board: Board) -> None
             headers={"X-CSRF-Token": csrf},
         )  # fmt: skip
         assert stat.status_code == 200 and stat.json()["entry"]["name"] == "up.txt"
+        assert stat.json()["entry"]["metadata"] == {"owner": "dashboard"}  # X-Metadata-* kept
         # A download is an attachment of opaque bytes, never a page of this origin.
         page = client.get(f"{base}/files", params={"path": "/tmp/page.html"})
         assert page.status_code == 200 and page.content == b"<script>alert(1)</script>"

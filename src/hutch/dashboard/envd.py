@@ -115,7 +115,11 @@ async def relay(
 ) -> Response:
     """Send ``request`` to ``/{path}`` of the sandbox's envd through the proxy; stream the
     answer back."""
-    headers = {k: v for k, v in request.headers.items() if k in _REQUEST_KEEP}
+    headers = {
+        k: v
+        for k, v in request.headers.items()
+        if k in _REQUEST_KEEP or k.startswith("x-metadata-")  # an upload's file metadata
+    }
     authorization = request.headers.get("authorization", "")
     if authorization.lower().startswith("basic "):
         headers["authorization"] = authorization  # envd's per-call user, not a credential
