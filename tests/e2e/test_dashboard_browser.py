@@ -315,3 +315,79 @@ def test_dashboard_imports_an_image_with_progress(
         lambda: not _css(browser, "[data-testid=templates] a[href='#/templates/bbdash']"),
     )
     assert _errors(browser) == []
+
+
+def _button(browser: Chrome, scope: str, label: str) -> WebElement:
+    return wait_for(
+        f"the {label!r} button",
+        lambda: next((b for b in _css(browser, f"{scope} button") if b.text == label), None),
+    )
+
+
+def test_dashboard_pause_resume_and_snapshot(serve: Serve, browser: Chrome) -> None:
+    sbx = Sandbox.create("busybox", timeout=300)
+    try:
+        _fresh(browser, f"{serve.api_url}/dashboard#/sandboxes/{sbx.sandbox_id}")
+        _sign_in(browser, os.environ["E2B_API_KEY"])
+        state = "[data-testid=sandbox-state]"
+        _button(browser, "#actions", "Pause").click()
+        wait_for("paused", lambda: _one(browser, state).text == "paused", timeout=60)
+        assert sbx.get_info().state.value == "paused"
+        _button(browser, "#actions", "Resume").click()
+        wait_for("running again", lambda: _one(browser, state).text == "running", timeout=60)
+        assert sbx.get_info().state.value == "running"
+
+        _one(browser, "#snapshot-name").send_keys("dash-snap")
+        _button(browser, "#actions", "Snapshot").click()
+        wait_for(
+            "the snapshot",
+            lambda: "Snapshot dash-snap taken" in _one(browser, "main > .status").text,
+            timeout=60,
+        )
+        browser.get(f"{serve.api_url}/dashboard#/storage")
+        row = wait_for(
+            "the snapshot's row",
+            lambda: next(
+                (r for r in _css(browser, "[data-testid=snapshots] tbody tr")
+                 if "dash-snap" in r.text), None,
+            ),
+        )  # fmt: skip
+        _shot(browser, "09-storage-snapshot")
+        row.find_element(By.CSS_SELECTOR, "button.danger").click()
+        _one(browser, "[data-testid=snapshots] .confirm button.danger").click()
+        wait_for(
+            "the deleted snapshot to leave the list",
+            lambda: "dash-snap" not in _one(browser, "#snapshots").text,
+        )
+        assert _errors(browser) == []
+    finally:
+        sbx.kill()
+
+
+def test_dashboard_key_shown_once_then_revoked(serve: Serve, browser: Chrome) -> None:
+    _fresh(browser, f"{serve.api_url}/dashboard#/keys")
+    _sign_in(browser, os.environ["E2B_API_KEY"])
+    _one(browser, "#key-name").send_keys("from-the-dashboard")
+    _button(browser, "#new-key", "Create key").click()
+    secret = _one(browser, "#new-secret").get_attribute("value") or ""
+    assert secret.startswith("e2b_")
+    listed = httpx.get(f"{serve.api_url}/sandboxes", headers={"X-API-Key": secret}, timeout=30)
+    assert listed.status_code == 200  # a working key
+    _button(browser, "#new-key", "Done").click()
+    assert not _css(browser, "#new-secret") and secret not in browser.page_source
+    row = wait_for(
+        "the new key's row",
+        lambda: next(
+            (r for r in _css(browser, "[data-testid=keys] tbody tr")
+             if "from-the-dashboard" in r.text), None,
+        ),
+    )  # fmt: skip
+    row.find_element(By.CSS_SELECTOR, "button.danger").click()
+    _one(browser, "[data-testid=keys] .confirm button.danger").click()
+    wait_for(
+        "the revoked key to leave the list",
+        lambda: "from-the-dashboard" not in _one(browser, "[data-testid=keys]").text,
+    )
+    refused = httpx.get(f"{serve.api_url}/sandboxes", headers={"X-API-Key": secret}, timeout=30)
+    assert refused.status_code == 401
+    assert _errors(browser) == []
