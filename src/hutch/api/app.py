@@ -332,6 +332,19 @@ def build_context(
     async def kill_for_team(team_id: TeamID, sandbox_id: str) -> object:
         return await sandboxes.kill_sandbox(team_id=team_id, sandbox_id=sandbox_id)
 
+    builds = TemplateBuildService(
+        templates=store.templates,
+        runner=build_runner,
+        quotas=quotas,
+        jobs=store.builds,
+        upload_tokens=UploadTokens(upload_secret),
+    )
+
+    async def cancel_team_builds(team_id: TeamID) -> tuple[int, int]:
+        # Any api may cancel: the builds are the store's rows, and the worker running one
+        # (of whichever api) stops it at its next heartbeat.
+        return await builds.cancel_team_builds(team_id, reason="cancelled by an admin")
+
     ctx = HttpContext(
         usage=UsageSampler(
             sandboxes=store.sandboxes,
@@ -348,6 +361,7 @@ def build_context(
                 kill_sandbox=kill_for_team,
                 delete_volumes=delete_team_volumes,
                 delete_templates=delete_team_templates,
+                cancel_builds=cancel_team_builds,
             ),
         ),
         sandboxes=sandboxes,
@@ -359,13 +373,7 @@ def build_context(
             ),
         ),
         templates=templates,
-        builds=TemplateBuildService(
-            templates=store.templates,
-            runner=build_runner,
-            quotas=quotas,
-            jobs=store.builds,
-            upload_tokens=UploadTokens(upload_secret),
-        ),
+        builds=builds,
         tags=TemplateTagService(templates=store.templates),
         metadata=MetadataService(sandboxes=store.sandboxes, node=node, locks=locks),
         network=NetworkService(sandboxes=store.sandboxes, node=node, locks=locks),

@@ -75,7 +75,9 @@ async def _seed(url: str) -> tuple[str, TeamID, str, str]:
         await store.close()
 
 
-def _serve(database_url: str, home: Path, **settings: object) -> Iterator[ApiServer]:
+def _serve(
+    database_url: str, home: Path, *, build_runner: object = None, **settings: object
+) -> Iterator[ApiServer]:
     key, team_id, other_key, admin_key = run_async(lambda: _seed(database_url))
     node = FakeNodeClient()
     port = free_port()
@@ -88,7 +90,7 @@ def _serve(database_url: str, home: Path, **settings: object) -> Iterator[ApiSer
         usage_interval_s=3600,  # and sample_once(at)
         **settings,  # type: ignore[arg-type]
     )
-    app = create_app(cfg, node=node)
+    app = create_app(cfg, node=node, build_runner=build_runner)  # type: ignore[arg-type]
     server = uvicorn.Server(
         uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
     )

@@ -97,7 +97,10 @@ def parse_unix(value: str | None, *, field: str) -> datetime | None:
     if not value:
         return None
     try:
-        return datetime.fromtimestamp(int(value), UTC)
+        seconds = int(value)
+        if seconds < 0:
+            raise ValueError(value)
+        return datetime.fromtimestamp(seconds, UTC)
     except (ValueError, OverflowError, OSError) as exc:
         raise InvalidArgumentError(f"{field} must be unix seconds, not {value!r}") from exc
 

@@ -3,7 +3,10 @@
 E2B's spec names ``POST /admin/teams/{teamID}/api-keys`` (201 ``CreatedTeamAPIKey``) and
 ``DELETE /admin/teams/{teamID}/api-keys/{apiKeyID}`` (204); hutch adds, in the same
 namespace, ``GET|POST /admin/teams``, ``DELETE /admin/teams/{teamID}[?force=true]`` and
-``GET /admin/teams/{teamID}/api-keys``. ``{teamID}`` is a team's id or its name. A member
+``GET /admin/teams/{teamID}/api-keys``. Also E2B's ``POST /admin/teams/{teamID}/sandboxes/
+kill``, ``POST /admin/teams/{teamID}/builds/cancel`` and ``GET /admin/sandboxes/running-
+counts`` (E2B's admin token is hutch's admin key), and ``GET /teams/{teamID}/metrics[/max]``
+for members of the team and admins. ``{teamID}`` is a team's id or its name. A member
 key gets 403 saying an admin key is needed; a missing or dead key 401. The role check and
 the audit log are the service's (``service/teams.py``).
 """
@@ -25,9 +28,11 @@ from hutch.api.http.schemas import (
     iso,
     listed_sandbox_body,
 )
+from hutch.api.models import Team
 from hutch.api.service.keys import KeyService
 from hutch.api.service.quotas import QuotaService, check_changes, wire_body
 from hutch.api.service.teams import TeamService
+from hutch.api.service.usage import UsageSampler
 from hutch.shared.errors import InvalidArgumentError, NotFoundError, UnavailableError
 from hutch.shared.ids import TeamID
 
@@ -141,10 +146,9 @@ async def _quotas_body(
     return body
 
 
-async def team_metrics(request: Request) -> Response:
-    """``GET /teams/{teamID}/metrics?start=&end=`` → 200 ``[TeamMetric]`` (E2B's shape):
-    the caller's own team (another team's id 404, as an unknown one), or any team for an
-    admin key; ``start``/``end`` unix seconds (default: the last hour)."""
+async def _metrics_team(request: Request) -> tuple[Team, UsageSampler]:
+    """The team whose metrics are asked for: the caller's own (another team's id 404, as
+    an unknown one), or any team for an admin key; and the sampler."""
     caller = await authenticate_caller(request)
     ref = str(request.path_params["team_id"])
     if caller.admin:
@@ -156,6 +160,13 @@ async def team_metrics(request: Request) -> Response:
     usage = context(request).usage
     if usage is None:
         raise UnavailableError("this server does not sample team usage")
+    return team, usage
+
+
+async def team_metrics(request: Request) -> Response:
+    """``GET /teams/{teamID}/metrics?start=&end=`` → 200 ``[TeamMetric]`` (E2B's shape);
+    ``start``/``end`` unix seconds (default: the last hour)."""
+    team, usage = await _metrics_team(request)
     q = request.query_params
     start = parse_unix(q.get("start"), field="start")
     end = parse_unix(q.get("end"), field="end")
@@ -170,6 +181,49 @@ async def team_metrics(request: Request) -> Response:
             for s in usage.series(team.id, start=start, end=end)
         ]
     )
+
+
+async def team_metrics_max(request: Request) -> Response:
+    """``GET /teams/{teamID}/metrics/max?metric=&start=&end=`` → 200 ``MaxTeamMetric``
+    ``{timestamp, timestampUnix, value}``: the highest ``concurrent_sandboxes`` or
+    ``sandbox_start_rate`` of the same samples, at its first sample (none: 0 at ``end``)."""
+    team, usage = await _metrics_team(request)
+    q = request.query_params
+    metric = q.get("metric")
+    if not metric:
+        raise InvalidArgumentError("metric is required: concurrent_sandboxes or sandbox_start_rate")
+    start = parse_unix(q.get("start"), field="start")
+    end = parse_unix(q.get("end"), field="end")
+    at, value = usage.peak(team.id, metric, start=start, end=end)
+    return JSONResponse({"timestamp": iso(at), "timestampUnix": int(at.timestamp()),
+                         "value": value})  # fmt: skip
+
+
+async def kill_team_sandboxes(request: Request) -> Response:
+    """``POST /admin/teams/{teamID}/sandboxes/kill`` → 200 ``AdminSandboxKillResult``
+    ``{killedCount, failedCount}``: every live sandbox of the team (running or paused)."""
+    caller = await authenticate_caller(request)
+    killed, failed = await _teams(request).kill_team_sandboxes(
+        caller, ref=str(request.path_params["team_id"])
+    )
+    return JSONResponse({"killedCount": killed, "failedCount": failed})
+
+
+async def cancel_team_builds(request: Request) -> Response:
+    """``POST /admin/teams/{teamID}/builds/cancel`` → 200 ``AdminBuildCancelResult``
+    ``{cancelledCount, failedCount}``: every pending and running template build."""
+    caller = await authenticate_caller(request)
+    cancelled, failed = await _teams(request).cancel_team_builds(
+        caller, ref=str(request.path_params["team_id"])
+    )
+    return JSONResponse({"cancelledCount": cancelled, "failedCount": failed})
+
+
+async def running_counts(request: Request) -> Response:
+    """``GET /admin/sandboxes/running-counts`` → 200 ``{teamID: count}``
+    (``AdminTeamRunningSandboxCounts``): teams without running sandboxes are omitted."""
+    caller = await authenticate_caller(request)
+    return JSONResponse(dict(await _teams(request).running_counts(caller)))
 
 
 async def get_quotas(request: Request) -> Response:
@@ -226,8 +280,12 @@ async def publish_template(request: Request) -> Response:
 
 ROUTES = [
     Route("/admin/sandboxes", list_all_sandboxes, methods=["GET"]),
+    Route("/admin/sandboxes/running-counts", running_counts, methods=["GET"]),
+    Route("/admin/teams/{team_id}/sandboxes/kill", kill_team_sandboxes, methods=["POST"]),
+    Route("/admin/teams/{team_id}/builds/cancel", cancel_team_builds, methods=["POST"]),
     Route("/admin/templates/{template_id}", publish_template, methods=["PATCH"]),
     Route("/teams/{team_id}/metrics", team_metrics, methods=["GET"]),
+    Route("/teams/{team_id}/metrics/max", team_metrics_max, methods=["GET"]),
     Route("/admin/teams/{team_id}/quotas", get_quotas, methods=["GET"]),
     Route("/admin/teams/{team_id}/quotas", set_quotas, methods=["PATCH"]),
     Route("/admin/teams", list_teams, methods=["GET"]),

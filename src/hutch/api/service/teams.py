@@ -23,10 +23,16 @@ from hutch.api.models import ApiKey, CreatedApiKey, Sandbox, SandboxState, Team
 from hutch.api.service.keys import Caller, KeyService
 from hutch.api.service.quotas import QuotaService
 from hutch.api.store.base import ApiKeyStore, SandboxStore, TeamStore
-from hutch.shared.errors import ConflictError, InvalidArgumentError, NotFoundError
+from hutch.shared.errors import (
+    ConflictError,
+    InvalidArgumentError,
+    NotFoundError,
+    UnavailableError,
+)
 from hutch.shared.ids import ApiKeyID, TeamID
 
 _audit = logging.getLogger("hutch.audit")
+_log = logging.getLogger(__name__)
 
 #: What a team name may be: shown in CLI output and usable as a path segment.
 TEAM_NAME_RE: Final = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
@@ -40,6 +46,10 @@ LIVE_STATES: Final = frozenset(
         SandboxState.RESUMING,
     }
 )
+
+
+#: What ``running-counts`` counts: live and not paused.
+RUNNING_STATES: Final = frozenset(s.value for s in LIVE_STATES if s is not SandboxState.PAUSED)
 
 
 def check_team_name(name: object) -> str:
@@ -66,6 +76,8 @@ class TeamCleanup:
     delete_volumes: Callable[[TeamID], Awaitable[int]]
     #: Delete every template of the team with its files; returns how many.
     delete_templates: Callable[[TeamID], Awaitable[int]]
+    #: Cancel every pending and running build of the team: ``(cancelled, failed)``.
+    cancel_builds: Callable[[TeamID], Awaitable[tuple[int, int]]] | None = None
 
 
 class TeamService:
@@ -165,6 +177,54 @@ class TeamService:
         KeyService.require_admin(caller, action="Listing every team's sandboxes")
         chosen = [await self.resolve(ref)] if ref else await self._teams.list_teams()
         return [(team, s) for team in chosen for s in await self._live_of(team.id)]
+
+    async def kill_team_sandboxes(self, caller: Caller, *, ref: str) -> tuple[int, int]:
+        """``POST /admin/teams/{teamID}/sandboxes/kill``: kill every live (running, paused or
+        in between) sandbox of the team; ``(killed, failed)``. One killed meanwhile by
+        someone else is neither; one whose kill errs is failed (logged) and the rest go on."""
+        KeyService.require_admin(caller, action="Killing a team's sandboxes")
+        team = await self.resolve(ref)
+        killed = failed = 0
+        if self._cleanup is not None:
+            for sandbox in await self._live_of(team.id):
+                try:
+                    await self._cleanup.kill_sandbox(team.id, sandbox.id)
+                    killed += 1
+                except NotFoundError:
+                    pass  # killed meanwhile
+                except Exception:
+                    _log.exception("killing sandbox %s of team %s failed", sandbox.id, team.id)
+                    failed += 1
+        _audit.info(
+            "admin key %s killed the sandboxes of team %s (%s): %d killed, %d failed",
+            caller.key.id, team.id, team.name, killed, failed,
+        )  # fmt: skip
+        return killed, failed
+
+    async def cancel_team_builds(self, caller: Caller, *, ref: str) -> tuple[int, int]:
+        """``POST /admin/teams/{teamID}/builds/cancel``: cancel every pending and running
+        template build of the team; ``(cancelled, failed)``."""
+        KeyService.require_admin(caller, action="Cancelling a team's builds")
+        team = await self.resolve(ref)
+        cancel = self._cleanup.cancel_builds if self._cleanup is not None else None
+        if cancel is None:
+            raise UnavailableError("this server does not build templates")
+        cancelled, failed = await cancel(team.id)
+        _audit.info(
+            "admin key %s cancelled the builds of team %s (%s): %d cancelled, %d failed",
+            caller.key.id, team.id, team.name, cancelled, failed,
+        )  # fmt: skip
+        return cancelled, failed
+
+    async def running_counts(self, caller: Caller) -> dict[TeamID, int]:
+        """``GET /admin/sandboxes/running-counts``: per team with any, its sandboxes that
+        are running or on their way in or out of running (creating, resuming, pausing)."""
+        KeyService.require_admin(caller, action="Counting every team's sandboxes")
+        counts: dict[TeamID, int] = {}
+        for team_id, _alias, state, count in await self._sandboxes.count_live():
+            if state in RUNNING_STATES:
+                counts[team_id] = counts.get(team_id, 0) + count
+        return counts
 
     async def _kill_all(self, team_id: TeamID) -> int:
         """Kill every live sandbox of the team (one pass over the listing's pages)."""

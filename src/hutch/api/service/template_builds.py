@@ -97,6 +97,8 @@ class BuildJobs(Protocol):
     ) -> bool: ...  # fmt: skip
     async def orphans(self, *, heartbeat_before: datetime) -> list[Any]: ...
     async def count_building(self, team_id: str) -> int: ...
+    async def open_builds(self, team_id: str) -> list[Any]: ...
+    async def cancel(self, build_id: str, *, reason: str) -> bool: ...
 
 
 def _view(record: Any, entries: list[Any]) -> Build:
@@ -220,6 +222,32 @@ class TemplateBuildService:
         """How many of the team's builds are running (started, not ended), in any api."""
         return await self.jobs.count_building(team_id)
 
+    async def cancel_team_builds(self, team_id: TeamID, *, reason: str) -> tuple[int, int]:
+        """End every pending (requested, or started and not claimed) and running build of
+        the team as ``error`` with ``reason``; a running one's worker stops its run at its
+        next heartbeat. The template row goes as for an orphan (a first build's ``error``,
+        a rebuild's ``ready``). ``(cancelled, failed)``; one that ended meanwhile is
+        neither."""
+        cancelled = failed = 0
+        for record in await self.jobs.open_builds(team_id):
+            try:
+                if not await self.jobs.cancel(record.build_id, reason=reason):
+                    continue
+                await self.jobs.append_lines(
+                    record.build_id,
+                    [LogEntry(datetime.now(UTC), "error", f"Build cancelled: {reason}")],
+                )
+                if record.first:
+                    with contextlib.suppress(NotFoundError):
+                        await self._templates.set_build_state(
+                            TemplateID(record.template_id), TemplateBuildState.ERROR
+                        )
+                cancelled += 1
+            except Exception:
+                log.exception("build %s: cancelling failed", record.build_id)
+                failed += 1
+        return cancelled, failed
+
     async def get_own_template(self, template_id: str, *, team_id: TeamID) -> Template:
         """The team's template ``template_id``; ``NotFoundError`` otherwise."""
         found = await self._templates.find_template(template_id, team_id=team_id)
@@ -277,6 +305,7 @@ class TemplateBuildService:
         flushing = asyncio.create_task(flusher(), name=f"build-logs-{record.build_id}")
         reason: str | None = None
         reason_step: str | None = None
+        ended_elsewhere = False
         started = time.perf_counter()
         try:
             await self.runner.run_build(
@@ -287,10 +316,14 @@ class TemplateBuildService:
                 log=add,
                 build_id=record.build_id,
             )
-            with contextlib.suppress(NotFoundError):  # the template was deleted meanwhile
-                await self._templates.set_tags(
-                    TemplateID(record.template_id), list(record.tags), record.build_id
-                )
+            current = await self.jobs.find_build(record.build_id)
+            # Cancelled (or failed as orphaned) meanwhile: it has its status; publish nothing.
+            ended_elsewhere = current is not None and current.status != "building"
+            if not ended_elsewhere:
+                with contextlib.suppress(NotFoundError):  # the template was deleted meanwhile
+                    await self._templates.set_tags(
+                        TemplateID(record.template_id), list(record.tags), record.build_id
+                    )
         except (BuildFailedError, HutchError) as exc:
             reason = exc.message
             reason_step = getattr(exc, "step", None)
@@ -306,6 +339,8 @@ class TemplateBuildService:
             with contextlib.suppress(Exception):
                 await flushing
         await flush()  # every line is in the store before the status says it ended
+        if ended_elsewhere:
+            return
         state = TemplateBuildState.READY
         if reason is not None and record.first:
             state = TemplateBuildState.ERROR

@@ -129,10 +129,16 @@ class BuildWorker:
         self.wake()  # room for the next one
 
     async def _execute(self, record: Any) -> None:
-        beat = asyncio.create_task(self._heartbeat(record.build_id))
+        me = asyncio.current_task()
+        assert me is not None
+        lost: list[bool] = []
+        beat = asyncio.create_task(self._heartbeat(record.build_id, me, lost))
         try:
             await self._service.execute(record, worker=self.worker_id)
         except asyncio.CancelledError:
+            if lost and me.uncancel() == 0:  # ended elsewhere (cancelled): stop this run
+                _log.info("build %s: ended elsewhere (cancelled); run stopped", record.build_id)
+                return
             # This api is stopping: say so now rather than after the orphan timeout.
             with contextlib.suppress(Exception):
                 await asyncio.shield(
@@ -150,11 +156,19 @@ class BuildWorker:
             with contextlib.suppress(asyncio.CancelledError):
                 await beat
 
-    async def _heartbeat(self, build_id: str) -> None:
+    async def _heartbeat(self, build_id: str, run: asyncio.Task[Any], lost: list[bool]) -> None:
+        """Renew the claim; when the store says the build is no longer ours and building
+        (cancelled, or failed as orphaned), cancel its run."""
         while True:
             await asyncio.sleep(self._heartbeat_s)
-            with contextlib.suppress(Exception):
-                await self._service.jobs.heartbeat(build_id, self.worker_id)
+            try:
+                ours = await self._service.jobs.heartbeat(build_id, self.worker_id)
+            except Exception:
+                continue  # the store's hiccup: the next beat tries again
+            if not ours:
+                lost.append(True)
+                run.cancel()
+                return
 
     async def fail_orphans(self, *, everything_claimed: bool = False) -> int:
         """Fail builds whose worker stopped heartbeating; return how many."""

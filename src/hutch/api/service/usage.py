@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -37,6 +38,13 @@ class TeamSample:
     at: datetime
     concurrent: int
     start_rate: float
+
+
+#: The metrics ``GET /teams/{id}/metrics/max`` answers (E2B's names) and their values.
+PEAK_METRICS: dict[str, Callable[[TeamSample], float]] = {
+    "concurrent_sandboxes": lambda s: s.concurrent,
+    "sandbox_start_rate": lambda s: s.start_rate,
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,6 +99,24 @@ class UsageSampler:
         if start > end:
             raise InvalidArgumentError("start must not be after end")
         return [s for s in self._samples.get(team_id, ()) if start <= s.at <= end]
+
+    def peak(
+        self, team_id: TeamID, metric: str, *, start: datetime | None, end: datetime | None
+    ) -> tuple[datetime, float]:
+        """``GET /teams/{id}/metrics/max``: the highest ``metric`` (one of
+        :data:`PEAK_METRICS`) among the team's samples in ``[start, end]`` and the time of its
+        first sample; ``(end, 0)`` when the window holds none (nothing ran)."""
+        if metric not in PEAK_METRICS:
+            raise InvalidArgumentError(
+                f"metric must be one of {', '.join(PEAK_METRICS)}, not {metric!r}"
+            )
+        end = end or self._clock()
+        samples = self.series(team_id, start=start, end=end)
+        if not samples:
+            return end, 0
+        value = PEAK_METRICS[metric]
+        best = max(samples, key=value)  # the first of equal ones
+        return best.at, value(best)
 
     async def current(self, team_id: TeamID) -> TeamUse:
         """The team's live use, from the store."""

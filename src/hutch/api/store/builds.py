@@ -268,6 +268,34 @@ class SqlBuildStore:
             )  # fmt: skip
             return bool(done.rowcount)
 
+    async def open_builds(self, team_id: str) -> list[BuildRecord]:
+        """The team's builds that have not ended (``waiting`` or ``building``), oldest first."""
+        async with read_transaction(self._engine) as conn:
+            rows = await conn.execute(
+                select(template_builds)
+                .where(
+                    template_builds.c.team_id == team_id,
+                    template_builds.c.status.in_(("waiting", "building")),
+                )
+                .order_by(template_builds.c.created_at, template_builds.c.id)
+            )
+            return [_record(r) for r in rows]
+
+    async def cancel(self, build_id: str, *, reason: str) -> bool:
+        """End a ``waiting`` or ``building`` build as ``error`` with ``reason``; False when it
+        had ended already. Its worker sees it at its next heartbeat and stops the run."""
+        now = self._clock()
+        async with write_transaction(self._engine) as conn:
+            done = await conn.execute(
+                template_builds.update()
+                .where(
+                    template_builds.c.id == build_id,
+                    template_builds.c.status.in_(("waiting", "building")),
+                )
+                .values(status="error", reason=reason, updated_at=now, finished_at=now)
+            )
+            return bool(done.rowcount)
+
     async def count_building(self, team_id: str) -> int:
         """How many of the team's builds are started and not ended."""
         async with read_transaction(self._engine) as conn:
