@@ -218,6 +218,7 @@ def test_dashboard_in_a_browser(serve: Serve, browser: Chrome, tmp_path: Path) -
         path.submit()
         local = tmp_path / "from-browser.txt"
         local.write_text("uploaded through the dashboard\n")
+        _one(browser, "#upload-meta").send_keys("source=browser")
         _one(browser, "#upload-file").send_keys(str(local))
         wait_for(
             "the upload to finish",
@@ -225,6 +226,8 @@ def test_dashboard_in_a_browser(serve: Serve, browser: Chrome, tmp_path: Path) -
         )
         assert sbx.files.read("/tmp/from-browser.txt") == local.read_text()
         link = _one(browser, "tr[data-name='from-browser.txt'] a", "the uploaded file's row")
+        entry = _one(browser, "tr[data-name='from-browser.txt']")
+        wait_for("its metadata", lambda: "source=browser" in entry.text)
         link.click()
         downloaded = browser.downloads / "from-browser.txt"  # type: ignore[attr-defined]
         wait_for("the download", lambda: downloaded.is_file() and downloaded.read_text())
@@ -283,7 +286,8 @@ def test_dashboard_nodes_for_an_admin_key(serve: Serve, browser: Chrome) -> None
     _one(browser, ".badge", "the admin badge")
     browser.get(f"{serve.api_url}/dashboard#/nodes")
     row = _one(browser, "[data-testid=nodes] tbody tr", "a node's row")
-    assert "ready" in row.text
+    assert row.find_element(By.CSS_SELECTOR, ".state").text in ("ready", "draining", "lost")
+    assert len(row.find_elements(By.CSS_SELECTOR, "meter")) == 2  # CPU and memory allocated
     _shot(browser, "07-nodes")
     assert _errors(browser) == []
 
