@@ -88,3 +88,13 @@ def test_static_assets_need_no_eval_inline_data_or_secrets() -> None:
         assert re.search(r"\beval\(|new Function\(", text) is None, asset.name
         assert "url(data:" not in text.replace(" ", ""), asset.name
         assert re.search(r"e2b_[0-9a-f]{40}", text) is None, asset.name
+
+
+def test_frontend_sources_never_render_strings_as_markup() -> None:
+    # Strings from the API (names, metadata, file names, log lines) reach the page as JSX
+    # text only; a way to hand markup to the DOM would have to appear here.
+    pattern = re.compile(r"innerHTML|outerHTML|insertAdjacentHTML|dangerouslySetInnerHTML|"
+                         r"document\.write|\beval\(|new Function\(")  # fmt: skip
+    for path in sorted((FRONTEND / "src").rglob("*.ts*")):
+        found = pattern.search(path.read_text())
+        assert found is None, f"{path.relative_to(REPO)}: {found.group(0) if found else ''}"
