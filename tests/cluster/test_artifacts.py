@@ -1,0 +1,157 @@
+"""Snapshots across nodes in a real cluster (ADR 0029): ``hutch cluster up --nodes 2``, the
+official ``e2b`` SDK through the edge. A snapshot is taken on node-1, so at first it is a
+template only node-1 holds; node-1 is drained and a create from the snapshot lands on
+node-2, which fetches it from node-1 over the node API (digest-checked tars) and boots
+from it with the snapshot's files; the store's ``artifact_holdings`` then names both;
+deleting the snapshot removes it from both nodes' disks; ``hutch cluster down`` leaves
+nothing. Host names ``ha<slot><n>*``, subnets ``10.<250+slot>.<n>.0/24``: distinct from
+the other cluster tests'; run under the host-tests flock like them."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from e2b import Sandbox
+
+from hutch.api.nodes_model import NodeStatus
+from hutch.api.store.sql import open_sql_store
+from hutch.shared.ids import NodeID
+from tests.conftest import machine_lacks
+
+SLOT = int(os.environ.get("HUTCH_TEST_SLOT", "0") or "0")
+PREFIX = f"ha{SLOT}"
+SUBNET = f"10.{250 + SLOT}"
+HUTCH = [sys.executable, "-m", "hutch"]
+
+
+class Cluster:
+    def __init__(self, home: Path, info: dict[str, object]) -> None:
+        self.home, self.info = home, info
+
+    def procs(self, role: str) -> list[dict[str, object]]:
+        return [p for p in self.info["processes"] if p["role"] == role]  # type: ignore[attr-defined,index]
+
+    def sdk(self) -> dict[str, str]:
+        env: dict[str, str] = self.info["env"]  # type: ignore[assignment]
+        return {"api_key": env["E2B_API_KEY"], "api_url": env["E2B_API_URL"],
+                "sandbox_url": env["E2B_SANDBOX_URL"]}  # fmt: skip
+
+    def node_of(self, sandbox_id: str) -> str:
+        token = (self.home / "cluster.token").read_text().strip()
+        for node in self.procs("node"):
+            listed = httpx.get(f"{node['url']}/v1/sandboxes", timeout=10,
+                               headers={"Authorization": f"Bearer {token}"}).json()  # fmt: skip
+            if any(s["sandbox_id"] == sandbox_id for s in listed["sandboxes"]):
+                return str(node["id"])
+        raise AssertionError(f"{sandbox_id} runs on no node")
+
+    def templates(self, node_id: str) -> Path:
+        return self.home / "nodes" / node_id / "templates"
+
+    def store(self, work: object) -> object:
+        async def run() -> object:
+            store = await open_sql_store(str(self.info["databaseUrl"]))
+            try:
+                return await work(store)  # type: ignore[operator]
+            finally:
+                await store.close()
+
+        return asyncio.run(run())
+
+    def set_status(self, node_id: str, status: NodeStatus) -> None:
+        async def work(store: object) -> None:
+            await store.nodes.set_status(  # type: ignore[attr-defined]
+                NodeID(node_id), new=status,
+                expected=frozenset({NodeStatus.READY, NodeStatus.DRAINING}),
+            )  # fmt: skip
+
+        self.store(work)
+
+    def holders(self, artifact: str) -> dict[str, str]:
+        async def work(store: object) -> dict[str, str]:
+            found = await store.artifacts.holders(artifact)  # type: ignore[attr-defined]
+            return {h.node_id: h.state for h in found}
+
+        return self.store(work)  # type: ignore[return-value]
+
+
+def _leftovers() -> list[str]:
+    netns = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+    links = subprocess.run(["ip", "-o", "link"], capture_output=True, text=True).stdout
+    names = [*netns.split(), *(line.split(":")[1].strip() for line in links.splitlines())]
+    mounts = [m for m in Path("/proc/mounts").read_text().splitlines() if "/hutch-art-" in m]
+    return [n for n in names if n.startswith(PREFIX)] + mounts
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[Cluster]:
+    if os.geteuid() != 0:
+        machine_lacks("a cluster's nodes need root")
+    if not Path("/var/lib/hutch/templates/base/template.json").is_file():
+        machine_lacks("install.sh's base template")
+    home = Path(tempfile.mkdtemp(prefix="hutch-art-"))
+    assert _leftovers() == []
+    up = subprocess.run(
+        [*HUTCH, "cluster", "up", "--home", str(home), "--nodes", "2", "--apis", "1",
+         "--names", PREFIX, "--subnet", SUBNET, "--json"],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert up.returncode == 0, up.stderr
+    info = json.loads(up.stdout)
+    try:
+        yield Cluster(home, info)
+    finally:
+        down = subprocess.run([*HUTCH, "cluster", "down", "--home", str(home)], timeout=300,
+                              capture_output=True, text=True)  # fmt: skip
+        shutil.rmtree(home, ignore_errors=True)
+        assert down.returncode == 0, down.stderr
+        assert _leftovers() == []
+
+
+def test_artifacts_a_snapshot_taken_on_one_node_starts_on_the_other(cluster: Cluster) -> None:
+    cluster.set_status("node-2", NodeStatus.DRAINING)
+    source = Sandbox.create("base", timeout=180, **cluster.sdk())
+    made: list[Sandbox] = [source]
+    try:
+        assert cluster.node_of(source.sandbox_id) == "node-1"
+        source.files.write("/home/user/marker.txt", "made on node-1")
+        snap = source.create_snapshot().snapshot_id
+        # At first only node-1 holds it: on its disk and in the store.
+        assert (cluster.templates("node-1") / snap / "template.json").is_file()
+        assert not (cluster.templates("node-2") / snap).exists()
+        assert cluster.holders(snap) == {"node-1": "held"}
+
+        cluster.set_status("node-2", NodeStatus.READY)
+        cluster.set_status("node-1", NodeStatus.DRAINING)
+        child = Sandbox.create(snap, timeout=180, **cluster.sdk())
+        made.append(child)
+        assert cluster.node_of(child.sandbox_id) == "node-2"
+        assert child.files.read("/home/user/marker.txt") == "made on node-1"
+        assert child.commands.run("echo $((6 * 7))").stdout.strip() == "42"
+        assert cluster.holders(snap) == {"node-1": "held", "node-2": "held"}
+        fetched = cluster.templates("node-2") / ".snapshots" / snap / "layer"
+        assert (fetched / "home" / "user" / "marker.txt").read_text() == "made on node-1"
+        assert not any((cluster.templates("node-2") / ".incoming").iterdir())
+
+        for sbx in made:
+            sbx.kill()
+        made.clear()
+        assert Sandbox.delete_snapshot(snap, **cluster.sdk()) is True
+        assert cluster.holders(snap) == {}
+        for node in ("node-1", "node-2"):
+            assert not (cluster.templates(node) / snap).exists(), node
+            assert not (cluster.templates(node) / ".snapshots" / snap).exists(), node
+    finally:
+        for sbx in made:
+            sbx.kill()
+        cluster.set_status("node-1", NodeStatus.READY)
