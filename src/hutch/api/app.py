@@ -259,6 +259,7 @@ def build_context(
     upload_secret: bytes | None = None,
     placement: PlacementPolicy | None = None,
     artifacts: ArtifactService | None = None,
+    template_deletes: TemplateBuilder | None = None,
 ) -> tuple[HttpContext, Reaper]:
     """The services over ``store`` and ``node``, and the reaper that shares them.
 
@@ -312,7 +313,11 @@ def build_context(
         policy=policy,
         clock=clock,
     )
-    templates = TemplateService(templates=store.templates, builder=builder)
+    # ``template_deletes``: a cluster api without a builder still deletes templates on every
+    # holder (``ClusterTemplates``); it imports nothing (its import worker does not run).
+    templates = TemplateService(
+        templates=store.templates, builder=builder if builder is not None else template_deletes
+    )
 
     async def delete_team_volumes(team_id: TeamID) -> int:
         owned = await volumes.list(team_id=team_id)
@@ -466,7 +471,8 @@ def create_app(
         backends = volume_backends if volume_backends is not None else own_backends
         registry: NodeRegistry | None = None
         artifacts: ArtifactService | None = None
-        the_node, the_cluster, the_builder = node, cluster, builder
+        the_node, the_cluster = node, cluster
+        template_deletes: TemplateBuilder | None = None
         if cluster is None and settings.effective_cluster_token():
             # A scale-out api: nodes register here, calls go to each sandbox's node; their
             # routes are the store's (the edge proxy reads them) unless ``routes`` is given.
@@ -477,8 +483,8 @@ def create_app(
             app.state.cluster = the_cluster
             if the_node is None:
                 the_node, artifacts = built.node, built.artifacts
-                if the_builder is None:
-                    the_builder = built.templates  # deletes reach every holder
+                if builder is None:
+                    template_deletes = built.templates  # deletes reach every holder
         if the_node is None:
             raise ValueError("create_app needs a node client, or a cluster token to route")
         ctx, reaper = build_context(
@@ -487,11 +493,12 @@ def create_app(
             store=the_store,
             volume_backends=backends,
             clock=clock,
-            builder=the_builder,
+            builder=builder,
             build_runner=build_runner,
             node_status=node_status,
             locks=coordination.locks if coordination else None,
             artifacts=artifacts,
+            template_deletes=template_deletes,
             upload_secret=await upload_secret(the_store, settings),
             # Routing through the registry (serve's cluster, or no node client handed in):
             # every create is placed among the registered nodes. A node client handed in

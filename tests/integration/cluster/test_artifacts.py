@@ -132,6 +132,12 @@ def test_artifacts_prefer_holder_fetch_from_it_refuse_precisely_delete_everywher
                 "node-a": "held", "node-b": "held",
             }  # fmt: skip
 
+            # This api has no builder: an import is refused at once (no job its worker
+            # could only fail), while deletes below still reach every holder.
+            image = {"source": "oci:/nowhere:latest", "name": "img"}
+            r = c.post("/templates/from-image", json=image)
+            assert r.status_code == 503, r.text
+
             # Deleted while node-b is down: node-a deletes it now, node-b is marked.
             for sid in [*a.sandboxes.running, *b.sandboxes.running]:
                 assert c.delete(f"/sandboxes/{sid}").status_code == 204
