@@ -88,6 +88,7 @@ from hutch.api.store.base import (
     SnapshotStore,
     TeamStore,
     TemplateStore,
+    UsageSampleStore,
     VolumeStore,
     utc_now,
 )
@@ -122,6 +123,8 @@ class ApiStore(Protocol):
     def nodes(self) -> SqlNodeStore: ...
     @property
     def imports(self) -> ImportJobs: ...
+    @property
+    def usage(self) -> UsageSampleStore: ...
 
 
 def build_volume_backends(settings: ApiSettings) -> dict[str, VolumeBackend]:
@@ -353,6 +356,7 @@ def build_context(
     ctx = HttpContext(
         usage=UsageSampler(
             sandboxes=store.sandboxes,
+            samples=store.usage,
             volumes=store.volumes,
             interval_s=settings.usage_interval_s,
             clock=clock,

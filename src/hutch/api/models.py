@@ -66,6 +66,16 @@ class TemplateBuildState(StrEnum):
     ERROR = "error"
 
 
+@dataclass(frozen=True, slots=True)
+class TeamSample:
+    """One point of a team's usage series (``GET /teams/{id}/metrics``)."""
+
+    at: datetime
+    concurrent: int
+    #: Sandboxes started per second since the previous sample.
+    start_rate: float
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Team:
     """A tenant. Every sandbox, template and key belongs to exactly one team."""

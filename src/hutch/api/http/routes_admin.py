@@ -178,7 +178,7 @@ async def team_metrics(request: Request) -> Response:
                 "concurrentSandboxes": s.concurrent,
                 "sandboxStartRate": s.start_rate,
             }
-            for s in usage.series(team.id, start=start, end=end)
+            for s in await usage.series(team.id, start=start, end=end)
         ]
     )
 
@@ -194,7 +194,7 @@ async def team_metrics_max(request: Request) -> Response:
         raise InvalidArgumentError("metric is required: concurrent_sandboxes or sandbox_start_rate")
     start = parse_unix(q.get("start"), field="start")
     end = parse_unix(q.get("end"), field="end")
-    at, value = usage.peak(team.id, metric, start=start, end=end)
+    at, value = await usage.peak(team.id, metric, start=start, end=end)
     return JSONResponse({"timestamp": iso(at), "timestampUnix": int(at.timestamp()),
                          "value": value})  # fmt: skip
 

@@ -1,10 +1,13 @@
 """Team usage (issue 16): what ``GET /teams/{teamID}/metrics`` and ``hutch team usage`` show.
 
 :class:`UsageSampler` counts, every ``interval_s`` (5 s, E2B's step), each team's running
-sandboxes and the sandboxes started since the previous sample (two grouped queries), and
-keeps the samples of the last ``keep_s`` in memory: E2B's ``TeamMetric`` series
-(``concurrentSandboxes``, ``sandboxStartRate`` per second). The series is per api process
-and starts empty when it starts. :meth:`UsageSampler.current` is the live use that quotas
+sandboxes and the sandboxes started since the previous sample (two grouped queries):
+E2B's ``TeamMetric`` series (``concurrentSandboxes``, ``sandboxStartRate`` per second).
+Its :meth:`~UsageSampler.run` is a singleton of the elected leader (ADR 0024), which writes
+each sample to the store (``team_usage_samples``, issue 11) and deletes the ones older than
+``keep_s`` (24 h) in the same transaction; :meth:`~UsageSampler.series` and
+:meth:`~UsageSampler.peak` read the store, so every api answers the same series and a
+leader change keeps the history. :meth:`UsageSampler.current` is the live use that quotas
 are checked against (running count, vCPUs, memory, volume bytes), read from the store.
 """
 
@@ -12,13 +15,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections import deque
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from hutch.api.models import SandboxState
-from hutch.api.store.base import Clock, SandboxStore, VolumeStore, utc_now
+from hutch.api.models import SandboxState, TeamSample
+from hutch.api.store.base import Clock, SandboxStore, UsageSampleStore, VolumeStore, utc_now
 from hutch.shared.errors import InvalidArgumentError
 from hutch.shared.ids import TeamID
 
@@ -31,20 +32,10 @@ _RUNNING = frozenset(
 _PAUSED = frozenset({SandboxState.PAUSING, SandboxState.PAUSED})
 
 
-@dataclass(frozen=True, slots=True)
-class TeamSample:
-    """One point of a team's series."""
+__all__ = ["PEAK_METRICS", "TeamSample", "TeamUse", "UsageSampler"]
 
-    at: datetime
-    concurrent: int
-    start_rate: float
-
-
-#: The metrics ``GET /teams/{id}/metrics/max`` answers (E2B's names) and their values.
-PEAK_METRICS: dict[str, Callable[[TeamSample], float]] = {
-    "concurrent_sandboxes": lambda s: s.concurrent,
-    "sandbox_start_rate": lambda s: s.start_rate,
-}
+#: The metrics ``GET /teams/{id}/metrics/max`` answers (E2B's names).
+PEAK_METRICS = ("concurrent_sandboxes", "sandbox_start_rate")
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,47 +51,65 @@ class TeamUse:
 
 
 class UsageSampler:
-    """Samples every team's sandboxes; answers series and live use."""
+    """Samples every team's sandboxes into the store; answers series and live use."""
 
     def __init__(
         self,
         *,
         sandboxes: SandboxStore,
+        samples: UsageSampleStore,
         volumes: VolumeStore | None = None,
         interval_s: float = 5.0,
         keep_s: float = 86_400.0,
         clock: Clock = utc_now,
     ) -> None:
         self._sandboxes = sandboxes
+        self._samples = samples
         self._volumes = volumes
         self._interval_s = interval_s
-        self._samples: dict[TeamID, deque[TeamSample]] = {}
-        self._maxlen = max(1, int(keep_s / interval_s))
+        self._keep = timedelta(seconds=keep_s)
         self._clock = clock
         self._last: datetime | None = None
+        #: Teams that get a sample (0 when idle) → their latest non-zero one; a team idle
+        #: for ``keep_s`` drops out. Seeded from the store when sampling (re)starts, so a
+        #: new leader carries the previous one's series on.
+        self._active: dict[TeamID, datetime] | None = None
 
     async def sample_once(self, now: datetime) -> None:
-        """Record one sample of every team that has sandboxes, at ``now``."""
+        """Record one sample of every team that has (or recently had) sandboxes, at
+        ``now``, and delete the samples older than ``keep_s`` before ``now``."""
         since = self._last if self._last is not None else now - timedelta(seconds=self._interval_s)
         counts = await self._sandboxes.usage_by_team(states=_RUNNING, started_after=since)
+        if self._active is None:
+            self._active = await self._samples.last_active()
         seconds = max((now - since).total_seconds(), 1e-9)
-        for team_id in set(counts) | set(self._samples):
+        cutoff = now - self._keep
+        rows: dict[TeamID, tuple[int, float]] = {}
+        for team_id in set(counts) | set(self._active):
             running, started = counts.get(team_id, (0, 0))
-            series = self._samples.setdefault(team_id, deque(maxlen=self._maxlen))
-            series.append(TeamSample(at=now, concurrent=running, start_rate=started / seconds))
+            rows[team_id] = (running, started / seconds)
+            if running or started:
+                self._active[team_id] = now
+            elif self._active[team_id] < cutoff:
+                del self._active[team_id]
+        await self._samples.record(now, rows, prune_before=cutoff)
         self._last = now
 
-    def series(
-        self, team_id: TeamID, *, start: datetime | None, end: datetime | None
-    ) -> list[TeamSample]:
-        """The team's samples in ``[start, end]`` (default: the last hour until now)."""
+    def _window(self, start: datetime | None, end: datetime | None) -> tuple[datetime, datetime]:
         end = end or self._clock()
         start = start or end - timedelta(hours=1)
         if start > end:
             raise InvalidArgumentError("start must not be after end")
-        return [s for s in self._samples.get(team_id, ()) if start <= s.at <= end]
+        return start, end
 
-    def peak(
+    async def series(
+        self, team_id: TeamID, *, start: datetime | None, end: datetime | None
+    ) -> list[TeamSample]:
+        """The team's samples in ``[start, end]`` (default: the last hour until now)."""
+        start, end = self._window(start, end)
+        return await self._samples.series(team_id, start=start, end=end)
+
+    async def peak(
         self, team_id: TeamID, metric: str, *, start: datetime | None, end: datetime | None
     ) -> tuple[datetime, float]:
         """``GET /teams/{id}/metrics/max``: the highest ``metric`` (one of
@@ -110,13 +119,12 @@ class UsageSampler:
             raise InvalidArgumentError(
                 f"metric must be one of {', '.join(PEAK_METRICS)}, not {metric!r}"
             )
-        end = end or self._clock()
-        samples = self.series(team_id, start=start, end=end)
-        if not samples:
+        start, end = self._window(start, end)
+        best = await self._samples.peak(team_id, metric, start=start, end=end)
+        if best is None:
             return end, 0
-        value = PEAK_METRICS[metric]
-        best = max(samples, key=value)  # the first of equal ones
-        return best.at, value(best)
+        value = best.concurrent if metric == "concurrent_sandboxes" else best.start_rate
+        return best.at, value
 
     async def current(self, team_id: TeamID) -> TeamUse:
         """The team's live use, from the store."""
@@ -133,7 +141,9 @@ class UsageSampler:
 
     async def run(self) -> None:
         """Sample every ``interval_s`` (the first one ``interval_s`` after the start) until
-        cancelled; errors are logged, never fatal."""
+        cancelled; errors are logged, never fatal. Each run (a new term as leader) starts
+        afresh from the store: the rate's window and the sampled teams."""
+        self._last, self._active = None, None
         while True:
             await asyncio.sleep(self._interval_s)
             try:

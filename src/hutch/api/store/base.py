@@ -28,6 +28,7 @@ from hutch.api.models import (
     SortOrder,
     Team,
     TeamQuotas,
+    TeamSample,
     Template,
     TemplateBuildState,
     TemplateTag,
@@ -249,3 +250,18 @@ class SnapshotStore(Protocol):
         limit: int = 100,
         next_token: str | None = None,
     ) -> SnapshotPage: ...
+
+
+class UsageSampleStore(Protocol):
+    """Team usage samples. See :class:`hutch.api.store.usage.SqlUsageSampleStore`."""
+
+    async def record(
+        self, at: datetime, samples: Mapping[TeamID, tuple[int, float]], *, prune_before: datetime
+    ) -> int: ...
+    async def series(
+        self, team_id: TeamID, *, start: datetime, end: datetime
+    ) -> list[TeamSample]: ...
+    async def peak(
+        self, team_id: TeamID, metric: str, *, start: datetime, end: datetime
+    ) -> TeamSample | None: ...
+    async def last_active(self) -> dict[TeamID, datetime]: ...

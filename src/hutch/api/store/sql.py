@@ -19,6 +19,7 @@ from hutch.api.store.secrets import SqlSecretStore
 from hutch.api.store.snapshots import SqlSnapshotStore
 from hutch.api.store.teams import SqlTeamStore
 from hutch.api.store.templates import SqlTemplateStore
+from hutch.api.store.usage import SqlUsageSampleStore
 from hutch.api.store.volumes import SqlVolumeStore
 
 
@@ -38,6 +39,7 @@ class SqlStore:
     imports: SqlImportStore
     nodes: SqlNodeStore
     artifacts: SqlArtifactStore
+    usage: SqlUsageSampleStore
 
     @classmethod
     def on(cls, engine: AsyncEngine, *, clock: Clock = utc_now) -> SqlStore:
@@ -55,6 +57,7 @@ class SqlStore:
             imports=SqlImportStore(engine, clock=clock),
             nodes=SqlNodeStore(engine, clock=clock),
             artifacts=SqlArtifactStore(engine, clock=clock),
+            usage=SqlUsageSampleStore(engine, clock=clock),
         )
 
     async def close(self) -> None:

@@ -418,8 +418,24 @@ template_imports = Table(
     ),
 )
 
+#: Team usage samples (issue 11): what ``GET /teams/{id}/metrics`` answers. The elected
+#: leader writes one row per team every ``HUTCH_USAGE_INTERVAL_S`` and deletes rows older
+#: than the retention (24 h); every api reads them. No foreign key to ``teams``: a sample of
+#: a team deleted meanwhile must not fail the whole sample, and it ages out with the rest.
+team_usage_samples = Table(
+    "team_usage_samples",
+    metadata,
+    Column("team_id", String(64), nullable=False),
+    Column("at", UTCDateTime(), nullable=False),
+    Column("concurrent", Integer, nullable=False),
+    Column("start_rate", Float, nullable=False),
+    PrimaryKeyConstraint("team_id", "at"),
+    Index(None, "at"),  # the prune
+)
+
 #: Every table, children before parents (the order to empty them in).
 ALL_TABLES_CHILDREN_FIRST = (
+    team_usage_samples,
     artifact_holdings,
     template_imports,
     template_build_logs,
