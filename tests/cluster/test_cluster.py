@@ -227,6 +227,46 @@ def _env_of(cluster: Cluster, role: str) -> dict[str, str]:
     return dict(item.decode().split("=", 1) for item in raw if b"=" in item)
 
 
+def test_dashboard_session_of_one_api_works_on_the_other_through_the_edge(
+    cluster: Cluster,
+) -> None:
+    # Signed in on api-1, used on api-2 (the sealing secret is the store's, ADR 0028); the
+    # terminal and the file browser reach the sandbox through the edge (the apis'
+    # HUTCH_DASHBOARD_SANDBOX_URL, set by cluster up).
+    from websockets.sync.client import connect
+
+    first, second = (str(p["url"]) for p in cluster.procs("api"))
+    sandbox = Sandbox.create(TEMPLATE, timeout=120, **cluster.sdk())
+    try:
+        signed = httpx.post(f"{first}/dashboard/session", timeout=30,
+                            json={"apiKey": cluster.env["E2B_API_KEY"]})  # fmt: skip
+        assert signed.status_code == 200, signed.text
+        cookie, csrf = signed.cookies["hutch_dashboard"], signed.json()["csrfToken"]
+        with httpx.Client(base_url=second, cookies={"hutch_dashboard": cookie},
+                          headers={"X-CSRF-Token": csrf}, timeout=60) as client:  # fmt: skip
+            listed = client.get("/dashboard/api/v2/sandboxes").json()
+            assert sandbox.sandbox_id in {s["sandboxID"] for s in listed}
+            base = f"/dashboard/sandboxes/{sandbox.sandbox_id}/envd"
+            up = client.post(f"{base}/files", params={"path": "/tmp/d.txt"},
+                             files={"file": ("d.txt", b"via the edge\n")})  # fmt: skip
+            assert up.status_code == 200, up.text
+            assert sandbox.files.read("/tmp/d.txt") == "via the edge\n"
+        url = second.replace("http://", "ws://")
+        with connect(
+            f"{url}/dashboard/sandboxes/{sandbox.sandbox_id}/terminal?csrf={csrf}",
+            additional_headers={"Cookie": f"hutch_dashboard={cookie}", "Origin": second},
+            open_timeout=60,
+        ) as ws:  # fmt: skip
+            ws.send(json.dumps({"type": "input", "data": "echo edge$((6*7)); exit 5\n"}))
+            output, frame = b"", ws.recv(timeout=60)
+            while isinstance(frame, bytes):
+                output, frame = output + frame, ws.recv(timeout=60)
+        assert json.loads(frame) == {"type": "exit", "code": 5}
+        assert b"edge42" in output
+    finally:
+        sandbox.kill()
+
+
 def test_sigkill_of_one_api_during_creates_the_other_carries_on(cluster: Cluster) -> None:
     victim = cluster.procs("api")[0]
     survivor = cluster.sdk(1)
