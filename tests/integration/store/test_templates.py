@@ -87,3 +87,35 @@ async def test_templates_set_public_by_the_owner_only(store: SqlStore) -> None:
     with pytest.raises(NotFoundError):
         await store.templates.set_public(t.id, team_id=b.id, public=False)
     assert (await store.templates.find_template("pub", team_id=b.id)) is not None
+
+
+async def test_a_snapshot_keeps_the_network_policy_it_was_taken_under(store: SqlStore) -> None:
+    """``snapshots.network`` (migration 0017): stored, read back by id (only the team's)
+    and in listings; a default policy reads back as the default."""
+    from hutch.api.models import NetworkConfig
+    from hutch.shared.egress import parse_policy
+    from hutch.shared.ids import SandboxID
+
+    a = await store.teams.create_team(name="a")
+    b = await store.teams.create_team(name="b")
+    network = NetworkConfig(
+        egress=parse_policy(["allowed.test"], ["0.0.0.0/0"]),
+        allow_public_traffic=False,
+        mask_request_host="masked.test:${PORT}",
+    )
+    ids = []
+    for alias, policy in (("snap-a", network), ("snap-b", None)):
+        t = await store.templates.create_template(NewTemplate(team_id=a.id, alias=alias))
+        recorded = await store.snapshots.record_snapshot(
+            t.id, team_id=a.id, sandbox_id=SandboxID("isrc"), network=policy
+        )
+        assert recorded.network == (policy or NetworkConfig())
+        ids.append(t.id)
+    found = await store.snapshots.find_snapshot(ids[0], team_id=a.id)
+    assert found is not None and found.network == network
+    assert found.network.egress.domains == ("allowed.test",)
+    plain = await store.snapshots.find_snapshot(ids[1], team_id=a.id)
+    assert plain is not None and plain.network == NetworkConfig()
+    assert await store.snapshots.find_snapshot(ids[0], team_id=b.id) is None
+    listed = await store.snapshots.list_snapshots(team_id=a.id)
+    assert [s.network for s in listed.items] == [network, NetworkConfig()]
