@@ -226,6 +226,47 @@ def test_update_takes_effect_for_new_connections(server: tuple[Serve, dict[str, 
         sbx.kill()
 
 
+_STREAM = """
+import os, socket, sys, time
+s = socket.create_connection((sys.argv[1], 8080), timeout=30)
+s.sendall(b"GET /bytes/67108864 HTTP/1.1\\r\\nHost: x\\r\\n\\r\\n")
+got = len(s.recv(65536))
+open("/tmp/stream.ready", "w").close()
+while not os.path.exists("/tmp/stream.go"):
+    time.sleep(0.05)
+while True:
+    chunk = s.recv(1 << 20)
+    if not chunk:
+        break
+    got += len(chunk)
+print(got)
+"""
+
+
+def test_an_open_connection_outlives_an_update_that_denies_it(
+    server: tuple[Serve, dict[str, str]],
+) -> None:
+    """docs/network.md: established flows keep going after a PUT; new ones meet it."""
+    import time
+
+    _, opts = server
+    sbx = _create(opts)
+    try:
+        sbx.files.write("/tmp/stream.py", _STREAM)
+        stream = sbx.commands.run(f"python3 /tmp/stream.py {WEB_A}", background=True)
+        deadline = time.monotonic() + 60
+        while not sbx.files.exists("/tmp/stream.ready"):  # its first bytes arrived
+            assert time.monotonic() < deadline, "the download never started"
+            time.sleep(0.1)
+        sbx.update_network({"deny_out": [WEB_A]})
+        assert _fails(sbx, f"http://{WEB_A}:8080/")
+        sbx.files.write("/tmp/stream.go", "")
+        # 64 MiB and the headers: most of it crossed after the update.
+        assert int(stream.wait().stdout) > 64 << 20
+    finally:
+        sbx.kill()
+
+
 def test_policy_survives_pause_and_resume(server: tuple[Serve, dict[str, str]]) -> None:
     _, opts = server
     sbx = _create(opts, network={"allow_out": ["allowed.test"], "deny_out": ["0.0.0.0/0"]})
