@@ -140,6 +140,11 @@ export async function envdRpc<T>(sandboxId: string, method: string, json: unknow
   return jsonOf<T>(r);
 }
 
+/** A volume's content API (``dir``, ``file``, ``path`` + query) through the dashboard. */
+export function volumeUrl(volumeId: string, rest: string): string {
+  return `${BASE}/volumes/${encodeURIComponent(volumeId)}/content/${rest}`;
+}
+
 export function terminalUrl(sandboxId: string): string {
   const scheme = location.protocol === "https:" ? "wss:" : "ws:";
   const q = new URLSearchParams({ csrf: csrfToken });

@@ -83,6 +83,20 @@ export interface Volume {
   totalBytes?: number;
 }
 
+/** An entry of the volume content API (``VolumeEntryStat``). */
+export interface VolumeEntry {
+  name: string;
+  type: string;
+  path: string;
+  size: number;
+  mode: number;
+  uid: number;
+  gid: number;
+  mtime: string;
+  target?: string;
+  metadata?: Record<string, string>;
+}
+
 export interface Snapshot {
   snapshotID: string;
   names: string[];

@@ -395,3 +395,52 @@ def test_dashboard_key_shown_once_then_revoked(serve: Serve, browser: Chrome) ->
     refused = httpx.get(f"{serve.api_url}/sandboxes", headers={"X-API-Key": secret}, timeout=30)
     assert refused.status_code == 401
     assert _errors(browser) == []
+
+
+def test_dashboard_browses_a_volumes_files(serve: Serve, browser: Chrome, tmp_path: Path) -> None:
+    key = os.environ["E2B_API_KEY"]
+    api = httpx.Client(base_url=serve.api_url, headers={"X-API-Key": key}, timeout=60)
+    made = api.post("/volumes", json={"name": "dash-vol", "sizeMB": 16})
+    assert made.status_code == 201, made.text
+    volume_id, token = made.json()["volumeID"], made.json()["token"]
+    content = httpx.Client(base_url=f"{serve.api_url}/volumecontent/{volume_id}", timeout=60,
+                           headers={"Authorization": f"Bearer {token}"})  # fmt: skip
+    try:
+        readme = {"path": "/docs/vol-readme.txt"}
+        put = content.put("/file", params=readme, content=b"in a volume\n")
+        assert put.status_code == 201, put.text
+        _fresh(browser, f"{serve.api_url}/dashboard#/storage")
+        _sign_in(browser, key)
+        _one(browser, "button[aria-label='Browse the files of dash-vol']", "Browse").click()
+        # A directory made through the content API: go into it, download its file.
+        _one(browser, "#files tr[data-name=docs] button.link", "the docs/ directory").click()
+        link = _one(browser, "tr[data-name='vol-readme.txt'] a", "the volume file's row")
+        link.click()
+        downloaded = browser.downloads / "vol-readme.txt"  # type: ignore[attr-defined]
+        wait_for("the download", lambda: downloaded.is_file() and downloaded.read_text())
+        assert downloaded.read_text() == "in a volume\n"
+        # Upload into it, with metadata: the content API reads it back.
+        local = tmp_path / "to-volume.txt"
+        local.write_text("uploaded to a volume\n")
+        _one(browser, "#upload-meta").send_keys("source=browser")
+        _one(browser, "#upload-file").send_keys(str(local))
+        wait_for(
+            "the upload to finish",
+            lambda: "Uploaded to-volume.txt" in _one(browser, "#files .status").text,
+        )
+        got = content.get("/file", params={"path": "/docs/to-volume.txt"})
+        assert got.status_code == 200 and got.text == local.read_text()
+        entry = _one(browser, "#files tr[data-name='to-volume.txt']")
+        wait_for("its metadata", lambda: "source=browser" in entry.text)
+        _shot(browser, "10-volume-files", at="#files")
+        # Delete it from the browser: gone from the list and from the volume.
+        entry.find_element(By.CSS_SELECTOR, "button.danger").click()
+        _one(browser, "#files .confirm button.danger").click()
+        wait_for("the deleted file to leave the list",
+                 lambda: not _css(browser, "#files tr[data-name='to-volume.txt']"))  # fmt: skip
+        assert content.get("/path", params={"path": "/docs/to-volume.txt"}).status_code == 404
+        assert _errors(browser) == []
+    finally:
+        content.close()
+        api.delete(f"/volumes/{volume_id}")
+        api.close()

@@ -1,11 +1,13 @@
-// The sandbox's files: a directory listing (envd's Filesystem/ListDir over Connect JSON),
-// downloads (GET envd /files) and uploads (POST envd /files, multipart, optional metadata).
+// A file browser over a FileSource: a sandbox's files (envd's Filesystem/ListDir over
+// Connect JSON, GET/POST envd /files, Filesystem/Remove) or a volume's (the volume content
+// API through /dashboard/volumes/{id}/content: GET dir, GET/PUT file, DELETE path).
+// Listing, going into directories, downloads, uploads (with metadata) and deletes.
 import { useRef, useState } from "preact/hooks";
-import { envdRpc, envdUrl, message, request } from "../api";
+import { envdRpc, envdUrl, message, request, volumeUrl } from "../api";
 import { bytes, dateTime, parsePairs } from "../format";
 import { useLoad } from "../hooks";
-import type { EntryInfo } from "../types";
-import { ErrorText, Pairs, Section, Status } from "./ui";
+import type { EntryInfo, VolumeEntry } from "../types";
+import { ConfirmButton, ErrorText, Pairs, Section, Status } from "./ui";
 
 function join(dir: string, name: string): string {
   return `${dir.replace(/\/+$/, "")}/${name}`;
@@ -21,7 +23,68 @@ function isDir(e: EntryInfo): boolean {
   return e.type === "FILE_TYPE_DIRECTORY" || e.type === "directory";
 }
 
-export function Files({ id }: { id: string }) {
+/** Where a browser's files are: what identifies it, and its four calls. */
+export interface FileSource {
+  key: string;
+  list(dir: string): Promise<EntryInfo[]>;
+  downloadUrl(path: string): string;
+  upload(path: string, file: File, headers: Record<string, string>): Promise<void>;
+  remove(path: string): Promise<void>;
+}
+
+export function sandboxFiles(id: string): FileSource {
+  return {
+    key: `sandbox:${id}`,
+    list: (dir) => envdRpc<{ entries?: EntryInfo[] }>(id, "ListDir", { path: dir, depth: 1 }).then((r) => r.entries ?? []),
+    downloadUrl: (path) => envdUrl(id, `files?${new URLSearchParams({ path })}`),
+    async upload(path, file, headers) {
+      const form = new FormData();
+      form.append("file", file, file.name);
+      await request("POST", envdUrl(id, `files?${new URLSearchParams({ path })}`), { body: form, headers });
+    },
+    async remove(path) {
+      await envdRpc(id, "Remove", { path });
+    },
+  };
+}
+
+function octal(mode: number | undefined): string {
+  return mode === undefined ? "" : (mode & 0o7777).toString(8).padStart(4, "0");
+}
+
+export function volumeFiles(id: string): FileSource {
+  return {
+    key: `volume:${id}`,
+    async list(dir) {
+      const r = await request("GET", volumeUrl(id, `dir?${new URLSearchParams({ path: dir })}`));
+      const entries = (await r.json()) as VolumeEntry[];
+      return entries.map((e) => ({
+        name: e.name,
+        type: e.type,
+        path: e.path,
+        size: e.size,
+        permissions: octal(e.mode),
+        owner: String(e.uid),
+        group: String(e.gid),
+        modifiedTime: e.mtime,
+        symlinkTarget: e.target,
+        metadata: e.metadata,
+      }));
+    },
+    downloadUrl: (path) => volumeUrl(id, `file?${new URLSearchParams({ path })}`),
+    async upload(path, file, headers) {
+      await request("PUT", volumeUrl(id, `file?${new URLSearchParams({ path })}`), {
+        body: file,
+        headers: { ...headers, "Content-Type": "application/octet-stream" },
+      });
+    },
+    async remove(path) {
+      await request("DELETE", volumeUrl(id, `path?${new URLSearchParams({ path })}`));
+    },
+  };
+}
+
+export function Files({ source, title = "Files" }: { source: FileSource; title?: string }) {
   const [dir, setDir] = useState("/");
   const [typed, setTyped] = useState("/");
   const [status, setStatus] = useState<string>();
@@ -29,11 +92,11 @@ export function Files({ id }: { id: string }) {
   const [meta, setMeta] = useState("");
   const picker = useRef<HTMLInputElement>(null);
   const listing = useLoad(
-    (signal) => envdRpc<{ entries?: EntryInfo[] }>(id, "ListDir", { path: dir, depth: 1 }).then((r) => {
+    (signal) => source.list(dir).then((entries) => {
       if (signal.aborted) throw new Error("aborted");
-      return (r.entries ?? []).sort((a, b) => Number(isDir(b)) - Number(isDir(a)) || a.name.localeCompare(b.name));
+      return entries.sort((a, b) => Number(isDir(b)) - Number(isDir(a)) || a.name.localeCompare(b.name));
     }),
-    [id, dir],
+    [source.key, dir],
   );
   const go = (path: string) => {
     setDir(path);
@@ -47,10 +110,7 @@ export function Files({ id }: { id: string }) {
       for (const [k, v] of parsePairs(meta)) headers[`X-Metadata-${k}`] = v;
       for (const file of Array.from(files)) {
         setStatus(`Uploading ${file.name}…`);
-        const form = new FormData();
-        form.append("file", file, file.name);
-        const q = new URLSearchParams({ path: join(dir, file.name) });
-        await request("POST", envdUrl(id, `files?${q}`), { body: form, headers });
+        await source.upload(join(dir, file.name), file, headers);
       }
       setStatus(`Uploaded ${Array.from(files).map((f) => f.name).join(", ")} to ${dir}.`);
       listing.reload();
@@ -62,7 +122,7 @@ export function Files({ id }: { id: string }) {
     }
   };
   return (
-    <Section title="Files" id="files">
+    <Section title={title} id="files">
       <form
         class="inline"
         onSubmit={(e) => {
@@ -100,6 +160,9 @@ export function Files({ id }: { id: string }) {
               <th scope="col">Owner</th>
               <th scope="col">Modified</th>
               <th scope="col">Metadata</th>
+              <th scope="col">
+                <span class="sr-only">Actions</span>
+              </th>
             </tr>
           </thead>
           <tbody>
@@ -111,7 +174,7 @@ export function Files({ id }: { id: string }) {
                       {e.name}/
                     </button>
                   ) : (
-                    <a href={envdUrl(id, `files?${new URLSearchParams({ path: e.path })}`)} download={e.name} aria-label={`Download ${e.name}`}>
+                    <a href={source.downloadUrl(e.path)} download={e.name} aria-label={`Download ${e.name}`}>
                       {e.name}
                     </a>
                   )}
@@ -128,6 +191,17 @@ export function Files({ id }: { id: string }) {
                 <td data-label="Modified">{dateTime(e.modifiedTime)}</td>
                 <td data-label="Metadata">
                   <Pairs map={e.metadata} />
+                </td>
+                <td>
+                  <ConfirmButton
+                    label="Delete"
+                    confirm={`Delete ${e.name}${isDir(e) ? " and everything in it" : ""}?`}
+                    action={() => source.remove(e.path)}
+                    done={() => {
+                      setStatus(`Deleted ${e.path}.`);
+                      listing.reload();
+                    }}
+                  />
                 </td>
               </tr>
             ))}

@@ -1,6 +1,6 @@
 // One sandbox: its facts and actions (timeout, pause, resume, snapshot, kill, metadata),
 // its metrics plotted, its logs followed, a terminal and a file browser.
-import { useState } from "preact/hooks";
+import { useMemo, useState } from "preact/hooks";
 import { api } from "../api";
 import { dateTime, mib, relative } from "../format";
 import { useLoad } from "../hooks";
@@ -9,11 +9,12 @@ import { ActionButton, ConfirmButton, ErrorText, Pairs, Section, Status } from "
 import { Metrics } from "../components/metrics";
 import { Logs } from "../components/logs";
 import { Terminal } from "../components/terminal";
-import { Files } from "../components/files";
+import { Files, sandboxFiles } from "../components/files";
 import { MetadataEditor } from "../components/metadata";
 
 export function SandboxPage({ id }: { id: string }) {
   const [status, setStatus] = useState<string>();
+  const files = useMemo(() => sandboxFiles(id), [id]);
   const detail = useLoad((signal) => api.get<SandboxDetail>(`/sandboxes/${encodeURIComponent(id)}`, signal), [id], 3000);
   const s = detail.data;
   const path = `/sandboxes/${encodeURIComponent(id)}`;
@@ -96,7 +97,7 @@ export function SandboxPage({ id }: { id: string }) {
           {s.state === "running" ? (
             <>
               <Terminal id={id} />
-              <Files id={id} />
+              <Files source={files} />
             </>
           ) : (
             <p class="muted">The terminal and files are there while the sandbox runs.</p>

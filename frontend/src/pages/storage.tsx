@@ -1,10 +1,11 @@
-// Volumes (list, create, delete) and snapshots (list, delete), with the API's own guards:
-// a volume mounted in a live sandbox, for one, is refused with its message.
-import { useState } from "preact/hooks";
+// Volumes (list, create, delete, browse their files) and snapshots (list, delete), with the
+// API's own guards: a volume mounted in a live sandbox, for one, is refused with its message.
+import { useMemo, useState } from "preact/hooks";
 import { api, message } from "../api";
 import { bytes } from "../format";
 import { useLoad } from "../hooks";
 import type { Snapshot, Volume } from "../types";
+import { Files, volumeFiles } from "../components/files";
 import { ConfirmButton, ErrorText, Section, Status } from "../components/ui";
 
 export function StoragePage() {
@@ -14,6 +15,8 @@ export function StoragePage() {
   const [size, setSize] = useState("");
   const [status, setStatus] = useState<string>();
   const [error, setError] = useState<string>();
+  const [browsing, setBrowsing] = useState<Volume>();
+  const browser = useMemo(() => (browsing ? volumeFiles(browsing.volumeID) : undefined), [browsing?.volumeID]);
   return (
     <>
       <h1>Volumes &amp; snapshots</h1>
@@ -44,12 +47,16 @@ export function StoragePage() {
                   <td data-label="Size">{bytes(v.sizeMB * 1048576)}</td>
                   <td data-label="Used">{v.usedBytes !== undefined ? bytes(v.usedBytes) : "–"}</td>
                   <td>
+                    <button type="button" aria-pressed={browsing?.volumeID === v.volumeID} aria-label={`Browse the files of ${v.name}`} onClick={() => setBrowsing(v)}>
+                      Browse
+                    </button>{" "}
                     <ConfirmButton
                       label="Delete"
                       confirm={`Delete volume ${v.name} and its files?`}
                       action={() => api.send("DELETE", `/volumes/${encodeURIComponent(v.volumeID)}`)}
                       done={() => {
                         setStatus(`Volume ${v.name} deleted.`);
+                        if (browsing?.volumeID === v.volumeID) setBrowsing(undefined);
                         volumes.reload();
                       }}
                     />
@@ -86,6 +93,7 @@ export function StoragePage() {
         </form>
         <ErrorText error={error} />
       </Section>
+      {browsing && browser ? <Files source={browser} title={`Files of volume ${browsing.name}`} key={browsing.volumeID} /> : null}
       <Section title="Snapshots" id="snapshots">
         <ErrorText error={snapshots.error} />
         <div class="table-wrap">

@@ -7,6 +7,8 @@ Routes (docs/dashboard.md is the contract the frontend builds on):
 * ``/dashboard/api/{path}``: the public API's ``/{path}`` (``forward.py``);
 * ``/dashboard/sandboxes/{id}/envd/{path}``: the file browser's envd calls (``envd.py``);
 * ``/dashboard/sandboxes/{id}/terminal``: the PTY WebSocket (``terminal.py``);
+* ``/dashboard/volumes/{id}/content/{dir|file|path}``: the volume file browser's calls to
+  the volume content API, with a token minted here (``volumes.py``);
 * ``GET /dashboard[/{path}]``: the app (``static.py``).
 
 Errors are the api's (``hutch.shared.errors`` raised here are rendered by the api's own
@@ -33,7 +35,7 @@ from hutch.api.http.auth import context
 from hutch.api.http.errors import error_response
 from hutch.api.service.keys import Caller
 from hutch.api.store.base import SecretStore
-from hutch.dashboard import envd, forward, terminal
+from hutch.dashboard import envd, forward, terminal, volumes
 from hutch.dashboard.security import SecurityHeaders, check_csrf, check_origin, check_token
 from hutch.dashboard.sessions import COOKIE_NAME, COOKIE_PATH, Session, SessionCodec
 from hutch.dashboard.settings import DashboardSettings
@@ -95,6 +97,7 @@ class Dashboard:
                     methods=sorted({m for ms in envd.ALLOWED.values() for m in ms}),
                 ),
                 WebSocketRoute("/sandboxes/{sandbox_id}/terminal", self._terminal),
+                Route("/volumes/{volume_id}/content/{op}", _Asgi(self._volume_content)),
                 Route("/", self._app, methods=["GET", "HEAD"]),
                 Route("/{path:path}", self._app, methods=["GET", "HEAD"]),
             ],
@@ -246,6 +249,22 @@ class Dashboard:
             self._http(), request, sandbox_url=self._sandbox_url,
             sandbox_id=sandbox_id, access_token=token, path=path,
         )  # fmt: skip
+
+    async def _volume_content(self, scope: Scope, receive: Receive, send: Send) -> None:
+        request = Request(scope, receive)
+        try:
+            session = await self._require(request)
+            check_origin(request.headers, required=False)
+            check_csrf(request.method, request.headers, expected=session.csrf_token)
+            op = str(request.path_params["op"])
+            volumes.check_allowed(op, request.method)
+            volume, token = await volumes.resolve_volume(request, api_key=session.api_key)
+        except Exception as exc:
+            await _error(request, exc)(scope, receive, send)
+            return
+        await volumes.forward(
+            scope["app"], request, send, receive, volume_id=volume.id, op=op, token=token
+        )
 
     async def _terminal(self, websocket: WebSocket) -> None:
         try:

@@ -143,7 +143,7 @@ async def relay(
     if path == "files" and request.method in ("GET", "HEAD") and upstream.status_code == 200:
         out = [(k, v) for k, v in out if k.lower() != "content-type"]
         out.append(("content-type", "application/octet-stream"))
-        out.append(("content-disposition", _attachment(request.query_params.get("path", ""))))
+        out.append(("content-disposition", attachment(request.query_params.get("path", ""))))
 
     async def body() -> AsyncIterator[bytes]:
         try:
@@ -162,7 +162,7 @@ async def relay(
     return response
 
 
-def _attachment(path: str) -> str:
+def attachment(path: str) -> str:
     name = path.rstrip("/").rsplit("/", 1)[-1] or "download"
     return f"attachment; filename*=UTF-8''{quote(name, safe='')}"
 

@@ -39,7 +39,9 @@ CSRF_HEADER: Final = "x-csrf-token"
 
 #: The bridges' paths: what they answer is data (the app's own pages are everything else,
 #: ``/dashboard/sandboxes/{id}`` among them).
-DATA_PATHS: Final = re.compile(r"^/dashboard/(api/|sandboxes/[^/]+/(envd|terminal)(/|$))")
+DATA_PATHS: Final = re.compile(
+    r"^/dashboard/(api/|sandboxes/[^/]+/(envd|terminal)(/|$)|volumes/[^/]+/content(/|$))"
+)
 
 
 class SecurityHeaders:

@@ -38,9 +38,11 @@ def test_security_origin_must_be_this_host() -> None:
 
 def test_security_data_paths_are_the_bridges_not_app_routes() -> None:
     for path in ("/dashboard/api/sandboxes", "/dashboard/sandboxes/i1/envd/files",
-                 "/dashboard/sandboxes/i1/terminal"):  # fmt: skip
+                 "/dashboard/sandboxes/i1/terminal",
+                 "/dashboard/volumes/v1/content/file"):  # fmt: skip
         assert DATA_PATHS.match(path), path
-    for path in ("/dashboard", "/dashboard/", "/dashboard/sandboxes/i1", "/dashboard/apix"):
+    for path in ("/dashboard", "/dashboard/", "/dashboard/sandboxes/i1", "/dashboard/apix",
+                 "/dashboard/volumes", "/dashboard/volumes/v1"):  # fmt: skip
         assert not DATA_PATHS.match(path), path
 
 
