@@ -5,7 +5,12 @@ node-2, which fetches it from node-1 over the node API (digest-checked tars) and
 from it with the snapshot's files; the store's ``artifact_holdings`` then names both;
 deleting the snapshot removes it from both nodes' disks; ``hutch cluster down`` leaves
 nothing. Host names ``ha<slot><n>*``, subnets ``10.<250+slot>.<n>.0/24``: distinct from
-the other cluster tests'; run under the host-tests flock like them."""
+the other cluster tests'; run under the host-tests flock like them.
+
+An image imported through the edge's API (an OCI docker-archive: registries are out of
+reach) runs on a node the cluster api's import worker chose from the nodes table; that node
+is the template's one holder in the store, and once it is drained a create from the template
+lands on the other node, which fetches it from the holder and runs the image."""
 
 from __future__ import annotations
 
@@ -27,6 +32,7 @@ from hutch.api.nodes_model import NodeStatus
 from hutch.api.store.sql import open_sql_store
 from hutch.shared.ids import NodeID
 from tests.conftest import machine_lacks
+from tests.imagebuild import BUSYBOX_CONFIG, busybox_layers, write_docker_archive
 
 SLOT = int(os.environ.get("HUTCH_TEST_SLOT", "0") or "0")
 PREFIX = f"ha{SLOT}"
@@ -155,3 +161,44 @@ def test_artifacts_a_snapshot_taken_on_one_node_starts_on_the_other(cluster: Clu
         for sbx in made:
             sbx.kill()
         cluster.set_status("node-1", NodeStatus.READY)
+
+
+def test_artifacts_an_image_imported_on_one_node_starts_on_the_other(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    archive = write_docker_archive(tmp_path / "busybox-app.tar", busybox_layers(),
+                                   **BUSYBOX_CONFIG)  # fmt: skip
+    sdk = cluster.sdk()
+    api = httpx.Client(base_url=sdk["api_url"], headers={"X-API-Key": sdk["api_key"]},
+                       timeout=300)  # fmt: skip
+    name = "clusterimg"
+    r = api.post("/templates/from-image", json={"source": f"docker-archive:{archive}",
+                                                "name": name, "memoryMB": 128})  # fmt: skip
+    assert r.status_code == 201, r.text
+    assert r.json()["templateID"] == name
+    holders = cluster.holders(name)
+    assert list(holders.values()) == ["held"], holders
+    (imported,) = holders
+    other = "node-2" if imported == "node-1" else "node-1"
+    assert (cluster.templates(imported) / name / "template.json").is_file()
+    assert not (cluster.templates(other) / name).exists()
+
+    cluster.set_status(imported, NodeStatus.DRAINING)
+    sbx: Sandbox | None = None
+    try:
+        sbx = Sandbox.create(name, timeout=180, **sdk)
+        assert cluster.node_of(sbx.sandbox_id) == other
+        assert sbx.files.read("/etc/motd") == "hello from the image\n"
+        assert sbx.commands.run("echo $((6 * 7))").stdout.strip() == "42"
+        assert cluster.holders(name) == {imported: "held", other: "held"}
+        sbx.kill()
+        sbx = None
+        assert api.delete(f"/templates/{name}").status_code == 204
+        assert cluster.holders(name) == {}
+        for node in ("node-1", "node-2"):
+            assert not (cluster.templates(node) / name).exists(), node
+    finally:
+        if sbx is not None:
+            sbx.kill()
+        cluster.set_status(imported, NodeStatus.READY)
+        api.close()

@@ -316,8 +316,9 @@ def build_context(
         policy=policy,
         clock=clock,
     )
-    # ``template_deletes``: a cluster api without a builder still deletes templates on every
-    # holder (``ClusterTemplates``); it imports nothing (its import worker does not run).
+    # ``template_deletes``: a cluster api without a builder (``ClusterTemplates``) deletes
+    # templates on every holder and runs imports on a node it chooses (its import worker
+    # runs); SDK template builds still need a ``build_runner`` (none here: 400).
     templates = TemplateService(
         templates=store.templates, builder=builder if builder is not None else template_deletes
     )
@@ -405,7 +406,7 @@ def build_context(
         imports=TemplateImportService(
             templates=store.templates,
             jobs=store.imports,
-            builder=builder,
+            builder=builder if builder is not None else template_deletes,
             policy=ImportPolicy(lease_s=settings.import_lease_s),
         ),
     )

@@ -20,15 +20,17 @@ from hutch.api.service.template_imports import ImportPolicy, TemplateImportServi
 from hutch.api.store.builds import build_listener
 from hutch.api.store.imports import IMPORTS_CHANNEL
 from hutch.api.store.sql import SqlStore, open_sql_store
-from hutch.api.store.tables import template_imports, templates
+from hutch.api.store.tables import artifact_holdings, template_imports, templates
 from hutch.shared.errors import AlreadyExistsError, ImageError
-from hutch.shared.ids import TeamID
+from hutch.shared.ids import NodeID, TeamID
 
 
 class GatedBuilder:
     """A node's importer: reports a stage, then waits for ``gate``; ``bad`` sources fail."""
 
-    def __init__(self) -> None:
+    def __init__(self, node_id: str | None = None) -> None:
+        #: The node it says imported (a cluster api's ``ClusterTemplates`` names one).
+        self.node_id = NodeID(node_id) if node_id else None
         self.gate = asyncio.Event()
         self.started = asyncio.Event()
         self.runs: list[str] = []
@@ -48,7 +50,8 @@ class GatedBuilder:
             progress("layer 1/1", 10, 10)
             progress("seal", 1, 1)
         return ImportedImage(name=request.name, fingerprint="f" * 64, cache_hit=False,
-                             envd_injected=False, envd_sha256=None)  # fmt: skip
+                             envd_injected=False, envd_sha256=None,
+                             node_id=self.node_id)  # fmt: skip
 
     async def delete(self, name: str) -> None:
         self.deleted.append(name)
@@ -64,6 +67,9 @@ async def _no_imports_of_other_tests(pg_url: str) -> None:
         async with store.engine.begin() as conn:
             await conn.execute(template_imports.delete())
             await conn.execute(templates.delete().where(templates.c.alias.like("imp%")))
+            await conn.execute(
+                artifact_holdings.delete().where(artifact_holdings.c.artifact.like("imp%"))
+            )
     finally:
         await store.close()
 
@@ -195,7 +201,7 @@ async def test_a_dead_workers_import_is_taken_over_after_its_lease_and_written_o
         # api A's worker claims it and dies at once (SIGKILL: no heartbeat, no release).
         dead, _ = await a.imports.claim("api-dead", lease_s=FAST.lease_s, max_attempts=3)
         assert dead is not None and dead.import_id == record.import_id
-        builder = GatedBuilder()
+        builder = GatedBuilder(node_id="node-imp")  # a cluster api's: it names the node
         builder.gate.set()
         worker = ImportWorker(_service(b, builder), poll_s=0.05)
         async with _running(worker):
@@ -207,10 +213,16 @@ async def test_a_dead_workers_import_is_taken_over_after_its_lease_and_written_o
         late = await a.imports.finish_ready(
             record.import_id, "api-dead", result={},
             template=NewTemplate(team_id=team, alias="impdead"), progress={},
+            holder=NodeID("node-dead"),
         )  # fmt: skip
         assert late is None
         assert not await a.imports.heartbeat(record.import_id, "api-dead", lease_s=60)
         assert await _template_rows(a, "impdead") == 1
+        # The importing node is the holder, written with the template's row; the late
+        # worker's node is not (its transaction wrote nothing).
+        assert {h.node_id: h.state for h in await a.artifacts.holders("impdead")} == {
+            "node-imp": "held"
+        }
     finally:
         await a.close()
         await b.close()

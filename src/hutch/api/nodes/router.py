@@ -10,9 +10,11 @@ it to keep the proxy's routes in step.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import datetime
-from typing import Protocol, TypeVar
+from typing import Protocol, TypeVar, cast
 
 from hutch.api.models import Sandbox
 from hutch.api.nodes_model import Node, NodeStatus
@@ -28,12 +30,19 @@ from hutch.api.service.ports import (
     SandboxLogLine,
     SandboxMetrics,
     SandboxSpec,
+    TemplateBuilder,
 )
 from hutch.shared.egress import EgressPolicy
 from hutch.shared.errors import HutchError, InvalidArgumentError, NotFoundError, UnavailableError
 from hutch.shared.ids import NodeID, SandboxID, TemplateID
 
 _T = TypeVar("_T")
+_log = logging.getLogger(__name__)
+
+
+def _builder(client: NodeClient) -> TemplateBuilder:
+    """A node's client builds too (``HttpNodeClient`` is a ``TemplateBuilder``)."""
+    return cast("TemplateBuilder", client)
 
 
 class Clients(Protocol):
@@ -140,6 +149,25 @@ class NodeRouter:
             return
         await self._artifacts.delete_everywhere(name, live=live, delete_on=self.delete_on)
 
+    async def import_candidates(self, disk_mb: int | None = None) -> list[NodeID]:
+        """Ready nodes (not draining, not lost) that can take an import, the most free disk
+        first; ``disk_mb``: only nodes with at least that much free."""
+        ready = [n for n in await self._list_nodes() if n.status is NodeStatus.READY]
+
+        def free(node: Node) -> int:
+            return node.capacity.disk_mb - node.usage.disk_used_mb
+
+        fits = [n for n in ready if free(n) > 0 and (not disk_mb or free(n) >= disk_mb)]
+        return [n.id for n in sorted(fits, key=lambda n: (-free(n), n.id))]
+
+    async def import_on(
+        self, node_id: NodeID, request: ImageImport, *, progress: ImportProgress | None = None
+    ) -> ImportedImage:
+        """Import ``request`` on one node, following its progress."""
+        return await self._call(
+            node_id, lambda c: _builder(c).import_image(request, progress=progress)
+        )
+
     async def list_running(self) -> Sequence[SandboxID]:
         """Every live node's sandboxes (nodes that do not answer are left out)."""
         found: list[SandboxID] = []
@@ -178,9 +206,9 @@ class NodeRouter:
 
 
 class ClusterTemplates:
-    """``TemplateBuilder`` of a cluster's api that was handed no builder: deletes go to
-    every node holding the template (:meth:`NodeRouter.delete_template`); imports are not
-    placed on a node here and answer 503 as before."""
+    """``TemplateBuilder`` of a cluster's api that was handed no builder: an import runs on
+    a node chosen from the nodes table (:meth:`import_image`); deletes go to every node
+    holding the template (:meth:`NodeRouter.delete_template`)."""
 
     def __init__(self, router: NodeRouter) -> None:
         self._router = router
@@ -188,8 +216,28 @@ class ClusterTemplates:
     async def import_image(
         self, request: ImageImport, *, progress: ImportProgress | None = None
     ) -> ImportedImage:
-        """Not here: 503."""
-        raise UnavailableError("this server cannot build templates (no builder configured)")
+        """On a ready node with the most free disk (and room for ``request.disk_mb``),
+        following its progress; the answer names the node (the api records it as the
+        artifact's holder with the template's row). A node that does not answer (lost
+        mid-import) drops its client and the import runs on the next one; the node's
+        import is idempotent by fingerprint, so a re-run costs at worst the work lost."""
+        nodes = await self._router.import_candidates(request.disk_mb)
+        if not nodes:
+            raise UnavailableError("no ready node with free disk to import the image on")
+        last: UnavailableError | None = None
+        for node_id in nodes:
+            try:
+                made = await self._router.import_on(node_id, request, progress=progress)
+            except UnavailableError as exc:
+                _log.warning("import of %s: node %s did not answer (%s); trying another",
+                             request.name, node_id, exc)  # fmt: skip
+                last = exc
+                continue
+            return dataclasses.replace(made, node_id=node_id)
+        assert last is not None
+        raise UnavailableError(
+            f"no node could import the image (the last said: {last.public_message})"
+        ) from last
 
     async def delete(self, name: str) -> None:
         """On every holder (a holder that does not answer: when it is back)."""

@@ -269,6 +269,8 @@ class ImportedImage:
     cache_hit: bool
     envd_injected: bool
     envd_sha256: str | None
+    #: The node that holds the artifact now (a cluster's api records it as the holder).
+    node_id: NodeID | None = None
 
 
 #: ``progress(stage, done, total)`` while an image is imported (see ``node/templates/image``).

@@ -38,7 +38,7 @@ from hutch.shared.errors import (
     UnavailableError,
     http_status,
 )
-from hutch.shared.ids import TeamID, TemplateID
+from hutch.shared.ids import NodeID, TeamID, TemplateID
 
 log = logging.getLogger("hutch.api.template_imports")
 
@@ -60,7 +60,7 @@ class ImportJobs(Protocol):
     async def release(self, import_id: str, worker: str) -> bool: ...
     async def finish_ready(
         self, import_id: str, worker: str, *, template: NewTemplate, result: dict[str, Any],
-        progress: dict[str, tuple[int, int]],
+        progress: dict[str, tuple[int, int]], holder: NodeID | None = None,
     ) -> Template | None: ...  # fmt: skip
     async def finish_error(
         self, import_id: str, worker: str | None, *, status: int, message: str,
@@ -215,7 +215,7 @@ class TemplateImportService:
             try:
                 made = await self.jobs.finish_ready(
                     record.import_id, worker, template=_template_of(request, record.team_id),
-                    result=result, progress=progress,
+                    result=result, progress=progress, holder=imported.node_id,
                 )  # fmt: skip
             except AlreadyExistsError as exc:  # a build or an import took the name meanwhile
                 failure = (409, exc.public_message)

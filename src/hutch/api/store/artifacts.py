@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Final
 
 from sqlalchemy import and_, delete, select, update
@@ -47,6 +48,24 @@ async def held_by(conn: AsyncConnection, artifact: str) -> set[NodeID]:
     return {NodeID(r.node_id) for r in rows}
 
 
+async def upsert_holding(
+    conn: AsyncConnection, artifact: str, node_id: NodeID, state: str = HELD, *, now: datetime
+) -> None:
+    """``node_id``'s row for ``artifact`` set to ``state``, in the caller's transaction (an
+    import writes it with the template's row)."""
+    key = and_(artifact_holdings.c.artifact == artifact,
+               artifact_holdings.c.node_id == node_id)  # fmt: skip
+    changed = await conn.execute(
+        update(artifact_holdings).where(key).values(state=state, updated_at=now)
+    )
+    if changed.rowcount == 0:
+        await conn.execute(
+            artifact_holdings.insert().values(
+                artifact=artifact, node_id=node_id, state=state, updated_at=now
+            )
+        )
+
+
 class SqlArtifactStore:
     """See the module docstring."""
 
@@ -66,18 +85,7 @@ class SqlArtifactStore:
 
     async def _upsert(self, conn: AsyncConnection, artifact: str, node_id: NodeID,
                       state: str) -> None:  # fmt: skip
-        now = await store_now(conn, self._clock)
-        key = and_(artifact_holdings.c.artifact == artifact,
-                   artifact_holdings.c.node_id == node_id)  # fmt: skip
-        changed = await conn.execute(
-            update(artifact_holdings).where(key).values(state=state, updated_at=now)
-        )
-        if changed.rowcount == 0:
-            await conn.execute(
-                artifact_holdings.insert().values(
-                    artifact=artifact, node_id=node_id, state=state, updated_at=now
-                )
-            )
+        await upsert_holding(conn, artifact, node_id, state, now=await store_now(conn, self._clock))
 
     async def holders(self, artifact: str) -> list[Holder]:
         """Every node with a row for ``artifact`` (held or deleting), by node id."""

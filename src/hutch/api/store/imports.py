@@ -27,6 +27,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from hutch.api.models import NewTemplate, Template
+from hutch.api.store.artifacts import upsert_holding
 from hutch.api.store.base import Clock, utc_now
 from hutch.api.store.engine import is_sqlite, read_transaction, write_transaction
 from hutch.api.store.errors import is_unique_violation
@@ -34,6 +35,7 @@ from hutch.api.store.nodes import store_now
 from hutch.api.store.tables import template_imports, templates
 from hutch.api.store.templates import _template
 from hutch.shared.errors import AlreadyExistsError
+from hutch.shared.ids import NodeID
 
 #: The channel queued imports are announced on (PostgreSQL).
 IMPORTS_CHANNEL: Final = "hutch_template_imports"
@@ -250,8 +252,11 @@ class SqlImportStore:
         template: NewTemplate,
         result: dict[str, Any],
         progress: dict[str, tuple[int, int]],
+        holder: NodeID | None = None,
     ) -> Template | None:
-        """In one transaction: the import ``ready`` and its template's row written.
+        """In one transaction: the import ``ready``, its template's row written and, with
+        ``holder`` (a cluster's node that imported it), that node recorded as the
+        artifact's holder (ADR 0029), so a create on any node fetches it from there.
         ``None`` when the import is no longer ``worker``'s (nothing written);
         ``AlreadyExistsError`` when the name was taken meanwhile (nothing written)."""
         try:
@@ -277,6 +282,8 @@ class SqlImportStore:
                         created_at=now, updated_at=now,
                     )
                 )  # fmt: skip
+                if holder is not None:
+                    await upsert_holding(conn, template.alias, holder, now=now)
                 row = (await conn.execute(select(templates).where(templates.c.id == row_id))).one()
                 return _template(row)
         except IntegrityError as exc:
