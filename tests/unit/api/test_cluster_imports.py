@@ -8,6 +8,8 @@ the real path is tests/cluster/test_artifacts.py's import test."""
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 from datetime import UTC, datetime
 
 import pytest
@@ -34,8 +36,9 @@ def _node(node_id: str, *, status: NodeStatus = NodeStatus.READY, disk: int = 10
 
 
 class FakeNode:
-    def __init__(self, node_id: str, fail: Exception | None = None) -> None:
-        self.node_id, self.fail, self.runs = node_id, fail, 0
+    def __init__(self, node_id: str, fail: Exception | None = None, *, hang: bool = False) -> None:
+        self.node_id, self.fail, self.runs, self.hang = node_id, fail, 0, hang
+        self.started, self.cancelled = asyncio.Event(), False
 
     async def import_image(
         self, request: ImageImport, *, progress: ImportProgress | None = None
@@ -43,6 +46,13 @@ class FakeNode:
         self.runs += 1
         if progress is not None:
             progress("layer 1/1", 1, 2)
+        self.started.set()
+        if self.hang:  # a frozen node: the stream stays open and silent
+            try:
+                await asyncio.Event().wait()
+            except asyncio.CancelledError:
+                self.cancelled = True
+                raise
         if self.fail is not None:
             raise self.fail
         return ImportedImage(name=request.name, fingerprint="f" * 64, cache_hit=False,
@@ -60,15 +70,15 @@ class Clients:
         self.forgotten.append(node_id)
 
 
-def _templates(rows: list[Node], clients: Clients) -> ClusterTemplates:
+def _templates(rows: list[Node], clients: Clients, *, watch_s: float = 2.0) -> ClusterTemplates:
     async def list_nodes() -> list[Node]:
-        return rows
+        return list(rows)
 
     async def find(_: object) -> None:
         return None
 
     router = NodeRouter(clients=clients, find_sandbox=find, list_nodes=list_nodes)  # type: ignore[arg-type]
-    return ClusterTemplates(router)
+    return ClusterTemplates(router, watch_s=watch_s)
 
 
 REQUEST = ImageImport(source="docker-archive:/x.tar", name="img", disk_mb=3000)
@@ -116,3 +126,16 @@ async def test_an_image_error_is_not_retried_and_no_node_is_a_clear_503() -> Non
     down = {"n1": FakeNode("n1", UnavailableError("gone"))}
     with pytest.raises(UnavailableError, match="no node could import the image"):
         await _templates([_node("n1")], Clients(down)).import_image(REQUEST)
+
+
+async def test_a_node_lost_mid_import_with_its_stream_open_is_given_up_for_the_next() -> None:
+    nodes = {"n1": FakeNode("n1", hang=True), "n2": FakeNode("n2")}
+    rows = [_node("n1"), _node("n2", used=100)]
+    templates = _templates(rows, Clients(nodes), watch_s=0.01)
+    running = asyncio.create_task(templates.import_image(REQUEST))
+    await nodes["n1"].started.wait()
+    assert not running.done()  # a draining or slow node is waited for
+    rows[0] = dataclasses.replace(rows[0], status=NodeStatus.LOST)  # the sweeper's verdict
+    made = await running
+    assert made.node_id == "n2"
+    assert nodes["n1"].cancelled and nodes["n2"].runs == 1

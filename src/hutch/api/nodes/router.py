@@ -9,6 +9,7 @@ it to keep the proxy's routes in step.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import dataclasses
 import logging
@@ -160,6 +161,13 @@ class NodeRouter:
         fits = [n for n in ready if free(n) > 0 and (not disk_mb or free(n) >= disk_mb)]
         return [n.id for n in sorted(fits, key=lambda n: (-free(n), n.id))]
 
+    async def is_lost(self, node_id: NodeID) -> bool:
+        """The node is ``lost`` (or gone from the table)."""
+        for node in await self._list_nodes():
+            if node.id == node_id:
+                return node.status is NodeStatus.LOST
+        return True
+
     async def import_on(
         self, node_id: NodeID, request: ImageImport, *, progress: ImportProgress | None = None
     ) -> ImportedImage:
@@ -210,8 +218,28 @@ class ClusterTemplates:
     a node chosen from the nodes table (:meth:`import_image`); deletes go to every node
     holding the template (:meth:`NodeRouter.delete_template`)."""
 
-    def __init__(self, router: NodeRouter) -> None:
+    def __init__(self, router: NodeRouter, *, watch_s: float = 2.0) -> None:
         self._router = router
+        #: How often the importing node's row is read: once it is ``lost`` (its lease and
+        #: grace passed: frozen, cut off) the import is given up there, since its stream,
+        #: which may be silent for long while a layer is unpacked, has no read timeout.
+        self._watch_s = watch_s
+
+    async def _on_node_while_alive(
+        self, node_id: NodeID, request: ImageImport, progress: ImportProgress | None
+    ) -> ImportedImage:
+        work = asyncio.ensure_future(self._router.import_on(node_id, request, progress=progress))
+        try:
+            while True:
+                done, _ = await asyncio.wait({work}, timeout=self._watch_s)
+                if done:
+                    return work.result()
+                if await self._router.is_lost(node_id):
+                    raise UnavailableError(f"node {node_id} was lost mid-import")
+        finally:
+            if not work.done():
+                work.cancel()
+                await asyncio.gather(work, return_exceptions=True)
 
     async def import_image(
         self, request: ImageImport, *, progress: ImportProgress | None = None
@@ -220,14 +248,16 @@ class ClusterTemplates:
         following its progress; the answer names the node (the api records it as the
         artifact's holder with the template's row). A node that does not answer (lost
         mid-import) drops its client and the import runs on the next one; the node's
-        import is idempotent by fingerprint, so a re-run costs at worst the work lost."""
+        import is idempotent by fingerprint, so a re-run costs at worst the work lost. A
+        node that stops answering without closing the stream is given up once the store
+        marks it ``lost``."""
         nodes = await self._router.import_candidates(request.disk_mb)
         if not nodes:
             raise UnavailableError("no ready node with free disk to import the image on")
         last: UnavailableError | None = None
         for node_id in nodes:
             try:
-                made = await self._router.import_on(node_id, request, progress=progress)
+                made = await self._on_node_while_alive(node_id, request, progress)
             except UnavailableError as exc:
                 _log.warning("import of %s: node %s did not answer (%s); trying another",
                              request.name, node_id, exc)  # fmt: skip
