@@ -375,6 +375,8 @@ class Volume:
     #: Signs the volume's content tokens; never leaves the server.
     token_secret: str
     created_at: datetime
+    #: A local volume's node: where its first mount ran (ADR 0034); None: not yet, or S3.
+    node_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

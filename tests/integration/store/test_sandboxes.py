@@ -296,3 +296,37 @@ async def test_volume_mounts_of_many_sandboxes_in_one_query(
     assert [(m.name, m.path) for m in found[a.id]] == [("data", "/mnt/x"), ("data", "/mnt/y")]
     assert found[b.id] == []
     assert await store.volumes.mounts_of_many([]) == {}
+
+
+async def test_a_local_volume_is_claimed_by_its_first_mounts_node(
+    store: SqlStore, team_id: TeamID
+) -> None:
+    """ADR 0034: the first mount's node is recorded with the mount; a mount on another
+    node after that (a create that raced the first) is refused and records nothing; an
+    S3 volume is nobody's."""
+    from hutch.api.models import VolumeMount
+    from hutch.api.store.volumes import VolumeNodeTaken
+    from hutch.shared.ids import VolumeID
+
+    local, s3 = VolumeID("vol00000000000000000011"), VolumeID("vol00000000000000000012")
+    for vid, name, backend in ((local, "data", "local"), (s3, "blobs", "s3")):
+        await store.volumes.create_volume(
+            volume_id=vid, team_id=team_id, name=name, quota_bytes=1 << 20, backend=backend,
+            token_secret="s",
+        )  # fmt: skip
+    assert await store.sandboxes.volume_nodes([local, s3]) == {}
+    a = (await store.sandboxes.create_sandbox(new_sandbox(team_id))).sandbox
+    b = (await store.sandboxes.create_sandbox(new_sandbox(team_id))).sandbox
+    mounts = [
+        VolumeMount(volume_id=local, name="data", path="/mnt/d"),
+        VolumeMount(volume_id=s3, name="blobs", path="/mnt/b", backend="s3"),
+    ]
+    await store.volumes.add_mounts(a.id, mounts, node_id="n1")
+    assert await store.sandboxes.volume_nodes([local, s3]) == {local: "n1"}
+    with pytest.raises(VolumeNodeTaken) as taken:
+        await store.volumes.add_mounts(b.id, mounts, node_id="n2")
+    assert (taken.value.volume_id, taken.value.node_id) == (local, "n1")
+    assert taken.value.error_code == "volume_node_unavailable"
+    assert await store.volumes.mounts_of(b.id) == []  # the refused mount left no row
+    await store.volumes.add_mounts(b.id, mounts, node_id="n1")  # its own node: fine
+    assert (await store.volumes.get_volume(local, team_id=team_id)).node_id == "n1"

@@ -68,6 +68,7 @@ from hutch.api.service.validation import (
     check_timeout,
 )
 from hutch.api.store.base import Clock, SandboxStore, TemplateStore, utc_now
+from hutch.api.store.volumes import VolumeNodeTaken
 from hutch.shared import logging as hlog
 from hutch.shared.egress import parse_policy
 from hutch.shared.errors import (
@@ -281,7 +282,9 @@ class VolumeMounts(Protocol):
     async def resolve_mounts(
         self, *, team_id: TeamID, requested: Sequence[tuple[str, str]]
     ) -> list[VolumeMount]: ...
-    async def record_mounts(self, sandbox_id: SandboxID, mounts: Sequence[VolumeMount]) -> None: ...
+    async def record_mounts(
+        self, sandbox_id: SandboxID, mounts: Sequence[VolumeMount], *, node_id: str | None = None
+    ) -> None: ...
     def mount_specs(self, mounts: Sequence[VolumeMount]) -> list[VolumeMountSpec]: ...
     async def mounts_of(self, sandbox_id: SandboxID) -> list[VolumeMountSpec]: ...
 
@@ -443,6 +446,8 @@ class SandboxService:
                     new, idempotency_key=idempotency_key, request_hash=fingerprint, placer=placer
                 )
             except NoNodeFits as exc:
+                if placer is not None and placer.demand.pinned is not None:
+                    raise _volume_node_unavailable(mounts, placer.demand.pinned, exc) from exc
                 if not lacking:
                     raise
                 # The template exists (its row is here) but no node could start it: say so.
@@ -467,6 +472,15 @@ class SandboxService:
             node_id = created.sandbox.node_id
             try:
                 started = await self._start(created.sandbox, mounts=mounts)
+            except VolumeNodeTaken as exc:
+                # A create that raced this one mounted the volume first, on another node
+                # (ADR 0034): this one goes there too (the row was rolled back).
+                if placer is None or placer.demand.pinned is not None:
+                    raise
+                placer = dataclasses.replace(
+                    placer, demand=dataclasses.replace(placer.demand, pinned=exc.node_id)
+                )
+                continue
             except UnavailableError as exc:
                 # The node refused (full, failing, gone) and the row was rolled back: try
                 # the next node (ADR 0025); the placer's 503 names every refusal.
@@ -527,7 +541,7 @@ class SandboxService:
         try:
             if mounts and self._volumes is not None:
                 # Recorded before the node mounts anything: a volume DELETE sees it at once.
-                await self._volumes.record_mounts(sandbox.id, mounts)
+                await self._volumes.record_mounts(sandbox.id, mounts, node_id=sandbox.node_id)
             if self._artifacts is not None and sandbox.node_id is not None:
                 sources = await self._artifacts.sources_for(spec.template_id, sandbox.node_id)
                 spec = dataclasses.replace(spec, artifact_sources=sources)
@@ -786,3 +800,19 @@ class SandboxService:
         """Complete a kill left half-done (row ``killing``): node kill, then ``killed``."""
         await self._node.kill(SandboxID(sandbox_id))
         await self._sandboxes.mark_killed(sandbox_id, team_id=None)
+
+
+def _volume_node_unavailable(
+    mounts: Sequence[VolumeMount], node_id: NodeID, exc: NoNodeFits
+) -> UnavailableError:
+    """The 503 of a create whose local volume's node cannot take it (ADR 0034): never a
+    placement elsewhere, where the volume's data is not."""
+    names = ", ".join(f"'{m.name}' ({m.volume_id})" for m in mounts if m.backend == "local")
+    why = exc.reasons.get(node_id, "not registered")
+    return UnavailableError(
+        f"local volume {names} lives on node {node_id}, which cannot take the sandbox: {why}",
+        public_message=f"Failed to place sandbox: its local volume {names} lives on node "
+        f"{node_id}, which cannot take it right now ({why}); retry later, or mount a volume "
+        "of another node",
+        error_code="volume_node_unavailable",
+    )

@@ -272,8 +272,12 @@ class VolumeService:
                 raise InvalidArgumentError(f"volumeMounts: {b!r} is inside {a!r}")
         return mounts
 
-    async def record_mounts(self, sandbox_id: SandboxID, mounts: Sequence[VolumeMount]) -> None:
-        await self._store.add_mounts(sandbox_id, mounts)
+    async def record_mounts(
+        self, sandbox_id: SandboxID, mounts: Sequence[VolumeMount], *, node_id: str | None = None
+    ) -> None:
+        """Record the mounts; the sandbox's ``node_id`` claims its unclaimed local volumes
+        (ADR 0034: a local volume lives on the node of its first mount)."""
+        await self._store.add_mounts(sandbox_id, mounts, node_id=node_id)
 
     async def mounts_of(self, sandbox_id: SandboxID) -> list[VolumeMountSpec]:
         """The volumes ``sandbox_id`` mounts (to bind them again when it reboots)."""

@@ -59,9 +59,9 @@ from hutch.api.store.sandbox_rows import (
 from hutch.api.store.tables import (
     idempotency_keys,
     sandbox_metadata,
-    sandbox_volume_mounts,
     sandboxes,
     teams,
+    volumes,
 )
 from hutch.shared.errors import (
     AlreadyExistsError,
@@ -448,19 +448,12 @@ class SqlSandboxStore:
             return await rows_to_sandboxes(conn, await conn.execute(query))
 
     async def volume_nodes(self, volume_ids: Collection[str]) -> dict[str, NodeID]:
-        """The node each volume was last mounted on (a local volume lives there)."""
-        s, m = sandboxes.c, sandbox_volume_mounts.c
-        query = (
-            select(m.volume_id, s.node_id)
-            .join(sandboxes, s.id == m.sandbox_id)
-            .where(m.volume_id.in_(list(volume_ids)), s.node_id.is_not(None))
-            .order_by(s.started_at.desc())
-        )
-        found: dict[str, NodeID] = {}
+        """The node each volume lives on (ADR 0034: its first mount's, ``volumes.node_id``);
+        volumes never mounted are absent."""
+        v = volumes.c
+        query = select(v.id, v.node_id).where(v.id.in_(list(volume_ids)), v.node_id.is_not(None))
         async with read_transaction(self._engine) as conn:
-            for volume_id, node_id in await conn.execute(query):
-                found.setdefault(volume_id, NodeID(node_id))
-        return found
+            return {vid: NodeID(nid) for vid, nid in await conn.execute(query)}
 
     async def count_on_node(
         self, node_id: NodeID, *, states: Collection[SandboxState] = NODE_BUSY_STATES

@@ -241,6 +241,11 @@ volumes = Table(
     # Signs this volume's content tokens (HMAC-SHA256); never sent to a client.
     Column("token_secret", String(64), nullable=False),
     Column("created_at", UTCDateTime(), nullable=False),
+    # A local volume's node (ADR 0034): the node of its first mount, claimed in the
+    # transaction that records that mount; every later create that mounts it is placed
+    # there. NULL: never mounted (or S3, which any node mounts). No foreign key: the
+    # volume keeps naming its node after the node leaves (the 503 says which).
+    Column("node_id", String(64), nullable=True),
     UniqueConstraint("team_id", "name"),
 )
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Collection, Iterable
 from typing import Any
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -14,8 +14,25 @@ from hutch.api.store.base import Clock, utc_now
 from hutch.api.store.engine import read_transaction, write_transaction
 from hutch.api.store.errors import is_foreign_key_violation, is_unique_violation
 from hutch.api.store.tables import sandbox_volume_mounts, sandboxes, teams, volumes
-from hutch.shared.errors import AlreadyExistsError, NotFoundError, QuotaExceededError
+from hutch.shared.errors import (
+    AlreadyExistsError,
+    NotFoundError,
+    QuotaExceededError,
+    UnavailableError,
+)
 from hutch.shared.ids import SandboxID, TeamID, VolumeID, is_volume_id
+
+
+class VolumeNodeTaken(UnavailableError):
+    """A local volume's data is on another node than the one chosen for the sandbox."""
+
+    def __init__(self, volume_id: str, name: str, node_id: str) -> None:
+        super().__init__(
+            f"volume {name} ({volume_id}) lives on node {node_id}",
+            error_code="volume_node_unavailable",
+        )
+        self.volume_id = volume_id
+        self.node_id = node_id
 
 
 def _volume(row: Any) -> Volume:
@@ -27,6 +44,7 @@ def _volume(row: Any) -> Volume:
         backend=row.backend,
         token_secret=row.token_secret,
         created_at=row.created_at,
+        node_id=getattr(row, "node_id", None),
     )
 
 
@@ -157,14 +175,36 @@ class SqlVolumeStore:
         if result.rowcount == 0:
             raise NotFoundError(f"volume {volume_id} not found")
 
-    async def add_mounts(self, sandbox_id: SandboxID, mounts: Iterable[VolumeMount]) -> None:
-        """Record that ``sandbox_id`` mounts these volumes (removed with the sandbox row)."""
+    async def add_mounts(
+        self, sandbox_id: SandboxID, mounts: Iterable[VolumeMount], *, node_id: str | None = None
+    ) -> None:
+        """Record that ``sandbox_id`` mounts these volumes (removed with the sandbox row).
+
+        With ``node_id`` (the sandbox's node), its local volumes that have no node yet are
+        claimed for it in the same transaction (ADR 0034); :class:`VolumeNodeTaken` when
+        one of them is another node's (a create that raced this one claimed it first)."""
+        mounts = list(mounts)
         rows = [
             {"sandbox_id": sandbox_id, "volume_id": m.volume_id, "path": m.path} for m in mounts
         ]
         if not rows:
             return
+        local = sorted({m.volume_id for m in mounts if m.backend == "local"})
         async with write_transaction(self._engine) as conn:
+            if node_id is not None and local:
+                v = volumes.c
+                # A conditional UPDATE: of two racing first mounts, one sets the node (the
+                # row lock orders them on PostgreSQL, BEGIN IMMEDIATE on SQLite), the other
+                # then reads it below.
+                await conn.execute(
+                    update(volumes)
+                    .where(v.id.in_(local), v.node_id.is_(None))
+                    .values(node_id=node_id)
+                )
+                held = await conn.execute(select(v.id, v.name, v.node_id).where(v.id.in_(local)))
+                for row in held:
+                    if row.node_id != node_id:
+                        raise VolumeNodeTaken(row.id, row.name, row.node_id)
             await conn.execute(sandbox_volume_mounts.insert(), rows)
 
     async def mounting_sandboxes(self, volume_id: VolumeID) -> list[SandboxID]:
