@@ -9,6 +9,9 @@ from __future__ import annotations
 import os
 import shutil
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+
+import httpx
 
 from hutch.shared.errors import ResourceExhaustedError
 from tests.conftest import machine_lacks
@@ -64,5 +67,35 @@ def test_a_local_volume_pins_its_sandboxes_to_its_node(
             # Its node back: the volume's creates go there again.
             r = c.post("/v2/sandboxes", json=body)
             assert r.status_code == 201 and r.json()["sandboxID"] in home.sandboxes.running
+        finally:
+            assert c.delete(f"/volumes/{vol}", params={"force": "true"}).status_code == 204
+
+
+def test_racing_first_mounts_of_a_local_volume_end_on_one_node(
+    cluster_api: ClusterApi, fake_nodes: Callable[..., FakeNodeApi]
+) -> None:
+    """Creates that all read "no node yet" for the volume race to claim it: the losers are
+    rolled back and placed again on the winner's node, so every one succeeds there."""
+    if os.geteuid() != 0 or shutil.which("mkfs.ext4") is None:
+        machine_lacks("the api's local volumes need root and mkfs.ext4 (loop mounts)")
+    a, b = fake_nodes("node-a"), fake_nodes("node-b")
+    _join(cluster_api, a, b)
+    with cluster_api.member() as c:
+        r = c.post("/volumes", json={"name": "race", "sizeMB": 8})
+        assert r.status_code == 201, r.text
+        vol = r.json()["volumeID"]
+        body = {"templateID": "base", "volumeMounts": [{"name": "race", "path": "/mnt/r"}]}
+
+        def create(_: int) -> httpx.Response:
+            with cluster_api.member() as own:
+                return own.post("/v2/sandboxes", json=body)
+
+        try:
+            with ThreadPoolExecutor(8) as pool:
+                results = list(pool.map(create, range(8)))
+            assert [r.status_code for r in results] == [201] * 8, [r.text for r in results]
+            ids = {r.json()["sandboxID"] for r in results}
+            on = [n for n in (a, b) if ids & set(n.sandboxes.running)]
+            assert len(on) == 1 and ids <= set(on[0].sandboxes.running)
         finally:
             assert c.delete(f"/volumes/{vol}", params={"force": "true"}).status_code == 204
