@@ -50,6 +50,7 @@ def _source_home(home: Path) -> None:
     (rootfs / "etc" / "hello").write_text("hello from A\n")
     os.link(rootfs / "etc" / "hello", rootfs / "etc" / "hello.link")
     os.symlink("/etc/hello", rootfs / "hello")
+    os.utime(rootfs / "hello", (1_600_000_000, 1_600_000_000), follow_symlinks=False)
     (rootfs / "bin").mkdir()
     (rootfs / "bin" / "tool").write_text("#!/bin/sh\n")
     os.chmod(rootfs / "bin" / "tool", 0o4755)  # setuid kept (an image's su, sudo)

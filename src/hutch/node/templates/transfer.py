@@ -321,6 +321,8 @@ def extract_tar(source: IO[bytes], root: Path) -> None:
                             filter="fully_trusted")  # fmt: skip
                 if member.isdir():
                     dirs.append((target, member))
+                elif member.issym():  # tarfile sets no symlink's mtime: it would be now's
+                    os.utime(target, (member.mtime, member.mtime), follow_symlinks=False)
             for key, value in member.pax_headers.items():
                 if key.startswith(_XATTR):
                     os.setxattr(target, key.removeprefix(_XATTR), base64.b64decode(value),
