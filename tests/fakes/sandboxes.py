@@ -169,6 +169,7 @@ class FakeTemplates:
         self.build_release = threading.Event()
         self.files: dict[str, bytes] = {}
         self.deleted: list[str] = []
+        self.published: list[str] = []
         self.builds: list[tuple[str, str]] = []
 
     async def import_image(
@@ -194,6 +195,10 @@ class FakeTemplates:
 
     async def delete(self, name: str) -> None:
         self.deleted.append(name)
+
+    async def publish(self, *names: str) -> None:
+        """No shared artifact directory here (``TemplateManager.publish`` without one)."""
+        self.published.extend(names)
 
     def has_files(self, files_hash: str) -> bool:
         return files_hash in self.files

@@ -29,6 +29,7 @@ from hutch.node.sandbox.sampler import UsageSampler
 from hutch.node.service import NodeIdentity, NodeService
 from hutch.node.settings import NodeSettings
 from hutch.node.templates.artifact import DirTemplateStore
+from hutch.node.templates.artifact_dir import ArtifactDir
 from hutch.node.templates.manager import TemplateManager
 from hutch.node.templates.transfer import Exporter, Fetcher
 from hutch.shared.egress import EgressPolicy
@@ -172,22 +173,30 @@ def build_node_service(
     """
     from hutch import __version__
 
+    exporter = Exporter(node.templates, settings.templates_dir)
+    artifact_dir = (
+        None if settings.artifact_dir is None else ArtifactDir(settings.artifact_dir, exporter)
+    )
     templates = TemplateManager(
         templates_dir=settings.templates_dir,
         envd_bundle=settings.envd_bundle_path,
         sandboxes=node.manager,
         shared_templates=settings.shared_templates_dirs,
         max_disk_mb=settings.max_disk_mb,
+        artifact_dir=artifact_dir,
     )
     identity = NodeIdentity(
         node_id=node_id, version=__version__, runtime=settings.runtime,
         max_sandboxes=settings.max_sandboxes, pool_sizes=settings.pool_sizes,
     )  # fmt: skip
-    fetcher = Fetcher(node.templates, settings.templates_dir, token=settings.effective_api_token())
+    fetcher = Fetcher(
+        node.templates, settings.templates_dir, token=settings.effective_api_token(),
+        artifact_dir=artifact_dir,
+    )  # fmt: skip
     fetcher.clean_incoming()  # a crashed fetch's leftovers (never a part: ADR 0029)
     service = NodeService(
         identity=identity, sandboxes=node.manager, sampler=node.sampler, templates=templates,
-        volumes=volumes, exporter=Exporter(node.templates, settings.templates_dir),
+        volumes=volumes, exporter=exporter,
         fetcher=fetcher,
     )  # fmt: skip
 

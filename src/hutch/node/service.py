@@ -238,6 +238,7 @@ class NodeService:
     async def snapshot(self, sandbox_id: str, *, snapshot_id: str) -> None:
         """Publish the sandbox's files as template ``snapshot_id``."""
         await self._sandboxes.snapshot(sandbox_id, name=snapshot_id)
+        await self.templates.publish(snapshot_id)  # outlives this node (ADR 0029 addendum)
 
     async def delete_snapshot(self, snapshot_id: str) -> None:
         """Remove snapshot template ``snapshot_id`` (idempotent) and unused layers."""

@@ -87,6 +87,12 @@ class NodeSettings(BaseSettings):
     #: has them with no copy (they are overlay lower layers). Never written, never pruned;
     #: a template of the same name under this home's own directory shadows it. Empty: none.
     shared_templates_dir: Path | None = Path("/var/lib/hutch/templates")
+    #: The shared artifact directory (ADR 0029 addendum; docs/deploy.md "How artifacts
+    #: move"): one every node of the cluster mounts (NFS, say). The node writes there
+    #: every template it imports, builds, snapshots or fetches (manifests, and parts as
+    #: tars named by their SHA-256), and a template it lacks is read from there before the
+    #: peers are asked, so a snapshot outlives the node that took it. Empty: none (only peers).
+    artifact_dir: Path | None = None
 
     # ---- the node API (``hutch node``; docs/node-api.md) ------------------------------------
     #: The node's stable id, answered in ``GET /v1/node`` and recorded on sandbox rows.
@@ -132,7 +138,7 @@ class NodeSettings(BaseSettings):
             labels[key.strip()] = value.strip()
         return labels
 
-    @field_validator("shared_templates_dir", "lxcfs_dir", mode="before")
+    @field_validator("shared_templates_dir", "lxcfs_dir", "artifact_dir", mode="before")
     @classmethod
     def _empty_is_none(cls, value: object) -> object:
         return None if value == "" else value

@@ -101,6 +101,7 @@ async def test_http_client_pause_resume_snapshot(
     assert (resumed.memory_kept, resumed.placed.address) == (True, "10.99.1.1")
     await node_client.snapshot(SandboxID("sbx2"), snapshot_id=TemplateID("snap1"))
     assert "snap1" in wired_node.sandboxes.templates
+    assert wired_node.templates.published == ["snap1"]  # to the artifact directory, if any
     await node_client.delete_snapshot(TemplateID("snap1"))
     assert wired_node.templates.deleted == ["snap1"]
     with pytest.raises(NotFoundError):

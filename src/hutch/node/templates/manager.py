@@ -19,11 +19,13 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from pathlib import Path
 
 from hutch.node.templates.artifact import (
+    VERSION_SEP,
     DirTemplateStore,
     TemplateArtifact,
     TemplateNotFoundError,
     keep_version,
 )
+from hutch.node.templates.artifact_dir import ArtifactDir
 from hutch.node.templates.build import BuildLog, BuildSandboxes, BuildSpec, build_template
 from hutch.node.templates.image import (
     ImageTemplateOptions,
@@ -56,8 +58,11 @@ class TemplateManager:
         files_dir: Path | None = None,
         shared_templates: Sequence[Path] = (),
         max_disk_mb: int | None = None,
+        artifact_dir: ArtifactDir | None = None,
     ) -> None:
         self._templates_dir = templates_dir
+        #: The shared artifact directory every import, build and snapshot is written to.
+        self.artifact_dir = artifact_dir
         #: The largest disk an imported template may give its sandboxes (the node's).
         self._max_disk_mb = max_disk_mb
         self._store = DirTemplateStore(templates_dir, shared=shared_templates)
@@ -86,10 +91,19 @@ class TemplateManager:
                 "(HUTCH_NODE_MAX_DISK_MB)"
             )
         async with self._locks.setdefault(options.name, asyncio.Lock()):
-            return await asyncio.to_thread(
+            result = await asyncio.to_thread(
                 import_image, source, options, templates_dir=self._templates_dir,
                 envd_bundle=self._envd_bundle, progress=progress,
             )  # fmt: skip
+            await self.publish(options.name)
+            return result
+
+    async def publish(self, *names: str) -> None:
+        """Write ``names`` to the shared artifact directory, when there is one (a failure
+        is logged: the template stays usable here and on the peers it is fetched to)."""
+        if self.artifact_dir is not None:
+            for name in names:
+                await self.artifact_dir.publish_quietly(name)
 
     async def delete(self, name: str) -> None:
         """Remove the template's files (idempotent), and snapshot layers no longer used."""
@@ -98,6 +112,8 @@ class TemplateManager:
         # A shared template (another home's, read-only) is hidden here, never removed.
         self._store.hide_shared(name)
         await asyncio.to_thread(prune_snapshot_layers, self._templates_dir)
+        if self.artifact_dir is not None:
+            await self.artifact_dir.remove(name)
 
     # ---- E2B SDK template builds ---------------------------------------------------------
 
@@ -154,6 +170,7 @@ class TemplateManager:
             )
             # Inside the lock: the version kept is the one this build published.
             await asyncio.to_thread(keep_version, self._templates_dir, name, build_id)
+            await self.publish(name, f"{name}{VERSION_SEP}{build_id}")
 
     async def _base(self, start: Mapping[str, object], *, log: BuildLog) -> TemplateArtifact:
         store = self._store

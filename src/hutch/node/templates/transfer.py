@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import functools
 import hashlib
 import json
 import os
@@ -37,7 +38,7 @@ import uuid
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any, Final
+from typing import IO, Any, Final, Protocol
 
 import httpx
 
@@ -342,6 +343,62 @@ def address_url(address: str) -> tuple[str, httpx.AsyncBaseTransport | None]:
     raise InvalidArgumentError(f"peer address {address!r}: want http(s)://host:port or unix:/path")
 
 
+class Source(Protocol):
+    """Where a fetch reads a template from: a peer node, or the shared artifact directory.
+
+    ``part`` yields the digest the bytes must have (sent or recorded *before* them) and
+    the bytes; :meth:`Fetcher._part` checks one against the other, whatever the source.
+    """
+
+    label: str
+    kind: str
+
+    async def manifest(self, name: str) -> wire.ArtifactManifest: ...
+
+    def part(
+        self, name: str, part: wire.ArtifactPart
+    ) -> contextlib.AbstractAsyncContextManager[tuple[str, AsyncIterator[bytes]]]: ...
+
+
+class ArtifactDirLike(Protocol):
+    """What the fetcher needs of ``artifact_dir.ArtifactDir``."""
+
+    def source(self) -> contextlib.AbstractAsyncContextManager[Source]: ...
+
+    async def publish_quietly(self, name: str) -> None: ...
+
+
+class _PeerSource:
+    """A peer's node API (``/v1/artifacts/...``)."""
+
+    kind = "peer"
+
+    def __init__(self, address: str, client: httpx.AsyncClient) -> None:
+        self.label = address
+        self._client = client
+
+    async def manifest(self, name: str) -> wire.ArtifactManifest:
+        answer = await self._client.get(f"/artifacts/{name}")
+        if answer.status_code != 200:
+            raise ArtifactUnavailableError(
+                f"peer answered {answer.status_code} for {name!r}: {answer.text[:300]}"
+            )
+        return wire.ArtifactManifest.model_validate_json(answer.content)
+
+    @contextlib.asynccontextmanager
+    async def part(
+        self, name: str, part: wire.ArtifactPart
+    ) -> AsyncIterator[tuple[str, AsyncIterator[bytes]]]:
+        path = f"/artifacts/{name}/parts/{part.kind}/{part.id}"
+        async with self._client.stream("GET", path) as r:
+            if r.status_code != 200:
+                await r.aread()
+                raise ArtifactUnavailableError(
+                    f"peer answered {r.status_code} for part {part.kind}/{part.id}"
+                )
+            yield r.headers.get(DIGEST_HEADER, ""), r.aiter_bytes(_CHUNK)
+
+
 @dataclass(frozen=True, slots=True)
 class Fetched:
     """One fetch: from where, how many bytes crossed, in how long."""
@@ -355,7 +412,8 @@ class Fetcher:
     """Fetches templates this node lacks from peers, one fetch per name at a time.
 
     ``token``: this node's cluster token (every node of a cluster shares it, ADR 0025);
-    ``transport``: for tests, the transport to reach every peer by.
+    ``transport``: for tests, the transport to reach every peer by; ``artifact_dir``: the
+    shared artifact directory (``node/templates/artifact_dir.py``), tried before the peers.
     """
 
     def __init__(
@@ -365,11 +423,13 @@ class Fetcher:
         *,
         token: str | None,
         transport: Callable[[str], httpx.AsyncBaseTransport | None] | None = None,
+        artifact_dir: ArtifactDirLike | None = None,
     ) -> None:
         self._store = store
         self._dir = templates_dir
         self._token = token
         self._transport = transport
+        self._artifact_dir = artifact_dir
         self._locks: dict[str, asyncio.Lock] = {}
 
     async def holds(self, name: str) -> bool:
@@ -382,83 +442,85 @@ class Fetcher:
 
     async def ensure(self, name: str, sources: Sequence[str]) -> Fetched | None:
         """Make ``name`` usable here: None if it was already, else the fetch that did it.
-        ``ArtifactUnavailableError`` (naming each source's failure) when none served it."""
+
+        The shared artifact directory (when configured) is tried first, then each peer of
+        ``sources`` (ADR 0029 addendum); ``ArtifactUnavailableError`` (naming each one's
+        failure) when none served it."""
         async with self._locks.setdefault(name, asyncio.Lock()):
             if await self.holds(name):
                 return None
-            if not sources:
+            if not sources and self._artifact_dir is None:
                 raise ArtifactUnavailableError(
                     f"template {name!r} is not on this node and no peer holding it was named",
                     public_message=f"Template '{name}' is not on this node",
                 )
             failures = []
-            for source in sources:
+            candidates: list[Callable[[], contextlib.AbstractAsyncContextManager[Source]]] = []
+            if self._artifact_dir is not None:
+                candidates.append(self._artifact_dir.source)
+            candidates.extend(functools.partial(self._peer, s) for s in sources)
+            for open_source in candidates:
                 started = time.monotonic()
+                label = "?"
                 try:
-                    size = await self._fetch(name, source, depth=0)
+                    async with open_source() as source:
+                        label = source.label
+                        size = await self._fetch(name, source, depth=0)
                 except (HutchError, httpx.HTTPError, OSError, tarfile.TarError) as exc:
-                    failures.append(f"{source}: {getattr(exc, 'message', None) or exc!r}")
+                    failures.append(f"{label}: {getattr(exc, 'message', None) or exc!r}")
                     continue
-                return Fetched(source=source, bytes=size, seconds=time.monotonic() - started)
+                if self._artifact_dir is not None and not label.startswith("dir:"):
+                    await self._artifact_dir.publish_quietly(name)  # kept for when peers go
+                return Fetched(source=label, bytes=size, seconds=time.monotonic() - started)
             raise ArtifactUnavailableError(
                 f"template {name!r} is not on this node and no peer served it "
                 f"({'; '.join(failures)})",
                 public_message=f"Template '{name}' could not be fetched to this node",
             )
 
-    def _client(self, source: str) -> httpx.AsyncClient:
-        base_url, transport = address_url(source)
+    @contextlib.asynccontextmanager
+    async def _peer(self, address: str) -> AsyncIterator[Source]:
+        base_url, transport = address_url(address)
         if self._transport is not None:
-            transport = self._transport(source)
+            transport = self._transport(address)
         headers = {"Authorization": f"Bearer {self._token}"} if self._token else {}
-        return httpx.AsyncClient(
+        async with httpx.AsyncClient(
             base_url=f"{base_url}{wire.PREFIX}", transport=transport, headers=headers,
             timeout=httpx.Timeout(300.0, connect=10.0, read=None),
-        )  # fmt: skip
+        ) as client:  # fmt: skip
+            yield _PeerSource(address, client)
 
-    async def _fetch(self, name: str, source: str, *, depth: int) -> int:
+    async def _fetch(self, name: str, source: Source, *, depth: int) -> int:
         if depth > 8:
             raise InvalidArgumentError(f"template {name!r}: its bases nest too deep")
-        async with self._client(source) as client:
-            answer = await client.get(f"/artifacts/{name}")
-            if answer.status_code != 200:
-                raise ArtifactUnavailableError(
-                    f"peer answered {answer.status_code} for {name!r}: {answer.text[:300]}"
-                )
-            found = wire.ArtifactManifest.model_validate_json(answer.content)
-            size = 0
-            if found.base is not None and not await self.holds(found.base):
-                size += await self._fetch(found.base, source, depth=depth + 1)
-            for part in found.parts:
-                target = part_dir(self._dir, part.kind, part.id)
-                if part.kind == "tree":
-                    if await self.holds(part.id):
-                        continue
-                elif target.exists():
-                    continue  # parts never change: the one this node has is the same
-                size += await self._part(client, name, part, target)
-            if not any(p.kind == "tree" for p in found.parts):
-                await asyncio.to_thread(self._publish, found)
+        found = await source.manifest(name)
+        size = 0
+        if found.base is not None and not await self.holds(found.base):
+            size += await self._fetch(found.base, source, depth=depth + 1)
+        for part in found.parts:
+            target = part_dir(self._dir, part.kind, part.id)
+            if part.kind == "tree":
+                if await self.holds(part.id):
+                    continue
+            elif target.exists():
+                continue  # parts never change: the one this node has is the same
+            size += await self._part(source, name, part, target)
+        if not any(p.kind == "tree" for p in found.parts):
+            await asyncio.to_thread(self._publish, found)
         return size
 
-    async def _part(
-        self, client: httpx.AsyncClient, name: str, part: wire.ArtifactPart, target: Path
-    ) -> int:
+    async def _part(self, source: Source, name: str, part: wire.ArtifactPart, target: Path) -> int:
+        """Receive one part: written aside while hashed, refused on a digest mismatch,
+        extracted aside, renamed into place (the same for a peer and the directory)."""
         incoming = self._dir / INCOMING_DIR
         incoming.mkdir(mode=0o700, parents=True, exist_ok=True)
         token = uuid.uuid4().hex
         tar_path, tree = incoming / f"{token}.tar", incoming / token
         hasher, size = hashlib.sha256(), 0
         try:
-            async with client.stream("GET", f"/artifacts/{name}/parts/{part.kind}/{part.id}") as r:
-                if r.status_code != 200:
-                    await r.aread()
-                    raise ArtifactUnavailableError(
-                        f"peer answered {r.status_code} for part {part.kind}/{part.id}"
-                    )
-                want = r.headers.get(DIGEST_HEADER, "")
+            async with source.part(name, part) as (want, chunks):
                 with tar_path.open("wb") as out:
-                    async for chunk in r.aiter_bytes(_CHUNK):
+                    async for chunk in chunks:
                         hasher.update(chunk)
                         size += len(chunk)
                         await asyncio.to_thread(out.write, chunk)
@@ -466,7 +528,7 @@ class Fetcher:
             if got != want:
                 raise ArtifactUnavailableError(
                     f"part {part.kind}/{part.id} of {name!r}: digest {got} is not the "
-                    f"peer's {want or '(none sent)'}"
+                    f"{source.kind}'s {want or '(none sent)'}"
                 )
             tree.mkdir(mode=0o700)
             await asyncio.to_thread(self._extract, tar_path, tree)
