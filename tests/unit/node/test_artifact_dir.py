@@ -141,3 +141,35 @@ def test_artifact_dir_setting_empty_is_off(monkeypatch: pytest.MonkeyPatch) -> N
     assert NodeSettings().artifact_dir is None
     monkeypatch.setenv("HUTCH_NODE_ARTIFACT_DIR", "/mnt/hutch-artifacts")
     assert NodeSettings().artifact_dir == Path("/mnt/hutch-artifacts")
+
+
+async def test_artifact_dir_a_snapshot_of_an_own_tree_template_brings_its_base(
+    tmp_path: Path,
+) -> None:
+    """A snapshot of a template with its own tree (``base``, an SDK build): its base is
+    published with it, and a node that has neither gets both from the directory."""
+    a, b, shared = tmp_path / "a", tmp_path / "b", tmp_path / "shared"
+    (a / "tbase" / "rootfs" / "etc").mkdir(parents=True)
+    (a / "tbase" / "rootfs" / "etc" / "os").write_text("own tree\n")
+    base = {"format": 1, "name": "tbase", "default_user": "user", "workdir": "/", "env": {},
+            "cpu_count": 1.0, "memory_mb": 256, "build": {}, "image": None,
+            "artifact": None, "layers": [], "snapshot_of": None, "alias": None}  # fmt: skip
+    (a / "tbase" / "template.json").write_text(json.dumps(base))
+    layer = a / ".snapshots" / "snap-t" / "layer"
+    layer.mkdir(parents=True)
+    (layer / "state").write_text("changed in the sandbox\n")
+    snap = {**base, "name": "snap-t", "layers": [str(layer)], "snapshot_of": "tbase",
+            "rootfs_path": str(a / "tbase" / "rootfs")}  # fmt: skip
+    (a / "snap-t").mkdir()
+    (a / "snap-t" / "template.json").write_text(json.dumps(snap))
+    b.mkdir()
+
+    await _dir(shared, a).publish("snap-t")
+    assert sorted(p.name for p in (shared / "manifests").iterdir()) == ["snap-t.json", "tbase.json"]
+    shutil.rmtree(a)
+    fetcher = Fetcher(DirTemplateStore(b), b, token="t", artifact_dir=_dir(shared, b))
+    assert await fetcher.ensure("snap-t", []) is not None
+    got = await DirTemplateStore(b).get("snap-t")
+    assert got.rootfs == b / "tbase" / "rootfs"
+    assert (got.rootfs / "etc" / "os").read_text() == "own tree\n"
+    assert (got.layers[0] / "state").read_text() == "changed in the sandbox\n"
