@@ -32,9 +32,13 @@ def test_a_local_volume_pins_its_sandboxes_to_its_node(
         vol = r.json()["volumeID"]
         body = {"templateID": "base", "volumeMounts": [{"name": "data", "path": "/mnt/data"}]}
         try:
+            # node-a (first by id among equals) refuses the first mount: the volume is not
+            # left claimed by it, the create goes on to node-b and the volume lives there.
+            a.sandboxes.fail_next = ResourceExhaustedError("node full")
             first = c.post("/v2/sandboxes", json=body)
             assert first.status_code == 201, first.text
-            home, other = (a, b) if first.json()["sandboxID"] in a.sandboxes.running else (b, a)
+            assert first.json()["sandboxID"] in b.sandboxes.running
+            home, other = b, a
             # Least allocated would alternate; the volume keeps every create on its node.
             for _ in range(3):
                 r = c.post("/v2/sandboxes", json=body)

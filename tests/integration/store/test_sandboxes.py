@@ -315,8 +315,8 @@ async def test_a_local_volume_is_claimed_by_its_first_mounts_node(
             token_secret="s",
         )  # fmt: skip
     assert await store.sandboxes.volume_nodes([local, s3]) == {}
-    a = (await store.sandboxes.create_sandbox(new_sandbox(team_id))).sandbox
-    b = (await store.sandboxes.create_sandbox(new_sandbox(team_id))).sandbox
+    a = (await store.sandboxes.create_sandbox(new_sandbox(team_id, node_id="n1"))).sandbox
+    b = (await store.sandboxes.create_sandbox(new_sandbox(team_id, node_id="n1"))).sandbox
     mounts = [
         VolumeMount(volume_id=local, name="data", path="/mnt/d"),
         VolumeMount(volume_id=s3, name="blobs", path="/mnt/b", backend="s3"),
@@ -330,3 +330,10 @@ async def test_a_local_volume_is_claimed_by_its_first_mounts_node(
     assert await store.volumes.mounts_of(b.id) == []  # the refused mount left no row
     await store.volumes.add_mounts(b.id, mounts, node_id="n1")  # its own node: fine
     assert (await store.volumes.get_volume(local, team_id=team_id)).node_id == "n1"
+    # A rolled-back create releases the claim only once no sandbox row mounts it there.
+    await store.sandboxes.delete_sandbox(a.id, team_id=None)
+    await store.volumes.release_nodes([local])
+    assert await store.sandboxes.volume_nodes([local]) == {local: "n1"}  # b still does
+    await store.sandboxes.delete_sandbox(b.id, team_id=None)
+    await store.volumes.release_nodes([local])
+    assert await store.sandboxes.volume_nodes([local]) == {}

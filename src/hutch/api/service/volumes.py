@@ -279,6 +279,11 @@ class VolumeService:
         (ADR 0034: a local volume lives on the node of its first mount)."""
         await self._store.add_mounts(sandbox_id, mounts, node_id=node_id)
 
+    async def release_nodes(self, mounts: Sequence[VolumeMount]) -> None:
+        """After a create's rollback: local volumes its mount claimed, and that nothing
+        else on that node mounts, have no node again (the next create may go anywhere)."""
+        await self._store.release_nodes([m.volume_id for m in mounts if m.backend == "local"])
+
     async def mounts_of(self, sandbox_id: SandboxID) -> list[VolumeMountSpec]:
         """The volumes ``sandbox_id`` mounts (to bind them again when it reboots)."""
         return self.mount_specs(await self._store.mounts_of(sandbox_id))

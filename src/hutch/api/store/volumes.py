@@ -207,6 +207,28 @@ class SqlVolumeStore:
                         raise VolumeNodeTaken(row.id, row.name, row.node_id)
             await conn.execute(sandbox_volume_mounts.insert(), rows)
 
+    async def release_nodes(self, volume_ids: Collection[str]) -> None:
+        """Forget the node of each of ``volume_ids`` that no sandbox row on that node mounts
+        any more (ADR 0034): a first mount whose create was rolled back (the node refused
+        it) claimed a node that never held the volume. The claim and its mount row commit
+        together, so a claim another create holds is never released here."""
+        ids = list(volume_ids)
+        if not ids:
+            return
+        v, m, s = volumes.c, sandbox_volume_mounts.c, sandboxes.c
+        still = (
+            select(m.volume_id)
+            .join(sandboxes, s.id == m.sandbox_id)
+            .where(m.volume_id == v.id, s.node_id == v.node_id)
+            .exists()
+        )
+        async with write_transaction(self._engine) as conn:
+            await conn.execute(
+                update(volumes)
+                .where(v.id.in_(ids), v.node_id.is_not(None), ~still)
+                .values(node_id=None)
+            )
+
     async def mounting_sandboxes(self, volume_id: VolumeID) -> list[SandboxID]:
         """The sandboxes that mount ``volume_id`` and are not killed yet, by id."""
         query = (
