@@ -16,6 +16,9 @@ trip after it), ``--concurrency`` at a time; then the sandboxes are killed and
 routes (uvicorn on TCP loopback, the token), pulled by the real ``Fetcher`` into another
 home; the first fetch includes the source's digest pass, the second (a fresh receiver)
 finds it kept. Needs no cluster and no root.
+
+The control plane's own capacity (api + PostgreSQL with 10 and 100 simulated nodes) is
+bench/capacity.py.
 """
 
 from __future__ import annotations
