@@ -132,11 +132,14 @@ def test_artifacts_prefer_holder_fetch_from_it_refuse_precisely_delete_everywher
                 "node-a": "held", "node-b": "held",
             }  # fmt: skip
 
-            # This api has no builder: an import is refused at once (no job its worker
-            # could only fail), while deletes below still reach every holder.
+            # This api has no builder of its own: an import runs on a ready node (node-a
+            # drains, so node-b), which then holds it (ADR 0030's cluster addendum).
+            b_files.release.set()
             image = {"source": "oci:/nowhere:latest", "name": "img"}
             r = c.post("/templates/from-image", json=image)
-            assert r.status_code == 503, r.text
+            assert r.status_code == 201, r.text
+            assert r.json()["buildStatus"] == "ready"
+            assert _holdings(cluster_api.database_url, r.json()["templateID"]) == {"node-b": "held"}
 
             # Deleted while node-b is down: node-a deletes it now, node-b is marked.
             for sid in [*a.sandboxes.running, *b.sandboxes.running]:
