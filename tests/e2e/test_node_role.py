@@ -3,7 +3,8 @@ api's real ``HttpNodeClient`` (TCP on loopback, the cluster token from the home'
 
 Proves the wire outside ``hutch serve``: a busybox sandbox is created (envd answers at its
 private address), listed, gets new metadata, is sampled and killed; a wrong token is 401
-raised as ``UnauthenticatedError``; an unknown template crosses as ``NotFoundError``.
+raised as ``UnauthenticatedError``; a template the node lacks, with no peer named to fetch it
+from, crosses as ``ArtifactUnavailableError`` (a refusal: the api tries another node, ADR 0029).
 The node's host names are its own (``hsn<slot>``), so it runs beside the session's serve.
 """
 
@@ -28,7 +29,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from hutch.api.nodes.http_client import HttpNodeClient
 from hutch.api.service.ports import SandboxSpec
 from hutch.node.templates.busybox import build_busybox
-from hutch.shared.errors import NotFoundError, UnauthenticatedError
+from hutch.shared.errors import ArtifactUnavailableError, NotFoundError, UnauthenticatedError
 from hutch.shared.ids import SandboxID, TeamID, TemplateID
 
 from .serveproc import SLOT, HostNames, Serve, free_port, nodehelpers
@@ -126,7 +127,7 @@ def test_node_role_serves_the_node_api_to_http_node_client(node_process: NodePro
         try:
             assert client.node_id == "node-e2e"
             assert client.info.api_version == "v1" and client.info.runtime == "runc"
-            with pytest.raises(NotFoundError, match="nosuch"):
+            with pytest.raises(ArtifactUnavailableError, match="nosuch"):
                 await client.create(_spec("nodee2e0unknown", template="nosuch"))
 
             placed = await client.create(_spec("nodee2e0sandbox1"))
