@@ -41,6 +41,7 @@ from hutch.api.http.auth import HttpContext
 from hutch.api.http.errors import EXCEPTION_HANDLERS
 from hutch.api.http.routes_cluster import ClusterContext
 from hutch.api.models import Sandbox
+from hutch.api.nodes.builds import ClusterBuilds
 from hutch.api.nodes.registry import NodeRegistry
 from hutch.api.nodes.router import ClusterTemplates, NodeRouter
 from hutch.api.nodes_model import Registered
@@ -161,6 +162,9 @@ class Cluster:
     artifacts: ArtifactService | None = None
     #: Template deletes on every holder (``TemplateBuilder`` for an api with no builder).
     templates: ClusterTemplates | None = None
+    #: SDK builds placed on a node (``BuildRunner`` for an api with no runner); None over a
+    #: store that keeps no build archives.
+    builds: ClusterBuilds | None = None
 
 
 def build_cluster(
@@ -202,6 +206,12 @@ def build_cluster(
         return await store.sandboxes.find_sandbox(sandbox_id, team_id=None)
 
     holdings = getattr(store, "artifacts", None)
+    build_files = getattr(store, "build_files", None)
+
+    async def template_id(id_or_alias: str) -> str | None:
+        found = await store.templates.find_template_any_team(id_or_alias)
+        return found.id if found is not None else None
+
     artifacts = ArtifactService(holdings) if holdings is not None else None
     router = NodeRouter(
         clients=registry, find_sandbox=find_sandbox, list_nodes=store.nodes.list_nodes,
@@ -236,6 +246,11 @@ def build_cluster(
         node=RoutedNodeClient(router, routes=routes),
         artifacts=artifacts,
         templates=ClusterTemplates(router),
+        builds=(
+            ClusterBuilds(router, files=build_files, artifacts=artifacts, template_id=template_id)
+            if build_files is not None
+            else None
+        ),
     )
 
 
@@ -318,7 +333,7 @@ def build_context(
     )
     # ``template_deletes``: a cluster api without a builder (``ClusterTemplates``) deletes
     # templates on every holder and runs imports on a node it chooses (its import worker
-    # runs); SDK template builds still need a ``build_runner`` (none here: 400).
+    # runs); its SDK builds run on a node chosen per build (``ClusterBuilds``).
     templates = TemplateService(
         templates=store.templates, builder=builder if builder is not None else template_deletes
     )
@@ -478,6 +493,7 @@ def create_app(
         artifacts: ArtifactService | None = None
         the_node, the_cluster = node, cluster
         template_deletes: TemplateBuilder | None = None
+        the_runner = build_runner
         if cluster is None and settings.effective_cluster_token():
             # A scale-out api: nodes register here, calls go to each sandbox's node; their
             # routes are the store's (the edge proxy reads them) unless ``routes`` is given.
@@ -490,6 +506,8 @@ def create_app(
                 the_node, artifacts = built.node, built.artifacts
                 if builder is None:
                     template_deletes = built.templates  # deletes reach every holder
+                if build_runner is None:
+                    the_runner = built.builds  # SDK builds placed on a node
         if the_node is None:
             raise ValueError("create_app needs a node client, or a cluster token to route")
         ctx, reaper = build_context(
@@ -499,7 +517,7 @@ def create_app(
             volume_backends=backends,
             clock=clock,
             builder=builder,
-            build_runner=build_runner,
+            build_runner=the_runner,
             node_status=node_status,
             locks=coordination.locks if coordination else None,
             artifacts=artifacts,

@@ -8,6 +8,8 @@ precise 503, never a 404; a delete reaches every holder and marks the one that i
 from __future__ import annotations
 
 import asyncio
+import io
+import tarfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -209,3 +211,57 @@ def test_artifacts_a_deleting_row_is_applied_when_the_node_is_back(tmp_path: Pat
     assert marked == {"n1": "deleting", "n2": "deleting"}
     assert sorted(done) == ["snap-1", "snap-1"]
     assert sorted(calls) == [("n1", "snap-1"), ("n2", "snap-1")]
+
+
+def test_artifacts_an_sdk_build_is_placed_given_its_files_and_base_and_held(
+    cluster_api: ClusterApi, tmp_path: Path
+) -> None:
+    """The official SDK's ``Template.build`` through an api whose nodes register (nodes over
+    fakes): the ``COPY`` archive is kept by the api until the build is placed, then pushed
+    to the node chosen (the only ready one, which lacks the base and fetches it from its
+    holder); the node's log lines reach the SDK; that node holds the template and its
+    ``name@build`` version once the build is ready, and a create on the other node fetches
+    it from there. The real build is ``tests/cluster/test_artifacts.py``'s."""
+    from e2b import Template
+
+    a, _, a_files = _node(tmp_path, "node-a", (BASE, BUSYBOX))
+    b, b_fetch, b_files = _node(tmp_path, "node-b", (BASE,))
+    try:
+        _join(cluster_api, a, (BASE, BUSYBOX))
+        _join(cluster_api, b, (BASE,))
+        ctx = tmp_path / "ctx"
+        ctx.mkdir()
+        (ctx / "hello.txt").write_text("hello through the store\n")
+        template = (
+            Template(file_context_path=str(ctx))
+            .from_template("busybox")
+            .copy("hello.txt", "/home/user/")
+            .run_cmd("true")
+        )
+        b_files.build_release.set()
+        with cluster_api.admin() as admin, cluster_api.member() as c:
+            assert admin.post("/nodes/node-a", json={"status": "draining"}).status_code == 204
+            logs: list[str] = []
+            info = Template.build(template, "sdktpl", api_url=cluster_api.url,
+                                  api_key=cluster_api.key,
+                                  on_build_logs=lambda e: logs.append(e.message))  # fmt: skip
+            assert "building on node node-b" in logs and "step 0 started" in logs, logs
+            assert [name for name, _ in b_files.builds] == ["sdktpl"] and a_files.builds == []
+            (archive,) = b_files.files.values()  # the SDK's tar of hello.txt, via the store
+            with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+                member = tar.extractfile("hello.txt")
+                assert member is not None and member.read() == b"hello through the store\n"
+            assert a_files.files == {}
+            assert b_fetch.asked == [(BUSYBOX, [a.address])]  # the base, from its holder
+            version = f"sdktpl@{info.build_id}"
+            assert _holdings(cluster_api.database_url, "sdktpl") == {"node-b": "held"}
+            assert _holdings(cluster_api.database_url, version) == {"node-b": "held"}
+
+            assert admin.post("/nodes/node-a", json={"status": "ready"}).status_code == 204
+            assert admin.post("/nodes/node-b", json={"status": "draining"}).status_code == 204
+            r = c.post("/v2/sandboxes", json={"templateID": "sdktpl"})
+            assert r.status_code == 201, r.text
+            assert r.json()["sandboxID"] in a.sandboxes.running
+    finally:
+        a.stop()
+        b.stop()

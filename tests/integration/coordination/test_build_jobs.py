@@ -21,7 +21,14 @@ from hutch.api.store.base import utc_now
 from hutch.api.store.builds import build_listener
 from hutch.api.store.migrations import upgrade_to_head
 from hutch.api.store.sql import SqlStore, open_sql_store
-from hutch.api.store.tables import template_builds
+from hutch.api.store.tables import (
+    artifact_holdings,
+    build_file_chunks,
+    build_files,
+    template_builds,
+)
+from hutch.shared.errors import InvalidArgumentError
+from hutch.shared.ids import NodeID
 
 
 class GatedRunner:
@@ -227,4 +234,66 @@ async def test_sqlite_restart_of_the_one_api_fails_what_it_was_building(tmp_path
         record = await store.builds.get_build(build_id)
         assert record.reason is not None and "api-before" in record.reason
     finally:
+        await store.close()
+
+
+class PlacingRunner(GatedRunner):
+    """A cluster's runner: the build ran on ``node-b`` (``ClusterBuilds`` answers it)."""
+
+    async def run_build(  # type: ignore[override]
+        self, name: str, start: Mapping[str, object], *, cpu_count: float, memory_mb: int,
+        log: BuildLogger, build_id: str,
+    ) -> NodeID:  # fmt: skip
+        self.runs.append(build_id)
+        return NodeID("node-b")
+
+
+async def test_a_cluster_build_records_its_node_as_holder_with_ready(pg_url: str) -> None:
+    store = await open_sql_store(pg_url)
+    try:
+        service = _service(store, PlacingRunner())
+        build_id = await _started_build(service, store, "placed")
+        record = await store.builds.claim("w1")
+        assert record is not None and record.build_id == build_id
+        await service.execute(record, worker="w1")
+        done = await store.builds.find_build(build_id)
+        assert done is not None and done.status == "ready"
+        # The template and its name@build version, held by the node that built them.
+        for artifact in ("placed", f"placed@{build_id}"):
+            assert [(h.node_id, h.state) for h in await store.artifacts.holders(artifact)] == [
+                ("node-b", "held")
+            ]
+        # A finish that is not the worker's (it ended meanwhile) writes no holder.
+        assert not await store.builds.finish(
+            build_id, status="ready", worker="w1", holder=NodeID("node-c"), artifacts=["placed"]
+        )
+        assert {h.node_id for h in await store.artifacts.holders("placed")} == {"node-b"}
+    finally:
+        async with store.engine.begin() as conn:
+            await conn.execute(artifact_holdings.delete())
+        await store.close()
+
+
+async def test_build_archives_are_kept_whole_in_chunks_and_read_back(pg_url: str) -> None:
+    store = await open_sql_store(pg_url)
+    data = bytes(range(256)) * (4096 * 9 + 7)  # ~9 MiB: three stored chunks
+
+    async def upload(size: int = 100_003) -> AsyncIterator[bytes]:
+        for i in range(0, len(data), size):
+            yield data[i : i + size]
+
+    try:
+        assert not await store.build_files.has("a" * 64)
+        assert await store.build_files.put("a" * 64, upload()) == len(data)
+        assert await store.build_files.has("a" * 64)
+        assert await store.build_files.put("a" * 64, upload(7_777)) == len(data)  # idempotent
+        got = [c async for c in store.build_files.read("a" * 64)]
+        assert len(got) == 3 and b"".join(got) == data
+        with pytest.raises(InvalidArgumentError, match="larger than"):
+            await store.build_files.put("b" * 64, upload(), max_bytes=1000)
+        assert not await store.build_files.has("b" * 64)
+    finally:
+        async with store.engine.begin() as conn:
+            await conn.execute(build_file_chunks.delete())
+            await conn.execute(build_files.delete())
         await store.close()

@@ -100,6 +100,7 @@ class HttpNodeClient:
         body: BaseModel | None = None,
         params: Mapping[str, str] | None = None,
         answer: type[_M] | None = None,
+        timeout: Any = httpx.USE_CLIENT_DEFAULT,
     ) -> _M | None:
         what = f"{method} {path}"
         with transport_errors(what):
@@ -109,6 +110,7 @@ class HttpNodeClient:
                 content=body.model_dump_json() if body is not None else None,
                 headers={"Content-Type": "application/json"} if body is not None else None,
                 params=params,
+                timeout=timeout,
             )
         if response.is_error:
             raise from_response(response, what=what)
@@ -321,6 +323,16 @@ class HttpNodeClient:
     async def delete(self, name: str) -> None:
         """See ``TemplateBuilder.delete``."""
         await self._call("DELETE", f"/templates/{name}")
+
+    async def fetch_artifact(self, name: str, sources: Sequence[str]) -> bool:
+        """``POST /v1/artifacts/{name}/fetch``: the node holds ``name`` afterwards, fetched
+        from the first of ``sources`` that serves it; whether it had to fetch it."""
+        out = await self._call(
+            "POST", f"/artifacts/{name}/fetch", body=wire.FetchArtifact(sources=list(sources)),
+            answer=wire.FetchedArtifact, timeout=_STREAM_TIMEOUT,
+        )  # fmt: skip
+        assert out is not None
+        return out.fetched
 
     # ---- BuildRunner -------------------------------------------------------------------------
 

@@ -86,6 +86,10 @@ class NodeRouter:
             await self._clients.forget(node_id)
             raise
 
+    async def call(self, node_id: NodeID, call: Callable[[NodeClient], Awaitable[_T]]) -> _T:
+        """``call`` with ``node_id``'s client (dropped when the node does not answer)."""
+        return await self._call(node_id, call)
+
     async def _node_of(self, sandbox_id: SandboxID) -> NodeID:
         row = await self._find(sandbox_id)
         if row is None or row.node_id is None:

@@ -326,8 +326,9 @@ class BuildRunner(Protocol):
         memory_mb: int,
         log: BuildLogger,
         build_id: str,
-    ) -> None:
+    ) -> NodeID | None:
         """Build template ``name`` from E2B's ``TemplateBuildStartV2`` ``start``; raise
         :class:`BuildFailedError` (or a ``HutchError``) when it fails. A successful build is
-        also kept as ``name@build_id``, which tags point at."""
+        also kept as ``name@build_id``, which tags point at. The node that built it when
+        the runner chose one (a cluster's: it is recorded as the holder), else ``None``."""
         ...

@@ -39,7 +39,7 @@ from hutch.api.service.template_tags import (
 )
 from hutch.api.store.base import TemplateStore
 from hutch.shared.errors import HutchError, InvalidArgumentError, NotFoundError
-from hutch.shared.ids import TeamID, TemplateID, template_version_name
+from hutch.shared.ids import NodeID, TeamID, TemplateID, template_version_name
 
 log = logging.getLogger("hutch.api.template_builds")
 
@@ -94,6 +94,7 @@ class BuildJobs(Protocol):
     async def finish(
         self, build_id: str, *, status: str, worker: str | None,
         reason: str | None = None, reason_step: str | None = None,
+        holder: NodeID | None = None, artifacts: Sequence[str] = (),
     ) -> bool: ...  # fmt: skip
     async def orphans(self, *, heartbeat_before: datetime) -> list[Any]: ...
     async def count_building(self, team_id: str) -> int: ...
@@ -306,9 +307,10 @@ class TemplateBuildService:
         reason: str | None = None
         reason_step: str | None = None
         ended_elsewhere = False
+        holder: NodeID | None = None
         started = time.perf_counter()
         try:
-            await self.runner.run_build(
+            holder = await self.runner.run_build(
                 TemplateID(record.template_id),
                 dict(record.start or {}),
                 cpu_count=record.cpu_count,
@@ -353,9 +355,19 @@ class TemplateBuildService:
             worker=worker,
             reason=reason,
             reason_step=reason_step,
+            **self._holding(record, holder if reason is None else None),
         )
         metrics.record_build("build", "ok" if reason is None else "error",
                              time.perf_counter() - started)  # fmt: skip
+
+    @staticmethod
+    def _holding(record: Any, holder: NodeID | None) -> dict[str, Any]:
+        """``finish``'s holder arguments: the node that built it holds the template and its
+        ``name@build`` version now (ADR 0029), so a create on another node fetches them."""
+        if holder is None:
+            return {}
+        version = template_version_name(record.template_id, record.build_id)
+        return {"holder": holder, "artifacts": (record.template_id, version)}
 
     async def fail_orphan(self, record: Any, reason: str) -> bool:
         """Fail a build whose worker stopped (it is not run again: ADR 0024)."""

@@ -26,11 +26,13 @@ from typing import Any, Final
 from sqlalchemy import and_, func, select, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from hutch.api.store.artifacts import upsert_holding
 from hutch.api.store.base import Clock, utc_now
 from hutch.api.store.engine import is_sqlite, read_transaction, write_transaction
 from hutch.api.store.locks import lock_engine
 from hutch.api.store.tables import template_build_logs, template_builds
 from hutch.shared.errors import AlreadyExistsError, NotFoundError
+from hutch.shared.ids import NodeID
 
 #: The channel started builds are announced on (PostgreSQL).
 BUILDS_CHANNEL: Final = "hutch_template_builds"
@@ -250,9 +252,13 @@ class SqlBuildStore:
         worker: str | None,
         reason: str | None = None,
         reason_step: str | None = None,
+        holder: NodeID | None = None,
+        artifacts: Sequence[str] = (),
     ) -> bool:
         """End a building build (``ready``/``error``); False when it had ended already or
-        is not ``worker``'s (``None``: whoever's)."""
+        is not ``worker``'s (``None``: whoever's). With ``holder`` (a cluster's node that
+        built it), that node is recorded as holding ``artifacts`` (the template and its
+        ``name@build`` version, ADR 0029) in the same transaction."""
         now = self._clock()
         cond = [template_builds.c.id == build_id, template_builds.c.status == "building"]
         if worker is not None:
@@ -266,6 +272,9 @@ class SqlBuildStore:
                     updated_at=now, finished_at=now,
                 )
             )  # fmt: skip
+            if done.rowcount and holder is not None:
+                for artifact in artifacts:
+                    await upsert_holding(conn, artifact, holder, now=now)
             return bool(done.rowcount)
 
     async def open_builds(self, team_id: str) -> list[BuildRecord]:

@@ -8,6 +8,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from hutch.api.store.artifacts import SqlArtifactStore
 from hutch.api.store.base import Clock, utc_now
+from hutch.api.store.build_files import SqlBuildFileStore
 from hutch.api.store.builds import SqlBuildStore
 from hutch.api.store.engine import create_engine
 from hutch.api.store.imports import SqlImportStore
@@ -36,6 +37,7 @@ class SqlStore:
     snapshots: SqlSnapshotStore
     secrets: SqlSecretStore
     builds: SqlBuildStore
+    build_files: SqlBuildFileStore
     imports: SqlImportStore
     nodes: SqlNodeStore
     artifacts: SqlArtifactStore
@@ -54,6 +56,7 @@ class SqlStore:
             snapshots=SqlSnapshotStore(engine, clock=clock),
             secrets=SqlSecretStore(engine, clock=clock),
             builds=SqlBuildStore(engine, clock=clock),
+            build_files=SqlBuildFileStore(engine, clock=clock),
             imports=SqlImportStore(engine, clock=clock),
             nodes=SqlNodeStore(engine, clock=clock),
             artifacts=SqlArtifactStore(engine, clock=clock),

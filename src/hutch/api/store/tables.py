@@ -21,6 +21,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     PrimaryKeyConstraint,
     String,
@@ -456,4 +457,25 @@ ALL_TABLES_CHILDREN_FIRST = (
     templates,
     api_keys,
     teams,
+)
+
+#: 0020: the SDK's uploaded build archives (``COPY`` steps' files) of a cluster api, whose
+#: builds run on a node chosen when they start (ADR 0030 addendum): kept here in chunks
+#: when the upload ends, pushed to the building node over its ``PUT /v1/build-files``.
+build_files = Table(
+    "build_files",
+    metadata,
+    Column("files_hash", String(128), primary_key=True),
+    Column("size", Integer, nullable=False),
+    Column("chunks", Integer, nullable=False),
+    Column("created_at", UTCDateTime(), nullable=False),
+)
+
+build_file_chunks = Table(
+    "build_file_chunks",
+    metadata,
+    Column("files_hash", String(128), nullable=False),
+    Column("seq", Integer, nullable=False),
+    Column("data", LargeBinary, nullable=False),
+    PrimaryKeyConstraint("files_hash", "seq"),
 )
