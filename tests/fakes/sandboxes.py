@@ -23,7 +23,12 @@ from hutch.node.templates.artifact import TemplateNotFoundError
 from hutch.node.templates.build import BuildLog, BuildStepError
 from hutch.node.templates.image import ImageTemplateOptions, ImportResult, Progress
 from hutch.shared.egress import EgressPolicy
-from hutch.shared.errors import AlreadyExistsError, HutchError, ResourceExhaustedError
+from hutch.shared.errors import (
+    AlreadyExistsError,
+    HutchError,
+    NotFoundError,
+    ResourceExhaustedError,
+)
 
 
 class FakeSandboxes:
@@ -232,8 +237,12 @@ class FakeVolumeBackend:
 
     def __init__(self, root: Path) -> None:
         self.root = root
+        #: Set: this node sees no volume's data (as a node without the api's volumes dir).
+        self.holds_nothing = False
 
     async def host_path(self, volume_id: str) -> str:
+        if self.holds_nothing:
+            raise NotFoundError(f"volume {volume_id}: no image here")
         path = self.root / volume_id
         path.mkdir(parents=True, exist_ok=True)
         return str(path)

@@ -36,7 +36,7 @@ from hutch.node.templates.artifact import TemplateNotFoundError
 from hutch.node.templates.manager import TemplateManager
 from hutch.node.templates.transfer import Exporter, Fetched, Fetcher
 from hutch.shared.egress import EgressPolicy
-from hutch.shared.errors import InvalidArgumentError
+from hutch.shared.errors import InvalidArgumentError, NotFoundError, UnavailableError
 from hutch.volumes.base import VolumeBackend
 
 #: Killed sandboxes whose last log lines are kept, and how much of each log.
@@ -200,7 +200,17 @@ class NodeService:
                 raise InvalidArgumentError(
                     f"volume {mount.volume_id}: backend {mount.backend!r} cannot be mounted here"
                 )
-            binds.append((Path(await backend.host_path(mount.volume_id)), mount.path))
+            try:
+                host = await backend.host_path(mount.volume_id)
+            except NotFoundError as exc:
+                # A local volume's image is where the api created it (ADR 0034): a node that
+                # does not see that directory refuses, and the create goes to another node.
+                raise UnavailableError(
+                    f"volume {mount.volume_id}: its data is not on node "
+                    f"{self.identity.node_id} (it does not share the api's volumes directory)",
+                    error_code="volume_node_unavailable",
+                ) from exc
+            binds.append((Path(host), mount.path))
         return binds
 
     async def kill(self, sandbox_id: str) -> None:

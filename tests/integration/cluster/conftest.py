@@ -59,6 +59,7 @@ class FakeNodeApi:
     sandboxes: FakeSandboxes
     server: uvicorn.Server
     thread: threading.Thread
+    volumes: FakeVolumeBackend | None = None
 
     @property
     def address(self) -> str:
@@ -83,6 +84,7 @@ class FakeNodeApi:
 def start_fake_node(directory: Path, node_id: str, *, capacity: int = 50) -> FakeNodeApi:
     """A node API over fakes, serving on ``<directory>/<node_id>.sock``."""
     sandboxes = FakeSandboxes(capacity=capacity, templates=SEEDED_TEMPLATES)
+    volumes = FakeVolumeBackend(directory / f"{node_id}-volumes")
     service = NodeService(
         identity=NodeIdentity(
             node_id=node_id,
@@ -94,7 +96,7 @@ def start_fake_node(directory: Path, node_id: str, *, capacity: int = 50) -> Fak
         sandboxes=sandboxes,
         sampler=FakeSamples(),
         templates=FakeTemplates(),  # type: ignore[arg-type]  # duck-typed TemplateManager
-        volumes={"local": FakeVolumeBackend(directory / f"{node_id}-volumes")},  # type: ignore[dict-item]
+        volumes={"local": volumes},  # type: ignore[dict-item]
     )
     sock = directory / f"{node_id}.sock"
     server = uvicorn.Server(
@@ -106,7 +108,7 @@ def start_fake_node(directory: Path, node_id: str, *, capacity: int = 50) -> Fak
             access_log=False,
         )
     )
-    return FakeNodeApi(node_id, sock, sandboxes, server, _thread_server(server))
+    return FakeNodeApi(node_id, sock, sandboxes, server, _thread_server(server), volumes)
 
 
 @dataclass

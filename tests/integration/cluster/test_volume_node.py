@@ -103,3 +103,44 @@ def test_racing_first_mounts_of_a_local_volume_end_on_one_node(
             assert len(on) == 1 and ids <= set(on[0].sandboxes.running)
         finally:
             assert c.delete(f"/volumes/{vol}", params={"force": "true"}).status_code == 204
+
+
+def test_a_node_without_the_volumes_data_refuses_its_first_mount(
+    cluster_api: ClusterApi, fake_nodes: Callable[..., FakeNodeApi]
+) -> None:
+    """A node that does not see the api's volumes directory refuses to mount a local
+    volume: the first mount goes on to a node that does, and the volume lives there."""
+    if os.geteuid() != 0 or shutil.which("mkfs.ext4") is None:
+        machine_lacks("the api's local volumes need root and mkfs.ext4 (loop mounts)")
+    a, b = fake_nodes("node-a"), fake_nodes("node-b")
+    assert a.volumes is not None and b.volumes is not None
+    a.volumes.holds_nothing = True
+    _join(cluster_api, a, b)
+    with cluster_api.member() as c:
+        r = c.post("/volumes", json={"name": "seen", "sizeMB": 8})
+        assert r.status_code == 201, r.text
+        vol = r.json()["volumeID"]
+        body = {"templateID": "base", "volumeMounts": [{"name": "seen", "path": "/mnt/s"}]}
+        try:
+            for _ in range(2):
+                r = c.post("/v2/sandboxes", json=body)
+                assert r.status_code == 201, r.text
+                assert r.json()["sandboxID"] in b.sandboxes.running
+            assert not a.sandboxes.running
+            # No node sees a new volume's data: 503 saying so, nothing left running.
+            b.volumes.holds_nothing = True
+            r = c.post("/volumes", json={"name": "unseen", "sizeMB": 8})
+            assert r.status_code == 201, r.text
+            other = r.json()["volumeID"]
+            try:
+                r = c.post("/v2/sandboxes", json={
+                    "templateID": "base", "volumeMounts": [{"name": "unseen", "path": "/m"}],
+                })  # fmt: skip
+                assert r.status_code == 503, r.text
+                assert f"volume {other}: its data is not on node node-a" in r.json()["message"]
+                assert f"volume {other}: its data is not on node node-b" in r.json()["message"]
+                assert len(b.sandboxes.running) == 2 and not a.sandboxes.running
+            finally:
+                assert c.delete(f"/volumes/{other}").status_code == 204
+        finally:
+            assert c.delete(f"/volumes/{vol}", params={"force": "true"}).status_code == 204
