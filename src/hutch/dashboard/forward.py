@@ -23,16 +23,14 @@ DROPPED_HEADERS: Final = frozenset(
 )
 
 
-def inner_scope(scope: Scope, *, path: str, api_key: str) -> Scope:
-    """The scope of the API call ``path`` (decoded, ``/``-rooted) that ``scope`` asks for."""
-    raw = scope.get("raw_path")
-    marker = b"/dashboard/api"
-    if isinstance(raw, bytes) and marker in raw:
-        raw_path = raw[raw.index(marker) + len(marker) :] or b"/"
-    else:
-        raw_path = quote(path).encode()
+def call_scope(
+    scope: Scope, *, path: str, raw_path: bytes, credential: tuple[bytes, bytes]
+) -> Scope:
+    """The scope of an in-process call to the api's route ``path`` made for the browser's
+    ``scope``: its method, query string, body and other headers kept, its credentials
+    (:data:`DROPPED_HEADERS`) replaced by ``credential`` (one header)."""
     headers = [(k, v) for k, v in scope.get("headers", ()) if k.lower() not in DROPPED_HEADERS]
-    headers.append((b"x-api-key", api_key.encode()))
+    headers.append(credential)
     inner: Scope = {
         "type": "http",
         "asgi": scope.get("asgi", {"version": "3.0"}),
@@ -51,6 +49,19 @@ def inner_scope(scope: Scope, *, path: str, api_key: str) -> Scope:
     if "state" in scope:
         inner["state"] = dict(scope["state"])
     return inner
+
+
+def inner_scope(scope: Scope, *, path: str, api_key: str) -> Scope:
+    """The scope of the API call ``path`` (decoded, ``/``-rooted) that ``scope`` asks for."""
+    raw = scope.get("raw_path")
+    marker = b"/dashboard/api"
+    if isinstance(raw, bytes) and marker in raw:
+        raw_path = raw[raw.index(marker) + len(marker) :] or b"/"
+    else:
+        raw_path = quote(path).encode()
+    return call_scope(
+        scope, path=path, raw_path=raw_path, credential=(b"x-api-key", api_key.encode())
+    )
 
 
 async def forward(

@@ -25,7 +25,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from hutch.api.http.auth import context
 from hutch.api.models import Volume
 from hutch.dashboard.envd import attachment
-from hutch.dashboard.forward import DROPPED_HEADERS
+from hutch.dashboard.forward import call_scope
 from hutch.shared.errors import NotFoundError
 
 #: op → methods the bridge passes to ``/volumecontent/{id}/{op}``.
@@ -63,26 +63,12 @@ def inner_scope(scope: Scope, *, volume_id: str, op: str, token: str) -> Scope:
     """The scope of ``/volumecontent/{volume_id}/{op}`` with the volume's token, the
     browser's credentials dropped, the query string kept."""
     path = f"/volumecontent/{volume_id}/{op}"
-    headers = [(k, v) for k, v in scope.get("headers", ()) if k.lower() not in DROPPED_HEADERS]
-    headers.append((b"authorization", f"Bearer {token}".encode()))
-    inner: Scope = {
-        "type": "http",
-        "asgi": scope.get("asgi", {"version": "3.0"}),
-        "http_version": scope.get("http_version", "1.1"),
-        "method": scope["method"],
-        "scheme": scope.get("scheme", "http"),
-        "path": path,
-        "raw_path": quote(path).encode(),
-        "root_path": "",
-        "query_string": scope.get("query_string", b""),
-        "headers": headers,
-        "client": scope.get("client"),
-        "server": scope.get("server"),
-        "extensions": scope.get("extensions", {}),
-    }
-    if "state" in scope:
-        inner["state"] = dict(scope["state"])
-    return inner
+    return call_scope(
+        scope,
+        path=path,
+        raw_path=quote(path).encode(),
+        credential=(b"authorization", f"Bearer {token}".encode()),
+    )
 
 
 async def forward(
