@@ -7,7 +7,7 @@ import { envdRpc, envdUrl, message, request, volumeUrl } from "../api";
 import { bytes, dateTime, parsePairs } from "../format";
 import { useLoad } from "../hooks";
 import type { EntryInfo, VolumeEntry } from "../types";
-import { ConfirmButton, ErrorText, Pairs, Section, Status } from "./ui";
+import { ConfirmButton, ErrorText, Pairs, Section, Status, DataTable } from "./ui";
 
 function join(dir: string, name: string): string {
   return `${dir.replace(/\/+$/, "")}/${name}`;
@@ -149,65 +149,52 @@ export function Files({ source, title = "Files" }: { source: FileSource; title?:
       <Status text={status} />
       <ErrorText error={uploadError} />
       <ErrorText error={listing.error} />
-      <div class="table-wrap">
-        <table class="list" data-testid="files">
-          <caption class="sr-only">Entries of {dir}</caption>
-          <thead>
-            <tr>
-              <th scope="col">Name</th>
-              <th scope="col">Size</th>
-              <th scope="col">Permissions</th>
-              <th scope="col">Owner</th>
-              <th scope="col">Modified</th>
-              <th scope="col">Metadata</th>
-              <th scope="col">
-                <span class="sr-only">Actions</span>
-              </th>
-            </tr>
-          </thead>
-          <tbody>
-            {(listing.data ?? []).map((e) => (
-              <tr key={e.path} data-name={e.name}>
-                <td data-label="Name">
-                  {isDir(e) ? (
-                    <button type="button" class="link" onClick={() => go(e.path)}>
-                      {e.name}/
-                    </button>
-                  ) : (
-                    <a href={source.downloadUrl(e.path)} download={e.name} aria-label={`Download ${e.name}`}>
-                      {e.name}
-                    </a>
-                  )}
-                  {e.symlinkTarget ? <span class="muted"> → {e.symlinkTarget}</span> : null}
-                </td>
-                <td data-label="Size">{isDir(e) ? "–" : bytes(e.size)}</td>
-                <td data-label="Permissions" class="mono">
-                  {e.permissions ?? ""}
-                </td>
-                <td data-label="Owner">
-                  {e.owner ?? ""}
-                  {e.group ? `:${e.group}` : ""}
-                </td>
-                <td data-label="Modified">{dateTime(e.modifiedTime)}</td>
-                <td data-label="Metadata">
-                  <Pairs map={e.metadata} />
-                </td>
-                <td>
-                  <ConfirmButton
-                    label="Delete"
-                    confirm={`Delete ${e.name}${isDir(e) ? " and everything in it" : ""}?`}
-                    action={() => source.remove(e.path)}
-                    done={() => {
-                      setStatus(`Deleted ${e.path}.`);
-                      listing.reload();
-                    }}
-                  />
-                </td>
-              </tr>
-            ))}
-          </tbody>
-        </table>
-      </div>
+      <DataTable
+        testid="files"
+        caption={`Entries of ${dir}`}
+        columns={["Name", "Size", "Permissions", "Owner", "Modified", "Metadata"]}
+        actions="Actions"
+        rows={(listing.data)}
+        row={(e) => (
+          <tr key={e.path} data-name={e.name}>
+            <td data-label="Name">
+              {isDir(e) ? (
+                <button type="button" class="link" onClick={() => go(e.path)}>
+                  {e.name}/
+                </button>
+              ) : (
+                <a href={source.downloadUrl(e.path)} download={e.name} aria-label={`Download ${e.name}`}>
+                  {e.name}
+                </a>
+              )}
+              {e.symlinkTarget ? <span class="muted"> → {e.symlinkTarget}</span> : null}
+            </td>
+            <td data-label="Size">{isDir(e) ? "–" : bytes(e.size)}</td>
+            <td data-label="Permissions" class="mono">
+              {e.permissions ?? ""}
+            </td>
+            <td data-label="Owner">
+              {e.owner ?? ""}
+              {e.group ? `:${e.group}` : ""}
+            </td>
+            <td data-label="Modified">{dateTime(e.modifiedTime)}</td>
+            <td data-label="Metadata">
+              <Pairs map={e.metadata} />
+            </td>
+            <td>
+              <ConfirmButton
+                label="Delete"
+                confirm={`Delete ${e.name}${isDir(e) ? " and everything in it" : ""}?`}
+                action={() => source.remove(e.path)}
+                done={() => {
+                  setStatus(`Deleted ${e.path}.`);
+                  listing.reload();
+                }}
+              />
+            </td>
+          </tr>
+        )}
+      />
     </Section>
   );
 }

@@ -112,3 +112,39 @@ export function Pairs({ map }: { map: Record<string, string> | undefined }) {
     </ul>
   );
 }
+
+/** The dashboard's list table: one ``th`` per column, an unlabelled last column (``actions``
+ * names it for screen readers) when the rows carry buttons, ``row`` rendering each ``tr``.
+ * The caption is for screen readers unless ``visibleCaption``. */
+export function DataTable<T>(props: {
+  caption: ComponentChildren;
+  columns: string[];
+  rows: readonly T[] | undefined;
+  row: (item: T) => ComponentChildren;
+  actions?: string;
+  testid?: string;
+  visibleCaption?: boolean;
+}) {
+  return (
+    <div class="table-wrap">
+      <table class="list" data-testid={props.testid}>
+        <caption class={props.visibleCaption ? undefined : "sr-only"}>{props.caption}</caption>
+        <thead>
+          <tr>
+            {props.columns.map((c) => (
+              <th scope="col" key={c}>
+                {c}
+              </th>
+            ))}
+            {props.actions ? (
+              <th scope="col">
+                <span class="sr-only">{props.actions}</span>
+              </th>
+            ) : null}
+          </tr>
+        </thead>
+        <tbody>{(props.rows ?? []).map((item) => props.row(item))}</tbody>
+      </table>
+    </div>
+  );
+}

@@ -4,7 +4,7 @@ import { api, message } from "../api";
 import { dateTime } from "../format";
 import { useLoad } from "../hooks";
 import type { ApiKey } from "../types";
-import { ConfirmButton, ErrorText, Section, Status } from "../components/ui";
+import { ConfirmButton, ErrorText, Section, Status, DataTable } from "../components/ui";
 
 export function KeysPage() {
   const keys = useLoad((signal) => api.get<ApiKey[]>("/api-keys", signal), []);
@@ -61,44 +61,34 @@ export function KeysPage() {
       </Section>
       <Section title="Keys" id="keys">
         <ErrorText error={keys.error} />
-        <div class="table-wrap">
-          <table class="list" data-testid="keys">
-            <caption class="sr-only">API keys of the team</caption>
-            <thead>
-              <tr>
-                <th scope="col">Name</th>
-                <th scope="col">Key</th>
-                <th scope="col">Created</th>
-                <th scope="col">
-                  <span class="sr-only">Actions</span>
-                </th>
-              </tr>
-            </thead>
-            <tbody>
-              {(keys.data ?? []).map((k) => (
-                <tr key={k.id}>
-                  <td data-label="Name">{k.name}</td>
-                  <td data-label="Key" class="mono">
-                    {k.mask.prefix}
-                    {k.mask.maskedValuePrefix}…{k.mask.maskedValueSuffix}
-                  </td>
-                  <td data-label="Created">{dateTime(k.createdAt)}</td>
-                  <td>
-                    <ConfirmButton
-                      label="Revoke"
-                      confirm={`Revoke ${k.name}? Clients using it stop working.`}
-                      action={() => api.send("DELETE", `/api-keys/${encodeURIComponent(k.id)}`)}
-                      done={() => {
-                        setStatus(`Key ${k.name} revoked.`);
-                        keys.reload();
-                      }}
-                    />
-                  </td>
-                </tr>
-              ))}
-            </tbody>
-          </table>
-        </div>
+        <DataTable
+          testid="keys"
+          caption="API keys of the team"
+          columns={["Name", "Key", "Created"]}
+          actions="Actions"
+          rows={(keys.data)}
+          row={(k) => (
+            <tr key={k.id}>
+              <td data-label="Name">{k.name}</td>
+              <td data-label="Key" class="mono">
+                {k.mask.prefix}
+                {k.mask.maskedValuePrefix}…{k.mask.maskedValueSuffix}
+              </td>
+              <td data-label="Created">{dateTime(k.createdAt)}</td>
+              <td>
+                <ConfirmButton
+                  label="Revoke"
+                  confirm={`Revoke ${k.name}? Clients using it stop working.`}
+                  action={() => api.send("DELETE", `/api-keys/${encodeURIComponent(k.id)}`)}
+                  done={() => {
+                    setStatus(`Key ${k.name} revoked.`);
+                    keys.reload();
+                  }}
+                />
+              </td>
+            </tr>
+          )}
+        />
       </Section>
     </>
   );

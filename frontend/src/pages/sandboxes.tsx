@@ -6,7 +6,7 @@ import { api } from "../api";
 import { bytes, dateTime, parsePairs, pct, relative } from "../format";
 import { useLoad } from "../hooks";
 import type { ListedSandbox, Metric } from "../types";
-import { ErrorText, Pairs } from "../components/ui";
+import { ErrorText, Pairs, DataTable } from "../components/ui";
 
 const POLL_MS = 2000;
 
@@ -102,54 +102,41 @@ export function SandboxesPage() {
       <p class="muted" role="status" data-testid="sandbox-count">
         {listing.loading ? "Loading…" : `${items.length}${listing.data?.more ? "+" : ""} sandbox${items.length === 1 ? "" : "es"}`}
       </p>
-      <div class="table-wrap">
-        <table class="list" data-testid="sandboxes">
-          <caption class="sr-only">Sandboxes of the team</caption>
-          <thead>
-            <tr>
-              <th scope="col">Sandbox</th>
-              <th scope="col">Template</th>
-              <th scope="col">State</th>
-              <th scope="col">Metadata</th>
-              <th scope="col">Started</th>
-              <th scope="col">Ends</th>
-              <th scope="col">CPU</th>
-              <th scope="col">Memory</th>
+      <DataTable
+        testid="sandboxes"
+        caption="Sandboxes of the team"
+        columns={["Sandbox", "Template", "State", "Metadata", "Started", "Ends", "CPU", "Memory"]}
+        rows={items}
+        row={(s) => {
+          const m = listing.data?.metrics[s.sandboxID];
+          return (
+            <tr key={s.sandboxID} data-sandbox-id={s.sandboxID}>
+              <td data-label="Sandbox">
+                <a href={`#/sandboxes/${encodeURIComponent(s.sandboxID)}`}>{s.sandboxID}</a>
+              </td>
+              <td data-label="Template">{s.alias ?? s.templateID}</td>
+              <td data-label="State">
+                <span class={`state state-${s.state}`}>{s.state}</span>
+              </td>
+              <td data-label="Metadata" class="metadata">
+                <Pairs map={s.metadata} />
+              </td>
+              <td data-label="Started" title={dateTime(s.startedAt)}>
+                {relative(s.startedAt)}
+              </td>
+              <td data-label="Ends" title={dateTime(s.endAt)}>
+                {relative(s.endAt)}
+              </td>
+              <td data-label="CPU">
+                {m ? pct(m.cpuUsedPct) : "–"} <span class="muted">of {s.cpuCount}</span>
+              </td>
+              <td data-label="Memory">
+                {m ? bytes(m.memUsed) : "–"} <span class="muted">of {bytes(s.memoryMB * 1048576)}</span>
+              </td>
             </tr>
-          </thead>
-          <tbody>
-            {items.map((s) => {
-              const m = listing.data?.metrics[s.sandboxID];
-              return (
-                <tr key={s.sandboxID} data-sandbox-id={s.sandboxID}>
-                  <td data-label="Sandbox">
-                    <a href={`#/sandboxes/${encodeURIComponent(s.sandboxID)}`}>{s.sandboxID}</a>
-                  </td>
-                  <td data-label="Template">{s.alias ?? s.templateID}</td>
-                  <td data-label="State">
-                    <span class={`state state-${s.state}`}>{s.state}</span>
-                  </td>
-                  <td data-label="Metadata" class="metadata">
-                    <Pairs map={s.metadata} />
-                  </td>
-                  <td data-label="Started" title={dateTime(s.startedAt)}>
-                    {relative(s.startedAt)}
-                  </td>
-                  <td data-label="Ends" title={dateTime(s.endAt)}>
-                    {relative(s.endAt)}
-                  </td>
-                  <td data-label="CPU">
-                    {m ? pct(m.cpuUsedPct) : "–"} <span class="muted">of {s.cpuCount}</span>
-                  </td>
-                  <td data-label="Memory">
-                    {m ? bytes(m.memUsed) : "–"} <span class="muted">of {bytes(s.memoryMB * 1048576)}</span>
-                  </td>
-                </tr>
-              );
-            })}
-          </tbody>
-        </table>
-      </div>
+          );
+        }}
+      />
       {!listing.loading && !items.length && !listing.error ? <p>No sandboxes match.</p> : null}
     </>
   );

@@ -6,7 +6,7 @@ import { bytes } from "../format";
 import { useLoad } from "../hooks";
 import type { Snapshot, Volume } from "../types";
 import { Files, volumeFiles } from "../components/files";
-import { ConfirmButton, ErrorText, Section, Status } from "../components/ui";
+import { ConfirmButton, ErrorText, Section, Status, DataTable } from "../components/ui";
 
 export function StoragePage() {
   const volumes = useLoad((signal) => api.get<Volume[]>("/volumes", signal), [], 5000);
@@ -23,49 +23,38 @@ export function StoragePage() {
       <Status text={status} />
       <Section title="Volumes" id="volumes">
         <ErrorText error={volumes.error} />
-        <div class="table-wrap">
-          <table class="list" data-testid="volumes">
-            <caption class="sr-only">Volumes of the team</caption>
-            <thead>
-              <tr>
-                <th scope="col">Name</th>
-                <th scope="col">ID</th>
-                <th scope="col">Size</th>
-                <th scope="col">Used</th>
-                <th scope="col">
-                  <span class="sr-only">Actions</span>
-                </th>
-              </tr>
-            </thead>
-            <tbody>
-              {(volumes.data ?? []).map((v) => (
-                <tr key={v.volumeID}>
-                  <td data-label="Name">{v.name}</td>
-                  <td data-label="ID" class="mono">
-                    {v.volumeID}
-                  </td>
-                  <td data-label="Size">{bytes(v.sizeMB * 1048576)}</td>
-                  <td data-label="Used">{v.usedBytes !== undefined ? bytes(v.usedBytes) : "–"}</td>
-                  <td>
-                    <button type="button" aria-pressed={browsing?.volumeID === v.volumeID} aria-label={`Browse the files of ${v.name}`} onClick={() => setBrowsing(v)}>
-                      Browse
-                    </button>{" "}
-                    <ConfirmButton
-                      label="Delete"
-                      confirm={`Delete volume ${v.name} and its files?`}
-                      action={() => api.send("DELETE", `/volumes/${encodeURIComponent(v.volumeID)}`)}
-                      done={() => {
-                        setStatus(`Volume ${v.name} deleted.`);
-                        if (browsing?.volumeID === v.volumeID) setBrowsing(undefined);
-                        volumes.reload();
-                      }}
-                    />
-                  </td>
-                </tr>
-              ))}
-            </tbody>
-          </table>
-        </div>
+        <DataTable
+          testid="volumes"
+          caption="Volumes of the team"
+          columns={["Name", "ID", "Size", "Used"]}
+          actions="Actions"
+          rows={(volumes.data)}
+          row={(v) => (
+            <tr key={v.volumeID}>
+              <td data-label="Name">{v.name}</td>
+              <td data-label="ID" class="mono">
+                {v.volumeID}
+              </td>
+              <td data-label="Size">{bytes(v.sizeMB * 1048576)}</td>
+              <td data-label="Used">{v.usedBytes !== undefined ? bytes(v.usedBytes) : "–"}</td>
+              <td>
+                <button type="button" aria-pressed={browsing?.volumeID === v.volumeID} aria-label={`Browse the files of ${v.name}`} onClick={() => setBrowsing(v)}>
+                  Browse
+                </button>{" "}
+                <ConfirmButton
+                  label="Delete"
+                  confirm={`Delete volume ${v.name} and its files?`}
+                  action={() => api.send("DELETE", `/volumes/${encodeURIComponent(v.volumeID)}`)}
+                  done={() => {
+                    setStatus(`Volume ${v.name} deleted.`);
+                    if (browsing?.volumeID === v.volumeID) setBrowsing(undefined);
+                    volumes.reload();
+                  }}
+                />
+              </td>
+            </tr>
+          )}
+        />
         {volumes.data && !volumes.data.length ? <p class="muted">No volumes.</p> : null}
         <form
           class="inline"
@@ -96,41 +85,32 @@ export function StoragePage() {
       {browsing && browser ? <Files source={browser} title={`Files of volume ${browsing.name}`} key={browsing.volumeID} /> : null}
       <Section title="Snapshots" id="snapshots">
         <ErrorText error={snapshots.error} />
-        <div class="table-wrap">
-          <table class="list" data-testid="snapshots">
-            <caption class="sr-only">Snapshots of the team</caption>
-            <thead>
-              <tr>
-                <th scope="col">Snapshot</th>
-                <th scope="col">Names</th>
-                <th scope="col">
-                  <span class="sr-only">Actions</span>
-                </th>
-              </tr>
-            </thead>
-            <tbody>
-              {(snapshots.data ?? []).map((s) => (
-                <tr key={s.snapshotID}>
-                  <td data-label="Snapshot" class="mono">
-                    {s.snapshotID}
-                  </td>
-                  <td data-label="Names">{s.names.join(", ") || "–"}</td>
-                  <td>
-                    <ConfirmButton
-                      label="Delete"
-                      confirm="Delete this snapshot?"
-                      action={() => api.send("DELETE", `/templates/${encodeURIComponent(s.snapshotID)}`)}
-                      done={() => {
-                        setStatus(`Snapshot ${s.snapshotID} deleted.`);
-                        snapshots.reload();
-                      }}
-                    />
-                  </td>
-                </tr>
-              ))}
-            </tbody>
-          </table>
-        </div>
+        <DataTable
+          testid="snapshots"
+          caption="Snapshots of the team"
+          columns={["Snapshot", "Names"]}
+          actions="Actions"
+          rows={(snapshots.data)}
+          row={(s) => (
+            <tr key={s.snapshotID}>
+              <td data-label="Snapshot" class="mono">
+                {s.snapshotID}
+              </td>
+              <td data-label="Names">{s.names.join(", ") || "–"}</td>
+              <td>
+                <ConfirmButton
+                  label="Delete"
+                  confirm="Delete this snapshot?"
+                  action={() => api.send("DELETE", `/templates/${encodeURIComponent(s.snapshotID)}`)}
+                  done={() => {
+                    setStatus(`Snapshot ${s.snapshotID} deleted.`);
+                    snapshots.reload();
+                  }}
+                />
+              </td>
+            </tr>
+          )}
+        />
         {snapshots.data && !snapshots.data.length ? <p class="muted">No snapshots. Take one from a sandbox's page.</p> : null}
       </Section>
     </>

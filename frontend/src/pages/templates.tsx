@@ -5,7 +5,7 @@ import { api, message, request } from "../api";
 import { dateTime, mib } from "../format";
 import { useLoad } from "../hooks";
 import type { BuildLogEntry, Template } from "../types";
-import { ConfirmButton, ErrorText, Section, Status } from "../components/ui";
+import { ConfirmButton, ErrorText, Section, Status, DataTable } from "../components/ui";
 
 export function TemplatesPage({ selected }: { selected?: string }) {
   const list = useLoad((signal) => api.get<Template[]>("/templates", signal), [], 5000);
@@ -13,42 +13,30 @@ export function TemplatesPage({ selected }: { selected?: string }) {
     <>
       <h1>Templates</h1>
       <ErrorText error={list.error} />
-      <div class="table-wrap">
-        <table class="list" data-testid="templates">
-          <caption class="sr-only">Templates of the team</caption>
-          <thead>
-            <tr>
-              <th scope="col">Name</th>
-              <th scope="col">ID</th>
-              <th scope="col">Status</th>
-              <th scope="col">Size</th>
-              <th scope="col">Builds</th>
-              <th scope="col">Public</th>
-              <th scope="col">Updated</th>
-            </tr>
-          </thead>
-          <tbody>
-            {(list.data ?? []).map((t) => (
-              <tr key={t.templateID} aria-current={selected === t.templateID ? "true" : undefined}>
-                <td data-label="Name">
-                  <a href={`#/templates/${encodeURIComponent(t.templateID)}`}>{t.aliases[0] ?? t.templateID}</a>
-                </td>
-                <td data-label="ID" class="mono">
-                  {t.templateID}
-                </td>
-                <td data-label="Status">{t.buildStatus ?? "ready"}</td>
-                <td data-label="Size">
-                  {t.cpuCount} CPU, {mib(t.memoryMB)}
-                  {t.diskSizeMB ? `, ${mib(t.diskSizeMB)} disk` : ""}
-                </td>
-                <td data-label="Builds">{t.buildCount}</td>
-                <td data-label="Public">{t.public ? "yes" : "no"}</td>
-                <td data-label="Updated">{dateTime(t.updatedAt)}</td>
-              </tr>
-            ))}
-          </tbody>
-        </table>
-      </div>
+      <DataTable
+        testid="templates"
+        caption="Templates of the team"
+        columns={["Name", "ID", "Status", "Size", "Builds", "Public", "Updated"]}
+        rows={(list.data)}
+        row={(t) => (
+          <tr key={t.templateID} aria-current={selected === t.templateID ? "true" : undefined}>
+            <td data-label="Name">
+              <a href={`#/templates/${encodeURIComponent(t.templateID)}`}>{t.aliases[0] ?? t.templateID}</a>
+            </td>
+            <td data-label="ID" class="mono">
+              {t.templateID}
+            </td>
+            <td data-label="Status">{t.buildStatus ?? "ready"}</td>
+            <td data-label="Size">
+              {t.cpuCount} CPU, {mib(t.memoryMB)}
+              {t.diskSizeMB ? `, ${mib(t.diskSizeMB)} disk` : ""}
+            </td>
+            <td data-label="Builds">{t.buildCount}</td>
+            <td data-label="Public">{t.public ? "yes" : "no"}</td>
+            <td data-label="Updated">{dateTime(t.updatedAt)}</td>
+          </tr>
+        )}
+      />
       {selected ? <TemplateDetail id={selected} key={selected} deleted={list.reload} /> : null}
       <ImportForm imported={list.reload} />
     </>
@@ -75,43 +63,31 @@ function TemplateDetail({ id, deleted }: { id: string; deleted: () => void }) {
       }
     >
       <ErrorText error={t.error} />
-      <div class="table-wrap">
-        <table class="list">
-          <caption>Builds, newest first</caption>
-          <thead>
-            <tr>
-              <th scope="col">Build</th>
-              <th scope="col">Status</th>
-              <th scope="col">Size</th>
-              <th scope="col">Created</th>
-              <th scope="col">Finished</th>
-              <th scope="col">
-                <span class="sr-only">Logs</span>
-              </th>
-            </tr>
-          </thead>
-          <tbody>
-            {(t.data?.builds ?? []).map((b) => (
-              <tr key={b.buildID}>
-                <td data-label="Build" class="mono">
-                  {b.buildID}
-                </td>
-                <td data-label="Status">{b.status}</td>
-                <td data-label="Size">
-                  {b.cpuCount} CPU, {mib(b.memoryMB)}
-                </td>
-                <td data-label="Created">{dateTime(b.createdAt)}</td>
-                <td data-label="Finished">{dateTime(b.finishedAt)}</td>
-                <td>
-                  <button type="button" onClick={() => setLogsOf(logsOf === b.buildID ? undefined : b.buildID)} aria-expanded={logsOf === b.buildID}>
-                    {logsOf === b.buildID ? "Hide logs" : "Logs"}
-                  </button>
-                </td>
-              </tr>
-            ))}
-          </tbody>
-        </table>
-      </div>
+      <DataTable
+        caption="Builds, newest first"
+        visibleCaption
+        columns={["Build", "Status", "Size", "Created", "Finished"]}
+        actions="Logs"
+        rows={(t.data?.builds)}
+        row={(b) => (
+          <tr key={b.buildID}>
+            <td data-label="Build" class="mono">
+              {b.buildID}
+            </td>
+            <td data-label="Status">{b.status}</td>
+            <td data-label="Size">
+              {b.cpuCount} CPU, {mib(b.memoryMB)}
+            </td>
+            <td data-label="Created">{dateTime(b.createdAt)}</td>
+            <td data-label="Finished">{dateTime(b.finishedAt)}</td>
+            <td>
+              <button type="button" onClick={() => setLogsOf(logsOf === b.buildID ? undefined : b.buildID)} aria-expanded={logsOf === b.buildID}>
+                {logsOf === b.buildID ? "Hide logs" : "Logs"}
+              </button>
+            </td>
+          </tr>
+        )}
+      />
       {logsOf ? <BuildLogs template={id} build={logsOf} /> : null}
     </Section>
   );
