@@ -1,13 +1,15 @@
-"""A real local cluster (``hutch cluster up --nodes 2 --apis 2``: PostgreSQL, two ``hutch
-api``, one ``hutch proxy``, two ``hutch node`` with their own proxies) driven with the
+"""A real local cluster (``hutch cluster up --nodes 3 --apis 2``: PostgreSQL, two ``hutch
+api``, one ``hutch proxy``, three ``hutch node`` with their own proxies) driven with the
 official ``e2b`` SDK through the edge, then ``hutch cluster down`` leaving nothing.
 
 Host names move with ``HUTCH_TEST_SLOT`` (``hc<slot><n>*``, subnets ``10.<230+slot>.<n>.0/24``),
-distinct from every other test's, so no lock is needed.
+distinct from every other test's; like every test under tests/cluster it runs under the
+host-tests lock (the cluster's nodes share the host's lxcfs, loop devices and build lock).
 """
 
 from __future__ import annotations
 
+import asyncio
 import concurrent.futures
 import json
 import os
@@ -24,9 +26,11 @@ from typing import TypeVar
 
 import httpx
 import pytest
-from e2b import Sandbox, SandboxState
+from e2b import CommandExitException, FilesystemEventType, PtySize, Sandbox, SandboxState
 from e2b.exceptions import SandboxNotRunningException
 
+from hutch.api.service.keys import KeyService
+from hutch.api.store.sql import open_sql_store
 from tests.conftest import machine_lacks
 
 SLOT = int(os.environ.get("HUTCH_TEST_SLOT", "0") or "0")
@@ -35,6 +39,7 @@ SUBNET = f"10.{230 + SLOT}"
 TEMPLATE = "base"
 HUTCH = [sys.executable, "-m", "hutch"]
 T = TypeVar("T")
+NODES = {"node-1", "node-2", "node-3"}
 
 
 @dataclass
@@ -67,6 +72,21 @@ class Cluster:
         raise AssertionError(f"{sandbox_id} runs on no node")
 
 
+def _admin_key(cluster: Cluster) -> str:
+    """An admin key of the cluster's default team, made in its store (cluster up makes a
+    member key), for ``POST /nodes/{id}``."""
+
+    async def make() -> str:
+        store = await open_sql_store(str(cluster.info["databaseUrl"]))
+        try:
+            keys = KeyService(teams=store.teams, keys=store.keys)
+            return (await keys.create_key(name="cluster-test-admin", admin=True)).secret
+        finally:
+            await store.close()
+
+    return asyncio.run(make())
+
+
 def _host_leftovers() -> dict[str, list[str]]:
     """Everything on the host named like this test's cluster."""
     netns = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
@@ -92,7 +112,7 @@ def cluster() -> Iterator[Cluster]:
     home = Path(tempfile.mkdtemp(prefix="hutch-cl-"))
     assert not any(_host_leftovers().values()), _host_leftovers()
     up = subprocess.run(
-        [*HUTCH, "cluster", "up", "--home", str(home), "--nodes", "2", "--apis", "2",
+        [*HUTCH, "cluster", "up", "--home", str(home), "--nodes", str(len(NODES)), "--apis", "2",
          "--names", PREFIX, "--subnet", SUBNET, "--json"],
         capture_output=True, text=True, timeout=300,
     )  # fmt: skip
@@ -108,8 +128,8 @@ def cluster() -> Iterator[Cluster]:
 
 def test_cluster_up_reports_every_process_and_the_exports(cluster: Cluster) -> None:
     roles = sorted(str(p["role"]) for p in cluster.info["processes"])  # type: ignore[attr-defined]
-    assert roles == ["api", "api", "node", "node", "proxy"]
-    assert {p["nodeId"] for p in cluster.procs("node")} == {"node-1", "node-2"}
+    assert roles == ["api", "api", "node", "node", "node", "proxy"]
+    assert {p["nodeId"] for p in cluster.procs("node")} == NODES
     assert all(p["running"] and p["pid"] for p in cluster.info["processes"])  # type: ignore[attr-defined]
     assert cluster.env["E2B_API_KEY"].startswith("e2b_")
     status = subprocess.run([*HUTCH, "cluster", "status", "--home", str(cluster.home)],
@@ -119,10 +139,10 @@ def test_cluster_up_reports_every_process_and_the_exports(cluster: Cluster) -> N
 
 def test_sandboxes_spread_over_nodes_and_work_through_the_edge(cluster: Cluster) -> None:
     sandboxes = [Sandbox.create(TEMPLATE, timeout=120, metadata={"i": str(i)},
-                                **cluster.sdk(i % 2)) for i in range(4)]  # fmt: skip
+                                **cluster.sdk(i % 2)) for i in range(6)]  # fmt: skip
     try:
         nodes = {s.sandbox_id: cluster.node_of(s.sandbox_id) for s in sandboxes}
-        assert set(nodes.values()) == {"node-1", "node-2"}, nodes
+        assert set(nodes.values()) == NODES, nodes
         for i, sbx in enumerate(sandboxes):
             # Each node's sandboxes live on its own subnet, reached through its proxy.
             node = int(nodes[sbx.sandbox_id].rsplit("-", 1)[1])
@@ -138,6 +158,45 @@ def test_sandboxes_spread_over_nodes_and_work_through_the_edge(cluster: Cluster)
             assert patched.is_success, patched.text
             info = Sandbox.get_info(sbx.sandbox_id, **cluster.sdk(i % 2))
             assert info.metadata == {"i": str(i), "patched": "yes"}
+        # A PTY and a polling watch on a sandbox of each node, through the edge.
+        for node_id in sorted(NODES):
+            sbx = next(s for s in sandboxes if nodes[s.sandbox_id] == node_id)
+            term = sbx.pty.create(PtySize(rows=24, cols=80))
+            sbx.pty.send_stdin(term.pid, b"echo pty-$((6*7)); exit 3\n")
+            raw = bytearray()
+            with pytest.raises(CommandExitException) as exited:
+                term.wait(on_pty=raw.extend)
+            assert exited.value.exit_code == 3 and "pty-42" in raw.decode(errors="replace")
+            sbx.files.make_dir("/tmp/w")
+            watch = sbx.files.watch_dir("/tmp/w")
+            sbx.files.write("/tmp/w/seen.txt", "x")
+            events: list = []
+            deadline = time.monotonic() + 60
+            while not any(e.name == "seen.txt" and e.type == FilesystemEventType.WRITE
+                          for e in events):  # fmt: skip
+                assert time.monotonic() < deadline, [(e.name, e.type) for e in events]
+                events.extend(watch.get_new_events())
+                time.sleep(0.05)
+            watch.stop()
+        # Fork across nodes: the parent's node drained, so every copy lands on another
+        # node, which fetches the fork's snapshot from the parent's (ADR 0029).
+        parent = sandboxes[0]
+        parent.files.write("/tmp/forked", "from the parent")
+        admin = {"X-API-Key": _admin_key(cluster)}
+        drain = f"{cluster.sdk()['api_url']}/nodes/{nodes[parent.sandbox_id]}"
+        assert httpx.post(drain, json={"status": "draining"}, headers=admin).status_code == 204
+        try:
+            forks = [f for f in parent.fork(count=2, timeout=120) if isinstance(f, Sandbox)]
+        finally:
+            ready = httpx.post(drain, json={"status": "ready"}, headers=admin)
+            assert ready.status_code == 204, ready.text
+        try:
+            assert len(forks) == 2
+            assert nodes[parent.sandbox_id] not in {cluster.node_of(f.sandbox_id) for f in forks}
+            assert [f.files.read("/tmp/forked") for f in forks] == ["from the parent"] * 2
+        finally:
+            for f in forks:
+                f.kill()
         # Pause and resume one sandbox of each node, memory kept.
         for sbx in sandboxes[:2]:
             sbx.commands.run("echo kept > /dev/shm/m")
