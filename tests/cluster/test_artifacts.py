@@ -10,7 +10,11 @@ the other cluster tests'; run under the host-tests flock like them.
 An image imported through the edge's API (an OCI docker-archive: registries are out of
 reach) runs on a node the cluster api's import worker chose from the nodes table; that node
 is the template's one holder in the store, and once it is drained a create from the template
-lands on the other node, which fetches it from the holder and runs the image."""
+lands on the other node, which fetches it from the holder and runs the image.
+
+An SDK build (``Template.build``) through the cluster api runs on a node its build worker
+chose, which got the ``COPY`` archive from the store; that node holds the template and its
+``name@build`` version, and drained, the other node fetches the build and starts it."""
 
 from __future__ import annotations
 
@@ -26,7 +30,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from e2b import Sandbox
+from e2b import Sandbox, Template
 
 from hutch.api.nodes_model import NodeStatus
 from hutch.api.store.sql import open_sql_store
@@ -201,4 +205,51 @@ def test_artifacts_an_image_imported_on_one_node_starts_on_the_other(
         if sbx is not None:
             sbx.kill()
         cluster.set_status(imported, NodeStatus.READY)
+        api.close()
+
+
+def test_artifacts_an_sdk_build_on_one_node_starts_on_the_other(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    """``Template.build`` through the cluster api (its nodes register): the build runs on a
+    node the build worker chose, which got the ``COPY`` archive from the store; that node
+    holds the template and its ``name@build`` version; drained, the other node fetches it."""
+    ctx = tmp_path / "ctx"
+    ctx.mkdir()
+    (ctx / "hello.txt").write_text("copied through the store\n")
+    template = (
+        Template(file_context_path=str(ctx))
+        .from_template("busybox")
+        .run_cmd("echo built-in-cluster > /tmp/built.txt")
+        .copy("hello.txt", "/home/user/")
+    )
+    sdk = cluster.sdk()
+    logs: list[str] = []
+    name = "clusterbuilt"
+    info = Template.build(template, name, on_build_logs=lambda e: logs.append(e.message),
+                          api_key=sdk["api_key"], api_url=sdk["api_url"])  # fmt: skip
+    assert any("RUN echo built-in-cluster" in line for line in logs), logs
+    built = next(line.rsplit(" ", 1)[1] for line in logs if line.startswith("building on node"))
+    version = f"{name}@{info.build_id}"
+    assert cluster.holders(name) == {built: "held"}
+    assert cluster.holders(version) == {built: "held"}
+    other = "node-2" if built == "node-1" else "node-1"
+    assert not (cluster.templates(other) / name).exists()
+
+    cluster.set_status(built, NodeStatus.DRAINING)
+    sbx: Sandbox | None = None
+    api = httpx.Client(base_url=sdk["api_url"], headers={"X-API-Key": sdk["api_key"]},
+                       timeout=300)  # fmt: skip
+    try:
+        sbx = Sandbox.create(name, timeout=180, **sdk)
+        assert cluster.node_of(sbx.sandbox_id) == other
+        assert sbx.files.read("/tmp/built.txt") == "built-in-cluster\n"
+        assert sbx.files.read("/home/user/hello.txt") == "copied through the store\n"
+        sbx.kill()
+        sbx = None
+        assert api.delete(f"/templates/{name}").status_code == 204
+    finally:
+        if sbx is not None:
+            sbx.kill()
+        cluster.set_status(built, NodeStatus.READY)
         api.close()
