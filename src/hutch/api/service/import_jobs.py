@@ -15,16 +15,13 @@ import asyncio
 import contextlib
 import logging
 import uuid
-from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager
 from typing import Any
 
+from hutch.api.service.job_wakeups import Listen, listening
 from hutch.api.service.template_imports import TemplateImportService
 
 _log = logging.getLogger(__name__)
-
-#: Subscribes ``callback`` to "an import was queued" for the body of the ``async with``.
-Listen = Callable[[Callable[[], None]], AbstractAsyncContextManager[None]]
 
 
 class ImportWorker:
@@ -78,23 +75,8 @@ class ImportWorker:
                 with contextlib.suppress(Exception):
                     await asyncio.shield(self._service.jobs.release(import_id, self.worker_id))
 
-    @contextlib.asynccontextmanager
-    async def _listening(self) -> AsyncIterator[None]:
-        if self._listen is None:
-            yield
-            return
-        try:
-            cm = self._listen(self.wake)
-            await cm.__aenter__()
-        except Exception as exc:  # the poll still works: it is the fallback
-            _log.warning("import worker: LISTEN failed (%s); polling every %s s", exc, self._poll_s)
-            yield
-            return
-        try:
-            yield
-        finally:
-            with contextlib.suppress(Exception):
-                await cm.__aexit__(None, None, None)
+    def _listening(self) -> AbstractAsyncContextManager[None]:
+        return listening(self._listen, self.wake, worker="import worker", poll_s=self._poll_s)
 
     async def claim_and_start(self, *, take_over_all: bool = False) -> int:
         """Claim imports while there is room; return how many were started."""

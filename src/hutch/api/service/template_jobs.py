@@ -21,18 +21,15 @@ import contextlib
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager
 from datetime import timedelta
 from typing import Any
 
+from hutch.api.service.job_wakeups import Listen, listening
 from hutch.api.service.template_builds import TemplateBuildService
 from hutch.api.store.base import Clock, utc_now
 
 _log = logging.getLogger(__name__)
-
-#: Subscribes ``callback`` to "a build was started" for the body of the ``async with``.
-Listen = Callable[[Callable[[], None]], AbstractAsyncContextManager[None]]
 
 
 class BuildWorker:
@@ -93,23 +90,8 @@ class BuildWorker:
                 task.cancel()
             await asyncio.gather(*self._running, return_exceptions=True)
 
-    @contextlib.asynccontextmanager
-    async def _listening(self) -> AsyncIterator[None]:
-        if self._listen is None:
-            yield
-            return
-        try:
-            cm = self._listen(self.wake)
-            await cm.__aenter__()
-        except Exception as exc:  # the poll still works: it is the fallback
-            _log.warning("build worker: LISTEN failed (%s); polling every %s s", exc, self._poll_s)
-            yield
-            return
-        try:
-            yield
-        finally:
-            with contextlib.suppress(Exception):
-                await cm.__aexit__(None, None, None)
+    def _listening(self) -> AbstractAsyncContextManager[None]:
+        return listening(self._listen, self.wake, worker="build worker", poll_s=self._poll_s)
 
     async def claim_and_start(self) -> int:
         """Claim started builds while there is room; return how many were started."""
