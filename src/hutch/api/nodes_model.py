@@ -118,6 +118,15 @@ class Candidate:
     holds_artifact: bool = False
 
 
+class NodeFit(Protocol):
+    """Whether a sandbox fits on one node, as a resume's transaction asks it
+    (``store/placement.reserve_on``)."""
+
+    def misfit(self, candidate: Candidate) -> str | None:
+        """Why the sandbox does not fit on the (locked, reloaded) candidate; None: fits."""
+        ...
+
+
 class Placer(Protocol):
     """Placement as the store's create transaction calls it (``service/placement.py``)."""
 

@@ -27,14 +27,21 @@ from datetime import timedelta
 
 from hutch.api import metrics
 from hutch.api.models import Sandbox, SandboxState, SandboxStateConflictError, TeamQuotas
+from hutch.api.nodes_model import NodeFit
 from hutch.api.service.locks import SandboxLockFamily
 from hutch.api.service.ports import NodeClient
 from hutch.api.service.quotas import QuotaService
 from hutch.api.service.sandboxes import SandboxPolicy, SandboxService
 from hutch.api.service.validation import check_timeout
 from hutch.api.store.base import Clock, SandboxStore, utc_now
-from hutch.shared.errors import ConflictError, InvalidArgumentError, NotFoundError
-from hutch.shared.ids import TeamID
+from hutch.api.store.placement import NodeTaken
+from hutch.shared.errors import (
+    ConflictError,
+    InvalidArgumentError,
+    NotFoundError,
+    UnavailableError,
+)
+from hutch.shared.ids import NodeID, TeamID
 
 _log = logging.getLogger(__name__)
 
@@ -135,12 +142,23 @@ class PauseService:
         *,
         pause_mode: str | None = None,
         quota: TeamQuotas | None = None,
+        fit: tuple[NodeID, NodeFit] | None = None,
     ) -> None:
         try:
             await self._sandboxes.set_state(
                 sandbox.id, team_id=None, expected=expected, new=new, pause_mode=pause_mode,
-                quota=quota,
+                quota=quota, fit=fit,
             )  # fmt: skip
+        except NodeTaken as exc:
+            # A paused sandbox resumes where its memory and files are (ADR 0026): it stays
+            # paused, and the SDK retries infra's 503 like a create's.
+            raise UnavailableError(
+                f"sandbox {sandbox.id} does not fit on its node {exc.node_id}: {exc.reason}",
+                public_message=f"Failed to resume sandbox {sandbox.id}: its node "
+                f"{exc.node_id} has no room for it right now ({exc.reason}), please retry "
+                "shortly",
+                error_code="sandbox_capacity_unavailable",
+            ) from exc
         except SandboxStateConflictError as exc:
             # Only a writer outside the lock (a kill's first step) can get here.
             raise ConflictError(
@@ -217,10 +235,11 @@ class PauseService:
         self, sandbox: Sandbox, timeout_s: int, *, keep_memory: bool
     ) -> Resumed:
         # A resume joins the running set: the running quotas are checked in this move's
-        # transaction, as a create's (429, and the sandbox stays paused).
+        # transaction, as a create's (429, and the sandbox stays paused), and so is its
+        # node's capacity, under that node's placement lock (503, it stays paused).
         await self._move(
             sandbox, SandboxState.PAUSED, SandboxState.RESUMING,
-            quota=await self._quota_of(sandbox),
+            quota=await self._quota_of(sandbox), fit=self._service.resume_fit(sandbox),
         )  # fmt: skip
         try:
             spec = await self._service.spec_with_volumes(sandbox)

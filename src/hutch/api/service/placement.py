@@ -75,7 +75,7 @@ class Demand:
 
 def misfit(c: Candidate, d: Demand, policy: PlacementPolicy) -> str | None:
     """Why ``d`` does not fit on ``c`` (None: it fits)."""
-    node, load = c.node, c.load
+    node = c.node
     if node.status is not NodeStatus.READY:
         return f"{node.status.value}"
     if c.lease_expired:
@@ -84,6 +84,14 @@ def misfit(c: Candidate, d: Demand, policy: PlacementPolicy) -> str | None:
         return "refused this create"
     if d.pinned is not None and node.id != d.pinned:
         return f"the sandbox's local volume lives on node {d.pinned}"
+    return over_capacity(c, d, policy)
+
+
+def over_capacity(c: Candidate, d: Demand, policy: PlacementPolicy) -> str | None:
+    """Why ``d`` would take ``c`` past its sandbox limit or its allocatable CPU or memory
+    (None: it fits). A create checks this after :func:`misfit`'s status checks; a resume,
+    whose sandbox cannot move, checks only this against its own node (ADR 0026)."""
+    node, load = c.node, c.load
     limit = node.capacity.max_sandboxes
     if policy.max_sandboxes_per_node is not None:
         limit = min(limit, policy.max_sandboxes_per_node)
@@ -222,3 +230,16 @@ class Placement:
             demand=replace(self.demand, excluded=self.demand.excluded | {node_id}),
             refusals={**self.refusals, node_id: reason},
         )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ResumeFit:
+    """:class:`~hutch.api.nodes_model.NodeFit` for a resume: the paused sandbox's demand
+    back on the node it is on, by the create's accounting (:func:`over_capacity`)."""
+
+    demand: Demand
+    policy: PlacementPolicy
+
+    def misfit(self, candidate: Candidate) -> str | None:
+        """See :func:`over_capacity`."""
+        return over_capacity(candidate, self.demand, self.policy)

@@ -49,6 +49,7 @@ from hutch.api.service.placement import (
     NoNodeFits,
     Placement,
     PlacementPolicy,
+    ResumeFit,
     pinned_node,
 )
 from hutch.api.service.ports import (
@@ -515,6 +516,17 @@ class SandboxService:
             ),
             policy=self._placement,
         )  # fmt: skip
+
+    def resume_fit(self, sandbox: Sandbox) -> tuple[NodeID, ResumeFit] | None:
+        """What a resume's transaction checks (ADR 0026): the paused sandbox back on its
+        node under that node's placement lock, by the create's accounting; None where
+        nothing is placed (one node, no placement policy)."""
+        if self._placement is None or sandbox.node_id is None:
+            return None
+        demand = Demand(
+            cpu_count=sandbox.cpu_count, memory_mb=sandbox.memory_mb, disk_mb=sandbox.disk_mb
+        )
+        return sandbox.node_id, ResumeFit(demand=demand, policy=self._placement)
 
     async def _count(self, node_id: NodeID, *, ok: bool) -> None:
         if self._node_stats is not None:

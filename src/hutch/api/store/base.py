@@ -35,7 +35,7 @@ from hutch.api.models import (
     Volume,
     VolumeMount,
 )
-from hutch.api.nodes_model import Placer
+from hutch.api.nodes_model import NodeFit, Placer
 from hutch.shared.ids import ApiKeyID, NodeID, SandboxID, TeamID, TemplateID, VolumeID
 
 #: Where the store gets "now" for the timestamps it sets itself (created_at, ...).
@@ -168,6 +168,7 @@ class SandboxStore(Protocol):
         address: str | None = None,
         pause_mode: str | None = None,
         quota: TeamQuotas | None = None,
+        fit: tuple[NodeID, NodeFit] | None = None,
     ) -> Sandbox: ...
     async def set_end_at(
         self,

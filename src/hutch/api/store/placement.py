@@ -29,20 +29,26 @@ Taking it, on PostgreSQL:
 4. read the node's row and load again; if it no longer fits, :class:`NodeTaken` (the
    caller retries the transaction without that node).
 
+A **resume** puts a paused sandbox back on the node it is on, so it has no shortlist: it
+waits for that node's lock (:func:`reserve_on`) and does step 4 with the create's capacity
+accounting (``service/placement.over_capacity``).
+
 A transaction holds at most one placement lock, taken after the team's (``_lock_team``),
-and waits only in step 3, holding no other: there is no deadlock. SQLite's ``BEGIN
-IMMEDIATE`` makes every writer the only one, so it takes the best node without a lock.
+and waits only for it (step 3, or a resume's), holding no other: there is no deadlock.
+SQLite's ``BEGIN IMMEDIATE`` makes every writer the only one, so it takes the best node
+without a lock.
 """
 
 from __future__ import annotations
 
 import random
+from datetime import datetime
 from typing import Final
 
 from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from hutch.api.nodes_model import Candidate, NodeLoad, Placer
+from hutch.api.nodes_model import Candidate, NodeFit, NodeLoad, Placer
 from hutch.api.store.artifacts import held_by
 from hutch.api.store.base import utc_now
 from hutch.api.store.engine import is_sqlite
@@ -107,14 +113,29 @@ async def reserve_node(conn: AsyncConnection, placer: Placer) -> NodeID:
             found = random.choice(shortlist)
             await lock_placement(conn, found)
         chosen = found
-    row = (await conn.execute(select(nodes).where(nodes.c.id == chosen))).first()
-    if row is None:
-        raise NodeTaken(chosen, "left the cluster")
-    locked = node_from_row(row)
-    load = (await node_loads(conn, [chosen])).get(chosen, NodeLoad())
-    why = placer.misfit(
-        Candidate(node=locked, load=load, lease_expired=locked.lease_expires_at < now)
-    )
-    if why is not None:
-        raise NodeTaken(chosen, why)
+    await _check_locked(conn, chosen, placer, now)
     return chosen
+
+
+async def reserve_on(conn: AsyncConnection, node_id: NodeID, fit: NodeFit) -> None:
+    """Put a paused sandbox's CPU and memory back on ``node_id`` (a resume, ADR 0026):
+    wait for the node's placement lock, as a create that chose it, and read its row and
+    load again; :class:`NodeTaken` when the sandbox does not fit there (nothing changes:
+    the caller's transaction rolls back). The caller's row must not be in a node-busy
+    state yet, so the load read does not count it already."""
+    await lock_placement(conn, node_id)
+    await _check_locked(conn, node_id, fit, await store_now(conn, utc_now))
+
+
+async def _check_locked(
+    conn: AsyncConnection, node_id: NodeID, fit: NodeFit, now: datetime
+) -> None:
+    """Step 4 for ``node_id``, whose placement lock this transaction holds."""
+    row = (await conn.execute(select(nodes).where(nodes.c.id == node_id))).first()
+    if row is None:
+        raise NodeTaken(node_id, "left the cluster")
+    locked = node_from_row(row)
+    load = (await node_loads(conn, [node_id])).get(node_id, NodeLoad())
+    why = fit.misfit(Candidate(node=locked, load=load, lease_expired=locked.lease_expires_at < now))
+    if why is not None:
+        raise NodeTaken(node_id, why)

@@ -41,12 +41,12 @@ from hutch.api.models import (
     SortOrder,
     TeamQuotas,
 )
-from hutch.api.nodes_model import Placer
+from hutch.api.nodes_model import NodeFit, Placer
 from hutch.api.store.base import Clock, utc_now
 from hutch.api.store.engine import read_transaction, write_transaction
 from hutch.api.store.errors import is_foreign_key_violation, is_unique_violation
 from hutch.api.store.pagination import Cursor, decode_cursor, encode_cursor
-from hutch.api.store.placement import NodeTaken, reserve_node
+from hutch.api.store.placement import NodeTaken, reserve_node, reserve_on
 from hutch.api.store.sandbox_rows import (
     fetch_sandbox,
     listing_query,
@@ -481,6 +481,7 @@ class SqlSandboxStore:
         address: str | None = None,
         pause_mode: str | None = None,
         quota: TeamQuotas | None = None,
+        fit: tuple[NodeID, NodeFit] | None = None,
     ) -> Sandbox:
         """Move the sandbox from one of ``expected`` to ``new``, atomically.
 
@@ -490,7 +491,10 @@ class SqlSandboxStore:
         ``node_id``, ``address`` and ``pause_mode``, when given, are written in the same
         statement. With ``quota``, a move into the running set (a resume) or the paused set
         (a pause) is checked against the team's quotas in the same transaction, behind the
-        team's lock as a create's (:class:`QuotaExceededError`: nothing changes).
+        team's lock as a create's (:class:`QuotaExceededError`: nothing changes). With
+        ``fit`` (a resume: its node and demand), the node's placement lock is taken after
+        the team's and the sandbox checked to fit there by the create's accounting
+        (:func:`~hutch.api.store.placement.reserve_on`; :class:`NodeTaken`: nothing changes).
         """
         wanted = frozenset({expected} if isinstance(expected, SandboxState) else expected)
         values: dict[str, object] = {"state": new.value, "version": sandboxes.c.version + 1}
@@ -514,6 +518,8 @@ class SqlSandboxStore:
         async with write_transaction(self._engine) as conn:
             if quota is not None:
                 await _check_move(conn, sandbox_id, new, quota)
+            if fit is not None:
+                await reserve_on(conn, *fit)
             result = await conn.execute(cas)
             if result.rowcount == 0:
                 current = await fetch_sandbox(conn, sandbox_id, team_id=team_id)
