@@ -4,8 +4,9 @@
 (``HUTCH_CLUSTER_TOKEN`` or ``HUTCH_CLUSTER_TOKEN_FILE``: nodes and node proxies require it,
 apis and edges send it) and, for nodes that do not register themselves (``hutch node
 --register``, ADR 0025), a fixed list in ``HUTCH_CLUSTER_NODES``: ``[{"id": "n1", "api":
-"http://10.0.0.5:5007", "proxy": "10.0.0.5:5008"}]``; unset, the nodes table is the list. The edge also names the apis it wakes sandboxes through
-(``HUTCH_EDGE_API_URLS``, comma-separated).
+"http://10.0.0.5:5007", "proxy": "10.0.0.5:5008"}]``; unset, the nodes table is the list.
+The edge also names the apis it wakes sandboxes through (``HUTCH_EDGE_API_URLS``,
+comma-separated).
 """
 
 from __future__ import annotations
