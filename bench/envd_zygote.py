@@ -4,12 +4,13 @@ Run as root from the repository:
 
     .venv/bin/python bench/envd_zygote.py [--bundle DIR] [--runs 9] [--in-runc]
 
-A measurement for issue 19's zygote lever (ADR 32), not the zygote. The *zygote* is the
-bundle's interpreter (started on the host through the bundle's own loader) that has
-imported all of envd (uvicorn, starlette, the Connect stack, the process and watch code),
-run ``gc.collect()`` and ``gc.freeze()``, and then forks one child per request; the child
-runs ``hutch.envd.main.main`` with the request's arguments. The *exec* envd is today's
-start (``python3 -I -B -m hutch.envd``). The two take turns run after run.
+A measurement for issue 19's zygote lever (ADR 32 and its addendum). The *zygote* is the
+bundle's interpreter (started on the host through the bundle's own loader) that has imported
+all of envd (``hutch.node.zygote.preimport``) (uvicorn, starlette, the Connect stack, the
+process and watch code), run ``gc.collect()`` and ``gc.freeze()``, and then forks one child
+per request; the child runs ``hutch.envd.main.main`` with the request's arguments. The
+*exec* envd is today's start (``python3 -I -B -m hutch.envd``). The two take turns run after
+run.
 
 On the host (always): both envds in no namespace and no cgroup. Memory is read from
 ``/proc/PID/smaps_rollup`` once each has served ``/init`` and one ``commands.run("true")``
@@ -17,29 +18,30 @@ through the official SDK, then idled: USS (``Private_Clean + Private_Dirty``) is
 that process holds, PSS shares the rest among the processes that map it (here the zygote
 and one child).
 
-``--in-runc``: each envd also runs in a runc container made by ``build_spec`` (a copy of
-the busybox rootfs, hutch's capabilities, seccomp profile and masks, the bundle mounted at
-its host path so the zygote's later imports resolve there too): exec'd as the container's
-PID 1, or forked by the zygote into a container whose PID 1 is ``sleep``, entering it as
-ADR 32 describes (its cgroups, its six namespaces, two more forks so that PID 1 adopts
-envd, PID 1's seccomp filter read with ptrace, its rlimits, credentials, umask and
-capabilities; not the session keyring, nor the descriptors sent by a node). The forked
-envd's credentials, capabilities, seccomp, no-new-privileges, umask, rlimits, namespaces
-and cgroups are compared with PID 1's, and it must serve ``/init``, a Connect ``Stat`` and
-a download of ``/etc/hostname``. Its memory is the container's memory cgroup after those
-and an idle moment, above what it held before envd (exec: the created container, ``runc
-init`` waiting; fork: ``sleep`` as PID 1): what the sandbox is charged for envd.
-"""
+``--in-runc``: each envd also runs in a runc container made by ``build_spec`` (a copy of the
+busybox rootfs, hutch's capabilities, seccomp profile and masks, the bundle mounted at its
+host path so the zygote's later imports resolve there too): exec'd as the container's PID 1,
+or forked by ``hutch.node.zygote`` (its ``serve`` on a socket pair, requests from its
+``ZygoteClient`` as a node would send them: namespaces, cgroups and log as descriptors) into
+a container whose PID 1 is ``sleep``, entering it as ADR 32 describes (its cgroups, six
+namespaces, two more forks so that PID 1 adopts envd, PID 1's seccomp filter read with
+ptrace, its rlimits, credentials, umask, capabilities, ``oom_score_adj``). The forked envd
+is checked with ``zygote.differences`` against PID 1 (credentials, capabilities, seccomp,
+no-new-privileges, umask, rlimits, namespaces, cgroups, parent), and it must serve
+``/init``, a Connect ``Stat`` and a download of ``/etc/hostname``. Its memory is the
+container's memory cgroup after those and an idle moment, above what it held before envd
+(exec: the created container, ``runc init`` waiting; fork: ``sleep`` as PID 1): what the
+sandbox is charged for envd."""
 
 from __future__ import annotations
 
 import argparse
 import collections
-import ctypes
 import json
 import os
 import resource
 import shutil
+import socket
 import statistics
 import subprocess
 import sys
@@ -51,84 +53,26 @@ from pathlib import Path
 from _table import print_table
 from envd_start import REPO, _build, _cpu_ns, _free_port, _health, _python, _smaps, _stop
 
+from hutch.node import zygote
 from hutch.node.bundle import BindMount, SandboxSpec, build_spec
 
-#: The zygote: import everything a request could need, freeze the heap, fork per line of
-#: stdin (JSON: envd's argv, and with ``--in-runc`` the container to enter), answer each
-#: with the child's pid (on the host: the pid of the forked child, which in a container
-#: forks twice more). Entering a container follows ADR 32 steps 5-7 but for the keyring
-#: and the descriptors: the cgroups, the six namespaces, two forks so that the container's
-#: PID 1 adopts envd, PID 1's seccomp filter, rlimits, credentials, umask, capabilities.
-_ZYGOTE = """
-import ctypes, gc, json, os, resource, signal, sys
-import hutch.envd.main as envd_main
-envd_main._uvicorn()
-import hutch.envd.rpc.services, hutch.envd.process.manager, hutch.envd.filesystem.watcher
-import uvicorn.lifespan.on, uvicorn.protocols.http.h11_impl, uvicorn.loops.asyncio
-gc.collect()
-gc.freeze()
+#: On the host: the zygote module's source, then a loop that forks a child per line of stdin
+#: (JSON: envd's argv) without entering anything, answering with the child's pid.
+_HOST_ZYGOTE = """
+import json, os, signal, sys
+run = preimport()
 signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # children are reaped by the kernel
-libc = ctypes.CDLL(None, use_errno=True)
-
-
-class Prog(ctypes.Structure):
-    _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
-
-
-def enter(target):
-    for path in target["cgroups"]:
-        with open(os.path.join(path, "cgroup.procs"), "w") as f:
-            f.write(str(os.getpid()))
-    fds = [os.open(f"/proc/{target['pid']}/ns/{ns}", os.O_RDONLY)
-           for ns in ("ipc", "uts", "net", "cgroup", "pid", "mnt")]
-    for fd in fds:
-        if libc.setns(fd, 0) != 0:
-            raise OSError(ctypes.get_errno(), "setns")
-        os.close(fd)
-    if os.fork():
-        os._exit(0)  # C1
-    if os.fork():
-        os._exit(0)  # C2, the first process in the pid namespace: PID 1 adopts C3
-    for blob in target["filters"]:
-        code = bytes.fromhex(blob)
-        buf = ctypes.create_string_buffer(code, len(code))
-        prog = Prog(len(code) // 8, ctypes.cast(buf, ctypes.c_void_p))
-        if libc.syscall(317, 1, 0, ctypes.byref(prog)) != 0:  # seccomp(SET_MODE_FILTER)
-            raise OSError(ctypes.get_errno(), "seccomp")
-    # After the filter (it needs CAP_SYS_ADMIN without no-new-privileges), PID 1's rest.
-    for name, limits in target["rlimits"].items():
-        resource.setrlimit(getattr(resource, name), tuple(limits))
-    os.setgroups(target["groups"])
-    os.setresgid(*target["gid"])
-    os.setresuid(*target["uid"])
-    os.umask(target["umask"])
-    caps = target["caps"]
-    for cap in range(64):  # PR_CAPBSET_DROP; EINVAL past the kernel's last capability
-        if not caps["CapBnd"] >> cap & 1 and libc.prctl(24, cap, 0, 0, 0) != 0:
-            if ctypes.get_errno() != 22:
-                raise OSError(ctypes.get_errno(), "PR_CAPBSET_DROP")
-    libc.prctl(47, 4, 0, 0, 0)  # PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL
-    header = (ctypes.c_uint32 * 2)(0x20080522, 0)  # _LINUX_CAPABILITY_VERSION_3, this process
-    eff, prm, inh = caps["CapEff"], caps["CapPrm"], caps["CapInh"]
-    words = [eff, prm, inh, eff >> 32, prm >> 32, inh >> 32]
-    data = (ctypes.c_uint32 * 6)(*(w & 0xFFFFFFFF for w in words))
-    if libc.syscall(126, header, data) != 0:  # capset
-        raise OSError(ctypes.get_errno(), "capset")
-
-
 print("ready", flush=True)
 for line in sys.stdin:
     request = json.loads(line)
     pid = os.fork()
     if pid == 0:
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)  # envd waits for its processes
-        if request.get("container"):
-            enter(request["container"])
         null = os.open("/dev/null", os.O_RDWR)
         os.dup2(null, 0)
         os.dup2(null, 1)
         os.setsid()
-        os._exit(envd_main.main(request["argv"]))
+        os._exit(run(request["argv"]))
     print(pid, flush=True)
 """
 
@@ -138,12 +82,12 @@ def _envd_args(port: int, state: Path) -> list[str]:
             "--log-level", "warning"]  # fmt: skip
 
 
-class Zygote:
-    """The pre-imported envd, forking one child per :meth:`start`."""
+class HostZygote:
+    """The pre-imported envd on the host, forking one child per :meth:`start`."""
 
     def __init__(self, bundle: Path) -> None:
         self.proc = subprocess.Popen(
-            [*_python(bundle), "-B", "-c", _ZYGOTE],
+            [*_python(bundle), "-B", "-c", Path(zygote.__file__).read_text() + _HOST_ZYGOTE],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL,
@@ -164,13 +108,6 @@ class Zygote:
         while not _health(port):
             time.sleep(0.001)
         return pid, port, time.perf_counter() - t0, _cpu_ns(pid) / 1e9
-
-    def enter(self, container: dict[str, object], argv: list[str]) -> None:
-        """Fork a child envd into ``container`` (the zygote's side of ADR 32's steps)."""
-        assert self.proc.stdout is not None and self.proc.stdin is not None
-        self.proc.stdin.write(json.dumps({"argv": argv, "container": container}) + "\n")
-        self.proc.stdin.flush()
-        self.proc.stdout.readline()
 
     def close(self) -> None:
         assert self.proc.stdin is not None
@@ -229,80 +166,6 @@ print(json.dumps([status, kind, hostname]), flush=True)
 """
 
 _CGROUP_PARENT = "hutch-bench-zygote"
-_PTRACE_SEIZE, _PTRACE_INTERRUPT, _PTRACE_DETACH = 0x4206, 0x4207, 17
-_PTRACE_SECCOMP_GET_FILTER = 0x420C
-
-
-def _seccomp_filters(pid: int) -> list[str]:
-    """The seccomp filters of ``pid`` (hex BPF, oldest first), read with ptrace."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.ptrace.argtypes = [ctypes.c_long, ctypes.c_long, ctypes.c_void_p, ctypes.c_void_p]
-    if libc.ptrace(_PTRACE_SEIZE, pid, None, None) != 0:
-        raise OSError(ctypes.get_errno(), "PTRACE_SEIZE")
-    try:
-        libc.ptrace(_PTRACE_INTERRUPT, pid, None, None)
-        os.waitpid(pid, 0x40000000)  # __WALL: the tracee's stop
-        filters = []
-        while (n := libc.ptrace(_PTRACE_SECCOMP_GET_FILTER, pid, len(filters), None)) > 0:
-            buf = (ctypes.c_uint64 * n)()
-            libc.ptrace(_PTRACE_SECCOMP_GET_FILTER, pid, len(filters), buf)
-            filters.append(bytes(buf).hex())
-    finally:
-        libc.ptrace(_PTRACE_DETACH, pid, None, None)
-    return filters[::-1]  # the kernel lists the newest first
-
-
-def _cgroup_dirs(pid: int) -> list[str]:
-    out = []
-    for line in Path(f"/proc/{pid}/cgroup").read_text().splitlines():
-        _, controllers, path = line.split(":", 2)
-        name = controllers.split(",")[0].removeprefix("name=") if controllers else "unified"
-        d = Path("/sys/fs/cgroup") / name / path.lstrip("/")
-        if d.is_dir():
-            out.append(str(d))
-    return out
-
-
-_STATUS_FIELDS = ("Uid", "Gid", "Groups", "Umask", "NoNewPrivs", "Seccomp", "Seccomp_filters",
-                  "CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb")  # fmt: skip
-_NAMESPACES = ("ipc", "uts", "net", "cgroup", "pid", "mnt", "user")
-
-
-def _status(pid: int) -> dict[str, str]:
-    out = {}
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        key, _, value = line.partition(":")
-        out[key] = value.strip()
-    return out
-
-
-def _target(pid: int) -> dict[str, object]:
-    """What the zygote's child needs to become like the container's PID 1."""
-    st = _status(pid)
-    ids = [int(v) for v in st["Uid"].split()[:3]], [int(v) for v in st["Gid"].split()[:3]]
-    rlimits = {n: resource.prlimit(pid, getattr(resource, n))
-               for n in dir(resource) if n.startswith("RLIMIT_")}  # fmt: skip
-    return {
-        "pid": pid, "cgroups": _cgroup_dirs(pid), "filters": _seccomp_filters(pid),
-        "uid": ids[0], "gid": ids[1], "groups": [int(g) for g in st["Groups"].split()],
-        "umask": int(st["Umask"], 8), "rlimits": rlimits,
-        "caps": {k: int(st[k], 16) for k in ("CapInh", "CapPrm", "CapEff", "CapBnd")},
-    }  # fmt: skip
-
-
-def _differences(pid: int, init: int) -> list[str]:
-    """What of envd (``pid``) differs from the container's PID 1 (``init``)."""
-    a, b = _status(pid), _status(init)
-    out = [k for k in _STATUS_FIELDS if a.get(k) != b.get(k)]
-    for n in _NAMESPACES:
-        if os.readlink(f"/proc/{pid}/ns/{n}") != os.readlink(f"/proc/{init}/ns/{n}"):
-            out.append(f"ns/{n}")
-    for name in ("limits", "cgroup"):
-        if Path(f"/proc/{pid}/{name}").read_text() != Path(f"/proc/{init}/{name}").read_text():
-            out.append(name)
-    if a["PPid"] != str(init):
-        out.append(f"PPid {a['PPid']}")
-    return out
 
 
 def _cgroup_memory(cid: str) -> int:
@@ -362,7 +225,38 @@ def _ask(poller: subprocess.Popen[str], line: str) -> str:
     return poller.stdout.readline().strip()
 
 
-def _in_runc(bundle: Path, zygote: Zygote, work: Path, runs: int) -> list[tuple[str, str]]:
+class NodeZygote:
+    """``hutch.node.zygote`` as a node runs it: its ``serve`` on a socket pair, requests
+    through a ``ZygoteClient`` (the namespaces, cgroups and log sent as descriptors)."""
+
+    def __init__(self, bundle: Path, work: Path) -> None:
+        mine, theirs = zygote.start_socket()
+        self.proc = subprocess.Popen(
+            zygote.zygote_argv([*_python(bundle), "-B"]), stdin=theirs, stdout=subprocess.DEVNULL
+        )
+        theirs.close()
+        self.sock = mine
+        zygote.wait_ready(mine)
+        self.client = zygote.ZygoteClient(mine)
+        self.log = os.open(work / "zygote-envd.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND)
+        self.filters: list[str] | None = None
+
+    def enter(self, init_pid: int, argv: list[str]) -> int:
+        if self.filters is None:  # once per profile: every container has the same
+            self.filters = zygote.seccomp_filters(init_pid)
+        return self.client.fork_envd(
+            init_pid, argv=argv, env={"PATH": "/usr/bin:/bin"}, log_fd=self.log,
+            filters=self.filters,
+        )  # fmt: skip
+
+    def close(self) -> None:
+        self.sock.shutdown(socket.SHUT_RDWR)
+        self.sock.close()
+        self.proc.wait(timeout=10)
+        os.close(self.log)
+
+
+def _in_runc(bundle: Path, node_zygote: NodeZygote, work: Path, runs: int) -> list[tuple[str, str]]:
     """exec'd envd as a container's PID 1 against a zygote's fork into a container."""
     port, args = 49983, ["--host", "127.0.0.1", "--log-level", "warning"]
     envd = [*_python(bundle), "-B", "-m", "hutch.envd", "--port", str(port), *args]
@@ -381,17 +275,15 @@ def _in_runc(bundle: Path, zygote: Zygote, work: Path, runs: int) -> list[tuple[
                     t0 = time.perf_counter()
                     c.start()
                 else:
-                    target = _target(c.pid)
                     t0 = time.perf_counter()
-                    zygote.enter(target, ["--port", str(port), *args])
+                    envd_pid = node_zygote.enter(c.pid, ["--port", str(port), *args])
                 _ask(poller, "go")
                 s[f"{mode}_wall"].append(time.perf_counter() - t0)
                 answers = json.loads(_ask(poller, "init"))
                 if answers != [204, "FILE_TYPE_DIRECTORY", c.cid]:
                     raise SystemExit(f"envd in {c.cid} answered {answers}")
                 if mode == "fork":
-                    children = Path(f"/proc/{c.pid}/task/{c.pid}/children").read_text().split()
-                    diffs.update(_differences(int(children[0]), c.pid))
+                    diffs.update(zygote.differences(envd_pid, c.pid))
                 poller.wait(timeout=10)
                 time.sleep(2)
                 s[f"{mode}_mem"].append((_cgroup_memory(c.cid) - base) / 2**20)
@@ -445,20 +337,21 @@ def main() -> None:
     if os.geteuid() != 0:
         raise SystemExit("bench/envd_zygote.py needs root (envd serves as root)")
     work = Path(tempfile.mkdtemp(prefix="hutch-bench-zygote-", dir="/var/tmp"))
-    zygote = None
+    host: HostZygote | None = None
+    node_zygote: NodeZygote | None = None
     try:
         bundle = args.bundle or _build(work / "bundle", REPO / "src" / "hutch")
         t0 = time.perf_counter()
-        zygote = Zygote(bundle)
+        host = HostZygote(bundle)
         zygote_wall = time.perf_counter() - t0
-        zygote_cpu = _cpu_ns(zygote.proc.pid) / 1e9
+        zygote_cpu = _cpu_ns(host.proc.pid) / 1e9
         s: dict[str, list[float]] = collections.defaultdict(list)
         for run in range(args.runs):
             proc, _, wall, cpu = _exec_start(bundle, work / f"exec-{run}")
             _stop(proc)
             s["exec_wall"].append(wall)
             s["exec_cpu"].append(cpu)
-            pid, _, wall, cpu = zygote.start(work / f"fork-{run}")
+            pid, _, wall, cpu = host.start(work / f"fork-{run}")
             _stop_child(pid)
             s["fork_wall"].append(wall)
             s["fork_cpu"].append(cpu)
@@ -468,14 +361,17 @@ def main() -> None:
             exec_mem = _smaps(proc.pid)
         finally:
             _stop(proc)
-        pid, port, _, _ = zygote.start(work / "fork-mem")
+        pid, port, _, _ = host.start(work / "fork-mem")
         try:
             _exercise(port)
             fork_mem = _smaps(pid)
-            zygote_mem = _smaps(zygote.proc.pid)
+            zygote_mem = _smaps(host.proc.pid)
         finally:
             _stop_child(pid)
-        rows = _in_runc(bundle, zygote, work, args.runs) if args.in_runc else []
+        rows = []
+        if args.in_runc:
+            node_zygote = NodeZygote(bundle, work)
+            rows = _in_runc(bundle, node_zygote, work, args.runs)
         rows += [
             ("exec: start to first `/health` 204, CPU / wall",
              f"{_ms(s['exec_cpu'])} / {_ms(s['exec_wall'])}"),
@@ -494,8 +390,9 @@ def main() -> None:
             ("measure", "value"),
         )
     finally:
-        if zygote is not None:
-            zygote.close()
+        for z in (host, node_zygote):
+            if z is not None:
+                z.close()
         for parent in Path("/sys/fs/cgroup").glob(f"*/{_CGROUP_PARENT}"):
             parent.rmdir()  # runc removed the containers' own cgroups
         shutil.rmtree(work, ignore_errors=True)
