@@ -18,6 +18,7 @@ from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from hutch.api.service.ports import SandboxRoute
 from hutch.shared.errors import UnavailableError
 from hutch.shared.ids import NodeID, SandboxID
 
@@ -93,30 +94,19 @@ class NotifyRoutes:
                 f"could not tell the proxies about sandbox {event.sandbox_id}: {exc}"
             ) from exc
 
-    async def publish(
-        self,
-        sandbox_id: SandboxID,
-        *,
-        address: str,
-        envd_access_token: str | None,
-        running: bool = True,
-        auto_resume: bool = False,
-        node_id: NodeID | None = None,
-        traffic_access_token: str | None = None,
-        mask_request_host: str | None = None,
-    ) -> None:
+    async def publish(self, route: SandboxRoute) -> None:
         """See ``SandboxRoutes.publish``."""
         await self._send(
             RouteEvent(
                 "publish",
-                sandbox_id,
-                node_id=node_id,
-                address=address,
-                envd_access_token=envd_access_token,
-                running=running,
-                auto_resume=auto_resume,
-                traffic_access_token=traffic_access_token,
-                mask_request_host=mask_request_host,
+                route.sandbox_id,
+                node_id=route.node_id,
+                address=route.address,
+                envd_access_token=route.envd_access_token,
+                running=route.running,
+                auto_resume=route.auto_resume,
+                traffic_access_token=route.traffic_access_token,
+                mask_request_host=route.mask_request_host,
             )
         )
 

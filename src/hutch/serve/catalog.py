@@ -2,7 +2,7 @@
 
 The api says where each sandbox is (``api/service/routing.py`` on create, pause, resume and
 kill; ``api/service/reconcile.py`` for the sandboxes a restart adopted); this adapter turns
-that into the proxy's ``SandboxRoute``. The route carries the envd access token so that a
+that into the proxy's own ``SandboxRoute``. The route carries the envd access token so that a
 signed ``/files`` URL without an ``E2b-Sandbox-Id`` header still finds its sandbox (only
 that sandbox's token can have made the signature).
 """
@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import dataclasses
 
-from hutch.proxy.catalog import InMemorySandboxCatalog, SandboxRoute
-from hutch.shared.ids import NodeID, SandboxID
+from hutch.api.service.ports import SandboxRoute
+from hutch.proxy.catalog import InMemorySandboxCatalog
+from hutch.proxy.catalog import SandboxRoute as ProxyRoute
+from hutch.shared.ids import SandboxID
 
 
 class CatalogRoutes:
@@ -21,29 +23,18 @@ class CatalogRoutes:
     def __init__(self, catalog: InMemorySandboxCatalog) -> None:
         self._catalog = catalog
 
-    async def publish(
-        self,
-        sandbox_id: SandboxID,
-        *,
-        address: str,
-        envd_access_token: str | None,
-        running: bool = True,
-        auto_resume: bool = False,
-        node_id: NodeID | None = None,
-        traffic_access_token: str | None = None,
-        mask_request_host: str | None = None,
-    ) -> None:
+    async def publish(self, route: SandboxRoute) -> None:
         """Route envd and every port of the sandbox to its private address (one node:
-        ``node_id`` is the local one)."""
+        ``route.node_id`` is the local one)."""
         self._catalog.put(
-            SandboxRoute(
-                sandbox_id=sandbox_id,
-                host=address,
-                envd_access_token=envd_access_token,
-                running=running,
-                auto_resume=auto_resume,
-                traffic_access_token=traffic_access_token,
-                mask_request_host=mask_request_host,
+            ProxyRoute(
+                sandbox_id=route.sandbox_id,
+                host=route.address,
+                envd_access_token=route.envd_access_token,
+                running=route.running,
+                auto_resume=route.auto_resume,
+                traffic_access_token=route.traffic_access_token,
+                mask_request_host=route.mask_request_host,
             )
         )
 

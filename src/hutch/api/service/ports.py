@@ -207,6 +207,24 @@ class ReconciledNode:
     )
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SandboxRoute:
+    """Where the proxy reaches one sandbox: what :meth:`SandboxRoutes.publish` tells it."""
+
+    sandbox_id: SandboxID
+    #: The sandbox's private address on its node.
+    address: str
+    envd_access_token: str | None
+    #: False: paused, the route is held for a wake.
+    running: bool = True
+    auto_resume: bool = False
+    node_id: NodeID | None = None
+    #: Its ports (not envd's) want it in ``e2b-traffic-access-token``.
+    traffic_access_token: str | None = None
+    #: The ``Host`` sent to its ports.
+    mask_request_host: str | None = None
+
+
 class SandboxRoutes(Protocol):
     """Where the proxy reaches each sandbox: the api tells it (``service/routing.py``).
 
@@ -215,23 +233,8 @@ class SandboxRoutes(Protocol):
     (``hutch.cluster.routes``; ADR 0019). Each call returns once the proxies are told.
     """
 
-    async def publish(
-        self,
-        sandbox_id: SandboxID,
-        *,
-        address: str,
-        envd_access_token: str | None,
-        running: bool = True,
-        auto_resume: bool = False,
-        node_id: NodeID | None = None,
-        traffic_access_token: str | None = None,
-        mask_request_host: str | None = None,
-    ) -> None:
-        """Route to the sandbox at ``address`` on node ``node_id`` (``running`` False:
-        paused, held for a wake).
-
-        ``traffic_access_token``: its ports (not envd's) want it in
-        ``e2b-traffic-access-token``; ``mask_request_host``: the ``Host`` sent to them."""
+    async def publish(self, route: SandboxRoute) -> None:
+        """Route to ``route.sandbox_id`` at ``route.address`` (replacing any older route)."""
         ...
 
     async def mark_paused(self, sandbox_id: SandboxID) -> None:

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from hutch.api.models import Sandbox, SandboxState
 from hutch.api.nodes_model import Registered
 from hutch.api.service.membership import OnRegistered, ReconcileOutcome
-from hutch.api.service.ports import NodeClient, SandboxRoutes
+from hutch.api.service.ports import NodeClient, SandboxRoute, SandboxRoutes
 from hutch.api.store.base import SandboxStore, TeamStore
 from hutch.shared.ids import NodeID, SandboxID
 
@@ -111,10 +111,13 @@ async def reconcile(
                 new=SandboxState.PAUSED if mode else SandboxState.RUNNING, pause_mode=mode,
             )  # fmt: skip
         await routes.publish(
-            SandboxID(sid), address=placed.address, envd_access_token=row.envd_access_token,
-            running=mode is None, auto_resume=row.auto_resume, node_id=placed.node_id,
-            traffic_access_token=row.traffic_access_token,
-            mask_request_host=row.network.mask_request_host,
+            SandboxRoute(
+                sandbox_id=SandboxID(sid), address=placed.address,
+                envd_access_token=row.envd_access_token, running=mode is None,
+                auto_resume=row.auto_resume, node_id=placed.node_id,
+                traffic_access_token=row.traffic_access_token,
+                mask_request_host=row.network.mask_request_host,
+            )
         )  # fmt: skip
     result = StartupReport(
         adopted=tuple(sorted(report.adopted)),

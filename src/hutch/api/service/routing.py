@@ -19,11 +19,22 @@ from hutch.api.service.ports import (
     ResumedSandbox,
     SandboxLogLine,
     SandboxMetrics,
+    SandboxRoute,
     SandboxRoutes,
     SandboxSpec,
 )
 from hutch.shared.egress import EgressPolicy
 from hutch.shared.ids import NodeID, SandboxID, TemplateID
+
+
+def _route(spec: SandboxSpec, placed: PlacedSandbox) -> SandboxRoute:
+    """The route to a sandbox of ``spec`` that runs where ``placed`` says."""
+    return SandboxRoute(
+        sandbox_id=spec.sandbox_id, address=placed.address,
+        envd_access_token=spec.envd_access_token, auto_resume=spec.auto_resume,
+        node_id=placed.node_id, traffic_access_token=spec.traffic_access_token,
+        mask_request_host=spec.mask_request_host,
+    )  # fmt: skip
 
 
 class RoutedNodeClient:
@@ -41,12 +52,7 @@ class RoutedNodeClient:
     async def create(self, spec: SandboxSpec) -> PlacedSandbox:
         """Start the sandbox, then route to it."""
         placed = await self._node.create(spec)
-        await self._routes.publish(
-            spec.sandbox_id, address=placed.address, envd_access_token=spec.envd_access_token,
-            auto_resume=spec.auto_resume, node_id=placed.node_id,
-            traffic_access_token=spec.traffic_access_token,
-            mask_request_host=spec.mask_request_host,
-        )  # fmt: skip
+        await self._routes.publish(_route(spec, placed))
         return placed
 
     async def kill(self, sandbox_id: SandboxID) -> None:
@@ -63,13 +69,7 @@ class RoutedNodeClient:
     async def resume(self, spec: SandboxSpec, *, keep_memory: bool) -> ResumedSandbox:
         """Resume, then route to where it runs now."""
         resumed = await self._node.resume(spec, keep_memory=keep_memory)
-        await self._routes.publish(
-            spec.sandbox_id, address=resumed.placed.address,
-            envd_access_token=spec.envd_access_token, auto_resume=spec.auto_resume,
-            node_id=resumed.placed.node_id,
-            traffic_access_token=spec.traffic_access_token,
-            mask_request_host=spec.mask_request_host,
-        )  # fmt: skip
+        await self._routes.publish(_route(spec, resumed.placed))
         return resumed
 
     async def snapshot(self, sandbox_id: SandboxID, *, snapshot_id: TemplateID) -> None:
@@ -113,18 +113,7 @@ class NoRoutes:
     """``SandboxRoutes`` of an api with no proxy in its process (scale-out: the edge proxy
     finds routes in the store): every call is a no-op."""
 
-    async def publish(
-        self,
-        sandbox_id: SandboxID,
-        *,
-        address: str,
-        envd_access_token: str | None,
-        running: bool = True,
-        auto_resume: bool = False,
-        node_id: NodeID | None = None,
-        traffic_access_token: str | None = None,
-        mask_request_host: str | None = None,
-    ) -> None:
+    async def publish(self, route: SandboxRoute) -> None:
         """Nothing to tell."""
 
     async def mark_paused(self, sandbox_id: SandboxID) -> None:

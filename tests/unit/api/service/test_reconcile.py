@@ -24,9 +24,8 @@ T0 = datetime(2026, 1, 1, tzinfo=UTC)
 class Routes:
     published: dict[str, tuple[str, str | None, bool]] = field(default_factory=dict)
 
-    async def publish(self, sandbox_id, *, address, envd_access_token, running=True,  # type: ignore[no-untyped-def]
-                      auto_resume=False, node_id=None, **_):  # fmt: skip
-        self.published[sandbox_id] = (address, envd_access_token, running)
+    async def publish(self, route):  # type: ignore[no-untyped-def]
+        self.published[route.sandbox_id] = (route.address, route.envd_access_token, route.running)
 
     async def mark_paused(self, sandbox_id):  # type: ignore[no-untyped-def]
         raise AssertionError("reconcile publishes, it does not pause")

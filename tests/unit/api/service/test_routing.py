@@ -17,10 +17,10 @@ class RecordingRoutes:
     node: FakeNodeClient
     events: list[tuple[str, str, object]] = field(default_factory=list)
 
-    async def publish(self, sandbox_id, *, address, envd_access_token, running=True,  # type: ignore[no-untyped-def]
-                      auto_resume=False, node_id=None, **_):  # fmt: skip
-        on_node = sandbox_id in self.node.running
-        self.events.append(("publish", sandbox_id, (address, running, auto_resume, on_node)))
+    async def publish(self, route):  # type: ignore[no-untyped-def]
+        on_node = route.sandbox_id in self.node.running
+        seen = (route.address, route.running, route.auto_resume, on_node)
+        self.events.append(("publish", route.sandbox_id, seen))
 
     async def mark_paused(self, sandbox_id):  # type: ignore[no-untyped-def]
         self.events.append(("paused", sandbox_id, self.node.paused.get(sandbox_id)))
