@@ -20,6 +20,9 @@ the creates the store must place exactly the created sandboxes, after the kills 
 run fails otherwise. The floor: as many one-row ``INSERT`` transactions, as many at a
 time, through the same driver on the same server, in the same run. ``--src DIR`` runs
 the apis from another checkout's ``src`` (to compare two versions on one machine).
+``--profile DIR`` records each api with py-spy (on ``PATH`` or beside this Python) while
+the creates run, as collapsed stacks (``DIR/<nodes>-api-<i>.txt``, one line per stack and
+its sample count) and prints the functions that take most of the apis' samples.
 """
 
 from __future__ import annotations
@@ -297,8 +300,65 @@ async def floor(url: str, n: int, concurrency: int) -> list[str]:
             "-", "-", "-", "-"]  # fmt: skip
 
 
+class Profiler:
+    """py-spy on each api while the creates run (``--profile``)."""
+
+    def __init__(self, directory: Path) -> None:
+        found = shutil.which("py-spy") or shutil.which(
+            "py-spy", path=str(Path(sys.executable).parent)
+        )
+        if found is None:
+            raise SystemExit("--profile needs py-spy: pip install py-spy")
+        self.binary = found
+        self.directory = directory
+        directory.mkdir(parents=True, exist_ok=True)
+        self.running: list[subprocess.Popen[bytes]] = []
+        self.outputs: list[Path] = []
+
+    def start(self, label: str, pids: list[int]) -> None:
+        for i, pid in enumerate(pids):
+            out = self.directory / f"{label}-api-{i}.txt"
+            self.outputs.append(out)
+            self.running.append(subprocess.Popen(
+                [self.binary, "record", "--pid", str(pid), "--format", "raw", "--rate", "200", "--gil",
+                 "--nonblocking", "--output", str(out)],
+                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            ))  # fmt: skip
+
+    def stop(self) -> None:
+        for child in self.running:
+            child.send_signal(signal.SIGINT)
+        for child in self.running:
+            child.wait(60)
+        self.running.clear()
+
+    def summary(self, top: int = 25) -> str:
+        """The functions on most of the recorded stacks (inclusive), and the leaves."""
+        inclusive: Counter[str] = Counter()
+        leaves: Counter[str] = Counter()
+        total = 0
+        for out in self.outputs:
+            for line in out.read_text().splitlines() if out.exists() else []:
+                stack, _, count = line.rpartition(" ")
+                frames = [f.split(" (")[0] + " (" + f.split(" (")[-1].split(":")[0] + ")"
+                          for f in stack.split(";") if f]  # fmt: skip
+                if not frames or not count.isdigit():
+                    continue
+                total += int(count)
+                for frame in set(frames):
+                    inclusive[frame] += int(count)
+                leaves[frames[-1]] += int(count)
+        self.outputs.clear()
+        lines = [f"{total} samples"]
+        for title, counter in (("inclusive", inclusive), ("self", leaves)):
+            lines.append(f"-- {title}")
+            lines += [f"{100 * c / max(1, total):5.1f}%  {f}" for f, c in counter.most_common(top)]
+        return "\n".join(lines)
+
+
 async def capacity(server_url: str, *, nodes: int, n: int, concurrency: int, apis: int,
-                   home: Path, src: Path, pg: Callable[[], list[int]]) -> list[str]:  # fmt: skip
+                   home: Path, src: Path, pg: Callable[[], list[int]],
+                   profiler: Profiler | None = None) -> list[str]:  # fmt: skip
     """One row: ``nodes`` simulated nodes behind ``apis`` hutch api processes."""
     url = await _create_database(server_url, f"capacity_{nodes}")
     key = await _seed(url)
@@ -382,7 +442,12 @@ async def capacity(server_url: str, *, nodes: int, n: int, concurrency: int, api
             sampling = asyncio.create_task(sampler.run(stop))
             roles = {"api": procs.pids("api"), "fakenodes": procs.pids("fakenodes"), "pg": pg()}
             before = {role: _cpu_s(pids) for role, pids in roles.items()}
+            if profiler is not None:
+                profiler.start(f"{nodes}", roles["api"])
             create_wall = await _concurrently(n, concurrency, create)
+            if profiler is not None:
+                profiler.stop()
+                print(f"== {nodes} nodes: the apis' time while creating\n{profiler.summary()}")
             roles["pg"] = pg()  # backends opened meanwhile count from 0
             cpu = {role: (_cpu_s(pids) - before.get(role, 0)) / n for role, pids in roles.items()}
             stop.set()
@@ -411,6 +476,7 @@ async def main(args: argparse.Namespace) -> None:
     private = None if args.database_url else PrivatePostgres()
     server_url = args.database_url or private.start()  # type: ignore[union-attr]
     home = Path(tempfile.mkdtemp(prefix="hutch-capacity-"))
+    profiler = Profiler(args.profile) if args.profile else None
     try:
         rows = [await floor(await _create_database(server_url, "capacity_floor"),
                             args.n, args.concurrency)]  # fmt: skip
@@ -418,7 +484,8 @@ async def main(args: argparse.Namespace) -> None:
             rows.append(await capacity(server_url, nodes=nodes, n=args.n,
                                        concurrency=args.concurrency, apis=args.apis,
                                        home=home, src=args.src.resolve(),
-                                       pg=private.pids if private else list))  # fmt: skip
+                                       pg=private.pids if private else list,
+                                       profiler=profiler))  # fmt: skip
         load = os.getloadavg()[0]
         print_table(
             f"Control-plane capacity: {args.n} creates then kills, {args.concurrency} at a "
@@ -452,4 +519,5 @@ if __name__ == "__main__":
         default=ROOT / "src",
         help="the hutch sources the apis run (to compare two versions)",
     )
+    parser.add_argument("--profile", type=Path, help="record the apis with py-spy into DIR")
     asyncio.run(main(parser.parse_args()))

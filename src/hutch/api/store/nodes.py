@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 from collections.abc import Collection, Sequence
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import case, func, select, text, update
 from sqlalchemy.engine import Row
@@ -34,6 +34,9 @@ from hutch.api.store.locks import advisory_key
 from hutch.api.store.tables import nodes, sandboxes
 from hutch.shared.errors import ConflictError, NotFoundError
 from hutch.shared.ids import NodeID
+
+if TYPE_CHECKING:
+    from hutch.api.store.node_view import NodeView
 
 
 def placement_key(node_id: NodeID) -> int:
@@ -145,9 +148,13 @@ def _node_not_found(node_id: NodeID) -> NotFoundError:
 class SqlNodeStore:
     """Membership rows: register, heartbeat, status changes, listing with load."""
 
-    def __init__(self, engine: AsyncEngine, *, clock: Clock = utc_now) -> None:
+    def __init__(
+        self, engine: AsyncEngine, *, clock: Clock = utc_now, view: NodeView | None = None
+    ) -> None:
         self._engine = engine
         self._clock = clock
+        #: The placements' copy of the nodes (ADR 0035), told of what this store writes.
+        self._view = view
 
     async def now(self) -> datetime:
         """The store's clock (see the module docstring)."""
@@ -200,7 +207,9 @@ class SqlNodeStore:
                     .values(status=status.value, **values)
                 )
             row = (await conn.execute(select(nodes).where(nodes.c.id == reg.node_id))).one()
-            return Registered(node=node_from_row(row), previous=previous)
+        if self._view is not None:
+            self._view.invalidate()  # a new node, or new capacity: rank from a new read
+        return Registered(node=node_from_row(row), previous=previous)
 
     async def heartbeat(
         self,
@@ -217,33 +226,43 @@ class SqlNodeStore:
         register again, which reconciles it), :class:`ConflictError` when the row belongs to
         another boot of the node (likewise).
         """
+        n = nodes.c
+        values: dict[str, Any] = {**_usage_values(usage)}
+        if templates is not None:
+            values["templates"] = json.dumps(sorted(templates))
         async with write_transaction(self._engine) as conn:
-            now = await store_now(conn, self._clock)
-            n = nodes.c
-            result = await conn.execute(
-                update(nodes)
-                .where(n.id == node_id, n.boot_id == boot_id, n.status != NodeStatus.LOST.value)
-                .values(
-                    heartbeat_at=now,
-                    lease_expires_at=now + timedelta(seconds=lease_s),
-                    **_usage_values(usage),
-                    **({} if templates is None else {"templates": json.dumps(sorted(templates))}),
+            if is_sqlite(conn):
+                now = self._clock()
+                values.update(heartbeat_at=now, lease_expires_at=now + timedelta(seconds=lease_s))
+            else:  # the database's clock, in the one statement (no SELECT now() before it)
+                values.update(heartbeat_at=func.now(),
+                              lease_expires_at=func.now() + timedelta(seconds=lease_s))  # fmt: skip
+            # One statement: the renewal returns the row (the lease the node is answered).
+            row = (
+                await conn.execute(
+                    update(nodes)
+                    .where(n.id == node_id, n.boot_id == boot_id, n.status != NodeStatus.LOST.value)
+                    .values(**values)
+                    .returning(*nodes.c)
                 )
-            )
+            ).first()
+            if row is not None:
+                node = node_from_row(row)
+                if self._view is not None:
+                    self._view.learn(node)
+                return node
             row = (await conn.execute(select(nodes).where(n.id == node_id))).first()
         if row is None:
             raise NotFoundError(f"node {node_id} is not registered; register it first")
         node = node_from_row(row)
-        if result.rowcount == 0:
-            if node.status is NodeStatus.LOST:
-                raise NotFoundError(
-                    f"node {node_id} was marked lost ({node.lost_reason}); register it again"
-                )
-            raise ConflictError(
-                f"node {node_id} is registered with boot id {node.boot_id}, not {boot_id}; "
-                "register it again"
+        if node.status is NodeStatus.LOST:
+            raise NotFoundError(
+                f"node {node_id} was marked lost ({node.lost_reason}); register it again"
             )
-        return node
+        raise ConflictError(
+            f"node {node_id} is registered with boot id {node.boot_id}, not {boot_id}; "
+            "register it again"
+        )
 
     async def set_status(
         self,
@@ -271,7 +290,10 @@ class SqlNodeStore:
             raise NotFoundError(
                 f"node {node_id} not found", public_message=f"Node {node_id} not found"
             )
-        return node_from_row(row) if result.rowcount else None
+        node = node_from_row(row)
+        if self._view is not None:
+            self._view.learn(node)  # a drain is not offered again by this api's rankings
+        return node if result.rowcount else None
 
     async def mark_lost(
         self, node_id: NodeID, *, reason: str, lease_before: datetime
@@ -308,7 +330,9 @@ class SqlNodeStore:
                         state=SandboxState.KILLED.value, version=s.version + 1, killed_reason=reason
                     )
                 )
-            return ids
+        if self._view is not None:
+            self._view.invalidate()  # after the commit: a read now sees the node lost
+        return ids
 
     async def count_create(self, node_id: NodeID, *, ok: bool) -> None:
         """Count a create's outcome on the node (E2B's ``createSuccesses``/``createFails``)."""

@@ -20,6 +20,7 @@ from __future__ import annotations
 import dataclasses
 import json
 from collections.abc import Collection, Mapping
+from contextlib import AsyncExitStack
 from datetime import datetime
 from typing import Final
 
@@ -45,13 +46,15 @@ from hutch.api.nodes_model import NodeFit, Placer
 from hutch.api.store.base import Clock, utc_now
 from hutch.api.store.engine import read_transaction, write_transaction
 from hutch.api.store.errors import is_foreign_key_violation, is_unique_violation
+from hutch.api.store.node_view import NodeView
 from hutch.api.store.pagination import Cursor, decode_cursor, encode_cursor
-from hutch.api.store.placement import NodeTaken, reserve_node, reserve_on
+from hutch.api.store.placement import NodeTaken, reserve, reserve_on
 from hutch.api.store.sandbox_rows import (
     fetch_sandbox,
     listing_query,
     load_metadata,
     metadata_values,
+    row_to_sandbox,
     rows_to_sandboxes,
     sandbox_values,
     scoped,
@@ -194,9 +197,13 @@ async def _check_move(
 class SqlSandboxStore:
     """:class:`~hutch.api.store.base.SandboxStore` on SQL."""
 
-    def __init__(self, engine: AsyncEngine, *, clock: Clock = utc_now) -> None:
+    def __init__(
+        self, engine: AsyncEngine, *, clock: Clock = utc_now, view: NodeView | None = None
+    ) -> None:
         self._engine = engine
         self._clock = clock
+        #: The api's copy of the nodes that creates are ranked from (ADR 0035).
+        self.view = view if view is not None else NodeView(clock=clock)
 
     # -- create ---------------------------------------------------------------------------
 
@@ -216,11 +223,12 @@ class SqlSandboxStore:
         operation) is a :class:`ConflictError`. An unknown team is :class:`NotFoundError`.
 
         With ``placer``, the node is chosen in the same transaction
-        (:func:`~hutch.api.store.placement.reserve_node`): the first unlocked node of the
-        best ones has its row locked (PostgreSQL ``FOR UPDATE SKIP LOCKED``; SQLite has one
-        writer), its load read again and the row inserted on it, so concurrent creates
-        through any number of api processes never overbook a node and do not queue on one
-        row. A node that no longer fits once locked is excluded and the transaction retried.
+        (:func:`~hutch.api.store.placement.reserve`): ranked from the api's copy of the
+        nodes (:attr:`view`), the first unlocked node of the best ones has its placement
+        lock taken (PostgreSQL advisory lock; SQLite has one writer), its row and load read
+        again and the row inserted on it, so concurrent creates through any number of api
+        processes never overbook a node and do not queue on one lock. A node that no
+        longer fits once locked is excluded and the transaction retried.
         """
         while True:
             try:
@@ -238,29 +246,36 @@ class SqlSandboxStore:
     ) -> CreatedSandbox:
         sandbox_id = new.id or new_sandbox_id()
         try:
-            async with write_transaction(self._engine) as conn:
-                if idempotency_key is not None:
-                    replay = await self._replay(conn, new.team_id, idempotency_key, request_hash)
-                    if replay is not None:
-                        return CreatedSandbox(sandbox=replay, created=False)
-                if new.quota is not None and new.quota.limits_sandboxes():
-                    await reserve_under_quota(conn, new, new.quota)
-                if placer is not None:
-                    new = dataclasses.replace(new, node_id=await reserve_node(conn, placer))
-                await self._insert(conn, sandbox_id, new)
-                if idempotency_key is not None:
-                    await conn.execute(
-                        idempotency_keys.insert().values(
-                            team_id=new.team_id,
-                            key=idempotency_key,
-                            operation=CREATE_OPERATION,
-                            request_hash=request_hash,
-                            sandbox_id=sandbox_id,
-                            created_at=self._clock(),
+            # The process's lock of the node (``held``) is released after the commit.
+            async with AsyncExitStack() as held:
+                async with write_transaction(self._engine) as conn:
+                    if idempotency_key is not None:
+                        replay = await self._replay(
+                            conn, new.team_id, idempotency_key, request_hash
                         )
-                    )
-                sandbox = await fetch_sandbox(conn, sandbox_id, team_id=None)
-                assert sandbox is not None
+                        if replay is not None:
+                            return CreatedSandbox(sandbox=replay, created=False)
+                    if new.quota is not None and new.quota.limits_sandboxes():
+                        await reserve_under_quota(conn, new, new.quota)
+                    load = None
+                    if placer is not None:
+                        node_id, load = await reserve(conn, placer, view=self.view, held=held)
+                        new = dataclasses.replace(new, node_id=node_id)
+                    sandbox = await self._insert(conn, sandbox_id, new)
+                    if idempotency_key is not None:
+                        await conn.execute(
+                            idempotency_keys.insert().values(
+                                team_id=new.team_id,
+                                key=idempotency_key,
+                                operation=CREATE_OPERATION,
+                                request_hash=request_hash,
+                                sandbox_id=sandbox_id,
+                                created_at=self._clock(),
+                            )
+                        )
+                if load is not None and new.node_id is not None:
+                    self.view.placed(new.node_id, load, cpu_count=new.cpu_count,
+                                     memory_mb=new.memory_mb, disk_mb=new.disk_mb)  # fmt: skip
                 return CreatedSandbox(sandbox=sandbox, created=True)
         except IntegrityError as exc:
             if is_foreign_key_violation(exc):
@@ -277,10 +292,19 @@ class SqlSandboxStore:
                 return CreatedSandbox(sandbox=replay, created=False)
         raise AlreadyExistsError(f"sandbox {sandbox_id} already exists") from collision
 
-    async def _insert(self, conn: AsyncConnection, sandbox_id: SandboxID, new: NewSandbox) -> None:
-        await conn.execute(sandboxes.insert().values(**sandbox_values(sandbox_id, new)))
+    async def _insert(
+        self, conn: AsyncConnection, sandbox_id: SandboxID, new: NewSandbox
+    ) -> Sandbox:
+        """Insert the rows; the sandbox as inserted (``RETURNING``: no read back while the
+        node's placement lock is held)."""
+        row = (
+            await conn.execute(
+                sandboxes.insert().values(**sandbox_values(sandbox_id, new)).returning(*sandboxes.c)
+            )
+        ).one()
         if new.metadata:
             await conn.execute(sandbox_metadata.insert(), metadata_values(sandbox_id, new.metadata))
+        return row_to_sandbox(row, dict(sorted(new.metadata.items())))  # as read back
 
     async def _replay(
         self, conn: AsyncConnection, team_id: TeamID, key: str, request_hash: str | None

@@ -14,6 +14,7 @@ from hutch.api.store.engine import create_engine
 from hutch.api.store.imports import SqlImportStore
 from hutch.api.store.keys import SqlApiKeyStore
 from hutch.api.store.migrations import check_schema_head, upgrade_engine_to_head
+from hutch.api.store.node_view import NodeView
 from hutch.api.store.nodes import SqlNodeStore
 from hutch.api.store.sandboxes import SqlSandboxStore
 from hutch.api.store.secrets import SqlSecretStore
@@ -46,19 +47,20 @@ class SqlStore:
     @classmethod
     def on(cls, engine: AsyncEngine, *, clock: Clock = utc_now) -> SqlStore:
         """The stores over an existing engine (no schema check: see :func:`open_sql_store`)."""
+        view = NodeView(clock=clock)  # the nodes' writes here keep it current
         return cls(
             engine=engine,
             teams=SqlTeamStore(engine, clock=clock),
             keys=SqlApiKeyStore(engine, clock=clock),
             templates=SqlTemplateStore(engine, clock=clock),
-            sandboxes=SqlSandboxStore(engine, clock=clock),
+            sandboxes=SqlSandboxStore(engine, clock=clock, view=view),
             volumes=SqlVolumeStore(engine, clock=clock),
             snapshots=SqlSnapshotStore(engine, clock=clock),
             secrets=SqlSecretStore(engine, clock=clock),
             builds=SqlBuildStore(engine, clock=clock),
             build_files=SqlBuildFileStore(engine, clock=clock),
             imports=SqlImportStore(engine, clock=clock),
-            nodes=SqlNodeStore(engine, clock=clock),
+            nodes=SqlNodeStore(engine, clock=clock, view=view),
             artifacts=SqlArtifactStore(engine, clock=clock),
             usage=SqlUsageSampleStore(engine, clock=clock),
         )
