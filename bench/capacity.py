@@ -320,8 +320,8 @@ class Profiler:
             out = self.directory / f"{label}-api-{i}.txt"
             self.outputs.append(out)
             self.running.append(subprocess.Popen(
-                [self.binary, "record", "--pid", str(pid), "--format", "raw", "--rate", "200", "--gil",
-                 "--nonblocking", "--output", str(out)],
+                [self.binary, "record", "--pid", str(pid), "--format", "raw", "--rate", "200",
+                 "--gil", "--nonblocking", "--output", str(out)],
                 stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
             ))  # fmt: skip
 
@@ -392,7 +392,7 @@ async def capacity(server_url: str, *, nodes: int, n: int, concurrency: int, api
                     sys.executable, str(ROOT / "bench" / "_fakenodes.py"), "--first", str(first),
                     "--count", str(count), "--capacity", str(n + 10),
                     "--dir", str(procs.home / "sockets"), "--register", ",".join(api_urls),
-                    "--token", token,
+                    f"--token={token}",  # a token may start with "-"
                 ], {})  # fmt: skip
 
             async def registered() -> bool:

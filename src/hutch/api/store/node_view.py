@@ -53,6 +53,7 @@ class NodeView:
         self._loads: dict[NodeID, NodeLoad] = {}
         #: The store's clock at the read, and ``time.monotonic()`` then.
         self._store_now: datetime | None = None
+        self._clock_at = 0.0
         self._read_at: float | None = None
         #: Bumped by :meth:`invalidate`; a read that started before a bump is stale.
         self._generation = 0
@@ -60,6 +61,8 @@ class NodeView:
         self._locks: dict[NodeID, asyncio.Lock] = {}
         #: How many reads of the store the copy took (for tests and the bench).
         self.reads = 0
+        #: How old the copy may get (:data:`MAX_AGE_S`; a test may make it never age).
+        self.max_age_s = MAX_AGE_S
 
     def lock(self, node_id: NodeID) -> asyncio.Lock:
         """This process's lock of ``node_id`` (see the module docstring)."""
@@ -84,8 +87,8 @@ class NodeView:
             async with self._reading:
                 if self._stale(time.monotonic(), since):  # nobody read it meanwhile
                     await self.refresh(conn)
-        assert self._store_now is not None and self._read_at is not None
-        store_now = self._store_now + timedelta(seconds=time.monotonic() - self._read_at)
+        assert self._store_now is not None
+        store_now = self._store_now + timedelta(seconds=time.monotonic() - self._clock_at)
         return [
             Candidate(
                 node=node,
@@ -96,7 +99,7 @@ class NodeView:
         ]
 
     def _stale(self, now: float, since: float | None) -> bool:
-        if self._read_at is None or now - self._read_at > MAX_AGE_S:
+        if self._read_at is None or now - self._read_at > self.max_age_s:
             return True
         return since is not None and self._read_at < since
 
@@ -109,10 +112,10 @@ class NodeView:
         self.reads += 1
         self._nodes = {n.id: n for n in listed}
         self._loads = loads
-        self._store_now = now
+        self._store_now, self._clock_at = now, started
         # Invalidated while reading: what was read may predate the change, so it serves
         # this caller and the next one reads again.
-        self._read_at = started if generation == self._generation else started - 2 * MAX_AGE_S
+        self._read_at = started if generation == self._generation else float("-inf")
 
     def learn(self, node: Node, load: NodeLoad | None = None) -> None:
         """What a transaction of this process read or wrote of ``node`` (its load too when
