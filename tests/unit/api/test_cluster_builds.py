@@ -116,6 +116,9 @@ class Holdings:
     async def holders(self, artifact: str) -> list[Holder]:
         return [Holder(NodeID(n), "held", f"http://{n}") for n in self.held.get(artifact, [])]
 
+    async def holds(self, artifact: str, node_id: NodeID) -> bool:
+        return node_id in self.held.get(artifact, [])
+
     async def record(self, artifact: str, node_id: NodeID) -> None:
         self.recorded.append((artifact, node_id))
 

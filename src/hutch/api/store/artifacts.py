@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Final
 
-from sqlalchemy import and_, delete, select, update
+from sqlalchemy import and_, delete, select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -25,6 +25,11 @@ from hutch.shared.ids import NodeID
 
 HELD: Final = "held"
 DELETING: Final = "deleting"
+#: Asked by every create (``ArtifactService.sources_for``): a text statement, built once.
+_HOLDS: Final = text(
+    "SELECT 1 FROM artifact_holdings WHERE artifact = :artifact AND node_id = :node_id "
+    f"AND state = '{HELD}'"
+)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -86,6 +91,12 @@ class SqlArtifactStore:
     async def _upsert(self, conn: AsyncConnection, artifact: str, node_id: NodeID,
                       state: str) -> None:  # fmt: skip
         await upsert_holding(conn, artifact, node_id, state, now=await store_now(conn, self._clock))
+
+    async def holds(self, artifact: str, node_id: NodeID) -> bool:
+        """Whether ``node_id`` has a ``held`` row for ``artifact``."""
+        async with self._engine.connect() as conn:
+            found = await conn.execute(_HOLDS, {"artifact": artifact, "node_id": node_id})
+            return found.first() is not None
 
     async def holders(self, artifact: str) -> list[Holder]:
         """Every node with a row for ``artifact`` (held or deleting), by node id."""
