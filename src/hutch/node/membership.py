@@ -66,13 +66,45 @@ def measure_capacity(home: Path, *, max_sandboxes: int, cpu_count: int = 0,
     )
 
 
-def measure_usage(home: Path) -> wire.Usage:
-    """The host's load now: 1-minute load average per CPU, memory and the home's disk."""
+class CpuMeter:
+    """The host's CPU utilisation (0..100) between two reads of ``/proc/stat``.
+
+    Each :meth:`read` gives the busy share of all CPUs' time since the previous read (the
+    first: since boot), as E2B's orchestrator does (gopsutil ``cpu.Percent(0)``): unlike
+    the load average it counts time, not runnable tasks, so it cannot pass 100.
+    """
+
+    def __init__(self, stat: Path = Path("/proc/stat")) -> None:
+        self._stat = stat
+        self._last = (0, 0)
+
+    def _sample(self) -> tuple[int, int]:
+        """(busy, total) jiffies of the ``cpu`` line; guest time is already in user/nice."""
+        try:
+            line = self._stat.read_text().splitlines()[0].split()
+        except (OSError, IndexError):
+            return self._last
+        ticks = [int(x) for x in line[1:9]]  # user nice system idle iowait irq softirq steal
+        idle = ticks[3] + (ticks[4] if len(ticks) > 4 else 0)
+        return sum(ticks) - idle, sum(ticks)
+
+    def read(self) -> float:
+        """Percent of CPU time busy since the previous read, 0..100 (0 if no time passed)."""
+        busy, total = self._sample()
+        d_busy, d_total = busy - self._last[0], total - self._last[1]
+        self._last = (busy, total)
+        if d_total <= 0:
+            return 0.0
+        return round(min(100.0, max(0.0, 100.0 * d_busy / d_total)), 1)
+
+
+def measure_usage(home: Path, *, cpu: CpuMeter) -> wire.Usage:
+    """The host's load now: CPU utilisation since the last measure, memory and the home's
+    disk."""
     info = _meminfo()
     used_mb = max(0, info.get("MemTotal", 0) - info.get("MemAvailable", 0)) >> 10
     disk = shutil.disk_usage(home).used >> 20 if home.exists() else 0
-    cpu = os.getloadavg()[0] / (os.cpu_count() or 1) * 100
-    return wire.Usage(cpu_pct=round(cpu, 1), memory_used_mb=used_mb, disk_used_mb=disk)
+    return wire.Usage(cpu_pct=cpu.read(), memory_used_mb=used_mb, disk_used_mb=disk)
 
 
 def _message(response: httpx.Response) -> str:
@@ -202,13 +234,14 @@ def registration_factory(
         disk_mb=settings.capacity_disk_mb,
     )  # fmt: skip
     labels = settings.label_map
+    cpu = CpuMeter()  # each heartbeat reports the utilisation since the previous one
 
     async def build() -> wire.RegisterNode:
         held = sorted(await templates()) if templates is not None else []
         return wire.RegisterNode(
             node_id=node_id, address=address, api_version=API_VERSION, version=version,
             boot_id=boot_id, capacity=capacity, labels=labels,
-            usage=measure_usage(settings.home),
+            usage=measure_usage(settings.home, cpu=cpu),
             templates=held,
         )  # fmt: skip
 

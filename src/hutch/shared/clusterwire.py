@@ -35,6 +35,8 @@ class Capacity(_Wire):
 class Usage(_Wire):
     """The host's load now (heartbeats carry it; placement weighs it)."""
 
+    #: CPU utilisation since the previous heartbeat, 0..100 (no upper bound checked: a node
+    #: before this version sent the load average per CPU x100).
     cpu_pct: float = Field(default=0.0, ge=0)
     memory_used_mb: int = Field(default=0, ge=0)
     disk_used_mb: int = Field(default=0, ge=0)
