@@ -1,9 +1,12 @@
 """A private ``hutch serve`` for the benchmarks: own home, free ports, own host names.
 
-Everything global it creates is named ``hbn*`` (bridge ``hbn0`` on 10.216.0.0/22, netns
-``hbn-*``, veths ``hbv*``, nft table ``hbn``, cgroup parent ``hbn-<pid>``), apart from the
-tests' ``hse2e*``/``hsm*``/``hn*`` and the host's own ``hutch*``. ``destroy_everything``
-removes all of it again, also after a failed run.
+Everything global it creates is named after its slot S (``HUTCH_BENCH_SLOT``, else
+``HUTCH_TEST_SLOT``, else 0; a digit): bridge ``hbnS`` on 10.220.(4S).0/22, netns ``hbnS-*``,
+veths ``hbvS*``, nft table ``hbnS``, cgroup parent ``hbnS-<pid>``, apart from the tests'
+``hse2e*``/``hsm*``/``hn*`` and the host's own ``hutch*``. Two benchmarks on different slots
+run side by side; a second one on a slot in use is refused before it touches anything (its
+cleanup would tear down the first one's sandboxes). ``destroy_everything`` removes all of it
+again, also after a failed run.
 """
 
 from __future__ import annotations
@@ -19,14 +22,25 @@ from tests.e2e.serveproc import HostNames, Serve, nodehelpers  # noqa: E402
 
 __all__ = ["Serve", "new_instance"]
 
-SUBNET = "10.216.0.0/22"  # room for the fit test's 500 sandboxes
-CGROUP_PARENT = f"hbn-{os.getpid()}"
+
+def bench_slot(env: dict[str, str] | os._Environ[str] = os.environ) -> int:
+    """The slot from ``HUTCH_BENCH_SLOT`` (else ``HUTCH_TEST_SLOT``, else 0): one digit."""
+    raw = env.get("HUTCH_BENCH_SLOT") or env.get("HUTCH_TEST_SLOT") or "0"
+    if not (raw.isdigit() and 0 <= int(raw) <= 9):
+        raise SystemExit(f"HUTCH_BENCH_SLOT must be a digit 0-9, not {raw!r}")
+    return int(raw)
+
+
+SLOT = bench_slot()
+# Each slot gets its own /22 (room for the fit test's 500 sandboxes), none of the tests'.
+SUBNET = f"10.220.{4 * SLOT}.0/22"
+CGROUP_PARENT = f"hbn{SLOT}-{os.getpid()}"
 BENCH_NAMES = HostNames(
-    bridge="hbn0",
+    bridge=f"hbn{SLOT}",
     subnet=SUBNET,
-    netns_prefix="hbn-",
-    veth_prefix="hbv",
-    nft_table="hbn",
+    netns_prefix=f"hbn{SLOT}-",
+    veth_prefix=f"hbv{SLOT}",
+    nft_table=f"hbn{SLOT}",
     cgroup_parent=CGROUP_PARENT,
     extra_env={
         "HUTCH_NODE_ENVD_READY_TIMEOUT_S": "120",
@@ -40,7 +54,15 @@ def new_instance(
     home: Path, extra_env: dict[str, str] | None = None, *, envd_bundle: Path | None = None
 ) -> Serve:
     """The e2e tests' ``Serve`` on the benchmarks' own names; envd's bundle is this
-    checkout's unless ``envd_bundle`` names another (a before/after comparison)."""
+    checkout's unless ``envd_bundle`` names another (a before/after comparison).
+
+    Refused when the slot's bridge exists: another benchmark runs on it (or a killed one
+    left it: ``ip link del`` it, or pick another ``HUTCH_BENCH_SLOT``)."""
+    if Path("/sys/class/net", BENCH_NAMES.bridge).exists():
+        raise SystemExit(
+            f"bridge {BENCH_NAMES.bridge} exists: another benchmark uses slot {SLOT}; "
+            "set HUTCH_BENCH_SLOT to a free digit (or remove a killed run's bridge)"
+        )
     return Serve(
         home=home,
         envd_bundle=envd_bundle or nodehelpers.cached_envd_bundle(),
