@@ -1,7 +1,7 @@
 // One sandbox: its facts and actions (timeout, pause, resume, snapshot, kill, metadata),
 // its metrics plotted, its logs followed, a terminal and a file browser.
 import { useMemo, useState } from "preact/hooks";
-import { api } from "../api";
+import { api, message } from "../api";
 import { dateTime, mib, relative } from "../format";
 import { useLoad } from "../hooks";
 import type { SandboxDetail } from "../types";
@@ -121,7 +121,7 @@ function TimeoutForm({ path, done }: { path: string; done: () => void }) {
           await api.send("POST", `${path}/timeout`, { timeout: Number.parseInt(seconds, 10) });
           done();
         } catch (err) {
-          setError((err as Error).message);
+          setError(message(err));
         }
       }}
     >
@@ -149,7 +149,7 @@ function SnapshotForm({ path, done }: { path: string; done: (name: string) => vo
           done(snap.names[0] ?? snap.snapshotID);
           setName("");
         } catch (err) {
-          setError((err as Error).message);
+          setError(message(err));
         } finally {
           setBusy(false);
         }

@@ -2,7 +2,7 @@
 // API filters them (GET /v2/sandboxes), with each running one's newest CPU and memory
 // sample (GET /sandboxes/metrics).
 import { useState } from "preact/hooks";
-import { api } from "../api";
+import { api, message } from "../api";
 import { bytes, dateTime, parsePairs, pct, relative } from "../format";
 import { useLoad } from "../hooks";
 import type { ListedSandbox, Metric } from "../types";
@@ -65,7 +65,7 @@ export function SandboxesPage() {
             setFilterError(undefined);
             setApplied({ template: template.trim(), meta: metaText.trim() });
           } catch (err) {
-            setFilterError(String((err as Error).message));
+            setFilterError(message(err));
           }
         }}
       >

@@ -98,3 +98,16 @@ def test_frontend_sources_never_render_strings_as_markup() -> None:
     for path in sorted((FRONTEND / "src").rglob("*.ts*")):
         found = pattern.search(path.read_text())
         assert found is None, f"{path.relative_to(REPO)}: {found.group(0) if found else ''}"
+
+
+def test_frontend_errors_are_shown_through_api_message() -> None:
+    # A caught value is not always an Error; api.ts's message() says what it is, where
+    # ``(err as Error).message`` would show "undefined" (the TimeoutForm did).
+    raw = re.compile(r"as Error\)\.message")
+    offenders = [
+        f"{p.relative_to(FRONTEND)}:{n}"
+        for p in sorted((FRONTEND / "src").rglob("*.ts*"))
+        for n, line in enumerate(p.read_text().splitlines(), 1)
+        if raw.search(line)
+    ]
+    assert offenders == [], f"use message(err) from api.ts: {offenders}"
