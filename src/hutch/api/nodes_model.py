@@ -54,6 +54,8 @@ class NodeRegistration:
     boot_id: str
     capacity: NodeCapacity
     labels: Mapping[str, str] = field(default_factory=dict)
+    #: The node process's start (``RegisterNode.incarnation``); "" from an older node.
+    incarnation: str = ""
     usage: NodeUsage = field(default_factory=NodeUsage)
     #: Templates the node holds (names, ``name@build`` versions).
     templates: tuple[str, ...] = ()
@@ -80,6 +82,8 @@ class Node:
     create_successes: int = 0
     create_fails: int = 0
     templates: tuple[str, ...] = ()
+    #: The registered node process's start (``NodeRegistration.incarnation``).
+    incarnation: str = ""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -104,6 +108,16 @@ class Registered:
     def rebooted(self) -> bool:
         """The node came back with another boot id: its old sandboxes are gone."""
         return self.previous is not None and self.previous.boot_id != self.node.boot_id
+
+    @property
+    def same_process(self) -> bool:
+        """The node process that registered before registers again (a lease lost to a
+        partition or a refused beat): same boot and same incarnation, so its creates in
+        flight are still being made and must survive the registration."""
+        p, n = self.previous, self.node
+        return p is not None and bool(n.incarnation) and (p.boot_id, p.incarnation) == (
+            n.boot_id, n.incarnation
+        )  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

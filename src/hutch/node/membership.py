@@ -18,6 +18,7 @@ import contextlib
 import logging
 import os
 import shutil
+import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 
@@ -228,6 +229,9 @@ def registration_factory(
     from hutch.shared.nodewire import API_VERSION
 
     boot_id = settings.boot_id or host_boot_id()
+    # One per process: the api keeps this process's creates in flight across its
+    # registrations and cleans only a previous process's (ADR 0033).
+    incarnation = uuid.uuid4().hex
     capacity = measure_capacity(
         settings.home, max_sandboxes=settings.max_sandboxes,
         cpu_count=settings.capacity_cpu_count, memory_mb=settings.capacity_memory_mb,
@@ -240,7 +244,7 @@ def registration_factory(
         held = sorted(await templates()) if templates is not None else []
         return wire.RegisterNode(
             node_id=node_id, address=address, api_version=API_VERSION, version=version,
-            boot_id=boot_id, capacity=capacity, labels=labels,
+            boot_id=boot_id, incarnation=incarnation, capacity=capacity, labels=labels,
             usage=measure_usage(settings.home, cpu=cpu),
             templates=held,
         )  # fmt: skip

@@ -54,6 +54,9 @@ class RegisterNode(_Wire):
     #: The host boot the node runs in (``/proc/sys/kernel/random/boot_id``): a new one
     #: means its sandboxes are gone.
     boot_id: str = Field(min_length=1, max_length=64)
+    #: This node process's start (random, per process): a registration of the same boot
+    #: and incarnation comes from a live process whose creates in flight survive it.
+    incarnation: str = Field(default="", max_length=64)
     capacity: Capacity
     labels: dict[str, str] = Field(default_factory=dict)
     usage: Usage = Field(default_factory=Usage)

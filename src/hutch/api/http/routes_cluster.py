@@ -89,6 +89,7 @@ async def register(request: Request) -> Response:
             api_version=body.api_version,
             version=body.version,
             boot_id=body.boot_id,
+            incarnation=body.incarnation,
             capacity=NodeCapacity(
                 cpu_count=body.capacity.cpu_count,
                 memory_mb=body.capacity.memory_mb,

@@ -17,6 +17,14 @@ finish. The node destroys whatever is not known, adopts what is known and still 
 and cleans the leftovers of known ones that are gone; every live row that was not adopted
 is then marked killed. Adopted sandboxes get their proxy route back, and the store's
 metadata (the source of truth, ADR 0005) if the node's copy differs.
+
+A registration from the **same live process** (same boot id, same incarnation: its lease
+was lost to a partition, or a heartbeat was refused) is not a restart: its ``creating``
+rows are creates it is making right now, whose callers will still get an answer. They are
+offered as known (so a create that has finished but not yet answered is not destroyed) and
+left ``creating`` whatever the node says: the create settles them, or the stale-create
+reaper if its api died (ADR 0033). Only a previous incarnation's ``creating`` rows are
+cleaned.
 """
 
 from __future__ import annotations
@@ -72,17 +80,22 @@ async def reconcile(
     node: NodeClient,
     routes: SandboxRoutes,
     rebooted: bool = False,
+    same_process: bool = False,
 ) -> StartupReport:
-    """See the module docstring: the rows of ``node.node_id`` only."""
+    """See the module docstring: the rows of ``node.node_id`` only; ``same_process``: the
+    node process that registered before, whose ``creating`` rows are kept."""
     rows = {
         row.id: row
         for row in await live_rows(teams=teams, sandboxes=sandboxes)
         if row.node_id == node.node_id
     }
+    in_flight = {
+        s for s, row in rows.items() if same_process and row.state is SandboxState.CREATING
+    }
     known = [
         SandboxID(s)
         for s, row in rows.items()
-        if row.state is SandboxState.RUNNING and not rebooted
+        if (row.state is SandboxState.RUNNING and not rebooted) or s in in_flight
     ]
     paused = [SandboxID(s) for s, row in rows.items() if row.state in _PAUSE_STATES]
     report = await node.reconcile(known, paused=paused)
@@ -94,6 +107,8 @@ async def reconcile(
         else f"node {node.node_id} no longer had the sandbox when it registered"
     )
     for sid, row in rows.items():
+        if sid in in_flight:
+            continue  # its create answers for it (or the stale-create reaper)
         adopted = report.adopted.get(SandboxID(sid))
         if adopted is None:
             await sandboxes.mark_killed(sid, team_id=None, reason=reason)
@@ -145,7 +160,7 @@ def registration_reconciler(
         node = await client(registered.node.id)
         report = await reconcile(
             teams=teams, sandboxes=sandboxes, node=node, routes=routes,
-            rebooted=registered.rebooted,
+            rebooted=registered.rebooted, same_process=registered.same_process,
         )  # fmt: skip
         return ReconcileOutcome(
             adopted=report.adopted, removed=report.removed, marked_killed=report.marked_killed

@@ -62,6 +62,7 @@ def node_from_row(row: Row[Any]) -> Node:
         api_version=m["api_version"],
         version=m["version"],
         boot_id=m["boot_id"],
+        incarnation=m["incarnation"],
         capacity=NodeCapacity(
             cpu_count=m["cpu_count"],
             memory_mb=m["memory_mb"],
@@ -175,6 +176,7 @@ class SqlNodeStore:
                 "api_version": reg.api_version,
                 "version": reg.version,
                 "boot_id": reg.boot_id,
+                "incarnation": reg.incarnation,
                 "cpu_count": reg.capacity.cpu_count,
                 "memory_mb": reg.capacity.memory_mb,
                 "disk_mb": reg.capacity.disk_mb,

@@ -351,6 +351,8 @@ nodes = Table(
     Column("api_version", String(16), nullable=False),
     Column("version", String(64), nullable=False),
     Column("boot_id", String(64), nullable=False),
+    # 0021: the node process's start (random per process); "" from an older node.
+    Column("incarnation", String(64), nullable=False, server_default=""),
     Column("cpu_count", Integer, nullable=False),
     Column("memory_mb", Integer, nullable=False),
     Column("disk_mb", Integer, nullable=False),
