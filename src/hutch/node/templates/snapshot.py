@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Final
 
 from hutch.node.templates.artifact import (
+    ARTIFACTS_DIR,
     TemplateArtifact,
     publish,
     read_artifact,
@@ -69,9 +70,16 @@ async def capture(
     try:
         await copy_tree(upper, layer)
         staging = staging_dir(templates_dir, name)
+        # A base sealed in another home's .artifacts/ (a shared template, e.g. install.sh's
+        # code-interpreter-v1 seen from another home) is named by its tree's path: a
+        # fingerprint is looked up in this home's .artifacts/, which does not hold it.
+        foreign = base.artifact is not None and base.rootfs.parent.parent != (
+            templates_dir / ARTIFACTS_DIR
+        )
         artifact = dataclasses.replace(
             base, name=name, layers=(layer, *base.layers),
             snapshot_of=base.snapshot_of or base.name,
+            artifact=None if foreign else base.artifact,
         )  # fmt: skip
         return publish(staging, artifact, templates_dir=templates_dir)
     except BaseException:
