@@ -34,6 +34,7 @@ from hutch.api.http import (
     routes_status,
     routes_template_builds,
     routes_templates,
+    routes_unsupported,
     routes_volumecontent,
     routes_volumes,
 )
@@ -594,6 +595,7 @@ def create_app(
             *routes_edge.ROUTES,
             *routes_cluster.ROUTES,
             *routes_nodes.ROUTES,
+            *routes_unsupported.ROUTES,
             *mounts,
         ],
         exception_handlers=dict(EXCEPTION_HANDLERS),

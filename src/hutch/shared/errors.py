@@ -20,6 +20,8 @@ place each (HTTP status: :func:`http_status` below; Connect codes: ``envd/rpc/er
   x UnavailableError               unavailable, 503 (retryable)
     x ArtifactUnavailableError     unavailable, 503 (a node lacks a template's artifact
                                    and could not fetch it: placement tries the next node)
+  x UnimplementedError             unimplemented, 501 (an E2B feature this server lacks)
+    x GoneError                    unimplemented, 410 (an E2B feature E2B itself retired)
 """
 
 from __future__ import annotations
@@ -141,6 +143,19 @@ class ArtifactUnavailableError(UnavailableError):
     it from a peer (none named, none answered, a digest did not match): the create goes to
     another node (ADR 0029); when no node can serve it, the api answers 503 with
     ``error_code`` ``template_artifact_unavailable``."""
+
+
+class UnimplementedError(HutchError):
+    """An E2B route or feature this server does not offer (501, never retried); the
+    message says what instead (docs/api.md's list of what is not served)."""
+
+    code = ErrorCode.UNIMPLEMENTED
+
+
+class GoneError(UnimplementedError):
+    """An E2B route E2B itself deprecated and answers 410 (``POST /access-tokens``)."""
+
+    http_status_override = 410
 
 
 _HTTP_STATUS: dict[ErrorCode, int] = {
