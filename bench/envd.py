@@ -1,8 +1,11 @@
 """envd benchmark: start time, idle memory, command latency, file throughput.
 
-Run as root from the repository:  .venv/bin/python bench/envd.py [--size-mib 256]
+Run as root from the repository:  .venv/bin/python bench/envd.py [--size-mib 256] [--before REF]
 It starts its own envd on a free loopback port, drives it with the official e2b SDK in
 debug mode (and plain HTTP for multipart uploads), prints a table, and cleans up.
+``--before REF`` also measures file throughput against envd's code at git REF (its ``src/``
+exported to a temporary directory) in the same run, before and after in one table, each
+column with the ``cp`` floor measured just before it.
 """
 
 from __future__ import annotations
@@ -30,8 +33,11 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _start(state: Path) -> tuple[subprocess.Popen[bytes], str, float]:
+def _start(state: Path, *, src: Path | None = None) -> tuple[subprocess.Popen[bytes], str, float]:
     port = _free_port()
+    env = dict(os.environ)
+    if src is not None:  # an older envd's code first on the path (``--before``)
+        env["PYTHONPATH"] = str(src)
     url = f"http://127.0.0.1:{port}"
     t0 = time.perf_counter()
     proc = subprocess.Popen(
@@ -51,6 +57,7 @@ def _start(state: Path) -> tuple[subprocess.Popen[bytes], str, float]:
         stdin=subprocess.DEVNULL,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
+        env=env,
     )
     while True:
         try:
@@ -88,6 +95,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size-mib", type=int, default=256)
     parser.add_argument("--runs", type=int, default=200, help="commands.run samples")
+    parser.add_argument("--before", metavar="REF", help="also measure file throughput at REF")
     args = parser.parse_args()
     size = args.size_mib * 2**20
     work = Path(tempfile.mkdtemp(prefix="hutch-bench-", dir="/var/tmp"))
@@ -132,67 +140,89 @@ def main() -> None:
             for _ in range(size // 2**20):
                 f.write(os.urandom(2**20))
         os.sync()
-
-        t0 = time.perf_counter()
-        shutil.copyfile(src, work / "cp.bin")
-        os.sync()
-        rows.append(
-            (f"cp {args.size_mib} MiB, same disk (+sync)", _mib_s(size, time.perf_counter() - t0))
-        )
-
-        dest = str(work / "up.bin")
-        t0 = time.perf_counter()
-        with open(src, "rb") as f:
-            sbx.files.write(dest, f, user="root")
-        rows.append(
-            (
-                f"SDK files.write {args.size_mib} MiB (pyqwest)",
-                _mib_s(size, time.perf_counter() - t0),
-            )
-        )
-
-        t0 = time.perf_counter()
-        got = 0
-        for chunk in sbx.files.read(dest, format="stream", user="root"):
-            got += len(chunk)
-        assert got == size, (got, size)
-        rows.append(
-            (f"SDK files.read {args.size_mib} MiB (stream)", _mib_s(size, time.perf_counter() - t0))
-        )
-
-        # The same HTTP client (curl) for one POST and for multipart, so the comparison is of
-        # envd's two paths, not of two clients (Python clients cap out well below envd here).
-        t0 = time.perf_counter()
-        _curl(
-            "-X",
-            "POST",
-            "-H",
-            "Content-Type: application/octet-stream",
-            "-T",
-            str(src),
-            f"{url}/files?path={work / 'post.bin'}",
-        )
-        rows.append(
-            (f"one POST /files {args.size_mib} MiB (curl)", _mib_s(size, time.perf_counter() - t0))
-        )
-        for parallel in (1, 4, 8):
-            # Two parts per worker, within envd's 100 MiB part limit.
-            part = min(64 * 2**20, -(-size // (parallel * 2)))
-            seconds = _multipart(
-                url, src, str(work / f"mp{parallel}.bin"), size, part, parallel, work
-            )
-            rows.append(
-                (
-                    f"multipart upload (curl), {parallel} parallel, {part // 2**20} MiB parts",
-                    _mib_s(size, seconds),
-                )
-            )
+        runs = [("this tree", url, work / "now", sbx)]
+        old_proc: subprocess.Popen[bytes] | None = None
+        if args.before:
+            old_src = work / "before-src"
+            old_src.mkdir()
+            archive = subprocess.run(
+                ["git", "archive", args.before, "src"], check=True, capture_output=True
+            ).stdout
+            subprocess.run(["tar", "-x", "-C", str(old_src)], input=archive, check=True)
+            old_proc, old_url, _ = _start(work / "state-before", src=old_src / "src")
+            os.environ["E2B_SANDBOX_URL"] = old_url
+            runs.insert(0, (f"before ({args.before})", old_url, work / "before", Sandbox.create()))
+        try:
+            columns = [dict(_throughput(u, src, d, size, args.size_mib, s)) for _, u, d, s in runs]
+        finally:
+            if old_proc is not None:
+                _stop(old_proc)
+        throughput = [(label, *(c[label] for c in columns)) for label in columns[0]]
     finally:
         if proc is not None and proc.poll() is None:
             _stop(proc)  # also when a measurement failed: never leave an envd behind
         shutil.rmtree(work, ignore_errors=True)
 
     print_table(f"envd on this machine ({os.cpu_count()} CPUs)", rows, ("measure", "value"))
+    print_table(
+        f"file throughput, {args.size_mib} MiB", throughput, ("measure", *(r[0] for r in runs))
+    )
+
+
+def _throughput(
+    url: str, src: Path, work: Path, size: int, size_mib: int, sbx: object
+) -> list[tuple[str, str]]:
+    """The file-throughput rows for the envd at ``url`` (SDK ``sbx``), the ``cp`` floor first."""
+    work.mkdir()
+    rows: list[tuple[str, str]] = []
+    t0 = time.perf_counter()
+    shutil.copyfile(src, work / "cp.bin")
+    os.sync()
+    rows.append((f"cp {size_mib} MiB, same disk (+sync)", _mib_s(size, time.perf_counter() - t0)))
+
+    dest = str(work / "up.bin")
+    t0 = time.perf_counter()
+    with open(src, "rb") as f:
+        sbx.files.write(dest, f, user="root")
+    rows.append(
+        (
+            f"SDK files.write {size_mib} MiB (pyqwest)",
+            _mib_s(size, time.perf_counter() - t0),
+        )
+    )
+
+    t0 = time.perf_counter()
+    got = 0
+    for chunk in sbx.files.read(dest, format="stream", user="root"):
+        got += len(chunk)
+    assert got == size, (got, size)
+    rows.append((f"SDK files.read {size_mib} MiB (stream)", _mib_s(size, time.perf_counter() - t0)))
+
+    # The same HTTP client (curl) for one POST and for multipart, so the comparison is of
+    # envd's two paths, not of two clients (Python clients cap out well below envd here).
+    t0 = time.perf_counter()
+    _curl(
+        "-X",
+        "POST",
+        "-H",
+        "Content-Type: application/octet-stream",
+        "-T",
+        str(src),
+        f"{url}/files?path={work / 'post.bin'}",
+    )
+    rows.append((f"one POST /files {size_mib} MiB (curl)", _mib_s(size, time.perf_counter() - t0)))
+    for parallel in (1, 4, 8):
+        # Two parts per worker, within envd's 100 MiB part limit.
+        part = min(64 * 2**20, -(-size // (parallel * 2)))
+        seconds = _multipart(url, src, str(work / f"mp{parallel}.bin"), size, part, parallel, work)
+        rows.append(
+            (
+                f"multipart upload (curl), {parallel} parallel, {part // 2**20} MiB parts",
+                _mib_s(size, seconds),
+            )
+        )
+    shutil.rmtree(work)  # 1.5 GiB per column
+    return rows
 
 
 def _curl(*args: str) -> None:
