@@ -38,6 +38,7 @@ from hutch.envd.filesystem.writer import (
     FLUSH_BYTES,
     TEMP_MARKER,
     Target,
+    WriteBehind,
     WrittenFile,
     create_temp,
     discard,
@@ -313,47 +314,58 @@ class UploadManager:
         if length is not None and length != expected:
             raise InvalidArgumentError(f"part {part} must be {expected} bytes, got {length}")
         offset = part * session.part_size
-        written = 0
+        submitted = 0  # bytes handed to a write (the last may still be in its thread)
         buffers: list[bytes] = []
         buffered = 0
+        behind = WriteBehind(on_done=lambda: self._write_done(session))
         session.last_active = time.monotonic()
-        async for chunk in body:
-            if not chunk:
-                continue
-            if written + buffered + len(chunk) > expected:
-                raise InvalidArgumentError(f"part {part} is larger than {expected} bytes")
-            buffers.append(chunk)
-            buffered += len(chunk)
-            if buffered >= FLUSH_BYTES:
-                written += await self._pwrite(session, buffers, offset + written)
-                buffers, buffered = [], 0
-        if written + buffered != expected:
-            raise InvalidArgumentError(
-                f"part {part} must be {expected} bytes, got {written + buffered}"
-            )
-        if buffers:
-            await self._pwrite(session, buffers, offset + written)
+        try:
+            async for chunk in body:
+                if not chunk:
+                    continue
+                if submitted + buffered + len(chunk) > expected:
+                    raise InvalidArgumentError(f"part {part} is larger than {expected} bytes")
+                buffers.append(chunk)
+                buffered += len(chunk)
+                if buffered >= FLUSH_BYTES:
+                    await self._pwrite(session, behind, buffers, offset + submitted)
+                    submitted += buffered
+                    buffers, buffered = [], 0
+            if submitted + buffered != expected:
+                raise InvalidArgumentError(
+                    f"part {part} must be {expected} bytes, got {submitted + buffered}"
+                )
+            if buffers:
+                await self._pwrite(session, behind, buffers, offset + submitted)
+            await behind.wait()
+        finally:
+            # On an error the write in flight still finishes (``in_flight`` covers it, so
+            # complete and abort wait for it); its own error is dropped with this part.
+            behind.after(lambda: None)
         self._check_open(session)
         session.received.add(part)
         session.last_active = time.monotonic()
         return expected
 
-    async def _pwrite(self, session: UploadSession, buffers: list[bytes], offset: int) -> int:
+    async def _pwrite(
+        self, session: UploadSession, behind: WriteBehind, buffers: list[bytes], offset: int
+    ) -> None:
         # The state is checked between writes: once complete/abort has begun, a part still
         # streaming in stops at its next write with 409 instead of racing the rename.
+        await behind.wait()
         self._check_open(session)
         session.in_flight += 1
         session.idle.clear()
-        try:
-            return await anyio.to_thread.run_sync(
-                lambda: write_buffers(session.fd, buffers, offset=offset, what=session.target.path),
-                abandon_on_cancel=False,  # the fd must outlive the write: never abandon it
-            )
-        finally:
-            session.in_flight -= 1
-            session.last_active = time.monotonic()
-            if session.in_flight == 0:
-                session.idle.set()
+        await behind.submit(
+            lambda: write_buffers(session.fd, buffers, offset=offset, what=session.target.path)
+        )
+
+    @staticmethod
+    def _write_done(session: UploadSession) -> None:
+        session.in_flight -= 1
+        session.last_active = time.monotonic()
+        if session.in_flight == 0:
+            session.idle.set()
 
     async def complete(self, upload_id: str) -> WrittenFile:
         """Check every part arrived, then rename the file into place (one caller wins)."""
