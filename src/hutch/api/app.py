@@ -47,6 +47,7 @@ from hutch.api.nodes.registry import NodeRegistry
 from hutch.api.nodes.router import ClusterTemplates, NodeRouter
 from hutch.api.nodes_model import Registered
 from hutch.api.service.artifacts import ArtifactService
+from hutch.api.service.create_watch import LeaseWatch
 from hutch.api.service.keys import KeyService
 from hutch.api.service.leader import AlwaysLeader, Leadership, SingletonFactory
 from hutch.api.service.leases import LostNodeSweeper
@@ -322,6 +323,9 @@ def build_context(
         node_stats=store.nodes if placement is not None else None,
         artifacts=artifacts,
         snapshots=store.snapshots,
+        lease_watch=LeaseWatch(nodes=store.nodes, interval_s=settings.cluster_lease_s / 3)
+        if placement is not None
+        else None,
     )
     pausing = PauseService(
         quotas=quotas,

@@ -42,6 +42,7 @@ from hutch.api.models import (
     VolumeMount,
 )
 from hutch.api.service.artifacts import ArtifactService
+from hutch.api.service.create_watch import LeaseWatch, NodeUnresponsiveError
 from hutch.api.service.locks import SandboxLockFamily, SandboxLocks
 from hutch.api.service.logs import LogsQuery, select_log_lines
 from hutch.api.service.placement import (
@@ -323,7 +324,10 @@ class SandboxService:
         node_stats: NodeStats | None = None,
         artifacts: ArtifactService | None = None,
         snapshots: SnapshotLookup | None = None,
+        lease_watch: LeaseWatch | None = None,
     ) -> None:
+        #: Set: a create's node call ends when its node's lease does (ADR 0033).
+        self._lease_watch = lease_watch
         #: Where templates live across nodes (ADR 0029): a create on a node that lacks
         #: its template names the holders to fetch from, and a fetch is recorded.
         self._artifacts = artifacts
@@ -558,7 +562,10 @@ class SandboxService:
             if self._artifacts is not None and sandbox.node_id is not None:
                 sources = await self._artifacts.sources_for(spec.template_id, sandbox.node_id)
                 spec = dataclasses.replace(spec, artifact_sources=sources)
-            placed = await self._node.create(spec)
+            if self._lease_watch is not None and sandbox.node_id is not None:
+                placed = await self._lease_watch.call(sandbox.node_id, self._node.create(spec))
+            else:
+                placed = await self._node.create(spec)
             metrics.phase("node")
             if spec.artifact_sources and self._artifacts is not None:
                 await self._artifacts.record(spec.template_id, placed.node_id)  # fetched it
@@ -598,6 +605,8 @@ class SandboxService:
     async def _roll_back(self, sandbox_id: SandboxID, cause: BaseException) -> None:
         try:
             try:
+                if isinstance(cause, NodeUnresponsiveError):
+                    raise cause  # asking the silent node would wait as long again
                 await self._node.kill(sandbox_id)
             except UnavailableError as exc:
                 # The node does not answer (killed, partitioned, restarting): what it made of
