@@ -29,7 +29,9 @@ from hutch.node.sandbox.sampler import UsageSampler
 from hutch.node.service import NodeIdentity, NodeService
 from hutch.node.settings import NodeSettings
 from hutch.node.templates.artifact import DirTemplateStore
-from hutch.node.templates.artifact_dir import ArtifactDir
+from hutch.node.templates.artifact_dir import DirBlobs
+from hutch.node.templates.artifact_s3 import MIB, S3Blobs
+from hutch.node.templates.artifact_store import Blobs, ContentStore
 from hutch.node.templates.manager import TemplateManager
 from hutch.node.templates.transfer import Exporter, Fetcher
 from hutch.shared.egress import EgressPolicy
@@ -159,31 +161,51 @@ def build_node(settings: NodeSettings, *, build_bundle: bool = True) -> Node:
     )  # fmt: skip
 
 
+def build_artifact_blobs(settings: NodeSettings, *, check: bool = True) -> Blobs | None:
+    """The artifact store's adapter the settings name (ADR 0029 addendum and amendment):
+    the shared directory, the S3 bucket, or None. ``check``: refuse an S3 store that cannot
+    work now (``ArtifactStoreConfigError`` naming why), before the node starts anything."""
+    if settings.artifact_dir is not None:
+        return DirBlobs(settings.artifact_dir)
+    if settings.artifact_s3_bucket is None:
+        return None
+    blobs = S3Blobs(
+        bucket=settings.artifact_s3_bucket, prefix=settings.artifact_s3_prefix,
+        endpoint_url=settings.artifact_s3_endpoint_url, region=settings.artifact_s3_region,
+        part_size=settings.artifact_s3_part_mb * MIB,
+        concurrency=settings.artifact_s3_concurrency,
+    )  # fmt: skip
+    if check:
+        blobs.check()
+    return blobs
+
+
 def build_node_service(
     node: Node,
     settings: NodeSettings,
     *,
     node_id: str,
     volumes: Mapping[str, VolumeBackend] | None = None,
+    artifact_blobs: Blobs | None = None,
 ) -> NodeService:
     """What the node API serves (``node/http/``): the built node's parts behind one facade.
 
     ``volumes``: the backends whose volumes sandboxes mount (``hutch serve`` shares its
-    api's, so one backend instance owns each host mount).
+    api's, so one backend instance owns each host mount); ``artifact_blobs``: the artifact
+    store's adapter, checked at start (default: :func:`build_artifact_blobs` unchecked).
     """
     from hutch import __version__
 
     exporter = Exporter(node.templates, settings.templates_dir)
-    artifact_dir = (
-        None if settings.artifact_dir is None else ArtifactDir(settings.artifact_dir, exporter)
-    )
+    blobs = artifact_blobs or build_artifact_blobs(settings, check=False)
+    artifact_store = None if blobs is None else ContentStore(blobs, exporter)
     templates = TemplateManager(
         templates_dir=settings.templates_dir,
         envd_bundle=settings.envd_bundle_path,
         sandboxes=node.manager,
         shared_templates=settings.shared_templates_dirs,
         max_disk_mb=settings.max_disk_mb,
-        artifact_dir=artifact_dir,
+        artifact_store=artifact_store,
     )
     identity = NodeIdentity(
         node_id=node_id, version=__version__, runtime=settings.runtime,
@@ -191,7 +213,7 @@ def build_node_service(
     )  # fmt: skip
     fetcher = Fetcher(
         node.templates, settings.templates_dir, token=settings.effective_api_token(),
-        artifact_dir=artifact_dir,
+        artifact_store=artifact_store,
     )  # fmt: skip
     fetcher.clean_incoming()  # a crashed fetch's leftovers (never a part: ADR 0029)
     service = NodeService(

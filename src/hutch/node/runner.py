@@ -23,11 +23,13 @@ import uvicorn
 from starlette.types import ASGIApp
 
 from hutch.node.settings import NodeSettings
+from hutch.node.templates.artifact_s3 import ArtifactStoreConfigError
 from hutch.shared.errors import InvalidArgumentError
 from hutch.shared.telemetry import run_observed
 
 if TYPE_CHECKING:
     from hutch.node.app import Node
+    from hutch.node.templates.artifact_store import Blobs
 
 log = logging.getLogger("hutch.node")
 
@@ -121,6 +123,7 @@ async def run_node(settings: NodeSettings, *, host: str | None, port: int | None
     from hutch.volumes.local import LocalVolumeBackend
 
     token = settings.effective_api_token()
+    artifact_blobs = await artifact_blobs_or_exit(settings, role="hutch node")
     node = build_node(settings)
     volumes = LocalVolumeBackend(settings.volumes_dir or settings.home / "volumes")
     try:
@@ -133,7 +136,11 @@ async def run_node(settings: NodeSettings, *, host: str | None, port: int | None
         await node.manager.start_pool()
         node.sampler.start()
         service = build_node_service(
-            node, settings, node_id=settings.node_id, volumes={volumes.name: volumes}
+            node,
+            settings,
+            node_id=settings.node_id,
+            volumes={volumes.name: volumes},
+            artifact_blobs=artifact_blobs,
         )
         server = node_api_server(
             create_node_app(service, token=token), token=token, uds=uds, host=host, port=port
@@ -185,6 +192,17 @@ async def run_node(settings: NodeSettings, *, host: str | None, port: int | None
         await volumes.aclose()
         await node.aclose()
     log.info("stopped; sandboxes keep running until the next start adopts them")
+
+
+async def artifact_blobs_or_exit(settings: NodeSettings, *, role: str) -> Blobs | None:
+    """The node's artifact store adapter, checked (an S3 bucket: credentials found, the
+    bucket there); a store that cannot work ends the process with a message naming why."""
+    from hutch.node.app import build_artifact_blobs
+
+    try:
+        return await asyncio.to_thread(build_artifact_blobs, settings)
+    except ArtifactStoreConfigError as exc:
+        raise SystemExit(f"{role}: {exc.message}") from None
 
 
 def _address(settings: NodeSettings, host: str | None, port: int | None,

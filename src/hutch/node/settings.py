@@ -93,6 +93,22 @@ class NodeSettings(BaseSettings):
     #: tars named by their SHA-256), and a template it lacks is read from there before the
     #: peers are asked, so a snapshot outlives the node that took it. Empty: none (only peers).
     artifact_dir: Path | None = None
+    #: The S3 artifact store instead (ADR 0029 amendment; docs/deploy.md "How artifacts
+    #: move"): a bucket of an S3-compatible store every node reaches, for hosts that share
+    #: no directory; the same layout under ``artifact_s3_prefix``. Credentials come from
+    #: boto3's chain (``AWS_ACCESS_KEY_ID``/``AWS_SECRET_ACCESS_KEY``, ``AWS_PROFILE``, a
+    #: role); the node refuses to start when it finds none or the bucket does not exist.
+    #: Empty: none. Exclusive with ``artifact_dir``.
+    artifact_s3_bucket: str | None = None
+    #: The S3-compatible server (``http://minio:9000``); empty: AWS itself.
+    artifact_s3_endpoint_url: str | None = None
+    artifact_s3_region: str = "us-east-1"
+    #: Put before every key; empty or ending in ``/``.
+    artifact_s3_prefix: str = "artifacts/"
+    #: Bytes per multipart upload part (MiB; S3's least is 5) and parts in flight per
+    #: upload: a publish holds about their product in memory.
+    artifact_s3_part_mb: int = Field(default=16, ge=5, le=5120)
+    artifact_s3_concurrency: int = Field(default=4, ge=1, le=32)
 
     # ---- the node API (``hutch node``; docs/node-api.md) ------------------------------------
     #: The node's stable id, answered in ``GET /v1/node`` and recorded on sandbox rows.
@@ -138,7 +154,10 @@ class NodeSettings(BaseSettings):
             labels[key.strip()] = value.strip()
         return labels
 
-    @field_validator("shared_templates_dir", "lxcfs_dir", "artifact_dir", mode="before")
+    @field_validator(
+        "shared_templates_dir", "lxcfs_dir", "artifact_dir", "artifact_s3_bucket",
+        "artifact_s3_endpoint_url", mode="before",
+    )  # fmt: skip
     @classmethod
     def _empty_is_none(cls, value: object) -> object:
         return None if value == "" else value
@@ -157,7 +176,28 @@ class NodeSettings(BaseSettings):
                 f"default_disk_mb {self.default_disk_mb} is above max_disk_mb {self.max_disk_mb}"
             )
         _ = self.label_map
+        self._check_artifact_store()
         return self
+
+    def _check_artifact_store(self) -> None:
+        if self.artifact_s3_bucket is None:
+            if self.artifact_s3_endpoint_url is not None:
+                raise ValueError(
+                    "HUTCH_NODE_ARTIFACT_S3_ENDPOINT_URL is set but HUTCH_NODE_ARTIFACT_S3_BUCKET"
+                    " is not: the S3 artifact store needs a bucket"
+                )
+            return
+        if self.artifact_dir is not None:
+            raise ValueError(
+                "HUTCH_NODE_ARTIFACT_DIR and HUTCH_NODE_ARTIFACT_S3_BUCKET are both set: "
+                "a node has one artifact store, choose one"
+            )
+        prefix = self.artifact_s3_prefix
+        if prefix and (not prefix.endswith("/") or prefix.startswith("/") or "//" in prefix):
+            raise ValueError(
+                f"HUTCH_NODE_ARTIFACT_S3_PREFIX {prefix!r}: want empty or a key prefix "
+                "ending in '/' (artifacts/)"
+            )
 
     def effective_api_token(self) -> str | None:
         """``api_token``, else the token file's first line (``<home>/node-api.token`` by

@@ -42,7 +42,7 @@ from hutch.dashboard.app import Dashboard, local_url, store_secret
 from hutch.node.app import Node, build_node, build_node_service
 from hutch.node.http.app import create_node_app
 from hutch.node.membership import Registrar, registration_factory
-from hutch.node.runner import NodeApiServer, node_api_server, private_socket
+from hutch.node.runner import NodeApiServer, artifact_blobs_or_exit, node_api_server, private_socket
 from hutch.node.runner import template_names as _template_names
 from hutch.node.settings import NodeSettings
 from hutch.node.templates.artifact import TemplateArtifact
@@ -67,6 +67,7 @@ async def serve(settings: ServeSettings) -> None:
     """Run hutch until SIGTERM/SIGINT (see the module docstring)."""
     api_settings = settings.api_settings()
     node_settings = settings.node_settings()
+    artifact_blobs = await artifact_blobs_or_exit(node_settings, role="hutch serve")
     api_settings.home.mkdir(parents=True, exist_ok=True)
     store = await open_sql_store(api_settings.effective_database_url(), migrate=True)
     node = build_node(node_settings)
@@ -94,7 +95,11 @@ async def serve(settings: ServeSettings) -> None:
         # One set of volume backends for the api (content API) and the node (mounts).
         volume_backends = build_volume_backends(api_settings)
         service = build_node_service(
-            node, node_settings, node_id=settings.node_id, volumes=volume_backends
+            node,
+            node_settings,
+            node_id=settings.node_id,
+            volumes=volume_backends,
+            artifact_blobs=artifact_blobs,
         )
         token = secrets.token_urlsafe(32)
         node_api = node_api_server(create_node_app(service, token=token), token=token,

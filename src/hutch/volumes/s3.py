@@ -38,6 +38,7 @@ from hutch.shared.errors import (
     NotFoundError,
     UnavailableError,
 )
+from hutch.shared.s3 import s3_client
 from hutch.volumes.base import EntryStat, Owner, Usage, display_path, split_parent
 
 log = logging.getLogger("hutch.volumes")
@@ -107,16 +108,11 @@ class S3VolumeBackend:
         self.prefix = prefix
         self.max_size_bytes = max_size_bytes
         if client is None:
-            import boto3
-            from botocore.config import Config
-
-            client = boto3.client(
-                "s3",
+            client = s3_client(
                 endpoint_url=endpoint_url,
-                region_name=region,
-                aws_access_key_id=access_key_id,
-                aws_secret_access_key=secret_access_key,
-                config=Config(retries={"max_attempts": 3, "mode": "standard"}),
+                region=region,
+                access_key_id=access_key_id,
+                secret_access_key=secret_access_key,
             )
         self._s3 = client
         self._quotas: dict[str, int] = {}

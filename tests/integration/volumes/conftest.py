@@ -6,68 +6,37 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-import subprocess
-import sys
-import time
-import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 
 from hutch.volumes.base import VolumeBackend
-from tests.conftest import free_port, machine_lacks
+from tests.conftest import machine_lacks
+from tests.s3server import S3_ENV, new_bucket, s3_test_client
+from tests.s3server import moto_server as run_moto
+
+__all__ = ["S3_ENV", "make_s3_backend"]
 
 BACKENDS = ["local", "s3"]
-
-#: moto accepts any credentials; these keep boto3 from looking for real ones.
-S3_ENV = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}
 
 
 @pytest.fixture(scope="session")
 def moto_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """``moto`` in server mode on a free loopback port; its endpoint URL."""
-    try:
-        import moto.server  # noqa: F401
-    except ImportError:
-        machine_lacks("moto[server] is not installed (the test extra)")
-    port = free_port()
-    log = tmp_path_factory.mktemp("moto") / "moto.log"
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-            stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            env={**os.environ, **S3_ENV},
-        )  # fmt: skip
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            with contextlib.suppress(httpx.HTTPError):
-                httpx.get(url, timeout=1)
-                break
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"moto did not start: {log.read_text()[-2000:]}")
-            time.sleep(0.05)
+    with run_moto(tmp_path_factory.mktemp("moto") / "moto.log") as url:
         yield url
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
 
 
 def make_s3_backend(endpoint: str, bucket: str | None = None) -> VolumeBackend:
     """An S3 backend on a fresh bucket of the moto server at ``endpoint``."""
-    import boto3
-
     from hutch.volumes.s3 import S3VolumeBackend
 
-    bucket = bucket or f"hutch-test-{uuid.uuid4().hex[:12]}"
-    client = boto3.client(
-        "s3", endpoint_url=endpoint, region_name="us-east-1",
-        aws_access_key_id="testing", aws_secret_access_key="testing",
-    )  # fmt: skip
-    client.create_bucket(Bucket=bucket)
+    client = s3_test_client(endpoint)
+    if bucket is None:
+        bucket = new_bucket(client)
+    else:
+        client.create_bucket(Bucket=bucket)
     return S3VolumeBackend(bucket=bucket, client=client)
 
 

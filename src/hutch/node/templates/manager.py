@@ -25,7 +25,7 @@ from hutch.node.templates.artifact import (
     TemplateNotFoundError,
     keep_version,
 )
-from hutch.node.templates.artifact_dir import ArtifactDir
+from hutch.node.templates.artifact_store import ArtifactStore
 from hutch.node.templates.build import BuildLog, BuildSandboxes, BuildSpec, build_template
 from hutch.node.templates.image import (
     ImageTemplateOptions,
@@ -58,11 +58,12 @@ class TemplateManager:
         files_dir: Path | None = None,
         shared_templates: Sequence[Path] = (),
         max_disk_mb: int | None = None,
-        artifact_dir: ArtifactDir | None = None,
+        artifact_store: ArtifactStore | None = None,
     ) -> None:
         self._templates_dir = templates_dir
-        #: The shared artifact directory every import, build and snapshot is written to.
-        self.artifact_dir = artifact_dir
+        #: The artifact store (a shared directory or an S3 bucket) every import, build and
+        #: snapshot is published to, and a delete removed from.
+        self.artifact_store = artifact_store
         #: The largest disk an imported template may give its sandboxes (the node's).
         self._max_disk_mb = max_disk_mb
         self._store = DirTemplateStore(templates_dir, shared=shared_templates)
@@ -99,21 +100,22 @@ class TemplateManager:
             return result
 
     async def publish(self, *names: str) -> None:
-        """Write ``names`` to the shared artifact directory, when there is one (a failure
-        is logged: the template stays usable here and on the peers it is fetched to)."""
-        if self.artifact_dir is not None:
+        """Publish ``names`` to the artifact store, when there is one (a failure is
+        logged: the template stays usable here and on the peers it is fetched to)."""
+        if self.artifact_store is not None:
             for name in names:
-                await self.artifact_dir.publish_quietly(name)
+                await self.artifact_store.publish_quietly(name)
 
     async def delete(self, name: str) -> None:
-        """Remove the template's files (idempotent), and snapshot layers no longer used."""
+        """Remove the template's files (idempotent), snapshot layers no longer used, and
+        the template from the artifact store."""
         with contextlib.suppress(TemplateNotFoundError):
             await asyncio.to_thread(delete_template, self._templates_dir, name)
         # A shared template (another home's, read-only) is hidden here, never removed.
         self._store.hide_shared(name)
         await asyncio.to_thread(prune_snapshot_layers, self._templates_dir)
-        if self.artifact_dir is not None:
-            await self.artifact_dir.remove(name)
+        if self.artifact_store is not None:
+            await self.artifact_store.remove(name)
 
     # ---- E2B SDK template builds ---------------------------------------------------------
 

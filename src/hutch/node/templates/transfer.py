@@ -38,7 +38,7 @@ import uuid
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any, Final, Protocol
+from typing import IO, TYPE_CHECKING, Any, Final, Protocol
 
 import httpx
 
@@ -55,6 +55,9 @@ from hutch.node.templates.artifact import (
 from hutch.node.templates.snapshot import SNAPSHOTS_DIR
 from hutch.shared import nodewire as wire
 from hutch.shared.errors import ArtifactUnavailableError, HutchError, InvalidArgumentError
+
+if TYPE_CHECKING:
+    from hutch.node.templates.artifact_store import ArtifactStore
 
 #: Header of a part's answer: ``sha256:<hex>`` of exactly the bytes that follow.
 DIGEST_HEADER: Final = "X-Hutch-Artifact-Digest"
@@ -344,7 +347,7 @@ def address_url(address: str) -> tuple[str, httpx.AsyncBaseTransport | None]:
 
 
 class Source(Protocol):
-    """Where a fetch reads a template from: a peer node, or the shared artifact directory.
+    """Where a fetch reads a template from: a peer node, or the artifact store.
 
     ``part`` yields the digest the bytes must have (sent or recorded *before* them) and
     the bytes; :meth:`Fetcher._part` checks one against the other, whatever the source.
@@ -358,14 +361,6 @@ class Source(Protocol):
     def part(
         self, name: str, part: wire.ArtifactPart
     ) -> contextlib.AbstractAsyncContextManager[tuple[str, AsyncIterator[bytes]]]: ...
-
-
-class ArtifactDirLike(Protocol):
-    """What the fetcher needs of ``artifact_dir.ArtifactDir``."""
-
-    def source(self) -> contextlib.AbstractAsyncContextManager[Source]: ...
-
-    async def publish_quietly(self, name: str) -> None: ...
 
 
 class _PeerSource:
@@ -409,11 +404,13 @@ class Fetched:
 
 
 class Fetcher:
-    """Fetches templates this node lacks from peers, one fetch per name at a time.
+    """Fetches templates this node lacks, one fetch per name at a time: from the
+    artifact store first, then from the peers.
 
     ``token``: this node's cluster token (every node of a cluster shares it, ADR 0025);
-    ``transport``: for tests, the transport to reach every peer by; ``artifact_dir``: the
-    shared artifact directory (``node/templates/artifact_dir.py``), tried before the peers.
+    ``transport``: for tests, the transport to reach every peer by; ``artifact_store``:
+    the shared directory or S3 bucket (``node/templates/artifact_store.py``), tried before
+    the peers.
     """
 
     def __init__(
@@ -423,13 +420,13 @@ class Fetcher:
         *,
         token: str | None,
         transport: Callable[[str], httpx.AsyncBaseTransport | None] | None = None,
-        artifact_dir: ArtifactDirLike | None = None,
+        artifact_store: ArtifactStore | None = None,
     ) -> None:
         self._store = store
         self._dir = templates_dir
         self._token = token
         self._transport = transport
-        self._artifact_dir = artifact_dir
+        self._artifact_store = artifact_store
         self._locks: dict[str, asyncio.Lock] = {}
 
     async def holds(self, name: str) -> bool:
@@ -443,21 +440,23 @@ class Fetcher:
     async def ensure(self, name: str, sources: Sequence[str]) -> Fetched | None:
         """Make ``name`` usable here: None if it was already, else the fetch that did it.
 
-        The shared artifact directory (when configured) is tried first, then each peer of
+        The artifact store (when configured) is tried first, then each peer of
         ``sources`` (ADR 0029 addendum); ``ArtifactUnavailableError`` (naming each one's
-        failure) when none served it."""
+        failure) when none served it. A template a peer served is published to the store
+        before this returns (kept for when the peers are gone)."""
         async with self._locks.setdefault(name, asyncio.Lock()):
             if await self.holds(name):
                 return None
-            if not sources and self._artifact_dir is None:
+            store = self._artifact_store
+            if not sources and store is None:
                 raise ArtifactUnavailableError(
                     f"template {name!r} is not on this node and no peer holding it was named",
                     public_message=f"Template '{name}' is not on this node",
                 )
             failures = []
             candidates: list[Callable[[], contextlib.AbstractAsyncContextManager[Source]]] = []
-            if self._artifact_dir is not None:
-                candidates.append(self._artifact_dir.source)
+            if store is not None:
+                candidates.append(store.source)
             candidates.extend(functools.partial(self._peer, s) for s in sources)
             for open_source in candidates:
                 started = time.monotonic()
@@ -469,8 +468,8 @@ class Fetcher:
                 except (HutchError, httpx.HTTPError, OSError, tarfile.TarError) as exc:
                     failures.append(f"{label}: {getattr(exc, 'message', None) or exc!r}")
                     continue
-                if self._artifact_dir is not None and not label.startswith("dir:"):
-                    await self._artifact_dir.publish_quietly(name)  # kept for when peers go
+                if store is not None and label != store.label:
+                    await store.publish_quietly(name)  # kept for when the peers are gone
                 return Fetched(source=label, bytes=size, seconds=time.monotonic() - started)
             raise ArtifactUnavailableError(
                 f"template {name!r} is not on this node and no peer served it "
@@ -511,7 +510,7 @@ class Fetcher:
 
     async def _part(self, source: Source, name: str, part: wire.ArtifactPart, target: Path) -> int:
         """Receive one part: written aside while hashed, refused on a digest mismatch,
-        extracted aside, renamed into place (the same for a peer and the directory)."""
+        extracted aside, renamed into place (the same for a peer and the store)."""
         incoming = self._dir / INCOMING_DIR
         incoming.mkdir(mode=0o700, parents=True, exist_ok=True)
         token = uuid.uuid4().hex
