@@ -4,7 +4,7 @@ template only node-1 holds; node-1 is drained and a create from the snapshot lan
 node-2, which fetches it from node-1 over the node API (digest-checked tars) and boots
 from it with the snapshot's files; the store's ``artifact_holdings`` then names both;
 deleting the snapshot removes it from both nodes' disks; ``hutch cluster down`` leaves
-nothing. Host names ``ha<slot><n>*``, subnets ``10.<250+slot>.<n>.0/24``: distinct from
+nothing. Host names ``ha<slot><n>*``, subnets ``10.<200+slot>.<n>.0/24``: distinct from
 the other cluster tests'; run under the host-tests flock like them.
 
 An image imported through the edge's API (an OCI docker-archive: registries are out of
@@ -40,7 +40,7 @@ from tests.imagebuild import BUSYBOX_CONFIG, busybox_layers, write_docker_archiv
 
 SLOT = int(os.environ.get("HUTCH_TEST_SLOT", "0") or "0")
 PREFIX = f"ha{SLOT}"
-SUBNET = f"10.{250 + SLOT}"
+SUBNET = f"10.{200 + SLOT}"
 HUTCH = [sys.executable, "-m", "hutch"]
 
 

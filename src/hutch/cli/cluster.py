@@ -34,28 +34,40 @@ def cluster() -> None:
 @click.option("--api-setting", "api_settings", multiple=True, metavar="NAME=VALUE",
               help="An api setting for every api, e.g. cluster_lease_s=3 "
                    "(HUTCH_CLUSTER_LEASE_S); repeatable.")  # fmt: skip
+@click.option("--node-setting", "node_settings", multiple=True, metavar="NAME=VALUE",
+              help="A node setting for every node, e.g. artifact_s3_bucket=hutch "
+                   "(HUTCH_NODE_ARTIFACT_S3_BUCKET); repeatable.")  # fmt: skip
 @click.option("--json", "as_json", is_flag=True, help="Print every process as JSON.")
 def up(home: Path, nodes: int, apis: int, names: str, subnet: str, pool: str,
-       api_settings: tuple[str, ...], as_json: bool) -> None:  # fmt: skip
+       api_settings: tuple[str, ...], node_settings: tuple[str, ...],
+       as_json: bool) -> None:  # fmt: skip
     """Start the cluster and print the E2B_* variables to export."""
     from hutch.api.settings import ApiSettings
     from hutch.cluster.local import ClusterError, Names, status
     from hutch.cluster.local import up as cluster_up
+    from hutch.node.settings import NodeSettings
 
-    tuned: dict[str, str] = {}
-    for item in api_settings:
-        name, sep, value = item.partition("=")
-        if not sep or name.lower() not in ApiSettings.model_fields:
-            raise click.BadParameter(f"{item!r}: want NAME=VALUE naming an api setting",
-                                     param_hint="--api-setting")  # fmt: skip
-        tuned[name.lower()] = value
+    tuned = _settings(api_settings, ApiSettings.model_fields, "--api-setting", "an api")
+    tuned_nodes = _settings(node_settings, NodeSettings.model_fields, "--node-setting", "a node")
     try:
         cluster_up(home, nodes=nodes, apis=apis, names=Names(prefix=names, subnet=subnet),
-                   pool=pool, api_settings=tuned)  # fmt: skip
+                   pool=pool, api_settings=tuned, node_settings=tuned_nodes)  # fmt: skip
         info = status(home)
     except ClusterError as exc:
         raise click.ClickException(str(exc)) from None
     _print(info, as_json)
+
+
+def _settings(items: tuple[str, ...], fields: object, hint: str, whose: str) -> dict[str, str]:
+    """``NAME=VALUE`` items as field → value, each naming one of ``fields``."""
+    tuned: dict[str, str] = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        if not sep or name.lower() not in fields:  # type: ignore[operator]
+            raise click.BadParameter(f"{item!r}: want NAME=VALUE naming {whose} setting",
+                                     param_hint=hint)  # fmt: skip
+        tuned[name.lower()] = value
+    return tuned
 
 
 def _print(info: dict[str, object], as_json: bool) -> None:

@@ -316,11 +316,14 @@ def up(
     shared_templates: Path = Path("/var/lib/hutch/templates"),
     envd_bundle: Path | None = Path("/var/lib/hutch/envd"),
     api_settings: dict[str, str] | None = None,
+    node_settings: dict[str, str] | None = None,
 ) -> ClusterState:  # fmt: skip
     """Start the cluster (module docstring); on failure everything started is stopped.
 
     ``api_settings``: ``ApiSettings`` field → value for every api (``cluster_lease_s``:
-    ``HUTCH_CLUSTER_LEASE_S``), e.g. short leases for fault tests."""
+    ``HUTCH_CLUSTER_LEASE_S``), e.g. short leases for fault tests; ``node_settings``:
+    ``NodeSettings`` field → value for every node (``artifact_s3_bucket``:
+    ``HUTCH_NODE_ARTIFACT_S3_BUCKET``), e.g. an artifact store."""
     import asyncio
 
     if nodes < 1 or apis < 1:
@@ -362,6 +365,7 @@ def up(
             apis_started.append(proc)
         for proc in apis_started:
             _wait_ready(proc, f"{proc.url}/health")
+        node_tuned = {f"HUTCH_NODE_{k.upper()}": v for k, v in (node_settings or {}).items()}
         started: list[Proc] = []
         for n in range(1, nodes + 1):
             node_id = f"node-{n}"
@@ -374,6 +378,7 @@ def up(
                 "HUTCH_NODE_MANAGE_IP_FORWARD": "false",
                 "HUTCH_NODE_POOL_SIZE": pool,
                 "HUTCH_NODE_SHARED_TEMPLATES_DIR": str(shared_templates),
+                **node_tuned,
             }
             if envd_bundle is not None and (envd_bundle / "SHA256").is_file():
                 env["HUTCH_NODE_ENVD_BUNDLE_DIR"] = str(envd_bundle)
