@@ -7,6 +7,23 @@ veths ``hbvS*``, nft table ``hbnS``, cgroup parent ``hbnS-<pid>``, apart from th
 run side by side; a second one on a slot in use is refused before it touches anything (its
 cleanup would tear down the first one's sandboxes). ``destroy_everything`` removes all of it
 again, also after a failed run.
+
+The benchmarks that build their own host names (each its own subnet and prefixes, none a
+prefix of another's, so one's cleanup never matches another's names):
+
+=====================  ================  ======  =====  ======
+bench                  subnet            bridge  netns  veths
+=====================  ================  ======  =====  ======
+this module (slot S)   10.220.(4S).0/22  hbnS    hbnS-  hbvS
+interpreter.py         10.216.8.0/24     hbi0    hbi-   hbiv
+egress.py              10.216.9.0/24     hbe0    hbe-   hbev
+nodewire.py            10.216.10.0/24    hbw0    hbw-   hbwv
+disk.py                10.216.11.0/24    hbd0    hbd-   hbdv
+mcp_gateway.py         10.216.12.0/24    hbm0    hbm-   hbmv
+cluster.py             10.240.N.0/24     hbc*    hbc*   hbc*
+=====================  ================  ======  =====  ======
+
+A new one takes the next free 10.216.N.0/24 and a three-letter prefix not yet listed.
 """
 
 from __future__ import annotations

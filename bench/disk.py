@@ -5,7 +5,7 @@ Run as root from the repository (one command, one table):
     .venv/bin/python bench/disk.py [-n 10] [--disk-mb 1024]
 
 It builds a node of its own (private home, busybox template, its own host names ``hbd*``:
-bridge ``hbd0`` on 10.216.9.0/24, netns ``hbd-*``, veths ``hbdv*``, nft table ``hbd``,
+bridge ``hbd0`` on 10.216.11.0/24, netns ``hbd-*``, veths ``hbdv*``, nft table ``hbd``,
 cgroup parent ``hbd-<pid>``) and measures, in the same run: ``runc create`` + ``start`` of a
 bare container (the floor), the disk step alone (fallocate + mkfs.ext4 + loop + mount),
 cold creates to a ready envd with the disk and without it (the upper layer a plain
@@ -46,7 +46,7 @@ from hutch.node.templates.busybox import build_busybox
 CGROUP_PARENT = f"hbd-{os.getpid()}"
 NAMES = {
     "bridge": "hbd0",
-    "subnet": "10.216.9.0/24",
+    "subnet": "10.216.11.0/24",
     "netns_prefix": "hbd-",
     "veth_prefix": "hbdv",
     "nft_table": "hbd",

@@ -5,7 +5,7 @@ Run as root from the repository, after ``./install.sh`` built ``code-interpreter
     .venv/bin/python bench/interpreter.py [-n 10] [--runs 50]
 
 It starts its own ``hutch serve`` (private home, free loopback ports, its own host names
-``hbi*``: bridge ``hbi0`` on 10.216.8.0/24, netns ``hbi-*``, veths ``hbw*``, nft table ``hbi``,
+``hbi*``: bridge ``hbi0`` on 10.216.8.0/24, netns ``hbi-*``, veths ``hbiv*``, nft table ``hbi``,
 cgroup parent ``hbi-<pid>``, apart from ``bench/serve.py``'s ``hbn*`` so both can run at
 once) with install.sh's ``code-interpreter-v1`` linked in, drives it with
 the official ``e2b-code-interpreter`` SDK, prints one table and removes everything it
@@ -34,7 +34,7 @@ NAMES = HostNames(
     bridge="hbi0",
     subnet="10.216.8.0/24",
     netns_prefix="hbi-",
-    veth_prefix="hbw",
+    veth_prefix="hbiv",
     nft_table="hbi",
     cgroup_parent=CGROUP_PARENT,
     extra_env={"HUTCH_NODE_ENVD_READY_TIMEOUT_S": "120"},

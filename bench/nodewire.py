@@ -5,7 +5,7 @@ Run as root from the repository:
     .venv/bin/python bench/nodewire.py [--n 20] [--calls 500]
 
 One node is built in this process (private home, own host names ``hbw*``: bridge ``hbw0``
-on 10.216.8.0/24, netns ``hbw-*``, veths ``hbwv*``, nft table ``hbw``, cgroup ``hbw-<pid>``)
+on 10.216.10.0/24, netns ``hbw-*``, veths ``hbwv*``, nft table ``hbw``, cgroup ``hbw-<pid>``)
 and its node API served twice in the same event loop, as ``hutch serve`` does: on a Unix
 socket and on TCP loopback, both with a token. Busybox sandboxes (cold: no warm pool) are
 created and killed ``--n`` times per path, the paths taking turns so drift hits all three
@@ -46,7 +46,7 @@ from hutch.shared.ids import SandboxID, TeamID, TemplateID  # noqa: E402
 from tests.e2e.serveproc import HostNames, Serve, nodehelpers  # noqa: E402
 
 NAMES = HostNames(
-    bridge="hbw0", subnet="10.216.8.0/24", netns_prefix="hbw-", veth_prefix="hbwv",
+    bridge="hbw0", subnet="10.216.10.0/24", netns_prefix="hbw-", veth_prefix="hbwv",
     nft_table="hbw", cgroup_parent=f"hbw-{os.getpid()}",
 )  # fmt: skip
 TOKEN = "bench-token-0123456789abcdef"
