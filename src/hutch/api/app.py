@@ -47,6 +47,7 @@ from hutch.api.nodes.registry import NodeRegistry
 from hutch.api.nodes.router import ClusterTemplates, NodeRouter
 from hutch.api.nodes_model import Registered
 from hutch.api.service.artifacts import ArtifactService
+from hutch.api.service.build_files import BuildFileSweeper
 from hutch.api.service.create_watch import LeaseWatch
 from hutch.api.service.keys import KeyService
 from hutch.api.service.leader import AlwaysLeader, Leadership, SingletonFactory
@@ -544,6 +545,14 @@ def create_app(
             leader.run_while_leader("reaper", reaper.run)
             if ctx.usage is not None:
                 leader.run_while_leader("usage", ctx.usage.run)
+        build_files = getattr(the_store, "build_files", None)
+        if run_reaper and build_files is not None:
+            sweeper = BuildFileSweeper(
+                build_files, retention_s=settings.build_files_retention_s,
+                interval_s=settings.build_files_sweep_interval_s,
+            )  # fmt: skip
+            app.state.build_file_sweeper = sweeper
+            leader.run_while_leader("build-files", sweeper.run)
         for name, factory in (singletons or {}).items():
             leader.run_while_leader(name, factory)
         if run_reaper and the_cluster is not None and the_cluster.sweeper is not None:

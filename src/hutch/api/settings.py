@@ -59,6 +59,12 @@ class ApiSettings(BaseSettings):
     rate_limit_burst: int = Field(default=0, ge=0, le=1_000_000)
     #: How often team usage is sampled for ``GET /teams/{id}/metrics`` (E2B's step: 5 s).
     usage_interval_s: float = Field(default=5.0, gt=0)
+    #: The SDK's uploaded build archives (``build_files``) unused for this long that no
+    #: unfinished build names are deleted by the elected leader (ADR 0037). At least an
+    #: hour: an SDK told "present" must still find the archive when its build starts.
+    build_files_retention_s: float = Field(default=7 * 86_400.0, ge=3600)
+    #: How often the leader sweeps them.
+    build_files_sweep_interval_s: float = Field(default=600.0, gt=0)
     #: Each team's quotas unless an admin sets its own (ADR 0015); 0: no limit.
     team_max_running_sandboxes: int = Field(default=0, ge=0)
     team_max_vcpus: int = Field(default=0, ge=0)

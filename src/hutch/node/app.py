@@ -206,6 +206,7 @@ def build_node_service(
         shared_templates=settings.shared_templates_dirs,
         max_disk_mb=settings.max_disk_mb,
         artifact_store=artifact_store,
+        files_retention_s=settings.build_files_retention_s,
     )
     identity = NodeIdentity(
         node_id=node_id, version=__version__, runtime=settings.runtime,

@@ -62,6 +62,11 @@ class NodeSettings(BaseSettings):
     default_disk_mb: int = Field(default=1024, ge=16)
     #: The largest disk a create or a template may ask for (MiB); above it: 400.
     max_disk_mb: int = Field(default=10240, ge=16)
+    #: The SDK's uploaded build archives on this node (``template-files/``, pushed by the
+    #: api or uploaded through ``hutch serve``) unused for this long and named by no build
+    #: running here are deleted (ADR 0037), checked when archives arrive or a build starts.
+    #: At least an hour: an SDK told "present" must still find it when its build starts.
+    build_files_retention_s: float = Field(default=7 * 86_400.0, ge=3600)
     #: The host's lxcfs mount (Debian's service mounts it here on a systemd host; the node
     #: starts one there when none runs). runc sandboxes get its /proc views of their own
     #: limits (``node/lxcfs.py``). Empty: off.

@@ -471,6 +471,10 @@ build_files = Table(
     Column("size", Integer, nullable=False),
     Column("chunks", Integer, nullable=False),
     Column("created_at", UTCDateTime(), nullable=False),
+    # 0022: the last "present" answer, upload or push to a building node; the leader's
+    # sweep deletes archives unused for the retention that no unfinished build names.
+    Column("used_at", UTCDateTime(), nullable=False),
+    Index(None, "used_at"),
 )
 
 build_file_chunks = Table(

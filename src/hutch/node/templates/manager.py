@@ -10,12 +10,15 @@ per name at a time on this node.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import hashlib
+import logging
 import os
 import re
+import time
 import uuid
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from pathlib import Path
 
 from hutch.node.templates.artifact import (
@@ -36,6 +39,8 @@ from hutch.node.templates.image import (
 )
 from hutch.node.templates.snapshot import prune_snapshot_layers
 from hutch.shared.errors import InvalidArgumentError, UnavailableError
+
+_log = logging.getLogger(__name__)
 
 #: An uploaded archive's hash names a file: nothing but what a hash is made of.
 _FILES_HASH = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
@@ -59,6 +64,8 @@ class TemplateManager:
         shared_templates: Sequence[Path] = (),
         max_disk_mb: int | None = None,
         artifact_store: ArtifactStore | None = None,
+        files_retention_s: float = 7 * 86_400.0,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self._templates_dir = templates_dir
         #: The artifact store (a shared directory or an S3 bucket) every import, build and
@@ -71,6 +78,13 @@ class TemplateManager:
         self._sandboxes = sandboxes
         self._files_dir = files_dir or templates_dir.parent / "template-files"
         self._locks: dict[str, asyncio.Lock] = {}
+        #: Archives unused this long (their mtime: stored or answered "present") that no
+        #: build running here names are deleted by :meth:`sweep_files` (ADR 0037).
+        self._files_retention_s = files_retention_s
+        self._clock = clock
+        self._swept_at: float | None = None
+        #: How many running builds name each archive.
+        self._files_in_use: collections.Counter[str] = collections.Counter()
 
     @property
     def templates_dir(self) -> Path:
@@ -120,8 +134,52 @@ class TemplateManager:
     # ---- E2B SDK template builds ---------------------------------------------------------
 
     def has_files(self, files_hash: str) -> bool:
-        """Whether the archive of ``files_hash`` was uploaded already."""
-        return (self._files_dir / _check_hash(files_hash)).is_file()
+        """Whether the archive of ``files_hash`` was uploaded already; when it was, it
+        counts as used now (its mtime), so :meth:`sweep_files` keeps it a retention more.
+
+        Neither this nor :meth:`sweep_files` awaits: on the node's event loop one runs
+        whole before the other, so an archive answered "present" is never swept between
+        the answer and its build."""
+        path = self._files_dir / _check_hash(files_hash)
+        try:
+            os.utime(path, (now := self._clock(), now))
+        except FileNotFoundError:
+            return False
+        return path.is_file()
+
+    def sweep_files(self) -> list[str]:
+        """Delete the archives unused for the retention that no running build names; the
+        hashes deleted (synchronous on purpose: see :meth:`has_files`)."""
+        now = self._clock()
+        self._swept_at = now
+        cutoff = now - self._files_retention_s
+        gone: list[str] = []
+        try:
+            entries = list(os.scandir(self._files_dir))
+        except FileNotFoundError:
+            return []
+        for entry in entries:
+            name = entry.name
+            # An upload's temporary file (``.tmp-``) is its writer's, written to as it comes
+            # in: one left by a killed process goes once it is as old as an unused archive.
+            leftover = name.startswith(".tmp-")
+            if not leftover and (not _FILES_HASH.match(name) or self._files_in_use[name]):
+                continue
+            with contextlib.suppress(FileNotFoundError):
+                if entry.stat(follow_symlinks=False).st_mtime < cutoff:
+                    os.unlink(entry.path)
+                    if not leftover:
+                        gone.append(name)
+        if gone:
+            _log.info("deleted %d build archives unused for %.0f s", len(gone),
+                      self._files_retention_s)  # fmt: skip
+        return sorted(gone)
+
+    def _sweep_files_soon(self) -> None:
+        """:meth:`sweep_files` at most once per tenth of the retention (called as archives
+        arrive and builds start: the only times the directory grows)."""
+        if self._swept_at is None or self._clock() - self._swept_at >= self._files_retention_s / 10:
+            self.sweep_files()
 
     async def store_files(self, files_hash: str, chunks: AsyncIterator[bytes]) -> None:
         """Keep an uploaded archive under its hash: written aside, renamed into place."""
@@ -135,6 +193,7 @@ class TemplateManager:
             os.replace(tmp, self._files_dir / files_hash)
         finally:
             tmp.unlink(missing_ok=True)
+        self._sweep_files_soon()
 
     async def run_build(
         self,
@@ -153,6 +212,28 @@ class TemplateManager:
         """
         if self._sandboxes is None:
             raise UnavailableError("this node cannot run build steps")
+        named = _files_of(start)
+        self._files_in_use.update(named)
+        try:
+            self._sweep_files_soon()
+            await self._run_build(
+                name, start, cpu_count=cpu_count, memory_mb=memory_mb, log=log,
+                build_id=build_id,
+            )  # fmt: skip
+        finally:
+            self._files_in_use.subtract(named)
+            self._files_in_use += collections.Counter()  # drop the zeros
+
+    async def _run_build(
+        self,
+        name: str,
+        start: Mapping[str, object],
+        *,
+        cpu_count: float,
+        memory_mb: int,
+        log: BuildLog,
+        build_id: str,
+    ) -> None:
         base = await self._base(start, log=log)
         steps = start.get("steps") or []
         spec = BuildSpec(
@@ -200,6 +281,17 @@ class TemplateManager:
             envd_bundle=self._envd_bundle,
         )
         return result.template
+
+
+def _files_of(start: Mapping[str, object]) -> list[str]:
+    """The archives a build's ``COPY`` steps name, each once."""
+    steps = start.get("steps")
+    named = {
+        step["filesHash"]
+        for step in (steps if isinstance(steps, list) else [])
+        if isinstance(step, dict) and isinstance(step.get("filesHash"), str)
+    }
+    return sorted(named)
 
 
 def _check_hash(files_hash: str) -> str:

@@ -27,7 +27,7 @@ from hutch.api.store.engine import create_engine
 from hutch.api.store.errors import SchemaMismatchError
 
 #: The migration head this build of hutch was written for.
-EXPECTED_HEAD: Final = "0021"
+EXPECTED_HEAD: Final = "0022"
 
 # Any constant; identifies "hutch is migrating" among PostgreSQL advisory locks.
 _PG_MIGRATION_LOCK: Final = 0x68757463  # "hutc"
