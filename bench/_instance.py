@@ -37,7 +37,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 from tests.e2e.serveproc import HostNames, Serve, nodehelpers  # noqa: E402
 
-__all__ = ["Serve", "new_instance"]
+__all__ = ["Serve", "bench_names", "new_instance"]
 
 
 def bench_slot(env: dict[str, str] | os._Environ[str] = os.environ) -> int:
@@ -48,50 +48,66 @@ def bench_slot(env: dict[str, str] | os._Environ[str] = os.environ) -> int:
     return int(raw)
 
 
+def bench_names(slot: int) -> HostNames:
+    """Every host-global name of the benchmark instance on ``slot`` (0-9)."""
+    return HostNames(
+        bridge=f"hbn{slot}",
+        # Each slot gets its own /22 (room for the fit test's 500 sandboxes), none of the tests'.
+        subnet=f"10.220.{4 * slot}.0/22",
+        netns_prefix=f"hbn{slot}-",
+        veth_prefix=f"hbv{slot}",
+        nft_table=f"hbn{slot}",
+        cgroup_parent=f"hbn{slot}-{os.getpid()}",
+        extra_env={
+            "HUTCH_NODE_ENVD_READY_TIMEOUT_S": "120",
+            "HUTCH_NODE_MAX_SANDBOXES": "1000",
+            "HUTCH_MAX_SANDBOXES_PER_NODE": "1000",
+        },
+    )
+
+
 SLOT = bench_slot()
-# Each slot gets its own /22 (room for the fit test's 500 sandboxes), none of the tests'.
-SUBNET = f"10.220.{4 * SLOT}.0/22"
-CGROUP_PARENT = f"hbn{SLOT}-{os.getpid()}"
-BENCH_NAMES = HostNames(
-    bridge=f"hbn{SLOT}",
-    subnet=SUBNET,
-    netns_prefix=f"hbn{SLOT}-",
-    veth_prefix=f"hbv{SLOT}",
-    nft_table=f"hbn{SLOT}",
-    cgroup_parent=CGROUP_PARENT,
-    extra_env={
-        "HUTCH_NODE_ENVD_READY_TIMEOUT_S": "120",
-        "HUTCH_NODE_MAX_SANDBOXES": "1000",
-        "HUTCH_MAX_SANDBOXES_PER_NODE": "1000",
-    },
-)
+BENCH_NAMES = bench_names(SLOT)
+SUBNET = BENCH_NAMES.subnet
+CGROUP_PARENT = BENCH_NAMES.cgroup_parent
+
+
+def slot_in_use(names: HostNames) -> bool:
+    """True while the slot's bridge exists (another benchmark, or a killed one's leftover)."""
+    return Path("/sys/class/net", names.bridge).exists()
 
 
 def new_instance(
-    home: Path, extra_env: dict[str, str] | None = None, *, envd_bundle: Path | None = None
+    home: Path,
+    extra_env: dict[str, str] | None = None,
+    *,
+    envd_bundle: Path | None = None,
+    names: HostNames = BENCH_NAMES,
 ) -> Serve:
-    """The e2e tests' ``Serve`` on the benchmarks' own names; envd's bundle is this
-    checkout's unless ``envd_bundle`` names another (a before/after comparison).
+    """The e2e tests' ``Serve`` on the benchmarks' own names (``names``: another slot's,
+    :func:`bench_names`); envd's bundle is this checkout's unless ``envd_bundle`` names
+    another (a before/after comparison). ``extra_env`` may set ``PYTHONPATH`` to run
+    another tree's ``hutch serve``.
 
     Refused when the slot's bridge exists: another benchmark runs on it (or a killed one
     left it: ``ip link del`` it, or pick another ``HUTCH_BENCH_SLOT``)."""
-    if Path("/sys/class/net", BENCH_NAMES.bridge).exists():
+    if slot_in_use(names):
         raise SystemExit(
-            f"bridge {BENCH_NAMES.bridge} exists: another benchmark uses slot {SLOT}; "
+            f"bridge {names.bridge} exists: another benchmark uses its slot; "
             "set HUTCH_BENCH_SLOT to a free digit (or remove a killed run's bridge)"
         )
     return Serve(
         home=home,
         envd_bundle=envd_bundle or nodehelpers.cached_envd_bundle(),
         extra_env=dict(extra_env or {}),
-        names=BENCH_NAMES,
+        names=names,
     )
 
 
-def cgroup_usage_bytes(sandbox_host_id: str) -> int | None:
+def cgroup_usage_bytes(sandbox_host_id: str, cgroup_parent: str = CGROUP_PARENT) -> int | None:
     """Memory cgroup usage of one sandbox (v1 ``memory.usage_in_bytes``, v2 ``memory.current``)."""
     saved = nodehelpers.CGROUP_PARENT
-    nodehelpers.CGROUP_PARENT = CGROUP_PARENT
+    nodehelpers.CGROUP_PARENT = cgroup_parent
     try:
         parents = nodehelpers.cgroup_parents()
     finally:

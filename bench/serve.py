@@ -2,26 +2,33 @@
 
 Run as root from the repository:
 
-    .venv/bin/python bench/serve.py [--template base] [--pool-size N] [--fit-cap 200]
+    .venv/bin/python bench/serve.py [--template base] [--pool-size N] [--fit-cap 200] [--before REF]
 
 It starts its own ``hutch serve`` (private home, free loopback ports, own bridge and names:
 see ``bench/_instance.py``), creates an API key, drives it with the official ``e2b`` SDK,
 prints a table, and removes everything it started (sandboxes, netns, veths, cgroups, nft
 table, bridge, home), also when a measurement fails. ``--pool-size`` sets the warm pool of
 ``--template`` (``HUTCH_NODE_POOL_SIZE``) so the same command measures both.
+
+``--before REF`` measures hutch at git REF first (its ``src/`` exported to a temporary
+directory, run as a second ``hutch serve`` with its own envd bundle, on its own bench slot),
+then this tree, and prints both columns in one table, each with the runc floor measured just
+before it, so one run on one machine compares them.
 """
 
 from __future__ import annotations
 
 import argparse
 import concurrent.futures
+import contextlib
 import json
 import os
 import statistics
 import subprocess
+import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import _instance
@@ -145,7 +152,7 @@ def bench_concurrent(
     ]
 
 
-def bench_idle_memory(template: str, count: int) -> list[tuple[str, str]]:
+def bench_idle_memory(template: str, count: int, cgroup_parent: str) -> list[tuple[str, str]]:
     from e2b import Sandbox
 
     sandboxes = [Sandbox.create(template, timeout=300) for _ in range(count)]
@@ -153,7 +160,9 @@ def bench_idle_memory(template: str, count: int) -> list[tuple[str, str]]:
         for sbx in sandboxes:
             sbx.commands.run("true")
         time.sleep(5)  # let envd settle into idle
-        usage = [_instance.cgroup_usage_bytes(h) for h in _sandbox_cgroups()]
+        usage = [
+            _instance.cgroup_usage_bytes(h, cgroup_parent) for h in _sandbox_cgroups(cgroup_parent)
+        ]
         values = [u for u in usage if u is not None]
     finally:
         for sbx in sandboxes:
@@ -168,9 +177,9 @@ def bench_idle_memory(template: str, count: int) -> list[tuple[str, str]]:
     ]
 
 
-def _sandbox_cgroups() -> list[str]:
+def _sandbox_cgroups(cgroup_parent: str) -> list[str]:
     saved = _instance.nodehelpers.CGROUP_PARENT
-    _instance.nodehelpers.CGROUP_PARENT = _instance.CGROUP_PARENT
+    _instance.nodehelpers.CGROUP_PARENT = cgroup_parent
     try:
         for parent in _instance.nodehelpers.cgroup_parents():
             if parent.parts[4] == "memory" or (parent / "memory.current").exists():
@@ -178,6 +187,64 @@ def _sandbox_cgroups() -> list[str]:
     finally:
         _instance.nodehelpers.CGROUP_PARENT = saved
     return []
+
+
+def bench_restore_fork(template: str, n: int, mib: int) -> list[tuple[str, str]]:
+    """A cold create, a create from a snapshot and a fork, interleaved, ``n`` of each.
+
+    All three are cold on purpose: the source, the cold creates (and so the snapshot and
+    the forks, which keep its policy) deny internet access, which keys a warm pool of its
+    own that has no members (ADR 0011), so none of them is served from the pool. The
+    snapshot holds ``mib`` MiB written by the source besides the template's files."""
+    from e2b import Sandbox
+
+    source = Sandbox.create(template, timeout=600, allow_internet_access=False)
+    snaps: set[str] = set()
+    made: list = []
+    try:
+        source.commands.run(
+            f"dd if=/dev/urandom of=/tmp/bench-snapshot bs=1M count={mib} 2>/dev/null",
+            user="root", timeout=300,
+        )  # fmt: skip
+        snapshot = source.create_snapshot().snapshot_id
+        snaps.add(snapshot)
+        cold, restored, forked = [], [], []
+        for i in range(n):
+            seconds, sbx = _timed(
+                lambda: Sandbox.create(template, timeout=120, allow_internet_access=False)
+            )
+            cold.append(seconds)
+            made.append(sbx)
+            seconds, sbx = _timed(lambda: Sandbox.create(snapshot, timeout=120))
+            restored.append(seconds)
+            made.append(sbx)
+            seconds, forks = _timed(lambda: source.fork(count=1, timeout=120))
+            forked.append(seconds)
+            for fork in forks:  # type: ignore[attr-defined]
+                if isinstance(fork, Exception):
+                    raise fork
+                made.append(fork)
+            if i == 0:  # outside the timings: the snapshot's file is in both
+                for sbx in made[-2:]:
+                    assert sbx.commands.run("test -s /tmp/bench-snapshot").exit_code == 0
+            while made:
+                made.pop().kill()
+    finally:
+        for sbx in [source, *made]:
+            with contextlib.suppress(Exception):  # best effort: the home goes anyway
+                sbx.kill()
+        with contextlib.suppress(Exception):
+            snaps |= {s.snapshot_id for s in Sandbox.list_snapshots(
+                sandbox_id=source.sandbox_id, limit=100).next_items()}  # fmt: skip
+        for snap in snaps:
+            with contextlib.suppress(Exception):
+                Sandbox.delete_snapshot(snap)
+    return [
+        (f"cold Sandbox.create({template!r}) to ready, no pool (n={n}) p50 / p95", _ms(cold)),
+        (f"Sandbox.create(snapshot_id) to ready ({mib} MiB layer; n={n}) p50 / p95",
+         _ms(restored)),
+        (f"fork() to ready (one snapshot + one create; n={n}) p50 / p95", _ms(forked)),
+    ]  # fmt: skip
 
 
 def bench_fit(cap: int, reserve_bytes: int) -> list[tuple[str, str]]:
@@ -219,7 +286,7 @@ def _run_timed(argv: list[str], stdio: object = subprocess.DEVNULL) -> float:
     return time.perf_counter() - t0
 
 
-def bench_runc_floor(home: Path, n: int) -> list[tuple[str, str]]:
+def bench_runc_floor(home: Path, n: int, cgroup_parent: str) -> list[tuple[str, str]]:
     """``runc create`` + ``runc start`` of a trivial busybox container (no network, no envd)."""
     bundle = home / "floor"
     bundle.mkdir()
@@ -234,7 +301,7 @@ def bench_runc_floor(home: Path, n: int) -> list[tuple[str, str]]:
     runc = ["runc", "--root", str(root)]
     for i in range(n):
         cid = f"hbn-floor-{i}"
-        spec["linux"]["cgroupsPath"] = f"{_instance.CGROUP_PARENT}/{cid}"
+        spec["linux"]["cgroupsPath"] = f"{cgroup_parent}/{cid}"
         (bundle / "config.json").write_text(json.dumps(spec))
         with open(os.devnull, "r+b") as null:
             # runc create hands its stdio to the container: never a pipe (HOST-NOTES).
@@ -293,10 +360,62 @@ def main() -> None:
         default=None,
         help="envd's bundle (python -m hutch.node.envd_bundle build; default: this checkout's)",
     )
+    parser.add_argument(
+        "--snapshot-mib", type=int, default=16, help="MiB the snapshot holds (restore, fork)"
+    )
+    parser.add_argument("--restores", type=int, default=10, help="restores and forks")
+    parser.add_argument(
+        "--before", metavar="REF", help="also measure hutch at git REF first, in the same run"
+    )
+    parser.add_argument(
+        "--before-slot",
+        type=int,
+        default=(_instance.SLOT + 5) % 10,
+        help="bench slot of REF's instance (default: this one's + 5, mod 10)",
+    )
     args = parser.parse_args()
 
     if os.geteuid() != 0:
         raise SystemExit("bench/serve.py needs root (runc, network namespaces)")
+    columns: list[tuple[str, list[tuple[str, str]]]] = []
+    if args.before:
+        names = _instance.bench_names(args.before_slot)
+        if names.bridge == _instance.BENCH_NAMES.bridge or _instance.slot_in_use(names):
+            raise SystemExit(f"--before-slot {args.before_slot}: in use or this run's own")
+        with exported_tree(args.before) as src:
+            columns.append((f"before ({args.before})", run_column(args, names=names, src=src)))
+    columns.append(("this tree", run_column(args, names=_instance.BENCH_NAMES)))
+
+    pool = "default" if args.pool_size is None else str(args.pool_size)
+    labels = [label for label, _ in columns[-1][1]]
+    values = [dict(rows) for _, rows in columns]
+    print_table(
+        f"hutch serve on this machine ({os.cpu_count()} CPUs, runc), template "
+        f"{args.template}, warm pool {pool}",
+        [(label, *(v.get(label, "") for v in values)) for label in labels],
+        ("measure", *(name for name, _ in columns)) if args.before else ("measure", "value"),
+    )
+
+
+@contextlib.contextmanager
+def exported_tree(ref: str) -> Iterator[Path]:
+    """``src/`` of git ``ref`` in a temporary directory (removed after); its path."""
+    work = Path(tempfile.mkdtemp(prefix="hutch-bench-before-", dir="/var/tmp"))
+    try:
+        archive = subprocess.run(
+            ["git", "-C", str(_instance.REPO), "archive", ref, "src"],
+            check=True, capture_output=True,
+        ).stdout  # fmt: skip
+        subprocess.run(["tar", "-x", "-C", str(work)], input=archive, check=True)
+        yield work / "src"
+    finally:
+        _instance.remove_home(work)
+
+
+def run_column(
+    args: argparse.Namespace, *, names: _instance.HostNames, src: Path | None = None
+) -> list[tuple[str, str]]:
+    """Every phase against one ``hutch serve`` (``src``: another tree's, else this one's)."""
     home = Path(tempfile.mkdtemp(prefix="hutch-bench-serve-", dir="/var/tmp"))
     build_busybox(home / "templates")
     if args.template == "base":
@@ -304,39 +423,43 @@ def main() -> None:
     extra = {}
     if args.pool_size is not None:
         extra["HUTCH_NODE_POOL_SIZE"] = f"{args.template}={args.pool_size}"
-    inst = new_instance(home=home, extra_env=extra, envd_bundle=args.envd_bundle)
+    bundle = args.envd_bundle
+    if src is not None:
+        extra["PYTHONPATH"] = str(src)  # that tree's hutch first on the path
+        bundle = home / "envd"  # and its own envd, built from its source
+        subprocess.run(
+            [sys.executable, "-m", "hutch.node.envd_bundle", "build", "--out", str(bundle)],
+            env={**os.environ, "PYTHONPATH": str(src)}, check=True, stdout=subprocess.DEVNULL,
+        )  # fmt: skip
+    inst = new_instance(home=home, extra_env=extra, envd_bundle=bundle, names=names)
     rows: list[tuple[str, str]] = []
     try:
+        rows += bench_runc_floor(home, 10, names.cgroup_parent)
         key = inst.hutch("keys", "create").strip()
         os.environ.update(
             E2B_API_URL=inst.api_url, E2B_SANDBOX_URL=inst.sandbox_url, E2B_API_KEY=key
         )
         for k in [k for k in os.environ if "proxy" in k.lower()]:
             del os.environ[k]
-        _, _ = _timed(inst.start)
+        inst.start()
         time.sleep(args.settle)
         target = pool_target(args.template, args.pool_size)
         rows += bench_settled(args.template, 10, lambda: wait_for_pool(home, target, args.settle))
         rows += bench_sequential(args.template, args.n, args.runs)
         rows += bench_concurrent(args.template, args.concurrency, args.rounds, args.settle)
+        if args.restores:
+            time.sleep(args.settle)
+            rows += bench_restore_fork(args.template, args.restores, args.snapshot_mib)
         time.sleep(args.settle)
-        rows += bench_idle_memory(args.template, args.idle)
+        rows += bench_idle_memory(args.template, args.idle, names.cgroup_parent)
         if args.fit_cap:
             time.sleep(args.settle)
             rows += bench_fit(args.fit_cap, int(args.reserve_gib * 2**30))
-        rows += bench_runc_floor(home, 10)
     finally:
         inst.stop()
         inst.destroy_everything()
         _instance.remove_home(home)
-
-    pool = "default" if args.pool_size is None else str(args.pool_size)
-    print_table(
-        f"hutch serve on this machine ({os.cpu_count()} CPUs, runc), template "
-        f"{args.template}, warm pool {pool}",
-        rows,
-        ("measure", "value"),
-    )
+    return rows[3:] + rows[:3]  # the floor rows last, as before
 
 
 if __name__ == "__main__":
