@@ -146,13 +146,16 @@ class NodeRouter:
         await self._call(node_id, lambda c: c.delete_snapshot(TemplateID(name)))
 
     async def _delete_everywhere(self, name: str, *, snapshot: bool) -> None:
-        live = await self._live_nodes()
+        nodes = await self._list_nodes()
+        live = [n.id for n in nodes if n.status is not NodeStatus.LOST]
         if self._artifacts is None:
             for node_id in live:
                 with contextlib.suppress(HutchError):
                     await self.delete_on(node_id, name)
             return
-        await self._artifacts.delete_everywhere(name, live=live, delete_on=self.delete_on)
+        await self._artifacts.delete_everywhere(
+            name, live=live, delete_on=self.delete_on, known=[n.id for n in nodes]
+        )
 
     async def import_candidates(self, disk_mb: int | None = None) -> list[NodeID]:
         """Ready nodes (not draining, not lost) that can take an import, the most free disk

@@ -8,9 +8,10 @@ questions the other services ask:
   addresses of the live nodes that hold it (the node fetches from the first that serves
   it, ``node/templates/transfer.py``); empty when the node holds it;
 * **record** a holding when a node snapshots or fetches;
-* **delete everywhere**: on every live node and every holder; a holder that does not
-  answer keeps a ``deleting`` row, applied (:meth:`collect`) when it registers or beats
-  again, so nothing is left on any disk;
+* **delete everywhere**: on every live node, every holder (of the template or of one of
+  its ``name@build`` versions) and every other registered node; one that is down or does
+  not answer keeps a ``deleting`` row, applied (:meth:`collect`) when it registers or
+  beats again, so nothing is left on any disk (ADR 0037);
 * **sync** what a node reports holding (registration replaces, heartbeats add).
 """
 
@@ -46,6 +47,8 @@ class ArtifactHoldings(Protocol):
     async def holds(self, artifact: str, node_id: NodeID) -> bool: ...
     async def forget(self, artifact: str, node_id: NodeID) -> None: ...
     async def mark_deleting(self, artifact: str, node_id: NodeID) -> None: ...
+    async def version_holders(self, name: str) -> Sequence[NodeID]: ...
+    async def forget_versions(self, name: str, node_id: NodeID) -> None: ...
     async def pending(self, node_id: NodeID) -> list[str]: ...
     async def sync(self, node_id: NodeID, names: Iterable[str], *, replace: bool) -> None: ...
 
@@ -78,14 +81,25 @@ class ArtifactService:
                         exc_info=True)  # fmt: skip
 
     async def delete_everywhere(
-        self, artifact: str, *, live: Sequence[NodeID], delete_on: DeleteOn
+        self,
+        artifact: str,
+        *,
+        live: Sequence[NodeID],
+        delete_on: DeleteOn,
+        known: Sequence[NodeID] = (),
     ) -> None:
-        """Delete ``artifact`` on every live node and every holder; a node that does not
-        answer gets a ``deleting`` row instead (applied by :meth:`collect`)."""
+        """Delete ``artifact`` (with a template, its kept ``name@build`` versions, which
+        the node's delete removes with it) on every live node, every holder of it or of a
+        version of it, and every other ``known`` (registered) node; a node that is not
+        live or does not answer gets a ``deleting`` row instead (applied by
+        :meth:`collect` when it registers or beats again). So a node that was down, even
+        one the store did not know held it, deletes it when it is back."""
         holders = {h.node_id: h for h in await self._holdings.holders(artifact)}
-        for node_id in sorted({*live, *holders}):
+        versions = set(await self._holdings.version_holders(artifact))
+        up = set(live)
+        for node_id in sorted({*live, *holders, *versions, *known}):
             holder = holders.get(node_id)
-            if holder is not None and not holder.live:
+            if node_id not in up or (holder is not None and not holder.live):
                 await self._holdings.mark_deleting(artifact, node_id)
                 continue
             try:
@@ -95,8 +109,12 @@ class ArtifactService:
                             artifact, node_id, exc.message)  # fmt: skip
                 await self._holdings.mark_deleting(artifact, node_id)
                 continue
-            if holder is not None:
-                await self._holdings.forget(artifact, node_id)
+            await self._forget(artifact, node_id, versions=node_id in versions)
+
+    async def _forget(self, artifact: str, node_id: NodeID, *, versions: bool = True) -> None:
+        await self._holdings.forget(artifact, node_id)
+        if versions:
+            await self._holdings.forget_versions(artifact, node_id)
 
     async def collect(self, node_id: NodeID, *, delete_on: DeleteOn) -> list[str]:
         """Apply the deletes pending on ``node_id``; the artifacts deleted."""
@@ -104,7 +122,7 @@ class ArtifactService:
         for artifact in await self._holdings.pending(node_id):
             with contextlib.suppress(HutchError):
                 await delete_on(node_id, artifact)
-                await self._holdings.forget(artifact, node_id)
+                await self._forget(artifact, node_id)
                 done.append(artifact)
         if done:
             log.info("deleted %s on node %s (deleted while it was away)", done, node_id)

@@ -15,6 +15,7 @@ from typing import Final
 from sqlalchemy import and_, delete, select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.sql.elements import ColumnElement
 
 from hutch.api.nodes_model import NodeStatus
 from hutch.api.store.base import Clock, utc_now
@@ -30,6 +31,12 @@ _HOLDS: Final = text(
     "SELECT 1 FROM artifact_holdings WHERE artifact = :artifact AND node_id = :node_id "
     f"AND state = '{HELD}'"
 )
+
+
+def _versions_of(name: str) -> ColumnElement[bool]:
+    """``artifact`` is ``name@<build>`` (``LIKE`` with ``name``'s wildcards escaped)."""
+    escaped = name.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return artifact_holdings.c.artifact.like(f"{escaped}@%", escape="\\")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -135,6 +142,28 @@ class SqlArtifactStore:
                 delete(artifact_holdings).where(
                     artifact_holdings.c.artifact == artifact,
                     artifact_holdings.c.node_id == node_id,
+                )
+            )
+
+    async def version_holders(self, name: str) -> list[NodeID]:
+        """The nodes with a row for one of template ``name``'s kept versions
+        (``name@build``), held or deleting."""
+        async with self._engine.connect() as conn:
+            rows = await conn.execute(
+                select(artifact_holdings.c.node_id)
+                .where(_versions_of(name))
+                .distinct()
+                .order_by(artifact_holdings.c.node_id)
+            )
+            return [NodeID(r.node_id) for r in rows]
+
+    async def forget_versions(self, name: str, node_id: NodeID) -> None:
+        """``node_id`` no longer holds any ``name@build`` (deleting ``name`` there removed
+        them with it)."""
+        async with write_transaction(self._engine) as conn:
+            await conn.execute(
+                delete(artifact_holdings).where(
+                    _versions_of(name), artifact_holdings.c.node_id == node_id
                 )
             )
 
