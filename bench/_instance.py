@@ -20,7 +20,7 @@ egress.py              10.216.9.0/24     hbe0    hbe-   hbev
 nodewire.py            10.216.10.0/24    hbw0    hbw-   hbwv
 disk.py                10.216.11.0/24    hbd0    hbd-   hbdv
 mcp_gateway.py         10.216.12.0/24    hbm0    hbm-   hbmv
-cluster.py             10.240.N.0/24     hbc*    hbc*   hbc*
+cluster.py             10.250.N.0/24     hbc*    hbc*   hbc*
 =====================  ================  ======  =====  ======
 
 A new one takes the next free 10.216.N.0/24 and a three-letter prefix not yet listed.

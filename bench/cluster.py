@@ -5,7 +5,8 @@ Run as root from the repository, after ./install.sh (the ``base`` template):
     .venv/bin/python bench/cluster.py [--n 20] [--nodes 1,2,3] [--concurrency 2]
 
 For each node count, ``hutch cluster up --nodes N --apis 1`` (its own home in /tmp and host
-names ``hbc*``, subnets 10.240.N.0/24; no warm pool, so every create boots a sandbox),
+names ``hbc*``, subnets 10.250.N.0/24, apart from tests/cluster/test_faults.py's 10.240-249;
+no warm pool, so every create boots a sandbox),
 then ``--n`` creates through the api, each followed by its first command through the edge
 (``create`` is ``Sandbox.create`` alone, ``first cmd`` the edge → node proxy → envd round
 trip after it), ``--concurrency`` at a time; then the sandboxes are killed and
@@ -58,7 +59,7 @@ def run(nodes: int, n: int, concurrency: int) -> list[str]:
     try:
         up = subprocess.run(
             [*HUTCH, "cluster", "up", "--home", str(home), "--nodes", str(nodes),
-             "--apis", "1", "--names", "hbc", "--subnet", "10.240", "--json"],
+             "--apis", "1", "--names", "hbc", "--subnet", "10.250", "--json"],
             capture_output=True, text=True, timeout=600,
         )  # fmt: skip
         if up.returncode != 0:
