@@ -3,9 +3,12 @@
 Run as root from the repository:  .venv/bin/python bench/envd.py [--size-mib 256] [--before REF]
 It starts its own envd on a free loopback port, drives it with the official e2b SDK in
 debug mode (and plain HTTP for multipart uploads), prints a table, and cleans up.
-``--before REF`` also measures file throughput against envd's code at git REF (its ``src/``
-exported to a temporary directory) in the same run, before and after in one table, each
-column with the ``cp`` floor measured just before it.
+File throughput is measured twice: straight to envd, and through hutch's sandbox proxy
+(``hutch.proxy``, in its own process, routing ``E2b-Sandbox-Id`` to that envd), which is
+the path every SDK call takes in a deployment.
+``--before REF`` also measures file throughput against envd's and the proxy's code at git
+REF (its ``src/`` exported to a temporary directory) in the same run, before and after in
+one table, each column with the ``cp`` floor measured just before it.
 """
 
 from __future__ import annotations
@@ -25,6 +28,17 @@ from pathlib import Path
 
 import httpx
 from _table import print_table
+
+#: The proxy, routing the sandbox ``ibench``'s envd port to the envd under test.
+_PROXY = """
+import sys, uvicorn
+from hutch.proxy.catalog import InMemorySandboxCatalog, SandboxRoute
+from hutch.proxy.runner import create_config
+catalog = InMemorySandboxCatalog()
+catalog.put(SandboxRoute("ibench", "127.0.0.1", ports={49983: int(sys.argv[1])}))
+uvicorn.Server(create_config(catalog, host="127.0.0.1", port=int(sys.argv[2]))).run()
+"""
+_ROUTE = {"E2b-Sandbox-Id": "ibench", "E2b-Sandbox-Port": "49983"}
 
 
 def _free_port() -> int:
@@ -68,6 +82,54 @@ def _start(state: Path, *, src: Path | None = None) -> tuple[subprocess.Popen[by
             if proc.poll() is not None:
                 raise SystemExit("envd exited during start") from None
             time.sleep(0.002)
+
+
+def _start_proxy(envd_url: str, *, src: Path | None = None) -> tuple[subprocess.Popen[bytes], str]:
+    port = _free_port()
+    env = dict(os.environ)
+    if src is not None:
+        env["PYTHONPATH"] = str(src)
+    envd_port = envd_url.rsplit(":", 1)[1]
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _PROXY, envd_port, str(port)],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=env,
+    )
+    url = f"http://127.0.0.1:{port}"
+    request = urllib.request.Request(url + "/health", headers=_ROUTE)
+    while True:
+        try:
+            with urllib.request.urlopen(request, timeout=1) as r:
+                if r.status == 204:
+                    return proc, url
+        except OSError:
+            if proc.poll() is not None:
+                raise SystemExit("the proxy exited during start") from None
+            time.sleep(0.01)
+
+
+def _proxied_sandbox(proxy_url: str) -> object:
+    """An SDK handle whose calls go through the proxy, as ``Sandbox.create`` builds one from
+    an API answer (debug mode's id ``debug_sandbox_id`` is not a valid sandbox id)."""
+    from e2b import ConnectionConfig, Sandbox
+    from packaging.version import Version
+
+    config = ConnectionConfig(
+        sandbox_url=proxy_url,
+        api_key=os.environ["E2B_API_KEY"],
+        debug=False,
+        extra_sandbox_headers=_ROUTE,
+    )
+    return Sandbox(
+        sandbox_id="ibench",
+        sandbox_domain=None,
+        envd_version=Version("0.6.13"),
+        envd_access_token=None,
+        traffic_access_token=None,
+        connection_config=config,
+    )
 
 
 def _stop(proc: subprocess.Popen[bytes]) -> None:
@@ -140,23 +202,30 @@ def main() -> None:
             for _ in range(size // 2**20):
                 f.write(os.urandom(2**20))
         os.sync()
-        runs = [("this tree", url, work / "now", sbx)]
-        old_proc: subprocess.Popen[bytes] | None = None
-        if args.before:
-            old_src = work / "before-src"
-            old_src.mkdir()
-            archive = subprocess.run(
-                ["git", "archive", args.before, "src"], check=True, capture_output=True
-            ).stdout
-            subprocess.run(["tar", "-x", "-C", str(old_src)], input=archive, check=True)
-            old_proc, old_url, _ = _start(work / "state-before", src=old_src / "src")
-            os.environ["E2B_SANDBOX_URL"] = old_url
-            runs.insert(0, (f"before ({args.before})", old_url, work / "before", Sandbox.create()))
+        runs = [("this tree", url, work / "now", sbx, None)]
+        helpers: list[subprocess.Popen[bytes]] = []
         try:
-            columns = [dict(_throughput(u, src, d, size, args.size_mib, s)) for _, u, d, s in runs]
+            if args.before:
+                old_src = work / "before-src"
+                old_src.mkdir()
+                archive = subprocess.run(
+                    ["git", "archive", args.before, "src"], check=True, capture_output=True
+                ).stdout
+                subprocess.run(["tar", "-x", "-C", str(old_src)], input=archive, check=True)
+                old_proc, old_url, _ = _start(work / "state-before", src=old_src / "src")
+                helpers.append(old_proc)
+                os.environ["E2B_SANDBOX_URL"] = old_url
+                before = (f"before ({args.before})", old_url, work / "before", Sandbox.create())
+                runs.insert(0, (*before, old_src / "src"))
+            columns = []
+            for _, u, d, s, code in runs:
+                proxy, proxy_url = _start_proxy(u, src=code)
+                helpers.append(proxy)
+                via = (proxy_url, _proxied_sandbox(proxy_url))
+                columns.append(dict(_throughput(u, src, d, size, args.size_mib, s, via)))
         finally:
-            if old_proc is not None:
-                _stop(old_proc)
+            for helper in helpers:
+                _stop(helper)
         throughput = [(label, *(c[label] for c in columns)) for label in columns[0]]
     finally:
         if proc is not None and proc.poll() is None:
@@ -170,15 +239,48 @@ def main() -> None:
 
 
 def _throughput(
-    url: str, src: Path, work: Path, size: int, size_mib: int, sbx: object
+    url: str,
+    src: Path,
+    work: Path,
+    size: int,
+    size_mib: int,
+    sbx: object,
+    proxied: tuple[str, object],
 ) -> list[tuple[str, str]]:
-    """The file-throughput rows for the envd at ``url`` (SDK ``sbx``), the ``cp`` floor first."""
+    """The file-throughput rows for the envd at ``url`` (SDK ``sbx``), the ``cp`` floor first,
+    then the same again through the proxy (``proxied``: its URL and an SDK handle on it)."""
     work.mkdir()
     rows: list[tuple[str, str]] = []
     t0 = time.perf_counter()
     shutil.copyfile(src, work / "cp.bin")
     os.sync()
     rows.append((f"cp {size_mib} MiB, same disk (+sync)", _mib_s(size, time.perf_counter() - t0)))
+    os.unlink(work / "cp.bin")
+    rows += _paths(url, src, work / "direct", size, size_mib, sbx, {})
+    proxy_url, proxy_sbx = proxied
+    rows += [
+        (f"{label}, via proxy", value)
+        for label, value in _paths(
+            proxy_url, src, work / "proxy", size, size_mib, proxy_sbx, _ROUTE
+        )
+    ]
+    shutil.rmtree(work)
+    return rows
+
+
+def _paths(
+    url: str,
+    src: Path,
+    work: Path,
+    size: int,
+    size_mib: int,
+    sbx: object,
+    headers: dict[str, str],
+) -> list[tuple[str, str]]:
+    """SDK write and read, one streamed POST and multipart uploads, to ``url``."""
+    work.mkdir()
+    rows: list[tuple[str, str]] = []
+    route = [arg for name, value in headers.items() for arg in ("-H", f"{name}: {value}")]
 
     dest = str(work / "up.bin")
     t0 = time.perf_counter()
@@ -202,6 +304,7 @@ def _throughput(
     # envd's two paths, not of two clients (Python clients cap out well below envd here).
     t0 = time.perf_counter()
     _curl(
+        *route,
         "-X",
         "POST",
         "-H",
@@ -214,14 +317,15 @@ def _throughput(
     for parallel in (1, 4, 8):
         # Two parts per worker, within envd's 100 MiB part limit.
         part = min(64 * 2**20, -(-size // (parallel * 2)))
-        seconds = _multipart(url, src, str(work / f"mp{parallel}.bin"), size, part, parallel, work)
+        dest = str(work / f"mp{parallel}.bin")
+        seconds = _multipart(url, src, dest, size, part, parallel, work, headers)
         rows.append(
             (
                 f"multipart upload (curl), {parallel} parallel, {part // 2**20} MiB parts",
                 _mib_s(size, seconds),
             )
         )
-    shutil.rmtree(work)  # 1.5 GiB per column
+    shutil.rmtree(work)  # 1.5 GiB per path
     return rows
 
 
@@ -230,7 +334,14 @@ def _curl(*args: str) -> None:
 
 
 def _multipart(
-    url: str, src: Path, dest: str, size: int, part: int, parallel: int, work: Path
+    url: str,
+    src: Path,
+    dest: str,
+    size: int,
+    part: int,
+    parallel: int,
+    work: Path,
+    headers: dict[str, str],
 ) -> float:
     """Seconds for init + ``parallel`` concurrent part uploads + complete (parts pre-split)."""
     parts_dir = work / f"parts-{parallel}"
@@ -240,7 +351,8 @@ def _multipart(
         while chunk := f.read(part):
             (parts_dir / str(n)).write_bytes(chunk)
             n += 1
-    with httpx.Client(base_url=url, timeout=120) as client:
+    route = [arg for name, value in headers.items() for arg in ("-H", f"{name}: {value}")]
+    with httpx.Client(base_url=url, timeout=120, headers=headers) as client:
         t0 = time.perf_counter()
         r = client.post(
             "/files/upload/init", json={"path": dest, "totalSize": size, "partSize": part}
@@ -250,6 +362,7 @@ def _multipart(
 
         def put(i: int) -> None:
             _curl(
+                *route,
                 "-X",
                 "PUT",
                 "-T",

@@ -7,7 +7,7 @@ answers (ADR 16).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 from typing import TYPE_CHECKING
 
@@ -16,6 +16,7 @@ from hutch.envd.filesystem.uploads import UploadManager
 from hutch.envd.settings import EnvdSettings
 from hutch.envd.state import EnvdState
 from hutch.envd.users import User, get_user, resolve_path
+from hutch.shared.malloc import BulkTransfers
 
 if TYPE_CHECKING:
     from hutch.envd.filesystem.watcher import WatcherManager
@@ -31,6 +32,8 @@ class Envd:
     #: What envd's own uploads did, shared by the writer, the upload sessions and watches.
     publications: Publications
     uploads: UploadManager
+    #: Uploads in progress: malloc keeps its pages while they run, gives them back after.
+    transfers: BulkTransfers = field(default_factory=lambda: BulkTransfers(trim_when_idle=True))
 
     @cached_property
     def processes(self) -> ProcessManager:

@@ -16,6 +16,11 @@ from hutch.envd.app import create_app
 from hutch.envd.logs import configure_logging
 from hutch.envd.settings import load_settings
 
+#: uvicorn's HTTP/1.1 protocol: httptools (llhttp, in C) parses a request body without the
+#: two Python-level copies of every byte that h11's receive buffer makes, which were the
+#: largest cost of a streamed upload (issue 19, ADR 36 addendum). Same wire behaviour.
+HTTP_PROTOCOL = "httptools"
+
 
 def _uvicorn() -> tuple[type, type]:
     """``(uvicorn.Config, uvicorn.Server)``, without importing uvicorn's command line.
@@ -57,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
         access_log=False,
         server_header=False,
         ws="none",
-        http="h11",
+        http=HTTP_PROTOCOL,
         loop="asyncio",
         # SDK streams (commands, watches) idle for long stretches between keepalives.
         timeout_keep_alive=300,

@@ -52,6 +52,7 @@ ENVD_REQUIREMENTS: tuple[str, ...] = (
     "connectrpc==0.12.1",
     "protobuf-py==0.6.0",
     "uvicorn==0.54.0",
+    "httptools==0.9.0",  # uvicorn's C HTTP/1.1 parser (envd.main.HTTP_PROTOCOL)
     "starlette==1.10.0",
     "python-multipart==0.0.34",
     "inotify_simple==2.0.1",

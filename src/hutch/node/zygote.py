@@ -68,7 +68,7 @@ _UCRED: Final = struct.Struct("3i")
 #: the server's protocol and loop): imported once in the zygote, shared by every child.
 _PREIMPORTS: Final = (
     "hutch.envd.rpc.services", "hutch.envd.process.manager", "hutch.envd.filesystem.watcher",
-    "uvicorn.lifespan.on", "uvicorn.protocols.http.h11_impl", "uvicorn.loops.asyncio",
+    "uvicorn.lifespan.on", "uvicorn.protocols.http.httptools_impl", "uvicorn.loops.asyncio",
 )  # fmt: skip
 
 

@@ -30,7 +30,7 @@ def create_config(
         create_app(catalog, client=client, require_token=require_token),
         host=host,
         port=port,
-        http="h11",
+        http="httptools",
         ws=websocket_relay(catalog, require_token=require_token),  # type: ignore[arg-type]
         lifespan="on",
         proxy_headers=False,

@@ -30,6 +30,7 @@ from hutch.proxy.routing import SandboxTarget, SignedFileTarget, is_internal, ro
 from hutch.shared import logging as hlog
 from hutch.shared.errors import UnavailableError
 from hutch.shared.ids import SandboxID
+from hutch.shared.malloc import BulkTransfers
 from hutch.shared.paths import ENVD_PORT
 
 Scope = MutableMapping[str, Any]
@@ -173,6 +174,9 @@ class ProxyApp:
         self.require_token = require_token
         self._owns_client = client is None
         self._client = client
+        #: Relaying bodies: malloc keeps the pages it reads into (hutch.shared.malloc). No
+        #: trim when idle: the proxy is one process per node, not one per sandbox.
+        self._transfers = BulkTransfers(trim_when_idle=False)
 
     @property
     def client(self) -> httpx.AsyncClient:
@@ -308,7 +312,8 @@ class ProxyApp:
                 hlog.bind(sandbox_id=sandbox.sandbox_id)
                 exchange = _Exchange(self.client, scope, receive, send_with_id, sandbox, port)
                 exchange.trusted = self.require_token is not None  # past the token check
-                await exchange.run()
+                with self._transfers.transfer():
+                    await exchange.run()
                 outcome = exchange.outcome
             finally:
                 status = answered["status"]

@@ -71,12 +71,12 @@ UVICORN_CLI = ["uvicorn.main", "uvicorn.supervisors", "click", "multiprocessing"
 
 _UVICORN_PROBE = """
 import json, sys
-from hutch.envd.main import _uvicorn
+from hutch.envd.main import HTTP_PROTOCOL, _uvicorn
 
 Config, Server = _uvicorn()
-config = Config(lambda scope, receive, send: None, lifespan="on", http="h11", ws="none",
+config = Config(lambda scope, receive, send: None, lifespan="on", http=HTTP_PROTOCOL, ws="none",
                 loop="asyncio", log_config=None)
-config.load()  # imports the h11 protocol and uvicorn.lifespan.on (`from uvicorn import Config`)
+config.load()  # imports the HTTP protocol and uvicorn.lifespan.on (`from uvicorn import Config`)
 Server(config)
 print(json.dumps({"cli": [m for m in json.loads(sys.argv[1]) if m in sys.modules],
                   "lifespan": config.lifespan_class.__module__,
@@ -96,7 +96,7 @@ def test_envd_runs_uvicorn_without_importing_its_command_line() -> None:
     assert result == {
         "cli": [],
         "lifespan": "uvicorn.lifespan.on",
-        "http": "uvicorn.protocols.http.h11_impl",
+        "http": "uvicorn.protocols.http.httptools_impl",
     }
 
 

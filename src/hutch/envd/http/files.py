@@ -223,17 +223,16 @@ def routes(envd: Envd) -> list[Route]:
         path_param = request.query_params.get("path")
         ctype = request.headers.get("content-type", "")
         if ctype.lower().startswith("multipart/"):
-            files = await _upload_multipart(
-                request, user=user, metadata=metadata, path_param=path_param
-            )
+            with envd.transfers.transfer():
+                files = await _upload_multipart(
+                    request, user=user, metadata=metadata, path_param=path_param
+                )
         else:
             if not path_param:
                 raise InvalidArgumentError("the path query parameter is required for a raw upload")
-            files = [
-                await _upload_raw(
-                    request, envd.path(path_param, user), user=user, metadata=metadata
-                )
-            ]
+            path = envd.path(path_param, user)
+            with envd.transfers.transfer():
+                files = [await _upload_raw(request, path, user=user, metadata=metadata)]
         return written_json(files)
 
     async def _upload_raw(

@@ -74,9 +74,10 @@ def routes(envd: Envd) -> list[Route]:
             if not declared.isdigit():
                 raise InvalidArgumentError("invalid Content-Length")
             length = int(declared)
-        size = await uploads.write_part(
-            upload_id, part=int(raw_part), body=decoded_body(request), length=length
-        )
+        with envd.transfers.transfer():
+            size = await uploads.write_part(
+                upload_id, part=int(raw_part), body=decoded_body(request), length=length
+            )
         return JSONResponse({"part": int(raw_part), "size": size})
 
     async def complete(request: Request) -> Response:
