@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import shutil
 import threading
 from collections.abc import AsyncIterator, Iterable, Mapping
 from ipaddress import IPv4Address
@@ -29,6 +30,7 @@ from hutch.shared.errors import (
     NotFoundError,
     ResourceExhaustedError,
 )
+from hutch.volumes.base import Usage
 
 
 class FakeSandboxes:
@@ -240,9 +242,29 @@ class FakeVolumeBackend:
         #: Set: this node sees no volume's data (as a node without the api's volumes dir).
         self.holds_nothing = False
 
-    async def host_path(self, volume_id: str) -> str:
-        if self.holds_nothing:
+        #: Volumes created here (``POST /v1/volumes``) and their quotas.
+        self.created: dict[str, int] = {}
+        self.deleted: list[str] = []
+
+    async def capacity_bytes(self) -> int:
+        return 1 << 40
+
+    async def create(self, volume_id: str, *, quota_bytes: int) -> None:
+        (self.root / volume_id).mkdir(parents=True)
+        self.created[volume_id] = quota_bytes
+
+    async def delete(self, volume_id: str) -> None:
+        shutil.rmtree(self.root / volume_id, ignore_errors=True)
+        self.created.pop(volume_id, None)
+        self.deleted.append(volume_id)
+
+    async def usage(self, volume_id: str) -> Usage:
+        if volume_id not in self.created:
             raise NotFoundError(f"volume {volume_id}: no image here")
+        return Usage(used_bytes=0, total_bytes=self.created[volume_id])
+
+    async def host_path(self, volume_id: str) -> str:
         path = self.root / volume_id
-        path.mkdir(parents=True, exist_ok=True)
+        if self.holds_nothing or not path.is_dir():
+            raise NotFoundError(f"volume {volume_id}: no image here")
         return str(path)

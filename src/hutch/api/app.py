@@ -45,6 +45,7 @@ from hutch.api.models import Sandbox
 from hutch.api.nodes.builds import ClusterBuilds
 from hutch.api.nodes.registry import NodeRegistry
 from hutch.api.nodes.router import ClusterTemplates, NodeRouter
+from hutch.api.nodes.volumes import ClusterVolumeHosts
 from hutch.api.nodes_model import Registered
 from hutch.api.service.artifacts import ArtifactService
 from hutch.api.service.build_files import BuildFileSweeper
@@ -82,7 +83,7 @@ from hutch.api.service.template_imports import ImportJobs, ImportPolicy, Templat
 from hutch.api.service.template_tags import TemplateTagService
 from hutch.api.service.templates import TemplateService
 from hutch.api.service.usage import UsageSampler
-from hutch.api.service.volumes import VolumePolicy, VolumeService
+from hutch.api.service.volumes import VolumeHosts, VolumePolicy, VolumeService
 from hutch.api.settings import ApiSettings
 from hutch.api.store.base import (
     ApiKeyStore,
@@ -131,14 +132,17 @@ class ApiStore(Protocol):
     def usage(self) -> UsageSampleStore: ...
 
 
-def build_volume_backends(settings: ApiSettings) -> dict[str, VolumeBackend]:
-    """The volume backends ``settings`` configure, by name."""
+def build_volume_backends(settings: ApiSettings, *, local: bool = True) -> dict[str, VolumeBackend]:
+    """The volume backends ``settings`` configure, by name; ``local`` False: not the local
+    one (an api with membership reaches each node's over the node API, ADR 0034)."""
     from hutch.volumes.local import LocalVolumeBackend
 
-    local = LocalVolumeBackend(
-        settings.effective_volumes_dir(), reserve_bytes=settings.volume_reserve_mb << 20
-    )
-    backends: dict[str, VolumeBackend] = {local.name: local}
+    backends: dict[str, VolumeBackend] = {}
+    if local:
+        made = LocalVolumeBackend(
+            settings.effective_volumes_dir(), reserve_bytes=settings.volume_reserve_mb << 20
+        )
+        backends[made.name] = made
     if settings.volume_s3_bucket:
         from hutch.volumes.s3 import S3VolumeBackend
 
@@ -168,6 +172,8 @@ class Cluster:
     #: SDK builds placed on a node (``BuildRunner`` for an api with no runner); None over a
     #: store that keeps no build archives.
     builds: ClusterBuilds | None = None
+    #: Where local volumes live: a node each, over the node API (ADR 0034).
+    volumes: ClusterVolumeHosts | None = None
 
 
 def build_cluster(
@@ -254,6 +260,7 @@ def build_cluster(
             if build_files is not None
             else None
         ),
+        volumes=ClusterVolumeHosts(clients=registry, list_nodes=store.nodes.list_nodes),
     )
 
 
@@ -272,6 +279,7 @@ def build_context(
     node: NodeClient,
     store: ApiStore,
     volume_backends: dict[str, VolumeBackend],
+    volume_hosts: VolumeHosts | None = None,
     clock: Clock = utc_now,
     builder: TemplateBuilder | None = None,
     build_runner: BuildRunner | None = None,
@@ -306,6 +314,7 @@ def build_context(
         ),
         clock=clock,
         kill_sandbox=kill_for_volume,
+        hosts=volume_hosts,
     )
     quotas = QuotaService(teams=store.teams, defaults=settings.team_quota_defaults())
     volumes.quotas = quotas
@@ -451,6 +460,7 @@ def create_app(
     clock: Clock = utc_now,
     run_reaper: bool = True,
     volume_backends: dict[str, VolumeBackend] | None = None,
+    volume_hosts: VolumeHosts | None = None,
     builder: TemplateBuilder | None = None,
     build_runner: BuildRunner | None = None,
     on_context: Callable[[HttpContext], None] | None = None,
@@ -491,15 +501,12 @@ def create_app(
             the_store = opened
         coordination = _coordination(the_store, settings)
         leader: Leadership = coordination.leader if coordination else AlwaysLeader()
-        # Backends handed in belong to the caller (serve shares them with the node);
-        # the ones made here are closed (host mounts released) at shutdown.
-        own_backends = build_volume_backends(settings) if volume_backends is None else {}
-        backends = volume_backends if volume_backends is not None else own_backends
         registry: NodeRegistry | None = None
         artifacts: ArtifactService | None = None
         the_node, the_cluster = node, cluster
         template_deletes: TemplateBuilder | None = None
         the_runner = build_runner
+        built_volumes: ClusterVolumeHosts | None = None
         if cluster is None and settings.effective_cluster_token():
             # A scale-out api: nodes register here, calls go to each sandbox's node; their
             # routes are the store's (the edge proxy reads them) unless ``routes`` is given.
@@ -507,6 +514,7 @@ def create_app(
                 settings, store=the_store, routes=routes if routes is not None else NoRoutes()
             )
             registry, the_cluster = built.registry, built.context
+            built_volumes = built.volumes
             app.state.cluster = the_cluster
             if the_node is None:
                 the_node, artifacts = built.node, built.artifacts
@@ -516,11 +524,25 @@ def create_app(
                     the_runner = built.builds  # SDK builds placed on a node
         if the_node is None:
             raise ValueError("create_app needs a node client, or a cluster token to route")
+        # Local volumes live on nodes (ADR 0034): over the node API when calls are routed
+        # to registered nodes (``volume_hosts``: serve's; or the cluster built here); an
+        # api handed a node client without membership keeps them in its own directory
+        # (the tests' fake node; a configured node list sharing that directory).
+        hosts = volume_hosts
+        if hosts is None and node is None and built_volumes is not None:
+            hosts = built_volumes
+        # Backends handed in belong to the caller; the ones made here are closed (host
+        # mounts released) at shutdown.
+        own_backends = (
+            build_volume_backends(settings, local=hosts is None) if volume_backends is None else {}
+        )
+        backends = volume_backends if volume_backends is not None else own_backends
         ctx, reaper = build_context(
             settings,
             node=the_node,
             store=the_store,
             volume_backends=backends,
+            volume_hosts=hosts,
             clock=clock,
             builder=builder,
             build_runner=the_runner,

@@ -375,7 +375,8 @@ class Volume:
     #: Signs the volume's content tokens; never leaves the server.
     token_secret: str
     created_at: datetime
-    #: A local volume's node: where its first mount ran (ADR 0034); None: not yet, or S3.
+    #: A local volume's node, chosen at create (ADR 0034); None: S3, or a local volume made
+    #: before volumes lived on nodes (claimed by the first call that needs its node).
     node_id: str | None = None
 
 

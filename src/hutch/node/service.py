@@ -137,6 +137,13 @@ class NodeService:
         self._volumes = dict(volumes or {})
         self._killed_logs: OrderedDict[str, tuple[EnvdLogEntry, ...]] = OrderedDict()
 
+    def local_volumes(self) -> VolumeBackend:
+        """The backend holding this node's local volumes (``/v1/volumes``, ADR 0034)."""
+        backend = self._volumes.get("local")
+        if backend is None:
+            raise UnavailableError(f"node {self.identity.node_id} holds no local volumes")
+        return backend
+
     def sandbox_count(self) -> int:
         """How many sandboxes the node runs (or holds paused)."""
         return len(self._sandboxes.list())
@@ -203,11 +210,10 @@ class NodeService:
             try:
                 host = await backend.host_path(mount.volume_id)
             except NotFoundError as exc:
-                # A local volume's image is where the api created it (ADR 0034): a node that
-                # does not see that directory refuses, and the create goes to another node.
+                # A local volume's image is on the node that created it (ADR 0034), where
+                # placement sends every sandbox that mounts it: not here.
                 raise UnavailableError(
-                    f"volume {mount.volume_id}: its data is not on node "
-                    f"{self.identity.node_id} (it does not share the api's volumes directory)",
+                    f"volume {mount.volume_id}: its data is not on node {self.identity.node_id}",
                     error_code="volume_node_unavailable",
                 ) from exc
             binds.append((Path(host), mount.path))

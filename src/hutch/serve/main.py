@@ -92,7 +92,8 @@ async def serve(settings: ServeSettings) -> None:
         )  # fmt: skip
         await node.manager.start()
         await node.egress.start()  # on the gateway address, which start() made sure of
-        # One set of volume backends for the api (content API) and the node (mounts).
+        # Local volumes are the node's (ADR 0034): the api reaches them over the node API
+        # like any api; it serves only the backends without a node (S3) itself.
         volume_backends = build_volume_backends(api_settings)
         service = build_node_service(
             node,
@@ -143,7 +144,10 @@ async def serve(settings: ServeSettings) -> None:
                     builder=client,
                     build_runner=client,
                     on_context=_wire_auto_resume(catalog),
-                    volume_backends=volume_backends,
+                    volume_backends={
+                        name: b for name, b in volume_backends.items() if name != "local"
+                    },
+                    volume_hosts=cluster.volumes,
                     node_status=client,
                     cluster=cluster.context,
                     mounts=dashboard.routes() if dashboard is not None else (),

@@ -88,6 +88,63 @@ class VolumeMount(_Wire):
     path: str
 
 
+class CreateVolume(_Wire):
+    """``POST /v1/volumes``: make an empty local volume (its ext4 image) on this node."""
+
+    volume_id: str
+    quota_bytes: int = Field(gt=0)
+
+
+class VolumeCapacity(_Wire):
+    """``GET /v1/volumes``: the largest quota a new volume may have on this node now."""
+
+    capacity_bytes: int
+
+
+class VolumeUsage(_Wire):
+    """``GET /v1/volumes/{id}/usage``: what the volume's files use and what it may hold."""
+
+    used_bytes: int
+    total_bytes: int
+
+
+class VolumeEntry(_Wire):
+    """One file, directory or symlink of a volume (``volumes.base.EntryStat``); times are
+    Unix seconds."""
+
+    name: str
+    type: str
+    path: str
+    size: int
+    mode: int
+    uid: int
+    gid: int
+    atime: float
+    mtime: float
+    ctime: float
+    target: str | None = None
+    metadata: dict[str, str] = Field(default_factory=dict)
+
+
+class VolumeEntries(_Wire):
+    """``GET /v1/volumes/{id}/dir``."""
+
+    entries: list[VolumeEntry]
+
+
+class MoveVolumeEntry(_Wire):
+    """``POST /v1/volumes/{id}/move``."""
+
+    src: str
+    dst: str
+
+
+#: ``PUT /v1/volumes/{id}/file``: the new file's ``user.e2b.*`` metadata, as a JSON object.
+VOLUME_METADATA_HEADER = "X-Hutch-Volume-Metadata"
+#: ``GET /v1/volumes/{id}/file``: the whole file's size (the body may be a range of it).
+VOLUME_FILE_SIZE_HEADER = "X-Hutch-File-Size"
+
+
 class Egress(_Wire):
     """A sandbox's egress policy (``shared/egress.py``): ``PUT /v1/sandboxes/{id}/network``
     and part of a create. The node validates it again."""

@@ -127,10 +127,17 @@ async def test_http_client_reconcile_reports_adopted_and_removed(
 async def test_http_client_volume_mounts_become_bind_mounts(
     wired_node: WiredNode, node_client: HttpNodeClient
 ) -> None:
-    mount = VolumeMountSpec(volume_id="vol1", backend="local", path="/data")
+    vid = "vol00000000000000000001"
+    mount = VolumeMountSpec(volume_id=vid, backend="local", path="/data")
+    # Not created on this node: refused as a volume whose data is elsewhere (ADR 0034).
+    with pytest.raises(UnavailableError, match="its data is not on node node-a") as refused:
+        await node_client.create(spec("sbx2", volume_mounts=(mount,)))
+    assert refused.value.error_code == "volume_node_unavailable"
+    await node_client.volumes.create(vid, quota_bytes=8 << 20)
+    assert wired_node.volumes.created == {vid: 8 << 20}
     await node_client.create(spec("sbx3", volume_mounts=(mount,)))
     binds = list(wired_node.sandboxes.requests[-1].volume_mounts)
-    assert binds == [(wired_node.volumes.root / "vol1", "/data")]
+    assert binds == [(wired_node.volumes.root / vid, "/data")]
     s3 = VolumeMountSpec(volume_id="vol2", backend="s3", path="/data")
     with pytest.raises(InvalidArgumentError, match="cannot be mounted here"):
         await node_client.create(spec("sbx4", volume_mounts=(s3,)))

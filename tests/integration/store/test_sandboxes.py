@@ -298,42 +298,48 @@ async def test_volume_mounts_of_many_sandboxes_in_one_query(
     assert await store.volumes.mounts_of_many([]) == {}
 
 
-async def test_a_local_volume_is_claimed_by_its_first_mounts_node(
+async def test_a_local_volume_keeps_the_node_it_was_created_on(
     store: SqlStore, team_id: TeamID
 ) -> None:
-    """ADR 0034: the first mount's node is recorded with the mount; a mount on another
-    node after that (a create that raced the first) is refused and records nothing; an
-    S3 volume is nobody's."""
+    """ADR 0034: a local volume's node is recorded at create; a mount on another node is
+    refused and records nothing; a volume made without a node (before volumes lived on
+    nodes) is claimed once, by its first mount or by ``claim_volume_node``, and two claims
+    agree; an S3 volume is nobody's."""
     from hutch.api.models import VolumeMount
     from hutch.api.store.volumes import VolumeNodeTaken
     from hutch.shared.ids import VolumeID
 
     local, s3 = VolumeID("vol00000000000000000011"), VolumeID("vol00000000000000000012")
-    for vid, name, backend in ((local, "data", "local"), (s3, "blobs", "s3")):
+    old, older = VolumeID("vol00000000000000000013"), VolumeID("vol00000000000000000014")
+    for vid, name, backend, node in (
+        (local, "data", "local", "n1"), (s3, "blobs", "s3", None),
+        (old, "old", "local", None), (older, "older", "local", None),
+    ):  # fmt: skip
         await store.volumes.create_volume(
             volume_id=vid, team_id=team_id, name=name, quota_bytes=1 << 20, backend=backend,
-            token_secret="s",
+            token_secret="s", node_id=node,
         )  # fmt: skip
-    assert await store.sandboxes.volume_nodes([local, s3]) == {}
+    assert await store.sandboxes.volume_nodes([local, s3, old]) == {local: "n1"}
+    assert (await store.volumes.get_volume(local, team_id=team_id)).node_id == "n1"
     a = (await store.sandboxes.create_sandbox(new_sandbox(team_id, node_id="n1"))).sandbox
-    b = (await store.sandboxes.create_sandbox(new_sandbox(team_id, node_id="n1"))).sandbox
+    b = (await store.sandboxes.create_sandbox(new_sandbox(team_id, node_id="n2"))).sandbox
     mounts = [
         VolumeMount(volume_id=local, name="data", path="/mnt/d"),
         VolumeMount(volume_id=s3, name="blobs", path="/mnt/b", backend="s3"),
     ]
     await store.volumes.add_mounts(a.id, mounts, node_id="n1")
-    assert await store.sandboxes.volume_nodes([local, s3]) == {local: "n1"}
     with pytest.raises(VolumeNodeTaken) as taken:
         await store.volumes.add_mounts(b.id, mounts, node_id="n2")
     assert (taken.value.volume_id, taken.value.node_id) == (local, "n1")
     assert taken.value.error_code == "volume_node_unavailable"
     assert await store.volumes.mounts_of(b.id) == []  # the refused mount left no row
-    await store.volumes.add_mounts(b.id, mounts, node_id="n1")  # its own node: fine
-    assert (await store.volumes.get_volume(local, team_id=team_id)).node_id == "n1"
-    # A rolled-back create releases the claim only once no sandbox row mounts it there.
-    await store.sandboxes.delete_sandbox(a.id, team_id=None)
-    await store.volumes.release_nodes([local])
-    assert await store.sandboxes.volume_nodes([local]) == {local: "n1"}  # b still does
-    await store.sandboxes.delete_sandbox(b.id, team_id=None)
-    await store.volumes.release_nodes([local])
-    assert await store.sandboxes.volume_nodes([local]) == {}
+    # A volume without a node: its first mount claims it.
+    await store.volumes.add_mounts(
+        b.id, [VolumeMount(volume_id=old, name="old", path="/o")], node_id="n2"
+    )
+    assert await store.sandboxes.volume_nodes([old]) == {old: "n2"}
+    assert await store.volumes.claim_volume_node(old, "n1") == "n2"  # claimed already
+    assert await store.volumes.claim_volume_node(older, "n1") == "n1"
+    assert await store.volumes.claim_volume_node(older, "n2") == "n1"
+    with pytest.raises(NotFoundError):
+        await store.volumes.claim_volume_node(VolumeID("vol00000000000000000099"), "n1")

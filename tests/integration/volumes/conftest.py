@@ -1,12 +1,14 @@
 """One backend test suite, run against every ``VolumeBackend`` (``backend`` fixture): the
-local ext4 backend, and the S3 backend against a real ``moto`` server on loopback."""
+local ext4 backend, the same behind the node API (``node``: the api's ``NodeVolumes`` over
+``HttpNodeClient`` to a real node app whose local backend is real, ADR 0034), and the S3
+backend against a real ``moto`` server on loopback."""
 
 from __future__ import annotations
 
 import contextlib
 import os
 import shutil
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -18,7 +20,7 @@ from tests.s3server import moto_server as run_moto
 
 __all__ = ["S3_ENV", "make_s3_backend"]
 
-BACKENDS = ["local", "s3"]
+BACKENDS = ["local", "node", "s3"]
 
 
 @pytest.fixture(scope="session")
@@ -50,10 +52,41 @@ def _local(tmp_path: Path) -> VolumeBackend:
     return LocalVolumeBackend(tmp_path / "volumes", reserve_bytes=0)
 
 
+async def _over_the_node_api(
+    local: VolumeBackend, closing: list[Callable[[], Awaitable[None]]]
+) -> VolumeBackend:
+    """``local`` behind a real node app, as the api reaches it (``HttpNodeClient.volumes``)."""
+    import httpx
+
+    from hutch.api.nodes.http_client import HttpNodeClient
+    from hutch.node.http.app import create_node_app
+    from hutch.node.service import NodeIdentity, NodeService
+    from tests.fakes.sandboxes import FakeSamples, FakeSandboxes, FakeTemplates
+
+    service = NodeService(
+        identity=NodeIdentity(node_id="node-v", version="9.9", runtime="fake",
+                              max_sandboxes=1, pool_sizes={}),
+        sandboxes=FakeSandboxes(capacity=1), sampler=FakeSamples(),
+        templates=FakeTemplates(),  # type: ignore[arg-type]  # duck-typed TemplateManager
+        volumes={"local": local},
+    )  # fmt: skip
+    app = create_node_app(service, token="t")
+    client = await HttpNodeClient.connect(
+        "http://node", token="t", transport=httpx.ASGITransport(app=app)
+    )
+    closing.append(client.aclose)
+    return client.volumes  # type: ignore[return-value]
+
+
 @pytest.fixture(params=BACKENDS)
 async def backend(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[VolumeBackend]:
+    closing: list[Callable[[], Awaitable[None]]] = []
     if request.param == "s3":
         made = make_s3_backend(request.getfixturevalue("moto_server"))
+    elif request.param == "node":
+        local = _local(tmp_path)
+        closing.append(local.aclose)
+        made = await _over_the_node_api(local, closing)
     else:
         made = _local(tmp_path)
     created: list[str] = []
@@ -71,3 +104,5 @@ async def backend(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterat
             with contextlib.suppress(Exception):  # best-effort cleanup of test volumes
                 await made.delete(vid)
         await made.aclose()
+        for close in reversed(closing):
+            await close()

@@ -32,11 +32,11 @@ async def list_volumes(request: Request) -> Response:
 
 async def get_volume(request: Request) -> Response:
     """``GET /volumes/{idOrName}`` → 200 ``VolumeAndToken`` with a fresh token, plus the
-    volume's used and total bytes."""
+    volume's used and total bytes (left out while its node is unavailable)."""
     team = await authenticate(request)
     service = context(request).volumes
     volume = await service.get(team_id=team.id, id_or_name=request.path_params["volume_id"])
-    usage = await service.usage(volume)
+    usage = await service.usage_if_reachable(volume)
     return JSONResponse(volume_body(volume, token=service.issue_token(volume), usage=usage))
 
 

@@ -20,6 +20,7 @@ from pydantic import BaseModel
 
 from hutch.api.nodes.errors import from_response, from_wire, transport_errors
 from hutch.api.nodes.observe import ObservedTransport
+from hutch.api.nodes.volumes import NodeVolumes
 from hutch.api.service.node_status import NodeStatus, PoolFill
 from hutch.api.service.ports import (
     BuildFailedError,
@@ -89,6 +90,11 @@ class HttpNodeClient:
     def node_id(self) -> NodeID:
         """See ``NodeClient.node_id``: the id the node answered with."""
         return NodeID(self.info.node_id)
+
+    @property
+    def volumes(self) -> NodeVolumes:
+        """The node's local volumes (``/v1/volumes``), on this client's connections."""
+        return NodeVolumes(self._http, node_id=self.node_id)
 
     # ---- plumbing ------------------------------------------------------------------------
 

@@ -287,7 +287,6 @@ class VolumeMounts(Protocol):
     async def record_mounts(
         self, sandbox_id: SandboxID, mounts: Sequence[VolumeMount], *, node_id: str | None = None
     ) -> None: ...
-    async def release_nodes(self, mounts: Sequence[VolumeMount]) -> None: ...
     def mount_specs(self, mounts: Sequence[VolumeMount]) -> list[VolumeMountSpec]: ...
     async def mounts_of(self, sandbox_id: SandboxID) -> list[VolumeMountSpec]: ...
 
@@ -581,13 +580,6 @@ class SandboxService:
             # Cancellation too: a half-made sandbox must not outlive its request. Shielded
             # so that a second cancellation cannot interrupt the rollback itself.
             await asyncio.shield(self._roll_back(sandbox.id, exc))
-            if mounts and self._volumes is not None:
-                # A refused first mount must not leave its volume claimed by that node.
-                try:
-                    await asyncio.shield(self._volumes.release_nodes(mounts))
-                except Exception as release_exc:  # the claim stays: never a wrong node
-                    _log.warning("sandbox %s: releasing its volumes' node failed: %r",
-                                 sandbox.id, release_exc)  # fmt: skip
             if isinstance(exc, SandboxStateConflictError):
                 raise ConflictError(
                     f"sandbox {sandbox.id} was killed while it was being created"

@@ -14,6 +14,13 @@ content operations behind the volume token (docs/volumes.md).
   or ``/.hutch``, each path once, none inside another). They are recorded with the sandbox
   before the node mounts anything, so a volume ``DELETE`` sees them: 409 naming the
   sandboxes, or with ``force`` those sandboxes are killed first.
+* Where the data is (ADR 0034): a ``local`` volume's ext4 image is on one node, chosen at
+  create (``VolumeHosts.choose``: the ready node with the most free disk) and recorded in
+  ``volumes.node_id``; every call about it (create, delete, usage, the content API) goes to
+  that node (``VolumeHosts.on``: the node API's ``/v1/volumes`` in a cluster and in ``hutch
+  serve``). Its node lost or not answering: 503 ``volume_node_unavailable`` naming the
+  volume and the node, and nothing changes (a delete keeps the row, to be retried). Other
+  backends (S3) have no node: the api serves them itself.
 * Create order: row first (the name's uniqueness is the store's), then the backend; the row
   is removed again if the backend fails. Delete: backend first, then the row.
 """
@@ -29,7 +36,7 @@ import secrets
 from collections.abc import AsyncIterable, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Final
+from typing import Final, Protocol, TypeVar
 
 from hutch.api.models import Team, Volume, VolumeMount
 from hutch.api.service.ports import VolumeMountSpec
@@ -41,11 +48,13 @@ from hutch.shared.errors import (
     InvalidArgumentError,
     NotFoundError,
     UnauthenticatedError,
+    UnavailableError,
 )
-from hutch.shared.ids import SandboxID, TeamID, is_volume_id, new_volume_id
+from hutch.shared.ids import NodeID, SandboxID, TeamID, is_volume_id, new_volume_id
 from hutch.volumes.base import EntryStat, FileContent, Owner, Usage, VolumeBackend, normalize_path
 
 MIB: Final = 1 << 20
+_T = TypeVar("_T")
 _NAME_RE: Final = re.compile(r"^[a-zA-Z0-9_-]{1,255}$")
 
 
@@ -95,6 +104,29 @@ def check_mount_path(path: str) -> str:
     return norm
 
 
+class VolumeHosts(Protocol):
+    """Where ``local`` volumes live: a node each (ADR 0034)."""
+
+    async def choose(self, *, quota_bytes: int) -> NodeID:
+        """The node a new volume of ``quota_bytes`` goes to (``UnavailableError``: none)."""
+        ...
+
+    async def on(self, node_id: NodeID) -> VolumeBackend:
+        """The local volumes of ``node_id`` (``UnavailableError``: lost or unreachable)."""
+        ...
+
+
+def _node_unavailable(volume: Volume, node_id: str | None, exc: HutchError) -> UnavailableError:
+    """The 503 of a call about a local volume whose node cannot answer it."""
+    return UnavailableError(
+        f"volume {volume.name} ({volume.id}) lives on node {node_id}, which cannot be "
+        f"reached: {exc.message}",
+        public_message=f"Volume '{volume.name}' ({volume.id}) lives on node {node_id}, "
+        f"which is unavailable right now ({exc.public_message}); retry later",
+        error_code="volume_node_unavailable",
+    )
+
+
 def _sign(secret: str, payload: str) -> str:
     return hmac.new(secret.encode(), payload.encode(), hashlib.sha256).hexdigest()
 
@@ -110,24 +142,62 @@ class VolumeService:
         policy: VolumePolicy,
         clock: Clock = utc_now,
         kill_sandbox: KillSandbox | None = None,
+        hosts: VolumeHosts | None = None,
     ) -> None:
         self._kill_sandbox = kill_sandbox
+        #: Where local volumes live (None: only the ``backends`` given, no nodes).
+        self._hosts = hosts
         self._store = volumes
         #: The team quotas (``maxVolumeBytes``), set by ``app.py``; None: no check.
         self.quotas: QuotaService | None = None
         self._backends = dict(backends)
         self._policy = policy
         self._clock = clock
-        if policy.backend not in self._backends:
+        if not self._on_nodes(policy.backend) and policy.backend not in self._backends:
             raise ValueError(f"volume backend {policy.backend!r} is not configured")
 
+    def _on_nodes(self, backend: str) -> bool:
+        return backend == "local" and self._hosts is not None
+
     def backend_for(self, volume: Volume) -> VolumeBackend:
+        """The api's own backend of ``volume`` (one without a node: S3)."""
         try:
             return self._backends[volume.backend]
         except KeyError:
             raise HutchError(
                 f"volume {volume.id}: backend {volume.backend!r} not configured"
             ) from None
+
+    async def _node_of(self, volume: Volume) -> NodeID:
+        if volume.node_id is not None:
+            return NodeID(volume.node_id)
+        # Made before volumes lived on nodes (``hutch serve``'s api and node shared the
+        # directory): adopted by the node a new volume would go to, its one node in serve.
+        assert self._hosts is not None
+        chosen = await self._hosts.choose(quota_bytes=volume.quota_bytes)
+        return await self._store.claim_volume_node(volume.id, chosen)
+
+    async def _backend(self, volume: Volume) -> tuple[VolumeBackend, NodeID | None]:
+        if not self._on_nodes(volume.backend):
+            return self.backend_for(volume), None
+        assert self._hosts is not None
+        node_id = await self._node_of(volume)
+        try:
+            return await self._hosts.on(node_id), node_id
+        except (UnavailableError, NotFoundError) as exc:
+            raise _node_unavailable(volume, node_id, exc) from exc
+
+    async def _on(self, volume: Volume, call: Callable[[VolumeBackend], Awaitable[_T]]) -> _T:
+        """``call`` with the volume's backend; its node not answering is the 503."""
+        backend, node_id = await self._backend(volume)
+        if node_id is None:
+            return await call(backend)
+        try:
+            return await call(backend)
+        except UnavailableError as exc:
+            if exc.error_code:  # the node's own, precise answer
+                raise
+            raise _node_unavailable(volume, node_id, exc) from exc
 
     # -- tokens ------------------------------------------------------------------------
 
@@ -185,8 +255,23 @@ class VolumeService:
         quota = size_mb * MIB
         # maxVolumeBytes: reserved by the store in the insert's transaction.
         limit = None if self.quotas is None else await self.quotas.volume_limit(team.id)
-        backend = self._backends[self._policy.backend]
-        capacity = await backend.capacity_bytes()
+        node_id: NodeID | None = None
+        if self._on_nodes(self._policy.backend):
+            assert self._hosts is not None
+            node_id = await self._hosts.choose(quota_bytes=quota)
+            try:
+                backend = await self._hosts.on(node_id)
+                capacity = await backend.capacity_bytes()
+            except (UnavailableError, NotFoundError) as exc:
+                raise UnavailableError(
+                    f"node {node_id}, chosen for a new volume, cannot be reached: {exc.message}",
+                    public_message=f"The node chosen for the volume ({node_id}) is unavailable "
+                    "right now; retry",
+                    error_code="volume_node_unavailable",
+                ) from exc
+        else:
+            backend = self._backends[self._policy.backend]
+            capacity = await backend.capacity_bytes()
         if quota > capacity:
             raise InvalidArgumentError(
                 f"sizeMB {size_mb}: more than this node can hold ({capacity // MIB} MiB free)"
@@ -196,9 +281,10 @@ class VolumeService:
             team_id=team.id,
             name=name,
             quota_bytes=quota,
-            backend=backend.name,
+            backend=self._policy.backend,
             token_secret=secrets.token_hex(32),
             max_total_bytes=limit,
+            node_id=node_id,
         )
         try:
             await backend.create(volume.id, quota_bytes=quota)
@@ -214,7 +300,17 @@ class VolumeService:
         return await self._store.get_volume(id_or_name, team_id=team_id)
 
     async def usage(self, volume: Volume) -> Usage:
-        return await self.backend_for(volume).usage(volume.id)
+        return await self._on(volume, lambda b: b.usage(volume.id))
+
+    async def usage_if_reachable(self, volume: Volume) -> Usage | None:
+        """:meth:`usage`, or None while the volume's node is unavailable (``GET
+        /volumes/{id}`` still answers, with a token; its content calls are the 503)."""
+        try:
+            return await self.usage(volume)
+        except UnavailableError as exc:
+            if exc.error_code != "volume_node_unavailable":
+                raise
+            return None
 
     async def delete(self, *, team_id: TeamID, id_or_name: str, force: bool = False) -> Volume:
         """Delete the volume and its data. Mounted by live sandboxes: 409 naming them, or
@@ -227,12 +323,19 @@ class VolumeService:
                 public_message=f"Volume '{volume.name}' is mounted by running sandboxes: "
                 f"{', '.join(mounting)}; kill them first or delete with force=true",
             )
+        # Its node first: unavailable, nothing is killed and the row stays (503, retry).
+        backend, node_id = await self._backend(volume)
         for sandbox_id in mounting:
             if self._kill_sandbox is None:
                 raise HutchError("no way to kill the sandboxes mounting a volume")
             with contextlib.suppress(NotFoundError):  # killed meanwhile
                 await self._kill_sandbox(team_id, sandbox_id)
-        await self.backend_for(volume).delete(volume.id)
+        try:
+            await backend.delete(volume.id)
+        except UnavailableError as exc:
+            if node_id is None or exc.error_code:
+                raise
+            raise _node_unavailable(volume, node_id, exc) from exc
         await self._store.delete_volume(volume.id, team_id=team_id)
         return volume
 
@@ -256,7 +359,9 @@ class VolumeService:
                 raise NotFoundError(
                     f"volume {name!r} not found", public_message=f"Volume '{name}' not found"
                 )
-            if not getattr(self.backend_for(volume), "mountable", False):
+            if not self._on_nodes(volume.backend) and not getattr(
+                self.backend_for(volume), "mountable", False
+            ):
                 raise InvalidArgumentError(
                     f"volumeMounts: volume {volume.name!r} is on the {volume.backend!r} "
                     "backend, which sandboxes cannot mount"
@@ -275,14 +380,10 @@ class VolumeService:
     async def record_mounts(
         self, sandbox_id: SandboxID, mounts: Sequence[VolumeMount], *, node_id: str | None = None
     ) -> None:
-        """Record the mounts; the sandbox's ``node_id`` claims its unclaimed local volumes
-        (ADR 0034: a local volume lives on the node of its first mount)."""
+        """Record the mounts; ``VolumeNodeTaken`` when a local volume lives on another node
+        than the sandbox's (placement pins them, ADR 0034; a volume made before volumes
+        had nodes is claimed by its first mount's node here)."""
         await self._store.add_mounts(sandbox_id, mounts, node_id=node_id)
-
-    async def release_nodes(self, mounts: Sequence[VolumeMount]) -> None:
-        """After a create's rollback: local volumes its mount claimed, and that nothing
-        else on that node mounts, have no node again (the next create may go anywhere)."""
-        await self._store.release_nodes([m.volume_id for m in mounts if m.backend == "local"])
 
     async def mounts_of(self, sandbox_id: SandboxID) -> list[VolumeMountSpec]:
         """The volumes ``sandbox_id`` mounts (to bind them again when it reboots)."""
@@ -306,16 +407,19 @@ class VolumeService:
     # -- content -----------------------------------------------------------------------
 
     async def stat(self, volume: Volume, path: str) -> EntryStat:
-        return await self.backend_for(volume).stat(volume.id, normalize_path(path))
+        rel = normalize_path(path)
+        return await self._on(volume, lambda b: b.stat(volume.id, rel))
 
     async def list_dir(self, volume: Volume, path: str, *, depth: int) -> list[EntryStat]:
-        return await self.backend_for(volume).list_dir(volume.id, normalize_path(path), depth=depth)
+        rel = normalize_path(path)
+        return await self._on(volume, lambda b: b.list_dir(volume.id, rel, depth=depth))
 
     async def make_dir(
         self, volume: Volume, path: str, *, owner: Owner, parents: bool
     ) -> EntryStat:
-        return await self.backend_for(volume).make_dir(
-            volume.id, normalize_path(path), owner=owner, parents=parents
+        rel = normalize_path(path)
+        return await self._on(
+            volume, lambda b: b.make_dir(volume.id, rel, owner=owner, parents=parents)
         )
 
     async def write_file(
@@ -327,22 +431,24 @@ class VolumeService:
         owner: Owner,
         metadata: Mapping[str, str],
     ) -> EntryStat:
-        return await self.backend_for(volume).write_file(
-            volume.id, normalize_path(path), chunks, owner=owner, metadata=metadata
+        rel = normalize_path(path)
+        return await self._on(
+            volume,
+            lambda b: b.write_file(volume.id, rel, chunks, owner=owner, metadata=metadata),
         )
 
     async def open_file(self, volume: Volume, path: str) -> FileContent:
-        return await self.backend_for(volume).open_file(volume.id, normalize_path(path))
+        rel = normalize_path(path)
+        return await self._on(volume, lambda b: b.open_file(volume.id, rel))
 
     async def remove(self, volume: Volume, path: str) -> None:
-        await self.backend_for(volume).remove(volume.id, normalize_path(path))
+        rel = normalize_path(path)
+        await self._on(volume, lambda b: b.remove(volume.id, rel))
 
     async def move(self, volume: Volume, src: str, dst: str) -> EntryStat:
-        return await self.backend_for(volume).move(
-            volume.id, normalize_path(src), normalize_path(dst)
-        )
+        rel_src, rel_dst = normalize_path(src), normalize_path(dst)
+        return await self._on(volume, lambda b: b.move(volume.id, rel_src, rel_dst))
 
     async def set_attrs(self, volume: Volume, path: str, *, owner: Owner) -> EntryStat:
-        return await self.backend_for(volume).set_attrs(
-            volume.id, normalize_path(path), owner=owner
-        )
+        rel = normalize_path(path)
+        return await self._on(volume, lambda b: b.set_attrs(volume.id, rel, owner=owner))

@@ -20,7 +20,7 @@ from hutch.shared.errors import (
     QuotaExceededError,
     UnavailableError,
 )
-from hutch.shared.ids import SandboxID, TeamID, VolumeID, is_volume_id
+from hutch.shared.ids import NodeID, SandboxID, TeamID, VolumeID, is_volume_id
 
 
 class VolumeNodeTaken(UnavailableError):
@@ -92,10 +92,12 @@ class SqlVolumeStore:
         backend: str,
         token_secret: str,
         max_total_bytes: int | None = None,
+        node_id: str | None = None,
     ) -> Volume:
-        """Insert a volume; :class:`AlreadyExistsError` if the team already has ``name``;
-        with ``max_total_bytes``, :class:`QuotaExceededError` if the team's volumes with
-        this one would be larger (checked in the insert's transaction)."""
+        """Insert a volume (``node_id``: the node holding a local volume's data, ADR
+        0034); :class:`AlreadyExistsError` if the team already has ``name``; with
+        ``max_total_bytes``, :class:`QuotaExceededError` if the team's volumes with this
+        one would be larger (checked in the insert's transaction)."""
         vol = Volume(
             id=volume_id,
             team_id=team_id,
@@ -104,6 +106,7 @@ class SqlVolumeStore:
             backend=backend,
             token_secret=token_secret,
             created_at=self._clock(),
+            node_id=node_id,
         )
         try:
             async with write_transaction(self._engine) as conn:
@@ -118,6 +121,7 @@ class SqlVolumeStore:
                         backend=vol.backend,
                         token_secret=vol.token_secret,
                         created_at=vol.created_at,
+                        node_id=node_id,
                     )
                 )
         except IntegrityError as exc:
@@ -180,9 +184,10 @@ class SqlVolumeStore:
     ) -> None:
         """Record that ``sandbox_id`` mounts these volumes (removed with the sandbox row).
 
-        With ``node_id`` (the sandbox's node), its local volumes that have no node yet are
-        claimed for it in the same transaction (ADR 0034); :class:`VolumeNodeTaken` when
-        one of them is another node's (a create that raced this one claimed it first)."""
+        With ``node_id`` (the sandbox's node), :class:`VolumeNodeTaken` when one of its
+        local volumes lives on another node (ADR 0034: placement pins them, so only a
+        volume whose node changed meanwhile); one without a node yet (made before volumes
+        lived on nodes) is claimed for it in the same transaction."""
         mounts = list(mounts)
         rows = [
             {"sandbox_id": sandbox_id, "volume_id": m.volume_id, "path": m.path} for m in mounts
@@ -207,27 +212,21 @@ class SqlVolumeStore:
                         raise VolumeNodeTaken(row.id, row.name, row.node_id)
             await conn.execute(sandbox_volume_mounts.insert(), rows)
 
-    async def release_nodes(self, volume_ids: Collection[str]) -> None:
-        """Forget the node of each of ``volume_ids`` that no sandbox row on that node mounts
-        any more (ADR 0034): a first mount whose create was rolled back (the node refused
-        it) claimed a node that never held the volume. The claim and its mount row commit
-        together, so a claim another create holds is never released here."""
-        ids = list(volume_ids)
-        if not ids:
-            return
-        v, m, s = volumes.c, sandbox_volume_mounts.c, sandboxes.c
-        still = (
-            select(m.volume_id)
-            .join(sandboxes, s.id == m.sandbox_id)
-            .where(m.volume_id == v.id, s.node_id == v.node_id)
-            .exists()
-        )
+    async def claim_volume_node(self, volume_id: VolumeID, node_id: str) -> NodeID:
+        """The node of ``volume_id``: ``node_id`` if it had none (a volume made before
+        volumes lived on nodes), else the one it has (a conditional ``UPDATE``, so two
+        racing claims agree)."""
+        v = volumes.c
         async with write_transaction(self._engine) as conn:
             await conn.execute(
                 update(volumes)
-                .where(v.id.in_(ids), v.node_id.is_not(None), ~still)
-                .values(node_id=None)
+                .where(v.id == volume_id, v.node_id.is_(None))
+                .values(node_id=node_id)
             )
+            held = (await conn.execute(select(v.node_id).where(v.id == volume_id))).scalar()
+        if held is None:
+            raise NotFoundError(f"volume {volume_id} not found")
+        return NodeID(held)
 
     async def mounting_sandboxes(self, volume_id: VolumeID) -> list[SandboxID]:
         """The sandboxes that mount ``volume_id`` and are not killed yet, by id."""

@@ -6,7 +6,7 @@ from starlette.applications import Starlette
 from starlette.middleware import Middleware
 
 from hutch.node import metrics
-from hutch.node.http import routes_artifacts, routes_sandboxes, routes_templates
+from hutch.node.http import routes_artifacts, routes_sandboxes, routes_templates, routes_volumes
 from hutch.node.http.auth import BearerAuth
 from hutch.node.http.errors import EXCEPTION_HANDLERS
 from hutch.node.service import NodeService
@@ -16,7 +16,12 @@ from hutch.shared.observe import Observe
 def create_node_app(service: NodeService, *, token: str | None) -> Starlette:
     """The node API over ``service``; every request must carry ``token`` (see ``auth.py``)."""
     app = Starlette(
-        routes=[*routes_sandboxes.ROUTES, *routes_templates.ROUTES, *routes_artifacts.ROUTES],
+        routes=[
+            *routes_sandboxes.ROUTES,
+            *routes_templates.ROUTES,
+            *routes_artifacts.ROUTES,
+            *routes_volumes.ROUTES,
+        ],
         middleware=[
             # Outermost: a refused token is still counted, logged and given a request id.
             Middleware(
