@@ -31,7 +31,7 @@ from hutch.shared.errors import (
     UnavailableError,
 )
 from hutch.shared.ids import SandboxID, TeamID, TemplateID
-from tests.integration.nodewire.conftest import WiredNode
+from tests.integration.nodewire.conftest import TOKEN, WiredNode
 
 
 def spec(sid: str, *, template: str = "busybox", **kw: object) -> SandboxSpec:
@@ -274,3 +274,32 @@ async def test_http_client_build_files_upload_streams(
     assert wired_node.templates.files["abc123"] == b"".join(bytes([i]) * 1000 for i in range(5))
     await node_client.delete("app")
     assert wired_node.templates.deleted == ["app"]
+
+
+async def test_node_volume_routes_refuse_bad_input_and_callers_without_the_token(
+    wired_node: WiredNode,
+) -> None:
+    """``/v1/volumes``: a name that is no volume id, a path with ``..``, bad metadata or a
+    bad range is 400 before the backend is asked; no token is 401 (ADR 0034)."""
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    vid = "vol00000000000000000002"
+    async with httpx.AsyncClient(transport=wired_node.transport(), base_url="http://node",
+                                 headers=auth) as http:  # fmt: skip
+        r = await http.post("/v1/volumes", json={"volume_id": "../etc", "quota_bytes": 1})
+        assert r.status_code == 400 and "not a volume id" in r.json()["message"]
+        r = await http.post("/v1/volumes", json={"volume_id": vid, "quota_bytes": 0})
+        assert r.status_code == 400
+        assert not wired_node.volumes.created
+        r = await http.get(f"/v1/volumes/{vid}/entry", params={"path": "a/../../x"})
+        assert r.status_code == 400 and "'..'" in r.json()["message"]
+        r = await http.put(f"/v1/volumes/{vid}/file", params={"path": "x"}, content=b"x",
+                           headers={"X-Hutch-Volume-Metadata": "[1]"})  # fmt: skip
+        assert r.status_code == 400 and "object of strings" in r.json()["message"]
+        r = await http.get(f"/v1/volumes/{vid}/file", params={"path": "x", "start": "-1"})
+        assert r.status_code == 400
+        r = await http.get(f"/v1/volumes/{vid}/usage")
+        assert r.status_code == 404  # never created here
+    async with httpx.AsyncClient(transport=wired_node.transport(), base_url="http://node") as h:
+        assert (await h.post("/v1/volumes", json={"volume_id": vid, "quota_bytes": 1})
+                ).status_code == 401  # fmt: skip
+    assert not wired_node.volumes.created

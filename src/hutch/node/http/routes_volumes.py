@@ -84,57 +84,58 @@ async def create(request: Request) -> Response:
 
 async def delete(request: Request) -> Response:
     """``DELETE /v1/volumes/{id}`` → 204 (also when there was none)."""
-    await _volumes(request).delete(_vid(request))
+    vid = _vid(request)
+    await _volumes(request).delete(vid)
     return Response(status_code=204)
 
 
 async def usage(request: Request) -> Response:
     """``GET /v1/volumes/{id}/usage`` → ``VolumeUsage``."""
-    used = await _volumes(request).usage(_vid(request))
+    vid = _vid(request)
+    used = await _volumes(request).usage(vid)
     return answer(wire.VolumeUsage(used_bytes=used.used_bytes, total_bytes=used.total_bytes))
 
 
 async def stat(request: Request) -> Response:
     """``GET /v1/volumes/{id}/entry?path=`` → ``VolumeEntry``."""
-    return answer(entry_out(await _volumes(request).stat(_vid(request), _path(request))))
+    vid, rel = _vid(request), _path(request)
+    return answer(entry_out(await _volumes(request).stat(vid, rel)))
 
 
 async def set_attrs(request: Request) -> Response:
     """``PATCH /v1/volumes/{id}/entry?path=&uid=&gid=&mode=`` → ``VolumeEntry``."""
-    entry = await _volumes(request).set_attrs(_vid(request), _path(request), owner=_owner(request))
+    vid, rel, owner = _vid(request), _path(request), _owner(request)
+    entry = await _volumes(request).set_attrs(vid, rel, owner=owner)
     return answer(entry_out(entry))
 
 
 async def remove(request: Request) -> Response:
     """``DELETE /v1/volumes/{id}/entry?path=`` → 204."""
-    await _volumes(request).remove(_vid(request), _path(request))
+    vid, rel = _vid(request), _path(request)
+    await _volumes(request).remove(vid, rel)
     return Response(status_code=204)
 
 
 async def list_dir(request: Request) -> Response:
     """``GET /v1/volumes/{id}/dir?path=&depth=`` → ``VolumeEntries``."""
-    depth = _int(request, "depth")
-    entries = await _volumes(request).list_dir(
-        _vid(request), _path(request), depth=1 if depth is None else depth
-    )
+    vid, rel, depth = _vid(request), _path(request), _int(request, "depth")
+    entries = await _volumes(request).list_dir(vid, rel, depth=1 if depth is None else depth)
     return answer(wire.VolumeEntries(entries=[entry_out(e) for e in entries]))
 
 
 async def make_dir(request: Request) -> Response:
     """``POST /v1/volumes/{id}/dir?path=&parents=&uid=&gid=&mode=`` → 201 ``VolumeEntry``."""
-    entry = await _volumes(request).make_dir(
-        _vid(request), _path(request), owner=_owner(request),
-        parents=request.query_params.get("parents") == "true",
-    )  # fmt: skip
+    vid, rel, owner = _vid(request), _path(request), _owner(request)
+    parents = request.query_params.get("parents") == "true"
+    entry = await _volumes(request).make_dir(vid, rel, owner=owner, parents=parents)
     return answer(entry_out(entry), status=201)
 
 
 async def move(request: Request) -> Response:
     """``POST /v1/volumes/{id}/move`` (``MoveVolumeEntry``) → ``VolumeEntry``."""
-    args = await body(request, wire.MoveVolumeEntry)
-    entry = await _volumes(request).move(
-        _vid(request), normalize_path(args.src), normalize_path(args.dst)
-    )
+    vid, args = _vid(request), await body(request, wire.MoveVolumeEntry)
+    src, dst = normalize_path(args.src), normalize_path(args.dst)
+    entry = await _volumes(request).move(vid, src, dst)
     return answer(entry_out(entry))
 
 
@@ -156,17 +157,18 @@ def _metadata(request: Request) -> dict[str, str]:
 async def put_file(request: Request) -> Response:
     """``PUT /v1/volumes/{id}/file?path=&uid=&gid=&mode=``, the body streamed into the
     file → 201 ``VolumeEntry``."""
+    vid, rel, owner, metadata = _vid(request), _path(request), _owner(request), _metadata(request)
     entry = await _volumes(request).write_file(
-        _vid(request), _path(request), request.stream(), owner=_owner(request),
-        metadata=_metadata(request),
-    )  # fmt: skip
+        vid, rel, request.stream(), owner=owner, metadata=metadata
+    )
     return answer(entry_out(entry), status=201)
 
 
 async def get_file(request: Request) -> Response:
     """``GET /v1/volumes/{id}/file?path=[&start=&end=]`` → the bytes, streamed."""
-    content = await _volumes(request).open_file(_vid(request), _path(request))
+    vid, rel = _vid(request), _path(request)
     start, end = _int(request, "start") or 0, _int(request, "end")
+    content = await _volumes(request).open_file(vid, rel)
     end = content.size if end is None else min(end, content.size)
     if start > end:
         await content.aclose()
