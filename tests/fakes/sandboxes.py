@@ -118,6 +118,9 @@ class FakeSandboxes:
     def pool_members(self) -> list[RunningSandbox]:
         return []
 
+    def pool_targets(self) -> dict[str, int]:
+        return {}
+
     def get(self, sandbox_id: str) -> RunningSandbox:
         try:
             return self.running[sandbox_id]

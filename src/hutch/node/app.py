@@ -125,6 +125,11 @@ def build_node(settings: NodeSettings, *, build_bundle: bool = True) -> Node:
         lxcfs_dir=settings.lxcfs_dir if settings.runtime == "runc" else None,
         max_nofile=resource.getrlimit(resource.RLIMIT_NOFILE)[1],
         pool_sizes=settings.pool_sizes,
+        pool_max_per_template=settings.pool_max_per_template,
+        pool_memory_mb=settings.pool_memory_budget_mb(_host_memory_mb()),
+        pool_window_s=settings.pool_window_s,
+        pool_burst_s=settings.pool_burst_s,
+        pool_cpu_weight=settings.pool_cpu_weight,
         templates_dir=settings.templates_dir,
     )
     manager = SandboxManager(
@@ -159,6 +164,15 @@ def build_node(settings: NodeSettings, *, build_bundle: bool = True) -> Node:
         manager=manager, envd=envd, networks=networks, templates=templates, sampler=sampler,
         egress=egress,
     )  # fmt: skip
+
+
+def _host_memory_mb() -> int:
+    """The host's memory (MiB) from ``/proc/meminfo`` (the pool's default budget)."""
+    with open("/proc/meminfo") as f:
+        for line in f:
+            if line.startswith("MemTotal:"):
+                return int(line.split()[1]) // 1024
+    return 0
 
 
 def build_artifact_blobs(settings: NodeSettings, *, check: bool = True) -> Blobs | None:

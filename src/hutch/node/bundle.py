@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
+from hutch.node.cpu_weight import shares_of
 from hutch.node.lxcfs import DESTINATIONS as LXCFS_DESTINATIONS
 from hutch.node.seccomp import default_profile
 from hutch.shared.errors import InvalidArgumentError
@@ -108,6 +109,9 @@ class SandboxSpec:
     proc_views: Sequence[tuple[Path, str]] = ()
     readonly_rootfs: bool = False
     nofile: int = 65536
+    #: The cgroup CPU weight (v2 scale 1..10000, the kernel's default 100; None: leave
+    #: the default), written as the OCI ``cpu.shares`` (``cpu_weight.shares_of``).
+    cpu_weight: int | None = None
 
 
 def validate_sandbox_id(sandbox_id: str) -> str:
@@ -224,6 +228,8 @@ def _validate(spec: SandboxSpec) -> None:
             raise InvalidArgumentError(f"invalid uid or gid {n}")
     if not 0 < spec.cpu_count <= 1024:
         raise InvalidArgumentError(f"cpu_count must be in (0, 1024]: {spec.cpu_count}")
+    if spec.cpu_weight is not None and not 1 <= spec.cpu_weight <= 10000:
+        raise InvalidArgumentError(f"cpu_weight must be in [1, 10000]: {spec.cpu_weight}")
     if spec.memory_mb < 8:
         raise InvalidArgumentError(f"memory_mb must be at least 8: {spec.memory_mb}")
     if spec.pids_limit < 16:
@@ -251,13 +257,16 @@ def _validate_destination(dest: str) -> None:
 
 def _resources(spec: SandboxSpec) -> dict[str, Any]:
     memory = spec.memory_mb * 1024 * 1024
+    cpu: dict[str, int] = {"quota": round(spec.cpu_count * CPU_PERIOD_US), "period": CPU_PERIOD_US}
+    if spec.cpu_weight is not None:
+        cpu["shares"] = shares_of(spec.cpu_weight)
     return {
         # Deny every device; runc then allows exactly its default set (null, zero, full,
         # random, urandom, tty, ptmx and pts) and creates only those nodes in /dev.
         "devices": [{"allow": False, "access": "rwm"}],
         # swap == limit: no swap on top of memory, so the limit is what a user gets.
         "memory": {"limit": memory, "swap": memory},
-        "cpu": {"quota": round(spec.cpu_count * CPU_PERIOD_US), "period": CPU_PERIOD_US},
+        "cpu": cpu,
         "pids": {"limit": spec.pids_limit},
     }
 

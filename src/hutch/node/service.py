@@ -63,6 +63,7 @@ class Sandboxes(Protocol):
     async def set_network(self, sandbox_id: str, policy: EgressPolicy) -> RunningSandbox: ...
     def list(self) -> list[RunningSandbox]: ...
     def pool_members(self) -> list[RunningSandbox]: ...
+    def pool_targets(self) -> Mapping[str, int]: ...
     def get(self, sandbox_id: str) -> RunningSandbox: ...
     def envd_log(self, sandbox_id: str, *, max_bytes: int = ...) -> list[EnvdLogEntry]: ...
     async def reconcile(
@@ -162,10 +163,15 @@ class NodeService:
             allocated_memory_mb=sum(s.memory_mb for s in sandboxes),
             pool=[
                 (name, target, idle.get(name, 0))
-                for name, target in sorted(self.identity.pool_sizes.items())
+                for name, target in sorted(self._pool_targets().items())
                 if target > 0
             ],
         )
+
+    def _pool_targets(self) -> dict[str, int]:
+        """Members wanted per template: the pool's live targets (floors raised by demand,
+        ADR 0037); a floor of a template not built here (yet) shows as wanted."""
+        return {**self.identity.pool_sizes, **self._sandboxes.pool_targets()}
 
     async def create(
         self,

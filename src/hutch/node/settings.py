@@ -86,6 +86,24 @@ class NodeSettings(BaseSettings):
     #: kernel running) ~195 MiB; a template not built here is skipped; other templates
     #: get none unless named. Ignored under runsc (the hostname cannot be changed there).
     pool_size: str = "base=2,code-interpreter-v1=2"
+    #: Demand sizing (ADR 0037; docs/serve.md "Warm pool"): above those floors, each
+    #: template (and CPU/memory/disk combination) gets as many members as it had creates
+    #: at once or within one second lately, at most this many (0: the floors only). Needs
+    #: a pool: ``pool_size`` empty turns the pool off altogether.
+    pool_max_per_template: int = Field(default=10, ge=0, le=1000)
+    #: The most memory (MiB, the members' memory limits summed) demand may fill with
+    #: members on this node; 0: half of the node's memory (``capacity_memory_mb``, else
+    #: the host's). The floors count against it and are kept even above it.
+    pool_memory_mb: int = Field(default=0, ge=0)
+    #: The recent creates demand looks at (s): a template nobody created for this long
+    #: drains back to its floor.
+    pool_window_s: float = Field(default=120.0, gt=0)
+    #: Creates of one key started within this span count as one burst (s).
+    pool_burst_s: float = Field(default=1.0, gt=0)
+    #: The cgroup CPU weight (cgroup v2's scale, 1..10000; the kernel's default 100) a
+    #: member boots with, so its envd's start yields to live sandboxes while cores are
+    #: short; raised to 100 when a create takes it.
+    pool_cpu_weight: int = Field(default=1, ge=1, le=10000)
     #: Templates another home published that this node offers read-only beside its own
     #: (docs/templates.md, "Shared templates"): by default the install's, where
     #: ``install.sh`` builds ``busybox`` and ``base``, so a second instance on a fresh home
@@ -225,6 +243,12 @@ class NodeSettings(BaseSettings):
     def pool_sizes(self) -> dict[str, int]:
         """``pool_size`` parsed; empty under runsc (ADR 0011)."""
         return {} if self.runtime == "runsc" else parse_pool_sizes(self.pool_size)
+
+    def pool_memory_budget_mb(self, host_memory_mb: int) -> int:
+        """``pool_memory_mb``, else half of ``capacity_memory_mb`` or ``host_memory_mb``."""
+        if self.pool_memory_mb:
+            return self.pool_memory_mb
+        return (self.capacity_memory_mb or host_memory_mb) // 2
 
     @property
     def templates_dir(self) -> Path:

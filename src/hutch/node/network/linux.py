@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from ipaddress import IPv4Address
 from pathlib import Path
 
+from hutch.node import cpu_weight
 from hutch.node.network import names, rules
 from hutch.node.network.base import AttachedNetwork, NetworkSettings, SandboxNetwork
 from hutch.node.network.ipam import AddressPool
@@ -301,6 +302,7 @@ class LinuxSandboxNetworks:
             )
         except OSError as exc:
             raise NetworkCommandError(f"cannot run {argv[0]}: {exc}") from exc
+        cpu_weight.lower_if_background(proc.pid)  # a pool refill's ip/nft (ADR 0037)
         out, err = await proc.communicate(stdin.encode() if stdin is not None else None)
         result = _Result(proc.returncode or 0, out.decode(), err.decode())
         if check and result.returncode != 0:

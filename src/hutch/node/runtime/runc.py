@@ -24,6 +24,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from hutch.node import cpu_weight
 from hutch.node.runtime.base import ExecResult, RuntimeFailedError, RuntimeState, RuntimeStatus
 from hutch.node.runtime.procmount import BOOT_ID_PATH, bind_over
 from hutch.shared.errors import (
@@ -266,6 +267,7 @@ class RuncRuntime:
             )
         except OSError as exc:
             raise RuntimeFailedError(f"cannot run {argv[0]}: {exc}") from exc
+        cpu_weight.lower_if_background(proc.pid)  # a pool refill's runc (ADR 0037)
         try:
             timeout = timeout_s if timeout_s is not None else self._timeout
             out, err = await asyncio.wait_for(proc.communicate(), timeout=timeout)

@@ -124,7 +124,7 @@ class SandboxHost:
         spec = lifecycle.sandbox_spec(
             sandbox_id=sid, rootfs=rootfs, template=template, cpu_count=cpu, memory_mb=memory,
             netns_path=Path(net.netns_path), config=cfg, volume_mounts=request.volume_mounts,
-            proc_views=await self.proc_views(),
+            proc_views=await self.proc_views(), cpu_weight=request.cpu_weight,
         )  # fmt: skip
         write_bundle(sandbox_dir, lifecycle.oci_config(spec, config=cfg))
 

@@ -85,6 +85,7 @@ def sandbox_spec(
     config: ManagerConfig,
     volume_mounts: Sequence[tuple[Path, str]] = (),
     proc_views: Sequence[tuple[Path, str]] = (),
+    cpu_weight: int | None = None,
 ) -> SandboxSpec:
     """tini as PID 1 (it reaps zombies; see HOST-NOTES) running envd as root.
 
@@ -134,6 +135,7 @@ def sandbox_spec(
         netns_path=netns_path,
         bind_mounts=(*mounts, *(BindMount(source, dest) for source, dest in volume_mounts)),
         proc_views=tuple(proc_views),
+        cpu_weight=cpu_weight,
     )
 
 

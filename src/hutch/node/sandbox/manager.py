@@ -110,14 +110,16 @@ class SandboxManager:
         self._claim(sandbox_id)
         try:
             # Pool members booted without bind mounts: a create with volumes boots cold;
-            # a build sandbox (an explicit artifact) never takes one either.
-            sandbox = (
-                None
-                if request.volume_mounts or request.artifact is not None
-                else await self._pool.from_pool(request, template=template)
-            )
-            if sandbox is None:
-                sandbox = await self._create_cold(request, template=template)
+            # a build sandbox (an explicit artifact) never takes one either. Every create
+            # that could take one counts as the pool's demand (ADR 0037).
+            with self._pool.counting(request, template=template):
+                sandbox = (
+                    None
+                    if request.volume_mounts or request.artifact is not None
+                    else await self._pool.from_pool(request, template=template)
+                )
+                if sandbox is None:
+                    sandbox = await self._create_cold(request, template=template)
         finally:
             self._host.busy.discard(sandbox_id)
         self._host.running[sandbox_id] = sandbox
@@ -169,6 +171,10 @@ class SandboxManager:
     def pool_members(self) -> list[RunningSandbox]:
         """The idle members (for tests and metrics)."""
         return self._pool.pool_members()
+
+    def pool_targets(self) -> dict[str, int]:
+        """Members wanted per template now: its floor raised by recent demand (ADR 0037)."""
+        return self._pool.pool_targets()
 
     # ---- kill, list ---------------------------------------------------------------------
 

@@ -47,6 +47,10 @@ class SandboxRequest:
     #: Start from this artifact instead of the published template ``template`` names
     #: (template builds: an intermediate step's tree). Never from the warm pool.
     artifact: TemplateArtifact | None = None
+    #: Boot with this cgroup CPU weight (cgroup v2's scale, 1..10000; the kernel's default
+    #: is 100); None: the default. Warm pool members boot low and are raised when taken
+    #: (ADR 0037).
+    cpu_weight: int | None = None
 
 
 def effective_policy(request: SandboxRequest) -> EgressPolicy:
@@ -200,3 +204,12 @@ class ManagerConfig:
     pool_retry_s: float = 5.0
     #: How often an idle pool looks at its templates again (built or rebuilt meanwhile).
     pool_recheck_s: float = 5.0
+    #: Demand sizing (ADR 0037): the most members demand may ask for per key (0: the
+    #: floors above only), the sum of members' memory limits it may fill (MiB), the window
+    #: of recent creates it looks at and the span that counts as one burst.
+    pool_max_per_template: int = 0
+    pool_memory_mb: int = 0
+    pool_window_s: float = 120.0
+    pool_burst_s: float = 1.0
+    #: The cgroup CPU weight members boot with (v2 scale; raised to 100 when taken).
+    pool_cpu_weight: int = 1

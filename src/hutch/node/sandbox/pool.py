@@ -7,14 +7,16 @@ takes a member only when its own key is equal, and the manager then personalises
 (hostname, ``/etc/hostname``, ``/etc/hosts``, ``/init``). See ADR 0011.
 
 The manager owns the event loop side (booting, refilling, draining); this module only
-answers "is there one for this key", "what is missing", and "is this host id a member".
+answers "is there one for this key", "what is missing", and "is this host id a member",
+and sizes each key from recent demand (:class:`Demand`, :func:`plan_targets`; ADR 0037).
 """
 
 from __future__ import annotations
 
 import secrets
+import time
 from collections import deque
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 
 from hutch.node.sandbox.models import RunningSandbox
@@ -82,14 +84,18 @@ class WarmPool:
     def retarget(self, targets: Mapping[PoolKey, int]) -> list[RunningSandbox]:
         """Replace the wanted sizes; return the idle members no key wants any more.
 
-        A key whose size shrank keeps its surplus until it is taken (members are cheap
-        to keep and costly to boot); a key that is gone gives its members back.
+        A key that is gone gives its members back; one whose size shrank (its demand
+        passed) gives back its newest members above the new size.
         """
         self._targets = {key: n for key, n in targets.items() if n > 0}
         dropped: list[RunningSandbox] = []
         for key in list(self._idle):
             if key not in self._targets:
                 dropped.extend(self._idle.pop(key))
+                continue
+            queue = self._idle[key]
+            while len(queue) > self._targets[key]:
+                dropped.append(queue.pop())
         for key in self._targets:
             self._idle.setdefault(key, deque())
             self._booting.setdefault(key, 0)
@@ -134,6 +140,118 @@ class WarmPool:
             queue.clear()
         return out
 
+    def idle_counts(self) -> dict[PoolKey, int]:
+        """Idle members per key that has any."""
+        return {key: len(queue) for key, queue in self._idle.items() if queue}
+
     def is_idle_member(self, host_id: str) -> bool:
         """Whether ``host_id`` is an idle member right now."""
         return any(m.host_id == host_id for m in self.idle())
+
+
+class Demand:
+    """Recent creates per :class:`PoolKey`: what the pool is sized from (ADR 0037).
+
+    Each create that could have been served from the pool is counted when it starts and
+    when it ends. A key's demand is the largest of, over the last ``window_s``:
+
+    * the creates of that key in flight at once (a create counts itself), and
+    * the creates of that key started within any ``burst_s`` (a burst served from the
+      pool ends each create in tens of ms, so in-flight counts alone would under-count it:
+      the pool would shrink after a burst it served and miss the next one).
+
+    A key nobody created for ``window_s`` has no demand (its pool drains to its floor).
+    ``clock`` is injectable for tests (monotonic seconds).
+    """
+
+    def __init__(
+        self,
+        *,
+        window_s: float = 120.0,
+        burst_s: float = 1.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.window_s = window_s
+        self.burst_s = burst_s
+        self._clock = clock
+        #: key -> (time, demand seen then) of each start within the window, oldest first.
+        self._starts: dict[PoolKey, deque[tuple[float, int]]] = {}
+        self._in_flight: dict[PoolKey, int] = {}
+
+    def started(self, key: PoolKey) -> None:
+        """A create of ``key`` began."""
+        now = self._clock()
+        self._expire(now)
+        starts = self._starts.setdefault(key, deque())
+        flying = self._in_flight.get(key, 0) + 1
+        self._in_flight[key] = flying
+        recent = 1 + sum(1 for t, _ in starts if t > now - self.burst_s)
+        starts.append((now, max(flying, recent)))
+
+    def ended(self, key: PoolKey) -> None:
+        """A create of ``key`` ended (served, cold or failed)."""
+        left = self._in_flight.get(key, 0) - 1
+        if left > 0:
+            self._in_flight[key] = left
+        else:
+            self._in_flight.pop(key, None)
+
+    def peaks(self) -> dict[PoolKey, int]:
+        """Each key's demand over the window (keys with none are left out)."""
+        self._expire(self._clock())
+        out = {key: max(n for _, n in starts) for key, starts in self._starts.items() if starts}
+        for key, flying in self._in_flight.items():
+            out[key] = max(out.get(key, 0), flying)
+        return out
+
+    def _expire(self, now: float) -> None:
+        horizon = now - self.window_s
+        for key in list(self._starts):
+            starts = self._starts[key]
+            while starts and starts[0][0] <= horizon:
+                starts.popleft()
+            if not starts:
+                del self._starts[key]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PoolBounds:
+    """What a demand-sized pool may hold on one node (``NodeSettings.pool_*``)."""
+
+    #: Most members of one key that demand alone may ask for (0: demand sizes nothing).
+    max_per_key: int = 10
+    #: Sum of the members' memory limits (MiB) that demand may fill; the floors count
+    #: against it first and are kept even above it.
+    memory_budget_mb: int = 0
+
+
+def plan_targets(
+    floors: Mapping[PoolKey, int],
+    demand: Mapping[PoolKey, int],
+    bounds: PoolBounds,
+) -> dict[PoolKey, int]:
+    """Each key's wanted size: its floor, raised towards its demand within ``bounds``.
+
+    The floors (``HUTCH_NODE_POOL_SIZE``) are always kept. Above them, demand is capped at
+    ``max_per_key`` and granted one member at a time, the key with the most unmet demand
+    first (ties: the smaller member first, then the name), while the members' memory
+    limits fit in ``memory_budget_mb``; a member that does not fit ends its key's share.
+    """
+    targets = {key: n for key, n in floors.items() if n > 0}
+    used = sum(key.memory_mb * n for key, n in targets.items())
+    want = {
+        key: min(bounds.max_per_key, n) - targets.get(key, 0)
+        for key, n in demand.items()
+        if min(bounds.max_per_key, n) > targets.get(key, 0)
+    }
+    while want:
+        key = min(want, key=lambda k: (-want[k], k.memory_mb, k.template, k.cpu_count))
+        if used + key.memory_mb > bounds.memory_budget_mb:
+            del want[key]
+            continue
+        used += key.memory_mb
+        targets[key] = targets.get(key, 0) + 1
+        want[key] -= 1
+        if want[key] <= 0:
+            del want[key]
+    return targets

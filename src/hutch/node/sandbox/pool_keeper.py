@@ -6,6 +6,14 @@ hands a matching member to a create and personalises it: hostname, ``/etc/hostna
 ``/etc/hosts`` are set to the new id, then ``/init``. Such a sandbox keeps its pool id as
 ``host_id`` (directory, container, cgroup, netns and veth names), recorded in its
 ``sandbox.json`` so that kill and reconcile find it.
+
+Sizes (ADR 0037): each template named in ``pool_sizes`` keeps that many (its floor); above
+the floors, every key gets what its recent demand asks for (:class:`Demand`), capped per
+key and by a memory budget (:func:`plan_targets`), and drains back to its floor once
+nobody created it for ``pool_window_s``. Refill never competes with live traffic: a
+member's boot starts only while no create or kill is in flight, runs in the background
+(its ``runc``/``ip`` processes niced, ``cpu_weight.BACKGROUND``) and its container boots
+with a low cgroup CPU weight, raised to the normal one when a create takes it.
 """
 
 from __future__ import annotations
@@ -15,11 +23,21 @@ import contextlib
 import dataclasses
 import logging
 import time
+from collections import Counter
+from collections.abc import Callable, Iterator
 
+from hutch.node import cpu_weight
 from hutch.node.sandbox import lifecycle
 from hutch.node.sandbox.host import SandboxHost, init_body
 from hutch.node.sandbox.models import RunningSandbox, SandboxRequest, effective_policy
-from hutch.node.sandbox.pool import PoolKey, WarmPool, new_pool_id
+from hutch.node.sandbox.pool import (
+    Demand,
+    PoolBounds,
+    PoolKey,
+    WarmPool,
+    new_pool_id,
+    plan_targets,
+)
 from hutch.node.sandbox.records import write_record
 from hutch.node.sandbox.undo import Undo, unwind
 from hutch.node.templates.artifact import TemplateArtifact
@@ -32,11 +50,30 @@ _POOL_YIELD_S = 0.02
 
 
 class PoolKeeper:
-    """Keeps ``config.pool_sizes`` members per template booted on ``host``."""
+    """Keeps members per key booted on ``host``: the floors of ``config.pool_sizes``,
+    raised by recent demand (ADR 0037).
 
-    def __init__(self, host: SandboxHost) -> None:
+    ``clock`` (monotonic seconds) and ``set_cpu_weight`` (``(pid, host id, weight)``) are
+    injectable for tests; by default the real clock and cgroup files.
+    """
+
+    def __init__(
+        self,
+        host: SandboxHost,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        set_cpu_weight: Callable[[int, str, int], None] = cpu_weight.set_sandbox_weight,
+    ) -> None:
         self._host = host
         self._config = host.config
+        self._set_cpu_weight = set_cpu_weight
+        self._demand = Demand(
+            window_s=self._config.pool_window_s, burst_s=self._config.pool_burst_s, clock=clock
+        )
+        self._bounds = PoolBounds(
+            max_per_key=self._config.pool_max_per_template,
+            memory_budget_mb=self._config.pool_memory_mb,
+        )
         #: Host ids of pool members being booted or personalised (reconcile leaves them).
         self._hosts_in_flight: set[str] = set()
         self._pool = WarmPool({})
@@ -56,8 +93,17 @@ class PoolKeeper:
         every ``pool_recheck_s``): one built after the start gets its pool then, and
         members of a template rebuilt since they booted are replaced.
         """
-        if self._pool_task is None and any(n > 0 for n in self._config.pool_sizes.values()):
+        if self._pool_task is None and self.enabled:
             self._pool_task = asyncio.create_task(self._keep_pool(), name="hutch-warm-pool")
+
+    @property
+    def enabled(self) -> bool:
+        """Whether this node keeps a pool: a floor above 0, or demand sizing on with any
+        template named (``HUTCH_NODE_POOL_SIZE`` empty: no pool at all)."""
+        floors = self._config.pool_sizes
+        return any(n > 0 for n in floors.values()) or (
+            bool(floors) and self._bounds.max_per_key > 0
+        )
 
     async def stop_pool(self) -> None:
         """Stop refilling and destroy every idle member (shutdown). Idempotent."""
@@ -73,6 +119,38 @@ class PoolKeeper:
         """The idle members (for tests and metrics)."""
         return list(self._pool.idle())
 
+    def pool_targets(self) -> dict[str, int]:
+        """Members wanted per template now (floors raised by demand), summed over keys."""
+        out: Counter[str] = Counter()
+        for key, n in self._pool.targets.items():
+            out[key.template] += n
+        return dict(out)
+
+    @contextlib.contextmanager
+    def counting(self, request: SandboxRequest, *, template: TemplateArtifact) -> Iterator[None]:
+        """Count a create the pool could serve as demand while it runs (ADR 0037)."""
+        key = self.key_of(request, template=template)
+        if self._pool_task is None or key is None:
+            yield
+            return
+        self._demand.started(key)
+        self._pool_wakeup.set()  # a key's first create: look at the targets again
+        try:
+            yield
+        finally:
+            self._demand.ended(key)
+
+    def key_of(self, request: SandboxRequest, *, template: TemplateArtifact) -> PoolKey | None:
+        """The key a create takes a member of; None: it never takes one (volumes, a build,
+        or no internet at all: members boot with internet access)."""
+        if request.volume_mounts or request.artifact is not None:
+            return None
+        if effective_policy(request).blocks_all:
+            return None
+        return pool_key(template, cpu=request.cpu_count, memory=request.memory_mb,
+                        disk=request.disk_mb, allow_internet=True,
+                        default_disk_mb=self._config.default_disk_mb)  # fmt: skip
+
     def host_ids(self) -> set[str]:
         """Host ids of this process's own members, idle or on their way (reconcile leaves them)."""
         return self._hosts_in_flight | {m.host_id for m in self._pool.idle()}
@@ -82,6 +160,7 @@ class PoolKeeper:
         self._pool_wakeup.set()
 
     async def _keep_pool(self) -> None:
+        cpu_weight.BACKGROUND.set(True)  # this task's runc and ip processes are niced
         while True:
             self._pool_wakeup.clear()
             try:
@@ -98,24 +177,32 @@ class PoolKeeper:
                     )
 
     async def _retarget(self) -> None:
-        """Targets from the templates as they are now; discard members that no longer fit."""
-        targets: dict[PoolKey, int] = {}
+        """Targets from the floors, recent demand and the templates as they are now;
+        discard members that no longer fit (a template gone or rebuilt, demand passed)."""
+        floors: dict[PoolKey, int] = {}
         stamps: dict[str, str] = {}
         for name, size in self._config.pool_sizes.items():
             if size <= 0:
                 continue
-            try:
-                template = await self._host.templates.get(name)
-            except HutchError:  # not built (yet), or unreadable
-                if name not in self._pool_missing:
-                    log.warning("warm pool: template %s is not built here (yet)", name)
-                    self._pool_missing.add(name)
+            template = await self._template(name)
+            if template is None:
                 continue
-            self._pool_missing.discard(name)
             key = pool_key(template, cpu=None, memory=None, disk=None, allow_internet=True,
                            default_disk_mb=self._config.default_disk_mb)  # fmt: skip
-            targets[key] = size
+            floors[key] = size
             stamps[name] = template_stamp(template)
+        demand = self._demand.peaks() if self._bounds.max_per_key > 0 else {}
+        for name in {key.template for key in demand} - set(stamps):
+            template = await self._template(name, quiet=True)
+            if template is not None:
+                stamps[name] = template_stamp(template)
+        demand = {key: n for key, n in demand.items() if key.template in stamps}
+        targets = plan_targets(floors, demand, self._bounds)
+        if targets != self._pool.targets:
+            log.info("warm pool: targets %s", ", ".join(
+                f"{k.template}/{k.cpu_count:g}cpu/{k.memory_mb}MiB={n}"
+                for k, n in sorted(targets.items(), key=lambda kv: kv[0].template)
+            ) or "none")  # fmt: skip
         for member in self._pool.retarget(targets):
             await self._discard_member(member)
         for member in list(self._pool.idle()):
@@ -123,6 +210,17 @@ class PoolKeeper:
             stale = self._member_stamps.get(member.host_id) != stamps.get(member.template)
             if stale and self._pool.remove(member):
                 await self._discard_member(member)
+
+    async def _template(self, name: str, *, quiet: bool = False) -> TemplateArtifact | None:
+        try:
+            template = await self._host.templates.get(name)
+        except HutchError:  # not built (yet), or unreadable
+            if not quiet and name not in self._pool_missing:
+                log.warning("warm pool: template %s is not built here (yet)", name)
+                self._pool_missing.add(name)
+            return None
+        self._pool_missing.discard(name)
+        return template
 
     async def _discard_member(self, member: RunningSandbox) -> None:
         self._member_stamps.pop(member.host_id, None)
@@ -149,6 +247,7 @@ class PoolKeeper:
         request = SandboxRequest(
             sandbox_id=host_id, template=key.template, cpu_count=key.cpu_count,
             memory_mb=key.memory_mb, allow_internet=key.allow_internet, disk_mb=key.disk_mb,
+            cpu_weight=self._config.pool_cpu_weight,
         )  # fmt: skip
         undo: list[Undo] = []
         self._hosts_in_flight.add(host_id)
@@ -218,6 +317,8 @@ class PoolKeeper:
             metadata=dict(request.metadata), egress=policy,
             allow_internet=not policy.blocks_all,
         )  # fmt: skip
+        # Its weight back to normal first: from here on it is a user's sandbox.
+        self._set_cpu_weight(member.pid, member.host_id, cpu_weight.NORMAL)
         await self._host.runtime.set_hostname(member.host_id, request.sandbox_id)
         lifecycle.write_identity(
             member.sandbox_dir / "rootfs", sandbox_id=request.sandbox_id, address=member.address
