@@ -3,6 +3,7 @@
 Run as root from the repository:
 
     .venv/bin/python bench/serve.py [--template base] [--pool-size N] [--fit-cap 200] [--before REF]
+    .venv/bin/python bench/serve.py --bursts-only [--before REF]
 
 It starts its own ``hutch serve`` (private home, free loopback ports, own bridge and names:
 see ``bench/_instance.py``), creates an API key, drives it with the official ``e2b`` SDK,
@@ -14,6 +15,11 @@ table, bridge, home), also when a measurement fails. ``--pool-size`` sets the wa
 directory, run as a second ``hutch serve`` with its own envd bundle, on its own bench slot),
 then this tree, and prints both columns in one table, each with the runc floor measured just
 before it, so one run on one machine compares them.
+
+The burst rows (issue 19, ADR 0038): bursts of 10 and of 100 concurrent creates with the
+node's default pool, p50 / p95 and errors; the first burst of each size meets the pool as
+it is, the next ones the pool the node sized from that demand (``GET /hutch/status``).
+``--bursts-only`` runs only those (and the runc floor).
 """
 
 from __future__ import annotations
@@ -74,6 +80,76 @@ def wait_for_pool(home: Path, size: int, settle: float, timeout: float = 60) -> 
             break
         time.sleep(0.05)
     time.sleep(min(settle, 0.5))
+
+
+def pool_fill(inst: _instance.Serve, template: str) -> tuple[int, int]:
+    """``(target, ready)`` of ``template``'s pool in ``GET /hutch/status``."""
+    report = json.loads(inst.hutch("status", "--json"))
+    for fill in report["pool"]:
+        if fill["templateID"] == template:
+            return fill["target"], fill["ready"]
+    return 0, 0
+
+
+def wait_for_fill(inst: _instance.Serve, template: str, timeout: float = 90) -> tuple[int, int]:
+    """Until ``template``'s pool holds what it wants (or ``timeout``); its last fill."""
+    deadline = time.monotonic() + timeout
+    fill = pool_fill(inst, template)
+    while fill[1] < fill[0] and time.monotonic() < deadline:
+        time.sleep(0.5)
+        fill = pool_fill(inst, template)
+    return fill
+
+
+def _burst(template: str, size: int) -> tuple[list[float], int, str]:
+    """``size`` creates at once; their latencies, the errors and the first error's text.
+    Every sandbox made is killed before it returns."""
+    from e2b import Sandbox
+
+    def timed(_: int) -> tuple[float, object]:
+        t0 = time.perf_counter()
+        try:
+            out: object = Sandbox.create(template, timeout=300)
+        except Exception as exc:  # counted: the row reports errors
+            out = exc
+        return time.perf_counter() - t0, out
+
+    with concurrent.futures.ThreadPoolExecutor(size) as pool:
+        results = list(pool.map(timed, range(size)))
+        made = [r for _, r in results if not isinstance(r, Exception)]
+        list(pool.map(lambda s: s.kill(), made))  # type: ignore[attr-defined]
+    errors = [r for _, r in results if isinstance(r, Exception)]
+    first = f"{type(errors[0]).__name__}: {str(errors[0])[:60]} " if errors else ""
+    return [seconds for seconds, r in results if not isinstance(r, Exception)], len(errors), first
+
+
+def bench_bursts(
+    inst: _instance.Serve, template: str, sizes: tuple[int, ...], rounds: int
+) -> list[tuple[str, str]]:
+    """Per size: a first burst on the pool as it is, then ``rounds`` more, each after the
+    pool refilled to what the node now wants (``GET /hutch/status``)."""
+    rows = []
+    for size in sizes:
+        wait_for_fill(inst, template)
+        before = pool_fill(inst, template)
+        latencies, errors, first = _burst(template, size)
+        rows.append((
+            f"burst of {size} concurrent creates, first: p50 / p95, errors (pool ready)",
+            f"{_ms(latencies) if latencies else '-'}, {errors} errors {first}(pool {before[1]})",
+        ))  # fmt: skip
+        later: list[float] = []
+        later_errors, fills = 0, []
+        for _ in range(rounds):
+            fills.append(wait_for_fill(inst, template))
+            latencies, errors, first = _burst(template, size)
+            later += latencies
+            later_errors += errors
+        ready = "/".join(str(f[1]) for f in fills)
+        rows.append((
+            f"burst of {size} concurrent creates, next {rounds}: p50 / p95, errors (pool ready)",
+            f"{_ms(later) if later else '-'}, {later_errors} errors (pool {ready})",
+        ))  # fmt: skip
+    return rows
 
 
 def _mem_available() -> int:
@@ -364,6 +440,11 @@ def main() -> None:
         "--snapshot-mib", type=int, default=16, help="MiB the snapshot holds (restore, fork)"
     )
     parser.add_argument("--restores", type=int, default=10, help="restores and forks")
+    parser.add_argument("--bursts", default="10,100", help="burst sizes, comma-separated")
+    parser.add_argument("--burst-rounds", type=int, default=3, help="bursts after the first")
+    parser.add_argument(
+        "--bursts-only", action="store_true", help="only the bursts (and the runc floor)"
+    )
     parser.add_argument(
         "--before", metavar="REF", help="also measure hutch at git REF first, in the same run"
     )
@@ -443,10 +524,15 @@ def run_column(
             del os.environ[k]
         inst.start()
         time.sleep(args.settle)
+        sizes = tuple(int(n) for n in args.bursts.split(",") if n)
+        if args.bursts_only:
+            rows += bench_bursts(inst, args.template, sizes, args.burst_rounds)
+            return rows
         target = pool_target(args.template, args.pool_size)
         rows += bench_settled(args.template, 10, lambda: wait_for_pool(home, target, args.settle))
         rows += bench_sequential(args.template, args.n, args.runs)
         rows += bench_concurrent(args.template, args.concurrency, args.rounds, args.settle)
+        rows += bench_bursts(inst, args.template, sizes, args.burst_rounds)
         if args.restores:
             time.sleep(args.settle)
             rows += bench_restore_fork(args.template, args.restores, args.snapshot_mib)
