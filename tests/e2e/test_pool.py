@@ -37,7 +37,7 @@ POOL = 2
 def pooled(serve: Serve) -> Iterator[Serve]:
     serve.stop()
     # "late" is built only by a test, after the start.
-    # Floors only: demand sizing (ADR 0037, test_pool_demand.py) would grow busybox's pool
+    # Floors only: demand sizing (ADR 0038, test_pool_demand.py) would grow busybox's pool
     # from these tests' own creates and blur what each of them expects.
     serve.extra_env = {
         "HUTCH_NODE_POOL_SIZE": f"busybox={POOL},late=1",

@@ -1,4 +1,4 @@
-"""Demand-sized warm pools (ADR 0037) through the official SDK and ``GET /hutch/status``:
+"""Demand-sized warm pools (ADR 0038) through the official SDK and ``GET /hutch/status``:
 a template that is started repeatedly gets a pool of its own and its creates are served
 from it, idle members wait at a low CPU weight and a taken one runs at the normal one, the
 pool drains when nobody starts the template any more, and a burst of concurrent creates

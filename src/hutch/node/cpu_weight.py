@@ -1,5 +1,5 @@
 """A sandbox's cgroup CPU weight: how its CPU time weighs against its siblings' when the
-node's cores are all busy (ADR 0037). The quota (``cpu.max``/``cpu.cfs_quota_us``) caps a
+node's cores are all busy (ADR 0038). The quota (``cpu.max``/``cpu.cfs_quota_us``) caps a
 sandbox; the weight only matters under contention, so a low weight costs a sandbox
 nothing on an idle node.
 

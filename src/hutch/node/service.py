@@ -170,7 +170,7 @@ class NodeService:
 
     def _pool_targets(self) -> dict[str, int]:
         """Members wanted per template: the pool's live targets (floors raised by demand,
-        ADR 0037); a floor of a template not built here (yet) shows as wanted."""
+        ADR 0038); a floor of a template not built here (yet) shows as wanted."""
         return {**self.identity.pool_sizes, **self._sandboxes.pool_targets()}
 
     async def create(

@@ -86,7 +86,7 @@ class NodeSettings(BaseSettings):
     #: kernel running) ~195 MiB; a template not built here is skipped; other templates
     #: get none unless named. Ignored under runsc (the hostname cannot be changed there).
     pool_size: str = "base=2,code-interpreter-v1=2"
-    #: Demand sizing (ADR 0037; docs/serve.md "Warm pool"): above those floors, each
+    #: Demand sizing (ADR 0038; docs/serve.md "Warm pool"): above those floors, each
     #: template (and CPU/memory/disk combination) gets as many members as it had creates
     #: at once or within one second lately, at most this many (0: the floors only). Needs
     #: a pool: ``pool_size`` empty turns the pool off altogether.

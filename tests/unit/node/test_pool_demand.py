@@ -1,4 +1,4 @@
-"""Demand-sized warm pools (ADR 0037): the window of recent creates, the sizing within
+"""Demand-sized warm pools (ADR 0038): the window of recent creates, the sizing within
 bounds, and the keeper that boots members low and raises them when taken (fake clock,
 fake host: no runc)."""
 

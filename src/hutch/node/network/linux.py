@@ -302,7 +302,7 @@ class LinuxSandboxNetworks:
             )
         except OSError as exc:
             raise NetworkCommandError(f"cannot run {argv[0]}: {exc}") from exc
-        cpu_weight.lower_if_background(proc.pid)  # a pool refill's ip/nft (ADR 0037)
+        cpu_weight.lower_if_background(proc.pid)  # a pool refill's ip/nft (ADR 0038)
         out, err = await proc.communicate(stdin.encode() if stdin is not None else None)
         result = _Result(proc.returncode or 0, out.decode(), err.decode())
         if check and result.returncode != 0:

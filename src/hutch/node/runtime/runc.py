@@ -267,7 +267,7 @@ class RuncRuntime:
             )
         except OSError as exc:
             raise RuntimeFailedError(f"cannot run {argv[0]}: {exc}") from exc
-        cpu_weight.lower_if_background(proc.pid)  # a pool refill's runc (ADR 0037)
+        cpu_weight.lower_if_background(proc.pid)  # a pool refill's runc (ADR 0038)
         try:
             timeout = timeout_s if timeout_s is not None else self._timeout
             out, err = await asyncio.wait_for(proc.communicate(), timeout=timeout)

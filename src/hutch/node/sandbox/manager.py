@@ -111,7 +111,7 @@ class SandboxManager:
         try:
             # Pool members booted without bind mounts: a create with volumes boots cold;
             # a build sandbox (an explicit artifact) never takes one either. Every create
-            # that could take one counts as the pool's demand (ADR 0037).
+            # that could take one counts as the pool's demand (ADR 0038).
             with self._pool.counting(request, template=template):
                 sandbox = (
                     None
@@ -173,7 +173,7 @@ class SandboxManager:
         return self._pool.pool_members()
 
     def pool_targets(self) -> dict[str, int]:
-        """Members wanted per template now: its floor raised by recent demand (ADR 0037)."""
+        """Members wanted per template now: its floor raised by recent demand (ADR 0038)."""
         return self._pool.pool_targets()
 
     # ---- kill, list ---------------------------------------------------------------------

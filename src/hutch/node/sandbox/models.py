@@ -49,7 +49,7 @@ class SandboxRequest:
     artifact: TemplateArtifact | None = None
     #: Boot with this cgroup CPU weight (cgroup v2's scale, 1..10000; the kernel's default
     #: is 100); None: the default. Warm pool members boot low and are raised when taken
-    #: (ADR 0037).
+    #: (ADR 0038).
     cpu_weight: int | None = None
 
 
@@ -204,7 +204,7 @@ class ManagerConfig:
     pool_retry_s: float = 5.0
     #: How often an idle pool looks at its templates again (built or rebuilt meanwhile).
     pool_recheck_s: float = 5.0
-    #: Demand sizing (ADR 0037): the most members demand may ask for per key (0: the
+    #: Demand sizing (ADR 0038): the most members demand may ask for per key (0: the
     #: floors above only), the sum of members' memory limits it may fill (MiB), the window
     #: of recent creates it looks at and the span that counts as one burst.
     pool_max_per_template: int = 0

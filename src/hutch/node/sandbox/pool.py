@@ -8,7 +8,7 @@ takes a member only when its own key is equal, and the manager then personalises
 
 The manager owns the event loop side (booting, refilling, draining); this module only
 answers "is there one for this key", "what is missing", and "is this host id a member",
-and sizes each key from recent demand (:class:`Demand`, :func:`plan_targets`; ADR 0037).
+and sizes each key from recent demand (:class:`Demand`, :func:`plan_targets`; ADR 0038).
 """
 
 from __future__ import annotations
@@ -150,7 +150,7 @@ class WarmPool:
 
 
 class Demand:
-    """Recent creates per :class:`PoolKey`: what the pool is sized from (ADR 0037).
+    """Recent creates per :class:`PoolKey`: what the pool is sized from (ADR 0038).
 
     Each create that could have been served from the pool is counted when it starts and
     when it ends. A key's demand is the largest of, over the last ``window_s``:

@@ -7,7 +7,7 @@ hands a matching member to a create and personalises it: hostname, ``/etc/hostna
 ``host_id`` (directory, container, cgroup, netns and veth names), recorded in its
 ``sandbox.json`` so that kill and reconcile find it.
 
-Sizes (ADR 0037): each template named in ``pool_sizes`` keeps that many (its floor); above
+Sizes (ADR 0038): each template named in ``pool_sizes`` keeps that many (its floor); above
 the floors, every key gets what its recent demand asks for (:class:`Demand`), capped per
 key and by a memory budget (:func:`plan_targets`), and drains back to its floor once
 nobody created it for ``pool_window_s``. Refill never competes with live traffic: a
@@ -51,7 +51,7 @@ _POOL_YIELD_S = 0.02
 
 class PoolKeeper:
     """Keeps members per key booted on ``host``: the floors of ``config.pool_sizes``,
-    raised by recent demand (ADR 0037).
+    raised by recent demand (ADR 0038).
 
     ``clock`` (monotonic seconds) and ``set_cpu_weight`` (``(pid, host id, weight)``) are
     injectable for tests; by default the real clock and cgroup files.
@@ -128,7 +128,7 @@ class PoolKeeper:
 
     @contextlib.contextmanager
     def counting(self, request: SandboxRequest, *, template: TemplateArtifact) -> Iterator[None]:
-        """Count a create the pool could serve as demand while it runs (ADR 0037)."""
+        """Count a create the pool could serve as demand while it runs (ADR 0038)."""
         key = self.key_of(request, template=template)
         if self._pool_task is None or key is None:
             yield
