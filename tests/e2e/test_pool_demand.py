@@ -54,16 +54,22 @@ def demand(serve: Serve) -> Iterator[Serve]:
     finally:
         serve.extra_env = {}
         if serve.proc is not None:
+            # Its row and its artifact go (seeded at the start, as any template on disk).
+            httpx.delete(f"{serve.api_url}/templates/{SECOND}", headers=_auth(), timeout=30)
             serve.stop()
         shutil.rmtree(serve.home / "templates" / SECOND, ignore_errors=True)
         serve.start()
+
+
+def _auth() -> dict[str, str]:
+    return {"X-API-Key": os.environ["E2B_API_KEY"]}
 
 
 def _fill(serve: Serve) -> dict[str, tuple[int, int]]:
     """``GET /hutch/status``'s pool: template -> (target, ready)."""
     response = httpx.get(
         f"{serve.api_url}/hutch/status",
-        headers={"X-API-Key": os.environ["E2B_API_KEY"]},
+        headers=_auth(),
         timeout=10,
     )
     assert response.status_code == 200, response.text

@@ -80,7 +80,7 @@ def test_plan_keeps_floors_raises_to_demand_and_caps_per_key() -> None:
     assert plan_targets({BASE: 2}, {BASE: 100, IMAGE: 40}, bounds) == {BASE: 10, IMAGE: 10}
     # A floor above the cap is still a floor.
     assert plan_targets({BASE: 12}, {BASE: 100}, bounds) == {BASE: 12}
-    # max_per_key 0: demand sizes nothing, floors only (the pre-ADR-0037 pool).
+    # max_per_key 0: demand sizes nothing, floors only (the pre-ADR-0038 pool).
     off = PoolBounds(max_per_key=0, memory_budget_mb=100_000)
     assert plan_targets({BASE: 2}, {BASE: 9, BUSYBOX: 9}, off) == {BASE: 2}
 
