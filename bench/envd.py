@@ -153,6 +153,31 @@ def _mib_s(size: int, seconds: float) -> str:
     return f"{size / 2**20 / seconds:,.0f} MiB/s"
 
 
+#: The envd and the proxy whose CPU time the throughput rows report (CPU seconds per GiB
+#: moved: on a loaded machine a steadier measure of their own cost than MiB/s).
+_SERVERS: dict[str, int] = {}
+
+
+def _cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _clock() -> tuple[float, dict[str, float]]:
+    return time.perf_counter(), {name: _cpu_seconds(pid) for name, pid in _SERVERS.items()}
+
+
+def _rate(size: int, start: tuple[float, dict[str, float]], seconds: float | None = None) -> str:
+    """MiB/s since ``start`` (or over ``seconds``), and each server's CPU-s/GiB meanwhile."""
+    t0, cpu0 = start
+    elapsed = seconds if seconds is not None else time.perf_counter() - t0
+    gib = size / 2**30
+    cpu = " + ".join(
+        f"{name} {(_cpu_seconds(pid) - cpu0[name]) / gib:.2f}" for name, pid in _SERVERS.items()
+    )
+    return f"{_mib_s(size, elapsed)} ({cpu} CPU-s/GiB)"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size-mib", type=int, default=256)
@@ -202,7 +227,7 @@ def main() -> None:
             for _ in range(size // 2**20):
                 f.write(os.urandom(2**20))
         os.sync()
-        runs = [("this tree", url, work / "now", sbx, None)]
+        runs = [("this tree", url, work / "now", sbx, None, proc.pid)]
         helpers: list[subprocess.Popen[bytes]] = []
         try:
             if args.before:
@@ -216,13 +241,14 @@ def main() -> None:
                 helpers.append(old_proc)
                 os.environ["E2B_SANDBOX_URL"] = old_url
                 before = (f"before ({args.before})", old_url, work / "before", Sandbox.create())
-                runs.insert(0, (*before, old_src / "src"))
+                runs.insert(0, (*before, old_src / "src", old_proc.pid))
             columns = []
-            for _, u, d, s, code in runs:
+            for _, u, d, s, code, envd_pid in runs:
                 proxy, proxy_url = _start_proxy(u, src=code)
                 helpers.append(proxy)
                 via = (proxy_url, _proxied_sandbox(proxy_url))
-                columns.append(dict(_throughput(u, src, d, size, args.size_mib, s, via)))
+                pids = (envd_pid, proxy.pid)
+                columns.append(dict(_throughput(u, src, d, size, args.size_mib, s, via, pids)))
         finally:
             for helper in helpers:
                 _stop(helper)
@@ -246,9 +272,11 @@ def _throughput(
     size_mib: int,
     sbx: object,
     proxied: tuple[str, object],
+    pids: tuple[int, int],
 ) -> list[tuple[str, str]]:
     """The file-throughput rows for the envd at ``url`` (SDK ``sbx``), the ``cp`` floor first,
-    then the same again through the proxy (``proxied``: its URL and an SDK handle on it)."""
+    then the same again through the proxy (``proxied``: its URL and an SDK handle on it);
+    ``pids``: envd's and the proxy's, whose CPU time each row reports."""
     work.mkdir()
     rows: list[tuple[str, str]] = []
     t0 = time.perf_counter()
@@ -256,7 +284,9 @@ def _throughput(
     os.sync()
     rows.append((f"cp {size_mib} MiB, same disk (+sync)", _mib_s(size, time.perf_counter() - t0)))
     os.unlink(work / "cp.bin")
+    _SERVERS["envd"] = pids[0]
     rows += _paths(url, src, work / "direct", size, size_mib, sbx, {})
+    _SERVERS["proxy"] = pids[1]
     proxy_url, proxy_sbx = proxied
     rows += [
         (f"{label}, via proxy", value)
@@ -264,6 +294,7 @@ def _throughput(
             proxy_url, src, work / "proxy", size, size_mib, proxy_sbx, _ROUTE
         )
     ]
+    _SERVERS.clear()
     shutil.rmtree(work)
     return rows
 
@@ -283,26 +314,21 @@ def _paths(
     route = [arg for name, value in headers.items() for arg in ("-H", f"{name}: {value}")]
 
     dest = str(work / "up.bin")
-    t0 = time.perf_counter()
+    start = _clock()
     with open(src, "rb") as f:
         sbx.files.write(dest, f, user="root")
-    rows.append(
-        (
-            f"SDK files.write {size_mib} MiB (pyqwest)",
-            _mib_s(size, time.perf_counter() - t0),
-        )
-    )
+    rows.append((f"SDK files.write {size_mib} MiB (pyqwest)", _rate(size, start)))
 
-    t0 = time.perf_counter()
+    start = _clock()
     got = 0
     for chunk in sbx.files.read(dest, format="stream", user="root"):
         got += len(chunk)
     assert got == size, (got, size)
-    rows.append((f"SDK files.read {size_mib} MiB (stream)", _mib_s(size, time.perf_counter() - t0)))
+    rows.append((f"SDK files.read {size_mib} MiB (stream)", _rate(size, start)))
 
     # The same HTTP client (curl) for one POST and for multipart, so the comparison is of
     # envd's two paths, not of two clients (Python clients cap out well below envd here).
-    t0 = time.perf_counter()
+    start = _clock()
     _curl(
         *route,
         "-X",
@@ -313,16 +339,17 @@ def _paths(
         str(src),
         f"{url}/files?path={work / 'post.bin'}",
     )
-    rows.append((f"one POST /files {size_mib} MiB (curl)", _mib_s(size, time.perf_counter() - t0)))
+    rows.append((f"one POST /files {size_mib} MiB (curl)", _rate(size, start)))
     for parallel in (1, 4, 8):
         # Two parts per worker, within envd's 100 MiB part limit.
         part = min(64 * 2**20, -(-size // (parallel * 2)))
         dest = str(work / f"mp{parallel}.bin")
+        start = _clock()
         seconds = _multipart(url, src, dest, size, part, parallel, work, headers)
         rows.append(
             (
                 f"multipart upload (curl), {parallel} parallel, {part // 2**20} MiB parts",
-                _mib_s(size, seconds),
+                _rate(size, start, seconds),
             )
         )
     shutil.rmtree(work)  # 1.5 GiB per path
