@@ -260,7 +260,9 @@ def build_cluster(
             if build_files is not None
             else None
         ),
-        volumes=ClusterVolumeHosts(clients=registry, list_nodes=store.nodes.list_nodes),
+        volumes=ClusterVolumeHosts(
+            clients=registry, list_nodes=store.nodes.list_nodes, get_node=store.nodes.get_node
+        ),
     )
 
 

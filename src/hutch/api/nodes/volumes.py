@@ -20,7 +20,7 @@ from pydantic import BaseModel
 from hutch.api.nodes.errors import from_response, transport_errors
 from hutch.api.nodes_model import Node, NodeStatus
 from hutch.shared import nodewire as wire
-from hutch.shared.errors import UnavailableError
+from hutch.shared.errors import NotFoundError, UnavailableError
 from hutch.shared.ids import NodeID
 from hutch.volumes.base import EntryStat, FileContent, Owner, Usage, VolumeBackend
 
@@ -255,9 +255,16 @@ class ClusterVolumeHosts:
     """``VolumeHosts`` of an api with membership: new volumes go to the ready node with the
     most free disk; a volume's calls go to its node through the registry's client."""
 
-    def __init__(self, *, clients: _Clients, list_nodes: Callable[[], Awaitable[list[Node]]]):
+    def __init__(
+        self,
+        *,
+        clients: _Clients,
+        list_nodes: Callable[[], Awaitable[list[Node]]],
+        get_node: Callable[[NodeID], Awaitable[Node]],
+    ) -> None:
         self._clients = clients
         self._list_nodes = list_nodes
+        self._get_node = get_node
 
     async def choose(self, *, quota_bytes: int) -> NodeID:
         """The ready (not draining, not lost) node with the most free disk."""
@@ -275,11 +282,11 @@ class ClusterVolumeHosts:
         return min(ready, key=lambda n: (-free(n), n.id)).id
 
     async def status_of(self, node_id: NodeID) -> NodeStatus | None:
-        """The node's status (None: not in the nodes table)."""
-        for node in await self._list_nodes():
-            if node.id == node_id:
-                return node.status
-        return None
+        """The node's status (None: not in the nodes table); one row read."""
+        try:
+            return (await self._get_node(node_id)).status
+        except NotFoundError:
+            return None
 
     async def on(self, node_id: NodeID) -> VolumeBackend:
         """The node's volumes; ``UnavailableError`` when it is lost, gone or unreachable."""

@@ -132,7 +132,13 @@ def _world(*nodes: Node) -> tuple[VolumeService, FakeStore, dict[str, FakeVolume
     async def list_nodes() -> list[Node]:
         return listed
 
-    hosts = ClusterVolumeHosts(clients=clients, list_nodes=list_nodes)
+    async def get_node(node_id: NodeID) -> Node:
+        for node in listed:
+            if node.id == node_id:
+                return node
+        raise NotFoundError(f"node {node_id} not found")
+
+    hosts = ClusterVolumeHosts(clients=clients, list_nodes=list_nodes, get_node=get_node)
     store = FakeStore()
     service = VolumeService(
         volumes=store,  # type: ignore[arg-type]  # the calls it makes
