@@ -26,8 +26,15 @@ from typing import TypeVar
 
 import httpx
 import pytest
-from e2b import CommandExitException, FilesystemEventType, PtySize, Sandbox, SandboxState
-from e2b.exceptions import SandboxNotRunningException
+from e2b import (
+    CommandExitException,
+    FilesystemEventType,
+    PtySize,
+    Sandbox,
+    SandboxState,
+    Volume,
+)
+from e2b.exceptions import NotFoundException, SandboxNotRunningException, ServiceBusyException
 
 from hutch.api.service.keys import KeyService
 from hutch.api.store.sql import open_sql_store
@@ -212,6 +219,60 @@ def test_sandboxes_spread_over_nodes_and_work_through_the_edge(cluster: Cluster)
     finally:
         for sbx in sandboxes:
             sbx.kill()
+
+
+def test_a_local_volume_lives_on_its_node_and_is_read_through_any_api(
+    cluster: Cluster,
+) -> None:
+    """ADR 0034 on a real cluster: the SDK makes a volume through one api and writes to it
+    through that api's content API (forwarded to the volume's node); sandboxes mounting it
+    are placed on that node and write into the mount; the other api's content API reads
+    that back. The node drained, a mounting create is the 503 naming the volume while a
+    create without it still lands elsewhere."""
+    one, two = cluster.sdk(0), cluster.sdk(1)
+    vol = Volume.create("shared-data", api_key=one["api_key"], api_url=one["api_url"])
+    sandboxes: list[Sandbox] = []
+    admin = {"X-API-Key": _admin_key(cluster)}
+    try:
+        vol.write_file("/in/hello.txt", "from the sdk", api_url=one["api_url"])
+        for i, sdk in enumerate((one, two)):
+            sbx = Sandbox.create(TEMPLATE, timeout=120, volume_mounts={"/mnt/v": vol}, **sdk)
+            sandboxes.append(sbx)
+            assert sbx.commands.run("cat /mnt/v/in/hello.txt").stdout == "from the sdk"
+            sbx.commands.run(f"echo written by {i} > /mnt/v/out{i}.txt && sync")
+        homes = {cluster.node_of(s.sandbox_id) for s in sandboxes}
+        assert len(homes) == 1, homes
+        (home,) = homes
+        # Written in the mount on the volume's node, read through the other api, which
+        # has no copy of the data: its content API forwards to that node.
+        again = Volume.connect(vol.volume_id, api_key=two["api_key"], api_url=two["api_url"])
+        for i in range(2):
+            got = again.read_file(f"/out{i}.txt", api_url=two["api_url"])
+            assert got == f"written by {i}\n"
+        names = sorted(e.name for e in again.list("/", api_url=two["api_url"]))
+        assert names == ["in", "out0.txt", "out1.txt"]
+        # Drained through the api that then creates (its copy of the nodes is fresh after
+        # its own membership write, ADR 0035).
+        drain = f"{two['api_url']}/nodes/{home}"
+        assert httpx.post(drain, json={"status": "draining"}, headers=admin).status_code == 204
+        try:
+            with pytest.raises(ServiceBusyException, match="lives on node") as no:
+                Sandbox.create(TEMPLATE, timeout=60, volume_mounts={"/mnt/v": vol}, **two)
+            assert home in str(no.value) and vol.volume_id in str(no.value)
+            other = Sandbox.create(TEMPLATE, timeout=60, **two)
+            sandboxes.append(other)
+            assert cluster.node_of(other.sandbox_id) != home
+            # Draining stops new sandboxes, not the data: still readable through any api.
+            assert vol.read_file("/out0.txt", api_url=one["api_url"]) == "written by 0\n"
+        finally:
+            ready = httpx.post(drain, json={"status": "ready"}, headers=admin)
+            assert ready.status_code == 204, ready.text
+    finally:
+        for sbx in sandboxes:
+            sbx.kill()
+        assert Volume.destroy(vol.volume_id, api_key=one["api_key"], api_url=one["api_url"])
+    with pytest.raises(NotFoundException):
+        Volume.get_info(vol.volume_id, api_key=two["api_key"], api_url=two["api_url"])
 
 
 def test_auto_resume_through_the_edge(cluster: Cluster) -> None:
