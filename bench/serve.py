@@ -10,6 +10,8 @@ see ``bench/_instance.py``), creates an API key, drives it with the official ``e
 prints a table, and removes everything it started (sandboxes, netns, veths, cgroups, nft
 table, bridge, home), also when a measurement fails. ``--pool-size`` sets the warm pool of
 ``--template`` (``HUTCH_NODE_POOL_SIZE``) so the same command measures both.
+``--envd-zygote both`` measures every phase twice in one run, envd forked from the node's
+zygote and exec'd (``HUTCH_NODE_ENVD_ZYGOTE``, ADR 0039), a column each beside its floor.
 
 ``--before REF`` measures hutch at git REF first (its ``src/`` exported to a temporary
 directory, run as a second ``hutch serve`` with its own envd bundle, on its own bench slot),
@@ -236,10 +238,10 @@ def bench_idle_memory(template: str, count: int, cgroup_parent: str) -> list[tup
         for sbx in sandboxes:
             sbx.commands.run("true")
         time.sleep(5)  # let envd settle into idle
-        usage = [
-            _instance.cgroup_usage_bytes(h, cgroup_parent) for h in _sandbox_cgroups(cgroup_parent)
-        ]
+        hosts = _sandbox_cgroups(cgroup_parent)
+        usage = [_instance.cgroup_usage_bytes(h, cgroup_parent) for h in hosts]
         values = [u for u in usage if u is not None]
+        pss = [m for m in (_pss_uss(h, cgroup_parent) for h in hosts) if m is not None]
     finally:
         for sbx in sandboxes:
             sbx.kill()
@@ -249,8 +251,43 @@ def bench_idle_memory(template: str, count: int, cgroup_parent: str) -> list[tup
             f"idle memory per {template} sandbox (memory cgroup, envd + tini; median of "
             f"{len(values)} cgroups)",
             f"{statistics.median(values) / mib:.1f} MiB",
-        )
+        ),
+        (
+            "idle memory per sandbox: PSS / USS of its processes (median)",
+            f"{statistics.median(p for p, _ in pss) / mib:.1f} MiB / "
+            f"{statistics.median(u for _, u in pss) / mib:.1f} MiB",
+        ),
     ]
+
+
+def _pss_uss(host_id: str, cgroup_parent: str) -> tuple[int, int] | None:
+    """PSS and USS (bytes, from ``smaps_rollup``) summed over one sandbox's processes."""
+    saved = _instance.nodehelpers.CGROUP_PARENT
+    _instance.nodehelpers.CGROUP_PARENT = cgroup_parent
+    try:
+        parents = _instance.nodehelpers.cgroup_parents()
+    finally:
+        _instance.nodehelpers.CGROUP_PARENT = saved
+    procs = next(
+        (p / host_id / "cgroup.procs" for p in parents if (p / host_id / "cgroup.procs").is_file()),
+        None,
+    )
+    if procs is None:
+        return None
+    pss = uss = 0
+    for pid in procs.read_text().split():
+        try:
+            rollup = Path(f"/proc/{pid}/smaps_rollup").read_text()
+        except OSError:
+            continue
+        for line in rollup.splitlines():
+            key, _, value = line.partition(":")
+            kib = int(value.split()[0]) * 1024 if value.split() else 0
+            if key == "Pss":
+                pss += kib
+            elif key in ("Private_Clean", "Private_Dirty"):
+                uss += kib
+    return pss, uss
 
 
 def _sandbox_cgroups(cgroup_parent: str) -> list[str]:
@@ -454,6 +491,12 @@ def main() -> None:
         default=(_instance.SLOT + 5) % 10,
         help="bench slot of REF's instance (default: this one's + 5, mod 10)",
     )
+    parser.add_argument(
+        "--envd-zygote",
+        choices=("default", "on", "off", "both"),
+        default="default",
+        help="envd forked from the node's zygote or exec'd (both: a column each, on first)",
+    )
     args = parser.parse_args()
 
     if os.geteuid() != 0:
@@ -465,7 +508,10 @@ def main() -> None:
             raise SystemExit(f"--before-slot {args.before_slot}: in use or this run's own")
         with exported_tree(args.before) as src:
             columns.append((f"before ({args.before})", run_column(args, names=names, src=src)))
-    columns.append(("this tree", run_column(args, names=_instance.BENCH_NAMES)))
+    zygote = {"default": [None], "on": ["true"], "off": ["false"], "both": ["true", "false"]}
+    for mode in zygote[args.envd_zygote]:
+        name = {None: "this tree", "true": "zygote on", "false": "zygote off"}[mode]
+        columns.append((name, run_column(args, names=_instance.BENCH_NAMES, zygote=mode)))
 
     pool = "default" if args.pool_size is None else str(args.pool_size)
     labels = [label for label, _ in columns[-1][1]]
@@ -474,7 +520,7 @@ def main() -> None:
         f"hutch serve on this machine ({os.cpu_count()} CPUs, runc), template "
         f"{args.template}, warm pool {pool}",
         [(label, *(v.get(label, "") for v in values)) for label in labels],
-        ("measure", *(name for name, _ in columns)) if args.before else ("measure", "value"),
+        ("measure", *(name for name, _ in columns)) if len(columns) > 1 else ("measure", "value"),
     )
 
 
@@ -494,9 +540,14 @@ def exported_tree(ref: str) -> Iterator[Path]:
 
 
 def run_column(
-    args: argparse.Namespace, *, names: _instance.HostNames, src: Path | None = None
+    args: argparse.Namespace,
+    *,
+    names: _instance.HostNames,
+    src: Path | None = None,
+    zygote: str | None = None,
 ) -> list[tuple[str, str]]:
-    """Every phase against one ``hutch serve`` (``src``: another tree's, else this one's)."""
+    """Every phase against one ``hutch serve`` (``src``: another tree's, else this one's;
+    ``zygote``: ``HUTCH_NODE_ENVD_ZYGOTE`` for it, else the node's default)."""
     home = Path(tempfile.mkdtemp(prefix="hutch-bench-serve-", dir="/var/tmp"))
     build_busybox(home / "templates")
     if args.template == "base":
@@ -504,6 +555,8 @@ def run_column(
     extra = {}
     if args.pool_size is not None:
         extra["HUTCH_NODE_POOL_SIZE"] = f"{args.template}={args.pool_size}"
+    if zygote is not None:
+        extra["HUTCH_NODE_ENVD_ZYGOTE"] = zygote
     bundle = args.envd_bundle
     if src is not None:
         extra["PYTHONPATH"] = str(src)  # that tree's hutch first on the path

@@ -22,6 +22,7 @@ from hutch.node.network.base import NetworkSettings
 from hutch.node.network.linux import LinuxSandboxNetworks
 from hutch.node.runtime.runc import RuncRuntime
 from hutch.node.runtime.runsc import RunscRuntime
+from hutch.node.sandbox.envd_fork import EnvdZygote
 from hutch.node.sandbox.manager import SandboxManager
 from hutch.node.sandbox.models import ManagerConfig, RunningSandbox
 from hutch.node.sandbox.records import ENVD_LOG, bound_log
@@ -58,6 +59,7 @@ class Node:
         """Release the node's own resources (sandboxes keep running)."""
         await self.egress.aclose()
         await self.sampler.aclose()
+        await self.manager.aclose()
         await self.envd.aclose()
 
 
@@ -132,9 +134,16 @@ def build_node(settings: NodeSettings, *, build_bundle: bool = True) -> Node:
         pool_cpu_weight=settings.pool_cpu_weight,
         templates_dir=settings.templates_dir,
     )
+    # envd forked from one pre-imported zygote per node (ADR 0032 addendum, step 2); runsc
+    # keeps exec: gVisor's Sentry is the sandbox's kernel, a host setns does not enter it.
+    zygote = (
+        EnvdZygote(bundle_dir=bundle, log_path=settings.home / "run" / "envd-zygote.log")
+        if settings.envd_zygote and settings.runtime == "runc"
+        else None
+    )
     manager = SandboxManager(
         config=config, runtime=timed_runtime, networks=timed_networks, rootfs=OverlayRootfs(),
-        templates=templates, envd=envd,
+        templates=templates, envd=envd, zygote=zygote,
     )  # fmt: skip
 
     def bound_envd_log(sandbox: RunningSandbox) -> None:

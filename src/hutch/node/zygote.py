@@ -24,8 +24,9 @@ halves that meet on a ``SOCK_SEQPACKET`` socket pair:
 
 :func:`differences` compares a process's attributes with PID 1's (bench, tests, and the
 node's check before a forked envd is used). Stdlib only; x86_64 and aarch64 syscalls.
-Used by ``bench/envd_zygote.py`` and its tests; the node does not start a zygote yet (ADR
-0032 addendum, step 2).
+Used by ``bench/envd_zygote.py`` and its tests, and by the node
+(``hutch.node.sandbox.envd_fork``, ADR 0032 addendum step 2), which starts it in a private
+mount namespace (:func:`drop_old_root` finishes that namespace from inside).
 """
 
 from __future__ import annotations
@@ -417,5 +418,20 @@ def wait_ready(sock: socket.socket, *, timeout_s: float = 60.0) -> None:
         raise ZygoteError("the zygote exited during its start")
 
 
+_MNT_DETACH, _MS_RDONLY, _MS_REMOUNT = 2, 1, 32
+
+
+def drop_old_root(old: str = "/.old") -> None:
+    """In the node's zygote after ``pivot_root . .old``: detach the host's mounts (none of
+    them stays pinned by this namespace), remove ``old`` and make the root read-only."""
+    if not os.path.isdir(old):
+        return
+    libc = _libc()
+    _check(libc.umount2(old.encode(), _MNT_DETACH), f"umount {old}")
+    os.rmdir(old)
+    _check(libc.mount(b"none", b"/", None, _MS_REMOUNT | _MS_RDONLY, None), "remount / ro")
+
+
 if __name__ == "__main__" and sys.argv[1:] == ["hutch-envd-zygote"]:
+    drop_old_root()
     serve()

@@ -15,9 +15,11 @@ and destroy: container, rootfs, network, directory, in the reverse order.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
 import shutil
+import signal
 import time
 import uuid
 from ipaddress import IPv4Address
@@ -27,6 +29,13 @@ from hutch.node import lxcfs, metrics
 from hutch.node.bundle import write_bundle
 from hutch.node.runtime.base import Runtime, RuntimeFailedError, RuntimeState, RuntimeStatus
 from hutch.node.sandbox import lifecycle
+from hutch.node.sandbox.envd_fork import (
+    EnvdWatches,
+    EnvdZygote,
+    envd_alive_in,
+    oci_env,
+    profile_key,
+)
 from hutch.node.sandbox.models import (
     ManagerConfig,
     RunningSandbox,
@@ -42,6 +51,7 @@ from hutch.shared import telemetry
 from hutch.shared.errors import (
     AlreadyExistsError,
     DeadlineExceededError,
+    HutchError,
     InvalidArgumentError,
     NotFoundError,
 )
@@ -70,6 +80,7 @@ class SandboxHost:
         rootfs: RootfsLayer,
         templates: TemplateStore,
         envd: EnvdClient,
+        zygote: EnvdZygote | None = None,
     ) -> None:
         self.config = config
         self.runtime = runtime
@@ -77,6 +88,11 @@ class SandboxHost:
         self.rootfs = rootfs
         self.templates = templates
         self.envd = envd
+        #: The node's envd zygote (``HUTCH_NODE_ENVD_ZYGOTE``, runc only); None: exec.
+        self.zygote = zygote
+        #: A pidfd per forked envd: its exit stops the container, as an exec'd one's does.
+        self.watches = EnvdWatches(self.envd_exited)
+        self._background: set[asyncio.Task[None]] = set()
         self.running: dict[str, RunningSandbox] = {}
         #: Ids being created or killed: they count against the limit and cannot be reused.
         self.busy: set[str] = set()
@@ -121,16 +137,23 @@ class SandboxHost:
 
         cpu = request.cpu_count if request.cpu_count is not None else template.cpu_count
         memory = request.memory_mb if request.memory_mb is not None else template.memory_mb
+        forked = self.forks_envd(template)
         spec = lifecycle.sandbox_spec(
             sandbox_id=sid, rootfs=rootfs, template=template, cpu_count=cpu, memory_mb=memory,
             netns_path=Path(net.netns_path), config=cfg, volume_mounts=request.volume_mounts,
             proc_views=await self.proc_views(), cpu_weight=request.cpu_weight,
+            envd_forked=forked,
         )  # fmt: skip
         write_bundle(sandbox_dir, lifecycle.oci_config(spec, config=cfg))
 
         undo.append(lambda: self.delete_container(sid))
         await self.create_and_start(sid, sandbox_dir)
         state = await self.runtime.state(sid)
+        envd_pid = (
+            await self.fork_envd(sid, sandbox_dir, init_pid=state.pid or 0, template=template)
+            if forked
+            else 0
+        )
         envd_url = f"http://{net.address}:{ENVD_PORT}"
         started = time.perf_counter()
         with telemetry.tracer().start_as_current_span("envd.ready"):
@@ -142,8 +165,52 @@ class SandboxHost:
             default_user=template.default_user, workdir=template.workdir,
             started_at=time.time(), sandbox_dir=sandbox_dir, allow_internet=not policy.blocks_all,
             egress=policy,
-            volume_mounts=tuple(request.volume_mounts), disk_mb=disk_mb,
+            volume_mounts=tuple(request.volume_mounts), disk_mb=disk_mb, envd_pid=envd_pid,
         )  # fmt: skip
+
+    def forks_envd(self, template: TemplateArtifact) -> bool:
+        """Whether a sandbox of ``template`` booted now gets its envd from the zygote: the
+        zygote is on and ready (else: exec, as before), and the template mounts the node's
+        bundle with envd as tini's child (an image template runs its entrypoint wrapper)."""
+        return template.image is None and self.zygote is not None and self.zygote.usable()
+
+    async def fork_envd(
+        self, host_id: str, sandbox_dir: Path, *, init_pid: int, template: TemplateArtifact
+    ) -> int:
+        """Fork envd into the started container ``host_id`` and watch it; its host pid."""
+        assert self.zygote is not None
+        oci = json.loads((sandbox_dir / "config.json").read_text())
+        pid = await self.zygote.fork(
+            init_pid, argv=lifecycle.envd_options(template), env=oci_env(oci),
+            log_path=sandbox_dir / ENVD_LOG, profile=profile_key(oci),
+            keyring=f"_ses.{host_id}",  # runc's session keyring for the container
+        )  # fmt: skip
+        if not self.watches.watch(host_id, pid):
+            raise RuntimeFailedError(f"envd of {host_id} exited as soon as it was forked")
+        return pid
+
+    async def envd_exited(self, host_id: str) -> None:
+        """A forked envd exited: stop its container, as an exec'd envd's exit does."""
+        log.warning("envd of %s exited: stopping its container", host_id)
+        try:
+            await self.runtime.kill(host_id, signal=signal.SIGKILL)
+        except HutchError as exc:  # gone already (killed, deleted meanwhile)
+            log.info("stopping %s after its envd exited: %s", host_id, exc)
+
+    def rearm(self, sandbox: RunningSandbox) -> None:
+        """After a node restart: watch an adopted sandbox's forked envd again (or stop
+        its container if that envd is gone, as its exit would have)."""
+        if not sandbox.envd_pid or sandbox.paused == "filesystem":
+            return
+        if sandbox.host_id in self.watches.watched():
+            return
+        if not (
+            envd_alive_in(sandbox.envd_pid, sandbox.pid)
+            and self.watches.watch(sandbox.host_id, sandbox.envd_pid)
+        ):
+            task = asyncio.ensure_future(self.envd_exited(sandbox.host_id))
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
 
     async def proc_views(self) -> list[tuple[Path, str]]:
         """lxcfs's /proc views for a new container; none when lxcfs is off, dead or hung
@@ -210,7 +277,7 @@ class SandboxHost:
             if now >= next_liveness:
                 next_liveness = now + _LIVENESS_EVERY_S
                 state = await self.runtime.state(sandbox_id)
-                if state.status is RuntimeStatus.STOPPED:
+                if state.status is RuntimeStatus.STOPPED or not self.watches.alive(sandbox_id):
                     raise RuntimeFailedError(
                         f"sandbox {sandbox_id} exited before envd was ready: "
                         + tail(sandbox_dir / ENVD_LOG)
@@ -230,6 +297,7 @@ class SandboxHost:
 
     async def delete_container(self, sandbox_id: str) -> bool:
         """Force-delete the container; False if there was none."""
+        self.watches.unwatch(sandbox_id)  # its forked envd dies with it, as expected
         try:
             await self.runtime.delete(sandbox_id, force=True)
         except NotFoundError:

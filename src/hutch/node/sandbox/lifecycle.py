@@ -15,6 +15,7 @@ from typing import Any, Final
 
 from hutch.node.bundle import BindMount, SandboxSpec, build_spec
 from hutch.node.envd_bundle import bundled_python_argv, envd_argv
+from hutch.node.sandbox.envd_fork import WAITER_ARGV
 from hutch.node.sandbox.models import ManagerConfig
 from hutch.node.templates import entrypoint
 from hutch.node.templates.artifact import TemplateArtifact
@@ -86,6 +87,7 @@ def sandbox_spec(
     volume_mounts: Sequence[tuple[Path, str]] = (),
     proc_views: Sequence[tuple[Path, str]] = (),
     cpu_weight: int | None = None,
+    envd_forked: bool = False,
 ) -> SandboxSpec:
     """tini as PID 1 (it reaps zombies; see HOST-NOTES) running envd as root.
 
@@ -94,18 +96,16 @@ def sandbox_spec(
     runs the entrypoint wrapper instead (``node/templates/entrypoint.py``): envd beside the
     image's own command, which stays the main process. envd's bundle is mounted unless it
     was injected into the template (ADR 0007); both sit at ``ENVD_BUNDLE_DIR_IN_SANDBOX``.
+
+    ``envd_forked`` (a template that is no image, ``HUTCH_NODE_ENVD_ZYGOTE``): tini runs a
+    waiter instead (``envd_fork.WAITER_ARGV``) and the node forks envd in from its zygote
+    with :func:`envd_options` once the container runs (ADR 0032 addendum, step 2).
     """
-    envd = [
-        *envd_argv(),
-        "--host", "0.0.0.0",
-        "--port", str(ENVD_PORT),
-        "--user", template.default_user,
-        "--workdir", template.workdir,
-    ]  # fmt: skip
+    envd = [*envd_argv(), *envd_options(template)]
     mounts = [BindMount(config.tini_path, TINI_IN_SANDBOX, read_only=True)]
     run = template.image
     if run is None:
-        args = [TINI_IN_SANDBOX, "--", *envd]
+        args = [TINI_IN_SANDBOX, "--", *(WAITER_ARGV if envd_forked else envd)]
     else:
         launch = {
             "envd": envd, "argv": list(run.argv), "uid": run.uid, "gid": run.gid,
@@ -137,6 +137,16 @@ def sandbox_spec(
         proc_views=tuple(proc_views),
         cpu_weight=cpu_weight,
     )
+
+
+def envd_options(template: TemplateArtifact) -> list[str]:
+    """envd's own options (after ``python -m hutch.envd``) for a sandbox of ``template``."""
+    return [
+        "--host", "0.0.0.0",
+        "--port", str(ENVD_PORT),
+        "--user", template.default_user,
+        "--workdir", template.workdir,
+    ]  # fmt: skip
 
 
 def oci_config(spec: SandboxSpec, *, config: ManagerConfig) -> dict[str, Any]:

@@ -35,6 +35,7 @@ from hutch.node.bundle import validate_sandbox_id
 from hutch.node.runtime.base import ExecResult, Runtime
 from hutch.node.sandbox import pausing
 from hutch.node.sandbox import reconcile as reconciling
+from hutch.node.sandbox.envd_fork import EnvdZygote
 from hutch.node.sandbox.envd_log import EnvdLogEntry, parse_envd_log
 from hutch.node.sandbox.host import SandboxHost, init_body
 from hutch.node.sandbox.models import (
@@ -67,12 +68,13 @@ class SandboxManager:
         rootfs: RootfsLayer,
         templates: TemplateStore,
         envd: EnvdClient,
+        zygote: EnvdZygote | None = None,
     ) -> None:
         self._config = config
         self._runtime = runtime
         self._host = SandboxHost(
             config=config, runtime=runtime, networks=networks, rootfs=rootfs,
-            templates=templates, envd=envd,
+            templates=templates, envd=envd, zygote=zygote,
         )  # fmt: skip
         self._pool = PoolKeeper(self._host)
 
@@ -90,6 +92,20 @@ class SandboxManager:
                 lxcfs.ensure_running, self._config.lxcfs_dir,
                 pidfile=Path("/run/lxcfs.pid"),
             )  # fmt: skip
+        if self._host.zygote is not None:  # envd forked into runc sandboxes (ADR 0032)
+            await self._host.zygote.start()
+
+    @property
+    def zygote(self) -> EnvdZygote | None:
+        """The node's envd zygote, when ``HUTCH_NODE_ENVD_ZYGOTE`` is on (runc)."""
+        return self._host.zygote
+
+    async def aclose(self) -> None:
+        """Stop the zygote and the envd watches (node stop: sandboxes keep running and
+        the next start's reconcile watches their envds again)."""
+        await self._host.watches.aclose()
+        if self._host.zygote is not None:
+            await self._host.zygote.aclose()
 
     # ---- create -------------------------------------------------------------------------
 
@@ -329,6 +345,10 @@ class SandboxManager:
         as long as their files are there: running if their container runs, paused
         ``"full"`` if it is frozen, paused ``"filesystem"`` if it is gone (host restart).
         """
-        return await reconciling.reconcile(
+        report = await reconciling.reconcile(
             self._host, known_ids, paused_ids=paused_ids, pool_hosts=self._pool.host_ids
         )
+        for sid in report.adopted:  # forked envds: watched again (ADR 0032 addendum)
+            if (sandbox := self._host.running.get(sid)) is not None:
+                self._host.rearm(sandbox)
+        return report

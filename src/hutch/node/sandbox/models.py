@@ -98,6 +98,9 @@ class RunningSandbox:
     volume_mounts: Sequence[tuple[Path, str]] = ()
     #: Its disk's size in MiB (ADR 0023); 0 for a sandbox made before disks existed.
     disk_mb: int = 0
+    #: The host pid of its envd when the node's zygote forked it in (ADR 0032 addendum,
+    #: step 2; watched by a pidfd, re-armed by reconcile); 0: envd is PID 1's own child.
+    envd_pid: int = 0
 
     def __post_init__(self) -> None:
         if not self.host_id:
@@ -123,6 +126,7 @@ class RunningSandbox:
             "paused": self.paused,
             "volume_mounts": [[str(src), dest] for src, dest in self.volume_mounts],
             "disk_mb": self.disk_mb,
+            "envd_pid": self.envd_pid,
         }
 
     @classmethod
@@ -149,6 +153,7 @@ class RunningSandbox:
                 (Path(src), str(dest)) for src, dest in data.get("volume_mounts") or ()
             ),
             disk_mb=int(data.get("disk_mb") or 0),
+            envd_pid=int(data.get("envd_pid") or 0),
         )
 
     def dumps(self) -> str:

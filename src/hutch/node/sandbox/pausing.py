@@ -40,6 +40,7 @@ async def pause(host: SandboxHost, sandbox_id: str, *, keep_memory: bool = True)
     else:
         await host.delete_container(sandbox.host_id)
         mode = "filesystem"
+        sandbox = dataclasses.replace(sandbox, envd_pid=0)  # gone with its container
     return host.record(dataclasses.replace(sandbox, paused=mode))
 
 
@@ -105,10 +106,12 @@ async def reboot(
         rootfs = sandbox_dir / "rootfs"
         if rootfs not in host.rootfs.mounted_under(sandbox_dir):
             rootfs = host.rootfs.mount(sandbox_dir, lower=template.lowers)
+        forked = host.forks_envd(template)
         spec = lifecycle.sandbox_spec(
             sandbox_id=host_id, rootfs=rootfs, template=template, cpu_count=sandbox.cpu_count,
             memory_mb=sandbox.memory_mb, netns_path=Path(net.netns_path), config=cfg,
             volume_mounts=sandbox.volume_mounts, proc_views=await host.proc_views(),
+            envd_forked=forked,
         )  # fmt: skip
         write_bundle(sandbox_dir, lifecycle.oci_config(spec, config=cfg))
         try:
@@ -116,6 +119,13 @@ async def reboot(
             if host_id != sid:
                 await host.runtime.set_hostname(host_id, sid)
             state = await host.runtime.state(host_id)
+            envd_pid = (
+                await host.fork_envd(
+                    host_id, sandbox_dir, init_pid=state.pid or 0, template=template
+                )
+                if forked
+                else 0
+            )
             envd_url = f"http://{net.address}:{ENVD_PORT}"
             await host.wait_healthy(host_id, envd_url, sandbox_dir=sandbox_dir)
             await host.envd.init(
@@ -129,13 +139,18 @@ async def reboot(
         except BaseException:
             # Stay paused (filesystem): the files are intact, a later resume retries.
             await asyncio.shield(host.delete_container(host_id))
-            host.record(dataclasses.replace(sandbox, paused="filesystem"))
+            host.record(dataclasses.replace(sandbox, paused="filesystem", envd_pid=0))
             raise
     finally:
         host.busy.discard(sid)
     return host.record(
         dataclasses.replace(
-            sandbox, address=net.address, envd_url=envd_url, pid=state.pid or 0, paused=None
+            sandbox,
+            address=net.address,
+            envd_url=envd_url,
+            pid=state.pid or 0,
+            paused=None,
+            envd_pid=envd_pid,
         )
     )
 
