@@ -58,7 +58,7 @@ class NodeSettings(BaseSettings):
     #: Fork each runc sandbox's envd from one pre-imported envd per node (the zygote, ADR
     #: 0032 addendum step 2) instead of exec'ing it: faster to ready, less memory per
     #: sandbox. runsc always execs; off: every sandbox execs envd as before.
-    envd_zygote: bool = True
+    envd_zygote: bool = False
     pids_limit: int = Field(default=1024, ge=16)
     #: Every sandbox's writable layer is an ext4 disk of its own (ADR 0023): this size
     #: (MiB) when neither the create nor the template names one; allocated in full on the

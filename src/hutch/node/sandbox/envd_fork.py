@@ -40,7 +40,7 @@ log = logging.getLogger("hutch.node.sandbox")
 
 #: PID 1's child in a sandbox whose envd is forked in: it waits until it is signalled
 #: (tini forwards SIGTERM; the default action ends it, and tini, and the container).
-#: The bundle's interpreter without ``site``: ~10 ms CPU and about 1 MiB of its own.
+#: The bundle's interpreter without ``site``: 3.4 MiB anonymous of its own (measured).
 WAITER_ARGV: Final = (
     f"{ENVD_BUNDLE_DIR_IN_SANDBOX}/bin/python3", "-I", "-B", "-S", "-c",
     "import signal\nwhile True: signal.pause()",
