@@ -225,6 +225,8 @@ def build_cluster(
     router = NodeRouter(
         clients=registry, find_sandbox=find_sandbox, list_nodes=store.nodes.list_nodes,
         artifacts=artifacts,
+        # A sandbox's call to a node that stops answering ends with its lease (ADR 0033).
+        lease_watch=LeaseWatch(nodes=store.nodes, interval_s=settings.cluster_lease_s / 3),
     )  # fmt: skip
     if artifacts is not None:
         reconcile = membership.on_registered

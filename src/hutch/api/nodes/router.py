@@ -5,6 +5,11 @@ every other sandbox call to the node of the sandbox's row (``sandboxes.node_id``
 the ``NodeRegistry``'s client for it. A call whose node does not answer drops that client, so
 the next one reads the node's row again. ``RoutedNodeClient`` (``service/routing.py``) wraps
 it to keep the proxy's routes in step.
+
+With a ``LeaseWatch``, every call about one sandbox but the create (its service watches
+that one, ADR 0033) ends when the node's lease does: a frozen or cut-off node answers
+``NodeUnresponsiveError`` (503 ``sandbox_node_unresponsive``, naming the node and the verb)
+within a lease, not after the node client's 300 s timeout.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from typing import Protocol, TypeVar, cast
 from hutch.api.models import Sandbox
 from hutch.api.nodes_model import Node, NodeStatus
 from hutch.api.service.artifacts import ArtifactService
+from hutch.api.service.create_watch import LeaseWatch
 from hutch.api.service.ports import (
     ImageImport,
     ImportedImage,
@@ -63,7 +69,10 @@ class NodeRouter:
         find_sandbox: Callable[[SandboxID], Awaitable[Sandbox | None]],
         list_nodes: Callable[[], Awaitable[list[Node]]],
         artifacts: ArtifactService | None = None,
+        lease_watch: LeaseWatch | None = None,
     ) -> None:
+        #: Set: a sandbox's call ends when its node's lease does (the module docstring).
+        self._watch = lease_watch
         #: Which node holds which template (ADR 0029): deletes reach every holder.
         self._artifacts = artifacts
         self._clients = clients
@@ -78,9 +87,18 @@ class NodeRouter:
     async def _on(self, node_id: NodeID) -> NodeClient:
         return await self._clients.client(node_id)
 
-    async def _call(self, node_id: NodeID, call: Callable[[NodeClient], Awaitable[_T]]) -> _T:
+    async def _call(
+        self,
+        node_id: NodeID,
+        call: Callable[[NodeClient], Awaitable[_T]],
+        *,
+        doing: str | None = None,
+    ) -> _T:
+        """``doing`` (what the call does, for the error): watched by the node's lease."""
         client = await self._on(node_id)
         try:
+            if doing is not None and self._watch is not None:
+                return await self._watch.call(node_id, call(client), doing=doing)
             return await call(client)
         except UnavailableError:
             await self._clients.forget(node_id)
@@ -112,22 +130,26 @@ class NodeRouter:
             node_id = await self._node_of(sandbox_id)
         except NotFoundError:
             return
-        await self._call(node_id, lambda c: c.kill(sandbox_id))
+        await self._call(node_id, lambda c: c.kill(sandbox_id),
+                         doing=f"sandbox {sandbox_id} was being killed")  # fmt: skip
 
     async def pause(self, sandbox_id: SandboxID, *, keep_memory: bool) -> bool:
         """On the sandbox's node."""
         node_id = await self._node_of(sandbox_id)
-        return await self._call(node_id, lambda c: c.pause(sandbox_id, keep_memory=keep_memory))
+        return await self._call(node_id, lambda c: c.pause(sandbox_id, keep_memory=keep_memory),
+                                doing=f"sandbox {sandbox_id} was being paused")  # fmt: skip
 
     async def resume(self, spec: SandboxSpec, *, keep_memory: bool) -> ResumedSandbox:
         """On the node that holds the paused sandbox."""
         node_id = spec.node_id or await self._node_of(spec.sandbox_id)
-        return await self._call(node_id, lambda c: c.resume(spec, keep_memory=keep_memory))
+        return await self._call(node_id, lambda c: c.resume(spec, keep_memory=keep_memory),
+                                doing=f"sandbox {spec.sandbox_id} was being resumed")  # fmt: skip
 
     async def snapshot(self, sandbox_id: SandboxID, *, snapshot_id: TemplateID) -> None:
         """On the sandbox's node."""
         node_id = await self._node_of(sandbox_id)
-        await self._call(node_id, lambda c: c.snapshot(sandbox_id, snapshot_id=snapshot_id))
+        await self._call(node_id, lambda c: c.snapshot(sandbox_id, snapshot_id=snapshot_id),
+                         doing=f"sandbox {sandbox_id} was being snapshotted")  # fmt: skip
 
     async def _live_nodes(self) -> list[NodeID]:
         return [n.id for n in await self._list_nodes() if n.status is not NodeStatus.LOST]
@@ -143,7 +165,8 @@ class NodeRouter:
 
     async def delete_on(self, node_id: NodeID, name: str) -> None:
         """Delete template or snapshot ``name`` on one node (idempotent there)."""
-        await self._call(node_id, lambda c: c.delete_snapshot(TemplateID(name)))
+        await self._call(node_id, lambda c: c.delete_snapshot(TemplateID(name)),
+                         doing=f"{name} was being deleted")  # fmt: skip
 
     async def _delete_everywhere(self, name: str, *, snapshot: bool) -> None:
         nodes = await self._list_nodes()
@@ -194,24 +217,28 @@ class NodeRouter:
     async def set_metadata(self, sandbox_id: SandboxID, metadata: Mapping[str, str]) -> None:
         """On the sandbox's node."""
         node_id = await self._node_of(sandbox_id)
-        await self._call(node_id, lambda c: c.set_metadata(sandbox_id, metadata))
+        await self._call(node_id, lambda c: c.set_metadata(sandbox_id, metadata),
+                         doing=f"sandbox {sandbox_id}'s metadata was being set")  # fmt: skip
 
     async def set_network(self, sandbox_id: SandboxID, policy: EgressPolicy) -> None:
         """On the sandbox's node."""
         node_id = await self._node_of(sandbox_id)
-        await self._call(node_id, lambda c: c.set_network(sandbox_id, policy))
+        await self._call(node_id, lambda c: c.set_network(sandbox_id, policy),
+                         doing=f"sandbox {sandbox_id}'s network was being set")  # fmt: skip
 
     async def metrics(
         self, sandbox_id: SandboxID, *, start: datetime | None, end: datetime | None
     ) -> Sequence[SandboxMetrics]:
         """On the sandbox's node."""
         node_id = await self._node_of(sandbox_id)
-        return await self._call(node_id, lambda c: c.metrics(sandbox_id, start=start, end=end))
+        return await self._call(node_id, lambda c: c.metrics(sandbox_id, start=start, end=end),
+                                doing=f"sandbox {sandbox_id}'s metrics were read")  # fmt: skip
 
     async def logs(self, sandbox_id: SandboxID) -> Sequence[SandboxLogLine]:
         """On the sandbox's node."""
         node_id = await self._node_of(sandbox_id)
-        return await self._call(node_id, lambda c: c.logs(sandbox_id))
+        return await self._call(node_id, lambda c: c.logs(sandbox_id),
+                                doing=f"sandbox {sandbox_id}'s logs were read")  # fmt: skip
 
     async def reconcile(
         self, known: Sequence[SandboxID], *, paused: Sequence[SandboxID]

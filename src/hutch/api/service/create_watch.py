@@ -1,4 +1,4 @@
-"""A create's node call ends when its node's lease does (issue 11, ADR 0033).
+"""A node call ends when its node's lease does (issue 11, ADR 0033).
 
 A node that stops answering (partitioned, frozen) mid-create used to keep the create
 waiting for the node client's 300 s timeout. :class:`LeaseWatch` races the node call
@@ -8,6 +8,10 @@ cancelled and :class:`NodeUnresponsiveError` raised. The create then marks its r
 ``killing`` without asking the silent node (ADR 0033's rollback of a node that does not
 answer), so the cut-short id is never started anywhere else and is killed when the node
 answers again, and placement tries the next node with a new row (a new id).
+
+Every other call about one sandbox (kill, pause, resume, snapshot, metadata, network,
+metrics, logs) is watched the same way by the cluster's router (``nodes/router.py``); what
+each verb leaves in the store then is its service's (ADR 0033's second amendment).
 """
 
 from __future__ import annotations
@@ -57,9 +61,11 @@ class LeaseWatch:
             log.warning("reading node %s's lease failed: %r", node_id, exc)
             return False
 
-    async def call(self, node_id: NodeID, call: Awaitable[T]) -> T:
+    async def call(
+        self, node_id: NodeID, call: Awaitable[T], *, doing: str = "the sandbox was being created"
+    ) -> T:
         """``await call``, or :class:`NodeUnresponsiveError` once ``node_id``'s lease ended
-        (the call cancelled first)."""
+        (the call cancelled first); ``doing`` ends its message ("while ...")."""
         task = asyncio.ensure_future(call)
         try:
             while True:
@@ -74,8 +80,7 @@ class LeaseWatch:
                 with contextlib.suppress(BaseException):
                     await task
         raise NodeUnresponsiveError(
-            f"node {node_id} stopped answering (its lease ended) during the call",
-            public_message=f"Node {node_id} stopped answering while the sandbox was being "
-            "created, please retry",
+            f"node {node_id} stopped answering (its lease ended) while {doing}",
+            public_message=f"Node {node_id} stopped answering while {doing}, please retry",
             error_code="sandbox_node_unresponsive",
         )

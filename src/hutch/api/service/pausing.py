@@ -9,6 +9,11 @@ startup reconciliation settles (``service/reconcile.py``):
 * resume: ``paused → resuming`` → ``node.resume`` → ``running`` with a fresh deadline; on a
   node failure back to ``paused``.
 
+A pause whose node stopped answering (its lease ended, ``NodeUnresponsiveError``, ADR 0033)
+goes back to ``running`` too, and since the node may still carry it out once it answers, a
+background task then asks the node to resume it (a no-op on a running sandbox) until it
+answers, so the row and the node agree on ``running``.
+
 Answers where E2B defines them (e2b-dev/infra ``sandbox_pause.go``, ``sandbox_connect.go``,
 ``sandbox_resume.go``): pause of a paused sandbox 409 "already paused" (the SDK's
 ``pause()`` then says False); pause in another transient state 409 naming it; connect to a
@@ -21,6 +26,8 @@ sandbox.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from dataclasses import dataclass
 from datetime import timedelta
@@ -28,6 +35,7 @@ from datetime import timedelta
 from hutch.api import metrics
 from hutch.api.models import Sandbox, SandboxState, SandboxStateConflictError, TeamQuotas
 from hutch.api.nodes_model import NodeFit
+from hutch.api.service.create_watch import NodeUnresponsiveError
 from hutch.api.service.locks import SandboxLockFamily
 from hutch.api.service.ports import NodeClient
 from hutch.api.service.quotas import QuotaService
@@ -37,6 +45,7 @@ from hutch.api.store.base import Clock, SandboxStore, utc_now
 from hutch.api.store.placement import NodeTaken
 from hutch.shared.errors import (
     ConflictError,
+    HutchError,
     InvalidArgumentError,
     NotFoundError,
     UnavailableError,
@@ -84,6 +93,12 @@ class PauseService:
         self._service = service
         self._policy = policy
         self._clock = clock
+        #: The undo tasks of pauses cut short (the module docstring), held until done.
+        self._undoing: set[asyncio.Task[None]] = set()
+        #: Between the undo's tries (tests shorten it).
+        self.undo_interval_s = 1.0
+        #: How many tries before the undo gives up (the lost-node sweeper then has it).
+        self.undo_tries = 600
 
     async def _find(self, team_id: TeamID | None, sandbox_id: str) -> Sandbox:
         sandbox = await self._sandboxes.find_sandbox(sandbox_id, team_id=team_id)
@@ -123,8 +138,12 @@ class PauseService:
             )  # fmt: skip
             try:
                 kept = await self._node.pause(sandbox.id, keep_memory=keep_memory)
-            except BaseException:
+            except BaseException as exc:
                 await self._move(sandbox, SandboxState.PAUSING, SandboxState.RUNNING)
+                if isinstance(exc, NodeUnresponsiveError):
+                    task = asyncio.create_task(self._undo_pause(sandbox))
+                    self._undoing.add(task)
+                    task.add_done_callback(self._undoing.discard)
                 raise
             return await self._sandboxes.set_state(
                 sandbox.id,
@@ -133,6 +152,40 @@ class PauseService:
                 new=SandboxState.PAUSED,
                 pause_mode="full" if kept else "filesystem",
             )
+
+    async def _undo_pause(self, sandbox: Sandbox) -> None:
+        """Resume a sandbox whose pause was cut short, once its node answers (a no-op if
+        the node never paused it); given up once the row is no longer ``running`` on that
+        node (killed, lost, paused by a later request) or after ``undo_tries``."""
+        for _ in range(self.undo_tries):
+            await asyncio.sleep(self.undo_interval_s)
+            try:
+                async with self._locks.hold(sandbox.id):
+                    row = await self._sandboxes.find_sandbox(sandbox.id, team_id=None)
+                    if (
+                        row is None
+                        or row.state is not SandboxState.RUNNING
+                        or row.node_id != sandbox.node_id
+                    ):
+                        return
+                    spec = await self._service.spec_with_volumes(row)
+                    resumed = await self._node.resume(spec, keep_memory=True)
+                    if resumed.placed.address != row.address:  # booted again (filesystem)
+                        with contextlib.suppress(SandboxStateConflictError, NotFoundError):
+                            await self._sandboxes.set_state(
+                                row.id, team_id=None, expected=SandboxState.RUNNING,
+                                new=SandboxState.RUNNING, address=resumed.placed.address,
+                                node_id=resumed.placed.node_id,
+                            )  # fmt: skip
+                    _log.info("sandbox %s: its cut-short pause is undone on node %s",
+                              sandbox.id, sandbox.node_id)  # fmt: skip
+                    return
+            except HutchError as exc:  # still silent (or busy): the next try
+                _log.info("sandbox %s: undoing its cut-short pause: %s", sandbox.id, exc)
+            except Exception:
+                _log.exception("sandbox %s: undoing its cut-short pause failed", sandbox.id)
+                return
+        _log.warning("sandbox %s: its cut-short pause was not undone", sandbox.id)
 
     async def _move(
         self,

@@ -811,7 +811,18 @@ class SandboxService:
             raise _not_found(sandbox_id) from exc
         except NotFoundError as exc:
             raise _not_found(sandbox_id) from exc
-        await self._node.kill(sandbox.id)
+        try:
+            await self._node.kill(sandbox.id)
+        except UnavailableError:
+            # Its node does not answer (ADR 0033): the row stays ``killing`` (gone for
+            # clients) with its deadline now, so the reaper kills it as soon as the node
+            # answers, and the lost-node sweeper reports it killed if it never does.
+            with contextlib.suppress(SandboxStateConflictError, NotFoundError):
+                await self._sandboxes.set_state(
+                    sandbox.id, team_id=None, expected=SandboxState.KILLING,
+                    new=SandboxState.KILLING, end_at=self._clock(),
+                )  # fmt: skip
+            raise
         try:
             return await self._sandboxes.mark_killed(sandbox.id, team_id=None)
         except NotFoundError:

@@ -30,6 +30,7 @@ from hutch.api.models import (
     TemplateBuildState,
 )
 from hutch.api.service.artifacts import ArtifactService
+from hutch.api.service.create_watch import NodeUnresponsiveError
 from hutch.api.service.locks import SandboxLockFamily
 from hutch.api.service.ports import NodeClient
 from hutch.api.service.sandboxes import CreateSandboxRequest, SandboxService
@@ -120,7 +121,14 @@ class SnapshotService:
 
     async def _capture(self, sandbox: Sandbox, *, name: str | None) -> Snapshot:
         snapshot_id = TemplateID(f"snap-{secrets.token_hex(8)}")
-        await self._node.snapshot(sandbox.id, snapshot_id=snapshot_id)
+        try:
+            await self._node.snapshot(sandbox.id, snapshot_id=snapshot_id)
+        except NodeUnresponsiveError:
+            # Its node may still finish it once it answers (ADR 0033): the delete is marked
+            # on that node (``ArtifactService.delete_everywhere``), applied when it beats.
+            with contextlib.suppress(HutchError):
+                await asyncio.shield(self._forget(snapshot_id, sandbox.team_id))
+            raise
         if self._artifacts is not None and sandbox.node_id is not None:
             await self._artifacts.record(snapshot_id, sandbox.node_id)
         try:
