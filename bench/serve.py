@@ -486,7 +486,7 @@ def main() -> None:
         "--burst-overcommit",
         type=float,
         default=128.0,
-        help="with --bursts-only: HUTCH_PLACEMENT_CPU_OVERCOMMIT (vCPUs placed per core)",
+        help="with --bursts-only: HUTCH_PLACEMENT_CPU/MEMORY_OVERCOMMIT (placed per core, per MiB)",
     )
     parser.add_argument(
         "--before", metavar="REF", help="also measure hutch at git REF first, in the same run"
@@ -567,6 +567,7 @@ def run_column(
         # Room to place the largest burst of --template (2 vCPUs each for base): the
         # default 16 vCPUs a core refuses most of 100 at once on 2 cores with 503s.
         extra["HUTCH_PLACEMENT_CPU_OVERCOMMIT"] = str(args.burst_overcommit)
+        extra["HUTCH_PLACEMENT_MEMORY_OVERCOMMIT"] = str(args.burst_overcommit)
     bundle = args.envd_bundle
     if src is not None:
         extra["PYTHONPATH"] = str(src)  # that tree's hutch first on the path

@@ -62,6 +62,28 @@ def test_demand_counts_creates_in_flight_and_bursts_within_the_window() -> None:
     assert demand.peaks() == {}
 
 
+def test_demand_counts_a_burst_the_api_hands_over_one_after_another() -> None:
+    """Ten creates a loaded api passes on over 5 s, each before the last one ended: one
+    busy period of ten, although never more than two ran at once nor three in a second."""
+    clock = Clock()
+    demand = Demand(window_s=60, burst_s=1, clock=clock)
+    demand.started(BASE)
+    for _ in range(9):
+        clock.now += 0.5
+        demand.started(BASE)  # the next arrives while the one before still runs
+        demand.ended(BASE)
+    demand.ended(BASE)
+    assert demand.peaks() == {BASE: 10}
+    # Creates that never overlap are periods of one each.
+    clock.now += 5
+    demand.started(BUSYBOX)
+    demand.ended(BUSYBOX)
+    clock.now += 5
+    demand.started(BUSYBOX)
+    demand.ended(BUSYBOX)
+    assert demand.peaks()[BUSYBOX] == 1
+
+
 def test_demand_keeps_a_create_still_in_flight_past_the_window() -> None:
     clock = Clock()
     demand = Demand(window_s=10, burst_s=1, clock=clock)

@@ -155,10 +155,15 @@ class Demand:
     Each create that could have been served from the pool is counted when it starts and
     when it ends. A key's demand is the largest of, over the last ``window_s``:
 
-    * the creates of that key in flight at once (a create counts itself), and
+    * the creates of that key in flight at once (a create counts itself),
     * the creates of that key started within any ``burst_s`` (a burst served from the
       pool ends each create in tens of ms, so in-flight counts alone would under-count it:
-      the pool would shrink after a burst it served and miss the next one).
+      the pool would shrink after a burst it served and miss the next one), and
+    * the creates of one busy period: each that started while another of the key was in
+      flight belongs to the period of that one. The api hands a burst's creates to the
+      node one after another when it is loaded (placement locks, ADR 0035), spread over
+      seconds; a burst is still one period. Sequential creates (one client creating the
+      next after the last returned) never overlap: periods of one.
 
     A key nobody created for ``window_s`` has no demand (its pool drains to its floor).
     ``clock`` is injectable for tests (monotonic seconds).
@@ -177,6 +182,8 @@ class Demand:
         #: key -> (time, demand seen then) of each start within the window, oldest first.
         self._starts: dict[PoolKey, deque[tuple[float, int]]] = {}
         self._in_flight: dict[PoolKey, int] = {}
+        #: key -> creates in its current busy period.
+        self._period: dict[PoolKey, int] = {}
 
     def started(self, key: PoolKey) -> None:
         """A create of ``key`` began."""
@@ -186,7 +193,9 @@ class Demand:
         flying = self._in_flight.get(key, 0) + 1
         self._in_flight[key] = flying
         recent = 1 + sum(1 for t, _ in starts if t > now - self.burst_s)
-        starts.append((now, max(flying, recent)))
+        period = self._period.get(key, 0) + 1 if flying > 1 else 1
+        self._period[key] = period
+        starts.append((now, max(flying, recent, period)))
 
     def ended(self, key: PoolKey) -> None:
         """A create of ``key`` ended (served, cold or failed)."""
@@ -212,6 +221,8 @@ class Demand:
                 starts.popleft()
             if not starts:
                 del self._starts[key]
+                if not self._in_flight.get(key):
+                    self._period.pop(key, None)  # its next create starts a new one
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
