@@ -162,6 +162,34 @@ async def test_runc_pause_and_resume_use_the_freezer(runtime, make_sandbox, cgro
     assert (await runtime.exec(box.sandbox_id, ["true"])).exit_code == 0
 
 
+@runc_only
+async def test_runc_pause_with_the_pid_freezes_the_cgroup_runc_reads(
+    runtime, make_sandbox, cgroups
+):
+    """With its init's pid, pause/resume write the freezer themselves (ADR 0038); runc's own
+    state, resume and delete agree with what they wrote, and a wrong pid falls back to runc."""
+    box = await make_sandbox()
+    pid = (await runtime.state(box.sandbox_id)).pid
+    freezer = cgroups(box.sandbox_id)["freezer"] / "freezer.state"
+    await runtime.pause(box.sandbox_id, pid=pid)
+    assert freezer.read_text().strip() == "FROZEN"
+    assert (await runtime.state(box.sandbox_id)).status is RuntimeStatus.PAUSED
+    await runtime.resume(box.sandbox_id)  # runc itself thaws what was frozen directly
+    assert (await runtime.state(box.sandbox_id)).status is RuntimeStatus.RUNNING
+    await runtime.pause(box.sandbox_id)
+    await runtime.resume(box.sandbox_id, pid=pid)  # and the other way round
+    assert freezer.read_text().strip() == "THAWED"
+    assert (await runtime.exec(box.sandbox_id, ["true"])).exit_code == 0
+    # This test's own pid is in another cgroup: not trusted, runc pauses instead.
+    await runtime.pause(box.sandbox_id, pid=os.getpid())
+    assert (await runtime.state(box.sandbox_id)).status is RuntimeStatus.PAUSED
+    await runtime.resume(box.sandbox_id, pid=os.getpid())
+    assert (await runtime.state(box.sandbox_id)).status is RuntimeStatus.RUNNING
+    await runtime.pause(box.sandbox_id, pid=pid)
+    await runtime.delete(box.sandbox_id, force=True)  # a directly frozen one deletes too
+    assert await runtime.list() == []
+
+
 async def test_runc_force_delete_of_paused_sandbox(runtime, make_sandbox):
     box = await make_sandbox()
     await runtime.pause(box.sandbox_id)

@@ -109,12 +109,16 @@ class Runtime(Protocol):
         """The ids of every container under this runtime's state directory."""
         ...
 
-    async def pause(self, sandbox_id: str) -> None:
-        """Freeze every process of the container (cgroup freezer)."""
+    async def pause(self, sandbox_id: str, *, pid: int | None = None) -> None:
+        """Freeze every process of the container (cgroup freezer).
+
+        ``pid``: the container's init as the node knows it; a runtime that can freeze
+        that process's cgroup itself may (runc, ADR 0038), one that cannot ignores it.
+        """
         ...
 
-    async def resume(self, sandbox_id: str) -> None:
-        """Thaw a paused container."""
+    async def resume(self, sandbox_id: str, *, pid: int | None = None) -> None:
+        """Thaw a paused container (``pid`` as for :meth:`pause`)."""
         ...
 
     async def set_hostname(self, sandbox_id: str, hostname: str) -> None:

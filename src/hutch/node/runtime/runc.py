@@ -26,6 +26,7 @@ from typing import Any
 
 from hutch.node import cpu_weight
 from hutch.node.runtime.base import ExecResult, RuntimeFailedError, RuntimeState, RuntimeStatus
+from hutch.node.runtime.freezer import freezer_of, set_frozen
 from hutch.node.runtime.procmount import BOOT_ID_PATH, bind_over
 from hutch.shared.errors import (
     AlreadyExistsError,
@@ -49,6 +50,9 @@ class RuncRuntime:
     not_found_markers: tuple[str, ...] = ("container does not exist", "container not found")
     #: Messages with which the runtime says that a container has no live process to signal.
     not_running_markers: tuple[str, ...] = ("container not running", "process already finished")
+    #: Whether :meth:`pause`/:meth:`resume` may write the container's cgroup freezer
+    #: themselves (runc reads its paused status from there; runsc keeps its own).
+    _direct_freezer: bool = True
 
     def __init__(self, *, root: Path, binary: str = "runc", timeout: float | None = 60.0) -> None:
         self._root = Path(root)
@@ -176,12 +180,24 @@ class RuncRuntime:
         entries = json.loads(out) or []
         return sorted(str(e["id"]) for e in entries)
 
-    async def pause(self, sandbox_id: str) -> None:
-        """Freeze the container's processes (cgroup freezer)."""
+    async def pause(self, sandbox_id: str, *, pid: int | None = None) -> None:
+        """Freeze the container's processes (cgroup freezer).
+
+        With ``pid`` (its init, as the node recorded it) the cgroup is frozen directly,
+        without starting runc (``freezer.py``); runc does it when that is not possible.
+        """
+        freezer = freezer_of(pid, sandbox_id) if self._direct_freezer else None
+        if freezer is not None:
+            if await set_frozen(freezer, True):
+                return
+            await set_frozen(freezer, False)  # did not settle: thaw, and let runc try
         await self._checked("pause", sandbox_id, sandbox_id=sandbox_id)
 
-    async def resume(self, sandbox_id: str) -> None:
-        """Thaw a paused container."""
+    async def resume(self, sandbox_id: str, *, pid: int | None = None) -> None:
+        """Thaw a paused container (directly with ``pid``, as :meth:`pause`)."""
+        freezer = freezer_of(pid, sandbox_id) if self._direct_freezer else None
+        if freezer is not None and await set_frozen(freezer, False):
+            return
         await self._checked("resume", sandbox_id, sandbox_id=sandbox_id)
 
     async def set_hostname(self, sandbox_id: str, hostname: str) -> None:

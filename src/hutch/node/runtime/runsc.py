@@ -47,6 +47,8 @@ class RunscRuntime(RuncRuntime):
 
     # runsc says "loading container: file does not exist" for an unknown id.
     not_found_markers = (*RuncRuntime.not_found_markers, "loading container: file does not exist")
+    # runsc pause stops its sandbox itself and reports that state, not the cgroup's.
+    _direct_freezer = False
 
     def __init__(
         self,

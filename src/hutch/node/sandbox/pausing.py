@@ -35,7 +35,7 @@ async def pause(host: SandboxHost, sandbox_id: str, *, keep_memory: bool = True)
     if sandbox.paused is not None:
         return sandbox
     if keep_memory:
-        await host.runtime.pause(sandbox.host_id)
+        await host.runtime.pause(sandbox.host_id, pid=sandbox.pid)
         mode = "full"
     else:
         await host.delete_container(sandbox.host_id)
@@ -66,7 +66,7 @@ async def resume(
     if keep_memory and sandbox.paused == "full":
         state = await host.find_state(sandbox.host_id)
         if state is not None and state.status is RuntimeStatus.PAUSED:
-            await host.runtime.resume(sandbox.host_id)
+            await host.runtime.resume(sandbox.host_id, pid=state.pid)
             return host.record(dataclasses.replace(sandbox, paused=None)), True
     rebooted = await reboot(host, sandbox, env_vars=env_vars or {}, access_token=access_token)
     return rebooted, False
@@ -167,7 +167,7 @@ async def snapshot(host: SandboxHost, sandbox_id: str, *, name: str) -> Template
         raise RuntimeFailedError("this node has no templates directory to publish into")
     frozen = False
     if sandbox.paused is None:
-        await host.runtime.pause(sandbox.host_id)
+        await host.runtime.pause(sandbox.host_id, pid=sandbox.pid)
         frozen = True
     try:
         return await snapshots.capture(
@@ -176,4 +176,4 @@ async def snapshot(host: SandboxHost, sandbox_id: str, *, name: str) -> Template
         )  # fmt: skip
     finally:
         if frozen:
-            await host.runtime.resume(sandbox.host_id)
+            await host.runtime.resume(sandbox.host_id, pid=sandbox.pid)
