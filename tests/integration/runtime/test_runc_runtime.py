@@ -166,7 +166,7 @@ async def test_runc_pause_and_resume_use_the_freezer(runtime, make_sandbox, cgro
 async def test_runc_pause_with_the_pid_freezes_the_cgroup_runc_reads(
     runtime, make_sandbox, cgroups
 ):
-    """With its init's pid, pause/resume write the freezer themselves (ADR 0038); runc's own
+    """With its init's pid, pause/resume write the freezer themselves (ADR 0040); runc's own
     state, resume and delete agree with what they wrote, and a wrong pid falls back to runc."""
     box = await make_sandbox()
     pid = (await runtime.state(box.sandbox_id)).pid

@@ -113,7 +113,7 @@ class Runtime(Protocol):
         """Freeze every process of the container (cgroup freezer).
 
         ``pid``: the container's init as the node knows it; a runtime that can freeze
-        that process's cgroup itself may (runc, ADR 0038), one that cannot ignores it.
+        that process's cgroup itself may (runc, ADR 0040), one that cannot ignores it.
         """
         ...
 

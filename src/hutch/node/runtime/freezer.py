@@ -1,4 +1,4 @@
-"""Freeze and thaw a runc container's cgroup directly (ADR 0038).
+"""Freeze and thaw a runc container's cgroup directly (ADR 0040).
 
 ``runc pause`` / ``runc resume`` each start a Go process that loads the container's state
 and writes one cgroup file: ~15-25 ms apiece on this 2-core host, where the write itself
