@@ -282,6 +282,16 @@ async def test_keeper_sizes_from_demand_boots_low_and_raises_a_taken_member(
         await _settle(keeper, host, 4)
         assert keeper.pool_targets() == {"base": 1, "busybox": 3}
 
+        # Five more at once: busybox grows to the cap of 4, no further.
+        with contextlib.ExitStack() as stack:
+            for i in range(5):
+                stack.enter_context(keeper.counting(requests[0], template=busybox))
+                host.busy.add(f"more{i}")
+                await asyncio.sleep(0.02)
+            host.busy.clear()
+        await _settle(keeper, host, 5)
+        assert keeper.pool_targets() == {"base": 1, "busybox": 4}  # capped per key
+
         # A create takes one: its weight goes back to normal before its envd's /init.
         sandbox = await keeper.from_pool(
             SandboxRequest(sandbox_id="sbx9", template="busybox"), template=busybox
@@ -289,7 +299,7 @@ async def test_keeper_sizes_from_demand_boots_low_and_raises_a_taken_member(
         assert sandbox is not None and sandbox.sandbox_id == "sbx9"
         assert weights == {sandbox.pid: cpu_weight.NORMAL}
         assert len(host.envd.inits) == 1
-        await _settle(keeper, host, 4)  # refilled to busybox's demand
+        await _settle(keeper, host, 5)  # refilled to busybox's demand
         # A create with volumes, or without internet, is no demand (it never takes one).
         cold = SandboxRequest(sandbox_id="x", template="busybox", allow_internet=False)
         assert keeper.key_of(cold, template=busybox) is None
@@ -299,10 +309,10 @@ async def test_keeper_sizes_from_demand_boots_low_and_raises_a_taken_member(
         await _settle(keeper, host, 1)
         assert keeper.pool_targets() == {"base": 1}
         assert [m.template for m in keeper.pool_members()] == ["base"]
-        assert len(host.destroyed) == 3
+        assert len(host.destroyed) == 4
     finally:
         await keeper.stop_pool()
-    assert len(host.destroyed) == 4  # and shutdown destroys the idle one
+    assert len(host.destroyed) == 5  # and shutdown destroys the idle one
 
 
 async def test_keeper_without_floors_or_demand_keeps_no_pool(tmp_path: Path) -> None:

@@ -227,14 +227,19 @@ class PoolKeeper:
         await self._host.destroy(member.host_id, address=member.address)
 
     async def _refill(self) -> None:
-        for key in self._pool.missing():
+        while True:
             # User creates first: a member's boot costs the CPU of a cold create, so it
             # starts only while no create or kill is in flight (on 2 cores it would slow them).
+            waited = False
             while self._host.busy:
+                waited = True
                 await asyncio.sleep(_POOL_YIELD_S)
-            if not self._room_for_pool():
+            if waited:  # the creates that just ran are demand the targets have not seen
+                await self._retarget()
+            missing = self._pool.missing()  # the emptiest key first
+            if not missing or not self._room_for_pool():
                 return
-            if not await self._boot_member(key):
+            if not await self._boot_member(missing[0]):
                 await asyncio.sleep(self._config.pool_retry_s)
                 return
 
