@@ -11,6 +11,7 @@ import resource
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from ipaddress import IPv4Address
+from pathlib import Path
 from typing import Any
 
 from hutch.node import metrics
@@ -22,7 +23,7 @@ from hutch.node.network.base import NetworkSettings
 from hutch.node.network.linux import LinuxSandboxNetworks
 from hutch.node.runtime.runc import RuncRuntime
 from hutch.node.runtime.runsc import RunscRuntime
-from hutch.node.sandbox.envd_fork import EnvdZygote
+from hutch.node.sandbox.envd_fork import EnvdZygote, static_elf
 from hutch.node.sandbox.manager import SandboxManager
 from hutch.node.sandbox.models import ManagerConfig, RunningSandbox
 from hutch.node.sandbox.records import ENVD_LOG, bound_log
@@ -40,6 +41,9 @@ from hutch.shared.errors import NotFoundError
 from hutch.volumes.base import VolumeBackend
 
 log = logging.getLogger("hutch.node")
+
+#: install.sh's ``busybox-static``: the waiter of a sandbox whose envd is forked (ADR 0039).
+_STATIC_BUSYBOX = Path("/bin/busybox")
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,6 +137,7 @@ def build_node(settings: NodeSettings, *, build_bundle: bool = True) -> Node:
         pool_burst_s=settings.pool_burst_s,
         pool_cpu_weight=settings.pool_cpu_weight,
         templates_dir=settings.templates_dir,
+        busybox_path=_STATIC_BUSYBOX if static_elf(_STATIC_BUSYBOX) else None,
     )
     # envd forked from one pre-imported zygote per node (ADR 0032 addendum, step 2); runsc
     # keeps exec: gVisor's Sentry is the sandbox's kernel, a host setns does not enter it.

@@ -11,21 +11,26 @@ from pathlib import Path
 
 from hutch.node.sandbox import lifecycle
 from hutch.node.sandbox.envd_fork import (
+    BUSYBOX_IN_SANDBOX,
+    PYTHON_WAITER_ARGV,
     WAITER_ARGV,
     EnvdWatches,
     envd_alive_in,
     launcher_argv,
     oci_env,
     profile_key,
+    static_elf,
 )
 from hutch.node.sandbox.models import ManagerConfig
 from hutch.node.templates.artifact import TemplateArtifact
+from tests.conftest import machine_lacks
 
 
-def _spec(tmp_path: Path, *, forked: bool):  # type: ignore[no-untyped-def]
+def _spec(tmp_path: Path, *, forked: bool, busybox: Path | None = None):  # type: ignore[no-untyped-def]
     config = ManagerConfig(
-        sandboxes_dir=tmp_path, envd_bundle_dir=tmp_path / "envd", tini_path=tmp_path / "tini"
-    )
+        sandboxes_dir=tmp_path, envd_bundle_dir=tmp_path / "envd", tini_path=tmp_path / "tini",
+        busybox_path=busybox,
+    )  # fmt: skip
     template = TemplateArtifact(name="busybox", rootfs=tmp_path / "rootfs")
     return lifecycle.sandbox_spec(
         sandbox_id="sb1", rootfs=tmp_path / "rootfs", template=template, cpu_count=1,
@@ -35,15 +40,32 @@ def _spec(tmp_path: Path, *, forked: bool):  # type: ignore[no-untyped-def]
 
 def test_forked_spec_runs_the_waiter_under_tini_and_mounts_the_bundle(tmp_path: Path) -> None:
     execd, forked = _spec(tmp_path, forked=False), _spec(tmp_path, forked=True)
-    assert forked.args == [lifecycle.TINI_IN_SANDBOX, "--", *WAITER_ARGV]
+    assert forked.args == [lifecycle.TINI_IN_SANDBOX, "--", *PYTHON_WAITER_ARGV]
     assert execd.args[2:4] == ["/.hutch/envd/bin/python3", "-I"]
     options = lifecycle.envd_options(TemplateArtifact(name="busybox", rootfs=tmp_path))
     assert execd.args[-len(options) :] == options and "--user" in options
     assert forked.bind_mounts == execd.bind_mounts  # the bundle at /.hutch/envd in both
+    # With a static busybox on the host: it waits, bound read-only beside tini.
+    boxed = _spec(tmp_path, forked=True, busybox=Path("/bin/busybox"))
+    assert boxed.args == [lifecycle.TINI_IN_SANDBOX, "--", *WAITER_ARGV]
+    extra = [m for m in boxed.bind_mounts if m not in execd.bind_mounts]
+    assert [(str(m.source), m.destination, m.read_only) for m in extra] == [
+        ("/bin/busybox", BUSYBOX_IN_SANDBOX, True)
+    ]
+    assert _spec(tmp_path, forked=False, busybox=Path("/bin/busybox")).args == execd.args
+
+
+def test_static_elf_tells_static_from_dynamic(tmp_path: Path) -> None:
+    if not Path("/usr/bin/tini-static").is_file():
+        machine_lacks("/usr/bin/tini-static (apt-get install tini)")
+    assert static_elf(Path("/usr/bin/tini-static"))
+    assert not static_elf(Path(sys.executable).resolve())  # a dynamically linked python
+    (tmp_path / "text").write_text("#!/bin/sh\n")
+    assert not static_elf(tmp_path / "text") and not static_elf(tmp_path / "missing")
 
 
 def test_waiter_waits_until_signalled() -> None:
-    code = WAITER_ARGV[-1]
+    code = PYTHON_WAITER_ARGV[-1]
     proc = subprocess.Popen([sys.executable, "-S", "-c", code])
     try:
         assert proc.poll() is None

@@ -15,7 +15,7 @@ from typing import Any, Final
 
 from hutch.node.bundle import BindMount, SandboxSpec, build_spec
 from hutch.node.envd_bundle import bundled_python_argv, envd_argv
-from hutch.node.sandbox.envd_fork import WAITER_ARGV
+from hutch.node.sandbox.envd_fork import BUSYBOX_IN_SANDBOX, PYTHON_WAITER_ARGV, WAITER_ARGV
 from hutch.node.sandbox.models import ManagerConfig
 from hutch.node.templates import entrypoint
 from hutch.node.templates.artifact import TemplateArtifact
@@ -98,14 +98,21 @@ def sandbox_spec(
     was injected into the template (ADR 0007); both sit at ``ENVD_BUNDLE_DIR_IN_SANDBOX``.
 
     ``envd_forked`` (a template that is no image, ``HUTCH_NODE_ENVD_ZYGOTE``): tini runs a
-    waiter instead (``envd_fork.WAITER_ARGV``) and the node forks envd in from its zygote
+    waiter instead (``envd_fork.WAITER_ARGV``: the node's static busybox, bind-mounted
+    read-only, ``sleep infinity``; without one, ``PYTHON_WAITER_ARGV``) and the node forks
+    envd in from its zygote
     with :func:`envd_options` once the container runs (ADR 0032 addendum, step 2).
     """
     envd = [*envd_argv(), *envd_options(template)]
     mounts = [BindMount(config.tini_path, TINI_IN_SANDBOX, read_only=True)]
     run = template.image
     if run is None:
-        args = [TINI_IN_SANDBOX, "--", *(WAITER_ARGV if envd_forked else envd)]
+        args = [TINI_IN_SANDBOX, "--", *envd]
+        if envd_forked and config.busybox_path is not None:
+            args = [TINI_IN_SANDBOX, "--", *WAITER_ARGV]
+            mounts.append(BindMount(config.busybox_path, BUSYBOX_IN_SANDBOX, read_only=True))
+        elif envd_forked:
+            args = [TINI_IN_SANDBOX, "--", *PYTHON_WAITER_ARGV]
     else:
         launch = {
             "envd": envd, "argv": list(run.argv), "uid": run.uid, "gid": run.gid,

@@ -207,6 +207,9 @@ class ManagerConfig:
     pool_sizes: Mapping[str, int] = field(default_factory=dict)
     #: Pause after a pool member failed to boot before the pool tries again.
     pool_retry_s: float = 5.0
+    #: A static busybox on the host (``/bin/busybox``), the waiter of sandboxes whose envd
+    #: is forked from the zygote (ADR 0039); None: the bundle's interpreter waits instead.
+    busybox_path: Path | None = None
     #: How often an idle pool looks at its templates again (built or rebuilt meanwhile).
     pool_recheck_s: float = 5.0
     #: Demand sizing (ADR 0038): the most members demand may ask for per key (0: the
