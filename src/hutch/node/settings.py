@@ -96,8 +96,10 @@ class NodeSettings(BaseSettings):
     #: a pool: ``pool_size`` empty turns the pool off altogether.
     pool_max_per_template: int = Field(default=10, ge=0, le=1000)
     #: The most memory (MiB, the members' memory limits summed) demand may fill with
-    #: members on this node; 0: half of the node's memory (``capacity_memory_mb``, else
-    #: the host's). The floors count against it and are kept even above it.
+    #: members on this node; 0: the node's memory (``capacity_memory_mb``, else the
+    #: host's): limits, not use (an idle ``base`` member has a 1024 MiB limit and uses
+    #: ~27 MiB), a quarter of what placement allocates at its default 4x memory
+    #: overcommit. The floors count against it and are kept even above it.
     pool_memory_mb: int = Field(default=0, ge=0)
     #: The recent creates demand looks at (s): a template nobody created for this long
     #: drains back to its floor.
@@ -249,10 +251,8 @@ class NodeSettings(BaseSettings):
         return {} if self.runtime == "runsc" else parse_pool_sizes(self.pool_size)
 
     def pool_memory_budget_mb(self, host_memory_mb: int) -> int:
-        """``pool_memory_mb``, else half of ``capacity_memory_mb`` or ``host_memory_mb``."""
-        if self.pool_memory_mb:
-            return self.pool_memory_mb
-        return (self.capacity_memory_mb or host_memory_mb) // 2
+        """``pool_memory_mb``, else ``capacity_memory_mb``, else ``host_memory_mb``."""
+        return self.pool_memory_mb or self.capacity_memory_mb or host_memory_mb
 
     @property
     def templates_dir(self) -> Path:

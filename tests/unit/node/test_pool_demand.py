@@ -134,9 +134,9 @@ def test_warm_pool_gives_back_surplus_when_a_key_shrinks() -> None:
 def test_settings_pool_demand_defaults_and_budget() -> None:
     s = NodeSettings(home=Path("/nonexistent"))
     assert (s.pool_max_per_template, s.pool_cpu_weight, s.pool_window_s) == (10, 1, 120.0)
-    assert s.pool_memory_budget_mb(24_000) == 12_000
+    assert s.pool_memory_budget_mb(24_000) == 24_000
     capped = NodeSettings(home=Path("/nonexistent"), capacity_memory_mb=8000)
-    assert capped.pool_memory_budget_mb(24_000) == 4000
+    assert capped.pool_memory_budget_mb(24_000) == 8000
     fixed = NodeSettings(home=Path("/nonexistent"), pool_memory_mb=3000)
     assert fixed.pool_memory_budget_mb(24_000) == 3000
     with pytest.raises(ValueError):
