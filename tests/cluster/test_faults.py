@@ -1,9 +1,10 @@
 """Faults on a real local cluster (``hutch cluster up --nodes 2 --apis 2``, short leases),
 injected into real processes by PID from the cluster's records and driven with the
 official ``e2b`` SDK: a node SIGKILLed mid-create, a node partitioned (SIGSTOP) and back,
-an api SIGKILLed mid-create. After each, the store and the nodes agree: every sandbox a
-node runs has a live row naming that node, no row is left ``creating``, and no sandbox id
-is reported by two nodes.
+a node frozen (SIGSTOP) mid-create and mid-pause, an api SIGKILLed mid-create.
+After each, the store and the nodes agree: every sandbox a node runs has a live row
+naming that node, no row is left ``creating``, and no sandbox id is reported by two
+nodes.
 
 Run under ``flock /tmp/hutch-hosttests.lock``. Host names ``hf<slot><n>*`` and subnets
 ``10.<240+slot>.<n>.0/24``, distinct from tests/cluster/test_cluster.py's.
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import json
 import os
 import shutil
@@ -28,12 +30,14 @@ from typing import Any, TypeVar
 
 import httpx
 import pytest
-from e2b import Sandbox
+from e2b import Sandbox, SandboxException
+from e2b.exceptions import ServiceBusyException
 from sqlalchemy import select
 
 from hutch.api.store.sql import open_sql_store
 from hutch.api.store.tables import sandboxes as sandbox_rows
 from hutch.cluster import local
+from hutch.node.settings import NodeSettings
 from tests.conftest import machine_lacks
 
 SLOT = int(os.environ.get("HUTCH_TEST_SLOT", "0") or "0")
@@ -46,6 +50,8 @@ LEASE_S, GRACE_S = 3, 15
 #: A row still creating this long after its insert is a dead api's (the reaper settles it).
 STALE_CREATE_S = 25
 T = TypeVar("T")
+#: What the SDK raises for a 503 (``ServiceBusyException``) or another refusal.
+REFUSED = (SandboxException, ServiceBusyException)
 
 
 @dataclass
@@ -301,6 +307,175 @@ def test_partitioned_node_creates_move_on_and_its_return_starts_nothing_twice(
         assert_store_and_nodes_agree(cluster, ["node-1", "node-2"])
     finally:
         for sbx in made:
+            sbx.kill()
+
+
+def _lease_expires(cluster: Cluster, node_id: str) -> Any:
+    async def read(store: Any) -> Any:
+        return (await store.nodes.get_node(node_id)).lease_expires_at
+
+    return _store(cluster.database_url, read)
+
+
+def _incarnation(cluster: Cluster, node_id: str) -> tuple[str, str]:
+    async def read(store: Any) -> tuple[str, str]:
+        node = await store.nodes.get_node(node_id)
+        return node.boot_id, node.incarnation
+
+    return _store(cluster.database_url, read)  # type: ignore[no-any-return]
+
+
+def _freeze_after_a_beat(cluster: Cluster, node_id: str) -> int:
+    """SIGSTOP the node's process right after it renewed its lease, so that placement
+    still sees it alive for most of a lease; its pid."""
+    first = _lease_expires(cluster, node_id)
+    _eventually(lambda: _lease_expires(cluster, node_id) > first, within_s=30,
+                what=f"a heartbeat of {node_id}", every_s=0.02)  # fmt: skip
+    pid = int(cluster.node(node_id)["pid"])
+    os.kill(pid, signal.SIGSTOP)
+    return pid
+
+
+def _thaw(cluster: Cluster, node_id: str, pid: int) -> None:
+    os.kill(pid, signal.SIGCONT)
+    _eventually(lambda: not _lease_ended(cluster, node_id), within_s=30,
+                what=f"{node_id}'s lease renewed")  # fmt: skip
+
+
+def _host_objects(cluster: Cluster, node_id: str) -> dict[str, int]:
+    """How many runc containers, network namespaces and sandbox cgroups the node has on
+    the host (its own names, from the environment it was started with)."""
+    state = local.ClusterState.load(cluster.home)
+    assert state is not None
+    env = next(p.env for p in state.processes if p.node_id == node_id)
+    settings = NodeSettings(**{k.removeprefix("HUTCH_NODE_").lower(): v for k, v in env.items()
+                               if k.startswith("HUTCH_NODE_") and k != "HUTCH_NODE_API_TOKEN"})  # type: ignore[arg-type]  # fmt: skip
+    listed = subprocess.run(["runc", "--root", str(settings.runtime_root), "list", "-q"],
+                            capture_output=True, text=True, check=True, timeout=30)  # fmt: skip
+    netns = Path("/run/netns")
+    parent = Path("/sys/fs/cgroup") / settings.cgroup_parent.strip("/")
+    return {
+        "containers": len(listed.stdout.split()),
+        "netns": sum(1 for n in netns.iterdir() if n.name.startswith(settings.netns_prefix))
+        if netns.is_dir()
+        else 0,
+        "cgroups": sum(1 for c in parent.iterdir() if c.is_dir()) if parent.is_dir() else 0,
+    }
+
+
+def _settled_host_objects(cluster: Cluster, node_id: str) -> dict[str, int]:
+    """:func:`_host_objects` once three reads a second apart agree (the pool refilled)."""
+    seen: list[dict[str, int]] = []
+
+    def settled() -> dict[str, int] | None:
+        seen.append(_host_objects(cluster, node_id))
+        return seen[-1] if len(seen) >= 3 and seen[-1] == seen[-2] == seen[-3] else None
+
+    return _eventually(settled, within_s=60, what=f"{node_id}'s host objects settle",
+                       every_s=0.5)  # fmt: skip
+
+
+def _new_rows_on(cluster: Cluster, node_id: str, known: set[str]) -> list[str]:
+    return sorted(i for i, r in rows(cluster).items() if r["node"] == node_id and i not in known)
+
+
+def test_node_frozen_mid_create_fails_or_moves_and_nothing_is_half_made_when_back(
+    cluster: Cluster,
+) -> None:
+    """node-1 is frozen (SIGSTOP) right after a heartbeat, with a sandbox of its own, and
+    a create is placed on it. With node-2 drained the create is a retryable 503 naming
+    node-1 at node-1's lease's end, not at a node client's timeout (the create that lands
+    on the other node is test_node_killed_mid_create_...'s). node-1 thawed (within the
+    grace: the same process, the same incarnation, no new registration): the attempt is
+    killed there, no row is left creating or killing, nothing runs twice, node-1 has no
+    runc container, netns or cgroup more than before, and its own sandbox still answers."""
+    cluster.set_status("node-2", "draining")
+    held = Sandbox.create(TEMPLATE, timeout=300, **cluster.sdk(0))
+    waited: dict[str, float] = {}
+    try:
+        assert held.sandbox_id in cluster.on_node("node-1")
+        before = _settled_host_objects(cluster, "node-1")
+        process = _incarnation(cluster, "node-1")
+        known = set(rows(cluster))
+
+        # node-2 drained: nowhere else to go, a clear retryable 503.
+        pid = _freeze_after_a_beat(cluster, "node-1")
+        try:
+            started = time.monotonic()
+            with pytest.raises(REFUSED) as failed:
+                Sandbox.create(TEMPLATE, timeout=120, **cluster.sdk(0))
+            waited["create 503"] = time.monotonic() - started
+            # Placed on node-1, cut short at its lease's end, and nowhere else to go.
+            assert "503" in str(failed.value) and "node node-1" in str(failed.value), failed.value
+            attempts = _new_rows_on(cluster, "node-1", known)
+            assert len(attempts) == 1 and rows(cluster)[attempts[0]]["state"] == "killing"
+        finally:
+            _thaw(cluster, "node-1", pid)
+
+        # Back: the reaper kills what node-1 made of the attempts (their rows ``killing``).
+        for sandbox_id in attempts:
+            _eventually(lambda s=sandbox_id: rows(cluster)[s]["state"] == "killed",
+                        within_s=60, what=f"{sandbox_id} killed")  # fmt: skip
+            _eventually(lambda s=sandbox_id: s not in cluster.on_node("node-1"), within_s=60,
+                        what=f"{sandbox_id} gone from node-1")  # fmt: skip
+        assert [i for i, r in rows(cluster).items() if r["state"] in ("creating", "killing")] == []
+        assert _incarnation(cluster, "node-1") == process  # the same process, kept
+        assert cluster.nodes_api()["node-1"]["status"] == "ready"
+        assert rows(cluster)[held.sandbox_id] == {"state": "running", "node": "node-1",
+                                                  "reason": None}  # fmt: skip
+        assert held.commands.run("echo kept").stdout.strip() == "kept"
+        assert_store_and_nodes_agree(cluster, ["node-1", "node-2"])
+        _eventually(lambda: _host_objects(cluster, "node-1") == before, within_s=45,
+                    what=f"node-1's host objects back to {before}")  # fmt: skip
+    finally:
+        print(f"\nSDK waits with node-1 frozen (lease {LEASE_S} s): "
+              + ", ".join(f"{k} {v:.1f} s" for k, v in waited.items()))  # fmt: skip
+        cluster.set_status("node-2", "ready")
+        held.kill()
+
+
+def test_pause_on_a_frozen_node_ends_with_its_lease_and_is_undone_when_it_is_back(
+    cluster: Cluster,
+) -> None:
+    """A pause to a frozen node is a 503 naming it at its lease's end; the row is running
+    again (never paused without the node having paused it), and once the node is thawed
+    the sandbox runs there, unpaused, and answers."""
+    cluster.set_status("node-2", "draining")
+    try:
+        sbx = Sandbox.create(TEMPLATE, timeout=300, **cluster.sdk(0))
+    finally:
+        cluster.set_status("node-2", "ready")
+    waited: dict[str, float] = {}
+    try:
+        assert sbx.sandbox_id in cluster.on_node("node-1")
+        pid = _freeze_after_a_beat(cluster, "node-1")
+        try:
+            started = time.monotonic()
+            with pytest.raises(REFUSED) as failed:
+                sbx.pause()
+            waited["pause"] = time.monotonic() - started
+            assert "503" in str(failed.value) and "node-1" in str(failed.value), failed.value
+            assert "being paused" in str(failed.value), failed.value
+            assert rows(cluster)[sbx.sandbox_id]["state"] == "running"
+        finally:
+            _thaw(cluster, "node-1", pid)
+
+        def unpaused() -> bool:
+            auth = {"Authorization": f"Bearer {cluster.token}"}
+            listed = httpx.get(f"{cluster.node('node-1')['url']}/v1/sandboxes", headers=auth,
+                               timeout=10).json()["sandboxes"]  # fmt: skip
+            return any(s["sandbox_id"] == sbx.sandbox_id and s["paused"] is None for s in listed)
+
+        # The node may carry the pause out once thawed: the api's undo resumes it.
+        _eventually(unpaused, within_s=60, what="the sandbox unpaused on node-1")
+        assert sbx.commands.run("echo awake").stdout.strip() == "awake"
+        assert rows(cluster)[sbx.sandbox_id]["state"] == "running"
+
+        assert_store_and_nodes_agree(cluster, ["node-1", "node-2"])
+    finally:
+        print(f"\nSDK waits with node-1 frozen (lease {LEASE_S} s): "
+              + ", ".join(f"{k} {v:.1f} s" for k, v in waited.items()))  # fmt: skip
+        with contextlib.suppress(Exception):
             sbx.kill()
 
 

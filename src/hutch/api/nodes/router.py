@@ -94,12 +94,16 @@ class NodeRouter:
         *,
         doing: str | None = None,
     ) -> _T:
-        """``doing`` (what the call does, for the error): watched by the node's lease."""
-        client = await self._on(node_id)
+        """``doing`` (what the call does, for the error): watched by the node's lease,
+        connecting included (a new client asks the node for its info first)."""
+
+        async def on_node() -> _T:
+            return await call(await self._on(node_id))
+
         try:
             if doing is not None and self._watch is not None:
-                return await self._watch.call(node_id, call(client), doing=doing)
-            return await call(client)
+                return await self._watch.call(node_id, on_node(), doing=doing)
+            return await on_node()
         except UnavailableError:
             await self._clients.forget(node_id)
             raise
