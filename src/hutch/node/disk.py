@@ -27,10 +27,12 @@ import errno
 import fcntl
 import os
 import subprocess
+import threading
 from pathlib import Path
 from typing import Final
 
 from hutch.node import rootfs as mounts
+from hutch.node.usage import free_bytes
 from hutch.shared.errors import HutchError, InsufficientStorageError, from_os_error
 
 IMAGE: Final = "disk.ext4"
@@ -51,6 +53,13 @@ _MKFS: Final = (
     "-E", "lazy_itable_init=1,lazy_journal_init=1,nodiscard",
 )  # fmt: skip
 _MOUNT_OPTIONS: Final = "noinit_itable"
+#: What a disk image must leave free on the node's filesystem: the node's own writes
+#: (sandbox directories, its database, logs) must not be the ones to meet ENOSPC when a
+#: burst of creates allocates the last of it (they would fail as 500s, not as a refusal).
+RESERVE_BYTES: Final = 1 << 30
+#: The room check and the allocation are one step: concurrent creates cannot each see the
+#: same free space and together take the reserve.
+_ALLOCATE = threading.Lock()
 
 
 class _LoopInfo64(ctypes.Structure):
@@ -103,7 +112,10 @@ def create_disk(sandbox_dir: Path, *, size_mb: int) -> Path:
         raise from_os_error(exc, str(image)) from exc
     try:
         try:
-            os.posix_fallocate(fd, 0, size_mb << 20)
+            with _ALLOCATE:
+                if free_bytes(image.parent) < (size_mb << 20) + RESERVE_BYTES:
+                    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(image))
+                os.posix_fallocate(fd, 0, size_mb << 20)
         finally:
             os.close(fd)
         done = subprocess.run([*_MKFS, str(image)], capture_output=True, check=False)
