@@ -105,7 +105,12 @@ def _host_leftovers() -> dict[str, list[str]]:
         "links": [n for n in names if n.startswith(PREFIX)],
         "nft": [t for t in tables.split() if t.startswith(PREFIX)],
         "mounts": [m for m in Path("/proc/mounts").read_text().splitlines() if "/hutch-cl" in m],
-        "cgroups": [str(p) for p in Path("/sys/fs/cgroup").glob(f"{PREFIX}*")],
+        # cgroup v2's one tree, and each v1 hierarchy (memory/, cpu/, ...).
+        "cgroups": [
+            str(p)
+            for pattern in (f"{PREFIX}*", f"*/{PREFIX}*")
+            for p in Path("/sys/fs/cgroup").glob(pattern)
+        ],
     }
 
 

@@ -491,8 +491,12 @@ def _clean_node_host(proc: Proc) -> None:
 
     if (settings.envd_bundle_path / "SHA256").is_file():
         asyncio.run(run())
-    parent = Path("/sys/fs/cgroup") / settings.cgroup_parent.strip("/")
-    if parent.is_dir():
+    # The parent on cgroup v2 (one unified tree) and in every v1 hierarchy (memory/, cpu/...).
+    root = Path("/sys/fs/cgroup")
+    relative = settings.cgroup_parent.strip("/")
+    for parent in [root / relative, *(h / relative for h in root.iterdir() if h.is_dir())]:
+        if not parent.is_dir() or parent.is_symlink():
+            continue
         for child in sorted(parent.glob("**/"), key=lambda p: len(p.parts), reverse=True):
             with contextlib.suppress(OSError):
                 child.rmdir()
