@@ -47,6 +47,13 @@ async def _healthy(url: str) -> bool:
         return (await http.get(url + "/health")).status_code == 204
 
 
+def _kill(pid: int) -> None:
+    """SIGKILL one process; never pid 0 (an exec'd envd's ``envd_pid``), which would kill
+    this test's whole process group."""
+    assert pid > 0, f"no forked envd or zygote to kill (pid {pid})"
+    os.kill(pid, signal.SIGKILL)
+
+
 def _cmdline(pid: int) -> list[str]:
     return Path(f"/proc/{pid}/cmdline").read_bytes().decode().split("\0")[:-1]
 
@@ -93,7 +100,7 @@ async def _gone(pid: int) -> bool:
 
 async def test_forked_envd_death_stops_its_sandbox(node: Node) -> None:
     sbx = await node.manager.create(SandboxRequest(sandbox_id=new_id(), template="busybox"))
-    os.kill(sbx.envd_pid, signal.SIGKILL)
+    _kill(sbx.envd_pid)
 
     async def stopped() -> bool:
         return (await node.manager._runtime.state(sbx.host_id)).status is RuntimeStatus.STOPPED
@@ -128,7 +135,7 @@ async def test_node_restart_watches_forked_envds_again(node: Node, settings: Nod
         report = await restarted.manager.reconcile([sbx.sandbox_id])
         assert list(report.adopted) == [sbx.sandbox_id]
         assert restarted.manager.get(sbx.sandbox_id).envd_pid == sbx.envd_pid
-        os.kill(sbx.envd_pid, signal.SIGKILL)  # the re-armed watch stops the container
+        _kill(sbx.envd_pid)  # the re-armed watch stops the container
 
         async def stopped() -> bool:
             state = await restarted.manager._runtime.state(sbx.host_id)
@@ -146,7 +153,7 @@ async def test_zygote_is_restarted_and_creates_exec_meanwhile(node: Node) -> Non
     assert zyg is not None and zyg.pid is not None
     first = zyg.pid
     zyg._restart_s = 5.0  # long enough for one create to see it down
-    os.kill(first, signal.SIGKILL)
+    _kill(first)
     assert await _eventually(lambda: _not_ready(zyg), timeout_s=10)
     # While it is down, a create takes the exec path: envd is tini's child again.
     during = await node.manager.create(SandboxRequest(sandbox_id=new_id(), template="busybox"))

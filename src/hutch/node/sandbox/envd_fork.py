@@ -64,11 +64,13 @@ _SCRIPT_IN_ROOT: Final = "/hutch-envd-zygote.py"
 #: path, ``$2`` the zygote module's. ``/tmp`` is this mount namespace's own (a tmpfs over
 #: the host's ``/tmp`` here only); ``zygote.drop_old_root`` then detaches ``/.old``.
 _LAUNCH: Final = f"""set -e
+exec 3<"$2" 4<"$1"
 mount -t tmpfs -o mode=0755,size=4m,nosuid,nodev hutch-envd-zygote /tmp
 mkdir -p /tmp{ENVD_BUNDLE_DIR_IN_SANDBOX} /tmp/proc /tmp/.old
-mount --bind "$1" /tmp{ENVD_BUNDLE_DIR_IN_SANDBOX}
+mount --no-canonicalize --bind /proc/self/fd/4 /tmp{ENVD_BUNDLE_DIR_IN_SANDBOX}
 mount -o remount,bind,ro,nosuid,nodev /tmp{ENVD_BUNDLE_DIR_IN_SANDBOX}
-cp "$2" /tmp{_SCRIPT_IN_ROOT}
+cat <&3 >/tmp{_SCRIPT_IN_ROOT}
+exec 3<&- 4<&-
 mount -t proc -o nosuid,nodev,noexec proc /tmp/proc
 cd /tmp
 pivot_root . .old
