@@ -155,6 +155,12 @@ def test_sandboxes_spread_over_nodes_and_work_through_the_edge(cluster: Cluster)
     try:
         nodes = {s.sandbox_id: cluster.node_of(s.sandbox_id) for s in sandboxes}
         assert set(nodes.values()) == NODES, nodes
+        # GET /nodes (an admin's) says the same: each node counts the sandboxes it runs.
+        admin = {"X-API-Key": _admin_key(cluster)}
+        listed = httpx.get(f"{cluster.sdk(1)['api_url']}/nodes", headers=admin, timeout=30)
+        assert listed.status_code == 200, listed.text
+        counts = {n["id"]: n["sandboxCount"] for n in listed.json()}
+        assert counts == {n: list(nodes.values()).count(n) for n in NODES}, counts
         for i, sbx in enumerate(sandboxes):
             # Each node's sandboxes live on its own subnet, reached through its proxy.
             node = int(nodes[sbx.sandbox_id].rsplit("-", 1)[1])
@@ -194,7 +200,6 @@ def test_sandboxes_spread_over_nodes_and_work_through_the_edge(cluster: Cluster)
         # node, which fetches the fork's snapshot from the parent's (ADR 0029).
         parent = sandboxes[0]
         parent.files.write("/tmp/forked", "from the parent")
-        admin = {"X-API-Key": _admin_key(cluster)}
         drain = f"{cluster.sdk()['api_url']}/nodes/{nodes[parent.sandbox_id]}"
         assert httpx.post(drain, json={"status": "draining"}, headers=admin).status_code == 204
         try:
