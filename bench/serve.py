@@ -302,14 +302,78 @@ def _sandbox_cgroups(cgroup_parent: str) -> list[str]:
     return []
 
 
-def bench_restore_fork(template: str, n: int, mib: int) -> list[tuple[str, str]]:
+#: The time series whose growth per operation the phase rows report (``_sum`` of each).
+_PHASE_SERIES = (
+    "hutch_node_boot_phase_duration_seconds",
+    "hutch_node_runtime_call_duration_seconds",
+    "hutch_node_network_call_duration_seconds",
+    "hutch_node_request_duration_seconds",
+    "hutch_sandbox_create_phase_duration_seconds",
+    "hutch_api_request_duration_seconds",
+)
+
+
+def scrape_sums(url: str) -> dict[str, float]:
+    """Every ``<series>_sum{labels}`` of :data:`_PHASE_SERIES` at ``url`` (Prometheus text)."""
+    import httpx
+
+    sums: dict[str, float] = {}
+    for line in httpx.get(url, timeout=10).text.splitlines():
+        name, _, value = line.rpartition(" ")
+        base = name.split("{", 1)[0]
+        if base.endswith("_sum") and base[:-4] in _PHASE_SERIES:
+            sums[name.replace("_duration_seconds_sum", "")] = float(value)
+    return sums
+
+
+class PhaseTally:
+    """Per kind of operation, the growth of every phase series across its calls."""
+
+    def __init__(self, url: str | None) -> None:
+        self._url = url
+        self.spent: dict[str, dict[str, float]] = {}
+        self.calls: dict[str, int] = {}
+
+    def timed(self, kind: str, fn: Callable[[], object]) -> tuple[float, object]:
+        before = scrape_sums(self._url) if self._url else {}
+        seconds, out = _timed(fn)
+        if self._url:
+            after = scrape_sums(self._url)
+            mine = self.spent.setdefault(kind, {})
+            for key, value in after.items():
+                mine[key] = mine.get(key, 0.0) + value - before.get(key, 0.0)
+        self.calls[kind] = self.calls.get(kind, 0) + 1
+        return seconds, out
+
+    def rows(self, kinds: tuple[str, ...]) -> list[tuple[str, str]]:
+        """``phase … ms per call (kind / kind …)`` for each series that grew at all."""
+        keys = sorted({k for kind in kinds for k, v in self.spent.get(kind, {}).items() if v})
+        rows = []
+        for key in keys:
+            per = [
+                self.spent.get(kind, {}).get(key, 0.0) / max(self.calls.get(kind, 0), 1) * 1000
+                for kind in kinds
+            ]
+            if max(per) >= 0.5:
+                rows.append((f"phase {key}, ms per call ({' / '.join(kinds)})",
+                             " / ".join(f"{v:.1f}" for v in per)))  # fmt: skip
+        return rows
+
+
+def bench_restore_fork(
+    template: str, n: int, mib: int, *, metrics_url: str | None = None
+) -> list[tuple[str, str]]:
     """A cold create, a create from a snapshot and a fork, interleaved, ``n`` of each.
 
     All three are cold on purpose: the source, the cold creates (and so the snapshot and
     the forks, which keep its policy) deny internet access, which keys a warm pool of its
     own that has no members (ADR 0011), so none of them is served from the pool. The
-    snapshot holds ``mib`` MiB written by the source besides the template's files."""
+    snapshot holds ``mib`` MiB written by the source besides the template's files.
+    With ``metrics_url``, the node's and api's timings grown by each call are tallied per
+    kind, one row per phase (run with ``--pool-size 0``: a refill would count too)."""
     from e2b import Sandbox
+
+    tally = PhaseTally(metrics_url)
 
     source = Sandbox.create(template, timeout=600, allow_internet_access=False)
     snaps: set[str] = set()
@@ -323,15 +387,15 @@ def bench_restore_fork(template: str, n: int, mib: int) -> list[tuple[str, str]]
         snaps.add(snapshot)
         cold, restored, forked = [], [], []
         for i in range(n):
-            seconds, sbx = _timed(
-                lambda: Sandbox.create(template, timeout=120, allow_internet_access=False)
+            seconds, sbx = tally.timed(
+                "cold", lambda: Sandbox.create(template, timeout=120, allow_internet_access=False)
             )
             cold.append(seconds)
             made.append(sbx)
-            seconds, sbx = _timed(lambda: Sandbox.create(snapshot, timeout=120))
+            seconds, sbx = tally.timed("restore", lambda: Sandbox.create(snapshot, timeout=120))
             restored.append(seconds)
             made.append(sbx)
-            seconds, forks = _timed(lambda: source.fork(count=1, timeout=120))
+            seconds, forks = tally.timed("fork", lambda: source.fork(count=1, timeout=120))
             forked.append(seconds)
             for fork in forks:  # type: ignore[attr-defined]
                 if isinstance(fork, Exception):
@@ -357,6 +421,7 @@ def bench_restore_fork(template: str, n: int, mib: int) -> list[tuple[str, str]]
         (f"Sandbox.create(snapshot_id) to ready ({mib} MiB layer; n={n}) p50 / p95",
          _ms(restored)),
         (f"fork() to ready (one snapshot + one create; n={n}) p50 / p95", _ms(forked)),
+        *tally.rows(("cold", "restore", "fork")),
     ]  # fmt: skip
 
 
@@ -483,6 +548,11 @@ def main() -> None:
         "--bursts-only", action="store_true", help="only the bursts (and the runc floor)"
     )
     parser.add_argument(
+        "--cold-only",
+        action="store_true",
+        help="only cold create, restore and fork with their phase rows (and the runc floor)",
+    )
+    parser.add_argument(
         "--burst-overcommit",
         type=float,
         default=128.0,
@@ -592,6 +662,11 @@ def run_column(
         if args.bursts_only:
             rows += bench_bursts(inst, args.template, sizes, args.burst_rounds)
             return rows
+        if args.cold_only:
+            rows += bench_restore_fork(
+                args.template, args.restores, args.snapshot_mib, metrics_url=inst.metrics_url
+            )
+            return rows[3:] + rows[:3]
         target = pool_target(args.template, args.pool_size)
         rows += bench_settled(args.template, 10, lambda: wait_for_pool(home, target, args.settle))
         rows += bench_sequential(args.template, args.n, args.runs)
@@ -599,7 +674,9 @@ def run_column(
         rows += bench_bursts(inst, args.template, sizes, args.burst_rounds)
         if args.restores:
             time.sleep(args.settle)
-            rows += bench_restore_fork(args.template, args.restores, args.snapshot_mib)
+            rows += bench_restore_fork(
+                args.template, args.restores, args.snapshot_mib, metrics_url=inst.metrics_url
+            )
         time.sleep(args.settle)
         rows += bench_idle_memory(args.template, args.idle, names.cgroup_parent)
         if args.fit_cap:

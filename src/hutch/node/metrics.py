@@ -53,6 +53,12 @@ ENVD_READY_SECONDS = Histogram(
     "From the runtime's start to envd's first healthy answer.",
     buckets=_FAST,
 )
+BOOT_PHASE_SECONDS = Histogram(
+    "hutch_node_boot_phase_duration_seconds",
+    "A sandbox boot (cold create, restore, fork, pool member) phase by phase (docs/runtime.md).",
+    ["phase"],
+    buckets=_FAST,
+)
 RECONCILES = Counter(
     "hutch_node_reconcile_sandboxes_total",
     "Sandboxes a reconcile adopted, removed (unknown to the api) or found missing.",
@@ -102,6 +108,26 @@ class TimedAdapter:
                     histogram.labels(name, outcome).observe(time.perf_counter() - started)
 
         return timed
+
+
+class BootPhases:
+    """Times one boot phase by phase: :meth:`mark` ends the phase ``name`` (the time since
+    the previous mark) into :data:`BOOT_PHASE_SECONDS`; :attr:`times` keeps them (logs)."""
+
+    def __init__(self) -> None:
+        self._last = time.perf_counter()
+        self.times: dict[str, float] = {}
+
+    def mark(self, name: str) -> None:
+        now = time.perf_counter()
+        spent = now - self._last
+        self._last = now
+        self.times[name] = self.times.get(name, 0.0) + spent
+        BOOT_PHASE_SECONDS.labels(name).observe(spent)
+
+    def summary(self) -> str:
+        """``name=12.3ms ...`` in order."""
+        return " ".join(f"{k}={v * 1000:.1f}ms" for k, v in self.times.items())
 
 
 def record_reconcile(*, adopted: int, removed: int, missing: int) -> None:

@@ -117,6 +117,7 @@ class SandboxHost:
         cfg = self.config
         sid = request.sandbox_id
         sandbox_dir = cfg.sandboxes_dir / sid
+        phases = metrics.BootPhases()
         try:
             sandbox_dir.mkdir(mode=0o700)
         except FileExistsError:
@@ -125,15 +126,19 @@ class SandboxHost:
 
         disk_mb = self.disk_mb(request, template)
         policy = effective_policy(request)
+        phases.mark("dir")
         net = await self.networks.setup(sid, allow_internet=request.allow_internet, policy=policy)
         undo.append(lambda: self.networks.teardown(sid, address=net.address))
+        phases.mark("network")
 
         undo.append(as_undo(lambda: self.rootfs.remove(sandbox_dir)))
         upper = await asyncio.to_thread(self.rootfs.prepare, sandbox_dir, disk_mb=disk_mb)
+        phases.mark("disk")
         lifecycle.write_etc_files(
             upper, sandbox_id=sid, address=net.address, dns_servers=cfg.dns_servers
         )
         rootfs = self.rootfs.mount(sandbox_dir, lower=template.lowers)
+        phases.mark("overlay")
 
         cpu = request.cpu_count if request.cpu_count is not None else template.cpu_count
         memory = request.memory_mb if request.memory_mb is not None else template.memory_mb
@@ -145,20 +150,25 @@ class SandboxHost:
             envd_forked=forked,
         )  # fmt: skip
         write_bundle(sandbox_dir, lifecycle.oci_config(spec, config=cfg))
+        phases.mark("spec")
 
         undo.append(lambda: self.delete_container(sid))
-        await self.create_and_start(sid, sandbox_dir)
+        await self.create_and_start(sid, sandbox_dir, phases=phases)
         state = await self.runtime.state(sid)
+        phases.mark("runc_state")
         envd_pid = (
             await self.fork_envd(sid, sandbox_dir, init_pid=state.pid or 0, template=template)
             if forked
             else 0
         )
+        phases.mark("envd_fork")
         envd_url = f"http://{net.address}:{ENVD_PORT}"
         started = time.perf_counter()
         with telemetry.tracer().start_as_current_span("envd.ready"):
             await self.wait_healthy(sid, envd_url, sandbox_dir=sandbox_dir)
         metrics.ENVD_READY_SECONDS.observe(time.perf_counter() - started)
+        phases.mark("envd_health")
+        log.debug("sandbox %s booted: %s", sid, phases.summary())
         return RunningSandbox(
             sandbox_id=sid, template=template.name, address=net.address, envd_url=envd_url,
             pid=state.pid or 0, cpu_count=cpu, memory_mb=memory,
@@ -243,7 +253,9 @@ class SandboxHost:
             )
         return size
 
-    async def create_and_start(self, host_id: str, sandbox_dir: Path) -> None:
+    async def create_and_start(
+        self, host_id: str, sandbox_dir: Path, *, phases: metrics.BootPhases | None = None
+    ) -> None:
         """A fresh ``<sandbox dir>/boot_id`` → runtime create → it over ``/proc/.../boot_id``
         (runc: mounted into the created container; runsc: a config mount) → start.
 
@@ -257,8 +269,14 @@ class SandboxHost:
         await self.runtime.create(
             sandbox_dir, sandbox_id=host_id, output_path=sandbox_dir / ENVD_LOG
         )
+        if phases is not None:
+            phases.mark("runc_create")
         await self.runtime.bind_boot_id(host_id, boot_id)
+        if phases is not None:
+            phases.mark("boot_id")
         await self.runtime.start(host_id)
+        if phases is not None:
+            phases.mark("runc_start")
 
     async def wait_healthy(self, sandbox_id: str, envd_url: str, *, sandbox_dir: Path) -> None:
         """Poll envd's ``/health`` until it answers; fail fast if PID 1 died."""

@@ -30,7 +30,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from ipaddress import IPv4Address
 from pathlib import Path
 
-from hutch.node import lxcfs
+from hutch.node import lxcfs, metrics
 from hutch.node.bundle import validate_sandbox_id
 from hutch.node.runtime.base import ExecResult, Runtime
 from hutch.node.sandbox import pausing
@@ -149,9 +149,12 @@ class SandboxManager:
         undo: list[Undo] = []
         try:
             sandbox = await self._host.boot(request, template=template, undo=undo)
+            phases = metrics.BootPhases()
             await self._host.envd.init(sandbox.envd_url, init_body(request, sandbox, template))
+            phases.mark("envd_init")
             sandbox = dataclasses.replace(sandbox, metadata=dict(request.metadata))
             write_record(sandbox)
+            phases.mark("record")
         except BaseException:
             await unwind(undo, sandbox_id=request.sandbox_id)
             raise
