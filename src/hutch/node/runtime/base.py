@@ -77,11 +77,12 @@ class Runtime(Protocol):
 
     async def create(
         self, bundle_dir: Path, *, sandbox_id: str, output_path: Path | None = None
-    ) -> None:
+    ) -> int | None:
         """Create the container from ``bundle_dir/config.json``; its process waits for start.
 
         ``output_path`` receives the process's stdout and stderr (appended); ``None`` sends
-        them to ``/dev/null``.
+        them to ``/dev/null``. Returns the init process's host pid when the runtime told it
+        (runc's ``--pid-file``: no ``state`` call needed after), else None.
         """
         ...
 
@@ -129,10 +130,11 @@ class Runtime(Protocol):
         """
         ...
 
-    async def bind_boot_id(self, sandbox_id: str, source: Path) -> bool:
+    async def bind_boot_id(self, sandbox_id: str, source: Path, *, pid: int | None = None) -> bool:
         """Show ``source``'s content as the created (not yet started) container's
         ``/proc/sys/kernel/random/boot_id``; False where the runtime has its own kernel
-        and so its own boot id (gVisor)."""
+        and so its own boot id (gVisor). ``pid``: the container's init as :meth:`create`
+        returned it (else the runtime is asked)."""
         ...
 
     async def exec(

@@ -53,6 +53,9 @@ class RuncRuntime:
     #: Whether :meth:`pause`/:meth:`resume` may write the container's cgroup freezer
     #: themselves (runc reads its paused status from there; runsc keeps its own).
     _direct_freezer: bool = True
+    #: Whether :meth:`create` asks for ``--pid-file`` and returns that pid (runsc's would
+    #: name its sandbox process; it keeps asking ``state``, as before).
+    _pid_file: bool = True
 
     def __init__(self, *, root: Path, binary: str = "runc", timeout: float | None = 60.0) -> None:
         self._root = Path(root)
@@ -71,8 +74,11 @@ class RuncRuntime:
 
     async def create(
         self, bundle_dir: Path, *, sandbox_id: str, output_path: Path | None = None
-    ) -> None:
-        """Create the container from ``bundle_dir/config.json``; see ``Runtime.create``."""
+    ) -> int | None:
+        """Create the container from ``bundle_dir/config.json``; see ``Runtime.create``.
+
+        The init's pid comes from ``--pid-file`` (written by runc once the container is
+        created): the boot needs it and a ``runc state`` is one more Go process (~10 ms)."""
         bundle_dir = Path(bundle_dir)
         if not (bundle_dir / "config.json").is_file():
             raise NotFoundError(f"no config.json in bundle {bundle_dir}")
@@ -84,6 +90,7 @@ class RuncRuntime:
         log_fd, log_name = tempfile.mkstemp(prefix=".runc-create-", suffix=".log", dir=bundle_dir)
         os.close(log_fd)
         log_path = Path(log_name)
+        pid_path = log_path.with_suffix(".pid")
         out_target = str(output_path) if output_path is not None else os.devnull
         try:
             with open(out_target, "ab") as out:
@@ -94,13 +101,16 @@ class RuncRuntime:
                     "create",
                     "--bundle",
                     str(bundle_dir),
+                    *(["--pid-file", str(pid_path)] if self._pid_file else []),
                     sandbox_id,
                 ]
                 code, _, _ = await self._exec(args, stdout=out, stderr=out)
             if code != 0:
                 self._raise(_last_error(log_path.read_text(errors="replace")), sandbox_id, "create")
+            return _read_pid(pid_path)
         finally:
             log_path.unlink(missing_ok=True)
+            pid_path.unlink(missing_ok=True)
 
     async def _exists(self, sandbox_id: str) -> bool:
         """Whether the runtime holds state for ``sandbox_id`` (runc: ``<root>/<id>``)."""
@@ -218,12 +228,13 @@ class RuncRuntime:
                 f"setting the hostname of {sandbox_id}: {err.decode(errors='replace')[:500]}"
             )
 
-    async def bind_boot_id(self, sandbox_id: str, source: Path) -> bool:
+    async def bind_boot_id(self, sandbox_id: str, source: Path, *, pid: int | None = None) -> bool:
         """See ``Runtime.bind_boot_id`` (``procmount.py`` says how)."""
-        state = await self.state(sandbox_id)
-        if state.pid is None:
+        if pid is None:
+            pid = (await self.state(sandbox_id)).pid
+        if pid is None:
             raise RuntimeFailedError(f"container {sandbox_id} has no process to mount into")
-        await bind_over(state.pid, source, BOOT_ID_PATH)
+        await bind_over(pid, source, BOOT_ID_PATH)
         return True
 
     async def exec(
@@ -327,6 +338,15 @@ def _last_error(log_text: str) -> str | None:
         if isinstance(entry, dict) and entry.get("level") in ("error", "fatal", "panic"):
             message = str(entry.get("msg", line))
     return message
+
+
+def _read_pid(path: Path) -> int | None:
+    """The pid in a ``--pid-file`` (None if there is none or it is not a pid)."""
+    try:
+        text = path.read_text().strip()
+    except OSError:
+        return None
+    return int(text) if text.isdigit() and int(text) > 0 else None
 
 
 def _parse_state(raw: dict[str, Any]) -> RuntimeState:

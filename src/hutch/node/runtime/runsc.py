@@ -49,6 +49,8 @@ class RunscRuntime(RuncRuntime):
     not_found_markers = (*RuncRuntime.not_found_markers, "loading container: file does not exist")
     # runsc pause stops its sandbox itself and reports that state, not the cgroup's.
     _direct_freezer = False
+    # runsc's --pid-file names its sandbox process: the boot asks state, as before.
+    _pid_file = False
 
     def __init__(
         self,
@@ -85,7 +87,7 @@ class RunscRuntime(RuncRuntime):
 
     async def create(
         self, bundle_dir: Path, *, sandbox_id: str, output_path: Path | None = None
-    ) -> None:
+    ) -> int | None:
         """As runc's, with ``<bundle>/boot_id`` (when there is one) bind-mounted read-only
         at ``/proc/sys/kernel/random/boot_id`` through the config: gVisor's own procfs has
         no such file (runsc 20221219), and unlike runc it accepts a mount there."""
@@ -100,9 +102,9 @@ class RunscRuntime(RuncRuntime):
             tmp = config_path.with_name(".config.json.tmp")
             tmp.write_text(json.dumps(config, indent=1))
             os.replace(tmp, config_path)
-        await super().create(bundle_dir, sandbox_id=sandbox_id, output_path=output_path)
+        return await super().create(bundle_dir, sandbox_id=sandbox_id, output_path=output_path)
 
-    async def bind_boot_id(self, sandbox_id: str, source: Path) -> bool:
+    async def bind_boot_id(self, sandbox_id: str, source: Path, *, pid: int | None = None) -> bool:
         """Done by :meth:`create` (a config mount); nothing to do after it."""
         return True
 

@@ -27,6 +27,7 @@ from pathlib import Path
 
 from hutch.node import lxcfs, metrics
 from hutch.node.bundle import write_bundle
+from hutch.node.network.base import SandboxNetwork
 from hutch.node.runtime.base import Runtime, RuntimeFailedError, RuntimeState, RuntimeStatus
 from hutch.node.sandbox import lifecycle
 from hutch.node.sandbox.envd_fork import (
@@ -127,13 +128,17 @@ class SandboxHost:
         disk_mb = self.disk_mb(request, template)
         policy = effective_policy(request)
         phases.mark("dir")
-        net = await self.networks.setup(sid, allow_internet=request.allow_internet, policy=policy)
-        undo.append(lambda: self.networks.teardown(sid, address=net.address))
-        phases.mark("network")
-
+        # The network (ip, nft) and the disk (mkfs.ext4) need nothing of each other: both
+        # at once, each undone if it was made, whichever failed (issue 19, ADR 0041).
+        setup = asyncio.ensure_future(
+            self.networks.setup(sid, allow_internet=request.allow_internet, policy=policy)
+        )
+        undo.append(lambda: self._teardown_made(sid, setup))
         undo.append(as_undo(lambda: self.rootfs.remove(sandbox_dir)))
         upper = await asyncio.to_thread(self.rootfs.prepare, sandbox_dir, disk_mb=disk_mb)
         phases.mark("disk")
+        net = await setup
+        phases.mark("network")  # what the network took beyond the disk
         lifecycle.write_etc_files(
             upper, sandbox_id=sid, address=net.address, dns_servers=cfg.dns_servers
         )
@@ -153,11 +158,9 @@ class SandboxHost:
         phases.mark("spec")
 
         undo.append(lambda: self.delete_container(sid))
-        await self.create_and_start(sid, sandbox_dir, phases=phases)
-        state = await self.runtime.state(sid)
-        phases.mark("runc_state")
+        init_pid = await self.create_and_start(sid, sandbox_dir, phases=phases)
         envd_pid = (
-            await self.fork_envd(sid, sandbox_dir, init_pid=state.pid or 0, template=template)
+            await self.fork_envd(sid, sandbox_dir, init_pid=init_pid, template=template)
             if forked
             else 0
         )
@@ -171,12 +174,21 @@ class SandboxHost:
         log.debug("sandbox %s booted: %s", sid, phases.summary())
         return RunningSandbox(
             sandbox_id=sid, template=template.name, address=net.address, envd_url=envd_url,
-            pid=state.pid or 0, cpu_count=cpu, memory_mb=memory,
+            pid=init_pid, cpu_count=cpu, memory_mb=memory,
             default_user=template.default_user, workdir=template.workdir,
             started_at=time.time(), sandbox_dir=sandbox_dir, allow_internet=not policy.blocks_all,
             egress=policy,
             volume_mounts=tuple(request.volume_mounts), disk_mb=disk_mb, envd_pid=envd_pid,
         )  # fmt: skip
+
+    async def _teardown_made(self, sid: str, setup: asyncio.Future[SandboxNetwork]) -> None:
+        """Undo of a network set up beside the disk: once its setup ended, tear it down if
+        it was made (a setup that failed removed what it made itself)."""
+        try:
+            net = await asyncio.shield(setup)
+        except BaseException:  # failed or cancelled: nothing of it is left
+            return
+        await self.networks.teardown(sid, address=net.address)
 
     def forks_envd(self, template: TemplateArtifact) -> bool:
         """Whether a sandbox of ``template`` booted now gets its envd from the zygote: the
@@ -255,9 +267,10 @@ class SandboxHost:
 
     async def create_and_start(
         self, host_id: str, sandbox_dir: Path, *, phases: metrics.BootPhases | None = None
-    ) -> None:
+    ) -> int:
         """A fresh ``<sandbox dir>/boot_id`` → runtime create → it over ``/proc/.../boot_id``
-        (runc: mounted into the created container; runsc: a config mount) → start.
+        (runc: mounted into the created container; runsc: a config mount) → start; the
+        container's init pid (from the create, else the runtime's state; 0: none).
 
         Every (re)boot of a sandbox gets a new boot id, and only a boot does: a resume
         that kept memory shows the same one (ADR 0004).
@@ -266,17 +279,20 @@ class SandboxHost:
         tmp = boot_id.with_name(f".{BOOT_ID}.tmp")
         tmp.write_text(f"{uuid.uuid4()}\n")
         os.replace(tmp, boot_id)  # a new inode: an old container's mount keeps the old one
-        await self.runtime.create(
+        pid = await self.runtime.create(
             sandbox_dir, sandbox_id=host_id, output_path=sandbox_dir / ENVD_LOG
         )
+        if pid is None:
+            pid = (await self.runtime.state(host_id)).pid
         if phases is not None:
             phases.mark("runc_create")
-        await self.runtime.bind_boot_id(host_id, boot_id)
+        await self.runtime.bind_boot_id(host_id, boot_id, pid=pid)
         if phases is not None:
             phases.mark("boot_id")
         await self.runtime.start(host_id)
         if phases is not None:
             phases.mark("runc_start")
+        return pid or 0
 
     async def wait_healthy(self, sandbox_id: str, envd_url: str, *, sandbox_dir: Path) -> None:
         """Poll envd's ``/health`` until it answers; fail fast if PID 1 died."""

@@ -115,14 +115,11 @@ async def reboot(
         )  # fmt: skip
         write_bundle(sandbox_dir, lifecycle.oci_config(spec, config=cfg))
         try:
-            await host.create_and_start(host_id, sandbox_dir)
+            init_pid = await host.create_and_start(host_id, sandbox_dir)
             if host_id != sid:
                 await host.runtime.set_hostname(host_id, sid)
-            state = await host.runtime.state(host_id)
             envd_pid = (
-                await host.fork_envd(
-                    host_id, sandbox_dir, init_pid=state.pid or 0, template=template
-                )
+                await host.fork_envd(host_id, sandbox_dir, init_pid=init_pid, template=template)
                 if forked
                 else 0
             )
@@ -148,7 +145,7 @@ async def reboot(
             sandbox,
             address=net.address,
             envd_url=envd_url,
-            pid=state.pid or 0,
+            pid=init_pid,
             paused=None,
             envd_pid=envd_pid,
         )
