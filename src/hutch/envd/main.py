@@ -9,12 +9,17 @@ without running that ``__init__`` (ADR 32).
 from __future__ import annotations
 
 import importlib.util
+import socket
 import sys
 from types import ModuleType
 
 from hutch.envd.app import create_app
 from hutch.envd.logs import configure_logging
 from hutch.envd.settings import load_settings
+
+#: The option that hands envd a listening socket (``--listen-fd N``); the node's zygote
+#: looks for this name to know the envd it forks takes one.
+LISTEN_FD_OPTION = "--listen-fd"
 
 #: uvicorn's HTTP/1.1 protocol: httptools (llhttp, in C) parses a request body without the
 #: two Python-level copies of every byte that h11's receive buffer makes, which were the
@@ -68,5 +73,8 @@ def main(argv: list[str] | None = None) -> int:
         timeout_keep_alive=300,
     )
     server = server_type(config)
-    server.run()
+    if settings.listen_fd >= 0:
+        server.run(sockets=[socket.socket(fileno=settings.listen_fd)])
+    else:
+        server.run()
     return 0

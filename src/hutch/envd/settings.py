@@ -34,6 +34,10 @@ class EnvdSettings:
     #: Where envd keeps the temporary files of multipart uploads it must find again at start.
     state_dir: Path = field(default_factory=lambda: Path("/run/hutch-envd"))
     log_level: str = "info"
+    #: A listening socket to serve on instead of binding ``host:port`` (-1: bind). The
+    #: node's zygote binds it in the sandbox before envd runs (ADR 0041): connections made
+    #: meanwhile wait in its backlog, so the node's first ``/health`` needs no retry.
+    listen_fd: int = -1
 
 
 _ENV_PREFIX = "HUTCH_ENVD_"
@@ -70,6 +74,9 @@ def load_settings(argv: list[str]) -> EnvdSettings:
     parser.add_argument("--workdir", dest="default_workdir", help="default working directory")
     parser.add_argument("--state-dir", dest="state_dir", type=Path, help="upload state directory")
     parser.add_argument("--log-level", dest="log_level", help="debug, info, warning, error")
+    parser.add_argument(
+        "--listen-fd", dest="listen_fd", type=int, help="serve on this listening socket"
+    )
     ns = parser.parse_args(argv)
     values = _from_env(dict(os.environ))
     values.update({k: v for k, v in vars(ns).items() if v is not None})

@@ -206,12 +206,15 @@ class ZygoteClient:
         log_fd: int,
         filters: Sequence[str],
         keyring: str | None = None,
+        listen: tuple[str, int] | None = None,
     ) -> int:
         """Fork envd into the container of ``init_pid``; its pid on the host.
 
         ``filters`` are PID 1's seccomp filters (:func:`seccomp_filters`, the same for
         every container of one profile); ``keyring`` the session keyring to join
-        (runc's ``_ses.<id>``). Blocks until the child says it is about to run envd.
+        (runc's ``_ses.<id>``); ``listen`` the address envd serves on, bound and listening
+        in the sandbox before envd runs when its envd takes ``--listen-fd``. Blocks until
+        the child says it is about to run envd.
         Raises :class:`ZygoteError` if the zygote is gone or the child failed a step.
         """
         mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
@@ -226,6 +229,7 @@ class ZygoteClient:
             request = {
                 "argv": list(argv), "env": dict(env), "attrs": read_attributes(init_pid),
                 "filters": list(filters), "keyring": keyring,
+                "listen": list(listen) if listen is not None else None,
                 "cgroups": len(opened) - len(NAMESPACES),
             }  # fmt: skip
             data = json.dumps(request).encode()
@@ -340,6 +344,9 @@ def _child(request: dict[str, Any], fds: list[int], run: Any) -> None:
                 os.close(fd)
         os.environ.clear()
         os.environ.update(request["env"])
+        argv = list(request["argv"])
+        if request.get("listen") and _LISTEN_FD_OPTION:
+            argv += [_LISTEN_FD_OPTION, str(_listening(*request["listen"]))]
         answer.send(b"ok")  # SO_PASSCRED on the node's end: the kernel adds our pid
         answer.close()
     except BaseException as exc:
@@ -349,11 +356,27 @@ def _child(request: dict[str, Any], fds: list[int], run: Any) -> None:
             os._exit(1)
     code = 1
     try:
-        code = run(list(request["argv"]))
+        code = run(argv)
     except BaseException:
         traceback.print_exc()
     finally:
         os._exit(code)
+
+
+#: envd's ``--listen-fd`` when the bundle's envd takes one (``preimport`` finds out).
+_LISTEN_FD_OPTION: str | None = None
+#: uvicorn's default backlog.
+_BACKLOG: Final = 2048
+
+
+def _listening(host: str, port: int) -> int:
+    """C3, in the sandbox's namespaces and as its PID 1's user: a socket listening on
+    ``host:port``, envd's from here on (its descriptor)."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
+    sock.bind((host, port))
+    sock.listen(_BACKLOG)
+    return sock.detach()
 
 
 def preimport() -> Any:
@@ -364,7 +387,9 @@ def preimport() -> Any:
     """
     import gc
 
+    global _LISTEN_FD_OPTION
     envd_main = importlib.import_module("hutch.envd.main")
+    _LISTEN_FD_OPTION = getattr(envd_main, "LISTEN_FD_OPTION", None)
     envd_main._uvicorn()  # uvicorn's Config and Server without its command line (ADR 0032)
     for name in _PREIMPORTS:
         importlib.import_module(name)

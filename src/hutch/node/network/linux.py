@@ -10,6 +10,7 @@ on the host, ``ip -n <ns> -batch`` inside), teardown two; measured numbers are i
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import shlex
@@ -121,18 +122,36 @@ class LinuxSandboxNetworks:
             policy = DEFAULT_POLICY if allow_internet else parse_policy((), (ALL_TRAFFIC,))
         address = self.pool.claim(address)
         mac = names.mac_for(address)
-        try:
-            # Firewall elements first: the port must never be up without its pinning.
-            await self._nft_script(
-                rules.attach_elements_script(
-                    s, host_veth=veth, address=address, mac=mac, policy=policy
-                )
-            )
-            alias = names.veth_alias(sandbox_id, address)
+        alias = names.veth_alias(sandbox_id, address)
+
+        async def links() -> None:
             await self._ip_lines(
                 rules.host_link_batch(s, netns=netns, host_veth=veth, mac=mac, alias=alias)
             )
             await self._ip_lines(rules.sandbox_link_batch(s, address=address), netns=netns)
+
+        # The firewall elements and the links at once (one process fewer on the path, ADR
+        # 0041): the port is up before its pinning for a moment now, but nothing can send
+        # through it yet, as the netns holds no process before this returns (the runtime
+        # starts the sandbox's later).
+        both = asyncio.gather(
+            self._nft_script(
+                rules.attach_elements_script(
+                    s, host_veth=veth, address=address, mac=mac, policy=policy
+                )
+            ),
+            links(),
+            return_exceptions=True,
+        )
+        try:
+            try:
+                results = await asyncio.shield(both)
+            except asyncio.CancelledError:
+                await _settled(both)  # what they made is known before it is removed
+                raise
+            for result in results:
+                if isinstance(result, BaseException):
+                    raise result
         except BaseException:
             # Also on cancellation: a half-made network must not outlive the request.
             await asyncio.shield(self._remove(sandbox_id, address=address))
@@ -308,6 +327,13 @@ class LinuxSandboxNetworks:
         if check and result.returncode != 0:
             raise _command_error(argv, result, stdin)
         return result
+
+
+async def _settled(future: asyncio.Future[object]) -> None:
+    """Wait until ``future`` is done, even if this task is cancelled again meanwhile."""
+    while not future.done():
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.shield(future)
 
 
 #: ``ip`` errors that mean "already gone" (link del, netns del).

@@ -29,6 +29,7 @@ import select
 import signal
 import socket
 import struct
+import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Final
@@ -271,8 +272,11 @@ class EnvdZygote:
         log_path: Path,
         profile: str,
         keyring: str,
+        listen: tuple[str, int] | None = None,
     ) -> int:
         """Fork envd into the container of ``init_pid``, check it; its host pid.
+
+        ``listen``: the address envd serves on, bound in the sandbox before envd runs.
 
         Raises :class:`RuntimeFailedError` when no zygote is ready, the child failed a step,
         or the forked envd is not its container's own (``zygote.differences``: it is
@@ -281,18 +285,25 @@ class EnvdZygote:
         client = self._client
         if client is None:
             raise RuntimeFailedError("the envd zygote is restarting")
+        t0 = time.perf_counter()
         filters = await self.filters(profile, init_pid)
+        t1 = time.perf_counter()
         log_fd = os.open(log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
         try:
             pid = await asyncio.to_thread(
                 client.fork_envd, init_pid, argv=argv, env=env, log_fd=log_fd,
-                filters=filters, keyring=keyring,
+                filters=filters, keyring=keyring, listen=listen,
             )  # fmt: skip
         except zygote.ZygoteError as exc:
             raise RuntimeFailedError(str(exc)) from exc
         finally:
             os.close(log_fd)
+        t2 = time.perf_counter()
         await _check_own(pid, init_pid)
+        log.debug(
+            "envd forked into %s: filters %.1f ms, fork %.1f ms, check %.1f ms", init_pid,
+            (t1 - t0) * 1000, (t2 - t1) * 1000, (time.perf_counter() - t2) * 1000,
+        )  # fmt: skip
         return pid
 
 

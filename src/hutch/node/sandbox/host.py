@@ -206,6 +206,7 @@ class SandboxHost:
             init_pid, argv=lifecycle.envd_options(template), env=oci_env(oci),
             log_path=sandbox_dir / ENVD_LOG, profile=profile_key(oci),
             keyring=f"_ses.{host_id}",  # runc's session keyring for the container
+            listen=("0.0.0.0", ENVD_PORT),  # envd_options' address, bound before envd runs
         )  # fmt: skip
         if not self.watches.watch(host_id, pid):
             raise RuntimeFailedError(f"envd of {host_id} exited as soon as it was forked")
