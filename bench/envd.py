@@ -8,7 +8,8 @@ File throughput is measured twice: straight to envd, and through hutch's sandbox
 the path every SDK call takes in a deployment.
 ``--before REF`` also measures file throughput against envd's and the proxy's code at git
 REF (its ``src/`` exported to a temporary directory) in the same run, before and after in
-one table, each column with the ``cp`` floor measured just before it.
+one table, each column with the ``cp`` floor measured just before it. ``--repeat N``
+measures N rounds, the columns interleaved, and prints each row's median with its range.
 """
 
 from __future__ import annotations
@@ -183,6 +184,9 @@ def main() -> None:
     parser.add_argument("--size-mib", type=int, default=256)
     parser.add_argument("--runs", type=int, default=200, help="commands.run samples")
     parser.add_argument("--before", metavar="REF", help="also measure file throughput at REF")
+    parser.add_argument(
+        "--repeat", type=int, default=1, help="file-throughput rounds; each row is the median"
+    )
     args = parser.parse_args()
     size = args.size_mib * 2**20
     work = Path(tempfile.mkdtemp(prefix="hutch-bench-", dir="/var/tmp"))
@@ -242,17 +246,30 @@ def main() -> None:
                 os.environ["E2B_SANDBOX_URL"] = old_url
                 before = (f"before ({args.before})", old_url, work / "before", Sandbox.create())
                 runs.insert(0, (*before, old_src / "src", old_proc.pid))
-            columns = []
-            for _, u, d, s, code, envd_pid in runs:
+            proxies = []
+            for _, u, _, _, code, _ in runs:
                 proxy, proxy_url = _start_proxy(u, src=code)
                 helpers.append(proxy)
-                via = (proxy_url, _proxied_sandbox(proxy_url))
-                pids = (envd_pid, proxy.pid)
-                columns.append(dict(_throughput(u, src, d, size, args.size_mib, s, via, pids)))
+                proxies.append((proxy, proxy_url, _proxied_sandbox(proxy_url)))
+            # Rounds interleave the columns (before, after, before, ...): the machine's
+            # drift (other sessions, the page cache) reaches both alike.
+            samples: list[list[list[tuple[str, str]]]] = [[] for _ in runs]
+            for round_ in range(args.repeat):
+                for i, ((_, u, d, s, _, envd_pid), (proxy, proxy_url, psbx)) in enumerate(
+                    zip(runs, proxies, strict=True)
+                ):
+                    pids = (envd_pid, proxy.pid)
+                    rows_i = _throughput(
+                        u, src, d / str(round_), size, args.size_mib, s, (proxy_url, psbx), pids
+                    )
+                    samples[i].append(rows_i)
         finally:
             for helper in helpers:
                 _stop(helper)
+        columns = [_median_rows(column) for column in samples]
         throughput = [(label, *(c[label] for c in columns)) for label in columns[0]]
+        load = f"{os.getloadavg()[0]:.1f}"
+        throughput.append(("load average (1 min) at the end", *[load] * len(columns)))
     finally:
         if proc is not None and proc.poll() is None:
             _stop(proc)  # also when a measurement failed: never leave an envd behind
@@ -262,6 +279,20 @@ def main() -> None:
     print_table(
         f"file throughput, {args.size_mib} MiB", throughput, ("measure", *(r[0] for r in runs))
     )
+
+
+def _median_rows(rounds: list[list[tuple[str, str]]]) -> dict[str, str]:
+    """Per row, the round with the median MiB/s (its CPU figures with it), and the range."""
+    out: dict[str, str] = {}
+    for label, _ in rounds[0]:
+        values = [dict(r)[label] for r in rounds]
+        ordered = sorted(values, key=lambda v: float(v.split()[0].replace(",", "")))
+        median = ordered[(len(ordered) - 1) // 2]
+        if len(values) > 1:
+            low, high = ordered[0].split()[0], ordered[-1].split()[0]
+            median += f" [{low}-{high}]"
+        out[label] = median
+    return out
 
 
 def _throughput(
@@ -277,7 +308,7 @@ def _throughput(
     """The file-throughput rows for the envd at ``url`` (SDK ``sbx``), the ``cp`` floor first,
     then the same again through the proxy (``proxied``: its URL and an SDK handle on it);
     ``pids``: envd's and the proxy's, whose CPU time each row reports."""
-    work.mkdir()
+    work.mkdir(parents=True)
     rows: list[tuple[str, str]] = []
     t0 = time.perf_counter()
     shutil.copyfile(src, work / "cp.bin")

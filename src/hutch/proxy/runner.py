@@ -5,6 +5,7 @@ from __future__ import annotations
 import httpx
 import uvicorn
 
+from hutch.proxy.bodyrelay import RelayingHttpToolsProtocol
 from hutch.proxy.catalog import SandboxCatalog
 from hutch.proxy.server import create_app
 from hutch.proxy.websocket import websocket_relay
@@ -21,7 +22,8 @@ def create_config(
 ) -> uvicorn.Config:
     """A uvicorn config serving the proxy for ``catalog`` on ``host:port``.
 
-    ``http="h11"``: the relay hooks into the h11 protocol's upgrade path. No ``proxy_headers``:
+    ``http``: uvicorn's httptools protocol plus the body relay (``bodyrelay.py``); the
+    WebSocket relay hooks into its upgrade path. No ``proxy_headers``:
     the proxy is the edge and writes ``X-Forwarded-*`` itself. ``timeout_keep_alive`` above
     the SDK's pool expiry would hold idle sockets for nothing; uvicorn's default 5 s is kept.
     ``require_token``: a node's own proxy, which admits only edges with the cluster token.
@@ -30,7 +32,7 @@ def create_config(
         create_app(catalog, client=client, require_token=require_token),
         host=host,
         port=port,
-        http="httptools",
+        http=RelayingHttpToolsProtocol,
         ws=websocket_relay(catalog, require_token=require_token),  # type: ignore[arg-type]
         lifespan="on",
         proxy_headers=False,

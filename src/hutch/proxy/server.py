@@ -17,14 +17,17 @@ import asyncio
 import contextlib
 import hmac
 import logging
+import socket
+import struct
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from http.cookiejar import CookieJar, DefaultCookiePolicy
 from typing import Any, Final
 
+import httptools
 import httpx
 
-from hutch.proxy import errors, metrics
+from hutch.proxy import bodyrelay, errors, metrics
 from hutch.proxy.catalog import NODE_TOKEN_HEADER, SandboxCatalog, SandboxRoute
 from hutch.proxy.routing import SandboxTarget, SignedFileTarget, is_internal, route
 from hutch.shared import logging as hlog
@@ -61,6 +64,10 @@ _SANDBOX_HEADERS: Final = frozenset({b"e2b-sandbox-id", b"e2b-sandbox-port"})
 _REQUEST_ID: Final = hlog.REQUEST_ID_HEADER.lower().encode()
 #: One line per proxied request (docs/observability.md): grep a sandbox id or request id.
 _access = logging.getLogger("hutch.proxy.access")
+
+
+#: As the pooled client's: connecting to a sandbox port never takes longer.
+CONNECT_TIMEOUT_S: Final = 10.0
 
 
 class _ClientDisconnected(Exception):
@@ -368,10 +375,7 @@ class _Exchange:
         finally:
             self.body_done.set()
 
-    async def _forward(self) -> None:
-        content = self._body() if _has_body(self.scope) else None
-        if content is None:
-            self.body_done.set()
+    def _headers(self) -> list[tuple[bytes, bytes]]:
         headers = upstream_headers(
             self.scope, self.sandbox.hop_headers(self.port), trusted=self.trusted
         )
@@ -383,6 +387,17 @@ class _Exchange:
         if mask is not None and self.port != ENVD_PORT:
             value = mask.replace("${PORT}", str(self.port)).encode()
             headers = [(k, v) for k, v in headers if k.lower() != b"host"] + [(b"host", value)]
+        return headers
+
+    async def _forward(self) -> None:
+        raw = self.scope.get("extensions", {}).get(bodyrelay.EXTENSION)
+        if isinstance(raw, bodyrelay.RawBody) and raw.relayable():
+            await self._relay(raw)
+            return
+        content = self._body() if _has_body(self.scope) else None
+        if content is None:
+            self.body_done.set()
+        headers = self._headers()
         request = httpx.Request(self.scope["method"], self._url(), headers=headers, content=content)
         sent = time.perf_counter()
         try:
@@ -417,6 +432,89 @@ class _Exchange:
         finally:
             await response.aclose()
 
+    async def _relay(self, raw: bodyrelay.RawBody) -> None:
+        """A large ``Content-Length`` body spliced to the upstream below ASGI (ADR 36
+        addendum 2, ``bodyrelay.py``) on a connection of its own; the answer is read with
+        httptools and sent through ASGI like any other, so its headers, request id and
+        metrics are the same."""
+        host, port = self.sandbox.address(self.port)
+        try:
+            upstream = await asyncio.wait_for(_connect(host, port), CONNECT_TIMEOUT_S)
+        except (OSError, TimeoutError):
+            self.outcome = "upstream_error"
+            await _respond(self.send, errors.port_not_open(self.sandbox.sandbox_id, self.port))
+            return
+        with contextlib.closing(upstream):
+            sent = time.perf_counter()
+            stopped = False
+            try:
+                size = await raw.relay(upstream, self._relay_head(host, port))
+                metrics.BYTES.labels("in").inc(size)
+            except bodyrelay.UpstreamStopped:
+                stopped = True  # it may have answered already (a 4xx before the body)
+            except bodyrelay.ClientGone:
+                # Reset, so envd sees the upload abort at once and keeps no file of it.
+                _reset(upstream)
+                raise _ClientDisconnected from None
+            except BaseException:  # cancelled: the proxy stops
+                _reset(upstream)
+                raise
+            finally:
+                self.body_done.set()
+            await self._relay_answer(upstream, sent, stopped=stopped)
+
+    def _relay_head(self, host: str, port: int) -> bytes:
+        target = self.scope.get("raw_path") or self.scope["path"].encode()
+        query = self.scope.get("query_string", b"")
+        if query:
+            target += b"?" + query
+        # No Expect upstream: the proxy answered the client's 100-continue itself.
+        headers = [(k, v) for k, v in self._headers() if k.lower() != b"expect"]
+        if not any(k.lower() == b"host" for k, _ in headers):
+            authority = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+            headers.insert(0, (b"host", authority.encode()))
+        lines = [b"%s %s HTTP/1.1" % (self.scope["method"].encode(), target)]
+        lines += [k + b": " + v for k, v in headers]
+        lines.append(b"connection: close")
+        return b"\r\n".join(lines) + b"\r\n\r\n"
+
+    async def _relay_answer(self, upstream: socket.socket, sent: float, *, stopped: bool) -> None:
+        loop = asyncio.get_running_loop()
+        reader = bodyrelay.ResponseReader()
+        while not reader.complete:
+            try:
+                data = await loop.sock_recv(upstream, 256 * 1024)
+            except OSError:
+                data = b""
+            if not data and reader.head_done and not reader.framed():
+                break  # a body that ends when the connection does
+            try:
+                if not data:
+                    raise bodyrelay.UpstreamStopped("the upstream closed mid-answer")
+                reader.feed(data)
+            except (bodyrelay.UpstreamStopped, httptools.HttpParserError):
+                if self.started:
+                    raise  # uvicorn closes the client's connection: a truncated answer
+                self.outcome = "upstream_error"
+                await _respond(
+                    self.send, errors.upstream_failed(self.sandbox.sandbox_id, self.port)
+                )
+                return
+            if reader.head_done and not self.started:
+                metrics.UPSTREAM_SECONDS.observe(time.perf_counter() - sent)
+                raw = reader.headers
+                drop = _drop_set(raw, HOP_BY_HOP)
+                headers = [(k, v) for k, v in raw if k not in drop]
+                start = {"type": "http.response.start", "status": reader.status}
+                await self.send({**start, "headers": headers})
+                self.started = True
+            chunk = reader.take_body()
+            if chunk and self.started:
+                metrics.BYTES.labels("out").inc(len(chunk))
+                await self.send({"type": "http.response.body", "body": chunk, "more_body": True})
+        await self.send({"type": "http.response.body", "body": b""})
+        self.outcome = "proxied"
+
     async def _watch_disconnect(self) -> None:
         await self.body_done.wait()
         while (await self.receive())["type"] != "http.disconnect":
@@ -433,6 +531,29 @@ class _Exchange:
             for task in (forward, watch):
                 with contextlib.suppress(asyncio.CancelledError, _ClientDisconnected):
                     await task
+
+
+async def _connect(host: str, port: int) -> socket.socket:
+    """A non-blocking TCP connection to ``host:port`` for a relayed body."""
+    loop = asyncio.get_running_loop()
+    family, kind, proto, _, address = (await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM))[
+        0
+    ]
+    sock = socket.socket(family, kind, proto)
+    sock.setblocking(False)
+    try:
+        await loop.sock_connect(sock, address)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+def _reset(sock: socket.socket) -> None:
+    """Close with RST, not FIN: the peer sees the request aborted, not merely ended."""
+    with contextlib.suppress(OSError):
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
 
 
 def create_app(
