@@ -57,8 +57,8 @@ class NodeSettings(BaseSettings):
     envd_bundle_dir: Path | None = None
     #: Fork each runc sandbox's envd from one pre-imported envd per node (the zygote, ADR
     #: 0032 addendum step 2) instead of exec'ing it: faster to ready, less memory per
-    #: sandbox. runsc always execs; off: every sandbox execs envd as before.
-    envd_zygote: bool = False
+    #: sandbox (ADR 0039: on by default). runsc always execs; off: every sandbox execs envd.
+    envd_zygote: bool = True
     pids_limit: int = Field(default=1024, ge=16)
     #: Every sandbox's writable layer is an ext4 disk of its own (ADR 0023): this size
     #: (MiB) when neither the create nor the template names one; allocated in full on the
