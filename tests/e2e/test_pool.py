@@ -10,6 +10,7 @@ here, so the suite pays that restart once.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import shutil
@@ -17,11 +18,13 @@ import signal
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import httpx
 import pytest
 from e2b import Sandbox
 
+from hutch.node import zygote
 from hutch.node.templates.busybox import build_busybox
 
 from .serveproc import Serve
@@ -153,6 +156,48 @@ def test_pooled_sandbox_is_indistinguishable_from_a_cold_one(pooled: Serve) -> N
     finally:
         pooled_sbx.kill()
         cold_sbx.kill()
+
+
+def _init_pid(serve: Serve, host_id: str) -> int:
+    import asyncio
+
+    from hutch.node.runtime.runc import RuncRuntime
+
+    runtime = RuncRuntime(root=serve.node_settings().runtime_root)
+    pid = asyncio.run(runtime.state(host_id)).pid
+    assert pid, host_id
+    return pid
+
+
+def _nices_in(init_pid: int) -> dict[int, int]:
+    """Pid -> nice value of every process in the pid namespace of ``init_pid``."""
+    ns = Path(f"/proc/{init_pid}/ns/pid").readlink()
+    out = {}
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            with contextlib.suppress(OSError):
+                if (proc / "ns" / "pid").readlink() == ns:
+                    out[int(proc.name)] = zygote.nice_of(int(proc.name))
+    return out
+
+
+def test_members_boot_niced_and_a_taken_one_runs_at_nice_0(pooled: Serve) -> None:
+    """A member boots at the refill's low priority (ADR 0038), its envd too, forked or
+    exec'd (the same nice as its PID 1); the sandbox a create gets from it, and what it
+    runs for the user, at the normal nice 0."""
+    for member in _wait_for_pool(pooled):
+        init = _init_pid(pooled, member)
+        nices = _nices_in(init)
+        assert len(nices) >= 3, nices  # tini, the waiter or envd, envd
+        assert set(nices.values()) == {zygote.nice_of(init)}, nices
+    sbx = Sandbox.create("busybox", timeout=120)
+    try:
+        host_id = _host_id(pooled, sbx.sandbox_id)
+        assert host_id.startswith("pool-")
+        assert set(_nices_in(_init_pid(pooled, host_id)).values()) == {0}
+        assert sbx.commands.run("cut -d ' ' -f 19 /proc/self/stat").stdout == "0\n"
+    finally:
+        sbx.kill()
 
 
 def test_a_pooled_sandbox_gets_the_creates_egress_policy(pooled: Serve) -> None:

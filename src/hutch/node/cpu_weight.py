@@ -77,8 +77,27 @@ def sandbox_dirs(pid: int, host_id: str) -> dict[str, Path]:
 
 
 def set_sandbox_weight(pid: int, host_id: str, weight: int) -> None:
-    """Set the CPU weight of the sandbox whose PID 1 is ``pid``. Raises ``OSError``."""
-    write_weight(sandbox_dirs(pid, host_id), weight)
+    """Set the CPU weight of the sandbox whose PID 1 is ``pid``. Raises ``OSError``.
+
+    Back at ``NORMAL`` (a create took a warm-pool member) its processes also leave the
+    refill's ``BACKGROUND_NICE``: tini and envd were started niced (runc's child, or
+    forked with PID 1's nice), and what envd starts for the user must not inherit it."""
+    dirs = sandbox_dirs(pid, host_id)
+    write_weight(dirs, weight)
+    if weight >= NORMAL:
+        renice_sandbox(dirs, 0)
+
+
+def renice_sandbox(dirs: Mapping[str, Path], nice: int) -> None:
+    """Set the nice value of every process in the cgroup ``dirs`` names; best effort per
+    process (one may exit meanwhile). Raises ``OSError`` when no ``cgroup.procs`` is there."""
+    files = [d / "cgroup.procs" for d in dirs.values()]
+    procs = next((f for f in files if f.is_file()), None)
+    if procs is None:
+        raise FileNotFoundError("no cgroup.procs for this sandbox")
+    for line in procs.read_text().split():
+        with contextlib.suppress(OSError):
+            os.setpriority(os.PRIO_PROCESS, int(line), nice)
 
 
 def lower_if_background(pid: int) -> None:

@@ -16,11 +16,12 @@ halves that meet on a ``SOCK_SEQPACKET`` socket pair:
   imports envd, freezes the heap, and per request forks C1, which joins the cgroups, enters
   the namespaces (the mount namespace last, which also sets root and cwd), forks C2 in the
   pid namespace, which forks C3 (envd, adopted by PID 1) and exits; C3 joins the session
-  keyring, copies ``oom_score_adj``, installs the filters, sets rlimits, groups, gids,
-  uids, umask, the bounding set, ambient and ``capset`` (the filter first: without
-  no-new-privileges installing one needs CAP_SYS_ADMIN, which Docker's set drops), then
-  ``setsid``, log on 1 and 2, the sandbox's ``/dev/null`` on 0, the request's environment,
-  and ``hutch.envd.main.main``. Every descriptor but the request's is closed in C1 first.
+  keyring, copies ``oom_score_adj`` and the nice value, installs the filters, sets
+  rlimits, groups, gids, uids, umask, the bounding set, ambient and ``capset`` (the filter
+  first: without no-new-privileges installing one needs CAP_SYS_ADMIN, which Docker's set
+  drops), then ``setsid``, log on 1 and 2, the sandbox's ``/dev/null`` on 0, the request's
+  environment, and ``hutch.envd.main.main``. Every descriptor but the request's is closed
+  in C1 first.
 
 :func:`differences` compares a process's attributes with PID 1's (bench, tests, and the
 node's check before a forked envd is used). Stdlib only; x86_64 and aarch64 syscalls.
@@ -142,8 +143,15 @@ def seccomp_filters(pid: int) -> list[str]:
     return filters[::-1]  # the kernel lists the newest first
 
 
+def nice_of(pid: int) -> int:
+    """``pid``'s nice value (``/proc/PID/stat`` field 19; the comm before it may hold spaces)."""
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    return int(stat.rpartition(")")[2].split()[16])
+
+
 def read_attributes(pid: int) -> dict[str, Any]:
-    """What the child copies from ``pid`` (JSON-ready): ids, rlimits, caps, umask, oom."""
+    """What the child copies from ``pid`` (JSON-ready): ids, rlimits, caps, umask, oom, nice
+    (a warm-pool member's PID 1 runs at the refill's nice 10, ADR 0038: so does its envd)."""
     st = parse_status(Path(f"/proc/{pid}/status").read_text())
     rlimits = {
         name: list(resource.prlimit(pid, getattr(resource, name)))
@@ -158,6 +166,7 @@ def read_attributes(pid: int) -> dict[str, Any]:
         "rlimits": rlimits,
         "caps": {k: int(st[k], 16) for k in _CAPS},
         "oom_score_adj": int(Path(f"/proc/{pid}/oom_score_adj").read_text()),
+        "nice": nice_of(pid),
     }
 
 
@@ -165,7 +174,7 @@ def differences(pid: int, init: int) -> list[str]:
     """What of ``pid`` differs from the container's PID 1 ``init``; [] when it is its own.
 
     Status fields (:data:`STATUS_FIELDS`), the seven namespaces, limits, cgroups,
-    ``oom_score_adj`` and the parent (``init`` itself).
+    ``oom_score_adj``, the nice value and the parent (``init`` itself).
     """
     a = parse_status(Path(f"/proc/{pid}/status").read_text())
     b = parse_status(Path(f"/proc/{init}/status").read_text())
@@ -176,6 +185,8 @@ def differences(pid: int, init: int) -> list[str]:
     for name in ("limits", "cgroup", "oom_score_adj"):
         if Path(f"/proc/{pid}/{name}").read_text() != Path(f"/proc/{init}/{name}").read_text():
             out.append(name)
+    if nice_of(pid) != nice_of(init):
+        out.append("nice")
     if a.get("PPid") != str(init):
         out.append(f"PPid {a.get('PPid')}")
     return out
@@ -295,6 +306,8 @@ def _become(request: dict[str, Any], libc: ctypes.CDLL) -> None:
         if libc.syscall(keyctl_nr, _KEYCTL_JOIN_SESSION_KEYRING, name) < 0:
             _check(-1, "keyctl JOIN_SESSION_KEYRING")
     Path("/proc/self/oom_score_adj").write_text(str(attrs["oom_score_adj"]))
+    if "nice" in attrs:  # while CAP_SYS_NICE is still ours (a lower value needs it)
+        os.setpriority(os.PRIO_PROCESS, 0, attrs["nice"])
 
     class _Prog(ctypes.Structure):
         _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
