@@ -65,6 +65,14 @@ class Cluster:
                 return str(node["id"])
         raise AssertionError(f"{sandbox_id} runs on no node")
 
+    def envd_pid(self, node_id: str, sandbox_id: str) -> int:
+        """``envd_pid`` of ``sandbox_id``'s ``sandbox.json`` on ``node_id`` (0: exec'd)."""
+        for path in (self.home / "nodes" / node_id / "sandboxes").glob("*/sandbox.json"):
+            record = json.loads(path.read_text())
+            if record["sandbox_id"] == sandbox_id:
+                return int(record["envd_pid"])
+        raise AssertionError(f"no sandbox.json on {node_id} names {sandbox_id}")
+
     def templates(self, node_id: str) -> Path:
         return self.home / "nodes" / node_id / "templates"
 
@@ -134,6 +142,8 @@ def test_artifacts_a_snapshot_taken_on_one_node_starts_on_the_other(cluster: Clu
     made: list[Sandbox] = [source]
     try:
         assert cluster.node_of(source.sandbox_id) == "node-1"
+        # A cluster's node forks envd from its zygote by default (ADR 39), as serve's does.
+        assert cluster.envd_pid("node-1", source.sandbox_id) > 0
         source.files.write("/home/user/marker.txt", "made on node-1")
         snap = source.create_snapshot().snapshot_id
         # At first only node-1 holds it: on its disk and in the store.
@@ -146,6 +156,7 @@ def test_artifacts_a_snapshot_taken_on_one_node_starts_on_the_other(cluster: Clu
         child = Sandbox.create(snap, timeout=180, **cluster.sdk())
         made.append(child)
         assert cluster.node_of(child.sandbox_id) == "node-2"
+        assert cluster.envd_pid("node-2", child.sandbox_id) > 0  # a snapshot's too
         assert child.files.read("/home/user/marker.txt") == "made on node-1"
         assert child.commands.run("echo $((6 * 7))").stdout.strip() == "42"
         assert cluster.holders(snap) == {"node-1": "held", "node-2": "held"}
