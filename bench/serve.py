@@ -578,13 +578,16 @@ def main() -> None:
     if os.geteuid() != 0:
         raise SystemExit("bench/serve.py needs root (runc, network namespaces)")
     columns: list[tuple[str, list[tuple[str, str]]]] = []
+    zygote = {"default": [None], "on": ["true"], "off": ["false"], "both": ["true", "false"]}
     if args.before:
         names = _instance.bench_names(args.before_slot)
         if names.bridge == _instance.BENCH_NAMES.bridge or _instance.slot_in_use(names):
             raise SystemExit(f"--before-slot {args.before_slot}: in use or this run's own")
         with exported_tree(args.before) as src:
-            columns.append((f"before ({args.before})", run_column(args, names=names, src=src)))
-    zygote = {"default": [None], "on": ["true"], "off": ["false"], "both": ["true", "false"]}
+            # REF with the first --envd-zygote mode too: before and after on the same path.
+            mode = zygote[args.envd_zygote][0]
+            columns.append((f"before ({args.before})",
+                            run_column(args, names=names, src=src, zygote=mode)))  # fmt: skip
     for mode in zygote[args.envd_zygote]:
         name = {None: "this tree", "true": "zygote on", "false": "zygote off"}[mode]
         columns.append((name, run_column(args, names=_instance.BENCH_NAMES, zygote=mode)))

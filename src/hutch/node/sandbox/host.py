@@ -22,6 +22,7 @@ import shutil
 import signal
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from ipaddress import IPv4Address
 from pathlib import Path
 
@@ -158,13 +159,11 @@ class SandboxHost:
         phases.mark("spec")
 
         undo.append(lambda: self.delete_container(sid))
-        init_pid = await self.create_and_start(sid, sandbox_dir, phases=phases)
-        envd_pid = (
-            await self.fork_envd(sid, sandbox_dir, init_pid=init_pid, template=template)
-            if forked
-            else 0
-        )
-        phases.mark("envd_fork")
+        init_pid, envd_pid = await self.create_and_start(
+            sid, sandbox_dir, phases=phases,
+            fork=(lambda pid: self.fork_envd(sid, sandbox_dir, init_pid=pid, template=template))
+            if forked else None,
+        )  # fmt: skip
         envd_url = f"http://{net.address}:{ENVD_PORT}"
         started = time.perf_counter()
         with telemetry.tracer().start_as_current_span("envd.ready"):
@@ -267,11 +266,24 @@ class SandboxHost:
         return size
 
     async def create_and_start(
-        self, host_id: str, sandbox_dir: Path, *, phases: metrics.BootPhases | None = None
-    ) -> int:
+        self,
+        host_id: str,
+        sandbox_dir: Path,
+        *,
+        phases: metrics.BootPhases | None = None,
+        fork: Callable[[int], Awaitable[int]] | None = None,
+    ) -> tuple[int, int]:
         """A fresh ``<sandbox dir>/boot_id`` → runtime create → it over ``/proc/.../boot_id``
-        (runc: mounted into the created container; runsc: a config mount) → start; the
-        container's init pid (from the create, else the runtime's state; 0: none).
+        (runc: mounted into the created container; runsc: a config mount) → start;
+        ``(init pid, envd pid)``: the container's init (from the create, else the runtime's
+        state; 0: none) and what ``fork(init pid)`` returned (0 without one).
+
+        ``fork`` (envd from the zygote) runs beside the start, once the container is
+        created: its namespaces, cgroups, credentials and seccomp filter are final by then
+        (runc's init waits on its exec FIFO with them), and its cgroup joins come right
+        after runc's own, which are cheap then (cgroup v1 makes the first write to
+        ``cgroup.procs`` after a quiet spell wait for an RCU grace period, ~10 ms here;
+        ADR 0041). The check of the forked envd against PID 1 is the same.
 
         Every (re)boot of a sandbox gets a new boot id, and only a boot does: a resume
         that kept memory shows the same one (ADR 0004).
@@ -290,10 +302,23 @@ class SandboxHost:
         await self.runtime.bind_boot_id(host_id, boot_id, pid=pid)
         if phases is not None:
             phases.mark("boot_id")
-        await self.runtime.start(host_id)
+        if fork is None:
+            await self.runtime.start(host_id)
+            envd_pid = 0
+        else:
+            started, forked = await asyncio.gather(
+                self.runtime.start(host_id), fork(pid or 0), return_exceptions=True
+            )
+            for outcome in (started, forked):
+                if isinstance(outcome, BaseException):
+                    if isinstance(forked, int):
+                        self.watches.unwatch(host_id)  # the undo deletes the container
+                    raise outcome
+            assert isinstance(forked, int)
+            envd_pid = forked
         if phases is not None:
-            phases.mark("runc_start")
-        return pid or 0
+            phases.mark("runc_start" if fork is None else "runc_start_envd_fork")
+        return pid or 0, envd_pid
 
     async def wait_healthy(self, sandbox_id: str, envd_url: str, *, sandbox_dir: Path) -> None:
         """Poll envd's ``/health`` until it answers; fail fast if PID 1 died."""

@@ -115,14 +115,14 @@ async def reboot(
         )  # fmt: skip
         write_bundle(sandbox_dir, lifecycle.oci_config(spec, config=cfg))
         try:
-            init_pid = await host.create_and_start(host_id, sandbox_dir)
+            init_pid, envd_pid = await host.create_and_start(
+                host_id, sandbox_dir,
+                fork=(lambda pid: host.fork_envd(host_id, sandbox_dir, init_pid=pid,
+                                                 template=template))
+                if forked else None,
+            )  # fmt: skip
             if host_id != sid:
                 await host.runtime.set_hostname(host_id, sid)
-            envd_pid = (
-                await host.fork_envd(host_id, sandbox_dir, init_pid=init_pid, template=template)
-                if forked
-                else 0
-            )
             envd_url = f"http://{net.address}:{ENVD_PORT}"
             await host.wait_healthy(host_id, envd_url, sandbox_dir=sandbox_dir)
             await host.envd.init(
