@@ -129,6 +129,9 @@ class SandboxHost:
         disk_mb = self.disk_mb(request, template)
         policy = effective_policy(request)
         phases.mark("dir")
+        # lxcfs's check (a stat in a thread) beside the disk and network too.
+        views = asyncio.ensure_future(self.proc_views())
+        views.add_done_callback(lambda f: f.cancelled() or f.exception())  # a failed boot's
         # The network (ip, nft) and the disk (mkfs.ext4) need nothing of each other: both
         # at once, each undone if it was made, whichever failed (issue 19, ADR 0041).
         setup = asyncio.ensure_future(
@@ -152,7 +155,7 @@ class SandboxHost:
         spec = lifecycle.sandbox_spec(
             sandbox_id=sid, rootfs=rootfs, template=template, cpu_count=cpu, memory_mb=memory,
             netns_path=Path(net.netns_path), config=cfg, volume_mounts=request.volume_mounts,
-            proc_views=await self.proc_views(), cpu_weight=request.cpu_weight,
+            proc_views=await views, cpu_weight=request.cpu_weight,
             envd_forked=forked,
         )  # fmt: skip
         write_bundle(sandbox_dir, lifecycle.oci_config(spec, config=cfg))
