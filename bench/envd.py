@@ -10,6 +10,15 @@ the path every SDK call takes in a deployment.
 REF (its ``src/`` exported to a temporary directory) in the same run, before and after in
 one table, each column with the ``cp`` floor measured just before it. ``--repeat N``
 measures N rounds, the columns interleaved, and prints each row's median with its range.
+
+Every row starts on equal pages (ADR 36 addendum 3): each row's file is removed as soon as
+it is measured (nothing accumulates into the kernel's background writeback), and before
+each row ``size`` bytes are written to a scratch file and removed, so no row pays for pages
+the hypervisor took back (this VM's balloon reports free pages to the host; the first touch
+of such a page costs ~2.5 ms per MiB). One POST and the multipart parts are sent by one
+process with ``sendfile(2)`` (``_sendfile.py``), parts straight from their offsets in the
+source: the client copies nothing and spawns nothing per part, so the rows measure envd
+and the proxy, not the client.
 """
 
 from __future__ import annotations
@@ -28,6 +37,7 @@ import urllib.request
 from pathlib import Path
 
 import httpx
+from _sendfile import send_range
 from _table import print_table
 
 #: The proxy, routing the sandbox ``ibench``'s envd port to the envd under test.
@@ -310,6 +320,7 @@ def _throughput(
     ``pids``: envd's and the proxy's, whose CPU time each row reports."""
     work.mkdir(parents=True)
     rows: list[tuple[str, str]] = []
+    _prime(src, work)
     t0 = time.perf_counter()
     shutil.copyfile(src, work / "cp.bin")
     os.sync()
@@ -342,53 +353,77 @@ def _paths(
     """SDK write and read, one streamed POST and multipart uploads, to ``url``."""
     work.mkdir()
     rows: list[tuple[str, str]] = []
-    route = [arg for name, value in headers.items() for arg in ("-H", f"{name}: {value}")]
 
-    dest = str(work / "up.bin")
+    dest = work / "up.bin"
+    _prime(src, work)
     start = _clock()
     with open(src, "rb") as f:
-        sbx.files.write(dest, f, user="root")
+        sbx.files.write(str(dest), f, user="root")
     rows.append((f"SDK files.write {size_mib} MiB (pyqwest)", _rate(size, start)))
 
     start = _clock()
     got = 0
-    for chunk in sbx.files.read(dest, format="stream", user="root"):
+    for chunk in sbx.files.read(str(dest), format="stream", user="root"):
         got += len(chunk)
     assert got == size, (got, size)
     rows.append((f"SDK files.read {size_mib} MiB (stream)", _rate(size, start)))
+    _done(dest, size)
 
-    # The same HTTP client (curl) for one POST and for multipart, so the comparison is of
-    # envd's two paths, not of two clients (Python clients cap out well below envd here).
+    # The same client (sendfile from one process) for one POST and for the parts, so the
+    # comparison is of envd's two paths, not of two clients.
+    dest = work / "post.bin"
+    _prime(src, work)
     start = _clock()
-    _curl(
-        *route,
-        "-X",
-        "POST",
-        "-H",
-        "Content-Type: application/octet-stream",
-        "-T",
-        str(src),
-        f"{url}/files?path={work / 'post.bin'}",
-    )
-    rows.append((f"one POST /files {size_mib} MiB (curl)", _rate(size, start)))
+    _send(url, "POST", f"/files?path={dest}", src, 0, size, headers)
+    rows.append((f"one POST /files {size_mib} MiB (sendfile)", _rate(size, start)))
+    _done(dest, size)
     for parallel in (1, 4, 8):
         # Two parts per worker, within envd's 100 MiB part limit.
         part = min(64 * 2**20, -(-size // (parallel * 2)))
-        dest = str(work / f"mp{parallel}.bin")
+        dest = work / f"mp{parallel}.bin"
+        _prime(src, work)
         start = _clock()
-        seconds = _multipart(url, src, dest, size, part, parallel, work, headers)
+        seconds = _multipart(url, src, str(dest), size, part, parallel, headers)
         rows.append(
             (
-                f"multipart upload (curl), {parallel} parallel, {part // 2**20} MiB parts",
+                f"multipart upload (sendfile), {parallel} parallel, {part // 2**20} MiB parts",
                 _rate(size, start, seconds),
             )
         )
-    shutil.rmtree(work)  # 1.5 GiB per path
+        _done(dest, size)
+    shutil.rmtree(work)
     return rows
 
 
-def _curl(*args: str) -> None:
-    subprocess.run(["curl", "-sS", "--fail", "-o", "/dev/null", *args], check=True)
+def _prime(src: Path, work: Path) -> None:
+    """Write and remove a scratch copy of ``src`` (no sync): the row that follows gets pages
+    the kernel just freed, as every other row does, not pages the hypervisor took back."""
+    scratch = work / "prime.bin"
+    shutil.copyfile(src, scratch)
+    os.unlink(scratch)
+
+
+def _done(dest: Path, size: int) -> None:
+    """Check what a row wrote, then remove it before it reaches background writeback."""
+    got = dest.stat().st_size
+    assert got == size, (dest, got, size)
+    dest.unlink()
+
+
+def _send(
+    url: str,
+    method: str,
+    target: str,
+    src: Path,
+    offset: int,
+    length: int,
+    headers: dict[str, str],
+) -> None:
+    status, body = send_range(
+        url, method, target, str(src), offset=offset, length=length, headers=headers
+    )
+    if status != 200:
+        raise SystemExit(f"{method} {target}: {status} {body[:300]!r}")
 
 
 def _multipart(
@@ -398,18 +433,10 @@ def _multipart(
     size: int,
     part: int,
     parallel: int,
-    work: Path,
     headers: dict[str, str],
 ) -> float:
-    """Seconds for init + ``parallel`` concurrent part uploads + complete (parts pre-split)."""
-    parts_dir = work / f"parts-{parallel}"
-    parts_dir.mkdir()
-    with open(src, "rb") as f:
-        n = 0
-        while chunk := f.read(part):
-            (parts_dir / str(n)).write_bytes(chunk)
-            n += 1
-    route = [arg for name, value in headers.items() for arg in ("-H", f"{name}: {value}")]
+    """Seconds for init + ``parallel`` concurrent part uploads + complete (each part sent
+    from its offset in ``src``)."""
     with httpx.Client(base_url=url, timeout=120, headers=headers) as client:
         t0 = time.perf_counter()
         r = client.post(
@@ -419,21 +446,14 @@ def _multipart(
         upload_id, parts = r.json()["uploadId"], r.json()["numParts"]
 
         def put(i: int) -> None:
-            _curl(
-                *route,
-                "-X",
-                "PUT",
-                "-T",
-                str(parts_dir / str(i)),
-                f"{url}/files/upload/{upload_id}?part={i}",
-            )
+            length = min(part, size - i * part)
+            target = f"/files/upload/{upload_id}?part={i}"
+            _send(url, "PUT", target, src, i * part, length, headers)
 
         with concurrent.futures.ThreadPoolExecutor(parallel) as pool:
             list(pool.map(put, range(parts)))
         client.post(f"/files/upload/{upload_id}/complete").raise_for_status()
-        seconds = time.perf_counter() - t0
-    shutil.rmtree(parts_dir)
-    return seconds
+        return time.perf_counter() - t0
 
 
 if __name__ == "__main__":
