@@ -23,6 +23,7 @@ one is written, instead of the event loop idling in ``epoll`` for each write (AD
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import errno
 import os
@@ -185,9 +186,15 @@ class WriteBehind:
     descriptor number can never be reused under a write still in flight.
     """
 
-    def __init__(self, *, on_done: Callable[[], None] | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        on_done: Callable[[], None] | None = None,
+        executor: concurrent.futures.Executor | None = None,
+    ) -> None:
         self._pending: asyncio.Future[int] | None = None
         self._on_done = on_done
+        self._executor = executor  # None: the loop's default executor
 
     @property
     def busy(self) -> bool:
@@ -197,7 +204,7 @@ class WriteBehind:
     async def submit(self, fn: Callable[[], int]) -> int:
         """Wait for the previous write, then start ``fn``; returns the previous one's bytes."""
         done = await self.wait()
-        fut = asyncio.get_running_loop().run_in_executor(None, fn)
+        fut = asyncio.get_running_loop().run_in_executor(self._executor, fn)
         if self._on_done is not None:
             on_done = self._on_done
             fut.add_done_callback(lambda _f: on_done())
